@@ -1,0 +1,35 @@
+// Plan files.
+#include <cstring>
+
+#include "bindings/common.h"
+#include "plan/plan.h"
+
+namespace engine::py_bind {
+
+void register_plan(py::module_& m) {
+  m.def("save_plan", [](const Graph& g, const std::string& metadata_json, const std::string& path) {
+    py::gil_scoped_release nogil;
+    save_plan(g, metadata_json, path);
+  });
+  m.def("plan_bytes", [](const Graph& g, const std::string& metadata_json) {
+    return py::bytes(write_plan(g, metadata_json));
+  });
+  m.def("load_plan", [](const std::string& path) {
+    PlanContents c;
+    {
+      py::gil_scoped_release nogil;
+      c = load_plan(path);
+    }
+    return py::make_tuple(std::shared_ptr<Graph>(std::move(c.graph)), c.metadata_json);
+  });
+  m.def("plan_from_bytes", [](const py::bytes& b, const std::string& source) {
+    std::string s = b;
+    auto buf = aligned_storage(s.size());
+    std::memcpy(buf.get(), s.data(), s.size());
+    PlanContents c = read_plan(buf, s.size(), source);
+    return py::make_tuple(std::shared_ptr<Graph>(std::move(c.graph)), c.metadata_json);
+  });
+  m.attr("PLAN_FORMAT_VERSION") = kPlanFormatVersion;
+}
+
+}  // namespace engine::py_bind

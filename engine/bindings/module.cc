@@ -1,0 +1,105 @@
+// pyengine._core: thin bindings only; the Python API lives in pyengine/.
+#include "bindings/common.h"
+#include "core/error.h"
+#include "cpu/dispatch.h"
+#include "cpu/thread_pool.h"
+
+namespace engine::py_bind {
+
+DType dtype_from_numpy(const py::dtype& dt, const std::string& what) {
+  char kind = dt.kind();
+  auto size = dt.itemsize();
+  if (kind == 'f' && size == 4) return DType::kFloat32;
+  if (kind == 'f' && size == 8) return DType::kFloat64;
+  if (kind == 'f' && size == 2) return DType::kFloat16;
+  if (kind == 'i' && size == 8) return DType::kInt64;
+  if (kind == 'i' && size == 4) return DType::kInt32;
+  if (kind == 'i' && size == 2) return DType::kInt16;
+  if (kind == 'i' && size == 1) return DType::kInt8;
+  if (kind == 'u' && size == 8) return DType::kUInt64;
+  if (kind == 'u' && size == 4) return DType::kUInt32;
+  if (kind == 'u' && size == 2) return DType::kUInt16;
+  if (kind == 'u' && size == 1) return DType::kUInt8;
+  if (kind == 'b' && size == 1) return DType::kBool;
+  fail(ErrorKind::kDType, what, ": numpy dtype '", std::string(py::str(dt)), "' is not supported");
+}
+
+py::dtype numpy_dtype(DType t) {
+  return py::dtype(std::string(dtype_name(t)) == "undefined" ? "float32" : dtype_name(t));
+}
+
+Tensor tensor_from_array(const py::array& input, const std::string& what) {
+  DType dt = dtype_from_numpy(input.dtype(), what);
+  py::array a = input;
+  if (!(a.flags() & py::array::c_style) || (reinterpret_cast<uintptr_t>(a.data()) % dtype_size(dt)) != 0)
+    a = py::array::ensure(input, py::array::c_style | py::array::forcecast);
+  Shape shape(a.shape(), a.shape() + a.ndim());
+  // The holder keeps the array alive; it may be released on a thread that
+  // does not hold the GIL (after a run), so take it before decrementing.
+  auto* keep = new py::object(a);
+  std::shared_ptr<void> holder(keep, [](void* p) {
+    py::gil_scoped_acquire gil;
+    delete static_cast<py::object*>(p);
+  });
+  return Tensor::borrow(dt, shape, const_cast<void*>(a.data()), holder);
+}
+
+py::array array_from_tensor(const Tensor& t) {
+  auto* keep = new std::shared_ptr<void>(t.holder());
+  py::capsule base(keep, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
+  std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+  std::vector<py::ssize_t> strides(shape.size());
+  py::ssize_t stride = static_cast<py::ssize_t>(dtype_size(t.dtype()));
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+    strides[i] = stride;
+    stride *= std::max<py::ssize_t>(shape[i], 1);
+  }
+  return py::array(numpy_dtype(t.dtype()), shape, strides, t.raw(), base);
+}
+
+}  // namespace engine::py_bind
+
+PYBIND11_MODULE(_core, m) {
+  namespace py = pybind11;
+  using namespace engine;
+  m.doc() = "pyengine C++ core (graph IR, optimizer, CPU runtime, plan files)";
+
+  // Map engine::Error kinds onto the Python hierarchy of pyengine.errors.
+  py::module_ errors = py::module_::import("pyengine.errors");
+  static py::object kClasses[7];
+  kClasses[static_cast<int>(ErrorKind::kInvalidModel)] = errors.attr("InvalidModelError");
+  kClasses[static_cast<int>(ErrorKind::kUnsupportedOperator)] = errors.attr("UnsupportedOperatorError");
+  kClasses[static_cast<int>(ErrorKind::kShape)] = errors.attr("ShapeError");
+  kClasses[static_cast<int>(ErrorKind::kDType)] = errors.attr("DTypeError");
+  kClasses[static_cast<int>(ErrorKind::kPlanFormat)] = errors.attr("PlanFormatError");
+  kClasses[static_cast<int>(ErrorKind::kInvalidArgument)] = errors.attr("InvalidArgumentError");
+  kClasses[static_cast<int>(ErrorKind::kInternal)] = errors.attr("InternalError");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(kClasses[static_cast<int>(e.kind())].ptr(), e.what());
+    } catch (const std::bad_alloc&) {
+      PyErr_SetString(PyExc_MemoryError, "pyengine: out of memory");
+    }
+  });
+
+  m.def("cpu_info", [] {
+    const CpuFeatures& f = cpu_features();
+    py::dict d;
+    d["brand"] = f.brand;
+    d["avx2"] = f.avx2;
+    d["fma"] = f.fma;
+    d["f16c"] = f.f16c;
+    d["avx512f"] = f.avx512f;
+    d["avx512vnni"] = f.avx512vnni;
+    d["avx_vnni"] = f.avx_vnni;
+    d["isa"] = active_isa();
+    d["hardware_threads"] = ThreadPool::hardware_threads();
+    return d;
+  });
+
+  py_bind::register_ir(m);
+  py_bind::register_runtime(m);
+  py_bind::register_plan(m);
+}

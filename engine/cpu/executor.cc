@@ -1,0 +1,343 @@
+#include "cpu/executor.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/dispatch.h"
+
+namespace engine {
+
+struct Executor::Plan {
+  std::vector<ValueInfo> infos;                        // per value index
+  std::vector<std::shared_ptr<const Tensor>> known;    // constants and values folded at plan time
+  std::vector<int> runtime_nodes;                      // indices into nodes_, in order
+  std::vector<int64_t> offset;                         // arena offset per value, -1 if not in arena
+  std::vector<int> alias_of;                           // value whose storage this value shares, or -1
+  size_t arena_bytes = 0;
+};
+
+namespace {
+
+constexpr size_t kMaxPlans = 16;
+
+size_t align_up(size_t n) { return (n + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment; }
+
+double node_flops(const Node& n, const std::vector<ValueInfo>& in, const std::vector<ValueInfo>& out) {
+  switch (n.kind()) {
+    case OpKind::kConv:
+    case OpKind::kFusedConv: {
+      if (in.size() < 2 || out.empty()) return 0;
+      // 2 * N * Cout * spatial_out * (Cin/group * prod(kernel))
+      const Shape& w = in[1].shape;
+      double k = 1;
+      for (size_t i = 1; i < w.size(); ++i) k *= static_cast<double>(w[i]);
+      return 2.0 * static_cast<double>(shape_numel(out[0].shape)) * k;
+    }
+    case OpKind::kGemm:
+    case OpKind::kFusedGemm:
+    case OpKind::kMatMul: {
+      if (in.size() < 2 || out.empty() || in[0].shape.empty()) return 0;
+      int64_t kdim = n.kind() == OpKind::kMatMul || !n.attr_int("transA", 0) ? in[0].shape.back()
+                                                                                 : in[0].shape.front();
+      return 2.0 * static_cast<double>(shape_numel(out[0].shape)) * static_cast<double>(kdim);
+    }
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
+    : graph_(std::move(graph)), pool_(options.num_threads), kctx_(&pool_) {
+  nodes_ = graph_->nodes();
+  values_ = graph_->values();
+  for (size_t i = 0; i < values_.size(); ++i) value_index_[values_[i]] = static_cast<int>(i);
+
+  // Compile: a kernel per node. Collect every problem before failing, so a
+  // user learns all unsupported operators of a model in one go.
+  std::vector<std::string> problems;
+  kernels_.resize(nodes_.size());
+  infos_.resize(nodes_.size(), nullptr);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node& n = *nodes_[i];
+    const KernelInfo* info = n.kind() == OpKind::kUnknown ? nullptr : KernelRegistry::get().find(n.kind());
+    if (!info || !InferRegistry::get().find(n.kind())) {
+      std::string domain = n.domain().empty() ? "" : str_cat(", domain '", n.domain(), "'");
+      problems.push_back(str_cat("node '", n.name(), "': operator ", n.op_type(), domain,
+                                 " is not supported by the CPU backend"));
+      continue;
+    }
+    try {
+      kernels_[i] = info->create(n);
+      infos_[i] = info;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kUnsupportedOperator) throw;
+      problems.push_back(e.what());
+    }
+  }
+  if (!problems.empty()) {
+    std::string msg = str_cat(problems.size(), " unsupported operator", problems.size() > 1 ? "s" : "",
+                              " in the model:");
+    for (const auto& p : problems) msg += "\n  - " + p;
+    throw Error(ErrorKind::kUnsupportedOperator, msg);
+  }
+  node_ms_.assign(nodes_.size(), 0.0);
+  node_flops_.assign(nodes_.size(), 0.0);
+}
+
+Executor::~Executor() = default;
+
+void Executor::check_inputs(const std::vector<Tensor>& inputs) const {
+  const auto& gin = graph_->inputs();
+  ENGINE_ENFORCE(inputs.size() == gin.size(), kInvalidArgument, "the model has ", gin.size(),
+                 " inputs but ", inputs.size(), " were given");
+  for (size_t i = 0; i < gin.size(); ++i) {
+    const Value* v = gin[i];
+    const Tensor& t = inputs[i];
+    ENGINE_ENFORCE(t.dtype() == v->dtype(), kDType, "input '", v->name(), "' must be ", dtype_name(v->dtype()),
+                   ", got ", dtype_name(t.dtype()));
+    if (!v->has_shape()) continue;
+    const Shape& want = v->shape();
+    bool ok = static_cast<size_t>(t.rank()) == want.size();
+    for (size_t d = 0; ok && d < want.size(); ++d) ok = want[d] < 0 || want[d] == t.shape()[d];
+    ENGINE_ENFORCE(ok, kShape, "input '", v->name(), "' must have shape ", shape_str(want), ", got ",
+                   shape_str(t.shape()));
+    for (int64_t d : t.shape())
+      ENGINE_ENFORCE(d >= 0, kShape, "input '", v->name(), "' has a negative dim");
+  }
+}
+
+std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& shapes) {
+  auto plan = std::make_shared<Plan>();
+  const size_t nv = values_.size();
+  plan->infos.resize(nv);
+  plan->known.resize(nv);
+  plan->offset.assign(nv, -1);
+  plan->alias_of.assign(nv, -1);
+  for (size_t i = 0; i < nv; ++i) {
+    const Value* v = values_[i];
+    if (v->is_constant()) {
+      plan->infos[i] = ValueInfo::of(v->dtype(), v->shape());
+      plan->infos[i].value = v->constant();
+      plan->known[i] = v->constant();
+    }
+  }
+  const auto& gin = graph_->inputs();
+  for (size_t i = 0; i < gin.size(); ++i) plan->infos[value_index_[gin[i]]] = ValueInfo::of(gin[i]->dtype(), shapes[i]);
+
+  // Shapes, and plan-time evaluation of nodes whose inputs are all known.
+  for (size_t ni = 0; ni < nodes_.size(); ++ni) {
+    const Node& n = *nodes_[ni];
+    std::vector<const ValueInfo*> ptrs(n.num_inputs(), nullptr);
+    bool all_known = true;
+    for (int i = 0; i < n.num_inputs(); ++i) {
+      if (!n.input(i)) continue;
+      int vi = value_index_[n.input(i)];
+      ptrs[i] = &plan->infos[vi];
+      all_known = all_known && plan->known[vi] != nullptr;
+    }
+    InferContext ctx(n, ptrs, n.num_outputs());
+    infer_node(ctx);
+    std::vector<ValueInfo> in_copy;
+    for (auto* p : ptrs) in_copy.push_back(p ? *p : ValueInfo());
+    for (int o = 0; o < n.num_outputs(); ++o) {
+      if (!n.output(o)) continue;
+      const ValueInfo& info = ctx.output(o);
+      ENGINE_ENFORCE(info.fully_known(), kShape, n.describe(), ": could not determine the shape of output '",
+                     n.output(o)->name(), "' for input shapes ", shape_str(shapes.empty() ? Shape{} : shapes[0]));
+      plan->infos[value_index_[n.output(o)]] = info;
+    }
+    node_flops_[ni] = node_flops(n, in_copy, ctx.outputs());
+    bool outputs_known = true;
+    for (int o = 0; o < n.num_outputs(); ++o)
+      if (n.output(o) && !ctx.output(o).value) outputs_known = false;
+    if (outputs_known && n.num_outputs() > 0) {
+      for (int o = 0; o < n.num_outputs(); ++o)
+        if (n.output(o)) plan->known[value_index_[n.output(o)]] = ctx.output(o).value;
+      continue;
+    }
+    if (all_known) {
+      // Fold now: shape arithmetic that depends on the input shapes.
+      std::vector<const Tensor*> in(n.num_inputs(), nullptr);
+      for (int i = 0; i < n.num_inputs(); ++i)
+        if (n.input(i)) in[i] = plan->known[value_index_[n.input(i)]].get();
+      std::vector<std::shared_ptr<Tensor>> out_t(n.num_outputs());
+      std::vector<Tensor*> out(n.num_outputs(), nullptr);
+      for (int o = 0; o < n.num_outputs(); ++o) {
+        if (!n.output(o)) continue;
+        const ValueInfo& info = ctx.output(o);
+        out_t[o] = std::make_shared<Tensor>(info.dtype, info.shape);
+        out[o] = out_t[o].get();
+      }
+      kernels_[ni]->run(kctx_, in, out);
+      for (int o = 0; o < n.num_outputs(); ++o) {
+        if (!n.output(o)) continue;
+        int vi = value_index_[n.output(o)];
+        plan->known[vi] = out_t[o];
+        plan->infos[vi].value = out_t[o];
+      }
+      continue;
+    }
+    plan->runtime_nodes.push_back(static_cast<int>(ni));
+  }
+
+  // Lifetimes, in steps of the runtime schedule, of values that live in the
+  // arena: outputs of runtime nodes that are not graph outputs.
+  const int steps = static_cast<int>(plan->runtime_nodes.size());
+  std::vector<int> first(nv, -1), last(nv, -1);
+  std::vector<char> in_arena(nv, 0);
+  for (int s = 0; s < steps; ++s) {
+    const Node& n = *nodes_[plan->runtime_nodes[s]];
+    for (Value* o : n.outputs()) {
+      if (!o) continue;
+      int vi = value_index_[o];
+      first[vi] = last[vi] = s;
+      in_arena[vi] = !o->is_graph_output();
+    }
+  }
+  for (int s = 0; s < steps; ++s) {
+    const Node& n = *nodes_[plan->runtime_nodes[s]];
+    for (Value* v : n.inputs())
+      if (v) last[value_index_[v]] = std::max(last[value_index_[v]], s);
+  }
+  // Aliases (Reshape-like ops): the output shares the input's storage, whose
+  // lifetime then extends to the alias's last use.
+  std::vector<int> root(nv);
+  for (size_t i = 0; i < nv; ++i) root[i] = static_cast<int>(i);
+  for (int s = 0; s < steps; ++s) {
+    int ni = plan->runtime_nodes[s];
+    const Node& n = *nodes_[ni];
+    if (!infos_[ni]->alias_output0 || !n.output(0) || !n.input(0)) continue;
+    int out = value_index_[n.output(0)], in = value_index_[n.input(0)];
+    if (!in_arena[out]) continue;
+    int r = root[in];
+    bool input_ok = in_arena[r] || values_[r]->is_graph_input();
+    if (!input_ok) continue;
+    root[out] = r;
+    plan->alias_of[out] = r;
+    in_arena[out] = 0;
+    if (in_arena[r]) last[r] = std::max(last[r], last[out]);
+  }
+  // Greedy by size (largest first), first fit among placed buffers whose
+  // lifetimes overlap.
+  struct Buf { int v; size_t size; int64_t offset; };
+  std::vector<Buf> bufs;
+  for (size_t i = 0; i < nv; ++i)
+    if (in_arena[i]) bufs.push_back({static_cast<int>(i), align_up(std::max<size_t>(1, shape_numel(plan->infos[i].shape) * dtype_size(plan->infos[i].dtype))), 0});
+  std::sort(bufs.begin(), bufs.end(), [](const Buf& a, const Buf& b) { return a.size > b.size || (a.size == b.size && a.v < b.v); });
+  std::vector<Buf> placed;
+  size_t total = 0;
+  for (Buf& b : bufs) {
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (const Buf& p : placed)
+      if (!(last[p.v] < first[b.v] || last[b.v] < first[p.v])) busy.push_back({p.offset, p.offset + static_cast<int64_t>(p.size)});
+    std::sort(busy.begin(), busy.end());
+    int64_t off = 0;
+    for (auto& iv : busy) {
+      if (off + static_cast<int64_t>(b.size) <= iv.first) break;
+      off = std::max(off, iv.second);
+    }
+    b.offset = off;
+    plan->offset[b.v] = off;
+    total = std::max(total, static_cast<size_t>(off) + b.size);
+    placed.push_back(b);
+  }
+  plan->arena_bytes = total;
+  return plan;
+}
+
+std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
+  check_inputs(inputs);
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Shape> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  std::shared_ptr<Plan> plan;
+  auto it = plans_.find(shapes);
+  if (it != plans_.end()) {
+    plan = it->second;
+  } else {
+    plan = make_plan(shapes);
+    if (plans_.size() >= kMaxPlans) {
+      plans_.erase(plan_order_.front());
+      plan_order_.erase(plan_order_.begin());
+    }
+    plans_[shapes] = plan;
+    plan_order_.push_back(shapes);
+  }
+  if (plan->arena_bytes > arena_size_) {
+    arena_ = aligned_storage(plan->arena_bytes);
+    arena_size_ = plan->arena_bytes;
+  }
+
+  const size_t nv = values_.size();
+  std::vector<Tensor> tensors(nv);
+  auto* base = static_cast<char*>(arena_.get());
+  for (size_t i = 0; i < nv; ++i) {
+    if (plan->known[i]) tensors[i] = *plan->known[i];
+    else if (plan->offset[i] >= 0)
+      tensors[i] = Tensor::borrow(plan->infos[i].dtype, plan->infos[i].shape, base + plan->offset[i], nullptr);
+  }
+  const auto& gin = graph_->inputs();
+  for (size_t i = 0; i < gin.size(); ++i) tensors[value_index_[gin[i]]] = inputs[i];
+  for (Value* o : graph_->outputs()) {
+    int vi = value_index_[o];
+    if (!plan->known[vi] && !o->is_graph_input())
+      tensors[vi] = Tensor(plan->infos[vi].dtype, plan->infos[vi].shape);
+  }
+  std::vector<const Tensor*> in;
+  std::vector<Tensor*> out;
+  for (int ni : plan->runtime_nodes) {
+    const Node& n = *nodes_[ni];
+    // Bind aliases to their root's storage, now that the root is bound.
+    for (Value* o : n.outputs()) {
+      if (!o) continue;
+      int vi = value_index_[o];
+      int r = plan->alias_of[vi];
+      if (r >= 0)
+        tensors[vi] = Tensor::borrow(plan->infos[vi].dtype, plan->infos[vi].shape, tensors[r].raw(), tensors[r].holder());
+    }
+    in.assign(n.num_inputs(), nullptr);
+    out.assign(n.num_outputs(), nullptr);
+    for (int i = 0; i < n.num_inputs(); ++i)
+      if (n.input(i)) in[i] = &tensors[value_index_[n.input(i)]];
+    for (int o = 0; o < n.num_outputs(); ++o)
+      if (n.output(o)) out[o] = &tensors[value_index_[n.output(o)]];
+    if (profiling_) {
+      auto t0 = std::chrono::steady_clock::now();
+      kernels_[ni]->run(kctx_, in, out);
+      auto t1 = std::chrono::steady_clock::now();
+      node_ms_[ni] = std::chrono::duration<double, std::milli>(t1 - t0).count();
+    } else {
+      kernels_[ni]->run(kctx_, in, out);
+    }
+    if (observer_)
+      for (int o = 0; o < n.num_outputs(); ++o)
+        if (out[o]) observer_(n, o, *out[o]);
+  }
+  std::vector<Tensor> result;
+  for (Value* o : graph_->outputs()) {
+    int vi = value_index_[o];
+    // Constants, folded values and pass-through inputs are copied so the
+    // caller always owns what it gets.
+    if (plan->known[vi] || o->is_graph_input()) result.push_back(tensors[vi].clone());
+    else result.push_back(tensors[vi]);
+  }
+  return result;
+}
+
+std::vector<LayerProfile> Executor::last_profile() const {
+  std::vector<LayerProfile> out;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    LayerProfile p;
+    p.name = nodes_[i]->name();
+    p.op = nodes_[i]->op_type();
+    p.kernel = kernels_[i] ? kernels_[i]->describe() : "";
+    p.ms = node_ms_[i];
+    p.flops = node_flops_[i];
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace engine

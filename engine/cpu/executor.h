@@ -1,0 +1,89 @@
+// The CPU executor: compile a graph once, run it many times.
+//
+//   compile  (constructor) choose a kernel per node and pre-pack weights;
+//            every unsupported operator of the model is reported at once.
+//   plan     (first run at a new set of input shapes) infer every shape,
+//            evaluate nodes whose inputs are all known (shape arithmetic
+//            that depends on the batch size), and lay out one arena for all
+//            intermediate tensors, reusing memory between values whose
+//            lifetimes do not overlap. Plans are cached per input shapes.
+//   run      bind inputs (zero-copy), run the remaining nodes in order.
+// Thread-safety: run() may be called from several threads; calls are
+// serialized (one arena). Use one Executor per thread for parallel streams.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cpu/kernel.h"
+#include "ir/graph.h"
+#include "ir/infer.h"
+
+namespace engine {
+
+struct ExecutorOptions {
+  int num_threads = 0;  // 0: one per hardware thread
+};
+
+// Called after each executed node with each of its outputs (calibration).
+using NodeObserver = std::function<void(const Node& node, int output_index, const Tensor& t)>;
+
+struct LayerProfile {
+  std::string name;    // node name
+  std::string op;      // op type
+  std::string kernel;  // kernel description
+  double ms = 0;       // time in the last profiled run
+  double flops = 0;    // multiply-adds x2 for Conv/Gemm/MatMul, 0 otherwise
+};
+
+class Executor {
+ public:
+  Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options = {});
+  ~Executor();
+
+  const Graph& graph() const { return *graph_; }
+  int num_threads() const { return pool_.num_threads(); }
+
+  // Inputs in the order of graph().inputs(); returns outputs in the order of
+  // graph().outputs(). Outputs own fresh storage. Throws kShape / kDType for
+  // inputs that do not match the model, naming the input.
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs);
+
+  void set_observer(NodeObserver observer) { observer_ = std::move(observer); }
+  void set_profiling(bool on) { profiling_ = on; }
+  // Per-layer times of the last run made with profiling on.
+  std::vector<LayerProfile> last_profile() const;
+  // Bytes of the activation arena for the last planned input shapes.
+  size_t arena_bytes() const { return arena_size_; }
+  size_t num_plans() const { return plans_.size(); }
+
+ private:
+  struct Plan;
+  std::shared_ptr<Plan> make_plan(const std::vector<Shape>& shapes);
+  void check_inputs(const std::vector<Tensor>& inputs) const;
+
+  std::shared_ptr<const Graph> graph_;
+  ThreadPool pool_;
+  KernelContext kctx_;
+  std::vector<Node*> nodes_;
+  std::vector<Value*> values_;
+  std::map<const Value*, int> value_index_;
+  std::vector<std::unique_ptr<Kernel>> kernels_;
+  std::vector<const KernelInfo*> infos_;
+  std::map<std::vector<Shape>, std::shared_ptr<Plan>> plans_;
+  std::vector<std::vector<Shape>> plan_order_;
+  std::shared_ptr<void> arena_;
+  size_t arena_size_ = 0;
+  std::mutex mu_;
+  NodeObserver observer_;
+  bool profiling_ = false;
+  std::vector<double> node_ms_;
+  std::vector<double> node_flops_;
+};
+
+}  // namespace engine

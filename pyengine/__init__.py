@@ -1,0 +1,25 @@
+"""pyengine: an inference engine for residual convolutional networks.
+
+    engine = pyengine.build("resnet50.onnx")       # optimize + compile a CPU plan
+    y = engine(x)                                  # numpy in, numpy out
+    engine.save("resnet50.plan"); pyengine.load("resnet50.plan")
+"""
+
+from .errors import (  # noqa: F401
+    BackendUnavailableError,
+    CalibrationError,
+    DTypeError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidModelError,
+    PlanFormatError,
+    PyengineError,
+    ShapeError,
+    UnsupportedOperatorError,
+)
+
+__version__ = "0.1.0"
+
+from . import _core  # noqa: E402
+from .api import build, load  # noqa: E402,F401
+from .engine import Engine, TensorSpec  # noqa: E402,F401

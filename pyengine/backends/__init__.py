@@ -1,0 +1,1 @@
+"""Backends: the CPU runtime (default) and TensorRT (lazy, optional)."""

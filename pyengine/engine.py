@@ -1,0 +1,166 @@
+"""The Engine: a built plan you call on numpy arrays."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from .errors import InvalidArgumentError, PlanFormatError
+
+_NP_DTYPES = {
+    1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+    9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64,
+}
+
+
+def numpy_dtype(onnx_code: int) -> np.dtype:
+    """The numpy dtype of an ONNX element type code."""
+    return np.dtype(_NP_DTYPES.get(onnx_code, np.float32))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output of an engine: name, numpy dtype and shape (None for dynamic axes)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple | None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": str(self.dtype),
+                "shape": None if self.shape is None else [-1 if d is None else d for d in self.shape]}
+
+
+def _specs(entries) -> list[TensorSpec]:
+    return [TensorSpec(n, numpy_dtype(d), None if s is None else tuple(None if x < 0 else x for x in s))
+            for n, d, s in entries]
+
+
+class Engine:
+    """A compiled model. Create with :func:`pyengine.build` or :func:`pyengine.load`.
+
+    ``engine(x)`` runs a single-input model and returns its single output (or a
+    tuple of outputs); ``engine.run({"input": x})`` returns a dict of outputs.
+    The batch axis is dynamic: any batch size runs without rebuilding.
+    """
+
+    def __init__(self, graph: _core.Graph, metadata: dict, num_threads: int = 0):
+        self._graph = graph
+        self._metadata = metadata
+        self._impl = _core.Executor(graph, num_threads)
+        self.inputs = _specs(graph.inputs())
+        self.outputs = _specs(graph.outputs())
+        self._input_names = [s.name for s in self.inputs]
+
+    # -- running -----------------------------------------------------------
+    def run(self, feeds: dict) -> dict:
+        """Runs the model.
+
+        Args:
+            feeds: input name -> numpy array (dtype and rank as in ``engine.inputs``).
+
+        Returns:
+            dict of output name -> numpy array, in the order of ``engine.outputs``.
+        """
+        if not isinstance(feeds, dict):
+            raise InvalidArgumentError("run() takes a dict of input name -> array; use engine(x) for one input")
+        missing = [n for n in self._input_names if n not in feeds]
+        extra = [n for n in feeds if n not in self._input_names]
+        if missing or extra:
+            raise InvalidArgumentError(
+                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
+                f"the model's inputs are {self._input_names}")
+        arrays = [np.asarray(feeds[n]) for n in self._input_names]
+        outs = self._impl.run(arrays)
+        return {spec.name: out for spec, out in zip(self.outputs, outs)}
+
+    def __call__(self, *args):
+        if len(args) != len(self.inputs):
+            raise InvalidArgumentError(
+                f"the model has {len(self.inputs)} inputs ({self._input_names}); "
+                f"got {len(args)} positional arrays")
+        outs = self._impl.run([np.asarray(a) for a in args])
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    # -- describing --------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        """Plan metadata: precision, backend, source model hash, versions, passes."""
+        return dict(self._metadata)
+
+    @property
+    def precision(self) -> str:
+        return self._metadata.get("precision", "fp32")
+
+    @property
+    def backend(self) -> str:
+        return self._metadata.get("backend", "cpu")
+
+    @property
+    def num_threads(self) -> int:
+        return self._impl.num_threads
+
+    def graph_text(self) -> str:
+        """The graph the engine runs, one node per line."""
+        return self._graph.to_text()
+
+    def report(self) -> str:
+        """What the optimizer did: passes fired and node counts before/after."""
+        rep = self._metadata.get("optimizer")
+        if not rep:
+            return "optimizer: not run (built with optimize=False)"
+        from .optimizer import format_report
+
+        return format_report(rep)
+
+    def profile(self, feeds: dict, runs: int = 10) -> list:
+        """Per-layer times (ms, averaged over ``runs``) of the CPU plan."""
+        self._impl.set_profiling(True)
+        try:
+            totals = None
+            for _ in range(runs):
+                self.run(feeds)
+                layers = self._impl.last_profile()
+                if totals is None:
+                    totals = layers
+                else:
+                    for t, l in zip(totals, layers):
+                        t["ms"] += l["ms"]
+            for t in totals:
+                t["ms"] /= runs
+            return totals
+        finally:
+            self._impl.set_profiling(False)
+
+    # -- saving ------------------------------------------------------------
+    def save(self, path) -> None:
+        """Writes the plan file (format: engine/plan/format.md)."""
+        meta = dict(self._metadata)
+        meta["format_version"] = _core.PLAN_FORMAT_VERSION
+        _core.save_plan(self._graph, json.dumps(meta, indent=1, sort_keys=True), os.fspath(path))
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}: {s.dtype}{list(s.shape) if s.shape else ''}" for s in self.inputs)
+        return f"<pyengine.Engine {self.backend}/{self.precision} ({ins})>"
+
+
+def load_engine(path, num_threads: int = 0) -> Engine:
+    """Loads a plan file written by :meth:`Engine.save`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PlanFormatError(f"plan file '{path}' does not exist")
+    graph, meta_json = _core.load_plan(path)
+    try:
+        meta = json.loads(meta_json)
+    except json.JSONDecodeError as exc:
+        raise PlanFormatError(f"plan '{path}' has unreadable metadata: {exc}") from None
+    backend = meta.get("backend", "cpu")
+    if backend != "cpu":
+        from .backends import tensorrt
+
+        return tensorrt.load_plan(path, meta)
+    return Engine(graph, meta, num_threads)
