@@ -274,10 +274,14 @@ def _torchvision_stem(b, x, width):
     return b.maxpool(x, 3, 2, pad=1)
 
 
-def _basic_block(b, x, planes, stride, conv=None):
-    conv = conv or b.conv
-    out = b.relu(b.bn(conv(x, planes, 3, stride)))
-    out = b.bn(conv(out, planes, 3, gain=RESIDUAL_GAIN))
+def _conv3(b, x, cout, stride=1, gain=1.0):
+    return b.conv(x, cout, 3, stride, gain=gain)
+
+
+def _basic_block(b, x, planes, stride, conv=_conv3):
+    """conv-BN-ReLU-conv-BN + shortcut, ReLU; ``conv(b, x, cout, stride, gain)``."""
+    out = b.relu(b.bn(conv(b, x, planes, stride)))
+    out = b.bn(conv(b, out, planes, gain=RESIDUAL_GAIN))
     return b.relu(b.add(out, _shortcut(b, x, planes, stride)))
 
 
@@ -482,12 +486,12 @@ def convnext_block(opset=DEFAULT_OPSET, seed=0):
 
 # 3-D (video) networks: input (N, C, T, H, W).
 
-def _conv2plus1d(b, x, cout, stride):
+def _conv2plus1d(b, x, cout, stride=1, gain=1.0):
     """R(2+1)D factorized conv: (1,3,3) spatial, BN, ReLU, then (3,1,1) temporal."""
     cin = b.channels(x)
     mid = cin * cout * 27 // (cin * 9 + 3 * cout)
     x = _conv_bn_relu(b, x, mid, (1, 3, 3), (1, stride, stride), pad=(0, 1, 1))
-    return b.conv(x, cout, (3, 1, 1), (stride, 1, 1), pad=(1, 0, 0))
+    return b.conv(x, cout, (3, 1, 1), (stride, 1, 1), pad=(1, 0, 0), gain=gain)
 
 
 def r2plus1d(opset=DEFAULT_OPSET, seed=0):
@@ -497,8 +501,7 @@ def r2plus1d(opset=DEFAULT_OPSET, seed=0):
     x = _conv_bn_relu(b, x, 24, (1, 7, 7), (1, 2, 2), pad=(0, 3, 3))
     x = _conv_bn_relu(b, x, 16, (3, 1, 1), pad=(1, 0, 0))
     for stage, planes in enumerate((16, 32, 64, 128)):
-        x = _basic_block(b, x, planes, 2 if stage else 1,
-                         conv=lambda y, c, k, s=1, gain=1.0: _conv2plus1d(b, y, c, s))
+        x = _basic_block(b, x, planes, 2 if stage else 1, _conv2plus1d)
     return b.build({"output": _classifier(b, x)})
 
 
@@ -529,9 +532,8 @@ def p3d(opset=DEFAULT_OPSET, seed=0):
     x = _conv_bn_relu(b, b.input((3, 8, 32, 32)), 32, (1, 7, 7), (1, 2, 2), pad=(0, 3, 3))
     x = b.node("MaxPool", [x], kernel_shape=[1, 3, 3], strides=[1, 2, 2],
                pads=[0, 1, 1, 0, 1, 1])
-    for i, (planes, stride, kind) in enumerate(
-            [(16, 1, "A"), (16, 1, "B"), (16, 1, "C"), (32, 2, "A"), (32, 1, "B"),
-             (32, 1, "C")]):
+    for planes, stride, kind in [(16, 1, "A"), (16, 1, "B"), (16, 1, "C"),
+                                 (32, 2, "A"), (32, 1, "B"), (32, 1, "C")]:
         x = _p3d_block(b, x, planes, stride, kind)
     return b.build({"output": _classifier(b, x)})
 
@@ -565,7 +567,7 @@ def _group_norm(b, x, groups, eps=1e-5):
     if b.opset >= 21:
         return b.node("GroupNormalization", [x, b.weight(gamma, "gamma"), b.weight(beta, "beta")],
                       num_groups=groups, epsilon=eps)
-    grouped = b.reshape(x, [0, groups, -1])
+    grouped = b.reshape(x, [0, groups, -1], channels=groups)
     normed = b.node("InstanceNormalization",
                     [grouped, b.weight(np.ones(groups), "ones"), b.weight(np.zeros(groups), "zeros")],
                     epsilon=eps)
@@ -633,11 +635,15 @@ def flatten_chain(opset=DEFAULT_OPSET, seed=0):
     x = b.maxpool(_conv_bn_relu(b, b.input((1, 28, 28)), 16), 2, 2)
     x = b.maxpool(_conv_bn_relu(b, x, 32), 2, 2)                             # 32x7x7
     batch = b.node("Gather", [b.node("Shape", [x]), b.constant(np.int64(0))], axis=0)
-    shape = b.node("Concat", [b.node("Unsqueeze", [batch, b.constant(np.array([0]))]),
-                              b.constant(np.array([-1]))], axis=0)
+    shape = b.node("Concat", [b.node("Unsqueeze", [batch, b.constant(np.array([0], np.int64))]),
+                              b.constant(np.array([-1], np.int64))], axis=0)
     x = b.node("Reshape", [x, shape], channels=32 * 7 * 7)
     x = b.relu(b.gemm(x, 64, gain=math.sqrt(2.0)))
     return b.build({"output": b.gemm(x, NUM_CLASSES)})
+
+
+def _dilated_conv3(b, x, cout, stride=1, gain=1.0):
+    return b.conv(x, cout, 3, stride, dilation=2, gain=gain)
 
 
 def conv1d(opset=DEFAULT_OPSET, seed=0):
@@ -647,8 +653,7 @@ def conv1d(opset=DEFAULT_OPSET, seed=0):
     x = b.maxpool(x, 3, 2, pad=1)
     x = _basic_block(b, x, 32, 1)
     x = _basic_block(b, x, 64, 2)
-    x = _basic_block(b, x, 64, 1,
-                     conv=lambda y, c, k, s=1, gain=1.0: b.conv(y, c, k, s, dilation=2, gain=gain))
+    x = _basic_block(b, x, 64, 1, _dilated_conv3)
     return b.build({"output": _classifier(b, x)})
 
 

@@ -99,6 +99,9 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
 
+  m.def("set_force_ref", &set_force_ref,
+        "Use only reference kernels in executors compiled from now on (for tests).");
+
   py_bind::register_ir(m);
   py_bind::register_runtime(m);
   py_bind::register_plan(m);

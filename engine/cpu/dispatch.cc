@@ -1,5 +1,6 @@
 #include "cpu/dispatch.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -57,15 +58,20 @@ const CpuFeatures& cpu_features() {
   return f;
 }
 
+namespace {
+std::atomic<bool> g_force_ref{[] {
+  const char* e = std::getenv("ENGINE_FORCE_REF");
+  return e && std::strcmp(e, "1") == 0;
+}()};
+}  // namespace
+
+void set_force_ref(bool on) { g_force_ref = on; }
+
 bool use_avx2() {
 #if defined(ENGINE_FORCE_REF)
   return false;
 #else
-  static const bool forced_ref = [] {
-    const char* e = std::getenv("ENGINE_FORCE_REF");
-    return e && std::strcmp(e, "1") == 0;
-  }();
-  return !forced_ref && cpu_features().avx2 && cpu_features().fma;
+  return !g_force_ref && cpu_features().avx2 && cpu_features().fma;
 #endif
 }
 

@@ -24,5 +24,8 @@ const CpuFeatures& cpu_features();
 bool use_avx2();
 // "avx2" or "ref": the ISA kernels use, for reports.
 const char* active_isa();
+// Forces reference kernels for executors compiled from now on (tests compare
+// every SIMD kernel against its reference this way).
+void set_force_ref(bool on);
 
 }  // namespace engine
