@@ -17,9 +17,15 @@ from onnx import TensorProto, helper, numpy_helper
 DEFAULT_OPSET = 17
 BATCH = "batch"
 NUM_CLASSES = 10
+# Random BatchNorm statistics scale the mean square of activations by
+# E[gamma^2] * E[1 / var] = 13/12 * ln 3 on average; convs divide that out so that
+# a conv + BN layer keeps activations at the scale He initialization intends.
+BN_GAIN = 1.0 / math.sqrt(13.0 / 12.0 * math.log(3.0))
 # Scales the last conv of each residual branch (as Fixup does) so that the
 # variance added by every block stays small and deep stacks do not explode.
-RESIDUAL_GAIN = 0.5
+RESIDUAL_GAIN = 0.25
+# For convs whose output is not rectified (He scaling assumes a ReLU follows).
+LINEAR_GAIN = math.sqrt(0.5)
 
 
 def _tuple(value, rank):
@@ -44,6 +50,7 @@ class GraphBuilder:
         self._nodes = []
         self._inputs = []
         self._initializers = []
+        self._value_info = []
         self._channels = {}
         self._counts = {}
 
@@ -56,11 +63,6 @@ class GraphBuilder:
         """Returns the channel count of value ``x``."""
         return self._channels[x]
 
-    def set_channels(self, x, channels):
-        """Records the channel count of a value whose op does not imply it."""
-        self._channels[x] = channels
-        return x
-
     # Graph plumbing.
 
     def input(self, shape, name="input"):
@@ -68,7 +70,24 @@ class GraphBuilder:
         dims = [BATCH, *shape]
         self._inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
         self.spatial_rank = len(shape) - 1
-        return self.set_channels(name, shape[0])
+        self._channels[name] = shape[0]
+        return name
+
+    def declare_like(self, x, like):
+        """Declares value ``x`` (as value_info) with the inferred type of ``like``.
+
+        For ops that ONNX shape inference cannot see through, as exporters
+        record intermediate shapes.
+        """
+        graph = helper.make_graph(
+            self._nodes, self.name, self._inputs,
+            [helper.make_tensor_value_info(like, TensorProto.FLOAT, None)],
+            initializer=self._initializers, value_info=self._value_info)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        value = helper.make_empty_tensor_value_info(x)
+        value.type.CopyFrom(inferred.graph.output[0].type)
+        self._value_info.append(value)
 
     def weight(self, array, prefix="w"):
         """Adds an initializer (float arrays are stored as float32)."""
@@ -108,7 +127,7 @@ class GraphBuilder:
 
     def conv(self, x, cout, k=3, stride=1, pad=None, groups=1, dilation=1, bias=False,
              gain=1.0):
-        """Conv with He-scaled weights; ``pad=None`` keeps the size at stride 1.
+        """Conv with He-scaled weights (times BN_GAIN); ``pad=None`` keeps the size.
 
         ``k``, ``stride``, ``dilation`` take an int (same for every spatial axis)
         or a tuple; ``pad`` takes an int, one int per axis, or 2*rank ONNX pads.
@@ -122,7 +141,8 @@ class GraphBuilder:
             pads = pads + pads
         cin = self.channels(x)
         fan_in = cin // groups * math.prod(k)
-        w = self.rng.standard_normal((cout, cin // groups, *k)) * gain * math.sqrt(2.0 / fan_in)
+        std = gain * BN_GAIN * math.sqrt(2.0 / fan_in)
+        w = self.rng.standard_normal((cout, cin // groups, *k)) * std
         inputs = [x, self.weight(w)]
         if bias:
             inputs.append(self.weight(self.rng.normal(0.0, 0.1, cout), "b"))
@@ -236,7 +256,7 @@ class GraphBuilder:
         graph = helper.make_graph(
             self._nodes, self.name, self._inputs,
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-            initializer=self._initializers)
+            initializer=self._initializers, value_info=self._value_info)
         opsets = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="pyengine-tests",
                                   ir_version=helper.find_min_ir_version_for(opsets))
@@ -262,7 +282,7 @@ def _shortcut(b, x, cout, stride):
     """Identity, or the 1x1 conv + BN projection when the shape changes."""
     if stride == 1 and b.channels(x) == cout:
         return x
-    return b.bn(b.conv(x, cout, 1, stride, pad=0))
+    return b.bn(b.conv(x, cout, 1, stride, pad=0, gain=LINEAR_GAIN))
 
 
 def _classifier(b, x, num_classes=NUM_CLASSES):
@@ -308,13 +328,13 @@ def _squeeze_excite(b, x, reduction, fc):
     return b.mul(x, b.sigmoid(s))
 
 
-def _resnet(name, block, layers, width, opset, seed, size=64, **block_args):
+def _resnet(name, block, layers, width, opset, seed):
     b = GraphBuilder(name, opset, seed)
-    x = _torchvision_stem(b, b.input((3, size, size)), width)
+    x = _torchvision_stem(b, b.input((3, 64, 64)), width)
     for stage, count in enumerate(layers):
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
-            x = block(b, x, width * 2**stage, stride, **block_args)
+            x = block(b, x, width * 2**stage, stride)
     return b.build({"output": _classifier(b, x)})
 
 
@@ -323,7 +343,7 @@ def _preact_block(b, x, planes, stride):
     pre = b.relu(b.bn(x))
     skip = x
     if stride != 1 or b.channels(x) != planes:
-        skip = b.conv(pre, planes, 1, stride, pad=0)
+        skip = b.conv(pre, planes, 1, stride, pad=0, gain=LINEAR_GAIN)
     out = b.conv(pre, planes, 3, stride)
     out = b.conv(b.relu(b.bn(out)), planes, 3, gain=RESIDUAL_GAIN)
     return b.add(out, skip)
@@ -438,11 +458,12 @@ def repvgg_block(opset=DEFAULT_OPSET, seed=0):
     """Training-time RepVGG: ReLU(BN(3x3) + BN(1x1) + BN(identity)), 32x32 input."""
     b = GraphBuilder("repvgg_block", opset, seed)
     x = b.input((3, 32, 32))
+    gain = 0.5  # the branches are summed: halve each to keep the sum O(1)
     for width in (32, 64):
         for i in range(3):
             stride = 2 if i == 0 else 1
-            out = b.add(b.bn(b.conv(x, width, 3, stride, gain=RESIDUAL_GAIN)),
-                        b.bn(b.conv(x, width, 1, stride, pad=0, gain=RESIDUAL_GAIN)))
+            out = b.add(b.bn(b.conv(x, width, 3, stride, gain=gain)),
+                        b.bn(b.conv(x, width, 1, stride, pad=0, gain=gain)))
             if stride == 1 and b.channels(x) == width:
                 out = b.add(out, b.bn(x))
             x = b.relu(out)
@@ -530,8 +551,7 @@ def p3d(opset=DEFAULT_OPSET, seed=0):
     """Pseudo-3D ResNet cycling P3D-A/B/C bottlenecks, input (N, 3, 8, 32, 32)."""
     b = GraphBuilder("p3d", opset, seed)
     x = _conv_bn_relu(b, b.input((3, 8, 32, 32)), 32, (1, 7, 7), (1, 2, 2), pad=(0, 3, 3))
-    x = b.node("MaxPool", [x], kernel_shape=[1, 3, 3], strides=[1, 2, 2],
-               pads=[0, 1, 1, 0, 1, 1])
+    x = b.maxpool(x, (1, 3, 3), (1, 2, 2), pad=(0, 1, 1))
     for planes, stride, kind in [(16, 1, "A"), (16, 1, "B"), (16, 1, "C"),
                                  (32, 2, "A"), (32, 1, "B"), (32, 1, "C")]:
         x = _p3d_block(b, x, planes, stride, kind)
@@ -565,12 +585,13 @@ def _group_norm(b, x, groups, eps=1e-5):
     gamma = b.rng.uniform(0.5, 1.5, c)
     beta = b.rng.normal(0.0, 0.1, c)
     if b.opset >= 21:
-        return b.node("GroupNormalization", [x, b.weight(gamma, "gamma"), b.weight(beta, "beta")],
-                      num_groups=groups, epsilon=eps)
+        y = b.node("GroupNormalization", [x, b.weight(gamma, "gamma"), b.weight(beta, "beta")],
+                   num_groups=groups, epsilon=eps)
+        b.declare_like(y, x)  # onnx 1.23 has no shape inference for it (onnx/onnx#7157)
+        return y
     grouped = b.reshape(x, [0, groups, -1], channels=groups)
-    normed = b.node("InstanceNormalization",
-                    [grouped, b.weight(np.ones(groups), "ones"), b.weight(np.zeros(groups), "zeros")],
-                    epsilon=eps)
+    ones, zeros = b.weight(np.ones(groups), "ones"), b.weight(np.zeros(groups), "zeros")
+    normed = b.node("InstanceNormalization", [grouped, ones, zeros], epsilon=eps)
     y = b.node("Reshape", [normed, b.node("Shape", [x])], channels=c)
     y = b.mul(y, b.weight(gamma.reshape(c, 1, 1), "gamma"))
     return b.add(y, b.weight(beta.reshape(c, 1, 1), "beta"))
@@ -611,21 +632,21 @@ def resize(opset=DEFAULT_OPSET, seed=0):
 
 
 def pooling(opset=DEFAULT_OPSET, seed=0):
-    """Pad (reflect, edge, constant), asymmetric conv pads, MaxPool ceil_mode and
-    AveragePool with count_include_pad on odd sizes, 31x31 input."""
+    """Pad (reflect, edge, constant), asymmetric conv pads, MaxPool and AveragePool
+    where ceil_mode changes the output size, AveragePool count_include_pad."""
     b = GraphBuilder("pooling", opset, seed)
-    x = b.input((3, 31, 31))
-    x = b.relu(b.bn(b.conv(x, 16, 3, 2, pad=(0, 0, 1, 1))))                   # 16x16
+    x = b.input((3, 32, 32))
+    x = b.relu(b.bn(b.conv(x, 16, 3, 2, pad=(0, 0, 1, 1))))              # 16x16, TF "SAME"
     x = b.node("Pad", [x, b.ints([0, 0, 1, 1, 0, 0, 1, 1], "pads")], mode="reflect")
-    x = _conv_bn_relu(b, x, 32, 3, pad=0)                                    # 16x16
-    x = b.maxpool(x, 3, 2, ceil_mode=1)                                      # 8x8
-    x = b.node("Pad", [x, b.ints([0, 0, 0, 1, 0, 0, 2, 0], "pads")], mode="edge")  # 9x10
-    x = _conv_bn_relu(b, x, 32, 3)
-    x = b.avgpool(x, 3, 2, pad=1, count_include_pad=1)                       # 5x5
+    x = _conv_bn_relu(b, x, 32, 3, pad=0)                                # 16x16
+    x = b.maxpool(x, 3, 2, ceil_mode=1)                                  # 8x8 (floor: 7x7)
+    x = b.node("Pad", [x, b.ints([0, 0, 0, 1, 0, 0, 1, 0], "pads")], mode="edge")
+    x = _conv_bn_relu(b, x, 32, 3)                                       # 9x9
+    x = b.avgpool(x, 3, 2, pad=1, count_include_pad=1)                   # 5x5
     pad_value = b.weight(np.float32(0.5), "c")
     x = b.node("Pad", [x, b.ints([0, 0, 1, 0, 0, 0, 0, 1], "pads"), pad_value])  # 6x6
-    x = b.avgpool(x, 3, 2, ceil_mode=1)                                      # 3x3
-    x = b.maxpool(_conv_bn_relu(b, x, 64, 3), 2, 1, pad=0)                   # 2x2
+    x = b.avgpool(x, 3, 2, ceil_mode=1)                                  # 3x3 (floor: 2x2)
+    x = b.maxpool(_conv_bn_relu(b, x, 64, 3), 2, 1)                      # 2x2
     return b.build({"output": _classifier(b, x)})
 
 
