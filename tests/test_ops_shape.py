@@ -723,3 +723,18 @@ def test_expand_and_tile_to_dynamic_shapes(rng):
         x = rand(rng, (batch, 5), np.float32)
         engine, _ = check(nodes, {"x": x}, outputs=[("e", np.float32), ("y", np.float32), ("ones_out", np.int64)],
                           inits=inits, input_shapes={"x": ["batch", 5]}, engine=engine)
+
+
+@pytest.mark.parametrize("node,shape,inits", [
+    (helper.make_node("Transpose", ["x"], ["y"], perm=[2, 0, 1]), (0, 3, 4), {}),
+    (helper.make_node("Concat", ["x", "x"], ["y"], axis=1), (2, 0, 3), {}),
+    (helper.make_node("Pad", ["x", "p"], ["y"]), (0, 3), {"p": i64(1, 0, 1, 2)}),
+    (helper.make_node("Expand", ["x", "s"], ["y"]), (3, 1), {"s": i64(0, 3, 4)}),
+    (helper.make_node("Gather", ["x", "i"], ["y"], axis=1), (0, 5), {"i": i64(1, 4)}),
+    (helper.make_node("Flatten", ["x"], ["y"], axis=1), (4, 0, 2), {}),
+    (helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest"), (1, 2, 3, 4),
+     {"sc": np.array([1, 1, 0.3, 1], np.float32)}),
+])
+def test_empty_tensors(rng, node, shape, inits):
+    x = rand(rng, shape, np.float32)
+    check([node], {"x": x}, inits=inits)
