@@ -50,6 +50,31 @@ double node_flops(const Node& n, const std::vector<ValueInfo>& in, const std::ve
 
 }  // namespace
 
+namespace {
+
+// Graph inputs that feed shape operands are treated like TensorRT's shape
+// tensors: their values are part of the plan key and known while planning,
+// so a shape given as a graph input (Reshape's shape, Slice's starts,
+// Resize's scales, ...) resolves to concrete output shapes.
+constexpr int64_t kMaxValueInputElements = 64;
+
+bool is_shape_operand(OpKind k, int index) {
+  switch (k) {
+    case OpKind::kReshape: case OpKind::kExpand: case OpKind::kTile:
+    case OpKind::kSqueeze: case OpKind::kUnsqueeze: case OpKind::kSplit:
+    case OpKind::kReduceMean: case OpKind::kReduceSum: case OpKind::kReduceMax: case OpKind::kReduceMin:
+      return index == 1;
+    case OpKind::kSlice: case OpKind::kPad: case OpKind::kResize:
+      return index >= 1;
+    case OpKind::kConstantOfShape: case OpKind::kRange:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
     : graph_(std::move(graph)), pool_(options.num_threads), kctx_(&pool_) {
   nodes_ = graph_->nodes();
@@ -90,6 +115,11 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
     for (const auto& r : refused) msg += "\n  - " + r;
     throw Error(ErrorKind::kUnsupportedOperator, msg);
   }
+  for (Value* v : graph_->inputs()) {
+    bool shape_operand = false;
+    for (const Use& u : v->uses()) shape_operand |= is_shape_operand(u.node->kind(), u.index);
+    value_input_.push_back(shape_operand);
+  }
   node_ms_.assign(nodes_.size(), 0.0);
 }
 
@@ -115,7 +145,10 @@ void Executor::check_inputs(const std::vector<Tensor>& inputs) const {
   }
 }
 
-std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& shapes) {
+
+std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Tensor>& inputs) {
+  std::vector<Shape> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
   auto plan = std::make_shared<Plan>();
   const size_t nv = values_.size();
   plan->infos.resize(nv);
@@ -133,7 +166,15 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
     }
   }
   const auto& gin = graph_->inputs();
-  for (size_t i = 0; i < gin.size(); ++i) plan->infos[value_index_[gin[i]]] = ValueInfo::of(gin[i]->dtype(), shapes[i]);
+  for (size_t i = 0; i < gin.size(); ++i) {
+    int vi = value_index_[gin[i]];
+    plan->infos[vi] = ValueInfo::of(gin[i]->dtype(), shapes[i]);
+    if (value_input_[i] && inputs[i].numel() <= kMaxValueInputElements) {
+      auto value = std::make_shared<Tensor>(inputs[i].clone());
+      plan->infos[vi].value = value;
+      plan->known[vi] = value;
+    }
+  }
 
   // Shapes, and plan-time evaluation of nodes whose inputs are all known.
   for (size_t ni = 0; ni < nodes_.size(); ++ni) {
@@ -260,20 +301,28 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
 std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
   check_inputs(inputs);
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Shape> shapes;
-  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  std::vector<Shape> key;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    key.push_back(inputs[i].shape());
+    if (value_input_[i] && inputs[i].numel() <= kMaxValueInputElements) {
+      // Bit patterns, so float values (Resize scales) key exactly too.
+      Shape bits(inputs[i].nbytes() / sizeof(int64_t) + 1, 0);
+      std::memcpy(bits.data(), inputs[i].raw(), inputs[i].nbytes());
+      key.push_back(bits);
+    }
+  }
   std::shared_ptr<Plan> plan;
-  auto it = plans_.find(shapes);
+  auto it = plans_.find(key);
   if (it != plans_.end()) {
     plan = it->second;
   } else {
-    plan = make_plan(shapes);
+    plan = make_plan(inputs);
     if (plans_.size() >= kMaxPlans) {
       plans_.erase(plan_order_.front());
       plan_order_.erase(plan_order_.begin());
     }
-    plans_[shapes] = plan;
-    plan_order_.push_back(shapes);
+    plans_[key] = plan;
+    plan_order_.push_back(key);
   }
   last_plan_ = plan;
   if (plan->arena_bytes > arena_size_) {
