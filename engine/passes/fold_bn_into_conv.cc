@@ -659,6 +659,166 @@ class FoldIntoConsumers final : public Pattern {
   OpKind kind_;
 };
 
+// --- scale through a positively homogeneous activation --------------------
+//
+// relu(s*x + t) = s * relu(x + t/s) for s > 0 (LeakyRelu likewise): the shift
+// stays in front of the activation as one Add, and the pure scale moves into
+// the consuming convs, where it is exact even with padding (zero padding of
+// s*y is s times zero padding of y). Pre-activation networks (BN-ReLU-Conv)
+// lose a node per unit this way.
+
+struct ScaleThrough {
+  Affine affine;
+  Node* act;
+  std::vector<Node*> consumers;
+};
+
+// Scales input channel c of a consumer's weight by s[c].
+void scale_input_channels(Rewriter& rw, Node* c, const Affine& a) {
+  Shape ws = c->input(1)->shape();
+  std::vector<float> w = weights(c->input(1));
+  if (c->kind() == OpKind::kGemm) {
+    bool trans_b = c->attr_int("transB", 0) != 0;
+    int64_t k = trans_b ? ws[1] : ws[0], n_out = trans_b ? ws[0] : ws[1];
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t n = 0; n < n_out; ++n) w[trans_b ? n * k + kk : kk * n_out + n] *= a.scale(kk);
+  } else {
+    int64_t co = ws[0], cig = ws[1];
+    int64_t group = c->attr_int("group", 1);
+    int64_t ksize = static_cast<int64_t>(w.size()) / std::max<int64_t>(1, co * cig);
+    int64_t cog = co / std::max<int64_t>(1, group);
+    for (int64_t o = 0; o < co; ++o)
+      for (int64_t i = 0; i < cig; ++i) {
+        float s = a.scale((o / cog) * cig + i);
+        for (int64_t k = 0; k < ksize; ++k) w[(o * cig + i) * ksize + k] *= s;
+      }
+  }
+  rw.set_input(c, 1, rw.add_constant(c->input(1)->name(), float_tensor(ws, w)));
+}
+
+class ScaleThroughActivation final : public Pattern {
+ public:
+  std::string_view name() const override { return "scale_through_activation"; }
+  OpKind root() const override { return OpKind::kChannelAffine; }
+
+  MatchResult match(const Graph&, const Node& n) const override {
+    std::string why;
+    auto a = affine_of(n, &why);
+    NO_MATCH_IF(!a, why);
+    const Value* y = n.output(0);
+    NO_MATCH_IF(!single_use(y), "output '", y->name(), "' has other users or is a graph output");
+    Node* act = y->uses()[0].node;
+    NO_MATCH_IF(act->kind() != OpKind::kRelu && act->kind() != OpKind::kLeakyRelu,
+                "consumer ", act->describe(), " is not a Conv, Gemm, Relu or LeakyRelu");
+    for (float v : a->s) NO_MATCH_IF(!(v > 0.f), "a channel scale is not positive (cannot pass the activation)");
+    ScaleThrough f;
+    f.affine = *a;
+    f.act = act;
+    NO_MATCH_IF(!collect(act->output(0), a->rank, a->channels(), &f.consumers, &why, 0), why);
+    Match m;
+    m.nodes = {const_cast<Node*>(&n)};
+    m.data = f;
+    return m;
+  }
+
+  // The convs/Gemms that read s*z through ops that commute with a positive
+  // per-channel scale (pools: max(s*z) = s*max(z), averages are linear;
+  // flattening a [N, C, 1, ...] value keeps channel c as feature c).
+  static bool collect(const Value* z, int64_t rank, int64_t channels, std::vector<Node*>* out, std::string* why,
+                      int depth) {
+    if (z->is_graph_output() || z->uses().empty() || depth > 8) {
+      *why = str_cat("'", z->name(), "' is a graph output or unused");
+      return false;
+    }
+    for (const Use& u : z->uses()) {
+      Node* c = u.node;
+      if (u.index != 0) {
+        *why = str_cat(c->describe(), " reads the scaled value as a weight");
+        return false;
+      }
+      switch (c->kind()) {
+        case OpKind::kConv:
+        case OpKind::kFusedConv:
+        case OpKind::kGemm: {
+          if (const char* w = weight_problem(c->input(1))) {
+            *why = str_cat(c->describe(), ": ", w);
+            return false;
+          }
+          const Shape& ws = c->input(1)->shape();
+          bool ok = c->kind() == OpKind::kGemm
+                        ? c->attr_int("transA", 0) == 0 && rank == 2 && ws.size() == 2 &&
+                              (c->attr_int("transB", 0) ? ws[1] : ws[0]) == channels
+                        : ws.size() >= 3 && rank == static_cast<int64_t>(ws.size()) &&
+                              ws[1] * c->attr_int("group", 1) == channels;
+          if (!ok) {
+            *why = str_cat(c->describe(), ": ranks or channel counts disagree");
+            return false;
+          }
+          out->push_back(c);
+          break;
+        }
+        case OpKind::kGlobalAveragePool:
+        case OpKind::kGlobalMaxPool:
+        case OpKind::kAveragePool:
+        case OpKind::kMaxPool:
+          if (c->num_outputs() > 1 && c->output(1) && !c->output(1)->uses().empty()) {
+            *why = str_cat(c->describe(), " has its indices used");
+            return false;
+          }
+          if (!collect(c->output(0), rank, channels, out, why, depth + 1)) return false;
+          break;
+        case OpKind::kFlatten:
+        case OpKind::kReshape: {
+          const Value* o = c->output(0);
+          bool ok = z->has_shape() && z->shape().size() >= 2 && o->has_shape() && o->shape().size() == 2 &&
+                    z->shape()[1] == channels && o->shape()[1] == channels;
+          for (size_t d = 2; ok && d < z->shape().size(); ++d) ok = z->shape()[d] == 1;
+          if (!ok || (c->kind() == OpKind::kFlatten && c->attr_int("axis", 1) != 1)) {
+            *why = str_cat(c->describe(), " does not keep channels as features");
+            return false;
+          }
+          if (!collect(o, 2, channels, out, why, depth + 1)) return false;
+          break;
+        }
+        default:
+          *why = str_cat("the activation feeds ", c->describe(), ", not a Conv or Gemm");
+          return false;
+      }
+    }
+    return true;
+  }
+
+  void rewrite(Rewriter& rw, const Match& m) const override {
+    const auto& f = std::any_cast<const ScaleThrough&>(m.data);
+    Node* n = m.nodes[0];
+    const Affine& a = f.affine;
+    for (Node* c : f.consumers) scale_input_channels(rw, c, a);
+    int64_t c = a.channels();
+    std::vector<float> t(c);
+    bool shift = false;
+    for (int64_t i = 0; i < c; ++i) {
+      t[i] = static_cast<float>(static_cast<double>(a.shift(i)) / a.scale(i));
+      shift = shift || t[i] != 0.f;
+    }
+    std::string name = n->name();
+    Value* y = n->output(0);
+    rw.remove(n);
+    if (!shift) {
+      rw.set_input(f.act, 0, a.x);
+      return;
+    }
+    if (a.rank >= 2) {
+      Shape bs(a.rank - 1, 1);
+      bs[0] = c;
+      rw.add_node(OpKind::kAdd, name, {a.x, rw.add_constant(name + "_shift", float_tensor(bs, t))}, {y});
+    } else {
+      Value* ones = rw.add_constant(name + "_scale", float_tensor({c}, std::vector<float>(c, 1.f)));
+      rw.add_node(OpKind::kChannelAffine, name, {a.x, ones, rw.add_constant(name + "_shift", float_tensor({c}, t))},
+                  {y});
+    }
+  }
+};
+
 // --- lowering -------------------------------------------------------------
 
 class LowerBatchNorm final : public Pattern {
@@ -700,6 +860,7 @@ std::unique_ptr<Pass> make_fold_bn_into_conv() {
     p.push_back(std::make_unique<FoldIntoProducer>(k));
   p.push_back(std::make_unique<FoldIntoConsumers>(OpKind::kBatchNormalization));
   p.push_back(std::make_unique<FoldIntoConsumers>(OpKind::kChannelAffine));
+  p.push_back(std::make_unique<ScaleThroughActivation>());
   p.push_back(std::make_unique<LowerBatchNorm>());
   return std::make_unique<PatternPass>(
       "fold_bn_into_conv",
