@@ -113,11 +113,23 @@ def optimize(model, passes=None, disable=(), report=False, custom_ops=False, *, 
     graph, rep = optimize_graph(graph, passes, disable, verify=verify, stop_after=stop_after, explain=explain)
     opset = onnx_io.default_opset(proto)
     out = onnx_io.graph_to_onnx(graph, opset=opset, name=proto.graph.name or "pyengine")
+    _keep_output_types(out, proto)
     if not custom_ops:
         out = expand_custom_ops(out)
     rep["exported_ops"] = dict(Counter(n.op_type for n in out.graph.node))
     rep["exported_nodes"] = len(out.graph.node)
     return (out, rep) if report else out
+
+
+def _keep_output_types(out: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """Graph outputs keep their names through the passes: where the optimized
+    graph lost an output's shape (an op without static inference), the
+    source model's declaration is the better one."""
+    declared = {o.name: o for o in source.graph.output}
+    for o in out.graph.output:
+        src = declared.get(o.name)
+        if src is not None and not o.type.tensor_type.HasField("shape") and src.type.tensor_type.HasField("shape"):
+            o.type.CopyFrom(src.type)
 
 
 def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
