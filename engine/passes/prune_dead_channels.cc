@@ -51,14 +51,16 @@ class PruneDeadChannels final : public Pattern {
   MatchResult match(const Graph&, const Node& p) const override {
     NOT_APPLICABLE_IF(!is_float32_constant(p.input(1)) || p.input(1)->shape().size() < 3, "weight not constant");
     NOT_APPLICABLE_IF(p.input(2) && !is_float32_constant(p.input(2)), "bias not constant");
-    const Shape& ws = p.input(1)->shape();
-    int64_t co = ws[0];
-    std::vector<float> w = *float_values(p.input(1));
-    std::vector<float> b = p.input(2) ? *float_values(p.input(2)) : std::vector<float>();
-    int64_t per = co ? static_cast<int64_t>(w.size()) / co : 0;
+    const Tensor& wt = *p.input(1)->constant();
+    int64_t co = wt.dim(0);
+    // Read in place: this runs on every conv of every sweep, and most
+    // weights have no zero row at all.
+    const float* w = wt.data<float>();
+    const Tensor* bt = p.input(2) ? p.input(2)->constant().get() : nullptr;
+    int64_t per = co ? wt.numel() / co : 0;
     Prune pr;
     for (int64_t o = 0; o < co; ++o) {
-      bool dead = b.empty() || (b.size() == 1 ? b[0] : b[o]) == 0.f;
+      bool dead = !bt || bt->data<float>()[bt->numel() == 1 ? 0 : o] == 0.f;
       for (int64_t i = 0; dead && i < per; ++i) dead = w[o * per + i] == 0.f;
       if (!dead) pr.keep.push_back(o);
     }
