@@ -655,3 +655,86 @@ def test_identity_and_dropout_of_graph_input_as_output(rng):
     nodes = [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Dropout", ["x"], ["z"])]
     _, got = check(nodes, {"x": x}, outputs=[("y", np.float32), ("z", np.float32)])
     assert not np.shares_memory(got["y"], x) and not np.shares_memory(got["z"], x)
+
+
+# --- later-opset variants and plan-time evaluation of more shape ops --------------------
+
+@pytest.mark.parametrize("shape,pads", PAD_CASES[:5])
+def test_pad_wrap_opset19(rng, shape, pads):
+    x = rand(rng, shape, np.float32)
+    check([helper.make_node("Pad", ["x", "p"], ["y"], mode="wrap")], {"x": x}, inits={"p": i64(*pads)}, opset=19)
+
+
+@pytest.mark.parametrize("mode,coord,opset", [("nearest", "tf_half_pixel_for_nn", 12),
+                                               ("nearest", "half_pixel_symmetric", 19),
+                                               ("linear", "half_pixel_symmetric", 19)])
+def test_resize_other_coordinate_modes(rng, mode, coord, opset):
+    x = rand(rng, (1, 3, 7, 9), np.float32)
+    node = helper.make_node("Resize", ["x", "roi", "sc"], ["y"], mode=mode, coordinate_transformation_mode=coord)
+    check([node], {"x": x}, inits={"roi": np.zeros(0, np.float32), "sc": np.array([1, 1, 1.6, 0.7], np.float32)},
+          opset=opset, exact=mode == "nearest")
+
+
+def test_resize_opset11_empty_scales_with_sizes(rng):
+    x = rand(rng, (2, 2, 5, 6), np.float32)
+    node = helper.make_node("Resize", ["x", "roi", "sc", "sz"], ["y"], mode="nearest",
+                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    check([node], {"x": x}, opset=11,
+          inits={"roi": np.zeros(0, np.float32), "sc": np.zeros(0, np.float32), "sz": i64(2, 2, 11, 3)})
+
+
+def test_resize_sizes_from_shape_arithmetic(rng):
+    # sizes = Shape(x)[2:] * 2, concatenated with (N, C): evaluated at plan time.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "z", "two"], ["nc"]),
+        helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest"),
+    ]
+    inits = {"z": i64(0), "two": i64(2), "hw": i64(9, 4)}
+    engine = None
+    for batch in (1, 3):
+        x = rand(rng, (batch, 2, 5, 6), np.float32)
+        engine, got = check(nodes, {"x": x}, inits=inits, input_shapes={"x": ["batch", 2, 5, 6]}, engine=engine)
+        assert got["y"].shape == (batch, 2, 9, 4)
+
+
+def test_squeeze_without_axes_on_dynamic_batch(rng):
+    # The batch is squeezed away only when it is 1: the rank is unknown until plan time.
+    engine = None
+    for batch in (2, 1, 3):
+        x = rand(rng, (batch, 1, 3), np.float32)
+        engine, got = check([helper.make_node("Squeeze", ["x"], ["y"])], {"x": x}, opset=13,
+                            input_shapes={"x": ["batch", 1, 3]}, engine=engine)
+        assert got["y"].shape == ((3,) if batch == 1 else (batch, 3))
+
+
+def test_expand_and_tile_to_dynamic_shapes(rng):
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Expand", ["row", "s"], ["e"]),
+        helper.make_node("ConstantOfShape", ["s"], ["ones"], value=numpy_helper.from_array(np.array([2], np.int64))),
+        helper.make_node("Tile", ["x", "reps"], ["y"]),
+        helper.make_node("Identity", ["ones"], ["ones_out"]),
+    ]
+    inits = {"row": rand(rng, (1, 5), np.float32), "reps": i64(2, 1)}
+    engine = None
+    for batch in (1, 4):
+        x = rand(rng, (batch, 5), np.float32)
+        engine, _ = check(nodes, {"x": x}, outputs=[("e", np.float32), ("y", np.float32), ("ones_out", np.int64)],
+                          inits=inits, input_shapes={"x": ["batch", 5]}, engine=engine)
+
+
+@pytest.mark.parametrize("node,shape,inits", [
+    (helper.make_node("Transpose", ["x"], ["y"], perm=[2, 0, 1]), (0, 3, 4), {}),
+    (helper.make_node("Concat", ["x", "x"], ["y"], axis=1), (2, 0, 3), {}),
+    (helper.make_node("Pad", ["x", "p"], ["y"]), (0, 3), {"p": i64(1, 0, 1, 2)}),
+    (helper.make_node("Expand", ["x", "s"], ["y"]), (3, 1), {"s": i64(0, 3, 4)}),
+    (helper.make_node("Gather", ["x", "i"], ["y"], axis=1), (0, 5), {"i": i64(1, 4)}),
+    (helper.make_node("Flatten", ["x"], ["y"], axis=1), (4, 0, 2), {}),
+    (helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest"), (1, 2, 3, 4),
+     {"sc": np.array([1, 1, 0.3, 1], np.float32)}),
+])
+def test_empty_tensors(rng, node, shape, inits):
+    x = rand(rng, shape, np.float32)
+    check([node], {"x": x}, inits=inits)

@@ -20,7 +20,6 @@
 
 #include "cpu/kernels/conv_gemm/activation_avx2.h"
 #include "cpu/kernels/conv_gemm/conv_gemm.h"
-#include "cpu/kernels/conv_gemm/pack_avx2.h"
 
 namespace engine {
 namespace conv_gemm {
@@ -35,49 +34,134 @@ inline int64_t first_past(int64_t off, int64_t s, int64_t limit) {
 
 }  // namespace
 
+namespace {
+
+// Source elements [lo, hi) of 8 consecutive floats at p (masked-out lanes
+// are neither read nor faulted on, so p may point outside the input).
+inline __m256 load_range(const float* p, int64_t lo, int64_t hi) {
+  if (lo <= 0 && hi >= 8) return _mm256_loadu_ps(p);
+  if (hi <= lo || hi <= 0 || lo >= 8) return _mm256_setzero_ps();
+  return _mm256_maskload_ps(p, tail_mask(static_cast<int>(std::min<int64_t>(hi, 8))) &
+                                   ~tail_mask(static_cast<int>(std::max<int64_t>(lo, 0))));
+}
+
+// dst[0, len) = 0. May write up to 8 floats past len (see im2col_line).
+inline void zero_run(float* dst, int64_t len) {
+  for (int64_t e = 0; e < len; e += 8) _mm256_storeu_ps(dst + e, _mm256_setzero_ps());
+}
+
+// dst[e] = src[e * S] for e in [0, len); reads only inside that range, may
+// write up to 8 floats past len.
+template <int S>
+inline void copy_run(float* dst, const float* src, int64_t len, int64_t stride) {
+  int64_t e = 0;
+  if constexpr (S == 1) {
+    for (; e + 8 <= len; e += 8) _mm256_storeu_ps(dst + e, _mm256_loadu_ps(src + e));
+    if (e < len) _mm256_storeu_ps(dst + e, load_range(src + e, 0, len - e));
+  } else if constexpr (S == 2) {
+    // Even elements of 16 loaded floats; the last vector reads only source
+    // elements up to 2*(len-1).
+    for (; e < len; e += 8) {
+      const int64_t hi = 2 * (len - e) - 1;
+      const __m256 v0 = load_range(src + 2 * e, 0, hi), v1 = load_range(src + 2 * e + 8, 0, hi - 8);
+      const __m256 ev = _mm256_shuffle_ps(v0, v1, 0x88);  // a0 a2 b0 b2 | a4 a6 b4 b6
+      _mm256_storeu_ps(dst + e, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)));
+    }
+  } else {
+    for (; e < len; ++e) dst[e] = src[e * stride];
+  }
+}
+
+// line[0, nc) = row k = (c, kd, kh, kw) of the im2col matrix, columns
+// [n0, n0 + nc), for W stride S (0: any). Output rows are walked in order
+// and each piece may overrun its end by up to 8 floats: the next piece (or
+// the line's slack) is written afterwards, so the overrun is harmless.
+// (od0, oh0, ow0) is the output position of column n0.
+template <int S>
+void im2col_line(const ConvGeom& g, const float* xc, int64_t d_off, int64_t h_off, int64_t w_off, int64_t od0,
+                 int64_t oh0, int64_t ow0, int64_t nc, float* line) {
+  const int64_t sw = S == 0 ? g.sw : S;
+  // Output columns [ow_lo, ow_hi) read inside the input row for this kw.
+  const int64_t ow_lo = std::min(g.ow, first_valid(w_off, sw));
+  const int64_t ow_hi = std::max(ow_lo, std::min(g.ow, first_past(w_off, sw, g.iw)));
+  int64_t od = od0, oh = oh0, ow = ow0;
+  for (int64_t i = 0; i < nc;) {
+    const int64_t len = std::min(g.ow - ow, nc - i);
+    const int64_t id = od * g.sd + d_off, ih = oh * g.sh + h_off;
+    float* d = line + i;
+    if (id < 0 || id >= g.id || ih < 0 || ih >= g.ih) {
+      zero_run(d, len);
+    } else {
+      const int64_t a = std::min(std::max(ow_lo, ow), ow + len);
+      const int64_t b = std::min(std::max(ow_hi, a), ow + len);
+      if (a > ow) zero_run(d, a - ow);
+      if (b > a) copy_run<S>(d + (a - ow), xc + (id * g.ih + ih) * g.iw + a * sw + w_off, b - a, sw);
+      if (ow + len > b) zero_run(d + (b - ow), ow + len - b);
+    }
+    i += len;
+    ow += len;
+    if (ow == g.ow) {
+      ow = 0;
+      if (++oh == g.oh) {
+        oh = 0;
+        ++od;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Two steps per k row: the row's nc columns are built contiguously in a
+// line buffer (vector copies of input row runs and zero runs for padding,
+// which is what im2col costs anyway), then scattered into the panels with
+// aligned 16-float copies. Writing the panels directly would split every
+// run at panel boundaries into short, branchy pieces. The scatter of row kk
+// runs after row kk+1 is built (two line buffers): reading a line right
+// after its overlapping unaligned stores would stall on store forwarding.
 void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
   const ConvGeom& g = *static_cast<const ConvGeom*>(ctx);
-  const int64_t ks = g.ksize(), khw = g.kh * g.kw, in_plane = g.in_plane(), ohw = g.oh * g.ow;
-  const int64_t od0 = n0 / ohw, oh0 = (n0 / g.ow) % g.oh, ow0 = n0 % g.ow;
-  for (int64_t kk = 0; kk < kc; ++kk) {
-    const int64_t k = k0 + kk;
-    const int64_t c = k / ks, t = k % ks;
-    const int64_t kd = t / khw, kh = (t % khw) / g.kw, kw = t % g.kw;
-    const float* xc = src + c * in_plane;
+  constexpr int64_t kMaxCols = 256;
+  if (nc > kMaxCols) {
+    for (int64_t c0 = 0; c0 < nc; c0 += kMaxCols)
+      pack_b_im2col(ctx, src, k0, kc, n0 + c0, std::min(kMaxCols, nc - c0), dst + c0 * kc);
+    return;
+  }
+  alignas(64) float lines[2][kMaxCols + 16];
+  const int64_t panels = (nc + kNR - 1) / kNR;
+  const int64_t in_plane = g.in_plane(), ks = g.ksize();
+  const int64_t od0 = n0 / (g.oh * g.ow), oh0 = (n0 / g.ow) % g.oh, ow0 = n0 % g.ow;
+  auto scatter = [&](int64_t kk) {
+    const float* line = lines[kk & 1];
     float* drow = dst + kk * kNR;
+    for (int64_t q = 0; q < panels; ++q) {
+      float* d = drow + q * kNR * kc;
+      _mm256_store_ps(d, _mm256_load_ps(line + q * kNR));
+      _mm256_store_ps(d + 8, _mm256_load_ps(line + q * kNR + 8));
+    }
+  };
+  int64_t c = k0 / ks, t = k0 % ks;
+  int64_t kd = t / (g.kh * g.kw), kh = (t / g.kw) % g.kh, kw = t % g.kw;
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const float* xc = src + c * in_plane;
     const int64_t d_off = kd * g.dd - g.pd, h_off = kh * g.dh - g.ph, w_off = kw * g.dw - g.pw;
-    // Output columns [ow_lo, ow_hi) read inside the input row for this kw.
-    const int64_t ow_lo = std::min(g.ow, first_valid(w_off, g.sw));
-    const int64_t ow_hi = std::max(ow_lo, std::min(g.ow, first_past(w_off, g.sw, g.iw)));
-    int64_t od = od0, oh = oh0, ow = ow0;
-    for (int64_t i = 0; i < nc;) {
-      const int64_t len = std::min(g.ow - ow, nc - i);
-      const int64_t id = od * g.sd + d_off, ih = oh * g.sh + h_off;
-      if (id < 0 || id >= g.id || ih < 0 || ih >= g.ih) {
-        put_zero(drow, kc, i, len);
-      } else {
-        const float* row = xc + (id * g.ih + ih) * g.iw;
-        const int64_t a = std::min(std::max(ow_lo, ow), ow + len);
-        const int64_t b = std::min(std::max(ow_hi, a), ow + len);
-        if (a > ow) put_zero(drow, kc, i, a - ow);
-        if (b > a) {
-          const float* s = row + a * g.sw + w_off;
-          if (g.sw == 1) put_run(drow, kc, i + (a - ow), s, b - a);
-          else put_strided(drow, kc, i + (a - ow), s, g.sw, b - a);
-        }
-        if (ow + len > b) put_zero(drow, kc, i + (b - ow), ow + len - b);
-      }
-      i += len;
-      ow += len;
-      if (ow == g.ow) {
-        ow = 0;
-        if (++oh == g.oh) {
-          oh = 0;
-          ++od;
+    float* line = lines[kk & 1];
+    if (g.sw == 1) im2col_line<1>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
+    else if (g.sw == 2) im2col_line<2>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
+    else im2col_line<0>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
+    if (kk > 0) scatter(kk - 1);
+    if (++kw == g.kw) {
+      kw = 0;
+      if (++kh == g.kh) {
+        kh = 0;
+        if (++kd == g.kd) {
+          kd = 0;
+          ++c;
         }
       }
     }
   }
+  if (kc > 0) scatter(kc - 1);
 }
 
 void activate_avx2(float* x, int64_t n, const Activation& act) {

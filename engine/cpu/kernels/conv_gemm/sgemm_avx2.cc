@@ -46,25 +46,34 @@ struct TileArgs {
 
 // acc[R][NV] += A panel (kc x kMR) x B panel (kc x kNR, first NV vectors),
 // then the epilogue; nr <= 8*NV valid columns.
+// The k loop keeps its accumulators in named locals: an array whose address
+// the epilogue takes would be kept in memory (GCC then stores all twelve
+// accumulators every iteration).
+#define ENGINE_ROW(r)                                                        \
+  if constexpr (R > r) {                                                     \
+    const __m256 av = _mm256_broadcast_ss(a + k * kMR + r);                  \
+    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                              \
+    if constexpr (NV == 2) c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);       \
+  }
+
+// acc[R][NV] = A panel (kc x kMR) x B panel (kc x kNR, first NV vectors),
+// then the epilogue; nr <= 8*NV valid columns.
 template <int R, int NV>
 void micro_kernel(int64_t kc, const float* a, const float* b, int nr, const TileArgs& t) {
-  __m256 acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(b + k * kNR);
-    if constexpr (NV == 2) {
-      const __m256 b1 = _mm256_load_ps(b + k * kNR + 8);
-      for (int r = 0; r < R; ++r) {
-        const __m256 av = _mm256_broadcast_ss(a + k * kMR + r);
-        acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
-      }
-    } else {
-      for (int r = 0; r < R; ++r) acc[r][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + k * kMR + r), b0, acc[r][0]);
-    }
+    const __m256 b1 = NV == 2 ? _mm256_load_ps(b + k * kNR + 8) : b0;
+    ENGINE_ROW(0)
+    ENGINE_ROW(1)
+    ENGINE_ROW(2)
+    ENGINE_ROW(3)
+    ENGINE_ROW(4)
+    ENGINE_ROW(5)
   }
+  __m256 acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
 
   const bool full = nr == 8 * NV;
   __m256i mask[NV];
@@ -108,6 +117,66 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int nr, const Tile
       else _mm256_maskstore_ps(p, mask[v], acc[r][v]);
     }
 }
+
+#undef ENGINE_ROW
+
+// Narrow column tails (nr <= 4, e.g. the 49th column of a 7x7 output): the
+// 6x8 kernel would spend 6 FMAs per k on mostly dead columns. Here the six
+// rows of A form one vector and each column j accumulates A_k * B[k, j] in
+// U independent chains (k unrolled) to cover the FMA latency. mr rows valid.
+#define ENGINE_COL(j, u)                                                                       \
+  if constexpr (NRT > j && U > u)                                                              \
+    c##j##u = _mm256_fmadd_ps(av##u, _mm256_broadcast_ss(b + (k + u) * kNR + j), c##j##u);
+
+template <int NRT>
+void micro_kernel_cols(int64_t kc, const float* a, const float* b, int mr, const TileArgs& t) {
+  constexpr int U = NRT <= 2 ? 4 : 2;
+  const __m256i rows = tail_mask(kMR);  // never read past the panel's end
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m256 c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  int64_t k = 0;
+  for (; k + U <= kc; k += U) {
+    const __m256 av0 = _mm256_maskload_ps(a + k * kMR, rows);
+    const __m256 av1 = _mm256_maskload_ps(a + (k + 1) * kMR, rows);
+    __m256 av2 = av0, av3 = av0;
+    if constexpr (U == 4) {
+      av2 = _mm256_maskload_ps(a + (k + 2) * kMR, rows);
+      av3 = _mm256_maskload_ps(a + (k + 3) * kMR, rows);
+    }
+    ENGINE_COL(0, 0) ENGINE_COL(0, 1) ENGINE_COL(0, 2) ENGINE_COL(0, 3)
+    ENGINE_COL(1, 0) ENGINE_COL(1, 1) ENGINE_COL(1, 2) ENGINE_COL(1, 3)
+    ENGINE_COL(2, 0) ENGINE_COL(2, 1)
+    ENGINE_COL(3, 0) ENGINE_COL(3, 1)
+  }
+  for (; k < kc; ++k) {
+    const __m256 av0 = _mm256_maskload_ps(a + k * kMR, rows);
+    ENGINE_COL(0, 0) ENGINE_COL(1, 0) ENGINE_COL(2, 0) ENGINE_COL(3, 0)
+  }
+  alignas(32) float acc[4][8];
+  _mm256_store_ps(acc[0], _mm256_add_ps(_mm256_add_ps(c00, c01), _mm256_add_ps(c02, c03)));
+  _mm256_store_ps(acc[1], _mm256_add_ps(_mm256_add_ps(c10, c11), _mm256_add_ps(c12, c13)));
+  _mm256_store_ps(acc[2], _mm256_add_ps(c20, c21));
+  _mm256_store_ps(acc[3], _mm256_add_ps(c30, c31));
+  for (int r = 0; r < mr; ++r)
+    for (int j = 0; j < NRT; ++j) {
+      float v = acc[j][r] * t.alpha;
+      float* c = t.c + r * t.ldc + j;
+      if (t.load_c) v += *c;
+      if (t.last) {
+        if (t.bias_m) v += t.bias_m[r];
+        if (t.bias_n) v += t.bias_n[j];
+        if (t.z) v += t.z[r * t.ldz + j];
+        v = activate(v, *t.act);
+      }
+      *c = v;
+    }
+}
+
+#undef ENGINE_COL
+
+using ColKernel = void (*)(int64_t, const float*, const float*, int, const TileArgs&);
+const ColKernel kColKernels[4] = {micro_kernel_cols<1>, micro_kernel_cols<2>, micro_kernel_cols<3>,
+                                  micro_kernel_cols<4>};
 
 using MicroKernel = void (*)(int64_t, const float*, const float*, int, const TileArgs&);
 
@@ -234,7 +303,8 @@ void run_task(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t mchu
           t.bias_m = it.bias_m ? it.bias_m + row : nullptr;
           t.bias_n = it.bias_n ? it.bias_n + col : nullptr;
           t.z = it.z ? it.z + row * s.ldz + col : nullptr;
-          kKernels[mr - 1][nr > 8 ? 1 : 0](kc, ap + (pi - pb) * kMR * kc, bq, nr, t);
+          if (nr <= 4) kColKernels[nr - 1](kc, ap + (pi - pb) * kMR * kc, bq, mr, t);
+          else kKernels[mr - 1][nr > 8 ? 1 : 0](kc, ap + (pi - pb) * kMR * kc, bq, nr, t);
         }
       }
     }

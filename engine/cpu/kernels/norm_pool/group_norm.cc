@@ -59,12 +59,16 @@ class GroupNormKernel final : public Kernel {
             double mean = 0, var = 0;
             moments_(xp + blk * block, block, &mean, &var);
             const double inv = 1.0 / std::sqrt(var + static_cast<double>(eps_));
+            const float mean_f = static_cast<float>(mean);
             const int64_t c0 = (blk % g) * cpg;
             for (int64_t k = 0; k < cpg; ++k) {
               const int64_t ch = c0 + k;
-              const float a = static_cast<float>(static_cast<double>(scale[ch / sdiv]) * inv);
+              const double a = static_cast<double>(scale[ch / sdiv]) * inv;
+              // x - mean_f is exact for x near the mean; the rounding residual
+              // of mean_f moves into the bias (it matters when |mean| >> std).
+              const double b = static_cast<double>(bias[ch / bdiv]) - (mean - mean_f) * a;
               const int64_t off = blk * block + k * spatial;
-              row_(xp + off, yp + off, spatial, static_cast<float>(mean), a, bias[ch / bdiv]);
+              row_(xp + off, yp + off, spatial, mean_f, static_cast<float>(a), static_cast<float>(b));
             }
           }
         },

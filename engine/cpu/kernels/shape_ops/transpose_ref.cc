@@ -7,8 +7,8 @@
 //  - nothing to permute                 -> one memcpy;
 //  - innermost input axis stays last    -> strided_copy, one memcpy per row;
 //  - otherwise                          -> a batch of 2-D transposes between
-//    the input's innermost axis and the output's innermost axis, done in
-//    cache-sized tiles (8x8 AVX2 register transposes for 4-byte elements).
+//    the input's innermost axis and the output's innermost axis, walked in
+//    column blocks (8x8 AVX2 register transposes for 4-byte elements).
 // ConvNeXt's NCHW<->NHWC (perm [0,2,3,1] / [0,3,1,2]) reduce to exactly one
 // batched [C, HW] <-> [HW, C] transpose.
 // Works for every dtype by element size.
@@ -34,10 +34,6 @@ void transpose2d_tiled(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int
     }
   }
 }
-
-// Rows handed to one transpose2d call: with 4-byte elements a 64-row strip of
-// a few hundred columns stays in L1/L2 while its columns are written out.
-constexpr int64_t kRowBlock = 64;
 
 class Transpose final : public Kernel {
  public:
@@ -130,14 +126,21 @@ class Transpose final : public Kernel {
     }
     const int64_t rows = gdim[b], cols = gdim[a];
     const int64_t src_ld = in_stride[b], dst_ld = out_stride[pa];
-    const int64_t row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+    // Each transpose2d call takes all rows of a batch (measured fastest: the
+    // column-block walk then writes whole destination lines); rows are split
+    // only to give every thread work when there are fewer batches than threads.
+    const bool parallel = x.nbytes() >= kParallelBytes && ctx.pool().num_threads() > 1;
+    const int64_t threads = ctx.pool().num_threads();
+    int64_t row_block = rows;
+    if (parallel && batches < threads) row_block = ((rows + threads - 1) / threads + 7) / 8 * 8;
+    const int64_t row_blocks = (rows + row_block - 1) / row_block;
     const auto* src = static_cast<const char*>(x.raw());
     auto* dst = static_cast<char*>(out[0]->raw());
     const int64_t es = static_cast<int64_t>(esize);
     const bool avx2 = avx2_ && esize == 4;
     auto body = [&](int64_t begin, int64_t end) {
       for (int64_t u = begin; u < end; ++u) {
-        int64_t batch = u / row_blocks, r0 = (u % row_blocks) * kRowBlock;
+        int64_t batch = u / row_blocks, r0 = (u % row_blocks) * row_block;
         int64_t so = 0, dof = 0;
         for (int t = nb - 1; t >= 0; --t) {
           int64_t i = batch % bdim[t];
@@ -145,7 +148,7 @@ class Transpose final : public Kernel {
           so += i * bsrc[t];
           dof += i * bdst[t];
         }
-        const int64_t nr = std::min(kRowBlock, rows - r0);
+        const int64_t nr = std::min(row_block, rows - r0);
         const char* s = src + (so + r0 * src_ld) * es;
         char* d = dst + (dof + r0) * es;
         if (avx2)
@@ -156,7 +159,7 @@ class Transpose final : public Kernel {
       }
     };
     const int64_t units = batches * row_blocks;
-    if (x.nbytes() < kParallelBytes) body(0, units);
+    if (!parallel) body(0, units);
     else ctx.pool().parallel_for(units, body);
   }
 
