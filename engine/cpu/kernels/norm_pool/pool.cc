@@ -91,7 +91,7 @@ class PoolKernel final : public Kernel {
       auto* w = reinterpret_cast<float*>(base + work * tid);
       init_pool_work_avx2(geom_, w);
       for (int64_t p = p0; p < p1; ++p)
-        pool_plane_f32_avx2(geom_, xp + p * in_plane, yp + p * out_plane, counts_.data(), w);
+        pool_plane_f32_avx2(geom_, xp + p * in_plane, yp + p * out_plane, inv_counts_.data(), w);
     });
 #endif
   }
@@ -102,7 +102,7 @@ class PoolKernel final : public Kernel {
 
  private:
   // Fills geom_ (spatial dims right-aligned into its 3 slots) and the
-  // AveragePool divisors for one input shape; reused until the shape changes.
+  // AveragePool reciprocal counts for one input shape; reused until the shape changes.
   void set_geometry(const Shape& shape) {
     const size_t nd = kernel_.size();
     PoolGeom g;
@@ -135,14 +135,15 @@ class PoolKernel final : public Kernel {
       g.pad_end[j] = pe;
     }
     geom_ = g;
-    counts_.assign(g.out[0] + g.out[1] + g.out[2], 1.f);
+    // 8 floats of padding: the AVX2 kernel loads whole vectors of them.
+    inv_counts_.assign(g.out[0] + g.out[1] + g.out[2] + 8, 1.f);
     if (!g.is_max) {
       size_t at = 0;
       for (int dim = 0; dim < 3; ++dim)
         for (int64_t o = 0; o < g.out[dim]; ++o, ++at) {
           const int64_t c = pool_count(g, dim, o * g.stride[dim] - g.pad_begin[dim]);
           // A window with no tap at all only sums zeros; 1 keeps 0/0 away.
-          counts_[at] = static_cast<float>(c > 0 ? c : 1);
+          inv_counts_[at] = c > 0 ? 1.f / static_cast<float>(c) : 1.f;
         }
     }
     cached_shape_ = shape;
@@ -156,7 +157,7 @@ class PoolKernel final : public Kernel {
   AutoPad auto_pad_ = AutoPad::kNotSet;
   Shape cached_shape_;
   PoolGeom geom_;
-  std::vector<float> counts_;
+  std::vector<float> inv_counts_;
 };
 
 }  // namespace
