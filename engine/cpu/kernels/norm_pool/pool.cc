@@ -53,8 +53,10 @@ class PoolKernel final : public Kernel {
     else fail(ErrorKind::kInvalidModel, desc_, ": unknown auto_pad '", ap, "'");
     ENGINE_ENFORCE(geom_.is_max || node.num_outputs() < 2 || !node.output(1), kInvalidModel, desc_,
                    ": AveragePool has one output");
-    avx2_ = use_avx2();
-    isa_ = active_isa();
+    // Indices come from the reference path only.
+    with_indices_ = node.num_outputs() > 1 && node.output(1);
+    avx2_ = use_avx2() && !with_indices_;
+    isa_ = avx2_ ? "avx2" : "ref";
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
@@ -97,7 +99,8 @@ class PoolKernel final : public Kernel {
   }
 
   std::string describe() const override {
-    return str_cat(geom_.is_max ? "max_pool_f32_" : "average_pool_f32_", isa_, " row-separable");
+    return str_cat(geom_.is_max ? "max_pool_f32_" : "average_pool_f32_", isa_,
+                   avx2_ ? " row-separable" : with_indices_ ? " with indices" : "");
   }
 
  private:
@@ -151,7 +154,7 @@ class PoolKernel final : public Kernel {
 
   std::string desc_;
   const char* isa_ = "ref";
-  bool avx2_ = false;
+  bool avx2_ = false, with_indices_ = false;
   std::vector<int64_t> kernel_, strides_, dilations_, pads_;
   bool ceil_mode_ = false, col_major_ = false;
   AutoPad auto_pad_ = AutoPad::kNotSet;
