@@ -13,6 +13,8 @@ struct Executor::Plan {
   std::vector<int> runtime_nodes;                      // indices into nodes_, in order
   std::vector<int64_t> offset;                         // arena offset per value, -1 if not in arena
   std::vector<int> alias_of;                           // value whose storage this value shares, or -1
+  std::vector<double> flops;                           // per node, for these shapes
+  std::vector<char> executed;                          // per node: 1 if run (not folded)
   size_t arena_bytes = 0;
 };
 
@@ -56,16 +58,18 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
 
   // Compile: a kernel per node. Collect every problem before failing, so a
   // user learns all unsupported operators of a model in one go.
-  std::vector<std::string> problems;
+  // Unknown ops are grouped by type ("Foo (3 nodes: a, b, c)"); variants a
+  // kernel refused keep their own message, which names the node.
+  std::map<std::string, std::vector<std::string>> unknown;
+  std::vector<std::string> refused;
   kernels_.resize(nodes_.size());
   infos_.resize(nodes_.size(), nullptr);
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const Node& n = *nodes_[i];
     const KernelInfo* info = n.kind() == OpKind::kUnknown ? nullptr : KernelRegistry::get().find(n.kind());
     if (!info || !InferRegistry::get().find(n.kind())) {
-      std::string domain = n.domain().empty() ? "" : str_cat(", domain '", n.domain(), "'");
-      problems.push_back(str_cat("node '", n.name(), "': operator ", n.op_type(), domain,
-                                 " is not supported by the CPU backend"));
+      std::string domain = n.domain().empty() ? "" : str_cat(" (domain '", n.domain(), "')");
+      unknown[n.op_type() + domain].push_back(n.name());
       continue;
     }
     try {
@@ -73,17 +77,20 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
       infos_[i] = info;
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::kUnsupportedOperator) throw;
-      problems.push_back(e.what());
+      refused.push_back(e.what());
     }
   }
-  if (!problems.empty()) {
-    std::string msg = str_cat(problems.size(), " unsupported operator", problems.size() > 1 ? "s" : "",
-                              " in the model:");
-    for (const auto& p : problems) msg += "\n  - " + p;
+  if (!unknown.empty() || !refused.empty()) {
+    std::string msg = "the CPU backend cannot run this model:";
+    for (const auto& [op, names] : unknown) {
+      msg += str_cat("\n  - operator ", op, " is not supported (", names.size(), " node", names.size() > 1 ? "s" : "", ": ");
+      for (size_t k = 0; k < names.size() && k < 5; ++k) msg += (k ? ", '" : "'") + names[k] + "'";
+      msg += names.size() > 5 ? ", ...)" : ")";
+    }
+    for (const auto& r : refused) msg += "\n  - " + r;
     throw Error(ErrorKind::kUnsupportedOperator, msg);
   }
   node_ms_.assign(nodes_.size(), 0.0);
-  node_flops_.assign(nodes_.size(), 0.0);
 }
 
 Executor::~Executor() = default;
@@ -115,6 +122,8 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
   plan->known.resize(nv);
   plan->offset.assign(nv, -1);
   plan->alias_of.assign(nv, -1);
+  plan->flops.assign(nodes_.size(), 0.0);
+  plan->executed.assign(nodes_.size(), 0);
   for (size_t i = 0; i < nv; ++i) {
     const Value* v = values_[i];
     if (v->is_constant()) {
@@ -148,7 +157,7 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
                      n.output(o)->name(), "' for input shapes ", shape_str(shapes.empty() ? Shape{} : shapes[0]));
       plan->infos[value_index_[n.output(o)]] = info;
     }
-    node_flops_[ni] = node_flops(n, in_copy, ctx.outputs());
+    plan->flops[ni] = node_flops(n, in_copy, ctx.outputs());
     bool outputs_known = true;
     for (int o = 0; o < n.num_outputs(); ++o)
       if (n.output(o) && !ctx.output(o).value) outputs_known = false;
@@ -181,6 +190,7 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
     }
     plan->runtime_nodes.push_back(static_cast<int>(ni));
   }
+  for (int ni : plan->runtime_nodes) plan->executed[ni] = 1;
 
   // Lifetimes, in steps of the runtime schedule, of values that live in the
   // arena: outputs of runtime nodes that are not graph outputs.
@@ -265,6 +275,7 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     plans_[shapes] = plan;
     plan_order_.push_back(shapes);
   }
+  last_plan_ = plan;
   if (plan->arena_bytes > arena_size_) {
     arena_ = aligned_storage(plan->arena_bytes);
     arena_size_ = plan->arena_bytes;
@@ -334,7 +345,9 @@ std::vector<LayerProfile> Executor::last_profile() const {
     p.op = nodes_[i]->op_type();
     p.kernel = kernels_[i] ? kernels_[i]->describe() : "";
     p.ms = node_ms_[i];
-    p.flops = node_flops_[i];
+    p.flops = last_plan_ ? last_plan_->flops[i] : 0.0;
+    p.executed = last_plan_ && last_plan_->executed[i];
+    p.origin = nodes_[i]->origin();
     out.push_back(p);
   }
   return out;

@@ -39,6 +39,8 @@ struct LayerProfile {
   std::string kernel;  // kernel description
   double ms = 0;       // time in the last profiled run
   double flops = 0;    // multiply-adds x2 for Conv/Gemm/MatMul, 0 otherwise
+  bool executed = false;             // false for nodes folded at plan time
+  std::vector<std::string> origin;   // ONNX nodes this layer was made from
 };
 
 class Executor {
@@ -83,7 +85,7 @@ class Executor {
   NodeObserver observer_;
   bool profiling_ = false;
   std::vector<double> node_ms_;
-  std::vector<double> node_flops_;
+  std::shared_ptr<Plan> last_plan_;
 };
 
 }  // namespace engine
