@@ -26,7 +26,8 @@ namespace shape_ops {
 namespace {
 
 enum class CoordMode { kHalfPixel, kAsymmetric, kAlignCorners, kPytorchHalfPixel, kTfHalfPixelForNn, kHalfPixelSymmetric };
-enum class NearestMode { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil };
+// kSimple is opset 10's rule (truncate when upsampling, ceil when downsampling).
+enum class NearestMode { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil, kSimple };
 
 float original_coordinate(CoordMode m, float x, float scale, float out_len, float in_len) {
   switch (m) {
@@ -44,8 +45,9 @@ float original_coordinate(CoordMode m, float x, float scale, float out_len, floa
   return (x + 0.5f) / scale - 0.5f;
 }
 
-int64_t nearest_index(NearestMode m, float v) {
+int64_t nearest_index(NearestMode m, float v, bool downsampling) {
   switch (m) {
+    case NearestMode::kSimple: return downsampling ? static_cast<int64_t>(std::ceil(v)) : static_cast<int64_t>(v);
     case NearestMode::kRoundPreferCeil: return static_cast<int64_t>(std::round(v));
     case NearestMode::kFloor: return static_cast<int64_t>(std::floor(v));
     case NearestMode::kCeil: return static_cast<int64_t>(std::ceil(v));
@@ -139,7 +141,7 @@ class Resize final : public Kernel {
       }
       float c = original_coordinate(coord_, static_cast<float>(o), scale, static_cast<float>(out_len),
                                     static_cast<float>(in_len));
-      map[o] = std::clamp<int64_t>(nearest_index(nearest_, c), 0, in_len - 1);
+      map[o] = std::clamp<int64_t>(nearest_index(nearest_, c, scale < 1.0f), 0, in_len - 1);
     }
   }
 
@@ -284,7 +286,10 @@ std::unique_ptr<Kernel> create_resize(const Node& node) {
     fail(ErrorKind::kUnsupportedOperator, d, ": mode 'cubic' is not supported (only 'nearest' and 'linear')");
   if (mode != "nearest" && mode != "linear")
     fail(ErrorKind::kUnsupportedOperator, d, ": mode '", mode, "' is not supported (only 'nearest' and 'linear')");
-  std::string ctm = node.attr_string("coordinate_transformation_mode", "half_pixel");
+  // Resize-10 (X, scales) predates both attributes: asymmetric coordinates
+  // and its own rounding rule.
+  const bool opset10 = node.num_inputs() == 2;
+  std::string ctm = node.attr_string("coordinate_transformation_mode", opset10 ? "asymmetric" : "half_pixel");
   CoordMode coord;
   if (ctm == "half_pixel") coord = CoordMode::kHalfPixel;
   else if (ctm == "asymmetric") coord = CoordMode::kAsymmetric;
@@ -294,9 +299,10 @@ std::unique_ptr<Kernel> create_resize(const Node& node) {
   else if (ctm == "half_pixel_symmetric") coord = CoordMode::kHalfPixelSymmetric;
   else
     fail(ErrorKind::kUnsupportedOperator, d, ": coordinate_transformation_mode '", ctm, "' is not supported");
-  std::string nm = node.attr_string("nearest_mode", "round_prefer_floor");
+  std::string nm = node.attr_string("nearest_mode", opset10 ? "" : "round_prefer_floor");
   NearestMode nearest;
-  if (nm == "round_prefer_floor") nearest = NearestMode::kRoundPreferFloor;
+  if (nm.empty()) nearest = NearestMode::kSimple;
+  else if (nm == "round_prefer_floor") nearest = NearestMode::kRoundPreferFloor;
   else if (nm == "round_prefer_ceil") nearest = NearestMode::kRoundPreferCeil;
   else if (nm == "floor") nearest = NearestMode::kFloor;
   else if (nm == "ceil") nearest = NearestMode::kCeil;
