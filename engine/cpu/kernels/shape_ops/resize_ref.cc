@@ -18,6 +18,7 @@
 // direct four-neighbour form, and the blend is a plain vector loop.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
