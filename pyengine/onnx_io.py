@@ -117,6 +117,35 @@ def _legacy_softmax(graph_nodes, opset):
     return out
 
 
+def _castlike_to_cast(proto: onnx.ModelProto, nodes: list) -> list:
+    """CastLike(x, like) -> Cast(x, to=dtype(like)): the target type is static
+    in ONNX, so CastLike is a Cast whose `to` comes from type inference."""
+    if not any(n.op_type == "CastLike" and n.domain in ("", "ai.onnx") for n in nodes):
+        return nodes
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        infos = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    except Exception:  # inference is best effort; unknown types stay CastLike
+        infos = list(proto.graph.value_info) + list(proto.graph.input)
+    for vi in infos:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    for n in nodes:  # Constant nodes feeding CastLike (the usual pattern)
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    types.setdefault(n.output[0], a.t.data_type)
+    out = []
+    for n in nodes:
+        if n.op_type == "CastLike" and n.domain in ("", "ai.onnx") and n.input[1] in types:
+            out.append(helper.make_node("Cast", [n.input[0]], [n.output[0]], name=n.name,
+                                        to=types[n.input[1]]))
+        else:
+            out.append(n)
+    return out
+
+
 def graph_from_onnx(model: ModelLike) -> tuple[_core.Graph, onnx.ModelProto]:
     """Imports an ONNX model into a C++ graph (sorted, verified, shapes inferred).
 
@@ -149,7 +178,7 @@ def graph_from_onnx(model: ModelLike) -> tuple[_core.Graph, onnx.ModelProto]:
         if vi.type.HasField("tensor_type"):
             graph.set_value_info(vi.name, vi.type.tensor_type.elem_type, _dims(vi.type))
     seen = set()
-    for i, node in enumerate(_legacy_softmax(g.node, opset)):
+    for i, node in enumerate(_castlike_to_cast(proto, _legacy_softmax(g.node, opset))):
         name = node.name or f"{node.op_type}_{i}"
         while name in seen:
             name = f"{name}_{i}"
