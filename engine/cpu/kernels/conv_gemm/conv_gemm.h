@@ -184,9 +184,11 @@ void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, cons
 void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst);
 
 // Depthwise convolution (group == Cin == Cout), direct, AVX2; parallel over
-// (image, channel) planes.
+// (image, channel) planes. `scratch` holds depthwise_scratch_bytes(g,
+// pool.num_threads()) bytes, 64-byte aligned.
+size_t depthwise_scratch_bytes(const ConvGeom& g, int threads);
 void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
-                    const float* z, const Activation& act, float* y);
+                    const float* z, const Activation& act, float* y, void* scratch);
 
 // Applies act in place to n floats (AVX2).
 void activate_avx2(float* x, int64_t n, const Activation& act);
