@@ -1,14 +1,12 @@
-// AVX2 pieces of convolution that are not the SGEMM itself:
-//
-// pack_b_im2col: the im2col matrix of one (image, group),
+// The im2col packer of the AVX2 convolution: the B operand of one
+// (image, group)'s GEMM,
 //   B[(c, kd, kh, kw), (od, oh, ow)] = x[c, od*sd - pd + kd*dd, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
-//   (0 outside the input), written block by block straight into the packed
-//   panel layout the micro-kernel reads. The full im2col matrix never exists:
-//   each task materializes only its kc x nc block, which stays in L2 for the
-//   FMAs that follow. Along an output row the source is a strided (for unit
-//   stride: contiguous) run of an input row, so most of the work is 16-float
-//   vector copies; padding becomes zero runs computed per row, not per
-//   element.
+// (0 outside the input), written block by block straight into the packed
+// panel layout the micro-kernel reads. The full im2col matrix never exists:
+// each SGEMM task materializes only its kc x nc block, which stays in L2 for
+// the FMAs that follow. Along an output row the source is a strided (for
+// unit stride: contiguous) run of an input row, so the work is vector copies
+// and zero runs computed per row, not per element.
 
 #include <cstring>
 
@@ -200,18 +198,6 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
     }
   }
   if (kc > 0 && !same_width) scatter(kc - 1);
-}
-
-void activate_avx2(float* x, int64_t n, const Activation& act) {
-  if (act.kind == Act::kNone) return;
-  with_act(act, [&](const auto& op) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, op(_mm256_loadu_ps(x + i)));
-    if (i < n) {
-      const __m256i m = tail_mask(static_cast<int>(n - i));
-      _mm256_maskstore_ps(x + i, m, op(_mm256_maskload_ps(x + i, m)));
-    }
-  });
 }
 
 }  // namespace conv_gemm
