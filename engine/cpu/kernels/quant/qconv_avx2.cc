@@ -208,6 +208,35 @@ void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_
   }
 }
 
+// How a QConv call is cut into tasks: per image, the im2col of all groups
+// is built first (one pass over whole rows: memcpy-speed), then tasks over
+// (group, column chunk, M split) pack a chunk of `chunk` panels (~128 KB, it
+// stays in L2 while every A tile walks across it) and run the tiles. The M
+// split gives every thread work on small images (7x7) too.
+struct ConvTiling {
+  int64_t n, k, kp, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
+  size_t cols_bytes, packed_bytes;
+};
+
+ConvTiling conv_tiling(const ConvGeom& g, int threads) {
+  ConvTiling t;
+  t.n = g.oh * g.ow;
+  t.k = g.k();
+  t.kp = round_up(t.k, 2) / 2;
+  t.mg = g.mg();
+  t.mt_count = round_up(t.mg, kMR) / kMR;
+  t.nt_count = round_up(t.n, kNR) / kNR;
+  const int64_t panel_bytes = t.kp * kNR * 2 * static_cast<int64_t>(sizeof(int16_t));
+  t.chunk = std::max<int64_t>(1, std::min<int64_t>(t.nt_count, (128 << 10) / panel_bytes));
+  t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
+  const int64_t outer = g.group * t.chunks;
+  t.msplit = std::min<int64_t>(t.mt_count, std::max<int64_t>(1, (2 * threads + outer - 1) / outer));
+  t.tasks = outer * t.msplit;
+  t.cols_bytes = g.is_pointwise() ? 0 : align64(static_cast<size_t>(g.c * g.kh * g.kw * t.n));
+  t.packed_bytes = align64(static_cast<size_t>(t.chunk * panel_bytes));
+  return t;
+}
+
 }  // namespace
 
 void pack_a(const int8_t* src, int64_t rs, int64_t ks, int64_t rows, int64_t k, int16_t* out) {
@@ -236,52 +265,55 @@ void pack_b(const int8_t* src, int64_t ks, int64_t cs, int64_t k, int64_t cols, 
   }
 }
 
-size_t qconv_avx2_workspace(const ConvGeom& g) {
-  const int64_t n = g.oh * g.ow, k = g.k();
-  size_t bytes = align64(static_cast<size_t>(packed_b_elems(k, n)) * sizeof(int16_t));
-  if (!g.is_pointwise()) bytes += align64(static_cast<size_t>(k * n));
-  return bytes;
+size_t qconv_avx2_workspace(const ConvGeom& g, int threads) {
+  const ConvTiling t = conv_tiling(g, threads);
+  return t.cols_bytes + t.packed_bytes * static_cast<size_t>(std::max(threads, 1));
 }
 
 void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int16_t* packed_w, const Epilogue& e,
                 void* ws) {
-  const int64_t n = g.oh * g.ow, k = g.k(), kp = round_up(k, 2) / 2, mg = g.mg();
-  const int64_t a_tile = kp * kMR * 2, b_panel = kp * kNR * 2;
-  const int64_t mt_count = round_up(mg, kMR) / kMR, nt_count = round_up(n, kNR) / kNR;
-  // Panels per task: a chunk of B that stays in L2 (~256 KB) while the task's
-  // A tile stays in L1 and walks across it.
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(nt_count, (256 << 10) / (b_panel * 2)));
-  const int64_t chunks = (nt_count + chunk - 1) / chunk;
-  auto* packed_b = static_cast<int16_t*>(ws);
-  int8_t* cols = g.is_pointwise()
-                     ? nullptr
-                     : static_cast<int8_t*>(ws) + align64(static_cast<size_t>(packed_b_elems(k, n)) * sizeof(int16_t));
+  const ConvTiling t = conv_tiling(g, pool.num_threads());
+  const int64_t a_tile = t.kp * kMR * 2, b_panel = t.kp * kNR * 2;
+  auto* cols = static_cast<int8_t*>(ws);
+  char* chunks = static_cast<char*>(ws) + t.cols_bytes;
   for (int64_t img = 0; img < g.n; ++img) {
-    for (int64_t grp = 0; grp < g.group; ++grp) {
-      const int8_t* xg = x + (img * g.c + grp * g.cg()) * g.h * g.w;
-      const int8_t* bsrc = xg;
-      if (cols) {
-        pool.parallel_for(k, [&](int64_t b, int64_t end) { im2col_rows(g, xg, b, end, cols, n); });
-        bsrc = cols;
-      }
-      pool.parallel_for(nt_count, [&](int64_t b, int64_t end) {
-        for (int64_t nt = b; nt < end; ++nt) pack_b_panel_rows(bsrc, n, k, n, nt, packed_b + nt * b_panel);
-      });
-      const int16_t* wg = packed_w + grp * packed_a_elems(mg, k);
-      pool.parallel_for(chunks * mt_count, [&](int64_t b, int64_t end) {
-        alignas(32) int32_t tile[kMR * kNR];
-        for (int64_t t = b; t < end; ++t) {
-          const int64_t ch = t / mt_count, mt = t % mt_count;
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, mg - mt * kMR));
-          const int64_t c0 = grp * mg + mt * kMR;
-          for (int64_t nt = ch * chunk; nt < std::min(nt_count, (ch + 1) * chunk); ++nt) {
-            kernel_6x16(wg + mt * a_tile, packed_b + nt * b_panel, kp, tile);
-            const int nr = static_cast<int>(std::min<int64_t>(kNR, n - nt * kNR));
-            epilogue_tile_rows(e, tile, mr, nr, c0, (img * g.m + c0) * n + nt * kNR, n);
+    const int8_t* ximg = x + img * g.c * g.h * g.w;
+    if (t.cols_bytes) {
+      // The rows of every group at once: group grp owns rows [grp*k, (grp+1)*k).
+      const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
+      pool.parallel_for(g.c * g.kh * g.kw, [&](int64_t b, int64_t end) { im2col_rows(all, ximg, b, end, cols, t.n); },
+                        16);
+    }
+    // Tasks are contiguous ranges of (group, chunk, m-split) per thread, so a
+    // thread packs a chunk once and reuses it for its consecutive m-splits.
+    pool.run([&](int tid, int nthreads) {
+      const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
+      auto* packed = reinterpret_cast<int16_t*>(chunks + t.packed_bytes * static_cast<size_t>(tid));
+      alignas(32) int32_t tile[kMR * kNR];
+      int64_t packed_id = -1;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t id = task / t.msplit, ms = task % t.msplit;
+        const int64_t ch = id % t.chunks, grp = id / t.chunks;
+        const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
+        if (id != packed_id) {
+          const int8_t* src = t.cols_bytes ? cols + grp * t.k * t.n : ximg + grp * g.cg() * g.h * g.w;
+          for (int64_t j = 0; j < nts; ++j) pack_b_panel_rows(src, t.n, t.k, t.n, nt0 + j, packed + j * b_panel);
+          packed_id = id;
+        }
+        const int16_t* wg = packed_w + grp * packed_a_elems(t.mg, t.k);
+        const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
+        for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
+          const int mr = static_cast<int>(std::min<int64_t>(kMR, t.mg - mt * kMR));
+          const int64_t c0 = grp * t.mg + mt * kMR;
+          for (int64_t j = 0; j < nts; ++j) {
+            kernel_6x16(wg + mt * a_tile, packed + j * b_panel, t.kp, tile);
+            const int64_t col = (nt0 + j) * kNR;
+            const int nr = static_cast<int>(std::min<int64_t>(kNR, t.n - col));
+            epilogue_tile_rows(e, tile, mr, nr, c0, (img * g.m + c0) * t.n + col, t.n);
           }
         }
-      });
-    }
+      }
+    });
   }
 }
 

@@ -165,7 +165,7 @@ class QConvKernel final : public Kernel {
       runtime_bytes = align64(g.m * sizeof(float));
       if (avx2_) runtime_bytes += align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
     }
-    const size_t ws_bytes = avx2_ ? qconv_avx2_workspace(g) : 0;
+    const size_t ws_bytes = avx2_ ? qconv_avx2_workspace(g, ctx.pool().num_threads()) : 0;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
     const int16_t* packed = packed_.data();

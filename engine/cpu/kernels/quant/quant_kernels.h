@@ -161,8 +161,8 @@ void pack_a(const int8_t* src, int64_t rs, int64_t ks, int64_t rows, int64_t k, 
 void pack_b(const int8_t* src, int64_t ks, int64_t cs, int64_t k, int64_t cols, int16_t* out);
 
 // QConv with weights packed per group (group g at packed_w + g * packed_a_elems(mg, k)).
-// ws: qconv_avx2_workspace(g) bytes, 64-byte aligned.
-size_t qconv_avx2_workspace(const ConvGeom& g);
+// ws: qconv_avx2_workspace(g, pool.num_threads()) bytes, 64-byte aligned.
+size_t qconv_avx2_workspace(const ConvGeom& g, int threads);
 void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int16_t* packed_w, const Epilogue& e,
                 void* ws);
 // QGemm with the weights packed as B: pack_b(w, 1, k, k, m, ...).
