@@ -450,42 +450,51 @@ def _np_conv_f(x, w, b, pad):
     return acc + b.reshape(1, -1, 1, 1)
 
 
-def _quant_weights(rng, m, c, k):
+def _quant_weights(rng, m, c, k, qmax=127):
     wf = rng.standard_normal((m, c, k, k)) * np.sqrt(2.0 / (c * k * k))
-    s = (np.abs(wf).reshape(m, -1).max(axis=1) / 127).astype(np.float32)
-    wq = np.clip(np.rint(wf / s.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+    s = (np.abs(wf).reshape(m, -1).max(axis=1) / qmax).astype(np.float32)
+    wq = np.clip(np.rint(wf / s.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(np.int8)
     return wf.astype(np.float32), wq, s
 
 
-def _resblock_model(rng, c=16, h=17, w=17, shared_skip=True, float_weights=False, final_q=True):
-    """x -> Q/DQ -> Conv3x3 -> Relu -> Q/DQ -> Conv3x3 -> Add(Q/DQ(x)) -> Relu [-> Q/DQ] -> y,
+def _resblock_model(rng, c=16, h=17, w=17, shared_skip=True, float_weights=False, final_q=True,
+                    downsample=False, exact_bias_scale=True, downsample_qmax=127):
+    """x -> Q/DQ -> Conv3x3 -> Relu -> Q/DQ -> Conv3x3 -> Add(skip) -> Relu [-> Q/DQ] -> y,
     TensorRT-style: Q/DQ on every Conv input and on the residual skip input,
-    none between Conv and Relu. Scales come from a float calibration pass."""
+    none between Conv and Relu. skip = Q/DQ(x), or with `downsample`
+    Q/DQ(Conv1x1(Q/DQ(x))) (a projection shortcut). Scales come from a float
+    calibration pass."""
     x_cal = rng.standard_normal((4, c, h, w)).astype(np.float32)
     w1f, w1, sw1 = _quant_weights(rng, c, c, 3)
     w2f, w2, sw2 = _quant_weights(rng, c, c, 3)
+    w3f, w3, sw3 = _quant_weights(rng, c, c, 1, downsample_qmax)
     b1 = (rng.standard_normal(c) * 0.1).astype(np.float32)
     b2 = (rng.standard_normal(c) * 0.1).astype(np.float32)
     s_x = np.float32(np.abs(x_cal).max() / 127)
     r1 = np.maximum(_np_conv_f(x_cal, w1f, b1, 1), 0)
     s_1 = np.float32(r1.max() / 127)
-    r2 = np.maximum(_np_conv_f(r1, w2f, b2, 1) + x_cal, 0)
+    skip_f = _np_conv_f(x_cal, w3f, np.zeros(c), 0) if downsample else x_cal
+    s_3 = np.float32(np.abs(skip_f).max() / 127)
+    r2 = np.maximum(_np_conv_f(r1, w2f, b2, 1) + skip_f, 0)
     s_out = np.float32(r2.max() / 127 * 0.8)  # some saturation at the output
     s_skip = s_x if shared_skip else np.float32(s_x * 1.1)
-    b2q = np.rint(b2 / (s_1 * sw2)).astype(np.int32)
+    sb2 = (s_1 * sw2).astype(np.float32)
+    if not exact_bias_scale:  # not x_scale * w_scale: the bias is dequantized to float
+        sb2 = (sb2 * np.float32(1.001)).astype(np.float32)
+    b2q = np.rint(b2 / sb2).astype(np.int32)
     z8 = np.array(0, np.int8)
     inits = [_tensor("s_x", s_x), _tensor("s_1", s_1), _tensor("s_out", s_out), _tensor("s_skip", s_skip),
-             _tensor("zp", z8), _tensor("zpc", np.zeros(c, np.int8)), _tensor("zpc32", np.zeros(c, np.int32)),
-             _tensor("sw1", sw1), _tensor("sw2", sw2), _tensor("b1", b1), _tensor("b2q", b2q),
-             _tensor("sb2", (s_1 * sw2).astype(np.float32))]
+             _tensor("s_3", s_3), _tensor("zp", z8), _tensor("zpc", np.zeros(c, np.int8)),
+             _tensor("zpc32", np.zeros(c, np.int32)), _tensor("sw1", sw1), _tensor("sw2", sw2), _tensor("sw3", sw3),
+             _tensor("b1", b1), _tensor("b2q", b2q), _tensor("sb2", sb2)]
     nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"], name="q_x"),
              helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"], name="dq_x")]
     if float_weights:  # float weights under Q -> DQ: the lowering folds them
-        inits += [_tensor("w1f", w1f), _tensor("w2f", w2f)]
-        nodes += [helper.make_node("QuantizeLinear", ["w1f", "sw1", "zpc"], ["w1"], axis=0, name="q_w1"),
-                  helper.make_node("QuantizeLinear", ["w2f", "sw2", "zpc"], ["w2"], axis=0, name="q_w2")]
+        inits += [_tensor("w1f", w1f), _tensor("w2f", w2f), _tensor("w3f", w3f)]
+        nodes += [helper.make_node("QuantizeLinear", [f"w{i}f", f"sw{i}", "zpc"], [f"w{i}"], axis=0, name=f"q_w{i}")
+                  for i in (1, 2, 3)]
     else:
-        inits += [_tensor("w1", w1), _tensor("w2", w2)]
+        inits += [_tensor("w1", w1), _tensor("w2", w2), _tensor("w3", w3)]
     nodes += [
         helper.make_node("DequantizeLinear", ["w1", "sw1", "zpc"], ["w1d"], axis=0, name="dq_w1"),
         helper.make_node("DequantizeLinear", ["w2", "sw2", "zpc"], ["w2d"], axis=0, name="dq_w2"),
@@ -497,11 +506,18 @@ def _resblock_model(rng, c=16, h=17, w=17, shared_skip=True, float_weights=False
         helper.make_node("Conv", ["d1", "w2d", "b2d"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
     ]
     if shared_skip:
-        nodes.append(helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["skip"], name="dq_skip"))
+        skip_in = "xd"
     else:
         nodes += [helper.make_node("QuantizeLinear", ["x", "s_skip", "zp"], ["xq2"], name="q_skip"),
-                  helper.make_node("DequantizeLinear", ["xq2", "s_skip", "zp"], ["skip"], name="dq_skip")]
-    nodes += [helper.make_node("Add", ["c2", "skip"], ["a2"], name="add"),
+                  helper.make_node("DequantizeLinear", ["xq2", "s_skip", "zp"], ["xd2"], name="dq_skip")]
+        skip_in = "xd2"
+    if downsample:
+        nodes += [helper.make_node("DequantizeLinear", ["w3", "sw3", "zpc"], ["w3d"], axis=0, name="dq_w3"),
+                  helper.make_node("Conv", [skip_in, "w3d"], ["c3"], name="conv_ds"),
+                  helper.make_node("QuantizeLinear", ["c3", "s_3", "zp"], ["q3"], name="q_3"),
+                  helper.make_node("DequantizeLinear", ["q3", "s_3", "zp"], ["skip"], name="dq_3")]
+        skip_in = "skip"
+    nodes += [helper.make_node("Add", ["c2", skip_in], ["a2"], name="add"),
               helper.make_node("Relu", ["a2"], ["r2" if final_q else "y"], name="relu2")]
     if final_q:
         nodes += [helper.make_node("QuantizeLinear", ["r2", "s_out", "zp"], ["qo"], name="q_out"),
@@ -517,17 +533,38 @@ def _op_types(graph):
     return [n["op_type"] for n in graph.nodes()]
 
 
-@pytest.mark.parametrize("shared_skip", [True, False])
-@pytest.mark.parametrize("float_weights", [False, True])
-def test_resblock_qdq_model_vs_onnxruntime(shared_skip, float_weights):
+RESBLOCK_VARIANTS = {
+    # name: (model options, expected QuantizeLinear count after lowering)
+    "shared_skip_q": ({}, 1),
+    "own_skip_q": ({"shared_skip": False}, 2),
+    "float_weights_q_dq": ({"float_weights": True}, 1),
+    "inexact_bias_scale": ({"exact_bias_scale": False}, 1),
+    "downsample": ({"downsample": True}, 1),
+    # Here onnxruntime fuses DQ -> Conv -> Q into its own QLinearConv, whose
+    # AVX2 (non-VNNI) kernel saturates int16 pair sums (vpmaddubsw) for
+    # full-range int8 weights; 7-bit weights keep it exact, so the comparison
+    # stays meaningful. (With 8-bit weights it is off by up to ~40 steps on
+    # ~1% of outputs, while ORT without that fusion matches us exactly.)
+    "downsample_own_skip_q": ({"downsample": True, "shared_skip": False, "float_weights": True,
+                               "downsample_qmax": 63}, 2),
+}
+
+
+@pytest.mark.parametrize("variant", list(RESBLOCK_VARIANTS))
+def test_resblock_qdq_model_vs_onnxruntime(variant):
     rng = np.random.default_rng()
-    model, info = _resblock_model(rng, shared_skip=shared_skip, float_weights=float_weights)
+    options, n_quantize = RESBLOCK_VARIANTS[variant]
+    model, info = _resblock_model(rng, **options)
     graph, _ = onnx_io.graph_from_onnx(model)
     _core.lower_qdq_to_int8(graph)
     ops = _op_types(graph)
-    assert ops.count("QConv") == 2 and "Conv" not in ops and "Add" not in ops and "Relu" not in ops
+    n_conv = 3 if options.get("downsample") else 2
+    assert ops.count("QConv") == n_conv and not {"Conv", "Add", "Relu"} & set(ops), ops
     # Q of the input (one or two), the final DQ; every other Q/DQ was folded.
-    assert ops.count("QuantizeLinear") == (1 if shared_skip else 2) and ops.count("DequantizeLinear") == 1
+    assert ops.count("QuantizeLinear") == n_quantize and ops.count("DequantizeLinear") == 1, ops
+    conv2 = next(n for n in graph.nodes() if n["name"] == "conv2")
+    bias_dtype = next(v[1] for v in graph.values() if v[0] == conv2["inputs"][2])
+    assert bias_dtype == (TensorProto.INT32 if options.get("exact_bias_scale", True) else TensorProto.FLOAT)
     engine = pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"})
     engine_ref = _engine(model, ref=True, lower=True)
     for batch in (1, 3):
@@ -565,6 +602,76 @@ def test_resblock_float_output_vs_onnxruntime():
     err = np.abs(got - want)
     assert err.max() <= bound
     assert np.mean(err > 1e-4 * np.abs(want).max()) < 0.05
+
+
+@pytest.mark.parametrize("consumers", [1, 2])
+def test_relu6_clip_and_requant_consumers(consumers):
+    """Conv -> Clip(0, 6) (ReLU6) followed by one Q (folded: int8 output) or
+    two Qs of different scales (float output, both Qs stay)."""
+    rng = np.random.default_rng()
+    c, m = 13, 7
+    wf, wq, sw = _quant_weights(rng, m, c, 3)
+    s_x, s_y = np.float32(3 / 127), np.float32(6 / 127)
+    inits = [_tensor("s_x", s_x), _tensor("s_y", s_y), _tensor("s_y2", np.float32(4 / 127)),
+             _tensor("zp", np.array(0, np.int8)), _tensor("w", wq), _tensor("sw", sw),
+             _tensor("zpw", np.zeros(m, np.int8)), _tensor("lo", np.float32(0)), _tensor("hi", np.float32(6))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zpw"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["cv"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["cv", "lo", "hi"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s_y", "zp"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s_y", "zp"], ["y"])]
+    outs = [_vi("y", np.float32, ("N", m, 9, 9))]
+    if consumers == 2:
+        nodes += [helper.make_node("QuantizeLinear", ["r", "s_y2", "zp"], ["yq2"]),
+                  helper.make_node("DequantizeLinear", ["yq2", "s_y2", "zp"], ["y2"])]
+        outs.append(_vi("y2", np.float32, ("N", m, 9, 9)))
+    g = helper.make_graph(nodes, "relu6", [_vi("x", np.float32, ("N", c, 17, 17))], outs, initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    engine = _engine(model, lower=True)
+    ops = _op_types(engine._graph)
+    qconv = next(n for n in engine._graph.nodes() if n["op_type"] == "QConv")
+    assert qconv["attrs"]["activation"][1] == b"Clip" and "Conv" not in ops and "Clip" not in ops
+    assert ("y_scale" in qconv["attrs"]) == (consumers == 1)
+    assert ops.count("QuantizeLinear") == (1 if consumers == 1 else 3)
+    x = (rng.standard_normal((2, c, 17, 17)) * 1.5).astype(np.float32)
+    got = engine.run({"x": x})
+    want = _ort_run(model, {"x": x}, optimize=False)
+    for name, w, scale in zip(("y", "y2"), want, (s_y, np.float32(4 / 127))):
+        d = np.abs(np.rint(got[name] / scale) - np.rint(w / scale))
+        assert d.max() <= 1 and np.mean(d != 0) < 0.02
+        assert np.max(got[name]) <= 6 and np.min(got[name]) >= 0
+
+
+def test_conv_output_that_is_a_graph_output_is_not_fused_away():
+    """The Conv's float output is itself a model output: QConv returns it in
+    float and the Relu -> Q/DQ after it stay separate."""
+    rng = np.random.default_rng()
+    c, m = 3, 5
+    wf, wq, sw = _quant_weights(rng, m, c, 3)
+    s_x, s_y = np.float32(3 / 127), np.float32(2 / 127)
+    inits = [_tensor("s_x", s_x), _tensor("s_y", s_y), _tensor("zp", np.array(0, np.int8)), _tensor("w", wq),
+             _tensor("sw", sw), _tensor("zpw", np.zeros(m, np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zpw"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["cv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cv"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s_y", "zp"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s_y", "zp"], ["y"])]
+    g = helper.make_graph(nodes, "out", [_vi("x", np.float32, ("N", c, 7, 7))],
+                          [_vi("cv", np.float32, ("N", m, 7, 7)), _vi("y", np.float32, ("N", m, 7, 7))],
+                          initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    engine = _engine(model, lower=True)
+    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "Relu", "QuantizeLinear", "DequantizeLinear"]
+    assert [o.name for o in engine.outputs] == ["cv", "y"]
+    x = rng.standard_normal((2, c, 7, 7)).astype(np.float32)
+    got = engine.run({"x": x})
+    want_cv, want_y = _ort_run(model, {"x": x}, optimize=False)
+    np.testing.assert_allclose(got["cv"], want_cv, rtol=1e-5, atol=1e-5 * np.abs(want_cv).max())
+    assert np.abs(np.rint(got["y"] / s_y) - np.rint(want_y / s_y)).max() <= 1
 
 
 def test_gemm_qdq_model_vs_onnxruntime():
