@@ -281,12 +281,12 @@ void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int1
     if (t.cols_bytes) {
       // The rows of every group at once: group grp owns rows [grp*k, (grp+1)*k).
       const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
-      pool.parallel_for(g.c * g.kh * g.kw, [&](int64_t b, int64_t end) { im2col_rows(all, ximg, b, end, cols, t.n); },
-                        16);
+      auto rows = [&](int64_t b, int64_t end) { im2col_rows(all, ximg, b, end, cols, t.n); };
+      pool.parallel_for(g.c * g.kh * g.kw, by_ref(rows), 16);
     }
     // Tasks are contiguous ranges of (group, chunk, m-split) per thread, so a
     // thread packs a chunk once and reuses it for its consecutive m-splits.
-    pool.run([&](int tid, int nthreads) {
+    auto body = [&](int tid, int nthreads) {
       const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
       auto* packed = reinterpret_cast<int16_t*>(chunks + t.packed_bytes * static_cast<size_t>(tid));
       alignas(32) int32_t tile[kMR * kNR];
@@ -313,7 +313,8 @@ void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int1
           }
         }
       }
-    });
+    };
+    pool.run(by_ref(body));
   }
 }
 
@@ -330,7 +331,7 @@ void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t*
   pack_a(a, k, 1, n, k, packed_a);
   // Weight panels are the large operand: each task streams one panel past
   // every activation tile.
-  pool.parallel_for(nt_count * mt_count, [&](int64_t b, int64_t end) {
+  auto body = [&](int64_t b, int64_t end) {
     alignas(32) int32_t tile[kMR * kNR];
     for (int64_t t = b; t < end; ++t) {
       const int64_t nt = t / mt_count, mt = t % mt_count;
@@ -339,7 +340,8 @@ void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t*
       const int nr = static_cast<int>(std::min<int64_t>(kNR, m - nt * kNR));
       epilogue_tile_cols(e, tile, mr, nr, nt * kNR, mt * kMR * m + nt * kNR, m);
     }
-  });
+  };
+  pool.parallel_for(nt_count * mt_count, by_ref(body));
 }
 
 }  // namespace engine::qk

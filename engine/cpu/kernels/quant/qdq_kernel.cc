@@ -144,12 +144,11 @@ class QdqKernel final : public Kernel {
     if (block_ == 0 && s.numel() == 1 && s.rank() <= 1) {
       const float scale = sc[0];
       const int32_t z = zp_at(0);
-      ctx.pool().parallel_for(
-          (numel + kGrain - 1) / kGrain,
-          [&](int64_t b, int64_t e) {
-            const int64_t lo = b * kGrain, hi = std::min(numel, e * kGrain);
-            run_span<T>(x, y, lo, hi - lo, scale, z);
-          });
+      auto body = [&](int64_t b, int64_t e) {
+        const int64_t lo = b * kGrain, hi = std::min(numel, e * kGrain);
+        run_span<T>(x, y, lo, hi - lo, scale, z);
+      };
+      ctx.pool().parallel_for((numel + kGrain - 1) / kGrain, by_ref(body));
       return;
     }
     ENGINE_ENFORCE(rank > 0, kShape, desc_, ": a per-axis scale needs an input of rank >= 1");
@@ -163,12 +162,10 @@ class QdqKernel final : public Kernel {
     if (block_ == 0) {
       ENGINE_ENFORCE(s.rank() == 1 && s.numel() == d, kShape, desc_, ": scale of shape ", shape_str(s.shape()),
                      " must be a scalar or have ", d, " elements (input dim ", axis, ")");
-      ctx.pool().parallel_for(
-          outer * d,
-          [&](int64_t b, int64_t e) {
-            for (int64_t r = b; r < e; ++r) run_span<T>(x, y, r * inner, inner, sc[r % d], zp_at(r % d));
-          },
-          std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)));
+      auto body = [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) run_span<T>(x, y, r * inner, inner, sc[r % d], zp_at(r % d));
+      };
+      ctx.pool().parallel_for(outer * d, by_ref(body), std::max<int64_t>(1, kGrain / std::max<int64_t>(inner, 1)));
       return;
     }
     // Blocked: scale has x's shape except ceil(d / block) along the axis.
