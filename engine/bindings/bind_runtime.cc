@@ -44,6 +44,8 @@ void register_runtime(py::module_& m) {
           d["kernel"] = p.kernel;
           d["ms"] = p.ms;
           d["flops"] = p.flops;
+          d["executed"] = p.executed;
+          d["origin"] = p.origin;
           l.append(d);
         }
         return l;

@@ -13,6 +13,8 @@ struct Executor::Plan {
   std::vector<int> runtime_nodes;                      // indices into nodes_, in order
   std::vector<int64_t> offset;                         // arena offset per value, -1 if not in arena
   std::vector<int> alias_of;                           // value whose storage this value shares, or -1
+  std::vector<double> flops;                           // per node, for these shapes
+  std::vector<char> executed;                          // per node: 1 if run (not folded)
   size_t arena_bytes = 0;
 };
 
@@ -50,6 +52,31 @@ double node_flops(const Node& n, const std::vector<ValueInfo>& in, const std::ve
 
 }  // namespace
 
+namespace {
+
+// Graph inputs that feed shape operands are treated like TensorRT's shape
+// tensors: their values are part of the plan key and known while planning,
+// so a shape given as a graph input (Reshape's shape, Slice's starts,
+// Resize's scales, ...) resolves to concrete output shapes.
+constexpr int64_t kMaxValueInputElements = 64;
+
+bool is_shape_operand(OpKind k, int index) {
+  switch (k) {
+    case OpKind::kReshape: case OpKind::kExpand: case OpKind::kTile:
+    case OpKind::kSqueeze: case OpKind::kUnsqueeze: case OpKind::kSplit:
+    case OpKind::kReduceMean: case OpKind::kReduceSum: case OpKind::kReduceMax: case OpKind::kReduceMin:
+      return index == 1;
+    case OpKind::kSlice: case OpKind::kPad: case OpKind::kResize:
+      return index >= 1;
+    case OpKind::kConstantOfShape: case OpKind::kRange:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
     : graph_(std::move(graph)), pool_(options.num_threads), kctx_(&pool_) {
   nodes_ = graph_->nodes();
@@ -58,16 +85,18 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
 
   // Compile: a kernel per node. Collect every problem before failing, so a
   // user learns all unsupported operators of a model in one go.
-  std::vector<std::string> problems;
+  // Unknown ops are grouped by type ("Foo (3 nodes: a, b, c)"); variants a
+  // kernel refused keep their own message, which names the node.
+  std::map<std::string, std::vector<std::string>> unknown;
+  std::vector<std::string> refused;
   kernels_.resize(nodes_.size());
   infos_.resize(nodes_.size(), nullptr);
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const Node& n = *nodes_[i];
     const KernelInfo* info = n.kind() == OpKind::kUnknown ? nullptr : KernelRegistry::get().find(n.kind());
     if (!info || !InferRegistry::get().find(n.kind())) {
-      std::string domain = n.domain().empty() ? "" : str_cat(", domain '", n.domain(), "'");
-      problems.push_back(str_cat("node '", n.name(), "': operator ", n.op_type(), domain,
-                                 " is not supported by the CPU backend"));
+      std::string domain = n.domain().empty() ? "" : str_cat(" (domain '", n.domain(), "')");
+      unknown[n.op_type() + domain].push_back(n.name());
       continue;
     }
     try {
@@ -75,17 +104,25 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
       infos_[i] = info;
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::kUnsupportedOperator) throw;
-      problems.push_back(e.what());
+      refused.push_back(e.what());
     }
   }
-  if (!problems.empty()) {
-    std::string msg = str_cat(problems.size(), " unsupported operator", problems.size() > 1 ? "s" : "",
-                              " in the model:");
-    for (const auto& p : problems) msg += "\n  - " + p;
+  if (!unknown.empty() || !refused.empty()) {
+    std::string msg = "the CPU backend cannot run this model:";
+    for (const auto& [op, names] : unknown) {
+      msg += str_cat("\n  - operator ", op, " is not supported (", names.size(), " node", names.size() > 1 ? "s" : "", ": ");
+      for (size_t k = 0; k < names.size() && k < 5; ++k) msg += (k ? ", '" : "'") + names[k] + "'";
+      msg += names.size() > 5 ? ", ...)" : ")";
+    }
+    for (const auto& r : refused) msg += "\n  - " + r;
     throw Error(ErrorKind::kUnsupportedOperator, msg);
   }
+  for (Value* v : graph_->inputs()) {
+    bool shape_operand = false;
+    for (const Use& u : v->uses()) shape_operand |= is_shape_operand(u.node->kind(), u.index);
+    value_input_.push_back(shape_operand);
+  }
   node_ms_.assign(nodes_.size(), 0.0);
-  node_flops_.assign(nodes_.size(), 0.0);
 }
 
 Executor::~Executor() = default;
@@ -110,13 +147,18 @@ void Executor::check_inputs(const std::vector<Tensor>& inputs) const {
   }
 }
 
-std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& shapes) {
+
+std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Tensor>& inputs) {
+  std::vector<Shape> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
   auto plan = std::make_shared<Plan>();
   const size_t nv = values_.size();
   plan->infos.resize(nv);
   plan->known.resize(nv);
   plan->offset.assign(nv, -1);
   plan->alias_of.assign(nv, -1);
+  plan->flops.assign(nodes_.size(), 0.0);
+  plan->executed.assign(nodes_.size(), 0);
   for (size_t i = 0; i < nv; ++i) {
     const Value* v = values_[i];
     if (v->is_constant()) {
@@ -126,7 +168,15 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
     }
   }
   const auto& gin = graph_->inputs();
-  for (size_t i = 0; i < gin.size(); ++i) plan->infos[value_index_[gin[i]]] = ValueInfo::of(gin[i]->dtype(), shapes[i]);
+  for (size_t i = 0; i < gin.size(); ++i) {
+    int vi = value_index_[gin[i]];
+    plan->infos[vi] = ValueInfo::of(gin[i]->dtype(), shapes[i]);
+    if (value_input_[i] && inputs[i].numel() <= kMaxValueInputElements) {
+      auto value = std::make_shared<Tensor>(inputs[i].clone());
+      plan->infos[vi].value = value;
+      plan->known[vi] = value;
+    }
+  }
 
   // Shapes, and plan-time evaluation of nodes whose inputs are all known.
   for (size_t ni = 0; ni < nodes_.size(); ++ni) {
@@ -150,7 +200,7 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
                      n.output(o)->name(), "' for input shapes ", shape_str(shapes.empty() ? Shape{} : shapes[0]));
       plan->infos[value_index_[n.output(o)]] = info;
     }
-    node_flops_[ni] = node_flops(n, in_copy, ctx.outputs());
+    plan->flops[ni] = node_flops(n, in_copy, ctx.outputs());
     bool outputs_known = true;
     for (int o = 0; o < n.num_outputs(); ++o)
       if (n.output(o) && !ctx.output(o).value) outputs_known = false;
@@ -183,6 +233,7 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
     }
     plan->runtime_nodes.push_back(static_cast<int>(ni));
   }
+  for (int ni : plan->runtime_nodes) plan->executed[ni] = 1;
 
   // Lifetimes, in steps of the runtime schedule, of values that live in the
   // arena: outputs of runtime nodes that are not graph outputs.
@@ -252,21 +303,30 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Shape>& sh
 std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
   check_inputs(inputs);
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Shape> shapes;
-  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  std::vector<Shape> key;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    key.push_back(inputs[i].shape());
+    if (value_input_[i] && inputs[i].numel() <= kMaxValueInputElements) {
+      // Bit patterns, so float values (Resize scales) key exactly too.
+      Shape bits(inputs[i].nbytes() / sizeof(int64_t) + 1, 0);
+      std::memcpy(bits.data(), inputs[i].raw(), inputs[i].nbytes());
+      key.push_back(bits);
+    }
+  }
   std::shared_ptr<Plan> plan;
-  auto it = plans_.find(shapes);
+  auto it = plans_.find(key);
   if (it != plans_.end()) {
     plan = it->second;
   } else {
-    plan = make_plan(shapes);
+    plan = make_plan(inputs);
     if (plans_.size() >= kMaxPlans) {
       plans_.erase(plan_order_.front());
       plan_order_.erase(plan_order_.begin());
     }
-    plans_[shapes] = plan;
-    plan_order_.push_back(shapes);
+    plans_[key] = plan;
+    plan_order_.push_back(key);
   }
+  last_plan_ = plan;
   if (plan->arena_bytes > arena_size_) {
     arena_ = aligned_storage(plan->arena_bytes);
     arena_size_ = plan->arena_bytes;
@@ -336,7 +396,9 @@ std::vector<LayerProfile> Executor::last_profile() const {
     p.op = nodes_[i]->op_type();
     p.kernel = kernels_[i] ? kernels_[i]->describe() : "";
     p.ms = node_ms_[i];
-    p.flops = node_flops_[i];
+    p.flops = last_plan_ ? last_plan_->flops[i] : 0.0;
+    p.executed = last_plan_ && last_plan_->executed[i];
+    p.origin = nodes_[i]->origin();
     out.push_back(p);
   }
   return out;

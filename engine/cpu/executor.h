@@ -6,7 +6,8 @@
 //            evaluate nodes whose inputs are all known (shape arithmetic
 //            that depends on the batch size), and lay out one arena for all
 //            intermediate tensors, reusing memory between values whose
-//            lifetimes do not overlap. Plans are cached per input shapes.
+//            lifetimes do not overlap. Plans are cached per input shapes
+//            (and per value of small integer inputs, i.e. shape tensors).
 //   run      bind inputs (zero-copy), run the remaining nodes in order.
 // Thread-safety: run() may be called from several threads; calls are
 // serialized (one arena). Use one Executor per thread for parallel streams.
@@ -39,6 +40,8 @@ struct LayerProfile {
   std::string kernel;  // kernel description
   double ms = 0;       // time in the last profiled run
   double flops = 0;    // multiply-adds x2 for Conv/Gemm/MatMul, 0 otherwise
+  bool executed = false;             // false for nodes folded at plan time
+  std::vector<std::string> origin;   // ONNX nodes this layer was made from
 };
 
 class Executor {
@@ -64,7 +67,7 @@ class Executor {
 
  private:
   struct Plan;
-  std::shared_ptr<Plan> make_plan(const std::vector<Shape>& shapes);
+  std::shared_ptr<Plan> make_plan(const std::vector<Tensor>& inputs);
   void check_inputs(const std::vector<Tensor>& inputs) const;
 
   std::shared_ptr<const Graph> graph_;
@@ -75,6 +78,7 @@ class Executor {
   std::map<const Value*, int> value_index_;
   std::vector<std::unique_ptr<Kernel>> kernels_;
   std::vector<const KernelInfo*> infos_;
+  std::vector<char> value_input_;  // per graph input: feeds a shape operand
   std::map<std::vector<Shape>, std::shared_ptr<Plan>> plans_;
   std::vector<std::vector<Shape>> plan_order_;
   std::shared_ptr<void> arena_;
@@ -83,7 +87,7 @@ class Executor {
   NodeObserver observer_;
   bool profiling_ = false;
   std::vector<double> node_ms_;
-  std::vector<double> node_flops_;
+  std::shared_ptr<Plan> last_plan_;
 };
 
 }  // namespace engine

@@ -1,0 +1,454 @@
+"""The `pyengine` command line: demo, build, run, profile, compare, inspect.
+
+Every command fails with a one-line message (no traceback) and a non-zero
+exit code on a missing file, a bad model or a bad option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .errors import InvalidArgumentError, PyengineError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
+
+
+# -- shared helpers -----------------------------------------------------------
+def _parse_list(text: str, kind=str) -> list:
+    try:
+        return [kind(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"cannot parse {text!r} as a comma-separated list of {kind.__name__}") from None
+
+
+def _is_plan(path: str) -> bool:
+    if not os.path.isfile(path):
+        return path.endswith(".plan")
+    with open(path, "rb") as f:
+        return f.read(8) == b"PYENGPLN"
+
+
+def _check_file(path: str) -> str:
+    if not os.path.isfile(path):
+        raise InvalidArgumentError(f"file '{path}' does not exist")
+    return path
+
+
+def load_engine(path: str, precision: str = "fp32", threads: int = 0, optimize: bool = True, **options):
+    """A plan file is loaded; an ONNX file is built (precision, optimizer as given)."""
+    import pyengine
+
+    _check_file(path)
+    if _is_plan(path):
+        return pyengine.load(path, num_threads=threads)
+    return pyengine.build(path, precision=precision, optimize=optimize, num_threads=threads, **options)
+
+
+def random_inputs(specs, batch: int, seed: int = 0) -> dict:
+    """Fresh random inputs for an engine's or a model's input specs (name, dtype, shape)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, dtype, shape in specs:
+        if shape is None:
+            raise InvalidArgumentError(f"input '{name}' has an unknown rank: pass it with --input {name}=file.npy")
+        dims = []
+        for i, d in enumerate(shape):
+            if d is None or (isinstance(d, int) and d < 0):
+                if i != 0:
+                    raise InvalidArgumentError(
+                        f"input '{name}' has a dynamic axis {i} besides the batch: pass it with --input")
+                d = batch
+            dims.append(int(d))
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            feeds[name] = rng.standard_normal(dims).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[name] = rng.integers(0, 2, dims).astype(dtype)
+        else:
+            feeds[name] = rng.integers(0, 10, dims).astype(dtype)
+    return feeds
+
+
+def _read_inputs(args_inputs, specs) -> dict | None:
+    if not args_inputs:
+        return None
+    feeds = {}
+    names = [s[0] for s in specs]
+    for item in args_inputs:
+        name, path = item.split("=", 1) if "=" in item else (None, item)
+        if name is None:
+            if len(names) != 1:
+                raise InvalidArgumentError(f"the model has inputs {names}: use --input NAME=file.npy")
+            name = names[0]
+        if path.endswith(".npz"):
+            with np.load(_check_file(path)) as z:
+                feeds.update({k: z[k] for k in z.files})
+        else:
+            feeds[name] = np.load(_check_file(path))
+    return feeds
+
+
+def _engine_specs(engine):
+    return [(s.name, s.dtype, s.shape) for s in engine.inputs]
+
+
+def _onnx_specs(model):
+    from onnx import helper
+
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        specs.append((vi.name, helper.tensor_dtype_to_np_dtype(tt.elem_type), shape))
+    return specs
+
+
+# -- commands -----------------------------------------------------------------
+def cmd_demo(args) -> int:
+    import time
+
+    import pyengine
+    from . import zoo
+
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{args.model}.onnx")
+    model = zoo.build_model(args.model, image_size=args.size)
+    import onnx
+
+    onnx.save(model, path)
+    print(f"wrote {path} ({args.model}, random weights, input 1x3x{args.size}x{args.size})")
+    t0 = time.perf_counter()
+    engine = pyengine.build(path)
+    print(f"built a {engine.backend}/{engine.precision} engine in {time.perf_counter() - t0:.2f} s")
+    print(engine.report())
+    plan = os.path.join(args.out, f"{args.model}.plan")
+    engine.save(plan)
+    engine = pyengine.load(plan)
+    print(f"saved and reloaded {plan}")
+    feeds = zoo.make_input(model, 1)
+    from . import profile
+
+    ours = profile.summarize(profile.measure(lambda: engine.run(feeds), duration_s=args.duration), 1)
+    line = f"pyengine     median {ours['median_ms']:.2f} ms  p90 {ours['p90_ms']:.2f} ms"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print(line + "\n(onnxruntime not installed: pip install 'pyengine[ort]' to compare)")
+        return EXIT_OK
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = engine.num_threads
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, feeds)
+    got = engine.run(feeds)
+    theirs = profile.summarize(profile.measure(lambda: sess.run(None, feeds), duration_s=args.duration), 1)
+    print(line)
+    print(f"onnxruntime  median {theirs['median_ms']:.2f} ms  p90 {theirs['p90_ms']:.2f} ms  "
+          f"(pyengine/ort = {ours['median_ms'] / theirs['median_ms']:.2f}x)")
+    for spec, r in zip(engine.outputs, ref):
+        err = float(np.max(np.abs(got[spec.name] - r)))
+        rel = float(np.linalg.norm(got[spec.name] - r) / max(np.linalg.norm(r), 1e-30))
+        print(f"output '{spec.name}': max abs diff vs onnxruntime {err:.2e}, relative L2 {rel:.2e}")
+    return EXIT_OK
+
+
+def cmd_build(args) -> int:
+    options = {}
+    if args.precision == "int8":
+        if not args.calib:
+            raise InvalidArgumentError("--precision int8 needs calibration data: --calib DIR (images or .npy)")
+        options["calibration_data"] = args.calib
+        options["calibration_method"] = args.calib_method
+    if args.batch_range:
+        lo, opt, hi = (_parse_list(args.batch_range.replace(":", ","), int) + [0, 0, 0])[:3]
+        if not (1 <= lo <= opt <= hi):
+            raise InvalidArgumentError(f"--batch-range must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {args.batch_range}")
+    engine = load_engine(_check_file(args.model), args.precision, args.threads, not args.no_optimize, **options)
+    engine.save(args.output)
+    print(f"built {args.model} -> {args.output} ({engine.backend}/{engine.precision})")
+    if not args.no_optimize:
+        print(engine.report())
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    engine = load_engine(args.model, args.precision, args.threads)
+    feeds = _read_inputs(args.input, _engine_specs(engine)) or random_inputs(_engine_specs(engine), args.batch, args.seed)
+    outputs = engine.run(feeds)
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype} {list(value.shape)}  mean {float(np.mean(value)):.6g}  "
+              f"std {float(np.std(value)):.6g}")
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_profile(args) -> int:
+    from . import profile
+
+    batches = _parse_list(args.batch, int)
+    precisions = _parse_list(args.precision)
+    for p in precisions:
+        if p not in ("fp32", "int8"):
+            raise InvalidArgumentError(f"--precision takes fp32 and/or int8, got {p!r}")
+    if any(b < 1 for b in batches):
+        raise InvalidArgumentError("--batch values must be >= 1")
+    if args.compare and args.compare != "onnxruntime":
+        raise InvalidArgumentError(f"--compare supports 'onnxruntime', got {args.compare!r}")
+    _check_file(args.model)
+    is_plan = _is_plan(args.model)
+    results = []
+    sess = None
+    if args.compare:
+        if is_plan:
+            raise InvalidArgumentError("--compare onnxruntime needs the ONNX model, not a plan")
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads or os.cpu_count()
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    name = os.path.basename(args.model)
+    for precision in ([None] if is_plan else precisions):
+        options = {}
+        if precision == "int8":
+            options["calibration_data"] = args.calib or "random"
+        engine = load_engine(args.model, precision or "fp32", args.threads, **options)
+        precision = engine.precision
+        for batch in batches:
+            feeds = random_inputs(_engine_specs(engine), batch, seed=0)
+            samples = profile.measure(lambda: engine.run(feeds), args.warmup_ms, args.duration, args.iterations,
+                                      desc=f"pyengine {precision} b{batch}")
+            row = {"model": name, "runtime": "pyengine", "precision": precision, "batch": batch,
+                   "threads": engine.num_threads, "samples_ms": samples,
+                   "stats": profile.summarize(samples, batch)}
+            if args.per_layer:
+                layers = engine.profile(feeds, runs=max(3, min(20, args.iterations or 10)))
+                total = sum(l["ms"] for l in layers if l.get("executed", True))
+                row["layers"] = profile.layer_table(layers, total)
+            results.append(row)
+            if sess is not None and precision == (precisions[0] if not is_plan else precision):
+                ort_samples = profile.measure(lambda: sess.run(None, feeds), args.warmup_ms, args.duration,
+                                              args.iterations, desc=f"onnxruntime b{batch}")
+                results.append({"model": name, "runtime": "onnxruntime", "precision": "fp32", "batch": batch,
+                                "threads": args.threads or os.cpu_count(), "samples_ms": ort_samples,
+                                "stats": profile.summarize(ort_samples, batch)})
+    ort_by_batch = {r["batch"]: r["stats"]["median_ms"] for r in results if r["runtime"] == "onnxruntime"}
+    for r in results:
+        if r["batch"] in ort_by_batch:
+            r["ratio_vs_ort"] = r["stats"]["median_ms"] / ort_by_batch[r["batch"]]
+    print(profile.format_latency_table(results))
+    for r in results:
+        if r["stats"]["cv_percent"] > profile.CV_WARN_PERCENT:
+            print(f"warning: {r['runtime']} {r['precision']} batch {r['batch']}: coefficient of variation "
+                  f"{r['stats']['cv_percent']:.1f}% > {profile.CV_WARN_PERCENT}%: the timings are noisy "
+                  "(other load on the machine?)")
+        if r.get("layers"):
+            print(f"\nper layer: {r['runtime']} {r['precision']} batch {r['batch']} (top {args.top})")
+            print(profile.format_layer_table(r["layers"], args.top))
+    mem = profile.peak_rss_mb()
+    print(f"\npeak memory (process RSS): {mem:.0f} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": profile.machine(), "peak_rss_mb": mem, "model": args.model,
+                       "settings": {"warmup_ms": args.warmup_ms, "duration_s": args.duration,
+                                    "iterations": args.iterations, "threads": args.threads},
+                       "results": results}, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        profile.plot(args.plot, results)
+        print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def _runner(spec: str, precision: str, threads: int):
+    """'onnxruntime:model.onnx' or a model/plan path -> (label, specs, fn(feeds) -> list of outputs)."""
+    if spec.startswith("onnxruntime:") or spec.startswith("ort:"):
+        path = _check_file(spec.split(":", 1)[1])
+        import onnx
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or os.cpu_count()
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        specs = _onnx_specs(onnx.load(path, load_external_data=False))
+        return f"onnxruntime({os.path.basename(path)})", specs, names, lambda f: sess.run(None, f)
+    engine = load_engine(spec, precision, threads)
+    names = [o.name for o in engine.outputs]
+    return (f"pyengine({os.path.basename(spec)},{engine.precision})", _engine_specs(engine), names,
+            lambda f: [engine.run(f)[n] for n in names])
+
+
+def compare_outputs(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dict:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = np.abs(a64 - b64)
+    denom = np.linalg.norm(a64) * np.linalg.norm(b64)
+    out = {"shape": list(a.shape), "max_abs": float(diff.max()) if diff.size else 0.0,
+           "mean_abs": float(diff.mean()) if diff.size else 0.0,
+           "max_rel": float((diff / np.maximum(np.abs(b64), 1e-12)).max()) if diff.size else 0.0,
+           "cosine": float(np.sum(a64 * b64) / denom) if denom > 0 else 1.0,
+           "pass": bool(np.allclose(a64, b64, atol=atol, rtol=rtol))}
+    if a.ndim == 2 and a.shape[1] > 1:
+        out["top1_agreement"] = float(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
+    return out
+
+
+def cmd_compare(args) -> int:
+    la, specs, names_a, run_a = _runner(args.a, args.precision_a, args.threads)
+    lb, _, names_b, run_b = _runner(args.b, args.precision_b, args.threads)
+    if names_a != names_b:
+        raise InvalidArgumentError(f"the two sides have different outputs: {names_a} vs {names_b}")
+    feeds = _read_inputs(args.input, specs) or random_inputs(specs, args.batch, args.seed)
+    outs_a, outs_b = run_a(feeds), run_b(feeds)
+    print(f"A = {la}\nB = {lb}\ninputs: " + ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items()))
+    print(f"{'output':<20} {'max abs':>10} {'mean abs':>10} {'max rel':>10} {'cosine':>10} {'top1':>6}  result")
+    ok = True
+    report = {}
+    for name, a, b in zip(names_a, outs_a, outs_b):
+        if a.shape != b.shape:
+            print(f"{name:<20} shape mismatch {list(a.shape)} vs {list(b.shape)}  FAIL")
+            ok = False
+            continue
+        r = compare_outputs(a, b, args.atol, args.rtol)
+        report[name] = r
+        ok &= r["pass"]
+        top1 = f"{r['top1_agreement']:.3f}" if "top1_agreement" in r else "-"
+        print(f"{name[:20]:<20} {r['max_abs']:>10.3e} {r['mean_abs']:>10.3e} {r['max_rel']:>10.3e} "
+              f"{r['cosine']:>10.6f} {top1:>6}  {'PASS' if r['pass'] else 'FAIL'}")
+    print(f"{'PASSED' if ok else 'FAILED'} (atol {args.atol:g}, rtol {args.rtol:g})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"a": la, "b": lb, "outputs": report, "pass": ok}, f, indent=1)
+    return EXIT_OK if ok else EXIT_MISMATCH
+
+
+def cmd_inspect(args) -> int:
+    engine = load_engine(args.model, "fp32", 1, not args.no_optimize)
+    graph = engine._graph
+    shapes = {n: s for n, _, s, _ in graph.values()}
+    consts = {n for n, _, _, c in graph.values() if c}
+    print(f"{args.model}: {engine.backend}/{engine.precision}, {graph.num_nodes} layers")
+    for title, specs in (("inputs", engine.inputs), ("outputs", engine.outputs)):
+        print(f"{title}:")
+        for s in specs:
+            dims = "?" if s.shape is None else "x".join("N" if d is None else str(d) for d in s.shape)
+            print(f"  {s.name}: {s.dtype} [{dims}]")
+    flops = {}
+    try:
+        feeds = random_inputs(_engine_specs(engine), 1)
+        flops = {l["name"]: l["flops"] for l in engine.profile(feeds, runs=1)}
+    except PyengineError:
+        pass
+    print(f"{'layer':<32} {'op':<16} {'output shape':<22} {'params':>10} {'MFLOPs':>9}  fused from")
+    total_params = total_flops = 0
+    for n in graph.nodes():
+        params = sum(int(np.prod(shapes[i])) for i in n["inputs"] if i in consts and shapes.get(i) is not None)
+        out = shapes.get(n["outputs"][0]) if n["outputs"] and n["outputs"][0] else None
+        out_s = "?" if out is None else "x".join("N" if d < 0 else str(d) for d in out)
+        f = flops.get(n["name"], 0.0)
+        total_params += params
+        total_flops += f
+        origin = n["origin"] if len(n["origin"]) > 1 else []
+        print(f"{n['name'][:32]:<32} {n['op_type'][:16]:<16} {out_s[:22]:<22} {params:>10} {f / 1e6:>9.1f}  "
+              f"{','.join(origin)}")
+    print(f"total: {total_params} parameters, {total_flops / 1e9:.3f} GFLOPs at batch 1")
+    print(engine.report())
+    return EXIT_OK
+
+
+# -- entry point --------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyengine", description="Build, run and measure residual CNNs from ONNX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="write a ResNet ONNX model, build, run and compare with onnxruntime")
+    d.add_argument("--model", default="resnet50", help="resnet18 | resnet50 (random weights)")
+    d.add_argument("--size", type=int, default=224, help="input height and width")
+    d.add_argument("--out", default="pyengine-demo", help="folder for the .onnx and .plan files")
+    d.add_argument("--duration", type=float, default=2.0, help="seconds of timing per runtime")
+    d.set_defaults(fn=cmd_demo)
+
+    b = sub.add_parser("build", help="build a plan from an ONNX model")
+    b.add_argument("model")
+    b.add_argument("-o", "--output", required=True)
+    b.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
+    b.add_argument("--calib-method", default="entropy", choices=("entropy", "minmax", "percentile", "mse"))
+    b.add_argument("--batch-range", help="MIN:OPT:MAX batch sizes (TensorRT profiles; the CPU plan takes any)")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--no-optimize", action="store_true")
+    b.set_defaults(fn=cmd_build)
+
+    r = sub.add_parser("run", help="run a plan or model on given or random inputs")
+    r.add_argument("model")
+    r.add_argument("--input", action="append", help="NAME=x.npy (repeatable), x.npy, or inputs.npz")
+    r.add_argument("--output", help="write outputs to this .npz")
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    r.add_argument("--threads", type=int, default=0)
+    r.set_defaults(fn=cmd_run)
+
+    pr = sub.add_parser("profile", help="latency percentiles, throughput and per-layer times")
+    pr.add_argument("model")
+    pr.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
+    pr.add_argument("--precision", default="fp32", help="fp32,int8")
+    pr.add_argument("--calib", help="calibration data for int8 (default: random inputs)")
+    pr.add_argument("--threads", type=int, default=0)
+    pr.add_argument("--warmup-ms", type=float, default=200.0)
+    pr.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs")
+    pr.add_argument("--iterations", type=int, help="exact number of timed runs (overrides --duration)")
+    pr.add_argument("--per-layer", action="store_true")
+    pr.add_argument("--top", type=int, default=15, help="layers shown with --per-layer")
+    pr.add_argument("--compare", help="onnxruntime: time it side by side on the same inputs and threads")
+    pr.add_argument("--json", help="write every sample and the machine description here")
+    pr.add_argument("--plot", help="write a PNG with the latency distribution and per-layer breakdown")
+    pr.set_defaults(fn=cmd_profile)
+
+    c = sub.add_parser("compare", help="compare two models, plans or runtimes on the same inputs")
+    c.add_argument("a", help="model.onnx, model.plan, or onnxruntime:model.onnx")
+    c.add_argument("b")
+    c.add_argument("--input", action="append")
+    c.add_argument("--batch", type=int, default=1)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--atol", type=float, default=1e-4)
+    c.add_argument("--rtol", type=float, default=1e-4)
+    c.add_argument("--precision-a", choices=("fp32", "int8"), default="fp32")
+    c.add_argument("--precision-b", choices=("fp32", "int8"), default="fp32")
+    c.add_argument("--threads", type=int, default=0)
+    c.add_argument("--json")
+    c.set_defaults(fn=cmd_compare)
+
+    i = sub.add_parser("inspect", help="inputs, outputs and layers (op, shape, params, FLOPs, fusions)")
+    i.add_argument("model")
+    i.add_argument("--no-optimize", action="store_true")
+    i.set_defaults(fn=cmd_inspect)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except PyengineError as exc:
+        print(f"pyengine {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, ImportError) as exc:
+        print(f"pyengine {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
