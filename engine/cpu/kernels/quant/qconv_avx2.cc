@@ -200,6 +200,18 @@ void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_
       std::memset(dst, 0, lo);
       if (g.sw == 1) {
         std::memcpy(dst + lo, src + lo, hi - lo);
+      } else if (g.sw == 2) {
+        // Every other byte, 16 at a time, while the 32-byte load stays
+        // inside this input row (so it never reads past the tensor).
+        const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+        int64_t ox = lo;
+        for (; ox + 16 <= hi && col_off + 2 * ox + 32 <= g.w; ox += 16) {
+          __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * ox)), even);
+          v = _mm256_permute4x64_epi64(v, 0x08);  // qwords 0 and 2 -> low 128 bits
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + ox), _mm256_castsi256_si128(v));
+        }
+        for (; ox < hi; ++ox) dst[ox] = src[2 * ox];
       } else {
         for (int64_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox * g.sw];
       }
