@@ -13,6 +13,11 @@
 // left alone and keeps running in float through the Q/DQ kernels: correct,
 // only slower. Q and DQ nodes that lose all their users are removed.
 // The graph is re-sorted, re-inferred and verified afterwards.
+//
+// Pipeline position: after BatchNorm folding (a BN between Conv and Relu
+// stops the fusion; the Conv is still lowered, with float output) and before
+// the float fusions (fuse_conv_add_relu would turn the Conv into a FusedConv,
+// which this rewrite does not match).
 #pragma once
 
 #include "ir/graph.h"

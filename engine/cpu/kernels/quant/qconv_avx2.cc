@@ -174,7 +174,7 @@ void pack_b_panel_rows(const int8_t* src, int64_t ld, int64_t k, int64_t cols, i
 }
 
 // im2col rows [k_begin, k_end) of one image and group: row kk = (ci, ki, kj)
-// holds, for every output position p = oh * ow + ow_, the input pixel it
+// holds, for every output position p = oy * ow + ox, the input pixel it
 // reads (0 in the padding). Row stride ld >= oh * ow.
 void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld) {
   const int64_t khw = g.kh * g.kw;
