@@ -738,3 +738,31 @@ def test_expand_and_tile_to_dynamic_shapes(rng):
 def test_empty_tensors(rng, node, shape, inits):
     x = rand(rng, shape, np.float32)
     check([node], {"x": x}, inits=inits)
+
+
+def test_legacy_attribute_forms_against_numpy(rng):
+    # Forms older than MIN_OPSET that onnxruntime no longer accepts in a new
+    # opset, so numpy is the reference here: Slice with starts/ends/axes
+    # attributes (opset < 10), Pad with pads/value attributes (opset < 11).
+    x = rand(rng, (4, 7, 5), np.float32)
+    nodes = [
+        helper.make_node("Slice", ["x"], ["a"], starts=[1, -4], ends=[INT64_MAX, 6], axes=[0, 2]),
+        helper.make_node("Pad", ["x"], ["b"], pads=[0, 1, 2, 1, 0, 0], value=1.5),
+    ]
+    model = make_model(nodes, {"x": x}, [("a", np.float32), ("b", np.float32)])
+    got = pyengine.build(model).run({"x": x})
+    assert_same(got["a"], x[1:, :, 1:6])
+    assert_same(got["b"], np.pad(x, [(0, 1), (1, 0), (2, 0)], constant_values=np.float32(1.5)))
+
+
+@pytest.mark.parametrize("scales", [(1, 1, 1.6, 2.0), (1, 1, 0.6, 0.5), (1, 1, 3.0, 0.75)])
+def test_resize_opset10_two_input_form(rng, scales):
+    # Resize-10 (X, scales): asymmetric coordinates and its own rounding. The
+    # reference is onnxruntime on an opset-10 model; pyengine gets the same node
+    # in a newer-opset model, since build() upgrades opset-10 models first.
+    x = rand(rng, (1, 2, 5, 8), np.float32)
+    node = helper.make_node("Resize", ["x", "sc"], ["y"], mode="nearest")
+    inits = {"sc": np.array(scales, np.float32)}
+    want = run_ort(make_model([node], {"x": x}, [("y", np.float32)], inits, opset=10), {"x": x})[0]
+    got = pyengine.build(make_model([node], {"x": x}, [("y", np.float32)], inits)).run({"x": x})["y"]
+    assert_same(got, want)

@@ -22,6 +22,7 @@ py::dtype numpy_dtype(DType t);
 void register_ir(py::module_& m);
 void register_runtime(py::module_& m);
 void register_plan(py::module_& m);
+void register_passes(py::module_& m);
 void register_quant(py::module_& m);
 
 }  // namespace engine::py_bind

@@ -105,5 +105,6 @@ PYBIND11_MODULE(_core, m) {
   py_bind::register_ir(m);
   py_bind::register_runtime(m);
   py_bind::register_plan(m);
+  py_bind::register_passes(m);
   py_bind::register_quant(m);
 }

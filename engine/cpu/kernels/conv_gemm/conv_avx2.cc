@@ -110,6 +110,38 @@ void im2col_line(const ConvGeom& g, const float* xc, int64_t d_off, int64_t h_of
   }
 }
 
+// Fast path for unit H/W strides with OW == IW and a single output depth
+// slice (3x3 "same" convs): output position n then reads input element
+// n + h_off*IW + w_off of its plane, so one k row of the block is a single
+// contiguous run copied straight into the panels. Afterwards only the
+// columns whose input column falls outside the row (|w_off| per output
+// row) and the rows outside the input (top/bottom padding) are zero.
+void im2col_same_width_row(const ConvGeom& g, const float* plane, int64_t h_off, int64_t w_off, int64_t n0,
+                           int64_t nc, int64_t kc, float* drow) {
+  const int64_t ow = g.ow, iw = g.iw;
+  // Columns [a, b) of the block lie in output rows whose input row exists.
+  const int64_t oh_a = std::max<int64_t>(0, -h_off), oh_b = std::min(g.oh, g.ih - h_off);
+  const int64_t shift = h_off * iw + w_off;  // source index = n + shift
+  // Also stay inside the plane: the excluded columns are edge columns.
+  const int64_t a = std::max({oh_a * ow - n0, -n0 - shift, int64_t{0}});
+  const int64_t b = std::min({oh_b * ow - n0, g.ih * iw - n0 - shift, nc});
+  const float* src = plane + n0 + shift;  // column i reads src[i]
+  const int64_t panels = (nc + kNR - 1) / kNR;
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t c0 = q * kNR;
+    float* d = drow + q * kNR * kc;
+    _mm256_store_ps(d, load_range(src + c0, a - c0, b - c0));
+    _mm256_store_ps(d + 8, load_range(src + c0 + 8, a - c0 - 8, b - c0 - 8));
+  }
+  if (w_off == 0 || b <= a) return;
+  // Edge columns of each output row in [a, b): ow in [0, -w_off) or [ow - w_off, ow).
+  const int64_t e_lo = w_off < 0 ? 0 : ow - w_off, e_hi = w_off < 0 ? -w_off : ow;
+  for (int64_t row = (n0 + a) / ow; row * ow < n0 + b; ++row) {
+    const int64_t lo = std::max(row * ow + e_lo - n0, a), hi = std::min(row * ow + e_hi - n0, b);
+    for (int64_t i = lo; i < hi; ++i) drow[(i / kNR) * kNR * kc + i % kNR] = 0.f;
+  }
+}
+
 }  // namespace
 
 // Two steps per k row: the row's nc columns are built contiguously in a
@@ -131,6 +163,7 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
   const int64_t panels = (nc + kNR - 1) / kNR;
   const int64_t in_plane = g.in_plane(), ks = g.ksize();
   const int64_t od0 = n0 / (g.oh * g.ow), oh0 = (n0 / g.ow) % g.oh, ow0 = n0 % g.ow;
+  const bool same_width = g.sw == 1 && g.sh == 1 && g.ow == g.iw && g.od == 1;
   auto scatter = [&](int64_t kk) {
     const float* line = lines[kk & 1];
     float* drow = dst + kk * kNR;
@@ -146,10 +179,21 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
     const float* xc = src + c * in_plane;
     const int64_t d_off = kd * g.dd - g.pd, h_off = kh * g.dh - g.ph, w_off = kw * g.dw - g.pw;
     float* line = lines[kk & 1];
-    if (g.sw == 1) im2col_line<1>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
+    if (same_width) {
+      const int64_t id = d_off;
+      if (id < 0 || id >= g.id) {
+        for (int64_t q = 0; q < panels; ++q) {
+          float* d = dst + kk * kNR + q * kNR * kc;
+          _mm256_store_ps(d, _mm256_setzero_ps());
+          _mm256_store_ps(d + 8, _mm256_setzero_ps());
+        }
+      } else {
+        im2col_same_width_row(g, xc + id * g.ih * g.iw, h_off, w_off, n0, nc, kc, dst + kk * kNR);
+      }
+    } else if (g.sw == 1) im2col_line<1>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
     else if (g.sw == 2) im2col_line<2>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
     else im2col_line<0>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
-    if (kk > 0) scatter(kk - 1);
+    if (kk > 0 && !same_width) scatter(kk - 1);
     if (++kw == g.kw) {
       kw = 0;
       if (++kh == g.kh) {
@@ -161,7 +205,7 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
       }
     }
   }
-  if (kc > 0) scatter(kc - 1);
+  if (kc > 0 && !same_width) scatter(kc - 1);
 }
 
 void activate_avx2(float* x, int64_t n, const Activation& act) {

@@ -230,9 +230,13 @@ Plan make_plan(const GemmSpec& s, int threads) {
   p.mpanels = (s.m + kMR - 1) / kMR;
   p.npad = round_up(s.n, kNR);
   p.nblocks = (s.n + kNcMax - 1) / kNcMax;
-  // Enough column blocks to feed every thread when items alone do not.
+  // Column blocks are the cheap way to make tasks (each just packs its own
+  // part of B): aim for 4 per thread, so that dynamic scheduling evens out
+  // a core that other work slows down, but keep blocks at least 4 panels
+  // wide so each A panel still meets enough columns.
   const int64_t n_panels = p.npad / kNR;
-  while (s.items * p.nblocks < threads && p.nblocks < n_panels && s.n / (p.nblocks + 1) >= 4 * kNR) ++p.nblocks;
+  const int64_t want = threads > 1 ? (4 * threads + s.items - 1) / s.items : 1;
+  p.nblocks = std::max(p.nblocks, std::min(want, n_panels / 4));
   p.nc = round_up((s.n + p.nblocks - 1) / p.nblocks, kNR);
   p.nblocks = (s.n + p.nc - 1) / p.nc;
   // Row chunks: when items x column blocks still leave threads idle, split

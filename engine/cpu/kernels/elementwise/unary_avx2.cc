@@ -62,15 +62,15 @@ struct HardSigmoid {
   __m256 alpha, beta;
   explicit HardSigmoid(const UnaryParams& p) : alpha(v_set(p.alpha)), beta(v_set(p.beta)) {}
   __m256 operator()(__m256 x) const {
-    const __m256 t = _mm256_min_ps(_mm256_fmadd_ps(alpha, x, beta), v_set(1.f));
-    return _mm256_max_ps(t, _mm256_setzero_ps());
+    const __m256 t = _mm256_min_ps(v_set(1.f), _mm256_fmadd_ps(alpha, x, beta));
+    return _mm256_max_ps(_mm256_setzero_ps(), t);
   }
 };
 struct HardSwish {
   explicit HardSwish(const UnaryParams&) {}
   __m256 operator()(__m256 x) const {
     __m256 t = _mm256_fmadd_ps(x, v_set(1.f / 6.f), v_set(0.5f));
-    t = _mm256_max_ps(_mm256_min_ps(t, v_set(1.f)), _mm256_setzero_ps());
+    t = _mm256_max_ps(_mm256_setzero_ps(), _mm256_min_ps(v_set(1.f), t));
     return _mm256_mul_ps(x, t);
   }
 };

@@ -92,12 +92,13 @@ void pool_plane_f32_ref(const PoolGeom& g, const float* x, float* y, int64_t* in
                         bool col_major);
 // Bytes of per-thread work space pool_plane_f32_avx2 needs.
 size_t pool_work_bytes_avx2(const PoolGeom& g);
-// `cnt` holds pool_count for every output position of each dim, laid out
-// [out[0] | out[1] | out[2]] (AveragePool only). `work` is 64-byte aligned
+// `inv_cnt` holds 1 / pool_count (1 where the count is 0) for every output
+// position of each dim, laid out [out[0] | out[1] | out[2]] and followed by
+// 8 readable floats (AveragePool only). `work` is 64-byte aligned
 // and pool_work_bytes_avx2(g) long; init_pool_work_avx2 fills its padding
 // once per thread before the planes.
 void init_pool_work_avx2(const PoolGeom& g, float* work);
-void pool_plane_f32_avx2(const PoolGeom& g, const float* x, float* y, const float* cnt, float* work);
+void pool_plane_f32_avx2(const PoolGeom& g, const float* x, float* y, const float* inv_cnt, float* work);
 
 // Splits [0, n) into one contiguous chunk per thread when every chunk gets
 // at least `grain` items; fn(begin, end, tid) with tid < pool threads (so

@@ -53,8 +53,10 @@ class PoolKernel final : public Kernel {
     else fail(ErrorKind::kInvalidModel, desc_, ": unknown auto_pad '", ap, "'");
     ENGINE_ENFORCE(geom_.is_max || node.num_outputs() < 2 || !node.output(1), kInvalidModel, desc_,
                    ": AveragePool has one output");
-    avx2_ = use_avx2();
-    isa_ = active_isa();
+    // Indices come from the reference path only.
+    with_indices_ = node.num_outputs() > 1 && node.output(1);
+    avx2_ = use_avx2() && !with_indices_;
+    isa_ = avx2_ ? "avx2" : "ref";
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
@@ -91,18 +93,19 @@ class PoolKernel final : public Kernel {
       auto* w = reinterpret_cast<float*>(base + work * tid);
       init_pool_work_avx2(geom_, w);
       for (int64_t p = p0; p < p1; ++p)
-        pool_plane_f32_avx2(geom_, xp + p * in_plane, yp + p * out_plane, counts_.data(), w);
+        pool_plane_f32_avx2(geom_, xp + p * in_plane, yp + p * out_plane, inv_counts_.data(), w);
     });
 #endif
   }
 
   std::string describe() const override {
-    return str_cat(geom_.is_max ? "max_pool_f32_" : "average_pool_f32_", isa_, " row-separable");
+    return str_cat(geom_.is_max ? "max_pool_f32_" : "average_pool_f32_", isa_,
+                   avx2_ ? " row-separable" : with_indices_ ? " with indices" : "");
   }
 
  private:
   // Fills geom_ (spatial dims right-aligned into its 3 slots) and the
-  // AveragePool divisors for one input shape; reused until the shape changes.
+  // AveragePool reciprocal counts for one input shape; reused until the shape changes.
   void set_geometry(const Shape& shape) {
     const size_t nd = kernel_.size();
     PoolGeom g;
@@ -135,14 +138,15 @@ class PoolKernel final : public Kernel {
       g.pad_end[j] = pe;
     }
     geom_ = g;
-    counts_.assign(g.out[0] + g.out[1] + g.out[2], 1.f);
+    // 8 floats of padding: the AVX2 kernel loads whole vectors of them.
+    inv_counts_.assign(g.out[0] + g.out[1] + g.out[2] + 8, 1.f);
     if (!g.is_max) {
       size_t at = 0;
       for (int dim = 0; dim < 3; ++dim)
         for (int64_t o = 0; o < g.out[dim]; ++o, ++at) {
           const int64_t c = pool_count(g, dim, o * g.stride[dim] - g.pad_begin[dim]);
           // A window with no tap at all only sums zeros; 1 keeps 0/0 away.
-          counts_[at] = static_cast<float>(c > 0 ? c : 1);
+          inv_counts_[at] = c > 0 ? 1.f / static_cast<float>(c) : 1.f;
         }
     }
     cached_shape_ = shape;
@@ -150,13 +154,13 @@ class PoolKernel final : public Kernel {
 
   std::string desc_;
   const char* isa_ = "ref";
-  bool avx2_ = false;
+  bool avx2_ = false, with_indices_ = false;
   std::vector<int64_t> kernel_, strides_, dilations_, pads_;
   bool ceil_mode_ = false, col_major_ = false;
   AutoPad auto_pad_ = AutoPad::kNotSet;
   Shape cached_shape_;
   PoolGeom geom_;
-  std::vector<float> counts_;
+  std::vector<float> inv_counts_;
 };
 
 }  // namespace

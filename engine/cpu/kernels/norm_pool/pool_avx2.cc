@@ -9,7 +9,9 @@
 // bounds checks: padding and ceil_mode's partial windows come for free.
 // Stride 1 loads contiguous vectors, stride 2 (ResNet's 3x3/2 max pool)
 // de-interleaves 16 floats into the 8 even ones; other strides are scalar.
-// AveragePool then divides by count_d * count_h * count_w (precomputed).
+// Partial vectors at the end of a row are vectors too (see below).
+// AveragePool then scales by 1 / (count_d * count_h * count_w), precomputed
+// per dim.
 #include <algorithm>
 #include <limits>
 
@@ -46,6 +48,17 @@ inline float op(float a, float b) {
   return kMax ? std::max(a, b) : a + b;
 }
 
+// Lanes [0, r) on, for 1 <= r <= 8.
+inline __m256i tail_mask(int64_t r) {
+  static const int32_t kBits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kBits + 8 - r));
+}
+
+// Rows narrower than a few vectors (7x7, 14x14, 28x28 planes) would spend
+// most of their time in scalar tails, so tails are vectors too. Masked
+// stores are slow on some AMD cores, so none is used: the vertical tail
+// loads masked, fills the off lanes with the identity and stores the whole
+// vector into the padding (which holds the identity anyway).
 template <bool kMax>
 void vertical(const float* const* rows, int nr, float* dst, int64_t w, float fill) {
   if (nr == 0) {
@@ -58,59 +71,95 @@ void vertical(const float* const* rows, int nr, float* dst, int64_t w, float fil
     for (int r = 1; r < nr; ++r) v = op<kMax>(v, _mm256_loadu_ps(rows[r] + i));
     _mm256_storeu_ps(dst + i, v);
   }
-  for (; i < w; ++i) {
-    float v = rows[0][i];
-    for (int r = 1; r < nr; ++r) v = op<kMax>(v, rows[r][i]);
-    dst[i] = v;
+  if (i < w) {
+    const __m256i m = tail_mask(w - i);
+    __m256 v = _mm256_maskload_ps(rows[0] + i, m);
+    for (int r = 1; r < nr; ++r) v = op<kMax>(v, _mm256_maskload_ps(rows[r] + i, m));
+    _mm256_storeu_ps(dst + i, _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(m)));
   }
 }
 
-// y[ow] = reduce_kw buf[ow*s + kw*d], divided by cnt_w[ow] * cnt_dh for
-// AveragePool.
-template <bool kMax>
-void horizontal(const PoolGeom& g, const float* buf, float* y, const float* cnt_w, float cnt_dh) {
-  const int64_t ow_n = g.out[2], k = g.kernel[2], s = g.stride[2], d = g.dilation[2];
-  int64_t ow = 0;
-  const __m256 vdh = _mm256_set1_ps(cnt_dh);
-  if (s == 1 || s == 2) {
-    for (; ow + 8 <= ow_n; ow += 8) {
-      const float* p = buf + ow * s;
-      __m256 acc = s == 1 ? _mm256_loadu_ps(p) : load_even(p);
-      for (int64_t t = 1; t < k; ++t)
-        acc = op<kMax>(acc, s == 1 ? _mm256_loadu_ps(p + t * d) : load_even(p + t * d));
-      if (!kMax) acc = _mm256_div_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(cnt_w + ow), vdh));
-      _mm256_storeu_ps(y + ow, acc);
-    }
+// y[ow] = reduce_kw buf[ow*s + kw*d], times inv_w[ow] * inv_dh (the
+// reciprocal window counts) for AveragePool: multiplying instead of dividing
+// costs at most an ulp and keeps the divider off the critical path.
+// A partial last vector is recomputed overlapping the previous one (same
+// values, plain store); rows shorter than a vector go through a small
+// buffer. Reading whole vectors past the row is safe: the row buffer has
+// slack and inv_w is padded.
+template <bool kMax, int kStride>
+inline __m256 window8(const float* p, int64_t k, int64_t d) {
+  __m256 acc = kStride == 1 ? _mm256_loadu_ps(p) : load_even(p);
+  for (int64_t t = 1; t < k; ++t) acc = op<kMax>(acc, kStride == 1 ? _mm256_loadu_ps(p + t * d) : load_even(p + t * d));
+  return acc;
+}
+
+template <bool kMax, int kStride>
+void horizontal_vec(const PoolGeom& g, const float* buf, float* y, const float* inv_w, float inv_dh) {
+  const int64_t ow_n = g.out[2], k = g.kernel[2], d = g.dilation[2];
+  const __m256 vdh = _mm256_set1_ps(inv_dh);
+  auto one = [&](int64_t ow) {
+    const __m256 acc = window8<kMax, kStride>(buf + ow * kStride, k, d);
+    return kMax ? acc : _mm256_mul_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(inv_w + ow), vdh));
+  };
+  if (ow_n < 8) {
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, one(0));
+    for (int64_t i = 0; i < ow_n; ++i) y[i] = tmp[i];
+    return;
   }
-  for (; ow < ow_n; ++ow) {
+  int64_t ow = 0;
+  for (; ow + 8 <= ow_n; ow += 8) _mm256_storeu_ps(y + ow, one(ow));
+  if (ow < ow_n) _mm256_storeu_ps(y + ow_n - 8, one(ow_n - 8));
+}
+
+template <bool kMax>
+void horizontal(const PoolGeom& g, const float* buf, float* y, const float* inv_w, float inv_dh) {
+  if (g.stride[2] == 1) return horizontal_vec<kMax, 1>(g, buf, y, inv_w, inv_dh);
+  if (g.stride[2] == 2) return horizontal_vec<kMax, 2>(g, buf, y, inv_w, inv_dh);
+  const int64_t k = g.kernel[2], s = g.stride[2], d = g.dilation[2];
+  for (int64_t ow = 0; ow < g.out[2]; ++ow) {
     const float* p = buf + ow * s;
     float acc = p[0];
     for (int64_t t = 1; t < k; ++t) acc = op<kMax>(acc, p[t * d]);
-    y[ow] = kMax ? acc : acc / (cnt_w[ow] * cnt_dh);
+    y[ow] = kMax ? acc : acc * (inv_w[ow] * inv_dh);
   }
 }
 
+// Output rows per batch: the vertical pass fills a batch of row buffers
+// before the horizontal pass reads any of them, so the horizontal pass's
+// unaligned loads never wait on the vertical pass's just-issued stores (a
+// failed store-to-load forward). A batch stays within about 32 KB.
+int64_t batch_rows(const PoolGeom& g) {
+  return std::max<int64_t>(1, std::min<int64_t>(g.out[1], 8192 / buf_len(g)));
+}
+
 template <bool kMax>
-void pool_plane(const PoolGeom& g, const float* x, float* y, const float* cnt, float* work) {
-  float* buf = work;
-  auto** rows = reinterpret_cast<const float**>(reinterpret_cast<char*>(work) + round64(buf_len(g) * sizeof(float)));
+void pool_plane(const PoolGeom& g, const float* x, float* y, const float* inv_cnt, float* work) {
+  const int64_t len = buf_len(g), batch = batch_rows(g);
+  float* bufs = work;
+  auto** rows = reinterpret_cast<const float**>(reinterpret_cast<char*>(work) + round64(batch * len * sizeof(float)));
   const int64_t H = g.in[1], W = g.in[2];
-  const float* cnt_d = cnt;
-  const float* cnt_h = cnt ? cnt + g.out[0] : nullptr;
-  const float* cnt_w = cnt ? cnt + g.out[0] + g.out[1] : nullptr;
+  const float* inv_d = inv_cnt;
+  const float* inv_h = inv_cnt ? inv_cnt + g.out[0] : nullptr;
+  const float* inv_w = inv_cnt ? inv_cnt + g.out[0] + g.out[1] : nullptr;
   for (int64_t od = 0; od < g.out[0]; ++od) {
-    for (int64_t oh = 0; oh < g.out[1]; ++oh) {
-      int nr = 0;
-      for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
-        const int64_t id = od * g.stride[0] - g.pad_begin[0] + kd * g.dilation[0];
-        if (id < 0 || id >= g.in[0]) continue;
-        for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-          const int64_t ih = oh * g.stride[1] - g.pad_begin[1] + kh * g.dilation[1];
-          if (ih >= 0 && ih < H) rows[nr++] = x + (id * H + ih) * W;
+    for (int64_t oh0 = 0; oh0 < g.out[1]; oh0 += batch) {
+      const int64_t oh1 = std::min(g.out[1], oh0 + batch);
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        int nr = 0;
+        for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
+          const int64_t id = od * g.stride[0] - g.pad_begin[0] + kd * g.dilation[0];
+          if (id < 0 || id >= g.in[0]) continue;
+          for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+            const int64_t ih = oh * g.stride[1] - g.pad_begin[1] + kh * g.dilation[1];
+            if (ih >= 0 && ih < H) rows[nr++] = x + (id * H + ih) * W;
+          }
         }
+        vertical<kMax>(rows, nr, bufs + (oh - oh0) * len + g.pad_begin[2], W, identity(g));
       }
-      vertical<kMax>(rows, nr, buf + g.pad_begin[2], W, identity(g));
-      horizontal<kMax>(g, buf, y + (od * g.out[1] + oh) * g.out[2], cnt_w, kMax ? 1.f : cnt_d[od] * cnt_h[oh]);
+      for (int64_t oh = oh0; oh < oh1; ++oh)
+        horizontal<kMax>(g, bufs + (oh - oh0) * len, y + (od * g.out[1] + oh) * g.out[2], inv_w,
+                         kMax ? 1.f : inv_d[od] * inv_h[oh]);
     }
   }
 }
@@ -118,14 +167,17 @@ void pool_plane(const PoolGeom& g, const float* x, float* y, const float* cnt, f
 }  // namespace
 
 size_t pool_work_bytes_avx2(const PoolGeom& g) {
-  return round64(buf_len(g) * sizeof(float)) + round64(g.kernel[0] * g.kernel[1] * sizeof(const float*));
+  return round64(batch_rows(g) * buf_len(g) * sizeof(float)) +
+         round64(g.kernel[0] * g.kernel[1] * sizeof(const float*));
 }
 
-void init_pool_work_avx2(const PoolGeom& g, float* work) { std::fill(work, work + buf_len(g), identity(g)); }
+void init_pool_work_avx2(const PoolGeom& g, float* work) {
+  std::fill(work, work + batch_rows(g) * buf_len(g), identity(g));
+}
 
-void pool_plane_f32_avx2(const PoolGeom& g, const float* x, float* y, const float* cnt, float* work) {
-  if (g.is_max) pool_plane<true>(g, x, y, cnt, work);
-  else pool_plane<false>(g, x, y, cnt, work);
+void pool_plane_f32_avx2(const PoolGeom& g, const float* x, float* y, const float* inv_cnt, float* work) {
+  if (g.is_max) pool_plane<true>(g, x, y, inv_cnt, work);
+  else pool_plane<false>(g, x, y, inv_cnt, work);
 }
 
 }  // namespace engine

@@ -30,41 +30,47 @@ int64_t pool_count(const PoolGeom& g, int dim, int64_t start) {
 
 void pool_plane_f32_ref(const PoolGeom& g, const float* x, float* y, int64_t* indices, int64_t index_base,
                         bool col_major) {
+  // Locals, not g's fields, in the loops: stores through `indices` (int64)
+  // could alias g and would force reloads.
   const int64_t D = g.in[0], H = g.in[1], W = g.in[2];
-  for (int64_t od = 0; od < g.out[0]; ++od)
-    for (int64_t oh = 0; oh < g.out[1]; ++oh)
-      for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-        const int64_t sd = od * g.stride[0] - g.pad_begin[0];
-        const int64_t sh = oh * g.stride[1] - g.pad_begin[1];
-        const int64_t sw = ow * g.stride[2] - g.pad_begin[2];
+  const int64_t OD = g.out[0], OH = g.out[1], OW = g.out[2];
+  const int64_t KD = g.kernel[0], KH = g.kernel[1], KW = g.kernel[2];
+  const int64_t SD = g.stride[0], SH = g.stride[1], SW = g.stride[2];
+  const int64_t DD = g.dilation[0], DH = g.dilation[1], DW = g.dilation[2];
+  const int64_t PD = g.pad_begin[0], PH = g.pad_begin[1], PW = g.pad_begin[2];
+  const bool is_max = g.is_max;
+  for (int64_t od = 0; od < OD; ++od)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const int64_t sd = od * SD - PD, sh = oh * SH - PH, sw = ow * SW - PW;
         float best = std::numeric_limits<float>::lowest();
         int64_t best_idx = -1;
         double sum = 0;
         int64_t valid = 0;
-        for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
-          const int64_t id = sd + kd * g.dilation[0];
+        for (int64_t kd = 0; kd < KD; ++kd) {
+          const int64_t id = sd + kd * DD;
           if (id < 0 || id >= D) continue;
-          for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-            const int64_t ih = sh + kh * g.dilation[1];
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = sh + kh * DH;
             if (ih < 0 || ih >= H) continue;
-            for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
-              const int64_t iw = sw + kw * g.dilation[2];
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t iw = sw + kw * DW;
               if (iw < 0 || iw >= W) continue;
-              const int64_t idx = (id * H + ih) * W + iw;
-              if (g.is_max) {
-                if (best_idx < 0 || x[idx] > best) {
-                  best = x[idx];
-                  best_idx = col_major ? id + (ih + iw * H) * D : idx;
+              const float v = x[(id * H + ih) * W + iw];
+              if (is_max) {
+                if (best_idx < 0 || v > best) {
+                  best = v;
+                  best_idx = col_major ? id + (ih + iw * H) * D : (id * H + ih) * W + iw;
                 }
               } else {
-                sum += x[idx];
+                sum += v;
                 ++valid;
               }
             }
           }
         }
-        const int64_t o = (od * g.out[1] + oh) * g.out[2] + ow;
-        if (g.is_max) {
+        const int64_t o = (od * OH + oh) * OW + ow;
+        if (is_max) {
           y[o] = best;
           if (indices) indices[o] = index_base + best_idx;
         } else {

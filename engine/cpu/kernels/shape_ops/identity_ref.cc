@@ -7,9 +7,9 @@
 // could not alias (y is a graph output, or the node is evaluated at plan
 // time into a fresh tensor).
 // Dropout's optional mask is all true: inference drops nothing.
-#include "cpu/kernels/shape_ops/shape_ops.h"
-
 #include <cstring>
+
+#include "cpu/kernels/shape_ops/shape_ops.h"
 
 namespace engine {
 namespace shape_ops {

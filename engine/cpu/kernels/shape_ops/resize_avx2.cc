@@ -1,8 +1,8 @@
-// One output row of bilinear Resize with AVX2 (see resize_ref.cc):
-//   out[i] = wx0[i]*wy0*r0[x0[i]] + wx1[i]*wy0*r0[x1[i]]
-//          + wx0[i]*wy1*r1[x0[i]] + wx1[i]*wy1*r1[x1[i]]
-// Eight outputs at a time with four gathers; the terms are summed in the
-// reference's order (with FMAs), so results agree to float rounding.
+// The two passes of bilinear Resize with AVX2 (see resize_ref.cc):
+//   horizontal: out[i] = w0[i] * row[x0[i]] + w1[i] * row[x1[i]]   (two gathers)
+//   vertical:   out[i] = wa * a[i] + wb * b[i]
+// Eight floats at a time, scalar tails; the same arithmetic as the reference
+// up to FMA rounding.
 // Precondition: use_avx2().
 #include <immintrin.h>
 
@@ -11,25 +11,24 @@
 namespace engine {
 namespace shape_ops {
 
-void resize_linear_row_avx2(const float* r0, const float* r1, float wy0, float wy1, const int32_t* x0,
-                            const int32_t* x1, const float* wx0, const float* wx1, float* out, int64_t width) {
-  const __m256 vy0 = _mm256_set1_ps(wy0), vy1 = _mm256_set1_ps(wy1);
+void resize_linear_hrow_avx2(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
+                             const float* w1, float* out, int64_t width) {
   int64_t i = 0;
   for (; i + 8 <= width; i += 8) {
     const __m256i i0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0 + i));
     const __m256i i1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x1 + i));
-    const __m256 w0 = _mm256_loadu_ps(wx0 + i), w1 = _mm256_loadu_ps(wx1 + i);
-    const __m256 a = _mm256_i32gather_ps(r0, i0, 4), b = _mm256_i32gather_ps(r0, i1, 4);
-    const __m256 c = _mm256_i32gather_ps(r1, i0, 4), e = _mm256_i32gather_ps(r1, i1, 4);
-    __m256 acc = _mm256_mul_ps(_mm256_mul_ps(w0, vy0), a);
-    acc = _mm256_fmadd_ps(_mm256_mul_ps(w1, vy0), b, acc);
-    acc = _mm256_fmadd_ps(_mm256_mul_ps(w0, vy1), c, acc);
-    acc = _mm256_fmadd_ps(_mm256_mul_ps(w1, vy1), e, acc);
-    _mm256_storeu_ps(out + i, acc);
+    const __m256 a = _mm256_i32gather_ps(row, i0, 4), b = _mm256_i32gather_ps(row, i1, 4);
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), a, _mm256_mul_ps(_mm256_loadu_ps(w1 + i), b)));
   }
-  for (; i < width; ++i)
-    out[i] = wx0[i] * wy0 * r0[x0[i]] + wx1[i] * wy0 * r0[x1[i]] + wx0[i] * wy1 * r1[x0[i]] +
-             wx1[i] * wy1 * r1[x1[i]];
+  for (; i < width; ++i) out[i] = w0[i] * row[x0[i]] + w1[i] * row[x1[i]];
+}
+
+void resize_linear_vblend_avx2(const float* a, const float* b, float wa, float wb, float* out, int64_t width) {
+  const __m256 va = _mm256_set1_ps(wa), vb = _mm256_set1_ps(wb);
+  int64_t i = 0;
+  for (; i + 8 <= width; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(a + i), _mm256_mul_ps(vb, _mm256_loadu_ps(b + i))));
+  for (; i < width; ++i) out[i] = wa * a[i] + wb * b[i];
 }
 
 }  // namespace shape_ops

@@ -1,20 +1,24 @@
 // Resize, modes nearest and linear.
 //
 //   nearest: y[o] = x[n_0(o_0), ..., n_k(o_k)], n_a = clamp(round_mode(c_a(o_a)))
-//   linear:  y[b, oy, ox] = sum of the 4 neighbours of (c_h(oy), c_w(ox)) with
-//            bilinear weights, only over the last two axes (N, C, H, W maps)
+//   linear:  y[b, oy, ox] = wy0 * h(y0, ox) + wy1 * h(y1, ox),
+//            h(iy, ox) = wx0 * x[b, iy, x0] + wx1 * x[b, iy, x1]
+//            (bilinear, separable), only over the last two axes (N, C, H, W)
 // where c(o) is the coordinate_transformation_mode (half_pixel, asymmetric,
 // align_corners, pytorch_half_pixel, tf_half_pixel_for_nn,
 // half_pixel_symmetric) applied with the per-axis scale. tf_crop_and_resize,
 // cubic, antialias and exclude_outside are rejected in create().
 // Coordinates are computed in float with ONNX Runtime's formulas, so nearest
 // picks the same pixels and linear agrees to float rounding. Per-axis index
-// and weight tables are built once per run; rows are then a table-driven
-// gather (nearest, any dtype by element size; a row whose source row equals
-// the previous one is a memcpy) or a bilinear row kernel (float32, AVX2
-// gathers when available).
+// and weight tables are built once per run. Nearest rows are a table-driven
+// gather (any dtype by element size; a row whose source row equals the
+// previous one is a memcpy). Linear (float32) interpolates each input row
+// horizontally once, into a two-row cache per thread, and blends pairs of
+// those rows vertically: for a 2x upscale that is 8x fewer gathers than the
+// direct four-neighbour form, and the blend is a plain vector loop.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -26,7 +30,8 @@ namespace shape_ops {
 namespace {
 
 enum class CoordMode { kHalfPixel, kAsymmetric, kAlignCorners, kPytorchHalfPixel, kTfHalfPixelForNn, kHalfPixelSymmetric };
-enum class NearestMode { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil };
+// kSimple is opset 10's rule (truncate when upsampling, ceil when downsampling).
+enum class NearestMode { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil, kSimple };
 
 float original_coordinate(CoordMode m, float x, float scale, float out_len, float in_len) {
   switch (m) {
@@ -44,8 +49,9 @@ float original_coordinate(CoordMode m, float x, float scale, float out_len, floa
   return (x + 0.5f) / scale - 0.5f;
 }
 
-int64_t nearest_index(NearestMode m, float v) {
+int64_t nearest_index(NearestMode m, float v, bool downsampling) {
   switch (m) {
+    case NearestMode::kSimple: return downsampling ? static_cast<int64_t>(std::ceil(v)) : static_cast<int64_t>(v);
     case NearestMode::kRoundPreferCeil: return static_cast<int64_t>(std::round(v));
     case NearestMode::kFloor: return static_cast<int64_t>(std::floor(v));
     case NearestMode::kCeil: return static_cast<int64_t>(std::ceil(v));
@@ -139,7 +145,7 @@ class Resize final : public Kernel {
       }
       float c = original_coordinate(coord_, static_cast<float>(o), scale, static_cast<float>(out_len),
                                     static_cast<float>(in_len));
-      map[o] = std::clamp<int64_t>(nearest_index(nearest_, c), 0, in_len - 1);
+      map[o] = std::clamp<int64_t>(nearest_index(nearest_, c, scale < 1.0f), 0, in_len - 1);
     }
   }
 
@@ -233,23 +239,41 @@ class Resize final : public Kernel {
     const int64_t planes = x.numel() / (ih * iw);
     const float* src = x.data<float>();
     float* dst = y.data<float>();
-    const bool avx2 = avx2_;
-    auto body = [&](int64_t begin, int64_t end) {
+    const int64_t rows = planes * oh;
+    const int threads = y.nbytes() < kParallelBytes ? 1 : ctx.pool().num_threads();
+    // Two horizontally interpolated input rows per thread.
+    float* scratch = static_cast<float*>(ctx.scratch(static_cast<size_t>(threads) * 2 * ow * sizeof(float)));
+    const auto hrow = avx2_ ? resize_linear_hrow_avx2 : resize_linear_hrow_ref;
+    const auto vblend = avx2_ ? resize_linear_vblend_avx2 : resize_linear_vblend_ref;
+    auto body = [&](int tid, int nt) {
+      const int64_t begin = rows * tid / nt, end = rows * (tid + 1) / nt;
+      float* slot[2] = {scratch + static_cast<int64_t>(tid) * 2 * ow, scratch + (static_cast<int64_t>(tid) * 2 + 1) * ow};
+      int64_t cached[2] = {-1, -1};  // plane * ih + input row held by each slot
+      auto find = [&](int64_t key) { return cached[0] == key ? 0 : cached[1] == key ? 1 : -1; };
+      auto fill = [&](int s, int64_t key) {
+        hrow(src + key * iw, x0_.data(), x1_.data(), wx0_.data(), wx1_.data(), slot[s], ow);
+        cached[s] = key;
+      };
       for (int64_t u = begin; u < end; ++u) {
         const int64_t p = u / oh, oy = u % oh;
-        const float* plane = src + p * ih * iw;
-        const float* r0 = plane + static_cast<int64_t>(y0_[oy]) * iw;
-        const float* r1 = plane + static_cast<int64_t>(y1_[oy]) * iw;
-        float* d = dst + u * ow;
-        if (avx2)
-          resize_linear_row_avx2(r0, r1, wy0_[oy], wy1_[oy], x0_.data(), x1_.data(), wx0_.data(), wx1_.data(), d, ow);
-        else
-          resize_linear_row_ref(r0, r1, wy0_[oy], wy1_[oy], x0_.data(), x1_.data(), wx0_.data(), wx1_.data(), d, ow);
+        const int64_t k0 = p * ih + y0_[oy], k1 = p * ih + y1_[oy];
+        // Output rows walk input rows monotonically, so each input row is
+        // interpolated once; never evict the row this output also needs.
+        int s0 = find(k0);
+        if (s0 < 0) {
+          s0 = find(k1) == 0 ? 1 : 0;
+          fill(s0, k0);
+        }
+        int s1 = find(k1);
+        if (s1 < 0) {
+          s1 = 1 - s0;
+          fill(s1, k1);
+        }
+        vblend(slot[s0], slot[s1], wy0_[oy], wy1_[oy], dst + u * ow, ow);
       }
     };
-    const int64_t rows = planes * oh;
-    if (y.nbytes() < kParallelBytes) body(0, rows);
-    else ctx.pool().parallel_for(rows, body);
+    if (threads == 1) body(0, 1);
+    else ctx.pool().run(body);
   }
 
   std::string what_;
@@ -269,12 +293,13 @@ class Resize final : public Kernel {
 
 }  // namespace
 
-void resize_linear_row_ref(const float* r0, const float* r1, float wy0, float wy1, const int32_t* x0,
-                           const int32_t* x1, const float* wx0, const float* wx1, float* out, int64_t width) {
-  for (int64_t i = 0; i < width; ++i) {
-    out[i] = wx0[i] * wy0 * r0[x0[i]] + wx1[i] * wy0 * r0[x1[i]] + wx0[i] * wy1 * r1[x0[i]] +
-             wx1[i] * wy1 * r1[x1[i]];
-  }
+void resize_linear_hrow_ref(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
+                            const float* w1, float* out, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) out[i] = w0[i] * row[x0[i]] + w1[i] * row[x1[i]];
+}
+
+void resize_linear_vblend_ref(const float* a, const float* b, float wa, float wb, float* out, int64_t width) {
+  for (int64_t i = 0; i < width; ++i) out[i] = wa * a[i] + wb * b[i];
 }
 
 std::unique_ptr<Kernel> create_resize(const Node& node) {
@@ -284,7 +309,10 @@ std::unique_ptr<Kernel> create_resize(const Node& node) {
     fail(ErrorKind::kUnsupportedOperator, d, ": mode 'cubic' is not supported (only 'nearest' and 'linear')");
   if (mode != "nearest" && mode != "linear")
     fail(ErrorKind::kUnsupportedOperator, d, ": mode '", mode, "' is not supported (only 'nearest' and 'linear')");
-  std::string ctm = node.attr_string("coordinate_transformation_mode", "half_pixel");
+  // Resize-10 (X, scales) predates both attributes: asymmetric coordinates
+  // and its own rounding rule.
+  const bool opset10 = node.num_inputs() == 2;
+  std::string ctm = node.attr_string("coordinate_transformation_mode", opset10 ? "asymmetric" : "half_pixel");
   CoordMode coord;
   if (ctm == "half_pixel") coord = CoordMode::kHalfPixel;
   else if (ctm == "asymmetric") coord = CoordMode::kAsymmetric;
@@ -294,9 +322,10 @@ std::unique_ptr<Kernel> create_resize(const Node& node) {
   else if (ctm == "half_pixel_symmetric") coord = CoordMode::kHalfPixelSymmetric;
   else
     fail(ErrorKind::kUnsupportedOperator, d, ": coordinate_transformation_mode '", ctm, "' is not supported");
-  std::string nm = node.attr_string("nearest_mode", "round_prefer_floor");
+  std::string nm = node.attr_string("nearest_mode", opset10 ? "" : "round_prefer_floor");
   NearestMode nearest;
-  if (nm == "round_prefer_floor") nearest = NearestMode::kRoundPreferFloor;
+  if (nm.empty()) nearest = NearestMode::kSimple;
+  else if (nm == "round_prefer_floor") nearest = NearestMode::kRoundPreferFloor;
   else if (nm == "round_prefer_ceil") nearest = NearestMode::kRoundPreferCeil;
   else if (nm == "floor") nearest = NearestMode::kFloor;
   else if (nm == "ceil") nearest = NearestMode::kCeil;

@@ -68,13 +68,15 @@ void transpose2d_ref(const void* src, int64_t src_ld, void* dst, int64_t dst_ld,
 void transpose2d_b32_avx2(const uint32_t* src, int64_t src_ld, uint32_t* dst, int64_t dst_ld, int64_t rows,
                           int64_t cols);
 
-// --- Resize rows (resize_ref.cc, resize_avx2.cc) ------------------------------
-// One output row of bilinear interpolation: out[x] = wy0 * (wx0[x] * r0[x0[x]] +
-// wx1[x] * r0[x1[x]]) + wy1 * (same on r1), the four-term form of ONNX Runtime.
-void resize_linear_row_ref(const float* r0, const float* r1, float wy0, float wy1, const int32_t* x0,
-                           const int32_t* x1, const float* wx0, const float* wx1, float* out, int64_t width);
-void resize_linear_row_avx2(const float* r0, const float* r1, float wy0, float wy1, const int32_t* x0,
-                            const int32_t* x1, const float* wx0, const float* wx1, float* out, int64_t width);
+// --- Resize linear rows (resize_ref.cc, resize_avx2.cc) ----------------------
+// Horizontal pass: out[i] = w0[i] * row[x0[i]] + w1[i] * row[x1[i]].
+void resize_linear_hrow_ref(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
+                            const float* w1, float* out, int64_t width);
+void resize_linear_hrow_avx2(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
+                             const float* w1, float* out, int64_t width);
+// Vertical pass: out[i] = wa * a[i] + wb * b[i].
+void resize_linear_vblend_ref(const float* a, const float* b, float wa, float wb, float* out, int64_t width);
+void resize_linear_vblend_avx2(const float* a, const float* b, float wa, float wb, float* out, int64_t width);
 
 }  // namespace shape_ops
 }  // namespace engine
