@@ -8,6 +8,8 @@
           a single-node model (Conv with bias, + Relu fused into FusedConv for
           pyengine where the network has one), timed alone; the table gives
           per-shape times and the total weighted by how often each shape occurs.
+--other   depthwise 7x7 (ConvNeXt), grouped 3x3 with 32 groups (ResNeXt) and
+          3-D depthwise 3x3x3 (CSN) shapes, single Conv nodes.
 --chain   the whole conv body (stem conv, then layer1..layer4 bottlenecks with
           residual adds) as one model: pyengine runs FusedConv nodes (what the
           optimizer produces: bias, residual and Relu in the GEMM epilogue),
@@ -58,6 +60,36 @@ RESNET50_CONVS = [
     ("l4 1x1 2048->512", 7, 2048, 512, 1, 1, 2, True),
     ("l4 3x3 512", 7, 512, 512, 3, 1, 2, True),
 ]
+
+
+# Other families: (name, input spatial dims, cin, cout, kernel dims, group)
+OTHER_CONVS = [
+    ("convnext dw7x7 96@56", (56, 56), 96, 96, (7, 7), 96),
+    ("convnext dw7x7 192@28", (28, 28), 192, 192, (7, 7), 192),
+    ("convnext dw7x7 384@14", (14, 14), 384, 384, (7, 7), 384),
+    ("convnext dw7x7 768@7", (7, 7), 768, 768, (7, 7), 768),
+    ("resnext g32 3x3 128@56", (56, 56), 128, 128, (3, 3), 32),
+    ("resnext g32 3x3 256@28", (28, 28), 256, 256, (3, 3), 32),
+    ("resnext g32 3x3 512@14", (14, 14), 512, 512, (3, 3), 32),
+    ("resnext g32 3x3 1024@7", (7, 7), 1024, 1024, (3, 3), 32),
+    ("csn dw3x3x3 64@8x56", (8, 56, 56), 64, 64, (3, 3, 3), 64),
+    ("csn dw3x3x3 256@4x28", (4, 28, 28), 256, 256, (3, 3, 3), 256),
+    ("3d 1x1x1 64->256 @8x56", (8, 56, 56), 64, 256, (1, 1, 1), 1),
+]
+
+
+def other_models(layer, batch, rng):
+    name, dims, cin, cout, ks, group = layer
+    w = rng.standard_normal((cout, cin // group) + tuple(ks)).astype(np.float32) * np.float32(0.1)
+    b = rng.standard_normal(cout).astype(np.float32) * np.float32(0.1)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, *dims])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    attrs = dict(kernel_shape=list(ks), pads=[k // 2 for k in ks] * 2, group=group)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+    model = _model([node], [x], [y], inits, False)
+    feeds = {"x": rng.standard_normal((batch, cin, *dims)).astype(np.float32)}
+    return model, model, feeds
 
 
 def _weights(rng, cout, cin, k):
@@ -210,6 +242,23 @@ def run_layers(batches, threads, runs, verbose=True):
               f"{tot_flop / tot_pe * 1e3:8.1f}")
 
 
+def run_other(batches, threads, runs):
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        print(f"\nDepthwise / grouped / 3-D convs, batch {batch}, {threads} threads ({STAT} ms per call)")
+        print(f"{'layer':26s} {'GFLOP':>7s} {'pyengine':>9s} {'ORT':>9s} {'ratio':>6s}")
+        for layer in OTHER_CONVS:
+            ort_model, pe_model, feeds = other_models(layer, batch, rng)
+            r = max(3, runs // (4 if batch > 1 else 1))
+            (ort_ms, _), ort_out = time_ort(ort_model, feeds, threads, r, 2)
+            (pe_ms, _), pe_out = time_pyengine(pe_model, feeds, threads, r, 2)
+            err = float(np.max(np.abs(pe_out - ort_out)))
+            _, dims, cin, cout, ks, group = layer
+            gflop = 2.0 * batch * cout * np.prod(dims) * (cin // group) * np.prod(ks) / 1e9
+            flag = "" if err < 1e-3 else f"  MAX ERR {err:.2e}"
+            print(f"{layer[0]:26s} {gflop:7.3f} {pe_ms:9.3f} {ort_ms:9.3f} {pe_ms / ort_ms:6.2f}{flag}")
+
+
 def run_chain(batches, threads, runs):
     rng = np.random.default_rng(0)
     for batch in batches:
@@ -227,6 +276,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--chain", action="store_true")
+    ap.add_argument("--other", action="store_true", help="depthwise (ConvNeXt), grouped (ResNeXt), 3-D (CSN) shapes")
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
@@ -240,10 +290,12 @@ def main():
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
-    if not args.layers and not args.chain:
+    if not args.layers and not args.chain and not args.other:
         args.layers = True
     if args.layers:
         run_layers(args.batch, args.threads, args.runs)
+    if args.other:
+        run_other(args.batch, args.threads, args.runs)
     if args.chain:
         run_chain(args.batch, args.threads, args.runs)
 

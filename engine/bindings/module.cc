@@ -106,4 +106,5 @@ PYBIND11_MODULE(_core, m) {
   py_bind::register_runtime(m);
   py_bind::register_plan(m);
   py_bind::register_passes(m);
+  py_bind::register_quant(m);
 }

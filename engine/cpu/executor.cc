@@ -27,7 +27,8 @@ size_t align_up(size_t n) { return (n + kTensorAlignment - 1) / kTensorAlignment
 double node_flops(const Node& n, const std::vector<ValueInfo>& in, const std::vector<ValueInfo>& out) {
   switch (n.kind()) {
     case OpKind::kConv:
-    case OpKind::kFusedConv: {
+    case OpKind::kFusedConv:
+    case OpKind::kQConv: {
       if (in.size() < 2 || out.empty()) return 0;
       // 2 * N * Cout * spatial_out * (Cin/group * prod(kernel))
       const Shape& w = in[1].shape;
@@ -37,6 +38,7 @@ double node_flops(const Node& n, const std::vector<ValueInfo>& in, const std::ve
     }
     case OpKind::kGemm:
     case OpKind::kFusedGemm:
+    case OpKind::kQGemm:
     case OpKind::kMatMul: {
       if (in.size() < 2 || out.empty() || in[0].shape.empty()) return 0;
       int64_t kdim = n.kind() == OpKind::kMatMul || !n.attr_int("transA", 0) ? in[0].shape.back()

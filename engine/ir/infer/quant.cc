@@ -1,8 +1,139 @@
-// Shape inference for the quant family (see ir/infer.h for the contract).
+// Shape inference for the quant family (see ir/infer.h for the contract):
+// QuantizeLinear, DequantizeLinear (elementwise: shape of x) and pyengine's
+// int8 ops QConv / QGemm (ops.def documents them).
+#include <algorithm>
+
 #include "ir/infer.h"
 
 namespace engine {
+namespace {
 
-void register_quant_infer(InferRegistry& r) {}
+// Scale (and zero point) shape checks that need only static shapes: per
+// tensor (scalar or one element), per axis (1-D of x's dim), or blocked.
+void check_qparams(InferContext& ctx) {
+  const ValueInfo& x = ctx.input(0);
+  const ValueInfo& s = ctx.input(1);
+  if (ctx.has_input(2) && ctx.input(2).has_shape && s.has_shape && ctx.input(2).shape != s.shape)
+    ctx.fail("zero point shape ", shape_str(ctx.input(2).shape), " differs from scale shape ", shape_str(s.shape));
+  if (!x.has_shape || !s.has_shape) return;
+  const int64_t block = ctx.node().attr_int("block_size", 0);
+  if (block > 0) {
+    if (s.rank() != x.rank()) ctx.fail("a blocked scale must have the input's rank");
+    return;
+  }
+  if (s.rank() == 0) return;
+  if (s.rank() > 1) ctx.fail("scale must be a scalar or 1-D, got ", shape_str(s.shape));
+  if (s.shape[0] == 1 || s.shape[0] < 0) return;
+  const int64_t axis = normalize_axis(ctx, ctx.node().attr_int("axis", 1), x.rank());
+  const int64_t d = x.shape[axis];
+  if (d >= 0 && d != s.shape[0])
+    ctx.fail("per-axis scale has ", s.shape[0], " elements but input dim ", axis, " is ", d);
+}
+
+void infer_quantize(InferContext& ctx) {
+  check_qparams(ctx);
+  ValueInfo out = ctx.input(0);
+  out.value = nullptr;
+  if (ctx.has_input(2) && ctx.input(2).dtype != DType::kUndefined) {
+    out.dtype = ctx.input(2).dtype;
+  } else {
+    const int64_t od = ctx.node().attr_int("output_dtype", 0);
+    if (od != 0 && !dtype_is_valid(static_cast<int32_t>(od))) ctx.fail("output_dtype ", od, " is not supported");
+    out.dtype = od != 0 ? static_cast<DType>(od) : DType::kUInt8;
+  }
+  ctx.output(0) = out;
+}
+
+void infer_dequantize(InferContext& ctx) {
+  check_qparams(ctx);
+  ValueInfo out = ctx.input(0);
+  out.value = nullptr;
+  const DType st = ctx.input(1).dtype;
+  out.dtype = st == DType::kUndefined ? DType::kFloat32 : st;
+  ctx.output(0) = out;
+}
+
+DType q_output_dtype(const InferContext& ctx) {
+  return ctx.node().has_attr("y_scale") ? DType::kInt8 : DType::kFloat32;
+}
+
+void check_residual(InferContext& ctx, const Shape& y) {
+  if (!ctx.has_input(3) || !ctx.input(3).has_shape) return;
+  const Shape& z = ctx.input(3).shape;
+  bool ok = z.size() == y.size();
+  for (size_t i = 0; ok && i < z.size(); ++i) ok = z[i] < 0 || y[i] < 0 || z[i] == y[i];
+  if (!ok) ctx.fail("residual shape ", shape_str(z), " differs from the output shape ", shape_str(y));
+}
+
+void infer_qconv(InferContext& ctx) {
+  const ValueInfo& x = ctx.input(0);
+  const ValueInfo& w = ctx.input(1);
+  ValueInfo out;
+  out.dtype = q_output_dtype(ctx);
+  if (!x.has_shape || !w.has_shape) {
+    ctx.output(0) = out;
+    return;
+  }
+  if (x.rank() != 4 || w.rank() != 4)
+    ctx.fail("only 2-D convolutions are supported: input ", shape_str(x.shape), ", weights ", shape_str(w.shape));
+  const Node& n = ctx.node();
+  const int64_t group = n.attr_int("group", 1);
+  const auto strides = n.attr_ints("strides", {1, 1});
+  const auto dil = n.attr_ints("dilations", {1, 1});
+  const auto pads = n.attr_ints("pads", {0, 0, 0, 0});
+  const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
+  if (strides.size() != 2 || dil.size() != 2 || pads.size() != 4 || group < 1)
+    ctx.fail("strides, dilations, pads or group do not describe a 2-D convolution");
+  if (x.shape[1] >= 0 && w.shape[1] >= 0 && x.shape[1] != w.shape[1] * group)
+    ctx.fail("input has ", x.shape[1], " channels, weights expect ", w.shape[1] * group);
+  if (w.shape[0] >= 0 && w.shape[0] % group != 0)
+    ctx.fail(w.shape[0], " output channels are not divisible by group ", group);
+  Shape y = {x.shape[0], w.shape[0], -1, -1};
+  for (int i = 0; i < 2; ++i) {
+    const int64_t in = x.shape[2 + i], k = w.shape[2 + i], s = strides[i];
+    if (s < 1 || dil[i] < 1) ctx.fail("strides and dilations must be >= 1");
+    if (in < 0 || k < 0) continue;
+    const int64_t dk = (k - 1) * dil[i] + 1;
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      y[2 + i] = (in + s - 1) / s;
+    } else {
+      const int64_t padded = auto_pad == "VALID" ? in : in + pads[i] + pads[i + 2];
+      if (padded < dk) ctx.fail("kernel ", shape_str(w.shape), " is larger than the padded input ", shape_str(x.shape));
+      y[2 + i] = (padded - dk) / s + 1;
+    }
+  }
+  check_residual(ctx, y);
+  out.has_shape = true;
+  out.shape = y;
+  ctx.output(0) = out;
+}
+
+void infer_qgemm(InferContext& ctx) {
+  const ValueInfo& a = ctx.input(0);
+  const ValueInfo& w = ctx.input(1);
+  ValueInfo out;
+  out.dtype = q_output_dtype(ctx);
+  if (!a.has_shape || !w.has_shape) {
+    ctx.output(0) = out;
+    return;
+  }
+  if (a.rank() != 2 || w.rank() != 2) ctx.fail("input and weights must be 2-D");
+  if (a.shape[1] >= 0 && w.shape[1] >= 0 && a.shape[1] != w.shape[1])
+    ctx.fail("input ", shape_str(a.shape), " does not match weights ", shape_str(w.shape));
+  Shape y = {a.shape[0], w.shape[0]};
+  check_residual(ctx, y);
+  out.has_shape = true;
+  out.shape = y;
+  ctx.output(0) = out;
+}
+
+}  // namespace
+
+void register_quant_infer(InferRegistry& r) {
+  r.add(OpKind::kQuantizeLinear, infer_quantize);
+  r.add(OpKind::kDequantizeLinear, infer_dequantize);
+  r.add(OpKind::kQConv, infer_qconv);
+  r.add(OpKind::kQGemm, infer_qgemm);
+}
 
 }  // namespace engine

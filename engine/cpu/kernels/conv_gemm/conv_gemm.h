@@ -172,6 +172,7 @@ struct GemmSpec {
 // Resolves item i (0 <= i < items) to its operand pointers.
 using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 
+#if !defined(ENGINE_FORCE_REF)
 // Scratch the driver needs for `threads` threads, in bytes.
 size_t sgemm_scratch_bytes(const GemmSpec& spec, int threads);
 // Runs every item's GEMM, parallel over (item, row chunk, column block)
@@ -184,12 +185,29 @@ void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, cons
 void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst);
 
 // Depthwise convolution (group == Cin == Cout), direct, AVX2; parallel over
-// (image, channel) planes.
+// (image, channel) planes. `scratch` holds depthwise_scratch_bytes(g,
+// pool.num_threads()) bytes, 64-byte aligned.
+size_t depthwise_scratch_bytes(const ConvGeom& g, int threads);
 void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
-                    const float* z, const Activation& act, float* y);
+                    const float* z, const Activation& act, float* y, void* scratch);
 
-// Applies act in place to n floats (AVX2).
-void activate_avx2(float* x, int64_t n, const Activation& act);
+#else
+// ENGINE_FORCE_REF builds leave the *_avx2.cc files out and use_avx2() is
+// always false, so these are never reached; they only keep the callers
+// linking.
+inline size_t sgemm_scratch_bytes(const GemmSpec&, int) { return 0; }
+inline void sgemm_avx2(ThreadPool&, const GemmSpec&, GemmItemFn, const void*, void*) {
+  ENGINE_CHECK(false, "AVX2 SGEMM called in a reference-only build");
+}
+inline void pack_b_im2col(const void*, const float*, int64_t, int64_t, int64_t, int64_t, float*) {
+  ENGINE_CHECK(false, "AVX2 im2col called in a reference-only build");
+}
+inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline void depthwise_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                           const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX2 depthwise called in a reference-only build");
+}
+#endif
 
 }  // namespace conv_gemm
 }  // namespace engine

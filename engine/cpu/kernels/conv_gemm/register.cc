@@ -121,7 +121,8 @@ class ConvKernel final : public Kernel {
     }
     if (g.is_depthwise()) {
       path_ = "conv_f32_avx2 depthwise";
-      depthwise_avx2(ctx.pool(), g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
+      void* scratch = ctx.scratch(depthwise_scratch_bytes(g, ctx.pool().num_threads()));
+      depthwise_avx2(ctx.pool(), g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>(), scratch);
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;

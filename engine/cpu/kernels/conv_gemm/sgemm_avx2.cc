@@ -220,45 +220,89 @@ void pack_a_block(const float* a, int64_t rs, int64_t cs, int64_t r0, int64_t r1
 }
 
 struct Plan {
-  int64_t kc_max, mpanels, npad, nc, nblocks, chunk_panels, mchunks, tasks;
+  int64_t kc_max, mpanels, npanels, npad, nblocks, mchunks, tasks, kblocks;
+  int64_t nc;  // widest column block (floats, a multiple of kNR)
   size_t b_floats, a_floats;  // per-thread buffers
+  // When M is split, the row chunks of one (item, column block) share its B
+  // blocks, packed once by a first parallel phase: shared_floats for all of
+  // them, (item, block) at (item * nblocks + block) * k * nc, k block k0
+  // at k0 * nc within.
+  bool shared_b;
+  size_t shared_floats;
+
+  // Column block b and row chunk c, split at panel granularity into parts
+  // that differ by at most one panel.
+  void block(int64_t b, int64_t n, int64_t* n0, int64_t* ncols) const {
+    const int64_t q0 = b * npanels / nblocks, q1 = (b + 1) * npanels / nblocks;
+    *n0 = q0 * kNR;
+    *ncols = std::min(q1 * kNR, n) - *n0;
+  }
+  void chunk(int64_t c, int64_t* p0, int64_t* p1) const {
+    *p0 = c * mpanels / mchunks;
+    *p1 = (c + 1) * mpanels / mchunks;
+  }
 };
 
 Plan make_plan(const GemmSpec& s, int threads) {
   Plan p;
   p.kc_max = gemm_kc(s.k);
+  p.kblocks = (s.k + p.kc_max - 1) / p.kc_max;
   p.mpanels = (s.m + kMR - 1) / kMR;
-  p.npad = round_up(s.n, kNR);
-  p.nblocks = (s.n + kNcMax - 1) / kNcMax;
+  p.npanels = (s.n + kNR - 1) / kNR;
+  p.npad = p.npanels * kNR;
   // Column blocks are the cheap way to make tasks (each just packs its own
   // part of B): aim for 4 per thread, so that dynamic scheduling evens out
   // a core that other work slows down, but keep blocks at least 4 panels
-  // wide so each A panel still meets enough columns.
-  const int64_t n_panels = p.npad / kNR;
-  const int64_t want = threads > 1 ? (4 * threads + s.items - 1) / s.items : 1;
-  p.nblocks = std::max(p.nblocks, std::min(want, n_panels / 4));
-  p.nc = round_up((s.n + p.nblocks - 1) / p.nblocks, kNR);
-  p.nblocks = (s.n + p.nc - 1) / p.nc;
+  // wide so each A panel still meets enough columns. Then round the task
+  // count up to a multiple of the thread count.
+  int64_t nb = (p.npanels + kNcMax / kNR - 1) / (kNcMax / kNR);
+  if (threads > 1) {
+    const int64_t want = (4 * threads + s.items - 1) / s.items;
+    nb = std::max(nb, std::min(want, p.npanels / 4));
+    while ((s.items * nb) % threads != 0 && nb < p.npanels && s.items * nb < 16 * threads) ++nb;
+  }
+  p.nblocks = std::max<int64_t>(1, std::min(nb, p.npanels));
+  p.nc = (p.npanels + p.nblocks - 1) / p.nblocks * kNR;
   // Row chunks: when items x column blocks still leave threads idle, split
-  // M (every chunk repacks the same B block, cheap next to its FMAs).
-  int64_t mchunks = 1;
+  // M into 2 tasks per thread (each chunk reads the shared B blocks).
   const int64_t base = s.items * p.nblocks;
-  const int64_t target = threads > 1 ? 2 * threads : 1;
-  if (base < target) mchunks = std::min<int64_t>(p.mpanels, (target + base - 1) / base);
-  p.chunk_panels = (p.mpanels + mchunks - 1) / mchunks;
-  p.mchunks = (p.mpanels + p.chunk_panels - 1) / p.chunk_panels;
-  p.tasks = s.items * p.nblocks * p.mchunks;
-  p.b_floats = s.b_packed ? 0 : static_cast<size_t>(p.kc_max * p.nc);
-  p.a_floats = s.a_packed ? 0 : static_cast<size_t>(std::min<int64_t>(round_up(kMcBlock, kMR), p.chunk_panels * kMR) * p.kc_max);
+  p.mchunks = 1;
+  if (threads > 1 && base < 2 * threads) {
+    p.mchunks = std::min<int64_t>(p.mpanels, (2 * threads + base - 1) / base);
+    while ((base * p.mchunks) % threads != 0 && p.mchunks < p.mpanels) ++p.mchunks;
+  }
+  p.tasks = base * p.mchunks;
+  p.shared_b = !s.b_packed && p.mchunks > 1;
+  p.shared_floats = p.shared_b ? static_cast<size_t>(s.items * p.nblocks * s.k * p.nc) : 0;
+  p.b_floats = s.b_packed || p.shared_b ? 0 : static_cast<size_t>(p.kc_max * p.nc);
+  const int64_t chunk_rows = (p.mpanels + p.mchunks - 1) / p.mchunks * kMR;
+  p.a_floats = s.a_packed ? 0 : static_cast<size_t>(std::min<int64_t>(round_up(kMcBlock, kMR), chunk_rows) * p.kc_max);
   return p;
 }
 
 size_t aligned_bytes(size_t floats) { return round_up(static_cast<int64_t>(floats * sizeof(float)), 64); }
 
+// Packs B block [k0, k0+kc) x columns of `nblock` into dst (panel layout).
+void pack_b_any(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t nblock, int64_t k0, int64_t kc,
+                float* dst) {
+  int64_t n0, nc;
+  p.block(nblock, s.n, &n0, &nc);
+  if (s.pack_b_fn) s.pack_b_fn(s.pack_b_ctx, it.b, k0, kc, n0, nc, dst);
+  else pack_b_block(it.b, s.b_rs, s.b_cs, k0, kc, n0, nc, dst);
+  // Zero the unused columns of a partial last panel: they are never stored,
+  // but stale scratch could hold denormals or NaNs that slow the FMAs down.
+  if (nc % kNR != 0) {
+    float* last = dst + (nc / kNR) * kNR * kc;
+    for (int64_t kk = 0; kk < kc; ++kk) std::memset(last + kk * kNR + nc % kNR, 0, (kNR - nc % kNR) * sizeof(float));
+  }
+}
+
+// shared_b: this (item, block)'s B packed by phase 1 (Plan::shared_b), or null.
 void run_task(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t mchunk, int64_t nblock, float* buf_a,
-              float* buf_b) {
-  const int64_t n0 = nblock * p.nc, nc = std::min(p.nc, s.n - n0);
-  const int64_t p0 = mchunk * p.chunk_panels, p1 = std::min(p.mpanels, p0 + p.chunk_panels);
+              float* buf_b, const float* shared_b) {
+  int64_t n0, nc, p0, p1;
+  p.block(nblock, s.n, &n0, &nc);
+  p.chunk(mchunk, &p0, &p1);
   const int64_t mpad = p.mpanels * kMR;
   const int64_t qn = (nc + kNR - 1) / kNR;
   const int64_t block_panels = round_up(kMcBlock, kMR) / kMR;
@@ -267,17 +311,10 @@ void run_task(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t mchu
     const float* bp;
     if (s.b_packed) {
       bp = it.b + k0 * p.npad + n0 * kc;
+    } else if (shared_b) {
+      bp = shared_b + k0 * p.nc;
     } else {
-      if (s.pack_b_fn) s.pack_b_fn(s.pack_b_ctx, it.b, k0, kc, n0, nc, buf_b);
-      else pack_b_block(it.b, s.b_rs, s.b_cs, k0, kc, n0, nc, buf_b);
-      // Zero the unused columns of a partial last panel: they are never
-      // stored, but stale scratch could hold denormals or NaNs that slow
-      // the FMAs down.
-      if (nc % kNR != 0) {
-        float* last = buf_b + (nc / kNR) * kNR * kc;
-        for (int64_t kk = 0; kk < kc; ++kk)
-          std::memset(last + kk * kNR + nc % kNR, 0, (kNR - nc % kNR) * sizeof(float));
-      }
+      pack_b_any(s, p, it, nblock, k0, kc, buf_b);
       bp = buf_b;
     }
     TileArgs t;
@@ -319,7 +356,8 @@ void run_task(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t mchu
 
 size_t sgemm_scratch_bytes(const GemmSpec& spec, int threads) {
   const Plan p = make_plan(spec, threads);
-  return static_cast<size_t>(threads) * (aligned_bytes(p.a_floats) + aligned_bytes(p.b_floats)) + 64;
+  return static_cast<size_t>(threads) * (aligned_bytes(p.a_floats) + aligned_bytes(p.b_floats)) +
+         aligned_bytes(p.shared_floats) + 64;
 }
 
 void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const void* item_ctx, void* scratch) {
@@ -328,7 +366,10 @@ void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, cons
   const Plan p = make_plan(spec, threads);
   const size_t per_thread = aligned_bytes(p.a_floats) + aligned_bytes(p.b_floats);
   auto* base = static_cast<char*>(scratch);
-  std::atomic<int64_t> next{0};
+  float* shared = reinterpret_cast<float*>(base + threads * per_thread);
+  const int64_t block_floats = spec.k * p.nc;
+  const int64_t pack_tasks = p.shared_b ? spec.items * p.nblocks * p.kblocks : 0;
+  std::atomic<int64_t> next_pack{0}, packed{0}, next{0};
   // Tasks are handed out dynamically: cores shared with other work and
   // uneven last blocks then cost less than a static split would.
   auto worker = [&](int tid, int) {
@@ -336,17 +377,34 @@ void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, cons
     float* buf_b = reinterpret_cast<float*>(base + tid * per_thread + aligned_bytes(p.a_floats));
     int64_t last_item = -1;
     GemmItem it;
+    auto item_at = [&](int64_t item) -> const GemmItem& {
+      if (item != last_item) {
+        it = item_fn(item_ctx, item);
+        last_item = item;
+      }
+      return it;
+    };
+    if (pack_tasks > 0) {
+      // Phase 1: every (item, column block, k block) of B, once.
+      for (;;) {
+        const int64_t t = next_pack.fetch_add(1, std::memory_order_relaxed);
+        if (t >= pack_tasks) break;
+        const int64_t ib = t / p.kblocks, k0 = (t % p.kblocks) * p.kc_max;
+        pack_b_any(spec, p, item_at(ib / p.nblocks), ib % p.nblocks, k0, std::min(p.kc_max, spec.k - k0),
+                   shared + ib * block_floats + k0 * p.nc);
+        packed.fetch_add(1, std::memory_order_release);
+      }
+      while (packed.load(std::memory_order_acquire) < pack_tasks) _mm_pause();
+    }
     for (;;) {
       const int64_t task = next.fetch_add(1, std::memory_order_relaxed);
       if (task >= p.tasks) break;
       // Order: item, column block, row chunk (row chunks of one block adjacent).
       const int64_t item = task / (p.nblocks * p.mchunks);
       const int64_t rest = task % (p.nblocks * p.mchunks);
-      if (item != last_item) {
-        it = item_fn(item_ctx, item);
-        last_item = item;
-      }
-      run_task(spec, p, it, rest % p.mchunks, rest / p.mchunks, buf_a, buf_b);
+      const int64_t nblock = rest / p.mchunks;
+      const float* sb = p.shared_b ? shared + (item * p.nblocks + nblock) * block_floats : nullptr;
+      run_task(spec, p, item_at(item), rest % p.mchunks, nblock, buf_a, buf_b, sb);
     }
   };
   if (p.tasks == 1) worker(0, 1);

@@ -1,21 +1,13 @@
-// AVX2 pieces of convolution that are not the SGEMM itself:
-//
-// pack_b_im2col: the im2col matrix of one (image, group),
+// The im2col packer of the AVX2 convolution: the B operand of one
+// (image, group)'s GEMM,
 //   B[(c, kd, kh, kw), (od, oh, ow)] = x[c, od*sd - pd + kd*dd, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
-//   (0 outside the input), written block by block straight into the packed
-//   panel layout the micro-kernel reads. The full im2col matrix never exists:
-//   each task materializes only its kc x nc block, which stays in L2 for the
-//   FMAs that follow. Along an output row the source is a strided (for unit
-//   stride: contiguous) run of an input row, so most of the work is 16-float
-//   vector copies; padding becomes zero runs computed per row, not per
-//   element.
-//
-// depthwise_avx2: group == Cin == Cout, one (image, channel) plane per task,
-//   y[o] = act(sum_t w[t] * x[o*s - p + t*d] + b + z[o]).
-//   A GEMM would have M = 1 per group; instead columns whose taps are all
-//   inside the input get 8-wide register accumulators over every tap (one
-//   store per output vector), and the few border columns run scalar code
-//   with bounds checks.
+// (0 outside the input), written block by block straight into the packed
+// panel layout the micro-kernel reads. The full im2col matrix never exists:
+// each SGEMM task materializes only its kc x nc block, which stays in L2 for
+// the FMAs that follow. Along an output row the source is a strided (for
+// unit stride: contiguous) run of an input row, so the work is vector copies
+// and zero runs computed per row, not per element.
+
 #include <cstring>
 
 #include "cpu/kernels/conv_gemm/activation_avx2.h"
@@ -206,157 +198,6 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
     }
   }
   if (kc > 0 && !same_width) scatter(kc - 1);
-}
-
-void activate_avx2(float* x, int64_t n, const Activation& act) {
-  if (act.kind == Act::kNone) return;
-  with_act(act, [&](const auto& op) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, op(_mm256_loadu_ps(x + i)));
-    if (i < n) {
-      const __m256i m = tail_mask(static_cast<int>(n - i));
-      _mm256_maskstore_ps(x + i, m, op(_mm256_maskload_ps(x + i, m)));
-    }
-  });
-}
-
-namespace {
-
-// One output row of a depthwise plane: columns [lo, hi) have every kw tap
-// inside the input; `rows` lists the input rows of the valid (kd, kh) taps
-// and `wrows` their kw weights.
-void depthwise_row(const ConvGeom& g, const float* const* rows, const float* const* wrows, int ntaps, float bias,
-                   const float* zrow, float* yrow, int64_t lo, int64_t hi) {
-  const int64_t kw = g.kw, sw = g.sw, dw = g.dw, pw = g.pw;
-  auto scalar = [&](int64_t ow) {
-    float acc = bias;
-    for (int t = 0; t < ntaps; ++t)
-      for (int64_t j = 0; j < kw; ++j) {
-        const int64_t iw = ow * sw - pw + j * dw;
-        if (iw >= 0 && iw < g.iw) acc += wrows[t][j] * rows[t][iw];
-      }
-    yrow[ow] = zrow ? acc + zrow[ow] : acc;
-  };
-  for (int64_t ow = 0; ow < lo; ++ow) scalar(ow);
-  const __m256 vb = _mm256_set1_ps(bias);
-  int64_t ow = lo;
-  if (sw == 1) {
-    for (; ow + 32 <= hi; ow += 32) {
-      __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
-      for (int t = 0; t < ntaps; ++t) {
-        const float* src = rows[t] + ow - pw;
-        for (int64_t j = 0; j < kw; ++j) {
-          const __m256 wv = _mm256_broadcast_ss(wrows[t] + j);
-          const float* s = src + j * dw;
-          a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s), a0);
-          a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 8), a1);
-          a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 16), a2);
-          a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(s + 24), a3);
-        }
-      }
-      if (zrow) {
-        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(zrow + ow));
-        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(zrow + ow + 8));
-        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(zrow + ow + 16));
-        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(zrow + ow + 24));
-      }
-      _mm256_storeu_ps(yrow + ow, a0);
-      _mm256_storeu_ps(yrow + ow + 8, a1);
-      _mm256_storeu_ps(yrow + ow + 16, a2);
-      _mm256_storeu_ps(yrow + ow + 24, a3);
-    }
-    for (; ow + 8 <= hi; ow += 8) {
-      __m256 a0 = vb;
-      for (int t = 0; t < ntaps; ++t) {
-        const float* src = rows[t] + ow - pw;
-        for (int64_t j = 0; j < kw; ++j)
-          a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wrows[t] + j), _mm256_loadu_ps(src + j * dw), a0);
-      }
-      if (zrow) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(zrow + ow));
-      _mm256_storeu_ps(yrow + ow, a0);
-    }
-  } else {
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(static_cast<int>(sw)));
-    for (; ow + 8 <= hi; ow += 8) {
-      __m256 a0 = vb;
-      for (int t = 0; t < ntaps; ++t) {
-        const float* src = rows[t] + ow * sw - pw;
-        for (int64_t j = 0; j < kw; ++j)
-          a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(wrows[t] + j), _mm256_i32gather_ps(src + j * dw, idx, 4), a0);
-      }
-      if (zrow) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(zrow + ow));
-      _mm256_storeu_ps(yrow + ow, a0);
-    }
-  }
-  for (; ow < g.ow; ++ow) scalar(ow);
-}
-
-void depthwise_plane(const ConvGeom& g, const float* xp, const float* wp, float bias, const float* zp,
-                     const Activation& act, float* yp) {
-  // Interior columns: ow*sw - pw >= 0 and ow*sw - pw + (kw-1)*dw < iw.
-  const int64_t lo = std::min(g.ow, first_valid(-g.pw, g.sw));
-  const int64_t hi = std::max(lo, std::min(g.ow, first_past(-g.pw + (g.kw - 1) * g.dw, g.sw, g.iw)));
-  constexpr int kMaxTaps = 64;
-  const float* rows[kMaxTaps];
-  const float* wrows[kMaxTaps];
-  for (int64_t od = 0; od < g.od; ++od)
-    for (int64_t oh = 0; oh < g.oh; ++oh) {
-      const int64_t o = (od * g.oh + oh) * g.ow;
-      float* yrow = yp + o;
-      const float* zrow = zp ? zp + o : nullptr;
-      // Taps are accumulated kMaxTaps (kd, kh) rows at a time; kernels with
-      // more rows than that chain through yrow as the bias of the next batch.
-      int ntaps = 0;
-      bool first = true;
-      auto flush = [&] {
-        if (first) {
-          depthwise_row(g, rows, wrows, ntaps, bias, zrow, yrow, lo, hi);
-        } else {
-          // Continue from the partial sums already in yrow.
-          for (int64_t ow = 0; ow < g.ow; ++ow) {
-            float acc = yrow[ow];
-            for (int t = 0; t < ntaps; ++t)
-              for (int64_t j = 0; j < g.kw; ++j) {
-                const int64_t iw = ow * g.sw - g.pw + j * g.dw;
-                if (iw >= 0 && iw < g.iw) acc += wrows[t][j] * rows[t][iw];
-              }
-            yrow[ow] = acc;
-          }
-        }
-        first = false;
-        ntaps = 0;
-      };
-      for (int64_t kd = 0; kd < g.kd; ++kd) {
-        const int64_t id = od * g.sd - g.pd + kd * g.dd;
-        if (id < 0 || id >= g.id) continue;
-        for (int64_t kh = 0; kh < g.kh; ++kh) {
-          const int64_t ih = oh * g.sh - g.ph + kh * g.dh;
-          if (ih < 0 || ih >= g.ih) continue;
-          if (ntaps == kMaxTaps) flush();
-          rows[ntaps] = xp + (id * g.ih + ih) * g.iw;
-          wrows[ntaps] = wp + (kd * g.kh + kh) * g.kw;
-          ++ntaps;
-        }
-      }
-      if (first || ntaps > 0) flush();
-      activate_avx2(yrow, g.ow, act);
-    }
-}
-
-}  // namespace
-
-void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
-                    const float* z, const Activation& act, float* y) {
-  const int64_t planes = g.batch * g.cout, in_plane = g.in_plane(), out_plane = g.out_plane();
-  const int64_t ks = g.ksize();
-  pool.parallel_for(planes, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t c = p % g.cout;
-      depthwise_plane(g, x + p * in_plane, w + c * ks, b ? b[c] : 0.f, z ? z + p * out_plane : nullptr, act,
-                      y + p * out_plane);
-    }
-  });
 }
 
 }  // namespace conv_gemm

@@ -1,0 +1,27 @@
+// In ENGINE_FORCE_REF builds the *_avx2.cc files are not compiled and
+// use_avx2() is always false, so the kernels never call their AVX2 entry
+// points; these definitions only satisfy the linker.
+#if defined(ENGINE_FORCE_REF)
+#include "cpu/kernels/quant/quant_kernels.h"
+
+namespace engine::qk {
+
+#define ENGINE_QK_UNREACHABLE ENGINE_CHECK(false, "AVX2 kernel called in an ENGINE_FORCE_REF build")
+
+void quantize_run_s8_avx2(const float*, int8_t*, int64_t, float, int32_t) { ENGINE_QK_UNREACHABLE; }
+void quantize_run_u8_avx2(const float*, uint8_t*, int64_t, float, int32_t) { ENGINE_QK_UNREACHABLE; }
+void dequantize_run_s8_avx2(const int8_t*, float*, int64_t, float, int32_t) { ENGINE_QK_UNREACHABLE; }
+void dequantize_run_u8_avx2(const uint8_t*, float*, int64_t, float, int32_t) { ENGINE_QK_UNREACHABLE; }
+void pack_a(const int8_t*, int64_t, int64_t, int64_t, int64_t, int16_t*) { ENGINE_QK_UNREACHABLE; }
+void pack_b(const int8_t*, int64_t, int64_t, int64_t, int64_t, int16_t*) { ENGINE_QK_UNREACHABLE; }
+size_t qconv_avx2_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
+void qconv_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int16_t*, const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
+size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }
+void qgemm_avx2(ThreadPool&, int64_t, int64_t, int64_t, const int8_t*, const int16_t*, const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
+
+}  // namespace engine::qk
+#endif

@@ -1,0 +1,359 @@
+// int8 convolution and gemm, AVX2 (qconv_avx2, qgemm_avx2).
+//
+//   C[MR x NR] (int32) = A_tile[MR x K] * B_panel[K x NR], then the fused
+//   epilogue (quant_kernels.h) per element.
+// Conv: A = weights of one group (packed once in create()), B = im2col of
+// the input (built per call; a 1x1/stride-1/pad-0 conv packs the input
+// directly), rows = output channels, columns = output positions, so a tile
+// row is 16 contiguous NCHW outputs. Gemm: A = activations (packed per
+// call), B = weights (packed once), rows = batch, columns = output features.
+//
+// Why int16 and vpmaddwd: AVX2 without VNNI has vpmaddubsw (u8 x s8, pair
+// sums SATURATED to int16, inexact for full-range int8) and vpmaddwd (s16 x
+// s16, pair sums into int32, exact). Operands are sign-extended to int16 at
+// pack time; one vpmaddwd then does 16 multiply-adds, twice an fp32 FMA.
+// The K dimension is consumed in pairs: packed operands hold (k, k+1)
+// adjacently, and an A pair is broadcast as one 32-bit word.
+//
+// Preconditions: K * 128 * 128 fits in int32 (checked in create()); ws as
+// sized by the *_workspace functions; only entered when use_avx2().
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/kernels/quant/quant_kernels.h"
+
+namespace engine::qk {
+namespace {
+
+inline __m256 no_contract8(__m256 v) {
+  __asm__("" : "+x"(v));
+  return v;
+}
+
+inline int32_t load_i32(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// The 6x16 microkernel: 12 accumulators, 2 B vectors, 1 broadcast and 1
+// product register out of 16.
+void kernel_6x16(const int16_t* a, const int16_t* b, int64_t kp, int32_t* c) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256i c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int64_t p = 0; p < kp; ++p) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    __m256i av = _mm256_set1_epi32(load_i32(a + 0));
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(b0, av));
+    c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 2));
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(b0, av));
+    c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 4));
+    c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(b0, av));
+    c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 6));
+    c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(b0, av));
+    c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 8));
+    c40 = _mm256_add_epi32(c40, _mm256_madd_epi16(b0, av));
+    c41 = _mm256_add_epi32(c41, _mm256_madd_epi16(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 10));
+    c50 = _mm256_add_epi32(c50, _mm256_madd_epi16(b0, av));
+    c51 = _mm256_add_epi32(c51, _mm256_madd_epi16(b1, av));
+    a += 2 * kMR;
+    b += 2 * kNR;
+  }
+  auto st = [c](int i, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 8 * i), v); };
+  st(0, c00); st(1, c01); st(2, c10); st(3, c11); st(4, c20); st(5, c21);
+  st(6, c30); st(7, c31); st(8, c40); st(9, c41); st(10, c50); st(11, c51);
+}
+
+// The epilogue on 8 lanes; `mul`, `bi`, `bf` are the per-channel terms
+// (broadcast for conv, per lane for gemm). Same operations, same order as
+// epilogue_one().
+inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __m256 bf, int64_t idx) {
+  if (e.bias_i32) acc = _mm256_add_epi32(acc, bi);
+  __m256 v = no_contract8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), mul));
+  if (e.bias_f32) v = _mm256_add_ps(v, bf);
+  if (e.z_f32) {
+    v = _mm256_add_ps(v, _mm256_loadu_ps(e.z_f32 + idx));
+  } else if (e.z_s8) {
+    __m128i z8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(e.z_s8 + idx));
+    __m256 z = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(z8));
+    v = _mm256_add_ps(v, no_contract8(_mm256_mul_ps(z, _mm256_set1_ps(e.z_scale))));
+  }
+  if (e.act == Act::kRelu) {
+    v = _mm256_max_ps(v, _mm256_setzero_ps());
+  } else if (e.act == Act::kClip) {
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(e.act_lo)), _mm256_set1_ps(e.act_hi));
+  }
+  if (e.requant) {
+    __m256 q = _mm256_div_ps(v, _mm256_set1_ps(e.y_scale));
+    q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(-128.f)), _mm256_set1_ps(127.f));
+    __m256i qi = _mm256_cvtps_epi32(q);
+    __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(e.y_s8 + idx), _mm_packs_epi16(w, w));
+  } else {
+    _mm256_storeu_ps(e.y_f32 + idx, v);
+  }
+}
+
+// Conv tile: rows are channels c0.., row r's outputs start at idx0 + r * row_stride.
+void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
+                        int64_t row_stride) {
+  for (int r = 0; r < mr; ++r) {
+    const int64_t c = c0 + r;
+    const int64_t idx = idx0 + r * row_stride;
+    const int32_t* t = tile + r * kNR;
+    const __m256 mul = _mm256_set1_ps(e.mul[c]);
+    const __m256i bi = _mm256_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+    const __m256 bf = _mm256_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+    int j = 0;
+    for (; j + 8 <= nr; j += 8)
+      epilogue8(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + j)), mul, bi, bf, idx + j);
+    for (; j < nr; ++j) epilogue_one(e, t[j], c, idx + j);
+  }
+}
+
+// Gemm tile: rows are batch rows, columns channels c0..; row r's outputs
+// start at idx0 + r * row_stride.
+void epilogue_tile_cols(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
+                        int64_t row_stride) {
+  for (int r = 0; r < mr; ++r) {
+    const int64_t idx = idx0 + r * row_stride;
+    const int32_t* t = tile + r * kNR;
+    int j = 0;
+    for (; j + 8 <= nr; j += 8) {
+      const int64_t c = c0 + j;
+      const __m256 mul = _mm256_loadu_ps(e.mul + c);
+      const __m256i bi = e.bias_i32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.bias_i32 + c))
+                                    : _mm256_setzero_si256();
+      const __m256 bf = e.bias_f32 ? _mm256_loadu_ps(e.bias_f32 + c) : _mm256_setzero_ps();
+      epilogue8(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + j)), mul, bi, bf, idx + j);
+    }
+    for (; j < nr; ++j) epilogue_one(e, t[j], c0 + j, idx + j);
+  }
+}
+
+// Interleaves two int8 rows of 16 columns into the packed layout
+// [16 columns][2] int16 (32 int16 = two ymm).
+inline void interleave16(const int8_t* r0, const int8_t* r1, int16_t* out) {
+  __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0)));
+  __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r1)));
+  __m256i lo = _mm256_unpacklo_epi16(a, b);  // columns 0-3 | 8-11
+  __m256i hi = _mm256_unpackhi_epi16(a, b);  // columns 4-7 | 12-15
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(lo, hi, 0x20));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+// Packs panel `nt` of a row-major int8 matrix [k x cols] (row stride ld).
+void pack_b_panel_rows(const int8_t* src, int64_t ld, int64_t k, int64_t cols, int64_t nt, int16_t* out) {
+  static const int8_t kZeros[kNR] = {};
+  const int64_t col = nt * kNR;
+  const int64_t nr = std::min<int64_t>(kNR, cols - col);
+  alignas(16) int8_t t0[kNR], t1[kNR];
+  for (int64_t kk = 0; kk < k; kk += 2) {
+    const int8_t* r0 = src + kk * ld + col;
+    const int8_t* r1 = kk + 1 < k ? src + (kk + 1) * ld + col : kZeros;
+    if (nr < kNR) {
+      std::memset(t0, 0, kNR);
+      std::memset(t1, 0, kNR);
+      std::memcpy(t0, r0, nr);
+      if (kk + 1 < k) std::memcpy(t1, r1, nr);
+      r0 = t0;
+      r1 = t1;
+    }
+    interleave16(r0, r1, out + kk * kNR);
+  }
+}
+
+// im2col rows [k_begin, k_end) of one image and group: row kk = (ci, ki, kj)
+// holds, for every output position p = oy * ow + ox, the input pixel it
+// reads (0 in the padding). Row stride ld >= oh * ow.
+void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld) {
+  const int64_t khw = g.kh * g.kw;
+  for (int64_t kk = k_begin; kk < k_end; ++kk) {
+    const int64_t ci = kk / khw, ki = (kk / g.kw) % g.kh, kj = kk % g.kw;
+    const int8_t* plane = x + ci * g.h * g.w;
+    int8_t* row = out + kk * ld;
+    const int64_t col_off = kj * g.dw - g.pl;
+    // Output columns whose input column is inside [0, w).
+    int64_t lo = 0, hi = g.ow;
+    if (col_off < 0) lo = std::min<int64_t>(g.ow, (-col_off + g.sw - 1) / g.sw);
+    if (g.w - col_off <= 0) hi = 0;
+    else hi = std::min<int64_t>(g.ow, (g.w - col_off + g.sw - 1) / g.sw);
+    if (hi < lo) hi = lo;
+    for (int64_t oy = 0; oy < g.oh; ++oy) {
+      int8_t* dst = row + oy * g.ow;
+      const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
+      if (iy < 0 || iy >= g.h) {
+        std::memset(dst, 0, g.ow);
+        continue;
+      }
+      const int8_t* src = plane + iy * g.w + col_off;
+      std::memset(dst, 0, lo);
+      if (g.sw == 1) {
+        std::memcpy(dst + lo, src + lo, hi - lo);
+      } else if (g.sw == 2) {
+        // Every other byte, 16 at a time, while the 32-byte load stays
+        // inside this input row (so it never reads past the tensor).
+        const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+        int64_t ox = lo;
+        for (; ox + 16 <= hi && col_off + 2 * ox + 32 <= g.w; ox += 16) {
+          __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * ox)), even);
+          v = _mm256_permute4x64_epi64(v, 0x08);  // qwords 0 and 2 -> low 128 bits
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + ox), _mm256_castsi256_si128(v));
+        }
+        for (; ox < hi; ++ox) dst[ox] = src[2 * ox];
+      } else {
+        for (int64_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox * g.sw];
+      }
+      std::memset(dst + hi, 0, g.ow - hi);
+    }
+  }
+}
+
+// How a QConv call is cut into tasks: per image, the im2col of all groups
+// is built first (one pass over whole rows: memcpy-speed), then tasks over
+// (group, column chunk, M split) pack a chunk of `chunk` panels (~128 KB, it
+// stays in L2 while every A tile walks across it) and run the tiles. The M
+// split gives every thread work on small images (7x7) too.
+struct ConvTiling {
+  int64_t n, k, kp, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
+  size_t cols_bytes, packed_bytes;
+};
+
+ConvTiling conv_tiling(const ConvGeom& g, int threads) {
+  ConvTiling t;
+  t.n = g.oh * g.ow;
+  t.k = g.k();
+  t.kp = round_up(t.k, 2) / 2;
+  t.mg = g.mg();
+  t.mt_count = round_up(t.mg, kMR) / kMR;
+  t.nt_count = round_up(t.n, kNR) / kNR;
+  const int64_t panel_bytes = t.kp * kNR * 2 * static_cast<int64_t>(sizeof(int16_t));
+  t.chunk = std::max<int64_t>(1, std::min<int64_t>(t.nt_count, (128 << 10) / panel_bytes));
+  t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
+  const int64_t outer = g.group * t.chunks;
+  t.msplit = std::min<int64_t>(t.mt_count, std::max<int64_t>(1, (2 * threads + outer - 1) / outer));
+  t.tasks = outer * t.msplit;
+  t.cols_bytes = g.is_pointwise() ? 0 : align64(static_cast<size_t>(g.c * g.kh * g.kw * t.n));
+  t.packed_bytes = align64(static_cast<size_t>(t.chunk * panel_bytes));
+  return t;
+}
+
+}  // namespace
+
+void pack_a(const int8_t* src, int64_t rs, int64_t ks, int64_t rows, int64_t k, int16_t* out) {
+  const int64_t kp = round_up(k, 2) / 2;
+  for (int64_t mt = 0; mt < round_up(rows, kMR) / kMR; ++mt) {
+    int16_t* tile = out + mt * kp * kMR * 2;
+    for (int64_t p = 0; p < kp; ++p)
+      for (int r = 0; r < kMR; ++r)
+        for (int h = 0; h < 2; ++h) {
+          const int64_t row = mt * kMR + r, kk = 2 * p + h;
+          tile[(p * kMR + r) * 2 + h] = row < rows && kk < k ? src[row * rs + kk * ks] : 0;
+        }
+  }
+}
+
+void pack_b(const int8_t* src, int64_t ks, int64_t cs, int64_t k, int64_t cols, int16_t* out) {
+  const int64_t kp = round_up(k, 2) / 2;
+  for (int64_t nt = 0; nt < round_up(cols, kNR) / kNR; ++nt) {
+    int16_t* panel = out + nt * kp * kNR * 2;
+    for (int64_t p = 0; p < kp; ++p)
+      for (int j = 0; j < kNR; ++j)
+        for (int h = 0; h < 2; ++h) {
+          const int64_t col = nt * kNR + j, kk = 2 * p + h;
+          panel[(p * kNR + j) * 2 + h] = col < cols && kk < k ? src[kk * ks + col * cs] : 0;
+        }
+  }
+}
+
+size_t qconv_avx2_workspace(const ConvGeom& g, int threads) {
+  const ConvTiling t = conv_tiling(g, threads);
+  return t.cols_bytes + t.packed_bytes * static_cast<size_t>(std::max(threads, 1));
+}
+
+void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int16_t* packed_w, const Epilogue& e,
+                void* ws) {
+  const ConvTiling t = conv_tiling(g, pool.num_threads());
+  const int64_t a_tile = t.kp * kMR * 2, b_panel = t.kp * kNR * 2;
+  auto* cols = static_cast<int8_t*>(ws);
+  char* chunks = static_cast<char*>(ws) + t.cols_bytes;
+  for (int64_t img = 0; img < g.n; ++img) {
+    const int8_t* ximg = x + img * g.c * g.h * g.w;
+    if (t.cols_bytes) {
+      // The rows of every group at once: group grp owns rows [grp*k, (grp+1)*k).
+      const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
+      auto rows = [&](int64_t b, int64_t end) { im2col_rows(all, ximg, b, end, cols, t.n); };
+      pool.parallel_for(g.c * g.kh * g.kw, by_ref(rows), 16);
+    }
+    // Tasks are contiguous ranges of (group, chunk, m-split) per thread, so a
+    // thread packs a chunk once and reuses it for its consecutive m-splits.
+    auto body = [&](int tid, int nthreads) {
+      const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
+      auto* packed = reinterpret_cast<int16_t*>(chunks + t.packed_bytes * static_cast<size_t>(tid));
+      alignas(32) int32_t tile[kMR * kNR];
+      int64_t packed_id = -1;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t id = task / t.msplit, ms = task % t.msplit;
+        const int64_t ch = id % t.chunks, grp = id / t.chunks;
+        const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
+        if (id != packed_id) {
+          const int8_t* src = t.cols_bytes ? cols + grp * t.k * t.n : ximg + grp * g.cg() * g.h * g.w;
+          for (int64_t j = 0; j < nts; ++j) pack_b_panel_rows(src, t.n, t.k, t.n, nt0 + j, packed + j * b_panel);
+          packed_id = id;
+        }
+        const int16_t* wg = packed_w + grp * packed_a_elems(t.mg, t.k);
+        const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
+        for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
+          const int mr = static_cast<int>(std::min<int64_t>(kMR, t.mg - mt * kMR));
+          const int64_t c0 = grp * t.mg + mt * kMR;
+          for (int64_t j = 0; j < nts; ++j) {
+            kernel_6x16(wg + mt * a_tile, packed + j * b_panel, t.kp, tile);
+            const int64_t col = (nt0 + j) * kNR;
+            const int nr = static_cast<int>(std::min<int64_t>(kNR, t.n - col));
+            epilogue_tile_rows(e, tile, mr, nr, c0, (img * g.m + c0) * t.n + col, t.n);
+          }
+        }
+      }
+    };
+    pool.run(by_ref(body));
+  }
+}
+
+size_t qgemm_avx2_workspace(int64_t n, int64_t k) {
+  return align64(static_cast<size_t>(packed_a_elems(n, k)) * sizeof(int16_t));
+}
+
+void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
+                const Epilogue& e, void* ws) {
+  const int64_t kp = round_up(k, 2) / 2;
+  const int64_t a_tile = kp * kMR * 2, b_panel = kp * kNR * 2;
+  const int64_t mt_count = round_up(n, kMR) / kMR, nt_count = round_up(m, kNR) / kNR;
+  auto* packed_a = static_cast<int16_t*>(ws);
+  pack_a(a, k, 1, n, k, packed_a);
+  // Weight panels are the large operand: each task streams one panel past
+  // every activation tile.
+  auto body = [&](int64_t b, int64_t end) {
+    alignas(32) int32_t tile[kMR * kNR];
+    for (int64_t t = b; t < end; ++t) {
+      const int64_t nt = t / mt_count, mt = t % mt_count;
+      kernel_6x16(packed_a + mt * a_tile, packed_w + nt * b_panel, kp, tile);
+      const int mr = static_cast<int>(std::min<int64_t>(kMR, n - mt * kMR));
+      const int nr = static_cast<int>(std::min<int64_t>(kNR, m - nt * kNR));
+      epilogue_tile_cols(e, tile, mr, nr, nt * kNR, mt * kMR * m + nt * kNR, m);
+    }
+  };
+  pool.parallel_for(nt_count * mt_count, by_ref(body));
+}
+
+}  // namespace engine::qk

@@ -1,0 +1,326 @@
+// QConv and QGemm kernels (ops.def documents both ops): attribute parsing,
+// validation, weight packing in create(), and the choice between the
+// reference loops (qconv_ref.cc) and the AVX2 GEMM (qconv_avx2.cc).
+//
+// Weights are normally constants, packed once here. They may also arrive at
+// run time (a model feeding everything as inputs); then they are packed into
+// scratch on every call, together with the per-channel multipliers.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "cpu/dispatch.h"
+#include "cpu/kernels/quant/quant_kernels.h"
+
+namespace engine::qk {
+namespace {
+
+// The int32 accumulator must not overflow: |x * w| <= 128 * 128.
+constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 128);
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// The epilogue attributes shared by QConv and QGemm.
+struct EpilogueAttrs {
+  float x_scale = 0.f;
+  std::vector<float> w_scale;
+  bool has_z_scale = false;
+  float z_scale = 1.f;
+  bool requant = false;
+  float y_scale = 1.f;
+  Act act = Act::kNone;
+  float lo = 0.f, hi = 0.f;
+
+  void parse(const Node& node) {
+    const std::string d = node.describe();
+    ENGINE_ENFORCE(node.has_attr("x_scale"), kInvalidModel, d, ": attribute x_scale is required");
+    x_scale = node.attr_float("x_scale", 0.f);
+    w_scale = node.attr_floats("w_scale");
+    ENGINE_ENFORCE(!w_scale.empty(), kInvalidModel, d, ": attribute w_scale is required");
+    has_z_scale = node.has_attr("z_scale");
+    z_scale = node.attr_float("z_scale", 1.f);
+    requant = node.has_attr("y_scale");
+    y_scale = node.attr_float("y_scale", 1.f);
+    ENGINE_ENFORCE(!requant || (y_scale > 0.f && std::isfinite(y_scale)), kInvalidModel, d,
+                   ": y_scale must be positive and finite");
+    const std::string a = node.attr_string("activation", "");
+    const std::vector<float> p = node.attr_floats("activation_params");
+    if (a == "Relu") {
+      act = Act::kRelu;
+    } else if (a == "Clip") {
+      act = Act::kClip;
+      ENGINE_ENFORCE(p.size() == 2, kInvalidModel, d, ": Clip needs activation_params [min, max]");
+      lo = p[0];
+      hi = p[1];
+    } else if (!a.empty()) {
+      fail(ErrorKind::kUnsupportedOperator, d, ": activation '", a, "' is not supported (Relu, Clip)");
+    }
+  }
+
+  // mul[c] = x_scale * w_scale[c] (w_scale broadcast when it has one entry).
+  void fill_mul(float* mul, int64_t m, const std::string& d) const {
+    ENGINE_ENFORCE(w_scale.size() == 1 || static_cast<int64_t>(w_scale.size()) == m, kInvalidModel, d,
+                   ": w_scale has ", w_scale.size(), " entries for ", m, " output channels");
+    for (int64_t c = 0; c < m; ++c) mul[c] = x_scale * w_scale[w_scale.size() == 1 ? 0 : c];
+  }
+
+  // The epilogue for one call; bias and residual come from run-time tensors.
+  Epilogue make(const float* mul, const Tensor* b, const Tensor* z, Tensor& y, int64_t m,
+                const std::string& d) const {
+    Epilogue e;
+    e.mul = mul;
+    if (b) {
+      ENGINE_ENFORCE(b->numel() == m, kShape, d, ": bias has ", b->numel(), " elements for ", m, " channels");
+      if (b->dtype() == DType::kInt32) e.bias_i32 = b->data<int32_t>();
+      else if (b->dtype() == DType::kFloat32) e.bias_f32 = b->data<float>();
+      else fail(ErrorKind::kDType, d, ": bias must be int32 or float32, got ", dtype_name(b->dtype()));
+    }
+    if (z) {
+      ENGINE_ENFORCE(z->shape() == y.shape(), kShape, d, ": residual shape ", shape_str(z->shape()),
+                     " differs from the output shape ", shape_str(y.shape()));
+      if (z->dtype() == DType::kFloat32) {
+        e.z_f32 = z->data<float>();
+      } else if (z->dtype() == DType::kInt8) {
+        ENGINE_ENFORCE(has_z_scale, kInvalidModel, d, ": an int8 residual needs attribute z_scale");
+        e.z_s8 = z->data<int8_t>();
+        e.z_scale = z_scale;
+      } else {
+        fail(ErrorKind::kDType, d, ": residual must be float32 or int8, got ", dtype_name(z->dtype()));
+      }
+    }
+    e.act = act;
+    e.act_lo = lo;
+    e.act_hi = hi;
+    e.requant = requant;
+    e.y_scale = y_scale;
+    if (requant) {
+      ENGINE_ENFORCE(y.dtype() == DType::kInt8, kInternal, d, ": output must be int8");
+      e.y_s8 = y.data<int8_t>();
+    } else {
+      ENGINE_ENFORCE(y.dtype() == DType::kFloat32, kInternal, d, ": output must be float32");
+      e.y_f32 = y.data<float>();
+    }
+    return e;
+  }
+};
+
+void check_int8(const Tensor& t, const std::string& d, const char* what) {
+  ENGINE_ENFORCE(t.dtype() == DType::kInt8, kDType, d, ": ", what, " must be int8, got ", dtype_name(t.dtype()));
+}
+
+class QConvKernel final : public Kernel {
+ public:
+  explicit QConvKernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+    ep_.parse(node);
+    group_ = node.attr_int("group", 1);
+    strides_ = node.attr_ints("strides", {1, 1});
+    dilations_ = node.attr_ints("dilations", {1, 1});
+    pads_ = node.attr_ints("pads", {0, 0, 0, 0});
+    auto_pad_ = node.attr_string("auto_pad", "NOTSET");
+    kernel_shape_ = node.attr_ints("kernel_shape", {});
+    ENGINE_ENFORCE(strides_.size() == 2 && dilations_.size() == 2 && pads_.size() == 4, kUnsupportedOperator,
+                   desc_, ": only 2-D convolutions are supported");
+    ENGINE_ENFORCE(auto_pad_ == "NOTSET" || auto_pad_ == "VALID" || auto_pad_ == "SAME_UPPER" ||
+                       auto_pad_ == "SAME_LOWER",
+                   kInvalidModel, desc_, ": unknown auto_pad '", auto_pad_, "'");
+    for (int64_t v : strides_) ENGINE_ENFORCE(v >= 1, kInvalidModel, desc_, ": strides must be >= 1");
+    for (int64_t v : dilations_) ENGINE_ENFORCE(v >= 1, kInvalidModel, desc_, ": dilations must be >= 1");
+    for (int64_t v : pads_) ENGINE_ENFORCE(v >= 0, kInvalidModel, desc_, ": pads must be >= 0");
+    ENGINE_ENFORCE(group_ >= 1, kInvalidModel, desc_, ": group must be >= 1");
+    Value* w = node.input(1);
+    if (w && w->is_constant()) {
+      weights_ = w->constant();
+      check_weights(*weights_);
+      const int64_t m = weights_->dim(0);
+      mul_.resize(m);
+      ep_.fill_mul(mul_.data(), m, desc_);
+      if (avx2_) {
+        const int64_t mg = m / group_, k = weights_->numel() / m;
+        packed_.assign(group_ * packed_a_elems(mg, k), 0);
+        for (int64_t g = 0; g < group_; ++g)
+          pack_a(weights_->data<int8_t>() + g * mg * k, k, 1, mg, k, packed_.data() + g * packed_a_elems(mg, k));
+      }
+    }
+  }
+
+  std::string describe() const override {
+    return avx2_ ? "qconv_s8_avx2 im2col+gemm(int16 madd)" : "qconv_s8_ref";
+  }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& x = *in[0];
+    const Tensor& w = *in[1];
+    check_int8(x, desc_, "input");
+    ENGINE_ENFORCE(x.rank() == 4, kShape, desc_, ": input must be 4-D, got ", shape_str(x.shape()));
+    if (!weights_) check_weights(w);
+    ConvGeom g = geometry(x, w);
+    ENGINE_ENFORCE(g.oh == out[0]->dim(2) && g.ow == out[0]->dim(3) && g.n == out[0]->dim(0) &&
+                       g.m == out[0]->dim(1),
+                   kInternal, desc_, ": output shape ", shape_str(out[0]->shape()), " disagrees with the kernel");
+    const Tensor* b = in.size() > 2 ? in[2] : nullptr;
+    const Tensor* z = in.size() > 3 ? in[3] : nullptr;
+    const int64_t mg = g.mg(), k = g.k();
+    size_t runtime_bytes = 0;
+    if (!weights_) {
+      runtime_bytes = align64(g.m * sizeof(float));
+      if (avx2_) runtime_bytes += align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
+    }
+    const size_t ws_bytes = avx2_ ? qconv_avx2_workspace(g, ctx.pool().num_threads()) : 0;
+    char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
+    const float* mul = mul_.data();
+    const int16_t* packed = packed_.data();
+    if (!weights_) {
+      auto* m = reinterpret_cast<float*>(scratch);
+      ep_.fill_mul(m, g.m, desc_);
+      mul = m;
+      if (avx2_) {
+        auto* p = reinterpret_cast<int16_t*>(scratch + align64(g.m * sizeof(float)));
+        for (int64_t grp = 0; grp < group_; ++grp)
+          pack_a(w.data<int8_t>() + grp * mg * k, k, 1, mg, k, p + grp * packed_a_elems(mg, k));
+        packed = p;
+      }
+    }
+    Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
+    if (avx2_) qconv_avx2(ctx.pool(), g, x.data<int8_t>(), packed, e, scratch + runtime_bytes);
+    else qconv_ref(g, x.data<int8_t>(), w.data<int8_t>(), e);
+  }
+
+ private:
+  void check_weights(const Tensor& w) const {
+    check_int8(w, desc_, "weights");
+    ENGINE_ENFORCE(w.rank() == 4, kUnsupportedOperator, desc_, ": only 2-D convolutions are supported (weights ",
+                   shape_str(w.shape()), ")");
+    ENGINE_ENFORCE(w.dim(0) % group_ == 0, kInvalidModel, desc_, ": ", w.dim(0),
+                   " output channels are not divisible by group ", group_);
+    ENGINE_ENFORCE(w.dim(1) * w.dim(2) * w.dim(3) <= kMaxK, kUnsupportedOperator, desc_,
+                   ": reduction size too large for int32 accumulation");
+  }
+
+  ConvGeom geometry(const Tensor& x, const Tensor& w) const {
+    ConvGeom g;
+    g.n = x.dim(0);
+    g.c = x.dim(1);
+    g.h = x.dim(2);
+    g.w = x.dim(3);
+    g.m = w.dim(0);
+    g.kh = w.dim(2);
+    g.kw = w.dim(3);
+    g.group = group_;
+    ENGINE_ENFORCE(g.c == w.dim(1) * group_, kShape, desc_, ": input has ", g.c, " channels, weights expect ",
+                   w.dim(1) * group_);
+    if (!kernel_shape_.empty())
+      ENGINE_ENFORCE(kernel_shape_.size() == 2 && kernel_shape_[0] == g.kh && kernel_shape_[1] == g.kw, kInvalidModel,
+                     desc_, ": kernel_shape does not match the weights ", shape_str(w.shape()));
+    g.sh = strides_[0];
+    g.sw = strides_[1];
+    g.dh = dilations_[0];
+    g.dw = dilations_[1];
+    auto axis = [&](int64_t in, int64_t k, int64_t s, int64_t d, int64_t pb, int64_t pe, int64_t* pad_begin) {
+      const int64_t dk = (k - 1) * d + 1;
+      int64_t o;
+      if (auto_pad_ == "NOTSET") {
+        *pad_begin = pb;
+        ENGINE_ENFORCE(in + pb + pe >= dk, kShape, desc_, ": kernel larger than the padded input");
+        o = (in + pb + pe - dk) / s + 1;
+      } else if (auto_pad_ == "VALID") {
+        *pad_begin = 0;
+        ENGINE_ENFORCE(in >= dk, kShape, desc_, ": kernel larger than the input");
+        o = (in - dk) / s + 1;
+      } else {
+        o = (in + s - 1) / s;
+        const int64_t total = std::max<int64_t>(0, (o - 1) * s + dk - in);
+        *pad_begin = auto_pad_ == "SAME_UPPER" ? total / 2 : total - total / 2;
+      }
+      return o;
+    };
+    g.oh = axis(g.h, g.kh, g.sh, g.dh, pads_[0], pads_[2], &g.pt);
+    g.ow = axis(g.w, g.kw, g.sw, g.dw, pads_[1], pads_[3], &g.pl);
+    return g;
+  }
+
+  std::string desc_;
+  bool avx2_;
+  EpilogueAttrs ep_;
+  int64_t group_ = 1;
+  std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;
+  std::string auto_pad_;
+  std::shared_ptr<const Tensor> weights_;
+  std::vector<float> mul_;
+  std::vector<int16_t> packed_;
+};
+
+class QGemmKernel final : public Kernel {
+ public:
+  explicit QGemmKernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+    ep_.parse(node);
+    Value* w = node.input(1);
+    if (w && w->is_constant()) {
+      weights_ = w->constant();
+      check_weights(*weights_);
+      const int64_t m = weights_->dim(0), k = weights_->dim(1);
+      mul_.resize(m);
+      ep_.fill_mul(mul_.data(), m, desc_);
+      if (avx2_) {
+        packed_.assign(packed_b_elems(k, m), 0);
+        pack_b(weights_->data<int8_t>(), 1, k, k, m, packed_.data());
+      }
+    }
+  }
+
+  std::string describe() const override { return avx2_ ? "qgemm_s8_avx2 gemm(int16 madd)" : "qgemm_s8_ref"; }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& a = *in[0];
+    const Tensor& w = *in[1];
+    check_int8(a, desc_, "input");
+    if (!weights_) check_weights(w);
+    ENGINE_ENFORCE(a.rank() == 2 && a.dim(1) == w.dim(1), kShape, desc_, ": input ", shape_str(a.shape()),
+                   " does not match weights ", shape_str(w.shape()));
+    const int64_t n = a.dim(0), m = w.dim(0), k = w.dim(1);
+    const Tensor* b = in.size() > 2 ? in[2] : nullptr;
+    const Tensor* z = in.size() > 3 ? in[3] : nullptr;
+    size_t runtime_bytes = 0;
+    if (!weights_) {
+      runtime_bytes = align64(m * sizeof(float));
+      if (avx2_) runtime_bytes += align64(packed_b_elems(k, m) * sizeof(int16_t));
+    }
+    const size_t ws_bytes = avx2_ ? qgemm_avx2_workspace(n, k) : 0;
+    char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
+    const float* mul = mul_.data();
+    const int16_t* packed = packed_.data();
+    if (!weights_) {
+      auto* mm = reinterpret_cast<float*>(scratch);
+      ep_.fill_mul(mm, m, desc_);
+      mul = mm;
+      if (avx2_) {
+        auto* p = reinterpret_cast<int16_t*>(scratch + align64(m * sizeof(float)));
+        pack_b(w.data<int8_t>(), 1, k, k, m, p);
+        packed = p;
+      }
+    }
+    Epilogue e = ep_.make(mul, b, z, *out[0], m, desc_);
+    if (avx2_) qgemm_avx2(ctx.pool(), n, m, k, a.data<int8_t>(), packed, e, scratch + runtime_bytes);
+    else qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e);
+  }
+
+ private:
+  void check_weights(const Tensor& w) const {
+    check_int8(w, desc_, "weights");
+    ENGINE_ENFORCE(w.rank() == 2, kInvalidModel, desc_, ": weights must be 2-D [M, K], got ", shape_str(w.shape()));
+    ENGINE_ENFORCE(w.dim(1) <= kMaxK, kUnsupportedOperator, desc_, ": reduction size too large for int32 accumulation");
+  }
+
+  std::string desc_;
+  bool avx2_;
+  EpilogueAttrs ep_;
+  std::shared_ptr<const Tensor> weights_;
+  std::vector<float> mul_;
+  std::vector<int16_t> packed_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> create_qconv(const Node& node) { return std::make_unique<QConvKernel>(node); }
+std::unique_ptr<Kernel> create_qgemm(const Node& node) { return std::make_unique<QGemmKernel>(node); }
+
+}  // namespace engine::qk

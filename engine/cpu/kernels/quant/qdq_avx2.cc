@@ -1,0 +1,70 @@
+// QuantizeLinear / DequantizeLinear runs, AVX2, 8 floats per step.
+//   quantize:   y = cvt_round_even(min(max(x / scale, lo - zp), hi - zp)) + zp
+//   dequantize: y = float(int32(x) - zp) * scale
+// Bit-identical to quantize_one / dequantize_one (quant_kernels.h): a true
+// division (not a reciprocal multiply, which rounds differently and is not
+// what ONNX Runtime computes), maxps/minps with the scalar's operand order,
+// and cvtps2dq under the default round-to-nearest-even mode. Tails use the
+// scalar helpers.
+#include <immintrin.h>
+
+#include <limits>
+
+#include "cpu/kernels/quant/quant_kernels.h"
+
+namespace engine::qk {
+namespace {
+
+// 8 int32 in [lo, hi] of T to 8 bytes.
+template <typename T>
+inline void store8(T* y, __m256i v) {
+  __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  __m128i b = std::numeric_limits<T>::is_signed ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(y), b);
+}
+
+template <typename T>
+void quantize_run(const float* x, T* y, int64_t n, float scale, int32_t zp) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::lowest()) - zp));
+  const __m256 hi = _mm256_set1_ps(static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::max()) - zp));
+  const __m256i z = _mm256_set1_epi32(zp);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    store8(y + i, _mm256_add_epi32(_mm256_cvtps_epi32(v), z));
+  }
+  for (; i < n; ++i) y[i] = quantize_one<T>(x[i], scale, zp);
+}
+
+template <typename T>
+void dequantize_run(const T* x, float* y, int64_t n, float scale, int32_t zp) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256i z = _mm256_set1_epi32(zp);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + i));
+    __m256i v = std::numeric_limits<T>::is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+    v = _mm256_sub_epi32(v, z);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+  }
+  for (; i < n; ++i) y[i] = dequantize_one<T>(x[i], scale, zp);
+}
+
+}  // namespace
+
+void quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float scale, int32_t zp) {
+  quantize_run<int8_t>(x, y, n, scale, zp);
+}
+void quantize_run_u8_avx2(const float* x, uint8_t* y, int64_t n, float scale, int32_t zp) {
+  quantize_run<uint8_t>(x, y, n, scale, zp);
+}
+void dequantize_run_s8_avx2(const int8_t* x, float* y, int64_t n, float scale, int32_t zp) {
+  dequantize_run<int8_t>(x, y, n, scale, zp);
+}
+void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, int32_t zp) {
+  dequantize_run<uint8_t>(x, y, n, scale, zp);
+}
+
+}  // namespace engine::qk

@@ -1,0 +1,187 @@
+// The quant kernel family: QuantizeLinear / DequantizeLinear element runs and
+// the int8 convolution / gemm (QConv, QGemm) with their fused epilogue.
+//
+// Exactness contract: every AVX2 function here produces the same bits as its
+// reference. Integer accumulation is exact in both (int32 sums of int8
+// products, order-independent). The float epilogue performs the same IEEE
+// operations in the same order; the only trap is the compiler contracting
+// a*b+c into an FMA in the AVX2 files (built with -mfma), so every product
+// that feeds an addition goes through no_contract() first.
+//
+// The scalar helpers below are `static inline` on purpose: they are compiled
+// into AVX2 and non-AVX2 translation units alike, and internal linkage keeps
+// the linker from picking an AVX2-compiled copy for the reference path.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernel.h"
+
+namespace engine::qk {
+
+// Opaque to the optimizer: the value must be materialized before its next use,
+// so a multiply and a following add cannot be fused into one rounding.
+static inline float no_contract(float v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#else
+  volatile float t = v;
+  v = t;
+#endif
+  return v;
+}
+
+// A callable as a lambda holding one pointer to it: small enough for
+// std::function's inline buffer, so handing it to the thread pool does not
+// allocate on every call. `f` must outlive the call.
+template <typename F>
+auto by_ref(F& f) {
+  return [p = &f](auto... args) { (*p)(args...); };
+}
+
+// maxps/minps semantics (the second operand wins on NaN and on equal zeros),
+// so the scalar and vector paths agree even there.
+static inline float max_ps1(float a, float b) { return a > b ? a : b; }
+static inline float min_ps1(float a, float b) { return a < b ? a : b; }
+
+// ---------------------------------------------------------------------------
+// QuantizeLinear / DequantizeLinear on one run of elements sharing a scale and
+// zero point (a whole tensor, one channel's plane, or one block).
+//
+// y = saturate(round_half_even(x / scale) + zp), evaluated as ONNX Runtime's
+// MLAS does: clamp(x / scale, lo - zp, hi - zp), round, then add zp. The two
+// orders agree for every finite x; NaN maps to lo - zp + zp = lo.
+template <typename T>
+static inline T quantize_one(float x, float scale, int32_t zp) {
+  const float lo = static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::lowest()) - zp);
+  const float hi = static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::max()) - zp);
+  float v = min_ps1(max_ps1(x / scale, lo), hi);
+  return static_cast<T>(static_cast<int32_t>(std::nearbyint(v)) + zp);
+}
+
+// y = (x - zp) * scale, the difference taken in int32 (exact), then one
+// rounding in the conversion to float and one in the product.
+template <typename T>
+static inline float dequantize_one(T x, float scale, int32_t zp) {
+  return static_cast<float>(static_cast<int32_t>(x) - zp) * scale;
+}
+
+template <typename T>
+void quantize_run_ref(const float* x, T* y, int64_t n, float scale, int32_t zp);
+template <typename T>
+void dequantize_run_ref(const T* x, float* y, int64_t n, float scale, int32_t zp);
+
+// AVX2 versions for the types activations use; same bits as the references.
+void quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float scale, int32_t zp);
+void quantize_run_u8_avx2(const float* x, uint8_t* y, int64_t n, float scale, int32_t zp);
+void dequantize_run_s8_avx2(const int8_t* x, float* y, int64_t n, float scale, int32_t zp);
+void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, int32_t zp);
+
+// ---------------------------------------------------------------------------
+// The int8 conv / gemm epilogue. For output element `idx` of channel `c`,
+// given the int32 accumulator acc:
+//   acc += bias_i32[c]                        (wrapping int32 add)
+//   v  = float(acc) * mul[c]                  (mul[c] = x_scale * w_scale[c])
+//   v += bias_f32[c]
+//   v += z_f32[idx]   or   v += float(z_s8[idx]) * z_scale
+//   v  = act(v)                               (Relu: max(v, 0); Clip: min(max(v, lo), hi))
+//   y_s8[idx] = saturate(round_half_even(v / y_scale))   or   y_f32[idx] = v
+// Tensors are addressed by flat index over the whole output (conv: NCHW,
+// gemm: [N, M]); residuals have the output's shape.
+enum class Act : int { kNone = 0, kRelu = 1, kClip = 2 };
+
+struct Epilogue {
+  const float* mul = nullptr;
+  const int32_t* bias_i32 = nullptr;
+  const float* bias_f32 = nullptr;
+  const float* z_f32 = nullptr;
+  const int8_t* z_s8 = nullptr;
+  float z_scale = 1.f;
+  Act act = Act::kNone;
+  float act_lo = 0.f, act_hi = 0.f;
+  bool requant = false;
+  float y_scale = 1.f;
+  float* y_f32 = nullptr;
+  int8_t* y_s8 = nullptr;
+};
+
+static inline void epilogue_one(const Epilogue& e, int32_t acc, int64_t c, int64_t idx) {
+  if (e.bias_i32) acc = static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(e.bias_i32[c]));
+  float v = no_contract(static_cast<float>(acc) * e.mul[c]);
+  if (e.bias_f32) v = v + e.bias_f32[c];
+  if (e.z_f32) v = v + e.z_f32[idx];
+  else if (e.z_s8) v = v + no_contract(static_cast<float>(e.z_s8[idx]) * e.z_scale);
+  if (e.act == Act::kRelu) v = max_ps1(v, 0.f);
+  else if (e.act == Act::kClip) v = min_ps1(max_ps1(v, e.act_lo), e.act_hi);
+  if (e.requant) {
+    float q = min_ps1(max_ps1(v / e.y_scale, -128.f), 127.f);
+    e.y_s8[idx] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(q)));
+  } else {
+    e.y_f32[idx] = v;
+  }
+}
+
+// Geometry of one QConv call (2-D, NCHW). Pads are the resolved top/left
+// pads (auto_pad already applied); bottom/right pads only shape oh/ow.
+struct ConvGeom {
+  int64_t n = 0, c = 0, h = 0, w = 0;   // input
+  int64_t m = 0, kh = 0, kw = 0;        // weights [m, c/group, kh, kw]
+  int64_t oh = 0, ow = 0;               // output spatial
+  int64_t group = 1;
+  int64_t sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t cg() const { return c / group; }
+  int64_t mg() const { return m / group; }
+  int64_t k() const { return cg() * kh * kw; }
+  bool is_pointwise() const {
+    return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w;
+  }
+};
+
+// References: plain loops, single-threaded; the test oracle.
+void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e);
+// y[n, m] = epilogue(sum_k a[n, k] * w[m, k]).
+void qgemm_ref(int64_t n, int64_t m, int64_t k, const int8_t* a, const int8_t* w, const Epilogue& e);
+
+// ---------------------------------------------------------------------------
+// AVX2 int8 GEMM (see qconv_avx2.cc). Operands are widened to int16 and
+// multiplied with vpmaddwd: exact, unlike vpmaddubsw, which saturates its
+// pair sums. A tile is kMR rows by kNR columns.
+constexpr int kMR = 6;
+constexpr int kNR = 16;
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Packed "A" (the operand broadcast along rows): ceil(rows/kMR) tiles, each
+// [ceil(k/2)][kMR][2] int16, zero padded.
+inline int64_t packed_a_elems(int64_t rows, int64_t k) { return round_up(rows, kMR) * round_up(k, 2); }
+// Packed "B" (the operand vectorized along columns): ceil(cols/kNR) panels,
+// each [ceil(k/2)][kNR][2] int16, zero padded.
+inline int64_t packed_b_elems(int64_t k, int64_t cols) { return round_up(cols, kNR) * round_up(k, 2); }
+
+// Packs a [rows x k] int8 matrix with element (r, kk) at src[r * rs + kk * ks].
+void pack_a(const int8_t* src, int64_t rs, int64_t ks, int64_t rows, int64_t k, int16_t* out);
+// Packs a [k x cols] int8 matrix with element (kk, j) at src[kk * ks + j * cs].
+void pack_b(const int8_t* src, int64_t ks, int64_t cs, int64_t k, int64_t cols, int16_t* out);
+
+// QConv with weights packed per group (group g at packed_w + g * packed_a_elems(mg, k)).
+// ws: qconv_avx2_workspace(g, pool.num_threads()) bytes, 64-byte aligned.
+size_t qconv_avx2_workspace(const ConvGeom& g, int threads);
+void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int16_t* packed_w, const Epilogue& e,
+                void* ws);
+// QGemm with the weights packed as B: pack_b(w, 1, k, k, m, ...).
+size_t qgemm_avx2_workspace(int64_t n, int64_t k);
+void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
+                const Epilogue& e, void* ws);
+
+// Kernel factories (qdq_kernel.cc, qconv_kernel.cc), registered in register.cc.
+std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
+std::unique_ptr<Kernel> create_dequantize_linear(const Node& node);
+std::unique_ptr<Kernel> create_qconv(const Node& node);
+std::unique_ptr<Kernel> create_qgemm(const Node& node);
+
+}  // namespace engine::qk

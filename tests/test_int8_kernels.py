@@ -1,0 +1,817 @@
+"""INT8 on the CPU runtime: QuantizeLinear/DequantizeLinear kernels, the int8
+QConv/QGemm kernels, and the Q/DQ -> int8 lowering.
+
+Oracles and tolerances:
+  - Q/DQ kernels vs onnxruntime: bit-exact (the same formulas, evaluated in
+    the same float operations).
+  - QConv/QGemm: AVX2 vs reference kernels bit-exact; the reference vs an
+    independent numpy implementation (int64 accumulation, float32 epilogue in
+    the documented order) bit-exact too.
+  - Lowered Q/DQ models vs onnxruntime running the same Q/DQ model: at most
+    one int8 step on every requantized tensor (both compute the same integer
+    products; only the float rounding before requantization differs).
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import pyengine
+from pyengine import _core, onnx_io
+
+ORT_TYPES = {np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8, np.int16: TensorProto.INT16,
+             np.uint16: TensorProto.UINT16, np.int32: TensorProto.INT32, np.float32: TensorProto.FLOAT}
+
+
+def _ort_run(model, feeds, optimize=True):
+    opts = ort.SessionOptions()
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _engine(model, ref=False, lower=False):
+    """A CPU engine for `model`; ref=True builds it with reference kernels only."""
+    _core.set_force_ref(ref)
+    try:
+        graph, _ = onnx_io.graph_from_onnx(model)
+        if lower:
+            _core.lower_qdq_to_int8(graph)
+        return pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"})
+    finally:
+        _core.set_force_ref(False)
+
+
+def _tensor(name, arr):
+    return numpy_helper.from_array(np.asarray(arr), name)
+
+
+def _vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, ORT_TYPES[np.dtype(dtype).type], None if shape is None else list(shape))
+
+
+# ---------------------------------------------------------------------------
+# QuantizeLinear / DequantizeLinear vs onnxruntime
+
+def _qdq_model(op, x_dtype, y_dtype, shape, scale, zp, opset, **attrs):
+    inits = [_tensor("s", scale)]
+    ins = ["x", "s"]
+    if zp is not None:
+        inits.append(_tensor("zp", zp))
+        ins.append("zp")
+    node = helper.make_node(op, ins, ["y"], **attrs)
+    g = helper.make_graph([node], "qdq", [_vi("x", x_dtype, shape)], [_vi("y", y_dtype, shape)],
+                          initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _quant_input(rng, shape, scale):
+    """Floats spread over the quantized range and beyond it (saturation),
+    with exact half-way points and +-inf sprinkled in."""
+    x = rng.standard_normal(shape).astype(np.float32) * np.float32(np.max(scale) * 90)
+    flat = x.reshape(-1)
+    k = max(1, flat.size // 7)
+    idx = rng.choice(flat.size, size=k, replace=False)
+    flat[idx[: k // 2]] = (rng.integers(-140, 140, size=k // 2) + 0.5).astype(np.float32) * np.float32(np.min(scale))
+    flat[idx[k // 2:]] *= 40
+    if flat.size > 4:
+        flat[0], flat[1] = np.inf, -np.inf
+    return x
+
+
+QUANT_CASES = [
+    # (y dtype, shape, per-axis, axis, zero point, opset)
+    (np.int8, (2, 3, 7, 17), False, 1, 0, 13),
+    (np.int8, (127,), False, 1, -5, 10),
+    (np.uint8, (1, 13, 17), False, 1, 128, 13),
+    (np.uint8, (13, 1), False, 1, None, 13),
+    (np.int8, (2, 13, 7, 3), True, 1, "random", 13),
+    (np.int8, (3, 17), True, 0, "zeros", 19),
+    (np.uint8, (3, 7, 13), True, -1, "random", 19),
+    (np.int16, (2, 3, 17), False, 1, 123, 21),
+    (np.uint16, (2, 3, 17), True, 1, "random", 21),
+]
+
+
+@pytest.mark.parametrize("ydt,shape,per_axis,axis,zp,opset", QUANT_CASES)
+def test_quantize_linear_vs_onnxruntime(ydt, shape, per_axis, axis, zp, opset):
+    rng = np.random.default_rng()
+    info = np.iinfo(ydt)
+    n = shape[axis] if per_axis else 1
+    scale = rng.uniform(0.005, 0.05, size=n).astype(np.float32) if per_axis else np.float32(rng.uniform(0.005, 0.05))
+    if zp is None:
+        zpa = None
+    elif zp == "random":
+        zpa = rng.integers(info.min // 2, info.max // 2 + 1, size=n).astype(ydt)
+    elif zp == "zeros":
+        zpa = np.zeros(n, ydt)
+    else:
+        zpa = np.array(zp, ydt)
+    attrs = {"axis": axis} if per_axis else {}
+    model = _qdq_model("QuantizeLinear", np.float32, ydt if zpa is not None else np.uint8, shape, scale, zpa,
+                       opset, **attrs)
+    x = _quant_input(rng, shape, scale)
+    want = _ort_run(model, {"x": x})[0]
+    for ref in (False, True):
+        got = _engine(model, ref=ref)(x)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want, err_msg=f"ref={ref}")
+    assert np.any(want == info.max) or np.any(want == info.min)  # saturation was exercised
+
+
+DEQUANT_CASES = [
+    (np.int8, (2, 3, 7, 17), False, 1, 0, 13),
+    (np.int8, (127,), False, 1, -7, 10),
+    (np.uint8, (1, 13, 17), False, 1, 131, 13),
+    (np.uint8, (17, 3), False, 1, None, 13),
+    (np.int8, (2, 13, 7, 3), True, 1, "random", 13),
+    (np.uint8, (3, 7, 13), True, -1, "random", 19),
+    (np.int32, (13, 17), False, 1, None, 13),
+    (np.int32, (13, 17), True, 0, None, 13),
+    (np.int16, (2, 3, 17), True, 1, "random", 21),
+]
+
+
+@pytest.mark.parametrize("xdt,shape,per_axis,axis,zp,opset", DEQUANT_CASES)
+def test_dequantize_linear_vs_onnxruntime(xdt, shape, per_axis, axis, zp, opset):
+    rng = np.random.default_rng()
+    info = np.iinfo(xdt)
+    n = shape[axis] if per_axis else 1
+    scale = rng.uniform(0.005, 0.05, size=n).astype(np.float32) if per_axis else np.float32(rng.uniform(0.005, 0.05))
+    lo, hi = (max(info.min, -(1 << 20)), min(info.max, 1 << 20))
+    x = rng.integers(lo, hi, size=shape, endpoint=True).astype(xdt)
+    x.reshape(-1)[:2] = [info.min if lo == info.min else lo, hi]
+    if zp is None:
+        zpa = None
+    elif zp == "random":
+        zpa = rng.integers(info.min // 2, info.max // 2 + 1, size=n).astype(xdt)
+    else:
+        zpa = np.array(zp, xdt)
+    attrs = {"axis": axis} if per_axis else {}
+    model = _qdq_model("DequantizeLinear", xdt, np.float32, shape, scale, zpa, opset, **attrs)
+    want = _ort_run(model, {"x": x})[0]
+    for ref in (False, True):
+        got = _engine(model, ref=ref)(x)
+        np.testing.assert_array_equal(got, want, err_msg=f"ref={ref}")
+
+
+def test_blocked_quantize_matches_formula():
+    """Blocked quantization (opset 21, block_size): checked against the ONNX
+    formula in numpy, and Q -> DQ round trip within scale/2."""
+    rng = np.random.default_rng()
+    shape, axis, block = (3, 13, 5), 1, 4
+    nb = -(-shape[axis] // block)
+    scale = rng.uniform(0.01, 0.05, size=(3, nb, 5)).astype(np.float32)
+    zp = rng.integers(-10, 10, size=(3, nb, 5)).astype(np.int8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    model = _qdq_model("QuantizeLinear", np.float32, np.int8, shape, scale, zp, 21, axis=axis, block_size=block)
+    s_full = np.repeat(scale, block, axis=axis)[:, : shape[axis]]
+    z_full = np.repeat(zp, block, axis=axis)[:, : shape[axis]].astype(np.float32)
+    want = np.clip(np.rint(x / s_full) + z_full, -128, 127).astype(np.int8)
+    for ref in (False, True):
+        np.testing.assert_array_equal(_engine(model, ref=ref)(x), want)
+    dq = _qdq_model("DequantizeLinear", np.int8, np.float32, shape, scale, zp, 21, axis=axis, block_size=block)
+    back = _engine(dq)(want)
+    inside = np.abs(x / s_full + z_full) < 127
+    assert np.all(np.abs(back - x)[inside] <= s_full[inside] / 2 * (1 + 1e-6))
+
+
+def test_qdq_bad_scale_shape_is_a_shape_error():
+    model = _qdq_model("QuantizeLinear", np.float32, np.int8, (2, 3, 4), np.full(5, 0.1, np.float32),
+                       np.zeros(5, np.int8), 13, axis=1)
+    with pytest.raises(pyengine.ShapeError, match="per-axis scale has 5 elements"):
+        _engine(model)(np.ones((2, 3, 4), np.float32))
+
+
+# ---------------------------------------------------------------------------
+# QConv / QGemm: AVX2 vs reference vs numpy
+
+def _np_conv_acc(x, w, strides, pads, dilations, group):
+    """int64 accumulators of a grouped 2-D convolution (NCHW)."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl, pb, pr = pads
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (wd + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    acc = np.zeros((n, m, oh, ow), np.int64)
+    mg = m // group
+    for g in range(group):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i * dh: i * dh + (oh - 1) * sh + 1: sh, j * dw: j * dw + (ow - 1) * sw + 1: sw]
+                wk = w[g * mg:(g + 1) * mg, :, i, j].astype(np.int64)
+                acc[:, g * mg:(g + 1) * mg] += np.einsum("nchw,mc->nmhw", patch, wk)
+    return acc
+
+
+def _np_epilogue(acc, ch_axis, mul, ep):
+    """The documented epilogue in float32 numpy (no FMA, IEEE rounding)."""
+    bshape = [1] * acc.ndim
+    bshape[ch_axis] = -1
+    acc = acc.astype(np.int32)
+    if ep.get("bias_i32") is not None:
+        acc = (acc.astype(np.int64) + ep["bias_i32"].reshape(bshape)).astype(np.int32)
+    v = acc.astype(np.float32) * mul.reshape(bshape)
+    if ep.get("bias_f32") is not None:
+        v = v + ep["bias_f32"].reshape(bshape)
+    if ep.get("z") is not None:
+        z = ep["z"]
+        v = v + (z if z.dtype == np.float32 else z.astype(np.float32) * np.float32(ep["z_scale"]))
+    act = ep.get("act", "")
+    if act == "Relu":
+        v = np.where(v > 0, v, np.float32(0))
+    elif act == "Clip":
+        lo, hi = (np.float32(a) for a in ep["clip"])
+        v = np.where(v > lo, v, lo)
+        v = np.where(v < hi, v, hi)
+    if ep.get("y_scale") is None:
+        return v
+    q = v / np.float32(ep["y_scale"])
+    q = np.where(q > -128, q, np.float32(-128))
+    q = np.where(q < 127, q, np.float32(127))
+    return np.rint(q).astype(np.int8)
+
+
+EPILOGUES = {
+    "plain": {},
+    "i32bias_relu_requant": {"bias": np.int32, "act": "Relu", "requant": True},
+    "fbias_zf32_clip": {"bias": np.float32, "z": np.float32, "act": "Clip"},
+    "i32bias_zs8_relu_requant": {"bias": np.int32, "z": np.int8, "act": "Relu", "requant": True},
+    "fbias_zs8_requant": {"bias": np.float32, "z": np.int8, "requant": True},
+}
+
+
+def _make_epilogue(rng, kind, acc, ch_axis, mul, out_shape, m):
+    """Concrete epilogue inputs for `kind`, with scales picked so that the
+    requantized outputs span the int8 range and some saturate."""
+    spec = EPILOGUES[kind]
+    ep, attrs = {}, {}
+    v0 = acc.astype(np.float32) * mul.reshape([-1 if a == ch_axis else 1 for a in range(acc.ndim)])
+    spread = np.float32(max(np.abs(v0).max(), 1e-3))
+    if spec.get("bias") is np.int32:
+        ep["bias_i32"] = rng.integers(-5000, 5000, size=m).astype(np.int32)
+    elif spec.get("bias") is np.float32:
+        ep["bias_f32"] = (rng.standard_normal(m) * spread / 4).astype(np.float32)
+    if spec.get("z") is np.float32:
+        ep["z"] = (rng.standard_normal(out_shape) * spread / 3).astype(np.float32)
+    elif spec.get("z") is np.int8:
+        ep["z"] = rng.integers(-128, 128, size=out_shape).astype(np.int8)
+        ep["z_scale"] = np.float32(spread / 300)
+        attrs["z_scale"] = float(ep["z_scale"])
+    if spec.get("act") == "Relu":
+        attrs["activation"] = "Relu"
+        ep["act"] = "Relu"
+    elif spec.get("act") == "Clip":
+        ep["act"] = "Clip"
+        ep["clip"] = (float(-spread / 5), float(spread / 3))
+        attrs["activation"] = "Clip"
+        attrs["activation_params"] = [np.float32(c) for c in ep["clip"]]
+        ep["clip"] = tuple(float(np.float32(c)) for c in ep["clip"])
+    if spec.get("requant"):
+        # From the float result itself, so that its largest values saturate.
+        vmax = np.abs(_np_epilogue(acc, ch_axis, mul, ep)).max()
+        ep["y_scale"] = np.float32(vmax / 160 if vmax > 0 else 1)
+        attrs["y_scale"] = float(ep["y_scale"])
+    return ep, attrs
+
+
+def _int8_data(rng, shape, edges):
+    if edges:  # saturation edges: only -128 and 127
+        return rng.choice(np.array([-128, 127], np.int8), size=shape)
+    return rng.integers(-128, 128, size=shape).astype(np.int8)
+
+
+def _custom_model(op, x, w, ep, attrs, weights_as_input=False):
+    """A one-node model of pyengine's QConv/QGemm with int8 input x."""
+    inputs = [_vi("x", np.int8, x.shape)]
+    inits = []
+    names = ["x", "w"]
+    if weights_as_input:
+        inputs.append(_vi("w", np.int8, w.shape))
+    else:
+        inits.append(_tensor("w", w))
+    bias = ep.get("bias_i32", ep.get("bias_f32"))
+    names.append("b" if bias is not None else "")
+    if bias is not None:
+        inits.append(_tensor("b", bias))
+    feeds = {"x": x}
+    if weights_as_input:
+        feeds["w"] = w
+    if ep.get("z") is not None:
+        names.append("z")
+        inputs.append(_vi("z", ep["z"].dtype, ep["z"].shape))
+        feeds["z"] = ep["z"]
+    while names[-1] == "":
+        names.pop()
+    out_dtype = np.int8 if "y_scale" in attrs else np.float32
+    node = helper.make_node(op, names, ["y"], domain="pyengine", name=op.lower(), **attrs)
+    g = helper.make_graph([node], op, inputs, [helper.make_tensor_value_info("y", ORT_TYPES[out_dtype], None)],
+                          initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("pyengine", 1)])
+    return model, feeds
+
+
+# (N, C, H, W, M, KH, KW, strides, pads [t, l, b, r], dilations, group, auto_pad)
+CONV_SHAPES = [
+    (1, 1, 1, 1, 1, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 3, 17, 17, 13, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (2, 13, 7, 7, 64, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 64, 17, 17, 64, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 64, 7, 17, 13, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 3, 17, 17, 64, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1, None),
+    (1, 64, 7, 7, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 64, None),
+    (1, 12, 17, 7, 6, 3, 3, (1, 2), (0, 1, 2, 1), (2, 1), 3, None),
+    (1, 64, 1, 1, 13, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (2, 13, 17, 1, 3, 3, 1, (1, 1), (1, 0, 1, 0), (1, 1), 1, None),
+    (1, 3, 7, 7, 13, 3, 3, (2, 2), (0, 0, 0, 0), (1, 1), 1, "SAME_UPPER"),
+    (1, 3, 7, 7, 13, 4, 4, (2, 2), (0, 0, 0, 0), (1, 1), 1, "SAME_LOWER"),
+    (1, 13, 17, 17, 3, 3, 3, (2, 2), (0, 0, 0, 0), (1, 1), 1, "VALID"),
+    # Wide rows with stride 2: the vectorized every-other-byte im2col.
+    (1, 3, 9, 67, 13, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
+    (2, 5, 3, 70, 7, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1, None),
+]
+
+
+def _resolved_pads(shape, auto_pad):
+    n, c, h, w, m, kh, kw, strides, pads, dil, group, _ = shape
+    if auto_pad in (None, "NOTSET"):
+        return pads
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    res = []
+    for size, k, s, d in ((h, kh, strides[0], dil[0]), (w, kw, strides[1], dil[1])):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        res.append((total // 2, total - total // 2) if auto_pad == "SAME_UPPER" else (total - total // 2, total // 2))
+    return (res[0][0], res[1][0], res[0][1], res[1][1])
+
+
+@pytest.mark.parametrize("epilogue", list(EPILOGUES))
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s[:7])) + f"_g{s[10]}_{s[11]}")
+def test_qconv_avx2_ref_numpy_bit_exact(shape, epilogue):
+    rng = np.random.default_rng()
+    n, c, h, w_, m, kh, kw, strides, pads, dil, group, auto_pad = shape
+    for edges in (False, True):
+        x = _int8_data(rng, (n, c, h, w_), edges)
+        w = _int8_data(rng, (m, c // group, kh, kw), edges)
+        x_scale = np.float32(rng.uniform(0.01, 0.05))
+        w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
+        mul = x_scale * w_scale
+        acc = _np_conv_acc(x, w, strides, _resolved_pads(shape, auto_pad), dil, group)
+        ep, attrs = _make_epilogue(rng, epilogue, acc, 1, mul, acc.shape, m)
+        attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], strides=list(strides),
+                     dilations=list(dil), group=group, kernel_shape=[kh, kw])
+        if auto_pad:
+            attrs["auto_pad"] = auto_pad
+        else:
+            attrs["pads"] = list(pads)
+        want = _np_epilogue(acc, 1, mul, ep)
+        model, feeds = _custom_model("QConv", x, w, ep, attrs)
+        got_ref = _engine(model, ref=True).run(feeds)["y"]
+        got = _engine(model).run(feeds)["y"]
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got_ref, want, err_msg=f"ref vs numpy, edges={edges}")
+        np.testing.assert_array_equal(got, got_ref, err_msg=f"avx2 vs ref, edges={edges}")
+        if ep.get("y_scale") is not None and np.any(want != 0):
+            assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
+
+
+GEMM_SHAPES = [(1, 1, 1), (3, 13, 17), (7, 64, 100), (17, 127, 13), (2, 2048, 10), (6, 3, 16)]
+
+
+@pytest.mark.parametrize("epilogue", list(EPILOGUES))
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_qgemm_avx2_ref_numpy_bit_exact(shape, epilogue):
+    rng = np.random.default_rng()
+    n, k, m = shape
+    for edges in (False, True):
+        a = _int8_data(rng, (n, k), edges)
+        w = _int8_data(rng, (m, k), edges)
+        x_scale = np.float32(rng.uniform(0.01, 0.05))
+        w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
+        mul = x_scale * w_scale
+        acc = a.astype(np.int64) @ w.astype(np.int64).T
+        ep, attrs = _make_epilogue(rng, epilogue, acc, 1, mul, acc.shape, m)
+        attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale])
+        want = _np_epilogue(acc, 1, mul, ep)
+        model, feeds = _custom_model("QGemm", a, w, ep, attrs)
+        got_ref = _engine(model, ref=True).run(feeds)["y"]
+        got = _engine(model).run(feeds)["y"]
+        np.testing.assert_array_equal(got_ref, want, err_msg=f"ref vs numpy, edges={edges}")
+        np.testing.assert_array_equal(got, got_ref, err_msg=f"avx2 vs ref, edges={edges}")
+
+
+@pytest.mark.parametrize("op", ["QConv", "QGemm"])
+def test_weights_fed_at_run_time(op):
+    """Weights arriving as a graph input (packed per call) give the same bits."""
+    rng = np.random.default_rng()
+    if op == "QConv":
+        x = rng.integers(-128, 128, size=(2, 13, 7, 17)).astype(np.int8)
+        w = rng.integers(-128, 128, size=(17, 13, 3, 3)).astype(np.int8)
+        extra = {"pads": [1, 1, 1, 1], "strides": [1, 2]}
+        m = 17
+    else:
+        x = rng.integers(-128, 128, size=(3, 37)).astype(np.int8)
+        w = rng.integers(-128, 128, size=(19, 37)).astype(np.int8)
+        extra, m = {}, 19
+    ep = {"bias_i32": rng.integers(-999, 999, size=m).astype(np.int32), "act": "Relu"}
+    attrs = dict(x_scale=0.03, w_scale=[float(s) for s in rng.uniform(0.001, 0.01, m)], activation="Relu",
+                 y_scale=0.5, **extra)
+    const_model, feeds = _custom_model(op, x, w, ep, attrs)
+    input_model, feeds_w = _custom_model(op, x, w, ep, attrs, weights_as_input=True)
+    want = _engine(const_model, ref=True).run(feeds)["y"]
+    for ref in (False, True):
+        np.testing.assert_array_equal(_engine(input_model, ref=ref).run(feeds_w)["y"], want)
+        np.testing.assert_array_equal(_engine(const_model, ref=ref).run(feeds)["y"], want)
+
+
+def test_qconv_residual_shape_mismatch_is_an_error():
+    rng = np.random.default_rng()
+    x = rng.integers(-128, 128, size=(1, 3, 7, 7)).astype(np.int8)
+    w = rng.integers(-128, 128, size=(5, 3, 3, 3)).astype(np.int8)
+    ep = {"z": np.ones((1, 5, 7, 7), np.float32)}  # output is 5x5
+    model, feeds = _custom_model("QConv", x, w, ep, {"x_scale": 0.1, "w_scale": [0.1]})
+    with pytest.raises(pyengine.ShapeError, match="residual shape"):
+        _engine(model).run(feeds)
+
+
+# ---------------------------------------------------------------------------
+# Q/DQ models lowered to int8 vs onnxruntime
+
+def _np_conv_f(x, w, b, pad):
+    """Float conv (for calibrating the test model's scales only)."""
+    acc = np.zeros((x.shape[0], w.shape[0], x.shape[2], x.shape[3]))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            acc += np.einsum("nchw,mc->nmhw", xp[:, :, i:i + x.shape[2], j:j + x.shape[3]], w[:, :, i, j])
+    return acc + b.reshape(1, -1, 1, 1)
+
+
+def _quant_weights(rng, m, c, k, qmax=127):
+    wf = rng.standard_normal((m, c, k, k)) * np.sqrt(2.0 / (c * k * k))
+    s = (np.abs(wf).reshape(m, -1).max(axis=1) / qmax).astype(np.float32)
+    wq = np.clip(np.rint(wf / s.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(np.int8)
+    return wf.astype(np.float32), wq, s
+
+
+def _resblock_model(rng, c=16, h=17, w=17, shared_skip=True, float_weights=False, final_q=True,
+                    downsample=False, exact_bias_scale=True, downsample_qmax=127):
+    """x -> Q/DQ -> Conv3x3 -> Relu -> Q/DQ -> Conv3x3 -> Add(skip) -> Relu [-> Q/DQ] -> y,
+    TensorRT-style: Q/DQ on every Conv input and on the residual skip input,
+    none between Conv and Relu. skip = Q/DQ(x), or with `downsample`
+    Q/DQ(Conv1x1(Q/DQ(x))) (a projection shortcut). Scales come from a float
+    calibration pass."""
+    x_cal = rng.standard_normal((4, c, h, w)).astype(np.float32)
+    w1f, w1, sw1 = _quant_weights(rng, c, c, 3)
+    w2f, w2, sw2 = _quant_weights(rng, c, c, 3)
+    w3f, w3, sw3 = _quant_weights(rng, c, c, 1, downsample_qmax)
+    b1 = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    b2 = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    s_x = np.float32(np.abs(x_cal).max() / 127)
+    r1 = np.maximum(_np_conv_f(x_cal, w1f, b1, 1), 0)
+    s_1 = np.float32(r1.max() / 127)
+    skip_f = _np_conv_f(x_cal, w3f, np.zeros(c), 0) if downsample else x_cal
+    s_3 = np.float32(np.abs(skip_f).max() / 127)
+    r2 = np.maximum(_np_conv_f(r1, w2f, b2, 1) + skip_f, 0)
+    s_out = np.float32(r2.max() / 127 * 0.8)  # some saturation at the output
+    s_skip = s_x if shared_skip else np.float32(s_x * 1.1)
+    sb2 = (s_1 * sw2).astype(np.float32)
+    if not exact_bias_scale:  # not x_scale * w_scale: the bias is dequantized to float
+        sb2 = (sb2 * np.float32(1.001)).astype(np.float32)
+    b2q = np.rint(b2 / sb2).astype(np.int32)
+    z8 = np.array(0, np.int8)
+    inits = [_tensor("s_x", s_x), _tensor("s_1", s_1), _tensor("s_out", s_out), _tensor("s_skip", s_skip),
+             _tensor("s_3", s_3), _tensor("zp", z8), _tensor("zpc", np.zeros(c, np.int8)),
+             _tensor("zpc32", np.zeros(c, np.int32)), _tensor("sw1", sw1), _tensor("sw2", sw2), _tensor("sw3", sw3),
+             _tensor("b1", b1), _tensor("b2q", b2q), _tensor("sb2", sb2)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"], name="dq_x")]
+    if float_weights:  # float weights under Q -> DQ: the lowering folds them
+        inits += [_tensor("w1f", w1f), _tensor("w2f", w2f), _tensor("w3f", w3f)]
+        nodes += [helper.make_node("QuantizeLinear", [f"w{i}f", f"sw{i}", "zpc"], [f"w{i}"], axis=0, name=f"q_w{i}")
+                  for i in (1, 2, 3)]
+    else:
+        inits += [_tensor("w1", w1), _tensor("w2", w2), _tensor("w3", w3)]
+    nodes += [
+        helper.make_node("DequantizeLinear", ["w1", "sw1", "zpc"], ["w1d"], axis=0, name="dq_w1"),
+        helper.make_node("DequantizeLinear", ["w2", "sw2", "zpc"], ["w2d"], axis=0, name="dq_w2"),
+        helper.make_node("Conv", ["xd", "w1d", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("QuantizeLinear", ["r1", "s_1", "zp"], ["q1"], name="q_1"),
+        helper.make_node("DequantizeLinear", ["q1", "s_1", "zp"], ["d1"], name="dq_1"),
+        helper.make_node("DequantizeLinear", ["b2q", "sb2", "zpc32"], ["b2d"], axis=0, name="dq_b2"),
+        helper.make_node("Conv", ["d1", "w2d", "b2d"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+    ]
+    if shared_skip:
+        skip_in = "xd"
+    else:
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s_skip", "zp"], ["xq2"], name="q_skip"),
+                  helper.make_node("DequantizeLinear", ["xq2", "s_skip", "zp"], ["xd2"], name="dq_skip")]
+        skip_in = "xd2"
+    if downsample:
+        nodes += [helper.make_node("DequantizeLinear", ["w3", "sw3", "zpc"], ["w3d"], axis=0, name="dq_w3"),
+                  helper.make_node("Conv", [skip_in, "w3d"], ["c3"], name="conv_ds"),
+                  helper.make_node("QuantizeLinear", ["c3", "s_3", "zp"], ["q3"], name="q_3"),
+                  helper.make_node("DequantizeLinear", ["q3", "s_3", "zp"], ["skip"], name="dq_3")]
+        skip_in = "skip"
+    nodes += [helper.make_node("Add", ["c2", skip_in], ["a2"], name="add"),
+              helper.make_node("Relu", ["a2"], ["r2" if final_q else "y"], name="relu2")]
+    if final_q:
+        nodes += [helper.make_node("QuantizeLinear", ["r2", "s_out", "zp"], ["qo"], name="q_out"),
+                  helper.make_node("DequantizeLinear", ["qo", "s_out", "zp"], ["y"], name="dq_out")]
+    g = helper.make_graph(nodes, "resblock_qdq", [_vi("x", np.float32, ("N", c, h, w))],
+                          [_vi("y", np.float32, ("N", c, h, w))], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model, {"s_out": s_out, "s_1": s_1, "w2": w2, "sw2": sw2}
+
+
+def _op_types(graph):
+    return [n["op_type"] for n in graph.nodes()]
+
+
+RESBLOCK_VARIANTS = {
+    # name: (model options, expected QuantizeLinear count after lowering)
+    "shared_skip_q": ({}, 1),
+    "own_skip_q": ({"shared_skip": False}, 2),
+    "float_weights_q_dq": ({"float_weights": True}, 1),
+    "inexact_bias_scale": ({"exact_bias_scale": False}, 1),
+    "downsample": ({"downsample": True}, 1),
+    # Here onnxruntime fuses DQ -> Conv -> Q into its own QLinearConv, whose
+    # AVX2 (non-VNNI) kernel saturates int16 pair sums (vpmaddubsw) for
+    # full-range int8 weights; 7-bit weights keep it exact, so the comparison
+    # stays meaningful. (With 8-bit weights it is off by up to ~40 steps on
+    # ~1% of outputs, while ORT without that fusion matches us exactly.)
+    "downsample_own_skip_q": ({"downsample": True, "shared_skip": False, "float_weights": True,
+                               "downsample_qmax": 63}, 2),
+}
+
+
+@pytest.mark.parametrize("variant", list(RESBLOCK_VARIANTS))
+def test_resblock_qdq_model_vs_onnxruntime(variant):
+    rng = np.random.default_rng()
+    options, n_quantize = RESBLOCK_VARIANTS[variant]
+    model, info = _resblock_model(rng, **options)
+    graph, _ = onnx_io.graph_from_onnx(model)
+    _core.lower_qdq_to_int8(graph)
+    ops = _op_types(graph)
+    n_conv = 3 if options.get("downsample") else 2
+    assert ops.count("QConv") == n_conv and not {"Conv", "Add", "Relu"} & set(ops), ops
+    # Q of the input (one or two), the final DQ; every other Q/DQ was folded.
+    assert ops.count("QuantizeLinear") == n_quantize and ops.count("DequantizeLinear") == 1, ops
+    conv2 = next(n for n in graph.nodes() if n["name"] == "conv2")
+    bias_dtype = next(v[1] for v in graph.values() if v[0] == conv2["inputs"][2])
+    assert bias_dtype == (TensorProto.INT32 if options.get("exact_bias_scale", True) else TensorProto.FLOAT)
+    engine = pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"})
+    engine_ref = _engine(model, ref=True, lower=True)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 16, 17, 17)).astype(np.float32)
+        got = engine(x)
+        np.testing.assert_array_equal(engine_ref(x), got)
+        steps = np.rint(got / info["s_out"]).astype(np.int32)
+        np.testing.assert_array_equal(got, steps.astype(np.float32) * info["s_out"])  # on the int8 grid
+        for optimize in (True, False):
+            want = _ort_run(model, {"x": x}, optimize=optimize)[0]
+            want_steps = np.rint(want / info["s_out"]).astype(np.int32)
+            diff = np.abs(steps - want_steps)
+            # Bound: one int8 step (requantized tensors only differ by float
+            # rounding at .5 boundaries); such ties are rare.
+            assert diff.max() <= 1, f"max diff {diff.max()} steps (ORT optimize={optimize})"
+            assert np.mean(diff != 0) < 0.02
+
+
+def test_resblock_float_output_vs_onnxruntime():
+    """The last block output stays float (no Q after it): the QConv returns
+    float. Bound: the requantized intermediate may differ by one step at a
+    few elements, which moves the output by at most one step of s_1 times
+    the conv's weight mass; elementwise it is usually exact up to float
+    rounding."""
+    rng = np.random.default_rng()
+    model, info = _resblock_model(rng, final_q=False)
+    engine = _engine(model, lower=True)
+    ops = _op_types(engine._graph)
+    assert ops == ["QuantizeLinear", "QConv", "QConv"], ops
+    x = rng.standard_normal((2, 16, 17, 17)).astype(np.float32)
+    got = engine(x)
+    want = _ort_run(model, {"x": x}, optimize=False)[0]
+    w_mass = (np.abs(info["w2"].astype(np.float32)).reshape(16, -1).sum(axis=1) * info["sw2"]).max()
+    bound = info["s_1"] * w_mass + 1e-5 * np.abs(want).max()
+    err = np.abs(got - want)
+    assert err.max() <= bound
+    assert np.mean(err > 1e-4 * np.abs(want).max()) < 0.05
+
+
+@pytest.mark.parametrize("consumers", [1, 2])
+def test_relu6_clip_and_requant_consumers(consumers):
+    """Conv -> Clip(0, 6) (ReLU6) followed by one Q (folded: int8 output) or
+    two Qs of different scales (float output, both Qs stay)."""
+    rng = np.random.default_rng()
+    c, m = 13, 7
+    wf, wq, sw = _quant_weights(rng, m, c, 3)
+    s_x, s_y = np.float32(3 / 127), np.float32(6 / 127)
+    inits = [_tensor("s_x", s_x), _tensor("s_y", s_y), _tensor("s_y2", np.float32(4 / 127)),
+             _tensor("zp", np.array(0, np.int8)), _tensor("w", wq), _tensor("sw", sw),
+             _tensor("zpw", np.zeros(m, np.int8)), _tensor("lo", np.float32(0)), _tensor("hi", np.float32(6))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zpw"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["cv"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["cv", "lo", "hi"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s_y", "zp"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s_y", "zp"], ["y"])]
+    outs = [_vi("y", np.float32, ("N", m, 9, 9))]
+    if consumers == 2:
+        nodes += [helper.make_node("QuantizeLinear", ["r", "s_y2", "zp"], ["yq2"]),
+                  helper.make_node("DequantizeLinear", ["yq2", "s_y2", "zp"], ["y2"])]
+        outs.append(_vi("y2", np.float32, ("N", m, 9, 9)))
+    g = helper.make_graph(nodes, "relu6", [_vi("x", np.float32, ("N", c, 17, 17))], outs, initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    engine = _engine(model, lower=True)
+    ops = _op_types(engine._graph)
+    qconv = next(n for n in engine._graph.nodes() if n["op_type"] == "QConv")
+    assert qconv["attrs"]["activation"][1] == b"Clip" and "Conv" not in ops and "Clip" not in ops
+    assert ("y_scale" in qconv["attrs"]) == (consumers == 1)
+    assert ops.count("QuantizeLinear") == (1 if consumers == 1 else 3)
+    x = (rng.standard_normal((2, c, 17, 17)) * 1.5).astype(np.float32)
+    got = engine.run({"x": x})
+    want = _ort_run(model, {"x": x}, optimize=False)
+    for name, w, scale in zip(("y", "y2"), want, (s_y, np.float32(4 / 127))):
+        d = np.abs(np.rint(got[name] / scale) - np.rint(w / scale))
+        assert d.max() <= 1 and np.mean(d != 0) < 0.02
+        assert np.max(got[name]) <= 6 and np.min(got[name]) >= 0
+
+
+def test_conv_output_that_is_a_graph_output_is_not_fused_away():
+    """The Conv's float output is itself a model output: QConv returns it in
+    float and the Relu -> Q/DQ after it stay separate."""
+    rng = np.random.default_rng()
+    c, m = 3, 5
+    wf, wq, sw = _quant_weights(rng, m, c, 3)
+    s_x, s_y = np.float32(3 / 127), np.float32(2 / 127)
+    inits = [_tensor("s_x", s_x), _tensor("s_y", s_y), _tensor("zp", np.array(0, np.int8)), _tensor("w", wq),
+             _tensor("sw", sw), _tensor("zpw", np.zeros(m, np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zpw"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["cv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["cv"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s_y", "zp"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s_y", "zp"], ["y"])]
+    g = helper.make_graph(nodes, "out", [_vi("x", np.float32, ("N", c, 7, 7))],
+                          [_vi("cv", np.float32, ("N", m, 7, 7)), _vi("y", np.float32, ("N", m, 7, 7))],
+                          initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    engine = _engine(model, lower=True)
+    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "Relu", "QuantizeLinear", "DequantizeLinear"]
+    assert [o.name for o in engine.outputs] == ["cv", "y"]
+    x = rng.standard_normal((2, c, 7, 7)).astype(np.float32)
+    got = engine.run({"x": x})
+    want_cv, want_y = _ort_run(model, {"x": x}, optimize=False)
+    np.testing.assert_allclose(got["cv"], want_cv, rtol=1e-5, atol=1e-5 * np.abs(want_cv).max())
+    assert np.abs(np.rint(got["y"] / s_y) - np.rint(want_y / s_y)).max() <= 1
+
+
+def test_gemm_qdq_model_vs_onnxruntime():
+    """Flatten -> Q/DQ -> Gemm (transB 0 and 1) -> Relu -> Q/DQ."""
+    rng = np.random.default_rng()
+    k, m = 67, 19
+    for trans_b in (0, 1):
+        wf = (rng.standard_normal((m, k)) / np.sqrt(k)).astype(np.float32)
+        sw = (np.abs(wf).max(axis=1) / 127).astype(np.float32)
+        wq = np.clip(np.rint(wf / sw[:, None]), -127, 127).astype(np.int8)
+        b = (rng.standard_normal(m) * 0.1).astype(np.float32)
+        s_x, s_y = np.float32(4 / 127), np.float32(2.5 / 127)
+        w_store = wq if trans_b else np.ascontiguousarray(wq.T)
+        inits = [_tensor("s_x", s_x), _tensor("s_y", s_y), _tensor("zp", np.array(0, np.int8)),
+                 _tensor("w", w_store), _tensor("sw", sw), _tensor("zpw", np.zeros(m, np.int8)), _tensor("b", b)]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["w", "sw", "zpw"], ["wd"], axis=0 if trans_b else 1),
+                 helper.make_node("Gemm", ["xd", "wd", "b"], ["g"], transB=trans_b),
+                 helper.make_node("Relu", ["g"], ["r"]),
+                 helper.make_node("QuantizeLinear", ["r", "s_y", "zp"], ["yq"]),
+                 helper.make_node("DequantizeLinear", ["yq", "s_y", "zp"], ["y"])]
+        g = helper.make_graph(nodes, "gemm_qdq", [_vi("x", np.float32, ("N", k))], [_vi("y", np.float32, ("N", m))],
+                              initializer=inits)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        engine = _engine(model, lower=True)
+        assert _op_types(engine._graph) == ["QuantizeLinear", "QGemm", "DequantizeLinear"]
+        x = rng.standard_normal((13, k)).astype(np.float32)
+        got = np.rint(engine(x) / s_y).astype(np.int32)
+        np.testing.assert_array_equal(np.rint(_engine(model, ref=True, lower=True)(x) / s_y).astype(np.int32), got)
+        want = np.rint(_ort_run(model, {"x": x}, optimize=False)[0] / s_y).astype(np.int32)
+        assert np.abs(got - want).max() <= 1
+
+
+def test_lowering_leaves_unsupported_groups_alone():
+    """Asymmetric uint8 activations (zero point 128) are not lowered: the
+    graph is unchanged and still runs (Q/DQ kernels + float Conv)."""
+    rng = np.random.default_rng()
+    c = 4
+    w = rng.integers(-127, 128, size=(c, c, 3, 3)).astype(np.int8)
+    inits = [_tensor("s", np.float32(0.05)), _tensor("zpu", np.array(128, np.uint8)), _tensor("w", w),
+             _tensor("sw", np.full(c, 0.01, np.float32)), _tensor("zpc", np.zeros(c, np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zpu"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zpu"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zpc"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "asym", [_vi("x", np.float32, (1, c, 7, 7))], [_vi("y", np.float32, (1, c, 7, 7))],
+                          initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    graph, _ = onnx_io.graph_from_onnx(model)
+    before = graph.to_text()
+    _core.lower_qdq_to_int8(graph)
+    assert graph.to_text() == before
+    assert _op_types(graph) == ["QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "Conv"]
+    x = (rng.standard_normal((1, c, 7, 7)) * 3).astype(np.float32)
+    got = pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"})(x)
+    want = _ort_run(model, {"x": x}, optimize=False)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def _mini_resnet_qdq(rng, c=16, hw=32, classes=10):
+    """stem Conv7x7/2 -> Relu -> MaxPool -> [Conv3x3 -> Relu -> Conv3x3 -> Add(skip) -> Relu]
+    -> GlobalAveragePool -> Flatten -> Gemm, with TensorRT-style Q/DQ (every
+    Conv/Gemm input, the residual skip input; one Q per tensor) and scales
+    calibrated on the float model with onnxruntime."""
+    w0f, w0, s0 = _quant_weights(rng, c, 3, 7)
+    w1f, w1, s1 = _quant_weights(rng, c, c, 3)
+    w2f, w2, s2 = _quant_weights(rng, c, c, 3)
+    w3f = (rng.standard_normal((classes, c)) / np.sqrt(c)).astype(np.float32)
+    s3 = (np.abs(w3f).max(axis=1) / 127).astype(np.float32)
+    w3 = np.clip(np.rint(w3f / s3[:, None]), -127, 127).astype(np.int8)
+    b = {i: (rng.standard_normal(n) * 0.1).astype(np.float32) for i, n in enumerate((c, c, c, classes))}
+    body = [("Conv", ["X0", "W0", "b0"], ["c0"], dict(kernel_shape=[7, 7], strides=[2, 2], pads=[3, 3, 3, 3])),
+            ("Relu", ["c0"], ["r0"], {}),
+            ("MaxPool", ["r0"], ["p0"], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+            ("Conv", ["X1", "W1", "b1"], ["c1"], dict(pads=[1, 1, 1, 1])),
+            ("Relu", ["c1"], ["r1"], {}),
+            ("Conv", ["X2", "W2", "b2"], ["c2"], dict(pads=[1, 1, 1, 1])),
+            ("Add", ["c2", "SKIP"], ["a2"], {}),
+            ("Relu", ["a2"], ["r2"], {}),
+            ("GlobalAveragePool", ["r2"], ["gp"], {}),
+            ("Flatten", ["gp"], ["f"], {}),
+            ("Gemm", ["X3", "W3", "b3"], ["y"], dict(transB=1))]
+    quantized = {"X0": "x", "X1": "p0", "X2": "r1", "SKIP": "p0", "X3": "f"}
+
+    def build(q):
+        nodes, inits = [], [_tensor(f"b{i}", v) for i, v in b.items()]
+        if q:
+            inits.append(_tensor("zp", np.array(0, np.int8)))
+            for i, (wq, sw) in enumerate(((w0, s0), (w1, s1), (w2, s2), (w3, s3))):
+                inits += [_tensor(f"Wq{i}", wq), _tensor(f"sw{i}", sw), _tensor(f"zw{i}", np.zeros(len(sw), np.int8))]
+                nodes.append(helper.make_node("DequantizeLinear", [f"Wq{i}", f"sw{i}", f"zw{i}"], [f"W{i}"], axis=0))
+        else:
+            inits += [_tensor(f"W{i}", wf) for i, wf in enumerate((w0f, w1f, w2f, w3f))]
+        made = set()
+        for op, ins, outs, attrs in body:
+            for i in ins:  # Q (one per tensor) and DQ right before their first reader
+                if i not in quantized or not q:
+                    continue
+                src = quantized[i]
+                if src not in made:
+                    made.add(src)
+                    inits.append(_tensor(f"s_{src}", q[src]))
+                    nodes.append(helper.make_node("QuantizeLinear", [src, f"s_{src}", "zp"], [f"{src}_q"]))
+                nodes.append(helper.make_node("DequantizeLinear", [f"{src}_q", f"s_{src}", "zp"], [i]))
+            ins = [quantized[i] if not q and i in quantized else i for i in ins]
+            nodes.append(helper.make_node(op, ins, outs, **attrs))
+        outputs = [_vi("y", np.float32, ("N", classes))]
+        if not q:
+            outputs += [_vi(t, np.float32, None) for t in ("p0", "r1", "f")]
+        g = helper.make_graph(nodes, "mini_resnet", [_vi("x", np.float32, ("N", 3, hw, hw))], outputs,
+                              initializer=inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    x_cal = rng.standard_normal((8, 3, hw, hw)).astype(np.float32)
+    _, p0, r1, f = _ort_run(build(None), {"x": x_cal})
+    q = {k: np.float32(np.abs(v).max() / 127) for k, v in (("x", x_cal), ("p0", p0), ("r1", r1), ("f", f))}
+    model = build(q)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
+    """Lowered int8 convs next to float MaxPool / GlobalAveragePool / Flatten.
+    Bound: the logits agree with onnxruntime (running the Q/DQ model in float)
+    within 1% of their range, room for a rare one-step flip at a requantized
+    tensor; measured: every requantized tensor identical, logits within ~2e-7
+    relative (float rounding in GlobalAveragePool/Gemm only)."""
+    rng = np.random.default_rng()
+    model = _mini_resnet_qdq(rng)
+    engine = _engine(model, lower=True)
+    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "MaxPool", "QuantizeLinear", "QConv", "QConv",
+                                        "GlobalAveragePool", "Flatten", "QuantizeLinear", "QGemm"]
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    got = engine(x)
+    np.testing.assert_array_equal(_engine(model, ref=True, lower=True)(x), got)
+    want = _ort_run(model, {"x": x}, optimize=False)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.01 * np.abs(want).max())
