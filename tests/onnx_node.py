@@ -56,7 +56,7 @@ def run_case(model, data_sets, rtol, atol) -> None:
         got = engine.run(dict(zip(names, inputs)))
         for out_spec, want in zip(engine.outputs, expected):
             have = got[out_spec.name]
-            want = np.asarray(want)
+            want = numpy_helper.to_array(want) if isinstance(want, onnx.TensorProto) else np.asarray(want)
             assert have.shape == want.shape, f"{out_spec.name}: shape {have.shape} != {want.shape}"
             if want.dtype.kind in "fc":
                 np.testing.assert_allclose(have, want, rtol=max(rtol, 1e-4), atol=max(atol, 1e-5),

@@ -110,7 +110,10 @@ def check(model, feeds, rtol=RTOL, atol=ATOL, exact_isa_match=False, avx2_kernel
     runs = [("ref", got_ref)]
     if HAS_AVX2:
         got_avx2, k_avx2 = run_pyengine(model, feeds, ref=False)
-        assert all(("avx2" in k) == avx2_kernel for k in k_avx2), k_avx2
+        # Data movement around the op under test (Flatten/Reshape of the
+        # legacy Softmax rewrite) aliases memory and has no ISA.
+        own = [k for k in k_avx2 if "alias" not in k]
+        assert own and all(("avx2" in k) == avx2_kernel for k in own), k_avx2
         runs.append(("avx2", got_avx2))
     for isa, got in runs:
         assert len(got) == len(expected)
@@ -484,13 +487,15 @@ def test_max_pool_int8_is_unsupported():
         pyengine.build(model)
 
 
-def test_reduce_axes_fed_at_run_time_is_a_clear_shape_error():
-    # Output shapes are planned before a run, and the values of graph inputs
-    # are not known then: axes must be constant or computable from shapes.
-    inputs = [("x", randn(3, 5, 7)), ("axes", np.array([1], np.int64))]
-    engine = pyengine.build(make_model("ReduceSum", inputs, {"keepdims": 0}, opset=13))
-    with pytest.raises(pyengine.ShapeError, match="could not determine the shape"):
-        engine.run(feeds_of(inputs))
+def test_reduce_axes_fed_at_run_time():
+    # Graph inputs that feed shape operands (here the axes) are plan-time
+    # values: each set of values gets its own cached plan.
+    x = randn(3, 5, 7)
+    engine = pyengine.build(make_model("ReduceSum", [("x", x), ("axes", np.array([1], np.int64))],
+                                       {"keepdims": 0}, opset=13))
+    for axes in ([1], [0], [-1]):
+        out = engine.run({"x": x, "axes": np.array(axes, np.int64)})
+        np.testing.assert_allclose(list(out.values())[0], x.sum(axis=tuple(axes)), rtol=1e-5, atol=1e-5)
 
 
 def test_group_norm_bad_groups_is_a_shape_error():
