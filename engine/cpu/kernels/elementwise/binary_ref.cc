@@ -7,12 +7,12 @@
 //   int div   truncates toward zero (C division); INT_MIN / -1 wraps; the
 //             kernel rejects zero divisors before calling these loops
 //   int add/sub/mul wrap (unsigned arithmetic: no undefined behaviour)
-// Types: float32, float64 and every integer width for the arithmetic and
-// comparison ops (int64/int32 carry shape arithmetic; the others are cheap
-// template instances that ONNX models use now and then), bool for Equal.
 //   pow       std::pow; an integer base with an integer exponent multiplies
 //             exactly (negative exponents give 1/a^e truncated to 0 unless |a| is 1)
 //   prelu     a < 0 ? a * slope : a
+// Types: float32, float64 and every integer width for the arithmetic and
+// comparison ops (int64/int32 carry shape arithmetic; the others are cheap
+// template instances that ONNX models use now and then), bool for Equal.
 #include <cmath>
 #include <cstring>
 #include <type_traits>
