@@ -421,6 +421,47 @@ def test_binary_int_vs_onnxruntime(rng, op, dtype):
                     f"{op} {dtype.__name__} {sa} {sb}")
 
 
+NARROW_TYPES = [np.int16, np.int8, np.uint64, np.uint32, np.uint16, np.uint8, np.float64]
+
+
+@pytest.mark.parametrize("dtype", NARROW_TYPES, ids=lambda t: np.dtype(t).name)
+def test_binary_other_types(rng, dtype):
+    # Less common element types: every arithmetic and comparison op, against
+    # numpy where onnxruntime has no kernel for the type.
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    lo = 0 if info is not None and info.min == 0 else -100
+    for op in ["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater"]:
+        out_type = TP.BOOL if op in COMPARE else None
+        model = make_model(op, [("a", dtype), ("b", dtype)], out_type=out_type, shapes={"a": [3, 1, 7], "b": [5, 1]})
+        a = np.asarray(rng.integers(lo, 100, (3, 1, 7))).astype(dtype)
+        b = np.asarray(rng.integers(1, 100, (5, 1))).astype(dtype)
+        got = run(build(model), {"a": a, "b": b})
+        try:
+            want = run(ort_session(model), {"a": a, "b": b})
+        except Exception:  # noqa: BLE001 - onnxruntime lacks this type for this op
+            with np.errstate(all="ignore"):
+                want = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum,
+                        "Equal": np.equal, "Less": np.less, "Greater": np.greater}[op](a, b) if op != "Div" else (
+                    (a / b).astype(dtype) if info is None else np.trunc(a.astype(np.float64) / b).astype(dtype))
+        assert_same(got, want, EXACT, f"{op} {np.dtype(dtype).name}")
+    if info is not None:  # wrap-around in the narrow types, where C would promote to int
+        model = make_model("Mul", [("a", dtype), ("b", dtype)], shapes={"a": [2], "b": [2]})
+        a = np.array([info.max, info.max], dtype)
+        with np.errstate(all="ignore"):
+            assert_same(run(build(model), {"a": a, "b": a}), a * a, EXACT, "wrap")
+
+
+def test_mean_and_prelu_float64(rng):
+    model = make_model("Mean", [("a", np.float64), ("b", np.float64), ("c", np.float64)],
+                       shapes={"a": [4, 5], "b": [5], "c": [4, 1]})
+    feeds = {k: rng.standard_normal(s) for k, s in (("a", (4, 5)), ("b", (5,)), ("c", (4, 1)))}
+    want = (feeds["a"] + feeds["b"] + feeds["c"]) / 3  # onnxruntime has no float64 Mean
+    assert_same(run(build(model), feeds), want, dict(rtol=1e-15, atol=0))
+    model = make_model("PRelu", [("x", np.float64), ("s", np.float64)], shapes={"x": [2, 3, 4], "s": [3, 1]})
+    feeds = {"x": rng.standard_normal((2, 3, 4)), "s": rng.standard_normal((3, 1))}
+    assert_same(run(build(model), feeds), run(ort_session(model), feeds), EXACT)
+
+
 def test_int_div_truncates_and_rejects_zero():
     model = make_model("Div", [("a", np.int64), ("b", np.int64)], shapes={"a": [6], "b": [6]})
     engine = build(model)
@@ -472,6 +513,16 @@ def test_prelu(rng, slope_shape):
         x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
         feeds = {"x": x} if as_initializer else {"x": x, "s": slope}
         assert_same(run(build(model), feeds), run(ort_session(model), feeds), EXACT, f"slope {slope_shape}")
+
+
+def test_prelu_per_channel_slope_of_opset6(rng):
+    # Opset 6 PRelu gives one slope per channel as [C]; pyengine reads a 1-D
+    # slope of X's channel count that way when numpy broadcasting cannot apply.
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    slope = rng.uniform(0.1, 0.5, 3).astype(np.float32)
+    model = make_model("PRelu", [("x", np.float32), ("s", np.float32)], opset=6, shapes={"x": [2, 3, 4, 5], "s": [3]})
+    want = np.where(x < 0, x * slope.reshape(3, 1, 1), x)
+    assert_same(run(build(model), {"x": x, "s": slope}), want, EXACT)
 
 
 def test_prelu_slope_must_broadcast_to_x():

@@ -5,7 +5,8 @@
 //   Add ... Min, Sum, Mean:        numpy broadcast of all inputs, dtype of input 0
 //   Equal, Less, Greater:          broadcast, bool
 //   Where(c, x, y):                3-way broadcast, dtype of x
-//   PRelu(x, slope):               x's shape; slope must broadcast to it
+//   PRelu(x, slope):               x's shape; slope must broadcast to it, or be
+//                                  [C] (the per-channel form before opset 7)
 //   ChannelAffine(x, scale, shift): x's shape; scale/shift have C = x[1] elements
 // Unknown dims (-1) propagate through broadcast_shapes.
 #include "ir/infer.h"
@@ -71,7 +72,12 @@ void infer_prelu(InferContext& ctx) {
   const ValueInfo& x = ctx.input(0);
   if (ctx.has_input(1) && x.has_shape && ctx.input(1).has_shape) {
     // Unidirectional: broadcasting slope to x must give x's shape back.
+    // A 1-D slope of X's channel count is the pre-opset-7 per-channel form.
     const Shape& s = ctx.input(1).shape;
+    if (s.size() == 1 && x.rank() >= 2 && s[0] == x.shape[1] && s[0] >= 0) {
+      infer_unary(ctx);
+      return;
+    }
     Shape b = broadcast_shapes(ctx, x.shape, s);
     bool ok = b.size() == x.shape.size();
     for (size_t d = 0; ok && d < b.size(); ++d) ok = x.shape[d] < 0 || b[d] == x.shape[d];

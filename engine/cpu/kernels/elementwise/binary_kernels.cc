@@ -23,11 +23,13 @@ BinaryFn find_binary(Binary op, DType a, DType b, bool avx2) {
   return fn ? fn : binary_ref(op, a, b);
 }
 
-// y = f(a, b) over y's shape, both operands broadcast to it.
-void run_broadcast(KernelContext& ctx, BinaryFn fn, const Tensor& a, const Tensor& b, Tensor& y) {
+// y = f(a, b) over y's shape, both operands broadcast to it; b_shape, if
+// given, replaces b's shape (same element count).
+void run_broadcast(KernelContext& ctx, BinaryFn fn, const Tensor& a, const Tensor& b, Tensor& y,
+                   const Shape* b_shape = nullptr) {
   if (y.numel() == 0) return;
   BroadcastPlan plan;
-  const Shape* shapes[2] = {&a.shape(), &b.shape()};
+  const Shape* shapes[2] = {&a.shape(), b_shape ? b_shape : &b.shape()};
   make_broadcast_plan(y.shape(), shapes, 2, &plan);
   const char* ap = static_cast<const char*>(a.raw());
   const char* bp = static_cast<const char*>(b.raw());
@@ -40,16 +42,37 @@ void run_broadcast(KernelContext& ctx, BinaryFn fn, const Tensor& a, const Tenso
   });
 }
 
+template <typename T>
+bool has_zero(const Tensor& t) {
+  const T* p = t.data<T>();
+  bool zero = false;
+  for (int64_t i = 0; i < t.numel(); ++i) zero |= p[i] == T(0);
+  return zero;
+}
+
 void check_no_zero_divisor(const Tensor& b, const std::string& desc) {
   bool zero = false;
-  if (b.dtype() == DType::kInt64) {
-    const int64_t* p = b.data<int64_t>();
-    for (int64_t i = 0; i < b.numel(); ++i) zero |= p[i] == 0;
-  } else if (b.dtype() == DType::kInt32) {
-    const int32_t* p = b.data<int32_t>();
-    for (int64_t i = 0; i < b.numel(); ++i) zero |= p[i] == 0;
+  switch (b.dtype()) {
+    case DType::kInt64: zero = has_zero<int64_t>(b); break;
+    case DType::kInt32: zero = has_zero<int32_t>(b); break;
+    case DType::kInt16: zero = has_zero<int16_t>(b); break;
+    case DType::kInt8: zero = has_zero<int8_t>(b); break;
+    case DType::kUInt64: zero = has_zero<uint64_t>(b); break;
+    case DType::kUInt32: zero = has_zero<uint32_t>(b); break;
+    case DType::kUInt16: zero = has_zero<uint16_t>(b); break;
+    case DType::kUInt8: zero = has_zero<uint8_t>(b); break;
+    default: break;  // floating point divides by zero to inf/NaN
   }
   if (zero) fail(ErrorKind::kInvalidArgument, desc, ": integer division by zero");
+}
+
+// numpy broadcasting of `s` to `x` without changing x.
+bool broadcasts_to(const Shape& s, const Shape& x) {
+  if (s.size() > x.size()) return false;
+  const size_t off = x.size() - s.size();
+  for (size_t d = 0; d < s.size(); ++d)
+    if (s[d] != 1 && s[d] != x[off + d]) return false;
+  return true;
 }
 
 class BinaryKernel final : public Kernel {
@@ -72,6 +95,15 @@ class BinaryKernel final : public Kernel {
       fail(ErrorKind::kUnsupportedOperator, desc_, ": input dtypes ", dtype_name(a.dtype()), ", ",
            dtype_name(b.dtype()), " are not supported");
     if (op_ == Binary::kDiv) check_no_zero_divisor(b, desc_);
+    if (op_ == Binary::kPRelu && b.rank() == 1 && a.rank() >= 2 && b.dim(0) == a.dim(1) &&
+        !broadcasts_to(b.shape(), a.shape())) {
+      // PRelu before opset 7 (and models upgraded from it) gives one slope
+      // per channel as [C]: view it as [C, 1, ...] to broadcast along axis 1.
+      slope_shape_.assign(a.shape().size() - 1, 1);
+      slope_shape_[0] = b.dim(0);
+      run_broadcast(ctx, fn, a, b, *out[0], &slope_shape_);
+      return;
+    }
     run_broadcast(ctx, fn, a, b, *out[0]);
   }
   std::string describe() const override { return name_; }
@@ -80,6 +112,7 @@ class BinaryKernel final : public Kernel {
   std::string desc_, name_;
   Binary op_;
   bool avx2_;
+  Shape slope_shape_;
 };
 
 class VariadicKernel final : public Kernel {
@@ -96,7 +129,7 @@ class VariadicKernel final : public Kernel {
     }
     if (node.num_inputs() == 0) fail(ErrorKind::kInvalidModel, desc_, ": needs at least one input");
     if (t == DType::kUndefined) return;
-    if (!binary_ref(op, t, t) || (mean && t != DType::kFloat32))
+    if (!binary_ref(op, t, t) || (mean && t != DType::kFloat32 && t != DType::kFloat64))
       fail(ErrorKind::kUnsupportedOperator, desc_, ": input dtype ", dtype_name(t), " is not supported");
     const bool simd = avx2_ && binary_avx2(op, t, t);
     name_ = str_cat(mean ? "mean" : op == Binary::kAdd ? "sum" : binary_name(op), "_", dtype_short(t),
@@ -107,7 +140,7 @@ class VariadicKernel final : public Kernel {
     Tensor& y = *out[0];
     const DType t = in[0]->dtype();
     BinaryFn fn = find_binary(op_, t, t, avx2_);
-    if (!fn || (mean_ && t != DType::kFloat32))
+    if (!fn || (mean_ && t != DType::kFloat32 && t != DType::kFloat64))
       fail(ErrorKind::kUnsupportedOperator, desc_, ": input dtype ", dtype_name(t), " is not supported");
     if (in.size() == 1) {
       // One input: the output has its shape; a copy.
@@ -119,8 +152,11 @@ class VariadicKernel final : public Kernel {
     if (mean_) {
       BinaryFn div = find_binary(Binary::kDiv, t, t, avx2_);
       const float count = static_cast<float>(in.size());
-      float* yp = y.data<float>();
-      parallel_range(ctx, y.numel(), kGrain, [&](int64_t b, int64_t e) { div(yp + b, &count, yp + b, e - b, 1, 0); });
+      const double count_d = static_cast<double>(in.size());
+      const void* cp = t == DType::kFloat64 ? static_cast<const void*>(&count_d) : &count;
+      char* yp = static_cast<char*>(y.raw());
+      const size_t es = dtype_size(t);
+      parallel_range(ctx, y.numel(), kGrain, [&](int64_t b, int64_t e) { div(yp + b * es, cp, yp + b * es, e - b, 1, 0); });
     }
   }
   std::string describe() const override { return name_; }

@@ -6,10 +6,13 @@
 //             gives NaN; for two zeros the second operand wins, as maxps does
 //   int div   truncates toward zero (C division); INT_MIN / -1 wraps; the
 //             kernel rejects zero divisors before calling these loops
-//   int add/sub/mul/neg wrap (unsigned arithmetic: no undefined behaviour)
+//   int add/sub/mul wrap (unsigned arithmetic: no undefined behaviour)
 //   pow       std::pow; an integer base with an integer exponent multiplies
 //             exactly (negative exponents give 1/a^e truncated to 0 unless |a| is 1)
 //   prelu     a < 0 ? a * slope : a
+// Types: float32, float64 and every integer width for the arithmetic and
+// comparison ops (int64/int32 carry shape arithmetic; the others are cheap
+// template instances that ONNX models use now and then), bool for Equal.
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -41,31 +44,34 @@ inline void loop(const void* av, const void* bv, void* yv, int64_t n, int sa, in
 
 template <typename T>
 constexpr bool kInt = std::is_integral_v<T>;
+// Wrapping arithmetic type: unsigned, and at least 32 bits so that narrow
+// types are not promoted to (signed, overflowing) int.
 template <typename T>
-using U = std::make_unsigned_t<T>;
+using W = std::conditional_t<(sizeof(T) < 4), uint32_t, std::make_unsigned_t<T>>;
 
 struct AddOp {
   template <typename T> T operator()(T a, T b) const {
-    if constexpr (kInt<T>) return static_cast<T>(static_cast<U<T>>(a) + static_cast<U<T>>(b));
+    if constexpr (kInt<T>) return static_cast<T>(static_cast<W<T>>(a) + static_cast<W<T>>(b));
     else return a + b;
   }
 };
 struct SubOp {
   template <typename T> T operator()(T a, T b) const {
-    if constexpr (kInt<T>) return static_cast<T>(static_cast<U<T>>(a) - static_cast<U<T>>(b));
+    if constexpr (kInt<T>) return static_cast<T>(static_cast<W<T>>(a) - static_cast<W<T>>(b));
     else return a - b;
   }
 };
 struct MulOp {
   template <typename T> T operator()(T a, T b) const {
-    if constexpr (kInt<T>) return static_cast<T>(static_cast<U<T>>(a) * static_cast<U<T>>(b));
+    if constexpr (kInt<T>) return static_cast<T>(static_cast<W<T>>(a) * static_cast<W<T>>(b));
     else return a * b;
   }
 };
 struct DivOp {
   template <typename T> T operator()(T a, T b) const {
     if constexpr (kInt<T>) {
-      if (b == -1) return static_cast<T>(U<T>(0) - static_cast<U<T>>(a));
+      if constexpr (std::is_signed_v<T>)
+        if (b == -1) return static_cast<T>(W<T>(0) - static_cast<W<T>>(a));
       return b == 0 ? T(0) : static_cast<T>(a / b);
     } else {
       return a / b;
@@ -85,7 +91,7 @@ struct MinOp {
   }
 };
 struct PReluOp {
-  float operator()(float a, float b) const { return a < 0.f ? a * b : a; }
+  template <typename T> T operator()(T a, T b) const { return a < T(0) ? a * b : a; }
 };
 struct EqualOp {
   template <typename T> bool operator()(T a, T b) const { return a == b; }
@@ -110,12 +116,14 @@ void bool_fn(const void* a, const void* b, void* y, int64_t n, int sa, int sb) {
 
 template <typename T, typename E>
 T ipow(T a, E e) {
-  if (e < 0) {
-    if (a == 1) return 1;
-    if (a == -1) return (e & 1) ? -1 : 1;
-    return 0;
+  if constexpr (std::is_signed_v<E>) {
+    if (e < 0) {
+      if (a == 1) return 1;
+      if (a == -1) return (e & 1) ? -1 : 1;
+      return 0;
+    }
   }
-  U<T> base = static_cast<U<T>>(a), r = 1;
+  W<T> base = static_cast<W<T>>(a), r = 1;
   for (uint64_t k = static_cast<uint64_t>(e); k; k >>= 1) {
     if (k & 1) r *= base;
     base *= base;
@@ -125,14 +133,14 @@ T ipow(T a, E e) {
 
 template <typename A, typename B>
 void pow_fn(const void* a, const void* b, void* y, int64_t n, int sa, int sb) {
-  if constexpr (std::is_same_v<A, float>) {
-    // x^2 is common (variance, L2 terms) and exact as x*x: powf rounds the
-    // exact double product, so this changes no result.
-    if (!sb && static_cast<float>(static_cast<const B*>(b)[0]) == 2.f) {
-      loop<A, B, A>(a, b, y, n, sa, sb, [](float x, B) { return x * x; });
+  if constexpr (std::is_floating_point_v<A>) {
+    // x^2 is common (variance, L2 terms) and exact as x*x: pow rounds the
+    // exact product, so this changes no result.
+    if (!sb && static_cast<A>(static_cast<const B*>(b)[0]) == A(2)) {
+      loop<A, B, A>(a, b, y, n, sa, sb, [](A x, B) { return x * x; });
       return;
     }
-    loop<A, B, A>(a, b, y, n, sa, sb, [](float x, B e) { return std::pow(x, static_cast<float>(e)); });
+    loop<A, B, A>(a, b, y, n, sa, sb, [](A x, B e) { return std::pow(x, static_cast<A>(e)); });
   } else if constexpr (kInt<B>) {
     loop<A, B, A>(a, b, y, n, sa, sb, [](A x, B e) { return ipow(x, e); });
   } else {
@@ -147,8 +155,11 @@ template <typename A>
 BinaryFn pow_for(DType b) {
   switch (b) {
     case DType::kFloat32: return pow_fn<A, float>;
+    case DType::kFloat64: return pow_fn<A, double>;
     case DType::kInt64: return pow_fn<A, int64_t>;
     case DType::kInt32: return pow_fn<A, int32_t>;
+    case DType::kUInt64: return pow_fn<A, uint64_t>;
+    case DType::kUInt32: return pow_fn<A, uint32_t>;
     default: return nullptr;
   }
 }
@@ -166,7 +177,7 @@ BinaryFn numeric(Binary op) {
     case Binary::kLess: return fn<LessOp, T, bool>;
     case Binary::kGreater: return fn<GreaterOp, T, bool>;
     case Binary::kPRelu:
-      if constexpr (std::is_same_v<T, float>) return fn<PReluOp, float>;
+      if constexpr (std::is_floating_point_v<T>) return fn<PReluOp, T>;
       else return nullptr;
     case Binary::kPow: return nullptr;  // handled with the exponent's dtype
   }
@@ -192,6 +203,7 @@ BinaryFn binary_ref(Binary op, DType a, DType b) {
   if (op == Binary::kPow) {
     switch (a) {
       case DType::kFloat32: return pow_for<float>(b);
+      case DType::kFloat64: return pow_for<double>(b);
       case DType::kInt64: return pow_for<int64_t>(b);
       case DType::kInt32: return pow_for<int32_t>(b);
       default: return nullptr;
@@ -200,14 +212,15 @@ BinaryFn binary_ref(Binary op, DType a, DType b) {
   if (a != b) return nullptr;
   switch (a) {
     case DType::kFloat32: return numeric<float>(op);
+    case DType::kFloat64: return numeric<double>(op);
     case DType::kInt64: return numeric<int64_t>(op);
     case DType::kInt32: return numeric<int32_t>(op);
-    case DType::kInt8:
-      return op == Binary::kEqual ? fn<EqualOp, int8_t, bool> : op == Binary::kLess ? fn<LessOp, int8_t, bool>
-             : op == Binary::kGreater ? fn<GreaterOp, int8_t, bool> : nullptr;
-    case DType::kUInt8:
-      return op == Binary::kEqual ? fn<EqualOp, uint8_t, bool> : op == Binary::kLess ? fn<LessOp, uint8_t, bool>
-             : op == Binary::kGreater ? fn<GreaterOp, uint8_t, bool> : nullptr;
+    case DType::kInt16: return numeric<int16_t>(op);
+    case DType::kInt8: return numeric<int8_t>(op);
+    case DType::kUInt64: return numeric<uint64_t>(op);
+    case DType::kUInt32: return numeric<uint32_t>(op);
+    case DType::kUInt16: return numeric<uint16_t>(op);
+    case DType::kUInt8: return numeric<uint8_t>(op);
     case DType::kBool: return op == Binary::kEqual ? bool_fn<EqualOp> : nullptr;
     default: return nullptr;
   }

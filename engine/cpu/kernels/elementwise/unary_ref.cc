@@ -4,7 +4,7 @@
 // written the way onnxruntime evaluates it where that matters for rounding:
 //   relu      x < 0 ? 0 : x                  (NaN and -0 pass through)
 //   clip      min(max(x, lo), hi)            (lo > hi gives hi, as ONNX says)
-//   sigmoid   1 / (1 + exp(-x))
+//   sigmoid   1 / (1 + exp(-x)), or e^x / (1 + e^x) for x < 0 (no large 1 + exp(-x) to round)
 //   hardsigmoid max(0, min(1, alpha x + beta)) (NaN stays NaN); hardswish x * hardsigmoid(x; 1/6, 1/2)
 //   gelu      0.5 x (1 + erf(x / sqrt 2));  gelu_tanh with tanh(sqrt(2/pi)(x + 0.044715 x^3))
 //   softplus  x > 0 ? x + log1p(exp(-x)) : log1p(exp(x))   (no overflow)
@@ -30,7 +30,15 @@ void map(const void* xv, void* yv, int64_t n, F f) {
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 
-inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
+// For x < 0, e^x / (1 + e^x): 1 + exp(-x) would be rounded at a large
+// magnitude and cost a few ulp.
+inline float sigmoid(float x) {
+  if (x < 0.f) {
+    const float e = std::exp(x);
+    return e / (1.f + e);
+  }
+  return 1.f / (1.f + std::exp(-x));
+}
 inline float softplus(float x) { return x > 0.f ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
 
 // One function per op; `p` carries the attributes.
