@@ -76,10 +76,17 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n);
     return;
   }
-  run([&](int tid, int) {
-    if (tid >= chunks) return;
-    int64_t begin = n * tid / chunks, end = n * (tid + 1) / chunks;
-    if (begin < end) fn(begin, end);
+  // One pointer of capture keeps the std::function in its inline storage:
+  // no heap allocation per kernel call.
+  struct Job {
+    int64_t n, chunks;
+    const std::function<void(int64_t, int64_t)>* fn;
+  } job{n, chunks, &fn};
+  const Job* j = &job;
+  run([j](int tid, int) {
+    if (tid >= j->chunks) return;
+    int64_t begin = j->n * tid / j->chunks, end = j->n * (tid + 1) / j->chunks;
+    if (begin < end) (*j->fn)(begin, end);
   });
 }
 
