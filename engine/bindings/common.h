@@ -22,5 +22,6 @@ py::dtype numpy_dtype(DType t);
 void register_ir(py::module_& m);
 void register_runtime(py::module_& m);
 void register_plan(py::module_& m);
+void register_calib(py::module_& m);
 
 }  // namespace engine::py_bind

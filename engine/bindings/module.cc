@@ -105,4 +105,5 @@ PYBIND11_MODULE(_core, m) {
   py_bind::register_ir(m);
   py_bind::register_runtime(m);
   py_bind::register_plan(m);
+  py_bind::register_calib(m);
 }
