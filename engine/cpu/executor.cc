@@ -58,16 +58,18 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
 
   // Compile: a kernel per node. Collect every problem before failing, so a
   // user learns all unsupported operators of a model in one go.
-  std::vector<std::string> problems;
+  // Unknown ops are grouped by type ("Foo (3 nodes: a, b, c)"); variants a
+  // kernel refused keep their own message, which names the node.
+  std::map<std::string, std::vector<std::string>> unknown;
+  std::vector<std::string> refused;
   kernels_.resize(nodes_.size());
   infos_.resize(nodes_.size(), nullptr);
   for (size_t i = 0; i < nodes_.size(); ++i) {
     const Node& n = *nodes_[i];
     const KernelInfo* info = n.kind() == OpKind::kUnknown ? nullptr : KernelRegistry::get().find(n.kind());
     if (!info || !InferRegistry::get().find(n.kind())) {
-      std::string domain = n.domain().empty() ? "" : str_cat(", domain '", n.domain(), "'");
-      problems.push_back(str_cat("node '", n.name(), "': operator ", n.op_type(), domain,
-                                 " is not supported by the CPU backend"));
+      std::string domain = n.domain().empty() ? "" : str_cat(" (domain '", n.domain(), "')");
+      unknown[n.op_type() + domain].push_back(n.name());
       continue;
     }
     try {
@@ -75,13 +77,17 @@ Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
       infos_[i] = info;
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::kUnsupportedOperator) throw;
-      problems.push_back(e.what());
+      refused.push_back(e.what());
     }
   }
-  if (!problems.empty()) {
-    std::string msg = str_cat(problems.size(), " unsupported operator", problems.size() > 1 ? "s" : "",
-                              " in the model:");
-    for (const auto& p : problems) msg += "\n  - " + p;
+  if (!unknown.empty() || !refused.empty()) {
+    std::string msg = "the CPU backend cannot run this model:";
+    for (const auto& [op, names] : unknown) {
+      msg += str_cat("\n  - operator ", op, " is not supported (", names.size(), " node", names.size() > 1 ? "s" : "", ": ");
+      for (size_t k = 0; k < names.size() && k < 5; ++k) msg += (k ? ", '" : "'") + names[k] + "'";
+      msg += names.size() > 5 ? ", ...)" : ")";
+    }
+    for (const auto& r : refused) msg += "\n  - " + r;
     throw Error(ErrorKind::kUnsupportedOperator, msg);
   }
   node_ms_.assign(nodes_.size(), 0.0);

@@ -1,8 +1,452 @@
-// Kernel registration for the conv_gemm family (see cpu/kernel.h for the contract).
+// Kernels of the conv_gemm family (see cpu/kernel.h for the contract):
+//
+//   Conv / FusedConv  Y = act(conv(X, W) + B + Z)
+//   Gemm / FusedGemm  Y = act(alpha * op(A) op(B) + beta * C)
+//   MatMul            Y = A @ B (numpy semantics)
+//
+// create() picks the ISA once (use_avx2()) and pre-packs constant weights
+// into the SGEMM's panel layout; weights that arrive at run time (graph
+// inputs) are packed block by block inside the SGEMM instead. Convolution
+// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel;
+// everything else -> one GEMM per (image, group), Y[Cout/g, spatial] =
+// W[Cout/g, K] x B[K, spatial], where B is X itself for 1x1 stride-1
+// unpadded convs and an im2col block packed on the fly otherwise.
+#include <cstring>
+
+#include "cpu/dispatch.h"
 #include "cpu/kernel.h"
+#include "cpu/kernels/conv_gemm/conv_gemm.h"
 
 namespace engine {
+namespace {
 
-void register_conv_gemm_kernels(KernelRegistry& r) {}
+using namespace conv_gemm;
+
+void require_float(const Node& node) {
+  for (int i = 0; i < node.num_inputs(); ++i) {
+    const Value* v = node.input(i);
+    if (v && v->dtype() != DType::kFloat32 && v->dtype() != DType::kUndefined)
+      fail(ErrorKind::kUnsupportedOperator, node.describe(), ": input ", i, " has type ", dtype_name(v->dtype()),
+           "; only float32 is supported");
+  }
+}
+
+const Tensor* input_or_null(const std::vector<const Tensor*>& in, size_t i) {
+  return i < in.size() && in[i] && in[i]->numel() > 0 ? in[i] : nullptr;
+}
+
+// Weights pre-packed in create(): aligned storage in the SGEMM panel layout.
+struct Packed {
+  std::shared_ptr<void> storage;
+  const float* data() const { return static_cast<const float*>(storage.get()); }
+  explicit operator bool() const { return storage != nullptr; }
+};
+
+// ---------------------------------------------------------------------------
+// Conv and FusedConv
+
+struct ConvItems {
+  const ConvGeom* g;
+  const float* a;        // packed (per group) or raw W
+  int64_t a_group_stride;
+  const float* x;
+  float* y;
+  const float* b;
+  const float* z;
+};
+
+GemmItem conv_item(const void* ctx, int64_t i) {
+  const auto& c = *static_cast<const ConvItems*>(ctx);
+  const ConvGeom& g = *c.g;
+  const int64_t img = i / g.group, grp = i % g.group;
+  const int64_t mg = g.mg(), out_plane = g.out_plane();
+  GemmItem it;
+  it.a = c.a + grp * c.a_group_stride;
+  it.b = c.x + (img * g.cin + grp * g.cg()) * g.in_plane();
+  it.c = c.y + (img * g.cout + grp * mg) * out_plane;
+  it.bias_m = c.b ? c.b + grp * mg : nullptr;
+  it.z = c.z ? c.z + (img * g.cout + grp * mg) * out_plane : nullptr;
+  return it;
+}
+
+class ConvKernel final : public Kernel {
+ public:
+  ConvKernel(const Node& node, bool fused)
+      : attrs_(ConvAttrs::from_node(node)), fused_(fused), avx2_(use_avx2()) {
+    require_float(node);
+    if (fused) act_ = parse_activation(node);
+    const Value* w = node.input(1);
+    if (!w) fail(ErrorKind::kInvalidModel, node.describe(), ": the weight input W is missing");
+    if (w->is_constant() && avx2_) {
+      const Tensor& wt = *w->constant();
+      if (wt.rank() < 3 || wt.rank() > 5)
+        fail(ErrorKind::kUnsupportedOperator, node.describe(), ": only 1-D, 2-D and 3-D convolutions are supported");
+      const int64_t cout = wt.dim(0), group = attrs_.group;
+      if (cout % group != 0)
+        fail(ErrorKind::kInvalidModel, node.describe(), ": ", cout, " output channels are not divisible by group ",
+             group);
+      const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
+      const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
+      if (!depthwise && k > 0 && mg > 0) {
+        packed_w_shape_ = wt.shape();
+        group_stride_ = packed_a_size(mg, k);
+        packed_w_.storage = aligned_storage(static_cast<size_t>(group_stride_ * group) * sizeof(float));
+        float* dst = static_cast<float*>(packed_w_.storage.get());
+        for (int64_t g = 0; g < group; ++g) pack_a(wt.data<float>() + g * mg * k, k, 1, mg, k, dst + g * group_stride_);
+      }
+    }
+  }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& x = *in[0];
+    const Tensor& w = *in[1];
+    const Tensor* b = input_or_null(in, 2);
+    const Tensor* z = fused_ ? input_or_null(in, 3) : nullptr;
+    Tensor& y = *out[0];
+    if (y.numel() == 0) return;
+    if (!same_shapes(x.shape(), w.shape(), y.shape())) {
+      geom_ = attrs_.resolve(x.shape(), w.shape(), y.shape());
+      x_shape_ = x.shape();
+      w_shape_ = w.shape();
+      y_shape_ = y.shape();
+    }
+    const ConvGeom& g = geom_;
+    const float* bp = b ? b->data<float>() : nullptr;
+    const float* zp = z ? z->data<float>() : nullptr;
+    if (b && b->numel() != g.cout) fail(ErrorKind::kShape, "Conv bias has ", b->numel(), " entries, expected ", g.cout);
+    if (!avx2_ || g.gemm_k() == 0) {
+      path_ = "conv_f32_ref";
+      conv_ref(g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
+      return;
+    }
+    if (g.is_depthwise()) {
+      path_ = "conv_f32_avx2 depthwise";
+      depthwise_avx2(ctx.pool(), g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
+      return;
+    }
+    const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
+    GemmSpec spec;
+    spec.m = g.mg();
+    spec.n = g.out_plane();
+    spec.k = g.gemm_k();
+    spec.items = g.batch * g.group;
+    spec.a_packed = prepacked;
+    spec.a_rs = spec.k;
+    spec.a_cs = 1;
+    spec.ldc = spec.ldz = spec.n;
+    spec.ep.act = act_;
+    if (g.is_pointwise()) {
+      spec.b_rs = g.in_plane();
+      spec.b_cs = 1;
+      path_ = "conv_f32_avx2 pointwise gemm";
+    } else {
+      spec.pack_b_fn = pack_b_im2col;
+      spec.pack_b_ctx = &geom_;
+      path_ = "conv_f32_avx2 im2col gemm";
+    }
+    ConvItems items{&geom_, prepacked ? packed_w_.data() : w.data<float>(), prepacked ? group_stride_ : g.mg() * spec.k,
+                    x.data<float>(), y.data<float>(), bp, zp};
+    void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
+    sgemm_avx2(ctx.pool(), spec, conv_item, &items, scratch);
+  }
+
+  std::string describe() const override {
+    std::string d = path_.empty() ? (avx2_ ? "conv_f32_avx2" : "conv_f32_ref") : path_;
+    if (act_.kind != Act::kNone) d += std::string(" +") + activation_name(act_.kind);
+    return d;
+  }
+
+ private:
+  bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
+    return x == x_shape_ && w == w_shape_ && y == y_shape_;
+  }
+
+  ConvAttrs attrs_;
+  bool fused_;
+  bool avx2_;
+  Activation act_;
+  Packed packed_w_;
+  Shape packed_w_shape_;
+  int64_t group_stride_ = 0;
+  Shape x_shape_, w_shape_, y_shape_;
+  ConvGeom geom_;
+  std::string path_;
+};
+
+// ---------------------------------------------------------------------------
+// Gemm and FusedGemm
+
+struct SingleItem {
+  GemmItem item;
+};
+
+GemmItem single_item(const void* ctx, int64_t) { return static_cast<const SingleItem*>(ctx)->item; }
+
+// Element (i, j) of op(X) for a 2-D X of shape [r, c] is at i*rs + j*cs.
+void strides_2d(const Shape& s, bool trans, int64_t* rows, int64_t* cols, int64_t* rs, int64_t* cs) {
+  *rows = trans ? s[1] : s[0];
+  *cols = trans ? s[0] : s[1];
+  *rs = trans ? 1 : s[1];
+  *cs = trans ? s[1] : 1;
+}
+
+class GemmKernel final : public Kernel {
+ public:
+  GemmKernel(const Node& node, bool fused)
+      : trans_a_(node.attr_int("transA", 0) != 0),
+        trans_b_(node.attr_int("transB", 0) != 0),
+        alpha_(node.attr_float("alpha", 1.f)),
+        beta_(node.attr_float("beta", 1.f)),
+        avx2_(use_avx2()) {
+    require_float(node);
+    if (fused) act_ = parse_activation(node);
+    if (!avx2_) return;
+    for (int i = 0; i < 2; ++i) {
+      const Value* v = node.input(i);
+      if (!v || !v->is_constant() || v->constant()->rank() != 2 || v->constant()->numel() == 0) continue;
+      const Tensor& t = *v->constant();
+      int64_t rows, cols, rs, cs;
+      strides_2d(t.shape(), i == 0 ? trans_a_ : trans_b_, &rows, &cols, &rs, &cs);
+      Packed& p = i == 0 ? packed_a_ : packed_b_;
+      if (i == 0) {
+        p.storage = aligned_storage(packed_a_size(rows, cols) * sizeof(float));
+        pack_a(t.data<float>(), rs, cs, rows, cols, static_cast<float*>(p.storage.get()));
+      } else {
+        p.storage = aligned_storage(packed_b_size(rows, cols) * sizeof(float));
+        pack_b(t.data<float>(), rs, cs, rows, cols, static_cast<float*>(p.storage.get()));
+      }
+      (i == 0 ? packed_a_shape_ : packed_b_shape_) = t.shape();
+    }
+  }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    const Tensor* c = beta_ != 0.f ? input_or_null(in, 2) : nullptr;
+    Tensor& y = *out[0];
+    int64_t m, k, k2, n, a_rs, a_cs, b_rs, b_cs;
+    strides_2d(a.shape(), trans_a_, &m, &k, &a_rs, &a_cs);
+    strides_2d(b.shape(), trans_b_, &k2, &n, &b_rs, &b_cs);
+    if (m == 0 || n == 0) return;
+    float* yp = y.data<float>();
+
+    // C: a column vector of bias, a row vector, a full residual, or (any
+    // other broadcast, or beta != 1 on a full C) prefilled into Y.
+    const float* bias_m = nullptr;
+    const float* bias_n = nullptr;
+    const float* zp = nullptr;
+    Epilogue ep;
+    ep.alpha = alpha_;
+    ep.act = act_;
+    const bool use_gemm = avx2_ && k > 0;
+    if (c) {
+      const Shape& cs = c->shape();
+      const int64_t c0 = cs.size() == 2 ? cs[0] : 1, c1 = cs.empty() ? 1 : cs.back();
+      if (c0 == 1 && c1 == n && beta_ == 1.f) {
+        bias_n = c->data<float>();
+      } else if (c0 == m && c1 == 1 && m > 1 && beta_ == 1.f) {
+        bias_m = c->data<float>();
+      } else if (c0 == m && c1 == n && beta_ == 1.f) {
+        zp = c->data<float>();
+      } else {
+        const float* cd = c->data<float>();
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) yp[i * n + j] = beta_ * cd[(c0 == 1 ? 0 : i) * c1 + (c1 == 1 ? 0 : j)];
+        ep.c_init = true;
+      }
+    }
+    if (!use_gemm) {
+      path_ = "gemm_f32_ref";
+      gemm_ref(m, n, k, a.data<float>(), a_rs, a_cs, b.data<float>(), b_rs, b_cs, yp, n, bias_m, bias_n, zp, n, ep);
+      return;
+    }
+    path_ = "gemm_f32_avx2";
+    GemmSpec spec;
+    spec.m = m;
+    spec.n = n;
+    spec.k = k;
+    spec.a_packed = packed_a_ && a.shape() == packed_a_shape_;
+    spec.a_rs = a_rs;
+    spec.a_cs = a_cs;
+    spec.b_packed = packed_b_ && b.shape() == packed_b_shape_;
+    spec.b_rs = b_rs;
+    spec.b_cs = b_cs;
+    spec.ldc = spec.ldz = n;
+    spec.ep = ep;
+    SingleItem item;
+    item.item.a = spec.a_packed ? packed_a_.data() : a.data<float>();
+    item.item.b = spec.b_packed ? packed_b_.data() : b.data<float>();
+    item.item.c = yp;
+    item.item.bias_m = bias_m;
+    item.item.bias_n = bias_n;
+    item.item.z = zp;
+    void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
+    sgemm_avx2(ctx.pool(), spec, single_item, &item, scratch);
+  }
+
+  std::string describe() const override {
+    std::string d = path_.empty() ? (avx2_ ? "gemm_f32_avx2" : "gemm_f32_ref") : path_;
+    if (act_.kind != Act::kNone) d += std::string(" +") + activation_name(act_.kind);
+    return d;
+  }
+
+ private:
+  bool trans_a_, trans_b_;
+  float alpha_, beta_;
+  bool avx2_;
+  Activation act_;
+  Packed packed_a_, packed_b_;
+  Shape packed_a_shape_, packed_b_shape_;
+  std::string path_;
+};
+
+// ---------------------------------------------------------------------------
+// MatMul
+
+struct BatchItems {
+  const float* a;
+  const float* b;
+  float* y;
+  const int64_t* a_off;
+  const int64_t* b_off;
+  int64_t y_stride;
+  bool b_packed;
+};
+
+GemmItem batch_item(const void* ctx, int64_t i) {
+  const auto& c = *static_cast<const BatchItems*>(ctx);
+  GemmItem it;
+  it.a = c.a + c.a_off[i];
+  it.b = c.b_packed ? c.b : c.b + c.b_off[i];
+  it.c = c.y + i * c.y_stride;
+  return it;
+}
+
+class MatMulKernel final : public Kernel {
+ public:
+  explicit MatMulKernel(const Node& node) : avx2_(use_avx2()) {
+    require_float(node);
+    const Value* b = node.input(1);
+    if (avx2_ && b && b->is_constant() && b->constant()->rank() <= 2 && b->constant()->rank() >= 1 &&
+        b->constant()->numel() > 0) {
+      const Tensor& t = *b->constant();
+      const int64_t k = t.dim(0), n = t.rank() == 2 ? t.dim(1) : 1;
+      packed_b_.storage = aligned_storage(packed_b_size(k, n) * sizeof(float));
+      pack_b(t.data<float>(), n, 1, k, n, static_cast<float*>(packed_b_.storage.get()));
+      packed_b_shape_ = t.shape();
+    }
+  }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    Tensor& y = *out[0];
+    if (a.shape() != a_shape_ || b.shape() != b_shape_) plan(a.shape(), b.shape());
+    if (y.numel() == 0) return;
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    float* yp = y.data<float>();
+    Epilogue ep;
+    if (!avx2_ || k_ == 0) {
+      path_ = "matmul_f32_ref";
+      for (int64_t i = 0; i < items_; ++i)
+        gemm_ref(m_, n_, k_, ap + a_off_[i], k_, 1, bp + b_off_[i], n_, 1, yp + i * m_ * n_, n_, nullptr, nullptr,
+                 nullptr, 0, ep);
+      return;
+    }
+    path_ = "matmul_f32_avx2";
+    GemmSpec spec;
+    spec.n = n_;
+    spec.k = k_;
+    spec.a_rs = k_;
+    spec.a_cs = 1;
+    spec.b_packed = packed_b_ && b.shape() == packed_b_shape_;
+    spec.b_rs = n_;
+    spec.b_cs = 1;
+    spec.ldc = n_;
+    BatchItems items{ap, spec.b_packed ? packed_b_.data() : bp, yp, a_off_.data(), b_off_.data(), m_ * n_,
+                     spec.b_packed};
+    if (b_shared_) {
+      // B is the same matrix for every batch entry and A's rows are
+      // contiguous across the batch: one GEMM with M = batch * M.
+      spec.m = m_ * items_;
+      spec.items = 1;
+    } else {
+      spec.m = m_;
+      spec.items = items_;
+    }
+    void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
+    sgemm_avx2(ctx.pool(), spec, batch_item, &items, scratch);
+  }
+
+  std::string describe() const override {
+    return path_.empty() ? (avx2_ ? "matmul_f32_avx2" : "matmul_f32_ref") : path_;
+  }
+
+ private:
+  // Batch offsets of A and B (in floats) for each broadcast batch entry.
+  void plan(const Shape& a_shape, const Shape& b_shape) {
+    a_shape_ = a_shape;
+    b_shape_ = b_shape;
+    Shape sa = a_shape, sb = b_shape;
+    if (sa.size() == 1) sa.insert(sa.begin(), 1);
+    if (sb.size() == 1) sb.push_back(1);
+    m_ = sa[sa.size() - 2];
+    k_ = sa.back();
+    n_ = sb.back();
+    const size_t rank = std::max(sa.size(), sb.size()) - 2;
+    Shape ba(rank, 1), bb(rank, 1), bo(rank, 1);
+    for (size_t i = 0; i < sa.size() - 2; ++i) ba[rank - (sa.size() - 2) + i] = sa[i];
+    for (size_t i = 0; i < sb.size() - 2; ++i) bb[rank - (sb.size() - 2) + i] = sb[i];
+    items_ = 1;
+    for (size_t i = 0; i < rank; ++i) {
+      bo[i] = ba[i] == 1 ? bb[i] : ba[i];
+      items_ *= bo[i];
+    }
+    b_shared_ = shape_numel(bb) == 1;
+    a_off_.assign(items_, 0);
+    b_off_.assign(items_, 0);
+    for (int64_t i = 0; i < items_; ++i) {
+      int64_t rem = i, oa = 0, ob = 0, sa_stride = m_ * k_, sb_stride = k_ * n_;
+      for (size_t d = rank; d-- > 0;) {
+        const int64_t coord = rem % bo[d];
+        rem /= bo[d];
+        if (ba[d] != 1) oa += coord * sa_stride;
+        if (bb[d] != 1) ob += coord * sb_stride;
+        sa_stride *= ba[d];
+        sb_stride *= bb[d];
+      }
+      a_off_[i] = oa;
+      b_off_[i] = ob;
+    }
+    // Merging the batch into M needs A's batch entries laid out in order.
+    if (b_shared_)
+      for (int64_t i = 0; i < items_ && b_shared_; ++i) b_shared_ = a_off_[i] == i * m_ * k_;
+  }
+
+  bool avx2_;
+  Packed packed_b_;
+  Shape packed_b_shape_;
+  Shape a_shape_, b_shape_;
+  int64_t m_ = 0, k_ = 0, n_ = 0, items_ = 0;
+  bool b_shared_ = false;
+  std::vector<int64_t> a_off_, b_off_;
+  std::string path_;
+};
+
+}  // namespace
+
+void register_conv_gemm_kernels(KernelRegistry& r) {
+  r.add(OpKind::kConv, {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<ConvKernel>(n, false); },
+                        false});
+  r.add(OpKind::kFusedConv,
+        {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<ConvKernel>(n, true); }, false});
+  r.add(OpKind::kGemm, {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<GemmKernel>(n, false); },
+                        false});
+  r.add(OpKind::kFusedGemm,
+        {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<GemmKernel>(n, true); }, false});
+  r.add(OpKind::kMatMul, {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<MatMulKernel>(n); },
+                          false});
+}
 
 }  // namespace engine

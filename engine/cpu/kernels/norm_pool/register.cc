@@ -1,8 +1,43 @@
-// Kernel registration for the norm_pool family (see cpu/kernel.h for the contract).
-#include "cpu/kernel.h"
+// Kernel registration for the norm_pool family (see cpu/kernel.h for the
+// contract; the kernels live in the files named after their op), and the
+// threading helper they share.
+#include <algorithm>
+
+#include "cpu/kernels/norm_pool/norm_pool.h"
 
 namespace engine {
 
-void register_norm_pool_kernels(KernelRegistry& r) {}
+void parallel_chunks(KernelContext& ctx, int64_t n, int64_t grain,
+                     const std::function<void(int64_t, int64_t, int)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t chunks = std::min<int64_t>(ctx.pool().num_threads(), (n + grain - 1) / grain);
+  if (chunks <= 1) {
+    fn(0, n, 0);
+    return;
+  }
+  ctx.pool().run([&](int tid, int) {
+    if (tid >= chunks) return;
+    const int64_t begin = n * tid / chunks, end = n * (tid + 1) / chunks;
+    if (begin < end) fn(begin, end, tid);
+  });
+}
+
+void register_norm_pool_kernels(KernelRegistry& r) {
+  r.add(OpKind::kBatchNormalization, {make_batch_norm_kernel, false});
+  r.add(OpKind::kInstanceNormalization, {make_group_norm_kernel, false});
+  r.add(OpKind::kGroupNormalization, {make_group_norm_kernel, false});
+  r.add(OpKind::kLayerNormalization, {make_layer_norm_kernel, false});
+  r.add(OpKind::kMaxPool, {make_pool_kernel, false});
+  r.add(OpKind::kAveragePool, {make_pool_kernel, false});
+  r.add(OpKind::kGlobalAveragePool, {make_global_pool_kernel, false});
+  r.add(OpKind::kGlobalMaxPool, {make_global_pool_kernel, false});
+  r.add(OpKind::kReduceMean, {make_reduce_kernel, false});
+  r.add(OpKind::kReduceSum, {make_reduce_kernel, false});
+  r.add(OpKind::kReduceMax, {make_reduce_kernel, false});
+  r.add(OpKind::kReduceMin, {make_reduce_kernel, false});
+  r.add(OpKind::kSoftmax, {make_softmax_kernel, false});
+  r.add(OpKind::kLogSoftmax, {make_softmax_kernel, false});
+}
 
 }  // namespace engine

@@ -1,0 +1,179 @@
+// Portable helpers of the conv_gemm family: attribute parsing, conv geometry
+// and the packing routines that lay out GEMM operands in panels (used both
+// to pre-pack constant weights once in create() and to pack at run time).
+//
+// Panel layout (see conv_gemm.h): K is cut into blocks of gemm_kc(K); the
+// panel of rows [p*MR, p*MR+MR) of block k0 is at k0*Mpad + p*MR*kc, k-major.
+// Keeping a whole K block of a panel contiguous lets the micro-kernel stream
+// it with unit stride, and blocking K keeps a B panel (kc x 16 floats) within
+// L1 while the A panels of one block (Mpad x kc) stay in L2.
+#include <cstring>
+#include <limits>
+
+#include "cpu/kernels/conv_gemm/conv_gemm.h"
+
+namespace engine {
+namespace conv_gemm {
+
+Activation parse_activation(const Node& node) {
+  Activation a;
+  const std::string name = node.attr_string("activation", "");
+  const std::vector<float> p = node.attr_floats("activation_params");
+  auto param = [&](size_t i, float def) { return i < p.size() ? p[i] : def; };
+  if (name.empty() || name == "None" || name == "Identity") {
+    a.kind = Act::kNone;
+  } else if (name == "Relu") {
+    a.kind = Act::kRelu;
+  } else if (name == "Clip") {
+    a.kind = Act::kClip;
+    a.p0 = param(0, -std::numeric_limits<float>::infinity());
+    a.p1 = param(1, std::numeric_limits<float>::infinity());
+  } else if (name == "LeakyRelu") {
+    a.kind = Act::kLeakyRelu;
+    a.p0 = param(0, 0.01f);
+  } else if (name == "Sigmoid") {
+    a.kind = Act::kSigmoid;
+  } else if (name == "HardSwish") {
+    a.kind = Act::kHardSwish;
+  } else if (name == "SiLU" || name == "Silu" || name == "Swish") {
+    a.kind = Act::kSiLU;
+  } else if (name == "Gelu") {
+    a.kind = Act::kGelu;
+  } else if (name == "HardSigmoid") {
+    a.kind = Act::kHardSigmoid;
+    a.p0 = param(0, 0.2f);
+    a.p1 = param(1, 0.5f);
+  } else {
+    fail(ErrorKind::kUnsupportedOperator, node.describe(), ": activation '", name, "' is not supported");
+  }
+  return a;
+}
+
+const char* activation_name(Act a) {
+  switch (a) {
+    case Act::kNone: return "";
+    case Act::kRelu: return "Relu";
+    case Act::kClip: return "Clip";
+    case Act::kLeakyRelu: return "LeakyRelu";
+    case Act::kSigmoid: return "Sigmoid";
+    case Act::kHardSwish: return "HardSwish";
+    case Act::kSiLU: return "SiLU";
+    case Act::kGelu: return "Gelu";
+    case Act::kHardSigmoid: return "HardSigmoid";
+  }
+  return "";
+}
+
+ConvAttrs ConvAttrs::from_node(const Node& node) {
+  ConvAttrs a;
+  a.where = node.describe();
+  a.group = node.attr_int("group", 1);
+  a.kernel = node.attr_ints("kernel_shape");
+  a.strides = node.attr_ints("strides");
+  a.dilations = node.attr_ints("dilations");
+  a.pads = node.attr_ints("pads");
+  const std::string ap = node.attr_string("auto_pad", "NOTSET");
+  if (ap == "VALID") a.auto_pad = AutoPad::kValid;
+  else if (ap == "SAME_UPPER") a.auto_pad = AutoPad::kSameUpper;
+  else if (ap == "SAME_LOWER") a.auto_pad = AutoPad::kSameLower;
+  else if (ap == "NOTSET" || ap.empty()) a.auto_pad = AutoPad::kNotSet;
+  else fail(ErrorKind::kInvalidModel, a.where, ": unknown auto_pad '", ap, "'");
+  for (int64_t v : a.strides)
+    if (v < 1) fail(ErrorKind::kInvalidModel, a.where, ": strides must be >= 1");
+  for (int64_t v : a.dilations)
+    if (v < 1) fail(ErrorKind::kInvalidModel, a.where, ": dilations must be >= 1");
+  for (int64_t v : a.pads)
+    if (v < 0) fail(ErrorKind::kInvalidModel, a.where, ": pads must be >= 0");
+  if (a.group < 1) fail(ErrorKind::kInvalidModel, a.where, ": group must be >= 1");
+  return a;
+}
+
+ConvGeom ConvAttrs::resolve(const Shape& x, const Shape& w, const Shape& y) const {
+  const int nsp = static_cast<int>(x.size()) - 2;
+  if (nsp < 1 || nsp > 3)
+    fail(ErrorKind::kUnsupportedOperator, where, ": only 1-D, 2-D and 3-D convolutions are supported, got input ",
+         shape_str(x));
+  auto sized = [&](const std::vector<int64_t>& v, size_t n, int64_t def, const char* what) {
+    if (v.empty()) return std::vector<int64_t>(n, def);
+    if (v.size() != n) fail(ErrorKind::kInvalidModel, where, ": ", what, " must have ", n, " entries");
+    return v;
+  };
+  const std::vector<int64_t> strides = sized(this->strides, nsp, 1, "strides");
+  const std::vector<int64_t> dilations = sized(this->dilations, nsp, 1, "dilations");
+  const std::vector<int64_t> pads = sized(this->pads, 2 * nsp, 0, "pads");
+  ConvGeom g;
+  g.batch = x[0];
+  g.cin = x[1];
+  g.cout = w[0];
+  g.group = group;
+  if (w.size() != x.size() || g.cin != w[1] * group || g.cout % group != 0)
+    fail(ErrorKind::kShape, where, ": X ", shape_str(x), " and W ", shape_str(w), " do not match for group ", group);
+  // Spatial axis i of the ONNX op becomes axis (3 - nsp + i) of the 3-D geometry.
+  int64_t* in[3] = {&g.id, &g.ih, &g.iw};
+  int64_t* out[3] = {&g.od, &g.oh, &g.ow};
+  int64_t* ker[3] = {&g.kd, &g.kh, &g.kw};
+  int64_t* str[3] = {&g.sd, &g.sh, &g.sw};
+  int64_t* dil[3] = {&g.dd, &g.dh, &g.dw};
+  int64_t* pad[3] = {&g.pd, &g.ph, &g.pw};
+  for (int i = 0; i < nsp; ++i) {
+    const int j = 3 - nsp + i;
+    *in[j] = x[2 + i];
+    *out[j] = y[2 + i];
+    *ker[j] = w[2 + i];
+    *str[j] = strides[i];
+    *dil[j] = dilations[i];
+    const int64_t ek = (w[2 + i] - 1) * dilations[i] + 1;
+    if (auto_pad == AutoPad::kNotSet) {
+      *pad[j] = pads[i];
+    } else if (auto_pad == AutoPad::kValid) {
+      *pad[j] = 0;
+    } else {
+      const int64_t total = std::max<int64_t>(0, (y[2 + i] - 1) * strides[i] + ek - x[2 + i]);
+      *pad[j] = auto_pad == AutoPad::kSameUpper ? total / 2 : total - total / 2;
+    }
+  }
+  return g;
+}
+
+int64_t gemm_kc(int64_t k) {
+  // Equal blocks of at most kKcMax: a B panel of kc x 16 floats (16 KB at
+  // 256) stays in L1 next to the streaming A panel.
+  constexpr int64_t kKcMax = 256;
+  const int64_t blocks = (k + kKcMax - 1) / kKcMax;
+  return blocks == 0 ? 1 : (k + blocks - 1) / blocks;
+}
+
+void pack_a(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float* dst) {
+  const int64_t kc_max = gemm_kc(k);
+  const int64_t mpad = round_up(m, kMR);
+  for (int64_t k0 = 0; k0 < k; k0 += kc_max) {
+    const int64_t kc = std::min(kc_max, k - k0);
+    for (int64_t p = 0; p * kMR < m; ++p) {
+      float* d = dst + k0 * mpad + p * kMR * kc;
+      for (int64_t kk = 0; kk < kc; ++kk)
+        for (int r = 0; r < kMR; ++r) {
+          const int64_t i = p * kMR + r;
+          d[kk * kMR + r] = i < m ? a[i * rs + (k0 + kk) * cs] : 0.f;
+        }
+    }
+  }
+}
+
+void pack_b(const float* b, int64_t rs, int64_t cs, int64_t k, int64_t n, float* dst) {
+  const int64_t kc_max = gemm_kc(k);
+  const int64_t npad = round_up(n, kNR);
+  for (int64_t k0 = 0; k0 < k; k0 += kc_max) {
+    const int64_t kc = std::min(kc_max, k - k0);
+    for (int64_t q = 0; q * kNR < n; ++q) {
+      float* d = dst + k0 * npad + q * kNR * kc;
+      for (int64_t kk = 0; kk < kc; ++kk)
+        for (int c = 0; c < kNR; ++c) {
+          const int64_t j = q * kNR + c;
+          d[kk * kNR + c] = j < n ? b[(k0 + kk) * rs + j * cs] : 0.f;
+        }
+    }
+  }
+}
+
+}  // namespace conv_gemm
+}  // namespace engine

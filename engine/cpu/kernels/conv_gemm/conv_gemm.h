@@ -1,0 +1,195 @@
+// Shared declarations of the conv_gemm kernel family (Conv, FusedConv, Gemm,
+// FusedGemm, MatMul). Private to engine/cpu/kernels/conv_gemm/.
+//
+// Two implementations of everything:
+//  - *_ref.cc: plain loops. The fallback where AVX2/FMA is missing and the
+//    oracle the AVX2 kernels are tested against.
+//  - *_avx2.cc: a packed SGEMM (6x16 FMA micro-kernel, BLIS-style blocking)
+//    that Conv (im2col fused into the B packing, or X read directly for 1x1
+//    convolutions), Gemm and MatMul share, plus a direct depthwise kernel.
+//    Only entered when use_avx2() was true in create().
+//
+// Every path applies the same epilogue while the output is hot:
+//   y = act(alpha * acc + c_init + bias_m[row] + bias_n[col] + z[row, col]).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cpu/thread_pool.h"
+#include "ir/graph.h"
+
+namespace engine {
+namespace conv_gemm {
+
+// ---------------------------------------------------------------------------
+// Activations fused into the epilogue.
+
+enum class Act { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kHardSwish, kSiLU, kGelu, kHardSigmoid };
+
+struct Activation {
+  Act kind = Act::kNone;
+  float p0 = 0.f, p1 = 0.f;  // Clip: min, max; LeakyRelu: alpha; HardSigmoid: alpha, beta
+};
+
+// Reads the `activation` / `activation_params` attributes of FusedConv and
+// FusedGemm; throws kUnsupportedOperator for an unknown activation.
+Activation parse_activation(const Node& node);
+const char* activation_name(Act a);
+
+inline float activate(float v, const Activation& a) {
+  switch (a.kind) {
+    case Act::kNone: return v;
+    case Act::kRelu: return v > 0.f ? v : 0.f;
+    case Act::kClip: return std::min(std::max(v, a.p0), a.p1);
+    case Act::kLeakyRelu: return v >= 0.f ? v : v * a.p0;
+    case Act::kSigmoid: return 1.f / (1.f + std::exp(-v));
+    case Act::kHardSwish: return v * std::min(std::max(v / 6.f + 0.5f, 0.f), 1.f);
+    case Act::kSiLU: return v / (1.f + std::exp(-v));
+    case Act::kGelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
+    case Act::kHardSigmoid: return std::min(std::max(a.p0 * v + a.p1, 0.f), 1.f);
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Convolution geometry. 1-D and 2-D convolutions are mapped onto 3-D with
+// unit leading dims, so every kernel handles one shape of problem.
+
+struct ConvGeom {
+  int64_t batch = 0, cin = 0, cout = 0, group = 1;
+  int64_t id = 1, ih = 1, iw = 1;  // input spatial dims
+  int64_t od = 1, oh = 1, ow = 1;  // output spatial dims
+  int64_t kd = 1, kh = 1, kw = 1;
+  int64_t sd = 1, sh = 1, sw = 1;
+  int64_t dd = 1, dh = 1, dw = 1;
+  int64_t pd = 0, ph = 0, pw = 0;  // leading pads (trailing ones follow from the output size)
+
+  int64_t cg() const { return cin / group; }    // input channels per group
+  int64_t mg() const { return cout / group; }   // output channels per group
+  int64_t ksize() const { return kd * kh * kw; }
+  int64_t gemm_k() const { return cg() * ksize(); }
+  int64_t in_plane() const { return id * ih * iw; }
+  int64_t out_plane() const { return od * oh * ow; }
+  // A 1x1x1 kernel with unit strides and no padding reads X as the GEMM's B
+  // operand directly: Y[Cout, HW] = W[Cout, Cin] x X[Cin, HW].
+  bool is_pointwise() const {
+    return kd == 1 && kh == 1 && kw == 1 && sd == 1 && sh == 1 && sw == 1 && pd == 0 && ph == 0 && pw == 0;
+  }
+  bool is_depthwise() const { return group == cin && group == cout && group > 1; }
+};
+
+// Conv attributes as read in create(); resolve() turns them into a ConvGeom
+// for concrete input and output shapes (SAME_* pads depend on the input).
+// Empty vectors mean the attribute's default (their length depends on the
+// input rank, which may be unknown in create()).
+struct ConvAttrs {
+  std::string where;  // the node, for error messages
+  int64_t group = 1;
+  std::vector<int64_t> kernel, strides, dilations, pads;  // pads: begins then ends
+  enum class AutoPad { kNotSet, kValid, kSameUpper, kSameLower } auto_pad = AutoPad::kNotSet;
+
+  static ConvAttrs from_node(const Node& node);
+  // Throws kUnsupportedOperator for more than 3 spatial dims, kInvalidModel
+  // for attributes of the wrong length.
+  ConvGeom resolve(const Shape& x, const Shape& w, const Shape& y) const;
+};
+
+// ---------------------------------------------------------------------------
+// Epilogue pointers of one GEMM problem. bias_m is indexed by output row,
+// bias_n by output column, z is a full [M, N] matrix with row stride ldz.
+
+struct Epilogue {
+  float alpha = 1.f;
+  bool c_init = false;  // C holds initial values to add to (Gemm's beta*C)
+  Activation act;
+};
+
+// ---------------------------------------------------------------------------
+// Reference kernels (plain loops).
+
+// Y = act(conv(X, W) + B + Z); B and Z may be null. Works for every geometry.
+void conv_ref(const ConvGeom& g, const float* x, const float* w, const float* b, const float* z,
+              const Activation& act, float* y);
+
+// C[M,N] = epilogue(alpha * A[M,K] x B[K,N]); element (i, k) of A is at
+// a[i*a_rs + k*a_cs], element (k, j) of B at b[k*b_rs + j*b_cs].
+void gemm_ref(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs, const float* b,
+              int64_t b_rs, int64_t b_cs, float* c, int64_t ldc, const float* bias_m, const float* bias_n,
+              const float* z, int64_t ldz, const Epilogue& ep);
+
+// ---------------------------------------------------------------------------
+// Packed SGEMM (AVX2). Panel layout, shared by pre-packing in create() and
+// packing at run time:
+//   K is cut into blocks of gemm_kc(K) (the last one shorter). Within the
+//   block starting at k0 (width kc), the panel of rows [p*kMR, p*kMR + kMR)
+//   lies at offset k0 * Mpad + p * kMR * kc, stored k-major: kc groups of kMR
+//   floats. Rows past M are zero. B panels are the same with columns and kNR.
+
+constexpr int kMR = 6;
+constexpr int kNR = 16;
+
+int64_t gemm_kc(int64_t k);
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+inline int64_t packed_a_size(int64_t m, int64_t k) { return round_up(m, kMR) * k; }
+inline int64_t packed_b_size(int64_t k, int64_t n) { return round_up(n, kNR) * k; }
+
+// Packs the whole of A (element (i, k) at a[i*rs + k*cs]) / B (element
+// (k, j) at b[k*rs + j*cs]) into the layout above. Portable code.
+void pack_a(const float* a, int64_t rs, int64_t cs, int64_t m, int64_t k, float* dst);
+void pack_b(const float* b, int64_t rs, int64_t cs, int64_t k, int64_t n, float* dst);
+
+// Writes the B block [k0, k0+kc) x [n0, n0+nc) of a custom operand in panel
+// layout: panel q at dst + q * kNR * kc. Columns past nc may be left as is.
+using PackBFn = void (*)(const void* ctx, const float* src, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                         float* dst);
+
+// One GEMM problem of a batch of `items` problems of equal M, N, K.
+struct GemmItem {
+  const float* a = nullptr;  // packed A, or raw A (a_rs, a_cs)
+  const float* b = nullptr;  // packed B, raw B (b_rs, b_cs), or the source handed to pack_b_fn
+  float* c = nullptr;
+  const float* bias_m = nullptr;
+  const float* bias_n = nullptr;
+  const float* z = nullptr;
+};
+
+struct GemmSpec {
+  int64_t m = 0, n = 0, k = 0, items = 1;
+  bool a_packed = false;
+  int64_t a_rs = 0, a_cs = 0;
+  bool b_packed = false;
+  int64_t b_rs = 0, b_cs = 0;
+  PackBFn pack_b_fn = nullptr;  // set: B comes from this custom packer
+  const void* pack_b_ctx = nullptr;
+  int64_t ldc = 0, ldz = 0;
+  Epilogue ep;
+};
+
+// Resolves item i (0 <= i < items) to its operand pointers.
+using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
+
+// Scratch the driver needs for `threads` threads, in bytes.
+size_t sgemm_scratch_bytes(const GemmSpec& spec, int threads);
+// Runs every item's GEMM, parallel over (item, row chunk, column block)
+// tasks. `scratch` holds sgemm_scratch_bytes(spec, pool.num_threads()) bytes,
+// 64-byte aligned.
+void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const void* item_ctx, void* scratch);
+
+// The im2col packer for conv: ctx is a ConvGeom, src the first input channel
+// of one (image, group). k = (c, kd, kh, kw) row-major, n = output position.
+void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst);
+
+// Depthwise convolution (group == Cin == Cout), direct, AVX2; parallel over
+// (image, channel) planes.
+void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
+                    const float* z, const Activation& act, float* y);
+
+// Applies act in place to n floats (AVX2).
+void activate_avx2(float* x, int64_t n, const Activation& act);
+
+}  // namespace conv_gemm
+}  // namespace engine

@@ -1,0 +1,117 @@
+"""The `pyengine` console script end to end on zoo models: build, run,
+profile (--json), compare, inspect, and the exit codes of bad invocations."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from models import ZOO
+
+
+def _cli():
+    exe = shutil.which("pyengine")
+    return [exe] if exe else [sys.executable, "-m", "pyengine"]
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.exists(os.path.join(root, "pyengine", "__init__.py")) and any(
+            f.startswith("_core") for f in os.listdir(os.path.join(root, "pyengine"))):
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")  # an in-place development build
+    return subprocess.run(_cli() + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    path = d / "resnet18.onnx"
+    onnx.save(ZOO["resnet18"](), path)
+    return path
+
+
+def test_build_run_compare_inspect(r18, tmp_path):
+    plan = tmp_path / "r18.plan"
+    res = run_cli("build", r18, "-o", plan)
+    assert res.returncode == 0, res.stderr
+    assert plan.exists() and "optimizer" in res.stdout
+
+    out = tmp_path / "out.npz"
+    x = np.random.default_rng().standard_normal((2, 3, 64, 64), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = run_cli("run", plan, "--input", tmp_path / "x.npy", "--output", out)
+    assert res.returncode == 0, res.stderr
+    with np.load(out) as z:
+        assert z["output"].shape == (2, 10)
+
+    res = run_cli("compare", plan, f"onnxruntime:{r18}", "--batch", 2, "--json", tmp_path / "cmp.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PASSED" in res.stdout
+    report = json.loads((tmp_path / "cmp.json").read_text())
+    assert report["pass"] and report["outputs"]["output"]["cosine"] > 0.9999
+
+    res = run_cli("inspect", r18)
+    assert res.returncode == 0, res.stderr
+    assert "Conv" in res.stdout and "GFLOPs" in res.stdout and "input" in res.stdout
+
+
+def test_compare_detects_a_mismatch(r18, tmp_path):
+    other = tmp_path / "other.onnx"
+    onnx.save(ZOO["resnet18"](seed=1), other)
+    res = run_cli("compare", r18, f"onnxruntime:{other}")
+    assert res.returncode == 3 and "FAILED" in res.stdout
+
+
+def test_profile_json(r18, tmp_path):
+    js = tmp_path / "prof.json"
+    res = run_cli("profile", r18, "--batch", "1,2", "--iterations", 5, "--warmup-ms", 10,
+                  "--per-layer", "--compare", "onnxruntime", "--json", js)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(js.read_text())
+    assert {"cpu", "cores", "isa", "versions"} <= set(data["machine"])
+    rows = data["results"]
+    assert {(r["runtime"], r["batch"]) for r in rows} == {("pyengine", 1), ("pyengine", 2),
+                                                          ("onnxruntime", 1), ("onnxruntime", 2)}
+    for r in rows:
+        assert len(r["samples_ms"]) == 5
+        s = r["stats"]
+        assert s["min_ms"] <= s["median_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert s["throughput_per_s"] > 0 and s["cv_percent"] >= 0
+    layers = next(r for r in rows if r["runtime"] == "pyengine")["layers"]
+    assert layers and abs(sum(l["share"] for l in layers) - 1.0) < 1e-6
+    assert any(l["op"] in ("Conv", "FusedConv") and l["gflops_per_s"] > 0 for l in layers)
+    assert "vs ort" in res.stdout
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["build", "missing.onnx", "-o", "x.plan"], 1, "does not exist"),
+    (["run", "missing.plan"], 1, "does not exist"),
+    (["profile", "missing.onnx"], 1, "does not exist"),
+    (["compare", "a.onnx", "b.onnx"], 1, "does not exist"),
+    (["inspect", "nothing.plan"], 1, "does not exist"),
+    (["build"], 2, "usage"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_bad_invocations(tmp_path, args, code, message):
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == code
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_model_and_bad_option(r18, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all" * 20)
+    res = run_cli("inspect", bad)
+    assert res.returncode == 1 and "bad.onnx" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("profile", r18, "--batch", "0")
+    assert res.returncode == 1 and "--batch" in res.stderr
+    res = run_cli("profile", r18, "--precision", "fp64")
+    assert res.returncode == 1 and "fp64" in res.stderr

@@ -1,0 +1,429 @@
+"""Conv, FusedConv, Gemm, FusedGemm and MatMul against onnxruntime, and the
+AVX2 kernels against the reference kernels.
+
+Every case builds a single-node ONNX model with onnx.helper, runs it in
+onnxruntime (the oracle), in pyengine with the kernels use_avx2() picks, and
+in pyengine with the reference kernels forced (set_force_ref). Weights are
+fed both as initializers (pre-packed in create()) and as graph inputs (packed
+at run time). Tolerance: rtol 1e-4, atol 1e-4 everywhere (the accumulation
+order differs between ORT, the packed SGEMM and the reference loops).
+"""
+
+import itertools
+import zlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import pyengine
+from pyengine import _core
+
+ort = pytest.importorskip("onnxruntime")
+
+RTOL = 1e-4
+ATOL = 1e-4
+OPSET = 17
+HAVE_AVX2 = _core.cpu_info()["isa"] == "avx2"
+
+
+def _pick(*keys):
+    """A deterministic pseudo-random int from the test's parameters, to vary
+    secondary options (bias or not, alpha/beta) across cases."""
+    return zlib.crc32(repr(keys).encode())
+
+
+def _rng():
+    return np.random.default_rng()
+
+
+def _randn(*shape):
+    return _rng().standard_normal(shape).astype(np.float32)
+
+
+def _model(nodes, inputs, outputs, initializers=(), opsets=None):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    opsets = opsets or [helper.make_opsetid("", OPSET)]
+    m = helper.make_model(g, opset_imports=opsets)
+    m.ir_version = 8
+    return m
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape) if shape is not None else None)
+
+
+def _split_constants(arrays, as_inputs):
+    """Returns (graph inputs, initializers, feeds) for the named arrays: the
+    names in `as_inputs` become graph inputs, the rest initializers."""
+    inputs, inits, feeds = [], [], {}
+    for name, arr in arrays.items():
+        if name in as_inputs:
+            inputs.append(_vi(name, arr.shape))
+            feeds[name] = arr
+        else:
+            inits.append(numpy_helper.from_array(arr, name))
+    return inputs, inits, feeds
+
+
+def _run_ort(model, feeds):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def _run_pyengine(model, feeds, force_ref):
+    _core.set_force_ref(force_ref)
+    try:
+        engine = pyengine.build(model, optimize=False, num_threads=2)
+    finally:
+        _core.set_force_ref(False)
+    out = engine.run(feeds)
+    kernel = engine.profile(feeds, runs=1)[0]["kernel"]
+    return next(iter(out.values())), kernel
+
+
+def _check(pe_model, feeds, expected, kernel_substr=None):
+    """Runs pe_model with AVX2 and ref kernels; both must match `expected`
+    (ORT) and each other. Returns the AVX2 kernel's description."""
+    ref, ref_kernel = _run_pyengine(pe_model, feeds, force_ref=True)
+    assert "ref" in ref_kernel, ref_kernel
+    np.testing.assert_allclose(ref, expected, rtol=RTOL, atol=ATOL, err_msg="ref vs onnxruntime")
+    fast, fast_kernel = _run_pyengine(pe_model, feeds, force_ref=False)
+    np.testing.assert_allclose(fast, expected, rtol=RTOL, atol=ATOL, err_msg=f"{fast_kernel} vs onnxruntime")
+    np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=ATOL, err_msg=f"{fast_kernel} vs ref")
+    assert fast.shape == expected.shape and fast.dtype == np.float32
+    if HAVE_AVX2 and kernel_substr:
+        assert kernel_substr in fast_kernel, fast_kernel
+    return fast_kernel
+
+
+# ---------------------------------------------------------------------------
+# Conv
+
+# (id, X shape, W shape, attributes, expected AVX2 path)
+CONV_CASES = [
+    ("2d_3x3_pad1", (1, 3, 17, 17), (13, 3, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_1x1", (1, 127, 5, 5), (13, 127, 1, 1), {}, "pointwise"),
+    ("2d_1x1_batch3", (3, 13, 17, 17), (127, 13, 1, 1), {}, "pointwise"),
+    ("2d_1x1_stride2", (1, 13, 17, 17), (3, 13, 1, 1), dict(strides=[2, 2]), "im2col"),
+    ("2d_7x7_s2_stem", (1, 3, 17, 17), (13, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3]), "im2col"),
+    ("2d_dilation2", (1, 3, 17, 17), (5, 3, 3, 3), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), "im2col"),
+    ("2d_dilation_stride", (3, 5, 17, 13), (4, 5, 3, 2), dict(dilations=[2, 3], strides=[2, 3], pads=[1, 0, 2, 3]),
+     "im2col"),
+    ("2d_asym_pads", (1, 3, 17, 17), (13, 3, 3, 3), dict(pads=[0, 1, 2, 1]), "im2col"),
+    ("2d_strides_2_1", (3, 3, 17, 5), (13, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_group2", (1, 6, 17, 17), (4, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_group2_1x1", (3, 6, 5, 5), (10, 3, 1, 1), dict(group=2), "pointwise"),
+    ("2d_resnext_g32", (1, 64, 17, 17), (64, 2, 3, 3), dict(group=32, pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_resnext_g32_s2", (3, 128, 5, 5), (128, 4, 3, 3), dict(group=32, pads=[1, 1, 1, 1], strides=[2, 2]),
+     "im2col"),
+    ("2d_depthwise_3x3", (1, 13, 17, 17), (13, 1, 3, 3), dict(group=13, pads=[1, 1, 1, 1]), "depthwise"),
+    ("2d_depthwise_7x7_convnext", (3, 13, 17, 17), (13, 1, 7, 7), dict(group=13, pads=[3, 3, 3, 3]), "depthwise"),
+    ("2d_depthwise_wide", (1, 3, 5, 61), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2]), "depthwise"),
+    ("2d_depthwise_s2", (1, 13, 17, 40), (13, 1, 3, 3), dict(group=13, pads=[1, 1, 1, 1], strides=[2, 2]),
+     "depthwise"),
+    ("2d_depthwise_dil_asym", (1, 5, 17, 47), (5, 1, 3, 3), dict(group=5, pads=[2, 0, 1, 3], dilations=[2, 2]),
+     "depthwise"),
+    ("2d_depthwise_mult2", (1, 4, 17, 17), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_in_1x1", (3, 5, 1, 1), (7, 5, 1, 1), {}, "pointwise"),
+    ("2d_in_1x1_k3_pad1", (3, 5, 1, 1), (7, 5, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_c1", (1, 1, 17, 17), (1, 1, 3, 3), {}, "im2col"),
+    ("2d_kernel_shape_attr", (1, 3, 5, 5), (13, 3, 3, 3), dict(kernel_shape=[3, 3]), "im2col"),
+    ("2d_same_upper", (1, 3, 17, 17), (5, 3, 4, 4), dict(auto_pad="SAME_UPPER", strides=[2, 2]), "im2col"),
+    ("2d_same_lower", (1, 3, 17, 17), (5, 3, 4, 4), dict(auto_pad="SAME_LOWER", strides=[2, 2]), "im2col"),
+    ("2d_same_upper_s1", (3, 3, 5, 5), (5, 3, 2, 3), dict(auto_pad="SAME_UPPER"), "im2col"),
+    ("2d_valid", (1, 3, 17, 13), (5, 3, 3, 3), dict(auto_pad="VALID", strides=[2, 2]), "im2col"),
+    ("2d_depthwise_same_lower", (1, 13, 17, 17), (13, 1, 4, 4), dict(group=13, auto_pad="SAME_LOWER"), "depthwise"),
+    # Large enough to cut K into blocks, N into column blocks and M into row chunks.
+    ("2d_big_k_blocks", (1, 64, 20, 20), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_big_pointwise", (2, 300, 9, 31), (130, 300, 1, 1), {}, "pointwise"),
+    ("2d_big_m_chunks", (1, 256, 7, 7), (520, 256, 1, 1), {}, "pointwise"),
+    ("1d_basic", (3, 3, 17), (5, 3, 3), dict(pads=[1, 2]), "im2col"),
+    ("1d_stride_dil", (1, 13, 17), (7, 13, 3), dict(strides=[2], dilations=[2]), "im2col"),
+    ("1d_pointwise", (1, 13, 17), (7, 13, 1), {}, "pointwise"),
+    ("1d_depthwise", (3, 13, 17), (13, 1, 5), dict(group=13, pads=[2, 2]), "depthwise"),
+    ("1d_same_lower", (1, 3, 17), (5, 3, 4), dict(auto_pad="SAME_LOWER", strides=[3]), "im2col"),
+    ("3d_basic", (1, 3, 5, 6, 7), (5, 3, 3, 3, 3), dict(pads=[1, 1, 1, 1, 1, 1]), "im2col"),
+    ("3d_strided_asym", (3, 4, 5, 9, 8), (6, 4, 3, 3, 2), dict(strides=[1, 2, 2], pads=[1, 0, 1, 0, 1, 1]),
+     "im2col"),
+    ("3d_pointwise", (1, 13, 3, 5, 5), (7, 13, 1, 1, 1), {}, "pointwise"),
+    ("3d_depthwise_csn", (1, 8, 5, 9, 9), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1]), "depthwise"),
+    ("3d_depthwise_s2", (1, 8, 5, 9, 9), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1], strides=[1, 2, 2]),
+     "depthwise"),
+    ("3d_group2_same", (1, 4, 4, 6, 6), (6, 2, 2, 3, 3), dict(group=2, auto_pad="SAME_UPPER"), "im2col"),
+]
+
+
+def _conv_model(x_shape, w_shape, attrs, bias, weights_as_input, op="Conv", domain="", extra_inputs=()):
+    w = _randn(*w_shape)
+    arrays = {"w": w}
+    names = ["x", "w"]
+    if bias:
+        arrays["b"] = _randn(w_shape[0])
+        names.append("b")
+    elif extra_inputs:
+        names.append("")
+    as_inputs = {"w", "b"} if weights_as_input else set()
+    inputs, inits, feeds = _split_constants(arrays, as_inputs)
+    x = _randn(*x_shape)
+    feeds["x"] = x
+    for name, arr in extra_inputs:
+        names.append(name)
+        inputs.append(_vi(name, arr.shape))
+        feeds[name] = arr
+    node = helper.make_node(op, names, ["y"], name="conv", domain=domain, **attrs)
+    return node, [_vi("x", x_shape)] + inputs, inits, feeds
+
+
+@pytest.mark.parametrize("weights", ["init", "input"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv(case, weights):
+    _, x_shape, w_shape, attrs, path = case
+    bias = _pick(case[0], weights) % 2 == 0
+    node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, bias, weights == "input")
+    model = _model([node], inputs, [_vi("y", None)], inits)
+    expected = _run_ort(model, feeds)
+    _check(model, feeds, expected, path)
+
+
+def test_conv_bias_both_ways():
+    for bias in (False, True):
+        node, inputs, inits, feeds = _conv_model((1, 3, 17, 17), (13, 3, 3, 3), dict(pads=[1, 1, 1, 1]), bias, False)
+        model = _model([node], inputs, [_vi("y", None)], inits)
+        _check(model, feeds, _run_ort(model, feeds), "im2col")
+
+
+def test_conv_dynamic_batch_reuses_engine():
+    """One engine, several batch sizes (the geometry is re-resolved per shape)."""
+    w = _randn(13, 3, 3, 3)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    model = _model([node], [_vi("x", ("n", 3, 17, 17))], [_vi("y", None)], [numpy_helper.from_array(w, "w")])
+    engine = pyengine.build(model, optimize=False)
+    for n in (1, 3, 2):
+        x = _randn(n, 3, 17, 17)
+        np.testing.assert_allclose(engine(x), _run_ort(model, {"x": x}), rtol=RTOL, atol=ATOL)
+
+
+def test_conv_shape_inference_dynamic_dims():
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])
+    model = _model([node], [_vi("x", ("n", 3, "h", 17))], [_vi("y", None)],
+                   [numpy_helper.from_array(_randn(13, 3, 3, 3), "w")])
+    engine = pyengine.build(model, optimize=False)
+    assert engine.outputs[0].shape == (None, 13, None, 9)
+
+
+def test_conv_mismatched_channels_is_a_shape_error():
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    model = _model([node], [_vi("x", (1, 4, 5, 5))], [_vi("y", None)],
+                   [numpy_helper.from_array(_randn(13, 3, 3, 3), "w")])
+    with pytest.raises(pyengine.ShapeError, match="channels"):
+        pyengine.build(model, optimize=False)
+
+
+# ---------------------------------------------------------------------------
+# FusedConv vs Conv + Add + activation in ORT
+
+ACTIVATIONS = [
+    ("", []),
+    ("Relu", []),
+    ("Clip", [-0.5, 0.75]),
+    ("LeakyRelu", [0.13]),
+    ("Sigmoid", []),
+    ("HardSwish", []),
+    ("SiLU", []),
+    ("Gelu", []),
+    ("HardSigmoid", [0.3, 0.4]),
+]
+
+
+def _ort_activation(name, params, x, y):
+    """Nodes and initializers computing y = act(x) with standard ONNX ops."""
+    if name == "":
+        return [helper.make_node("Identity", [x], [y])], []
+    if name in ("Relu", "Sigmoid", "HardSwish"):
+        return [helper.make_node(name, [x], [y])], []
+    if name == "LeakyRelu":
+        return [helper.make_node(name, [x], [y], alpha=params[0])], []
+    if name == "HardSigmoid":
+        return [helper.make_node(name, [x], [y], alpha=params[0], beta=params[1])], []
+    if name == "Clip":
+        inits = [numpy_helper.from_array(np.array(params[0], np.float32), "clip_min"),
+                 numpy_helper.from_array(np.array(params[1], np.float32), "clip_max")]
+        return [helper.make_node("Clip", [x, "clip_min", "clip_max"], [y])], inits
+    if name == "SiLU":
+        return [helper.make_node("Sigmoid", [x], ["sig"]), helper.make_node("Mul", [x, "sig"], [y])], []
+    if name == "Gelu":
+        inits = [numpy_helper.from_array(np.array(np.sqrt(2.0), np.float32), "sqrt2"),
+                 numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                 numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+        return [helper.make_node("Div", [x, "sqrt2"], ["g0"]), helper.make_node("Erf", ["g0"], ["g1"]),
+                helper.make_node("Add", ["g1", "one"], ["g2"]), helper.make_node("Mul", [x, "g2"], ["g3"]),
+                helper.make_node("Mul", ["g3", "half"], [y])], inits
+    raise AssertionError(name)
+
+
+FUSED_CASES = [
+    ("im2col", (1, 13, 17, 17), (13, 13, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ("pointwise", (3, 127, 5, 5), (13, 127, 1, 1), {}),
+    ("depthwise", (1, 13, 17, 17), (13, 1, 7, 7), dict(group=13, pads=[3, 3, 3, 3])),
+    ("kblocks", (1, 64, 9, 9), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ("3d_depthwise", (1, 8, 5, 6, 7), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1])),
+]
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["noz", "z"])
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=[a[0] or "none" for a in ACTIVATIONS])
+@pytest.mark.parametrize("case", FUSED_CASES, ids=[c[0] for c in FUSED_CASES])
+def test_fused_conv(case, act, residual):
+    path, x_shape, w_shape, attrs = case
+    act_name, params = act
+    weights_as_input = _pick(path, act_name, residual) % 2 == 0
+    bias = path != "pointwise"
+    # The ORT model: Conv [+ Add(z)] + activation.
+    conv, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, bias, weights_as_input)
+    ort_nodes = [helper.make_node("Conv", conv.input, ["c"], **attrs)]
+    pre_act = "c"
+    if residual:
+        y_shape = _run_ort(_model([conv], inputs, [_vi("y", None)], inits), feeds).shape
+        z = _randn(*y_shape)
+        feeds["z"] = z
+        inputs = inputs + [_vi("z", z.shape)]
+        ort_nodes.append(helper.make_node("Add", ["c", "z"], ["s"]))
+        pre_act = "s"
+    act_nodes, act_inits = _ort_activation(act_name, params, pre_act, "y")
+    ort_model = _model(ort_nodes + act_nodes, inputs, [_vi("y", None)], inits + act_inits)
+    expected = _run_ort(ort_model, feeds)
+    # The pyengine model: one FusedConv node.
+    names = list(conv.input)
+    if residual:
+        names = names + [""] * (3 - len(names)) + ["z"]
+    fattrs = dict(attrs, activation=act_name)
+    if params:
+        fattrs["activation_params"] = params
+    fused = helper.make_node("FusedConv", names, ["y"], name="fused", domain="pyengine", **fattrs)
+    pe_model = _model([fused], inputs, [_vi("y", None)], inits,
+                      opsets=[helper.make_opsetid("", OPSET), helper.make_opsetid("pyengine", 1)])
+    kernel = _check(pe_model, feeds, expected, path.replace("3d_", "").replace("kblocks", "im2col"))
+    if HAVE_AVX2 and act_name:
+        assert act_name in kernel
+
+
+def test_fused_conv_unknown_activation():
+    node = helper.make_node("FusedConv", ["x", "w"], ["y"], domain="pyengine", activation="Frobnicate")
+    model = _model([node], [_vi("x", (1, 3, 5, 5))], [_vi("y", None)],
+                   [numpy_helper.from_array(_randn(4, 3, 1, 1), "w")],
+                   opsets=[helper.make_opsetid("", OPSET), helper.make_opsetid("pyengine", 1)])
+    with pytest.raises(pyengine.UnsupportedOperatorError, match="Frobnicate"):
+        pyengine.build(model, optimize=False)
+
+
+# ---------------------------------------------------------------------------
+# Gemm / FusedGemm
+
+C_SHAPES = ["none", "n", "1n", "m1", "mn", "11", "scalar"]
+
+
+def _c_array(kind, m, n):
+    return {"none": None, "n": (n,), "1n": (1, n), "m1": (m, 1), "mn": (m, n), "11": (1, 1), "scalar": ()}[kind]
+
+
+GEMM_SIZES = [(7, 13, 17), (1, 300, 40), (50, 600, 300)]
+
+
+@pytest.mark.parametrize("weights", ["init", "input"])
+@pytest.mark.parametrize("c_kind", C_SHAPES)
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([0, 1], [0, 1])))
+def test_gemm(trans_a, trans_b, c_kind, weights):
+    case = _pick(trans_a, trans_b, c_kind, weights)
+    m, k, n = GEMM_SIZES[case % len(GEMM_SIZES)]
+    alpha, beta = [(1.0, 1.0), (0.5, 1.0), (1.0, 2.5), (-1.5, 0.0)][(case // 3) % 4]
+    a = _randn(*((k, m) if trans_a else (m, k)))
+    b = _randn(*((n, k) if trans_b else (k, n)))
+    arrays = {"b": b}
+    names = ["a", "b"]
+    c_shape = _c_array(c_kind, m, n)
+    if c_shape is not None:
+        arrays["c"] = _randn(*c_shape)
+        names.append("c")
+    inputs, inits, feeds = _split_constants(arrays, {"b", "c"} if weights == "input" else set())
+    feeds["a"] = a
+    node = helper.make_node("Gemm", names, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta)
+    model = _model([node], [_vi("a", a.shape)] + inputs, [_vi("y", None)], inits)
+    _check(model, feeds, _run_ort(model, feeds), "gemm_f32_avx2")
+
+
+def test_gemm_constant_a_and_runtime_b():
+    a = _randn(19, 23)
+    b = _randn(23, 29)
+    node = helper.make_node("Gemm", ["a", "b"], ["y"], alpha=0.75)
+    model = _model([node], [_vi("b", b.shape)], [_vi("y", None)], [numpy_helper.from_array(a, "a")])
+    feeds = {"b": b}
+    _check(model, feeds, _run_ort(model, feeds), "gemm_f32_avx2")
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=[a[0] or "none" for a in ACTIVATIONS])
+def test_fused_gemm(act):
+    act_name, params = act
+    m, k, n = 5, 37, 21
+    a, b, c = _randn(m, k), _randn(n, k), _randn(n)
+    inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(c, "c")]
+    gemm = helper.make_node("Gemm", ["a", "b", "c"], ["g"], transB=1, alpha=0.5)
+    act_nodes, act_inits = _ort_activation(act_name, params, "g", "y")
+    ort_model = _model([gemm] + act_nodes, [_vi("a", a.shape)], [_vi("y", None)], inits + act_inits)
+    feeds = {"a": a}
+    expected = _run_ort(ort_model, feeds)
+    fattrs = dict(transB=1, alpha=0.5, activation=act_name)
+    if params:
+        fattrs["activation_params"] = params
+    fused = helper.make_node("FusedGemm", ["a", "b", "c"], ["y"], domain="pyengine", **fattrs)
+    pe_model = _model([fused], [_vi("a", a.shape)], [_vi("y", None)], inits,
+                      opsets=[helper.make_opsetid("", OPSET), helper.make_opsetid("pyengine", 1)])
+    _check(pe_model, feeds, expected, "gemm_f32_avx2")
+
+
+# ---------------------------------------------------------------------------
+# MatMul
+
+MATMUL_CASES = [
+    ("vec_vec", (13,), (13,)),
+    ("vec_mat", (13,), (13, 17)),
+    ("mat_vec", (7, 13), (13,)),
+    ("mat_mat", (7, 13), (13, 17)),
+    ("big", (50, 300), (300, 130)),
+    ("batched_shared_b", (3, 7, 13), (13, 17)),
+    ("batched_both", (3, 7, 13), (3, 13, 17)),
+    ("broadcast_batch", (2, 1, 7, 13), (3, 13, 17)),
+    ("broadcast_a", (7, 13), (2, 3, 13, 17)),
+    ("batched_vec", (3, 7, 13), (13,)),
+    ("vec_batched", (13,), (3, 13, 5)),
+    ("broadcast_ones", (1, 3, 1, 7, 13), (2, 1, 3, 13, 1)),
+]
+
+
+@pytest.mark.parametrize("weights", ["init", "input"])
+@pytest.mark.parametrize("case", MATMUL_CASES, ids=[c[0] for c in MATMUL_CASES])
+def test_matmul(case, weights):
+    _, a_shape, b_shape = case
+    a, b = _randn(*a_shape), _randn(*b_shape)
+    inputs, inits, feeds = _split_constants({"b": b}, {"b"} if weights == "input" else set())
+    feeds["a"] = a
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    model = _model([node], [_vi("a", a.shape)] + inputs, [_vi("y", None)], inits)
+    expected = _run_ort(model, feeds)
+    np.testing.assert_allclose(expected, np.matmul(a, b), rtol=RTOL, atol=ATOL)
+    _check(model, feeds, expected, "matmul_f32_avx2")
+
+
+def test_matmul_non_float_is_unsupported():
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    model = helper.make_model(helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", TensorProto.INT32, [2, 3]),
+                      helper.make_tensor_value_info("b", TensorProto.INT32, [3, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)]),
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    with pytest.raises(pyengine.UnsupportedOperatorError, match="float32"):
+        pyengine.build(model, optimize=False)

@@ -1,0 +1,109 @@
+"""Plain torch.nn model definitions for the exporter tests (torchvision is not
+available here).
+
+``resnet50()`` follows torchvision's layout exactly (Bottleneck blocks
+[3, 4, 6, 3], stride on the 3x3 conv as in ResNet v1.5, BatchNorm after every
+conv, 1x1 conv + BN downsample where shape changes), so the exported graphs
+have the same node structure as a torchvision ResNet-50 export.
+``randomize_(model, seed)`` gives it random weights and non-trivial
+BatchNorm running statistics, so that a BN that is dropped, mis-read or
+applied with the wrong epsilon shows up in the outputs.
+
+This module imports torch: import it only after ``pytest.importorskip("torch")``.
+"""
+
+import torch
+from torch import nn
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce -> 3x3 (strided) -> 1x1 expand, each with BN; residual add; ReLU."""
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet: 7x7/2 stem, 3x3/2 max pool, four stages, global
+    average pool, fully connected classifier."""
+
+    def __init__(self, layers=(3, 4, 6, 3), num_classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * Bottleneck.expansion))
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet50(num_classes=1000):
+    return ResNet((3, 4, 6, 3), num_classes)
+
+
+@torch.no_grad()
+def randomize_(model, seed=0):
+    """Gives ``model`` random weights and BN statistics, in place; returns it in eval mode.
+
+    Convs and Linear layers get He-normal weights (so activations stay O(1)
+    through 50 layers); every BatchNorm gets random gamma, beta, running mean
+    and running variance (variance in [0.5, 1.5], never the default 1), so the
+    BN arithmetic is visible in the outputs. The last BN of each residual
+    branch gets a smaller gamma, as in Fixup, so the residual stream does not
+    grow block after block.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            fan_in = module.weight[0].numel()
+            module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            if module.bias is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+        elif isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.weight.copy_(1.0 + 0.2 * torch.randn(c, generator=gen))
+            module.bias.copy_(0.1 * torch.randn(c, generator=gen))
+            module.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
+            module.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+    for module in model.modules():
+        if isinstance(module, Bottleneck):
+            module.bn3.weight.mul_(0.3)
+    return model.eval()

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Micro-benchmark: ResNet-50's convolutions in pyengine vs onnxruntime.
+
+    PYTHONPATH=. python3 tools/bench_conv.py --layers --batch 1 8
+    PYTHONPATH=. python3 tools/bench_conv.py --chain --batch 1
+
+--layers  every distinct conv shape of ResNet-50 (v1.5, stride in the 3x3) as
+          a single-node model (Conv with bias, + Relu fused into FusedConv for
+          pyengine where the network has one), timed alone; the table gives
+          per-shape times and the total weighted by how often each shape occurs.
+--chain   the whole conv body (stem conv, then layer1..layer4 bottlenecks with
+          residual adds) as one model: pyengine runs FusedConv nodes (what the
+          optimizer produces: bias, residual and Relu in the GEMM epilogue),
+          onnxruntime runs the equivalent Conv/Add/Relu graph with all its
+          graph optimizations. The max pool after the stem is replaced by a
+          stride-4 stem so that no other op family is needed.
+
+With --cpu-time (and --threads 1) the process CPU time is measured instead
+of the wall time: on a machine shared with other jobs that still compares
+the kernels' efficiency. Times are medians over --runs runs after warm-up, both engines on the same
+number of threads (default 2). Each engine is created, timed and released
+before the next, so idle spinning threads of one do not slow the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+# (name, input HxW, cin, cout, kernel, stride, count in ResNet-50, relu after)
+RESNET50_CONVS = [
+    ("stem 7x7/2", 224, 3, 64, 7, 2, 1, True),
+    ("l1 1x1 64->64", 56, 64, 64, 1, 1, 1, True),
+    ("l1 3x3 64", 56, 64, 64, 3, 1, 3, True),
+    ("l1 1x1 64->256", 56, 64, 256, 1, 1, 4, False),
+    ("l1 1x1 256->64", 56, 256, 64, 1, 1, 2, True),
+    ("l2 1x1 256->128", 56, 256, 128, 1, 1, 1, True),
+    ("l2 3x3 128/2", 56, 128, 128, 3, 2, 1, True),
+    ("l2 1x1 128->512", 28, 128, 512, 1, 1, 4, False),
+    ("l2 ds 1x1/2 256->512", 56, 256, 512, 1, 2, 1, False),
+    ("l2 1x1 512->128", 28, 512, 128, 1, 1, 3, True),
+    ("l2 3x3 128", 28, 128, 128, 3, 1, 3, True),
+    ("l3 1x1 512->256", 28, 512, 256, 1, 1, 1, True),
+    ("l3 3x3 256/2", 28, 256, 256, 3, 2, 1, True),
+    ("l3 1x1 256->1024", 14, 256, 1024, 1, 1, 6, False),
+    ("l3 ds 1x1/2 512->1024", 28, 512, 1024, 1, 2, 1, False),
+    ("l3 1x1 1024->256", 14, 1024, 256, 1, 1, 5, True),
+    ("l3 3x3 256", 14, 256, 256, 3, 1, 5, True),
+    ("l4 1x1 1024->512", 14, 1024, 512, 1, 1, 1, True),
+    ("l4 3x3 512/2", 14, 512, 512, 3, 2, 1, True),
+    ("l4 1x1 512->2048", 7, 512, 2048, 1, 1, 3, False),
+    ("l4 ds 1x1/2 1024->2048", 14, 1024, 2048, 1, 2, 1, False),
+    ("l4 1x1 2048->512", 7, 2048, 512, 1, 1, 2, True),
+    ("l4 3x3 512", 7, 512, 512, 3, 1, 2, True),
+]
+
+
+def _weights(rng, cout, cin, k):
+    w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) * np.float32(np.sqrt(2.0 / (cin * k * k)))
+    b = rng.standard_normal(cout).astype(np.float32) * np.float32(0.1)
+    return w, b
+
+
+def _conv_attrs(k, s):
+    return dict(kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
+
+
+def _model(nodes, inputs, outputs, inits, pyengine_domain):
+    opsets = [helper.make_opsetid("", 17)]
+    if pyengine_domain:
+        opsets.append(helper.make_opsetid("pyengine", 1))
+    m = helper.make_model(helper.make_graph(nodes, "bench", inputs, outputs, initializer=inits),
+                          opset_imports=opsets)
+    m.ir_version = 8
+    return m
+
+
+def layer_models(layer, batch, rng):
+    name, hw, cin, cout, k, s, _, relu = layer
+    w, b = _weights(rng, cout, cin, k)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, hw, hw])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    attrs = _conv_attrs(k, s)
+    if relu:
+        ort_nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), helper.make_node("Relu", ["c"], ["y"])]
+    else:
+        ort_nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)]
+    pe_node = helper.make_node("FusedConv", ["x", "w", "b"], ["y"], domain="pyengine",
+                               activation="Relu" if relu else "", **attrs)
+    feeds = {"x": rng.standard_normal((batch, cin, hw, hw)).astype(np.float32)}
+    return _model(ort_nodes, [x], [y], inits, False), _model([pe_node], [x], [y], inits, True), feeds
+
+
+def chain_models(batch, rng):
+    """The conv body of ResNet-50 with residual adds (see module doc)."""
+    ort_nodes, pe_nodes, inits = [], [], []
+    counter = [0]
+
+    def conv(x, cin, cout, k, s, relu, z=None):
+        i = counter[0]
+        counter[0] += 1
+        w, b = _weights(rng, cout, cin, k)
+        inits.extend([numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")])
+        attrs = _conv_attrs(k, s)
+        out = f"y{i}"
+        c = f"c{i}"
+        ort_nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [c], **attrs))
+        last = c
+        if z is not None:
+            ort_nodes.append(helper.make_node("Add", [last, z], [f"a{i}"]))
+            last = f"a{i}"
+        if relu:
+            ort_nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+        ort_nodes.append(helper.make_node("Identity", [last], [out]))
+        ins = [x, f"w{i}", f"b{i}"] + ([z] if z is not None else [])
+        pe_nodes.append(helper.make_node("FusedConv", ins, [out], domain="pyengine",
+                                         activation="Relu" if relu else "", **attrs))
+        return out
+
+    # Stem with stride 4 stands in for conv 7x7/2 + max pool 3x3/2.
+    x = conv("x", 3, 64, 7, 4, True)
+    cin = 64
+    for stage, (width, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]):
+        for blk in range(blocks):
+            s = stride if blk == 0 else 1
+            a = conv(x, cin, width, 1, 1, True)
+            bb = conv(a, width, width, 3, s, True)
+            short = conv(x, cin, width * 4, 1, s, False) if blk == 0 else x
+            x = conv(bb, width, width * 4, 1, 1, True, z=short)
+            cin = width * 4
+    xin = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 224, 224])
+    yout = helper.make_tensor_value_info(x, TensorProto.FLOAT, None)
+    # ORT: drop the Identity nodes that only name outputs like pyengine's.
+    ort_model = _model(ort_nodes, [xin], [yout], inits, False)
+    pe_model = _model(pe_nodes, [xin], [yout], inits, True)
+    feeds = {"x": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    return ort_model, pe_model, feeds
+
+
+CLOCK = time.perf_counter
+STAT = "median"
+
+
+def _time(fn, runs, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = CLOCK()
+        fn()
+        times.append((CLOCK() - t0) * 1e3)
+    return (min(times) if STAT == "min" else statistics.median(times)), min(times)
+
+
+def time_ort(model, feeds, threads, runs, warmup):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    res = _time(lambda: sess.run(None, feeds), runs, warmup)
+    out = sess.run(None, feeds)[0]
+    del sess
+    gc.collect()
+    return res, out
+
+
+def time_pyengine(model, feeds, threads, runs, warmup):
+    import pyengine
+
+    engine = pyengine.build(model, optimize=False, num_threads=threads)
+    res = _time(lambda: engine.run(feeds), runs, warmup)
+    out = next(iter(engine.run(feeds).values()))
+    del engine
+    gc.collect()
+    return res, out
+
+
+def run_layers(batches, threads, runs, verbose=True):
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        print(f"\nResNet-50 conv shapes, batch {batch}, {threads} threads ({STAT} ms per call, {CLOCK.__name__})")
+        print(f"{'layer':26s} {'count':>5s} {'GFLOP':>7s} {'pyengine':>9s} {'ORT':>9s} {'ratio':>6s} {'pe GF/s':>8s}")
+        tot_pe = tot_ort = tot_flop = 0.0
+        for layer in RESNET50_CONVS:
+            name, hw, cin, cout, k, s, count, _ = layer
+            ort_model, pe_model, feeds = layer_models(layer, batch, rng)
+            r = max(3, runs // (4 if batch > 1 else 1))
+            (ort_ms, _), ort_out = time_ort(ort_model, feeds, threads, r, 2)
+            (pe_ms, _), pe_out = time_pyengine(pe_model, feeds, threads, r, 2)
+            err = float(np.max(np.abs(pe_out - ort_out)))
+            oh = (hw + 2 * (k // 2) - k) // s + 1
+            gflop = 2.0 * batch * cout * oh * oh * cin * k * k / 1e9
+            tot_pe += pe_ms * count
+            tot_ort += ort_ms * count
+            tot_flop += gflop * count
+            flag = "" if err < 1e-3 else f"  MAX ERR {err:.2e}"
+            print(f"{name:26s} {count:5d} {gflop:7.3f} {pe_ms:9.3f} {ort_ms:9.3f} {pe_ms / ort_ms:6.2f} "
+                  f"{gflop / pe_ms * 1e3:8.1f}{flag}")
+        print(f"{'total (x count)':26s} {53:5d} {tot_flop:7.3f} {tot_pe:9.2f} {tot_ort:9.2f} {tot_pe / tot_ort:6.2f} "
+              f"{tot_flop / tot_pe * 1e3:8.1f}")
+
+
+def run_chain(batches, threads, runs):
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        ort_model, pe_model, feeds = chain_models(batch, rng)
+        r = max(3, runs // batch)
+        (ort_ms, ort_min), ort_out = time_ort(ort_model, feeds, threads, r, 2)
+        (pe_ms, pe_min), pe_out = time_pyengine(pe_model, feeds, threads, r, 2)
+        rel = float(np.max(np.abs(pe_out - ort_out)) / (np.max(np.abs(ort_out)) + 1e-12))
+        print(f"ResNet-50 conv body chain, batch {batch}, {threads} threads: pyengine {pe_ms:.2f} ms "
+              f"(min {pe_min:.2f}), onnxruntime {ort_ms:.2f} ms (min {ort_min:.2f}), ratio {pe_ms / ort_ms:.2f}, "
+              f"max rel diff {rel:.1e}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", action="store_true")
+    ap.add_argument("--chain", action="store_true")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="measure process CPU time instead of wall time (use with --threads 1 on a busy machine)")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="statistic reported per layer (min is the stable one on a loaded machine)")
+    args = ap.parse_args()
+    global STAT
+    STAT = args.stat
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+    if not args.layers and not args.chain:
+        args.layers = True
+    if args.layers:
+        run_layers(args.batch, args.threads, args.runs)
+    if args.chain:
+        run_chain(args.batch, args.threads, args.runs)
+
+
+if __name__ == "__main__":
+    main()
