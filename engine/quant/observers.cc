@@ -104,11 +104,23 @@ double amax_mse(const std::vector<int64_t>& hist, double range) {
   for (int i = std::min(kLevels, n - 1); i < n; ++i) {
     const double amax = (i + 0.5) * width;
     const double scale = amax / kInt8Max;
+    // Bin k (center (k + 1/2) w) quantizes to level round((2k+1) 127 / (2i+1)):
+    // never a tie (the numerator of its distance to a half level is odd), so
+    // the first bin of level l >= 1 is exact in integers:
+    //   k >= ceil(q / 2),  q = floor((2l - 1)(2i + 1) / 254),
+    // and walking the bins in order needs no division or rounding per bin.
+    auto first_bin = [i](int64_t level) {
+      const int64_t q = (2 * level - 1) * (2 * static_cast<int64_t>(i) + 1) / (2 * kInt8Max);
+      return (q + 1) / 2;
+    };
+    int64_t level = 0, next = first_bin(1);
     double err = 0;
     for (int k : used) {
-      const double c = (k + 0.5) * width;
-      const double level = std::min<double>(round_half_even(c / scale), kInt8Max);
-      const double d = c - level * scale;
+      while (level < kInt8Max && k >= next) {
+        ++level;
+        if (level < kInt8Max) next = first_bin(level + 1);
+      }
+      const double d = (k + 0.5) * width - static_cast<double>(level) * scale;
       err += static_cast<double>(hist[k]) * d * d;
     }
     if (err < best) {
