@@ -580,6 +580,29 @@ def _onnx_elem_types(proto: onnx.ModelProto) -> dict:
             if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
 
 
+# Passes left out before quantizing: Q/DQ placement (the skip input of an
+# Add), TensorRT and the int8 lowering all look for plain Conv -> Add -> Relu,
+# which the epilogue fusion would hide inside FusedConv.
+QUANT_DISABLED_PASSES = ("fuse_conv_add_relu",)
+
+
+def _optimize_for_quantization(graph):
+    from .optimizer import optimize_graph
+
+    known = getattr(_core, "default_passes", None)
+    names = {p[0] for p in known()} if known else set()
+    return optimize_graph(graph, disable=tuple(p for p in QUANT_DISABLED_PASSES if p in names))
+
+
+def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """pyengine-domain ops written as standard ONNX: the optimizer's expander
+    when this build has it, else the one here."""
+    from . import optimizer
+
+    expand = getattr(optimizer, "expand_custom_ops", None)
+    return expand(model) if expand is not None else expand_pyengine_ops(model)
+
+
 def _lower(graph):
     """The Q/DQ graph lowered to pyengine's int8 ops, when this build has them."""
     lower = getattr(_core, "lower_qdq_to_int8", None)
@@ -607,9 +630,7 @@ class _Session:
         graph, _ = onnx_io.graph_from_onnx(self.proto)
         self.optimizer_report = None
         if optimize:
-            from .optimizer import optimize_graph
-
-            graph, self.optimizer_report = optimize_graph(graph)
+            graph, self.optimizer_report = _optimize_for_quantization(graph)
         self.graph = graph
         self.opset = onnx_io.default_opset(self.proto)
         self.num_threads = num_threads
@@ -631,7 +652,7 @@ class _Session:
     # -- float model ------------------------------------------------------
     def float_onnx(self) -> onnx.ModelProto:
         if self._float_onnx is None:
-            self._float_onnx = expand_pyengine_ops(onnx_io.graph_to_onnx(self.graph, self.opset))
+            self._float_onnx = _to_standard_onnx(onnx_io.graph_to_onnx(self.graph, self.opset))
         return self._float_onnx
 
     def float_runner(self) -> _Runner:
@@ -706,7 +727,7 @@ class _Session:
 
     def qdq_onnx(self, qgraph, table: CalibrationTable) -> onnx.ModelProto:
         name = self.source.graph.name or "pyengine"
-        model = expand_pyengine_ops(onnx_io.graph_to_onnx(qgraph, self.opset, name=f"{name}_int8"))
+        model = _to_standard_onnx(onnx_io.graph_to_onnx(qgraph, self.opset, name=f"{name}_int8"))
         props = {"pyengine.precision": "int8", "pyengine.calibration_method": table.method,
                  "pyengine.calibration_percentile": str(table.percentile),
                  "pyengine.source_model_sha256": self.model_sha256}
