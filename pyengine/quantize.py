@@ -745,7 +745,9 @@ class _Session:
                 model.append(self.qdq_onnx(qgraph, table))
             return model[0]
 
-        return _Runner(_lower(qgraph), onnx_model, self.num_threads), summary
+        # Lowering rewrites in place; onnxruntime, if it has to step in, needs
+        # the standard Q/DQ graph.
+        return _Runner(_lower(qgraph.clone()), onnx_model, self.num_threads), summary
 
 
 # --------------------------------------------------------------------------
@@ -792,7 +794,7 @@ def format_accuracy_report(report: dict, max_tensors: int = 10) -> str:
                      f"{m['mean_abs_error']:>10.4g} {m['sqnr_db']:>8.2f} {top1:>7}")
     tensors = report.get("tensors", [])
     if tensors:
-        lines.append(f"  least accurate quantized tensors (SQNR, dB; lower = more sensitive):")
+        lines.append("  least accurate quantized tensors (SQNR, dB; lower = more sensitive):")
         for t in tensors[:max_tensors]:
             lines.append(f"    {t['sqnr_db']:>7.2f}  {t['kind']:<10} {t['tensor'][:40]:<40} -> {', '.join(t['nodes'])}")
     keep = report.get("keep_fp32")
