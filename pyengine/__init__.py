@@ -24,3 +24,4 @@ from . import _core  # noqa: E402
 from .api import build, load  # noqa: E402,F401
 from .engine import Engine, TensorSpec  # noqa: E402,F401
 from .optimizer import optimize  # noqa: E402,F401
+from .quantize import quantize  # noqa: E402,F401

@@ -137,6 +137,13 @@ class Engine:
             self._impl.set_profiling(False)
 
     # -- saving ------------------------------------------------------------
+    def save_calibration(self, path, format: str = "json") -> None:
+        """Writes the INT8 calibration table: "json" (pyengine's cache) or
+        "tensorrt" (TensorRT's text cache); see pyengine.quantize.save_calibration."""
+        from .quantize import save_calibration
+
+        save_calibration(self, path, format=format)
+
     def save(self, path) -> None:
         """Writes the plan file (format: engine/plan/format.md)."""
         meta = dict(self._metadata)

@@ -24,5 +24,6 @@ void register_runtime(py::module_& m);
 void register_plan(py::module_& m);
 void register_passes(py::module_& m);
 void register_quant(py::module_& m);
+void register_calib(py::module_& m);
 
 }  // namespace engine::py_bind

@@ -107,4 +107,5 @@ PYBIND11_MODULE(_core, m) {
   py_bind::register_plan(m);
   py_bind::register_passes(m);
   py_bind::register_quant(m);
+  py_bind::register_calib(m);
 }

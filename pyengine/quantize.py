@@ -1,0 +1,1150 @@
+"""INT8 post-training quantization: calibrate, place Q/DQ, build, report.
+
+    qdq = pyengine.quantize("model.onnx", calibration_data=images)      # onnx.ModelProto
+    engine = pyengine.build("model.onnx", precision="int8", calibration_data=images,
+                            validation_data=held_out)
+    print(engine.accuracy_report)
+    engine.save_calibration("model.calib", format="tensorrt")
+
+The pipeline:
+
+1. The float model is prepared: opset raised to 13 where older (per-channel
+   DequantizeLinear needs it), Constant nodes and Identity-of-initializer
+   chains become plain initializers, and BatchNormalization after a Conv is
+   folded into the Conv's weights (so weights are quantized as they will run),
+   then the graph optimizer runs.
+2. Calibration runs the float graph over the calibration batches and collects,
+   in C++, the statistics of every float activation (engine/quant/observers.h):
+   the CPU executor's observer hook when pyengine runs every op of the model,
+   else onnxruntime, whose intermediate tensors feed the same observers.
+3. ``insert_qdq`` (engine/quant/insert_qdq.h) places Q/DQ pairs as TensorRT
+   wants them: every Conv/Gemm/MatMul input (weights int8 per output channel),
+   the skip input of residual Adds, one pair per tensor.
+4. The Q/DQ graph is written out as standard ONNX (``quantize``) or lowered to
+   pyengine's int8 kernels (``build_int8``).
+
+The calibration table (amax per tensor) can be cached (``calibration_cache``)
+keyed by the model's content hash and the calibration settings, and exported
+in TensorRT's text cache format.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from . import _core, onnx_io
+from .calibration import DEFAULT_BATCH_SIZE, input_specs, is_reiterable, iter_batches
+from .errors import (
+    CalibrationError,
+    InvalidArgumentError,
+    InvalidModelError,
+    UnsupportedOperatorError,
+)
+
+METHODS = ("entropy", "percentile", "mse", "minmax")
+DEFAULT_PERCENTILE = 99.99
+DEFAULT_NUM_BINS = 2048
+QDQ_MIN_OPSET = 13
+CACHE_FORMAT = "pyengine-calibration-cache"
+CACHE_VERSION = 1
+# TensorRT 8.6.1, the last release whose calibration caches DeepStream and
+# TensorRT <= 10 commonly read; override with trt_version=.
+DEFAULT_TRT_CACHE_VERSION = "8601"
+TARGET_KEYS = ("top1_agreement", "cosine")
+
+
+# --------------------------------------------------------------------------
+# Calibration tables and caches
+# --------------------------------------------------------------------------
+
+def _check_settings(method: str, percentile: float, num_bins: int = DEFAULT_NUM_BINS) -> None:
+    if method not in METHODS:
+        raise InvalidArgumentError(f"calibration_method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
+        raise InvalidArgumentError(f"percentile must be in (0, 100], got {percentile!r}")
+    if not isinstance(num_bins, int) or num_bins < 128:
+        raise InvalidArgumentError(f"num_bins must be an int >= 128, got {num_bins!r}")
+
+
+def cache_key(model_sha256: str, method: str, percentile: float, num_bins: int = DEFAULT_NUM_BINS) -> str:
+    """The key of a calibration cache entry: model content and the settings
+    that change the result (the percentile only matters for "percentile")."""
+    pct = f"{float(percentile):.6g}" if method == "percentile" else "-"
+    text = f"{model_sha256}|{method}|{pct}|{num_bins}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def scale_from_amax(amax: float) -> float:
+    """amax / 127 in float32, 1.0 for an empty range (as engine/quant/qparams.h)."""
+    a = np.float32(amax)
+    if not (a > 0) or not np.isfinite(a):
+        return 1.0
+    return float(a / np.float32(127))
+
+
+@dataclass
+class CalibrationTable:
+    """Calibrated ranges of a model's float tensors.
+
+    Attributes:
+        model_sha256: content hash of the source ONNX model.
+        method, percentile, num_bins: the calibration settings.
+        amax: {tensor name: |x| clipping threshold}, in graph order.
+        num_batches: batches the statistics came from.
+        runtime: "pyengine" or "onnxruntime" (what ran the float model).
+    """
+
+    model_sha256: str
+    method: str
+    percentile: float
+    amax: dict
+    num_bins: int = DEFAULT_NUM_BINS
+    num_batches: int = 0
+    runtime: str = ""
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.model_sha256, self.method, self.percentile, self.num_bins)
+
+    def scales(self) -> dict:
+        """{tensor name: scale = amax / 127}."""
+        return {n: scale_from_amax(a) for n, a in self.amax.items()}
+
+    def to_dict(self) -> dict:
+        return {"model_sha256": self.model_sha256, "method": self.method, "percentile": self.percentile,
+                "num_bins": self.num_bins, "num_batches": self.num_batches, "runtime": self.runtime,
+                "amax": {n: float(a) for n, a in self.amax.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CalibrationTable":
+        try:
+            return cls(model_sha256=d["model_sha256"], method=d["method"], percentile=float(d["percentile"]),
+                       amax={str(n): float(a) for n, a in d["amax"].items()}, num_bins=int(d.get("num_bins", 2048)),
+                       num_batches=int(d.get("num_batches", 0)), runtime=d.get("runtime", ""))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CalibrationError(f"malformed calibration table: {exc}") from None
+
+
+def tensorrt_cache_text(table: CalibrationTable, trt_version: str = DEFAULT_TRT_CACHE_VERSION,
+                        algorithm: str | None = None) -> str:
+    """The table in TensorRT's calibration cache text format.
+
+    First line ``TRT-<version>-<algorithm>`` (EntropyCalibration2, or
+    MinMaxCalibration for "minmax"), then ``name: <hex>`` per tensor, the hex
+    being the big-endian float32 bits of scale = amax / 127.
+    """
+    algorithm = algorithm or ("MinMaxCalibration" if table.method == "minmax" else "EntropyCalibration2")
+    lines = [f"TRT-{trt_version}-{algorithm}"]
+    for name, amax in table.amax.items():
+        lines.append(f"{name}: {struct.pack('>f', scale_from_amax(amax)).hex()}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_tensorrt_cache(text: str) -> tuple[str, str, dict]:
+    """Parses a TensorRT text calibration cache.
+
+    Returns (version, algorithm, {tensor name: scale}).
+    """
+    lines = [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("TRT-") or lines[0].count("-") < 2:
+        raise CalibrationError("not a TensorRT calibration cache: the first line must be TRT-<version>-<algorithm>")
+    _, version, algorithm = lines[0].split("-", 2)
+    scales = {}
+    for i, ln in enumerate(lines[1:], start=2):
+        name, sep, hexval = ln.rpartition(": ")
+        if not sep:
+            raise CalibrationError(f"TensorRT calibration cache line {i} is not 'name: <hex>': {ln!r}")
+        try:
+            scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
+        except (ValueError, struct.error):
+            raise CalibrationError(f"TensorRT calibration cache line {i}: bad hex float {hexval!r}") from None
+    return version, algorithm, scales
+
+
+def _read_cache_entries(path: str) -> dict:
+    """{key: CalibrationTable} of a pyengine JSON cache ({} if absent)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise CalibrationError(f"cannot read calibration cache '{path}': {exc}") from None
+    if text.startswith("TRT-"):
+        version, algorithm, scales = parse_tensorrt_cache(text)
+        method = "minmax" if algorithm.startswith("MinMax") else "entropy"
+        table = CalibrationTable("", method, DEFAULT_PERCENTILE,
+                                 {n: s * 127.0 for n, s in scales.items()}, runtime=f"tensorrt-cache-{version}")
+        return {"tensorrt": table}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"calibration cache '{path}' is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT:
+        raise CalibrationError(f"'{path}' is not a pyengine calibration cache")
+    if doc.get("version") != CACHE_VERSION:
+        raise CalibrationError(f"calibration cache '{path}' has version {doc.get('version')}; "
+                               f"this pyengine reads version {CACHE_VERSION}")
+    return {k: CalibrationTable.from_dict(v) for k, v in doc.get("entries", {}).items()}
+
+
+def load_calibration(path) -> list[CalibrationTable]:
+    """Every table in a calibration cache (pyengine JSON or TensorRT text)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CalibrationError(f"calibration cache '{path}' does not exist")
+    return list(_read_cache_entries(path).values())
+
+
+def _table_of(obj) -> CalibrationTable:
+    if isinstance(obj, CalibrationTable):
+        return obj
+    if isinstance(obj, dict):
+        return CalibrationTable.from_dict(obj)
+    meta = getattr(obj, "metadata", None)
+    if isinstance(meta, dict):
+        if "calibration" not in meta:
+            raise InvalidArgumentError("this engine has no calibration table (it is not an INT8 build)")
+        return CalibrationTable.from_dict(meta["calibration"])
+    raise InvalidArgumentError(f"expected an Engine or a CalibrationTable, got {type(obj).__name__}")
+
+
+def save_calibration(obj, path, format: str = "json", trt_version: str = DEFAULT_TRT_CACHE_VERSION) -> None:
+    """Writes the calibration table of an INT8 Engine (or a CalibrationTable).
+
+    Args:
+        obj: an INT8 :class:`pyengine.Engine` or a :class:`CalibrationTable`.
+        path: file to write.
+        format: "json" (pyengine's cache: entries keyed by model hash and
+            settings; an existing cache file keeps its other entries) or
+            "tensorrt" (TensorRT's text calibration cache).
+        trt_version: the version field of the TensorRT header.
+    """
+    table = _table_of(obj)
+    path = os.fspath(path)
+    if format == "tensorrt":
+        text = tensorrt_cache_text(table, trt_version)
+    elif format == "json":
+        entries = {}
+        if os.path.exists(path):
+            try:
+                entries = {k: v.to_dict() for k, v in _read_cache_entries(path).items() if k != "tensorrt"}
+            except CalibrationError:
+                entries = {}
+        entries[table.key] = table.to_dict()
+        text = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": entries}, indent=1)
+    else:
+        raise InvalidArgumentError(f"format must be 'json' or 'tensorrt', got {format!r}")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# Model preparation (float -> float, exact up to float rounding)
+# --------------------------------------------------------------------------
+
+def _ensure_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    current = onnx_io.default_opset(proto)
+    if current >= opset:
+        return proto
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(proto, opset)
+    except Exception as exc:
+        raise InvalidModelError(
+            f"the model uses opset {current}; INT8 Q/DQ models need opset {opset} and the upgrade failed: {exc}") from None
+
+
+def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Returns a copy of ``proto`` with Constant nodes and Identity-of-constant
+    chains turned into initializers, and BatchNormalization nodes that follow a
+    Conv (read only by them, with constant parameters) folded into the Conv:
+
+        W' = W * s[c],  b' = (b - mean) * s + beta,  s = gamma / sqrt(var + eps).
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    inits = {t.name: t for t in g.initializer}
+
+    # Constant nodes (PyTorch emits them for literals and, unfolded, for
+    # parameters) and Identity chains over constants become initializers.
+    alias = {}
+    nodes = []
+    for n in g.node:
+        ins = [alias.get(i, i) for i in n.input]
+        default_domain = n.domain in ("", "ai.onnx")
+        if (default_domain and n.op_type == "Constant" and len(n.attribute) == 1
+                and n.attribute[0].name == "value" and n.output[0] not in outputs):
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            g.initializer.append(t)
+            inits[t.name] = t
+            continue
+        if default_domain and n.op_type == "Identity" and ins and ins[0] in inits and n.output[0] not in outputs:
+            alias[n.output[0]] = ins[0]
+            continue
+        del n.input[:]
+        n.input.extend(ins)
+        nodes.append(n)
+
+    producer = {o: n for n in nodes for o in n.output}
+    uses = {}
+    for n in nodes:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    for o in outputs:
+        uses[o] = uses.get(o, 0) + 1
+
+    def array(name):
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    removed = set()
+    for bn in nodes:
+        if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
+        if attrs.get("training_mode", 0) or len([o for o in bn.output if o]) != 1 or len(bn.input) != 5:
+            continue
+        conv = producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or uses.get(bn.input[0]) != 1:
+            continue
+        params = [array(i) for i in bn.input[1:]]
+        w = array(conv.input[1])
+        b = array(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+        if w is None or any(p is None for p in params) or (len(conv.input) > 2 and conv.input[2] and b is None):
+            continue
+        if w.dtype != np.float32 or any(p.dtype != np.float32 for p in params):
+            continue
+        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+        s = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        w_new = (w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        b0 = np.zeros_like(s) if b is None else b.astype(np.float64)
+        b_new = ((b0 - mean) * s + beta).astype(np.float32)
+        w_name = _fresh_name(inits, conv.input[1] + "_bn_folded")
+        b_name = _fresh_name(inits, (conv.input[2] if b is not None else conv.output[0] + "_bias") + "_bn_folded")
+        for name, value in ((w_name, w_new), (b_name, b_new)):
+            t = numpy_helper.from_array(value, name)
+            g.initializer.append(t)
+            inits[name] = t
+        conv_inputs = [conv.input[0], w_name, b_name]
+        del conv.input[:]
+        conv.input.extend(conv_inputs)
+        conv.output[0] = bn.output[0]
+        removed.add(id(bn))
+
+    nodes = [n for n in nodes if id(n) not in removed]
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in nodes for i in n.input} | outputs
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    kept_names = {t.name for t in keep}
+    graph_inputs = [vi for vi in g.input if vi.name not in inits or vi.name in kept_names]
+    del g.input[:]
+    g.input.extend(graph_inputs)
+    produced = {o for n in nodes for o in n.output}
+    value_info = [vi for vi in g.value_info if vi.name in produced]
+    del g.value_info[:]
+    g.value_info.extend(value_info)
+    return model
+
+
+def _fresh_name(taken, base):
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    return name
+
+
+# --------------------------------------------------------------------------
+# pyengine-domain ops -> standard ONNX (for onnxruntime and TensorRT)
+# --------------------------------------------------------------------------
+
+def expand_pyengine_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrites pyengine's fused ops (FusedConv, FusedGemm, ChannelAffine) as
+    the standard ONNX ops they stand for, so that onnxruntime and TensorRT can
+    run the model. Returns the model (modified in place)."""
+    g = model.graph
+    if not any(n.domain == "pyengine" for n in g.node):
+        return model
+    opset = onnx_io.default_opset(model)
+    inits = {t.name for t in g.initializer}
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
+             for vi in (*g.input, *g.value_info, *g.output) if vi.type.tensor_type.HasField("shape")}
+    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    nodes = []
+
+    def fresh(base):
+        name = _fresh_name(taken, base)
+        taken.add(name)
+        return name
+
+    def const(base, value):
+        name = fresh(base)
+        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    for n in g.node:
+        if n.domain != "pyengine":
+            nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        act = attrs.pop("activation", b"")
+        act = act.decode() if isinstance(act, bytes) else act
+        params = list(attrs.pop("activation_params", []))
+        base, out = n.name or n.output[0], n.output[0]
+        ins = list(n.input)
+        if n.op_type in ("FusedConv", "FusedGemm"):
+            core = "Conv" if n.op_type == "FusedConv" else "Gemm"
+            residual = ins[3] if core == "Conv" and len(ins) > 3 and ins[3] else ""
+            core_ins = [i for i in ins[:3]]
+            while core_ins and not core_ins[-1]:
+                core_ins.pop()
+            y = out if not residual and not act else fresh(base + "_out")
+            nodes.append(helper.make_node(core, core_ins, [y], name=base, **attrs))
+            if residual:
+                y2 = out if not act else fresh(base + "_sum")
+                nodes.append(helper.make_node("Add", [y, residual], [y2], name=fresh(base + "_add")))
+                y = y2
+            if act:
+                nodes.extend(_activation_nodes(act, params, y, out, base, opset, fresh, const))
+        elif n.op_type == "ChannelAffine":
+            rank = ranks.get(ins[0])
+            if rank is None or ins[1] not in inits or ins[2] not in inits:
+                raise UnsupportedOperatorError(
+                    f"node '{n.name}' (ChannelAffine): cannot be written as standard ONNX without a known "
+                    f"input rank and constant scale/shift")
+            t = {t.name: t for t in g.initializer}
+            shape = (-1,) + (1,) * (rank - 2)
+            scale = const(ins[1] + "_nd", numpy_helper.to_array(t[ins[1]]).reshape(shape))
+            shift = const(ins[2] + "_nd", numpy_helper.to_array(t[ins[2]]).reshape(shape))
+            y = fresh(base + "_scaled")
+            nodes.append(helper.make_node("Mul", [ins[0], scale], [y], name=fresh(base + "_mul")))
+            nodes.append(helper.make_node("Add", [y, shift], [out], name=base))
+        else:
+            raise UnsupportedOperatorError(
+                f"node '{n.name}': pyengine op {n.op_type} has no standard ONNX form")
+    del g.node[:]
+    g.node.extend(nodes)
+    imports = [o for o in model.opset_import if o.domain != "pyengine"]
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
+    return model
+
+
+def _activation_nodes(act, params, x, out, base, opset, fresh, const):
+    name = fresh(base + "_" + act.lower())
+    if act in ("Relu", "Sigmoid", "Tanh"):
+        return [helper.make_node(act, [x], [out], name=name)]
+    if act == "LeakyRelu":
+        return [helper.make_node("LeakyRelu", [x], [out], name=name, alpha=params[0] if params else 0.01)]
+    if act == "Clip":
+        lo = params[0] if params else -math.inf
+        hi = params[1] if len(params) > 1 else math.inf
+        return [helper.make_node("Clip", [x, const(base + "_min", lo), const(base + "_max", hi)], [out], name=name)]
+    if act == "HardSigmoid":
+        alpha = params[0] if params else 0.2
+        beta = params[1] if len(params) > 1 else 0.5
+        return [helper.make_node("HardSigmoid", [x], [out], name=name, alpha=alpha, beta=beta)]
+    if act == "HardSwish" and opset >= 14:
+        return [helper.make_node("HardSwish", [x], [out], name=name)]
+    if act == "HardSwish":
+        hs = fresh(base + "_hsig")
+        return [helper.make_node("HardSigmoid", [x], [hs], name=fresh(name), alpha=1.0 / 6, beta=0.5),
+                helper.make_node("Mul", [x, hs], [out], name=name)]
+    if act == "SiLU":
+        sig = fresh(base + "_sig")
+        return [helper.make_node("Sigmoid", [x], [sig], name=fresh(name)),
+                helper.make_node("Mul", [x, sig], [out], name=name)]
+    if act == "Gelu" and opset >= 20:
+        return [helper.make_node("Gelu", [x], [out], name=name)]
+    if act == "Gelu":
+        d, e, a, m = (fresh(base + s) for s in ("_div", "_erf", "_add1", "_mul"))
+        return [helper.make_node("Div", [x, const(base + "_sqrt2", math.sqrt(2.0))], [d], name=fresh(name)),
+                helper.make_node("Erf", [d], [e], name=fresh(name)),
+                helper.make_node("Add", [e, const(base + "_one", 1.0)], [a], name=fresh(name)),
+                helper.make_node("Mul", [x, a], [m], name=fresh(name)),
+                helper.make_node("Mul", [m, const(base + "_half", 0.5)], [out], name=name)]
+    raise UnsupportedOperatorError(f"node '{base}': activation {act!r} has no standard ONNX form here")
+
+
+# --------------------------------------------------------------------------
+# Running float and Q/DQ graphs
+# --------------------------------------------------------------------------
+
+def _onnxruntime(reason):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UnsupportedOperatorError(
+            f"{reason}\n(onnxruntime, which pyengine falls back to for calibration and INT8 "
+            f"evaluation of such models, is not installed: pip install onnxruntime)") from None
+    return onnxruntime
+
+
+class _Runner:
+    """Runs a graph with pyengine's CPU executor, or with onnxruntime when the
+    executor lacks a kernel for some op of it. ``attach`` routes the float
+    tensors of every run into C++ observers (a ``_core.Calibrator``)."""
+
+    def __init__(self, graph, onnx_model, num_threads: int = 0):
+        self.inputs = [i[0] for i in graph.inputs()]
+        self.outputs = [o[0] for o in graph.outputs()]
+        self._onnx_model = onnx_model  # callable returning a ModelProto, for onnxruntime
+        self._num_threads = num_threads
+        self._session = None
+        self._fetch = []
+        self.calibrator = None
+        self._names = set()
+        try:
+            self._executor = _core.Executor(graph, num_threads)
+            self.kind = "pyengine"
+        except UnsupportedOperatorError as exc:
+            self._executor = None
+            self._ort = _onnxruntime(str(exc))
+            self.kind = "onnxruntime"
+
+    def attach(self, names, num_bins: int = DEFAULT_NUM_BINS):
+        self.detach()
+        self.calibrator = _core.Calibrator(self._executor, list(names), num_bins)
+        self._names = set(names)
+        if self._executor is None:
+            self._fetch = [n for n in names if n not in self.inputs and n not in self.outputs]
+            self._session = None
+        return self.calibrator
+
+    def detach(self):
+        if self.calibrator is not None:
+            self.calibrator.detach()
+        self.calibrator, self._names, self._fetch, self._session = None, set(), [], None
+
+    def _ort_session(self):
+        if self._session is None:
+            model = copy.deepcopy(self._onnx_model())
+            known = {o.name for o in model.graph.output}
+            for name in self._fetch:
+                if name not in known:
+                    model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            options = self._ort.SessionOptions()
+            if self._num_threads:
+                options.intra_op_num_threads = self._num_threads
+            options.log_severity_level = 3
+            self._session = self._ort.InferenceSession(model.SerializeToString(), options,
+                                                       providers=["CPUExecutionProvider"])
+        return self._session
+
+    def run(self, feeds: dict) -> list:
+        if self._executor is not None:
+            arrays = [feeds[n] for n in self.inputs]
+            if self.calibrator is not None:
+                return self.calibrator.observe(arrays)
+            return self._executor.run(arrays)
+        names = self.outputs + self._fetch
+        results = self._ort_session().run(names, {n: feeds[n] for n in self.inputs})
+        if self.calibrator is not None:
+            for n in self.inputs:
+                if n in self._names and feeds[n].dtype == np.float32:
+                    self.calibrator.update(n, feeds[n])
+            for n, a in zip(names, results):
+                if n in self._names and isinstance(a, np.ndarray) and a.dtype == np.float32:
+                    self.calibrator.update(n, np.ascontiguousarray(a))
+        return results[:len(self.outputs)]
+
+
+def _onnx_elem_types(proto: onnx.ModelProto) -> dict:
+    """{value name: ONNX element type} from onnx shape inference (best effort)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # inference is a hint here; models it rejects still run
+        inferred = proto
+    g = inferred.graph
+    return {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.value_info, *g.output)
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
+
+
+# Passes left out before quantizing: Q/DQ placement (the skip input of an
+# Add), TensorRT and the int8 lowering all look for plain Conv -> Add -> Relu,
+# which the epilogue fusion would hide inside FusedConv.
+QUANT_DISABLED_PASSES = ("fuse_conv_add_relu",)
+
+
+def _optimize_for_quantization(graph):
+    from .optimizer import optimize_graph
+
+    known = getattr(_core, "default_passes", None)
+    names = {p[0] for p in known()} if known else set()
+    return optimize_graph(graph, disable=tuple(p for p in QUANT_DISABLED_PASSES if p in names))
+
+
+def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """pyengine-domain ops written as standard ONNX: the optimizer's expander
+    when this build has it, else the one here."""
+    from . import optimizer
+
+    expand = getattr(optimizer, "expand_custom_ops", None)
+    return expand(model) if expand is not None else expand_pyengine_ops(model)
+
+
+def _lower(graph):
+    """The Q/DQ graph lowered to pyengine's int8 ops, when this build has them."""
+    lower = getattr(_core, "lower_qdq_to_int8", None)
+    if lower is None:
+        return graph
+    result = lower(graph)
+    return result if isinstance(result, _core.Graph) else graph
+
+
+# --------------------------------------------------------------------------
+# The quantization session: one prepared model, calibrated once
+# --------------------------------------------------------------------------
+
+class _Session:
+    def __init__(self, model, optimize: bool = True, num_threads: int = 0):
+        source = onnx_io.load_model(model)
+        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
+               for n in source.graph.node):
+            raise InvalidArgumentError("the model is already quantized (it has QuantizeLinear/DequantizeLinear "
+                                       "or QLinear* nodes); pass the float model")
+        self.model = model
+        self.source = source
+        self.model_sha256 = onnx_io.model_sha256(source)
+        self.proto = prepare_float_model(_ensure_opset(source, QDQ_MIN_OPSET))
+        graph, _ = onnx_io.graph_from_onnx(self.proto)
+        self.optimizer_report = None
+        if optimize:
+            graph, self.optimizer_report = _optimize_for_quantization(graph)
+        self.graph = graph
+        self.opset = onnx_io.default_opset(self.proto)
+        self.num_threads = num_threads
+        self.specs = input_specs(graph)
+        dtypes = {name: code for name, code, _, is_const in graph.values() if not is_const}
+        # Until shape inference knows every op, ONNX's own inference fills in
+        # element types the C++ graph does not have yet.
+        for name, code in _onnx_elem_types(self.proto).items():
+            if not dtypes.get(name):
+                dtypes[name] = code
+        names = [n for n, code, _ in graph.inputs() if code == onnx.TensorProto.FLOAT]
+        self.nodes = graph.nodes()
+        for node in self.nodes:
+            names.extend(o for o in node["outputs"] if o and dtypes.get(o) == onnx.TensorProto.FLOAT)
+        self.float_tensors = list(dict.fromkeys(names))
+        self.origins = {n["name"]: list(n["origin"]) or [n["name"]] for n in self.nodes}
+        self._float_onnx = None
+
+    # -- float model ------------------------------------------------------
+    def float_onnx(self) -> onnx.ModelProto:
+        if self._float_onnx is None:
+            self._float_onnx = _to_standard_onnx(onnx_io.graph_to_onnx(self.graph, self.opset))
+        return self._float_onnx
+
+    def float_runner(self) -> _Runner:
+        return _Runner(self.graph, self.float_onnx, self.num_threads)
+
+    # -- calibration ------------------------------------------------------
+    def calibrate(self, data, method, percentile, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
+                  num_bins=DEFAULT_NUM_BINS, progress=True) -> CalibrationTable:
+        runner = self.float_runner()
+        calibrator = runner.attach(self.float_tensors, num_bins)
+        count = 0
+        try:
+            for index, feeds in iter_batches(data, self.specs, batch_size, num_batches, progress):
+                runner.run(feeds)
+                bad = calibrator.nonfinite()
+                if bad:
+                    where = ", ".join(f"'{n}' ({c} values)" for n, c in list(bad.items())[:5])
+                    raise CalibrationError(f"calibration batch {index}: the float model produced NaN or Inf in "
+                                           f"{where}; check the data and the model")
+                count += 1
+            amax = calibrator.amax(method, percentile)
+        finally:
+            runner.detach()
+        ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
+        return CalibrationTable(self.model_sha256, method, float(percentile), ordered, num_bins, count, runner.kind)
+
+    def table(self, data, method, percentile, cache=None, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
+              num_bins=DEFAULT_NUM_BINS, progress=True) -> CalibrationTable:
+        """The calibration table: from the cache when it has an entry for this
+        model and these settings, else calibrated (and then cached)."""
+        _check_settings(method, percentile, num_bins)
+        key = cache_key(self.model_sha256, method, percentile, num_bins)
+        if cache is not None:
+            entries = _read_cache_entries(os.fspath(cache))
+            if key in entries:
+                return entries[key]
+            if "tensorrt" in entries:
+                return self._from_tensorrt_cache(entries["tensorrt"], os.fspath(cache))
+        if data is None:
+            where = f" and the cache '{os.fspath(cache)}' has no entry for this model and settings" if cache else ""
+            raise CalibrationError(f"no calibration data given (calibration_data=...){where}")
+        table = self.calibrate(data, method, percentile, num_batches, batch_size, num_bins, progress)
+        if cache is not None:
+            save_calibration(table, cache, format="json")
+        return table
+
+    def _from_tensorrt_cache(self, table, path):
+        known = set(self.float_tensors)
+        amax = {n: a for n, a in table.amax.items() if n in known}
+        if not amax:
+            raise CalibrationError(f"TensorRT calibration cache '{path}' names none of this model's tensors")
+        table.model_sha256 = self.model_sha256
+        table.amax = amax
+        return table
+
+    # -- Q/DQ -------------------------------------------------------------
+    def check_keep(self, keep_fp32) -> list:
+        if isinstance(keep_fp32, str):
+            keep_fp32 = [keep_fp32]
+        keep = list(dict.fromkeys(keep_fp32 or ()))
+        known = set(self.origins) | {o for origin in self.origins.values() for o in origin}
+        unknown = [k for k in keep if k not in known]
+        if unknown:
+            raise InvalidArgumentError(f"keep_fp32 names unknown nodes {unknown}; node names are ONNX node names "
+                                       f"such as {sorted(self.origins)[:5]}")
+        return keep
+
+    def qdq_graph(self, table: CalibrationTable, keep_fp32=()):
+        g = self.graph.clone()
+        summary = _core.insert_qdq(g, dict(table.amax), list(keep_fp32))
+        return g, summary
+
+    def qdq_onnx(self, qgraph, table: CalibrationTable) -> onnx.ModelProto:
+        name = self.source.graph.name or "pyengine"
+        model = _to_standard_onnx(onnx_io.graph_to_onnx(qgraph, self.opset, name=f"{name}_int8"))
+        props = {"pyengine.precision": "int8", "pyengine.calibration_method": table.method,
+                 "pyengine.calibration_percentile": str(table.percentile),
+                 "pyengine.source_model_sha256": self.model_sha256}
+        for k, v in props.items():
+            model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+        onnx.checker.check_model(model)
+        return model
+
+    def qdq_runner(self, table, keep_fp32=()):
+        qgraph, summary = self.qdq_graph(table, keep_fp32)
+        model = []
+
+        def onnx_model():
+            if not model:
+                model.append(self.qdq_onnx(qgraph, table))
+            return model[0]
+
+        # Lowering rewrites in place; onnxruntime, if it has to step in, needs
+        # the standard Q/DQ graph.
+        return _Runner(_lower(qgraph.clone()), onnx_model, self.num_threads), summary
+
+
+# --------------------------------------------------------------------------
+# Accuracy reports and the keep-in-FP32 search
+# --------------------------------------------------------------------------
+
+class AccuracyReport(dict):
+    """The accuracy of an INT8 model against its FP32 original (a dict);
+    ``str(report)`` is a readable summary.
+
+    Keys: "data" (batches, samples, held_out), "runtime" (what ran each model),
+    "outputs" ({name: cosine, max_abs_error, mean_abs_error, sqnr_db,
+    top1_agreement}), "tensors" (quantized tensors, least accurate first:
+    tensor, kind, nodes, sqnr_db), "keep_fp32", "calibration".
+    """
+
+    def __str__(self) -> str:
+        return format_accuracy_report(self)
+
+    def worst_layers(self, n: int = 5) -> list:
+        """ONNX node names reading the n least accurate quantized tensors."""
+        names = []
+        for t in self.get("tensors", []):
+            for node in t["nodes"]:
+                if node not in names:
+                    names.append(node)
+        return names[:n]
+
+
+def format_accuracy_report(report: dict, max_tensors: int = 10) -> str:
+    data = report.get("data", {})
+    cal = report.get("calibration", {})
+    lines = [f"INT8 vs FP32 on {data.get('samples', '?')} samples "
+             f"({'held-out' if data.get('held_out') else 'calibration data, not held out'}); "
+             f"calibration: {cal.get('method', '?')}"
+             + (f" {cal.get('percentile')}" if cal.get("method") == "percentile" else "")]
+    rt = report.get("runtime", {})
+    if rt:
+        lines.append(f"  runtimes: fp32 on {rt.get('fp32')}, int8 on {rt.get('int8')}")
+    lines.append(f"  {'output':<24} {'cosine':>9} {'max|err|':>10} {'mean|err|':>10} {'SQNR dB':>8} {'top-1':>7}")
+    for name, m in report.get("outputs", {}).items():
+        top1 = "-" if m.get("top1_agreement") is None else f"{100 * m['top1_agreement']:.2f}%"
+        lines.append(f"  {name[:24]:<24} {m['cosine']:>9.6f} {m['max_abs_error']:>10.4g} "
+                     f"{m['mean_abs_error']:>10.4g} {m['sqnr_db']:>8.2f} {top1:>7}")
+    tensors = report.get("tensors", [])
+    if tensors:
+        lines.append("  least accurate quantized tensors (SQNR, dB; lower = more sensitive):")
+        for t in tensors[:max_tensors]:
+            lines.append(f"    {t['sqnr_db']:>7.2f}  {t['kind']:<10} {t['tensor'][:40]:<40} -> {', '.join(t['nodes'])}")
+    keep = report.get("keep_fp32")
+    if keep:
+        lines.append(f"  kept in FP32: {', '.join(keep)}")
+    return "\n".join(lines)
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def _output_metrics(refs: list, outs: list) -> dict:
+    """Per-output agreement over batches: refs[b][i] vs outs[b][i]."""
+    metrics = []
+    for i in range(len(refs[0])):
+        dot = sa = sb = se = 0.0
+        max_err, abs_sum, count, agree, top1_total = 0.0, 0.0, 0, 0, 0
+        for ref_b, out_b in zip(refs, outs):
+            a = np.asarray(ref_b[i], dtype=np.float64)
+            b = np.asarray(out_b[i], dtype=np.float64)
+            d = a - b
+            dot += float(np.sum(a * b))
+            sa += float(np.sum(a * a))
+            sb += float(np.sum(b * b))
+            se += float(np.sum(d * d))
+            if d.size:
+                max_err = max(max_err, float(np.max(np.abs(d))))
+            abs_sum += float(np.sum(np.abs(d)))
+            count += d.size
+            if a.ndim >= 2 and a.shape[1] > 1:
+                agree += int(np.count_nonzero(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+                top1_total += int(np.prod(a.shape) // a.shape[1])
+        cosine = 1.0 if sa == 0 and sb == 0 else (dot / math.sqrt(sa * sb) if sa > 0 and sb > 0 else 0.0)
+        metrics.append({"cosine": cosine, "max_abs_error": max_err, "mean_abs_error": abs_sum / max(count, 1),
+                        "sqnr_db": _db(sa, se), "top1_agreement": agree / top1_total if top1_total else None})
+    return metrics
+
+
+class _Evaluator:
+    """FP32 reference outputs (and per-tensor SQNR) on a fixed set of batches,
+    and INT8 variants evaluated against them."""
+
+    def __init__(self, session: _Session, table: CalibrationTable, data, batch_size, num_batches, held_out,
+                 progress=False):
+        self.session, self.table, self.held_out = session, table, held_out
+        self.batches = [feeds for _, feeds in iter_batches(data, session.specs, batch_size, num_batches,
+                                                           progress, desc="evaluating")]
+        runner = session.float_runner()
+        calibrator = runner.attach(list(table.amax), table.num_bins)
+        calibrator.set_eval_scales(table.scales())
+        try:
+            self.refs = [runner.run(b) for b in self.batches]
+            self.sqnr = calibrator.sqnr_db()
+        finally:
+            runner.detach()
+        self.fp32_runtime = runner.kind
+        self.output_names = runner.outputs
+
+    def run_int8(self, keep_fp32=()):
+        runner, summary = self.session.qdq_runner(self.table, keep_fp32)
+        outs = [runner.run(b) for b in self.batches]
+        metrics = _output_metrics(self.refs, outs)
+        return dict(zip(self.output_names, metrics)), summary, runner.kind
+
+    def report(self, keep_fp32=()) -> AccuracyReport:
+        outputs, summary, int8_runtime = self.run_int8(keep_fp32)
+        origins = self.session.origins
+        tensors = []
+        for name, consumers in summary["activation_consumers"].items():
+            nodes = [o for c in consumers for o in origins.get(c, [c])]
+            tensors.append({"tensor": name, "kind": "activation", "nodes": nodes,
+                            "sqnr_db": float(self.sqnr.get(name, math.inf)),
+                            "scale": float(summary["activation_scales"][name])})
+        for name, consumers in summary["weight_consumers"].items():
+            nodes = [o for c in consumers for o in origins.get(c, [c])]
+            tensors.append({"tensor": name, "kind": "weight", "nodes": nodes,
+                            "sqnr_db": _weight_sqnr(self.session.graph.constant(name), consumers, self.session)})
+        tensors.sort(key=lambda t: t["sqnr_db"])
+        samples = sum(next(iter(b.values())).shape[0] for b in self.batches)
+        return AccuracyReport(
+            data={"batches": len(self.batches), "samples": int(samples), "held_out": bool(self.held_out)},
+            runtime={"fp32": self.fp32_runtime, "int8": int8_runtime},
+            outputs=outputs, tensors=tensors, keep_fp32=list(keep_fp32),
+            calibration={"method": self.table.method, "percentile": self.table.percentile},
+            skipped=[list(s) for s in summary["skipped"]])
+
+
+def _weight_sqnr(w, consumers, session) -> float:
+    if w is None:
+        return math.inf
+    w = np.asarray(w, dtype=np.float32)
+    kinds = {n["name"]: n for n in session.nodes}
+    axis = 0
+    node = kinds.get(consumers[0]) if consumers else None
+    if node is not None and node["op_type"] in ("Gemm", "FusedGemm"):
+        axis = 0 if node["attrs"].get("transB", (2, 0))[1] else 1
+    elif node is not None and node["op_type"] == "MatMul":
+        axis = w.ndim - 1 if w.ndim >= 2 else 0
+    q, scale = _core.quantize_weights(w, axis)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    dq = q.astype(np.float32) * scale.reshape(shape)
+    return _db(float(np.sum(w.astype(np.float64) ** 2)), float(np.sum((w.astype(np.float64) - dq) ** 2)))
+
+
+def _meets(outputs: dict, target: dict) -> bool:
+    for key, want in target.items():
+        values = [m[key] for m in outputs.values() if m.get(key) is not None]
+        if not values:
+            raise InvalidArgumentError(f"accuracy_target key {key!r}: no output of the model supports it "
+                                       f"(top-1 needs outputs shaped (N, classes, ...))")
+        if min(values) < want:
+            return False
+    return True
+
+
+def _check_target(target) -> dict:
+    if not isinstance(target, dict) or not target:
+        raise InvalidArgumentError(f"accuracy_target must be a dict such as {{'top1_agreement': 0.99}}, got {target!r}")
+    bad = [k for k in target if k not in TARGET_KEYS]
+    if bad:
+        raise InvalidArgumentError(f"accuracy_target keys must be among {TARGET_KEYS}, got {bad}")
+    return {k: float(v) for k, v in target.items()}
+
+
+def _search_keep_fp32(evaluator: _Evaluator, target: dict, keep_fp32: list) -> tuple[list, dict]:
+    """The fewest layers to keep in FP32 (beyond ``keep_fp32``) to meet
+    ``target``: layers are ranked by their sensitivity, the output noise when
+    only that layer is quantized, and added most sensitive first."""
+    outputs, summary, _ = evaluator.run_int8(keep_fp32)
+    log = {"target": target, "initial": outputs, "sensitivity": [], "evaluations": 1}
+    if _meets(outputs, target):
+        log["met"] = True
+        return keep_fp32, log
+    layers = [n for n in summary["quantized_nodes"] if n not in keep_fp32]
+    sensitivity = []
+    for layer in layers:
+        others = keep_fp32 + [n for n in layers if n != layer]
+        outs, _, _ = evaluator.run_int8(others)
+        noise = max(1.0 - m["cosine"] for m in outs.values())
+        top1 = [m["top1_agreement"] for m in outs.values() if m["top1_agreement"] is not None]
+        sensitivity.append({"node": layer, "output_noise": noise, "top1_agreement": min(top1) if top1 else None})
+    log["evaluations"] += len(layers)
+    ranked = [s["node"] for s in sorted(sensitivity, key=lambda s: -s["output_noise"])]
+    log["sensitivity"] = sorted(sensitivity, key=lambda s: -s["output_noise"])
+    for k in range(1, len(ranked) + 1):
+        keep = keep_fp32 + ranked[:k]
+        outs, _, _ = evaluator.run_int8(keep)
+        log["evaluations"] += 1
+        if _meets(outs, target):
+            log["met"], log["final"] = True, outs
+            return keep, log
+    log["met"] = False
+    return keep_fp32 + ranked, log
+
+
+# --------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------
+
+def calibrate(model, calibration_data, calibration_method: str = "entropy", percentile: float = DEFAULT_PERCENTILE,
+              num_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, num_bins: int = DEFAULT_NUM_BINS,
+              optimize: bool = True, progress: bool = True, num_threads: int = 0) -> CalibrationTable:
+    """Calibrates every float tensor of a model.
+
+    Args:
+        model: path to an .onnx file or an ``onnx.ModelProto`` (float).
+        calibration_data: see :mod:`pyengine.calibration`.
+        calibration_method: "entropy" (TensorRT's EntropyCalibration2, the
+            default), "percentile", "mse" or "minmax".
+        percentile: for "percentile", the percentile of |x| kept unclipped.
+        num_batches: use at most this many batches.
+        batch_size: samples per batch when splitting arrays.
+        num_bins: histogram bins per tensor.
+        optimize: run the graph optimizer before calibrating.
+        progress: show a progress bar (tqdm, when installed).
+        num_threads: CPU threads (0: all cores).
+
+    Returns:
+        A :class:`CalibrationTable`.
+    """
+    _check_settings(calibration_method, percentile, num_bins)
+    session = _Session(model, optimize, num_threads)
+    return session.calibrate(calibration_data, calibration_method, percentile, num_batches, batch_size,
+                             num_bins, progress)
+
+
+def quantize(model, calibration_data=None, calibration_method: str = "entropy",
+             percentile: float = DEFAULT_PERCENTILE, keep_fp32=(), calibration_cache=None,
+             num_batches: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE, optimize: bool = True,
+             num_bins: int = DEFAULT_NUM_BINS, accuracy_target: dict | None = None, validation_data=None,
+             progress: bool = True, num_threads: int = 0) -> onnx.ModelProto:
+    """Post-training INT8 quantization to a standard Q/DQ ONNX model.
+
+    The result passes ``onnx.checker``, runs in onnxruntime, and is what the
+    TensorRT backend builds from: symmetric int8 (zero points 0), weights per
+    output channel, activations per tensor, Q/DQ placed as TensorRT wants
+    for residual networks.
+
+    Args:
+        model: path to an .onnx file or an ``onnx.ModelProto`` (float).
+        calibration_data: see :mod:`pyengine.calibration`; may be omitted when
+            ``calibration_cache`` has an entry for this model and settings.
+        calibration_method: "entropy" (default), "percentile", "mse" or "minmax".
+        percentile: for "percentile" (default 99.99).
+        keep_fp32: ONNX node names to leave unquantized.
+        calibration_cache: path of a calibration cache: read when it has an
+            entry for this model's content and these settings, else written
+            after calibrating. A TensorRT text cache is read too.
+        num_batches: calibrate on at most this many batches.
+        batch_size: samples per batch when splitting arrays.
+        optimize: run the graph optimizer first.
+        num_bins: histogram bins per tensor.
+        accuracy_target: e.g. ``{"top1_agreement": 0.99}`` or ``{"cosine": 0.999}``:
+            keep the fewest, most sensitive layers in FP32 to meet it on
+            ``validation_data``.
+        validation_data: held-out batches for ``accuracy_target``.
+        progress: show progress bars (tqdm, when installed).
+        num_threads: CPU threads for calibration (0: all cores).
+
+    Returns:
+        The Q/DQ ``onnx.ModelProto``.
+    """
+    session = _Session(model, optimize, num_threads)
+    table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
+                          batch_size, num_bins, progress)
+    keep = session.check_keep(keep_fp32)
+    if accuracy_target is not None:
+        target = _check_target(accuracy_target)
+        if validation_data is None:
+            raise InvalidArgumentError("accuracy_target needs validation_data (held-out batches)")
+        evaluator = _Evaluator(session, table, validation_data, batch_size, None, True)
+        keep, _ = _search_keep_fp32(evaluator, target, keep)
+    qgraph, _ = session.qdq_graph(table, keep)
+    return session.qdq_onnx(qgraph, table)
+
+
+def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibration_data=None,
+               calibration_method: str = "entropy", percentile: float = DEFAULT_PERCENTILE, keep_fp32=(),
+               calibration_cache=None, num_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+               num_bins: int = DEFAULT_NUM_BINS, validation_data=None, accuracy_target: dict | None = None,
+               report: bool = True, progress: bool = True):
+    """Calibrates, quantizes and compiles an INT8 CPU engine
+    (``pyengine.build(model, precision="int8", ...)`` lands here).
+
+    Options are those of :func:`quantize`, plus:
+        validation_data: held-out batches for the accuracy report and
+            ``accuracy_target``; without it the report uses the calibration
+            data when it can be read twice (and says it is not held out).
+        report: compute the accuracy report (``engine.accuracy_report``, also
+            stored in ``engine.metadata["int8"]["accuracy"]``).
+
+    Returns:
+        A :class:`pyengine.Engine` running the Q/DQ graph, lowered to int8
+        kernels where pyengine has them. ``engine.save_calibration(path)``
+        writes its calibration table.
+    """
+    from .api import base_metadata
+    from .engine import Engine
+
+    session = _Session(model, optimize, num_threads)
+    table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
+                          batch_size, num_bins, progress)
+    keep = session.check_keep(keep_fp32)
+    search_log = None
+    evaluator = None
+    if accuracy_target is not None:
+        target = _check_target(accuracy_target)
+        if validation_data is None:
+            raise InvalidArgumentError("accuracy_target needs validation_data (held-out batches)")
+        evaluator = _Evaluator(session, table, validation_data, batch_size, None, True)
+        keep, search_log = _search_keep_fp32(evaluator, target, keep)
+    qgraph, summary = session.qdq_graph(table, keep)
+    run_graph = _lower(qgraph)
+    metadata = base_metadata(model, session.source, "int8")
+    metadata["source_model_sha256"] = session.model_sha256
+    if session.optimizer_report is not None:
+        metadata["optimizer"] = session.optimizer_report
+    metadata["calibration"] = table.to_dict()
+    metadata["int8"] = {
+        "keep_fp32": keep,
+        "quantized_nodes": summary["quantized_nodes"],
+        "skipped": [list(s) for s in summary["skipped"]],
+        "num_activation_pairs": summary["num_activation_pairs"],
+        "num_weights": summary["num_weights"],
+        "lowered": hasattr(_core, "lower_qdq_to_int8"),
+    }
+    if search_log is not None:
+        metadata["int8"]["accuracy_search"] = _jsonable(search_log)
+    try:
+        engine = Engine(run_graph, metadata, num_threads)
+    except UnsupportedOperatorError as exc:
+        raise UnsupportedOperatorError(
+            f"{exc}\nThis build of pyengine cannot run the INT8 graph on the CPU; "
+            f"pyengine.quantize(...) gives the Q/DQ ONNX model for onnxruntime or TensorRT.") from None
+    accuracy = None
+    if report:
+        if evaluator is None:
+            data, held_out = (validation_data, True) if validation_data is not None else (calibration_data, False)
+            if data is not None and (held_out or is_reiterable(data)):
+                evaluator = _Evaluator(session, table, data, batch_size, None if held_out else num_batches,
+                                       held_out)
+        if evaluator is not None:
+            accuracy = evaluator.report(keep)
+            metadata["int8"]["accuracy"] = _jsonable(dict(accuracy))
+    engine.accuracy_report = accuracy
+    return engine
+
+
+def accuracy_report(model, data, calibration_method: str = "entropy", percentile: float = DEFAULT_PERCENTILE,
+                    keep_fp32=(), calibration_cache=None, calibration_data=None, num_batches=None,
+                    batch_size: int = DEFAULT_BATCH_SIZE, num_bins: int = DEFAULT_NUM_BINS, optimize: bool = True,
+                    progress: bool = False, num_threads: int = 0) -> AccuracyReport:
+    """INT8 vs FP32 accuracy of a model's quantization on ``data`` (held out).
+
+    Calibrates on ``calibration_data`` (or reads ``calibration_cache``) with
+    the given settings, quantizes, and compares the INT8 model's outputs with
+    the FP32 model's on ``data``: per output cosine similarity, max/mean
+    absolute error, SQNR and top-1 agreement; per quantized tensor its SQNR
+    (dB), naming the ONNX nodes that read it, least accurate first.
+
+    Returns:
+        An :class:`AccuracyReport` (a dict; ``str()`` gives a summary table).
+    """
+    session = _Session(model, optimize, num_threads)
+    table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
+                          batch_size, num_bins, progress)
+    keep = session.check_keep(keep_fp32)
+    return _Evaluator(session, table, data, batch_size, None, True).report(keep)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, (np.floating, np.integer)):
+        return _jsonable(obj.item())
+    return obj
+
+
+__all__ = [
+    "quantize", "build_int8", "calibrate", "accuracy_report", "AccuracyReport", "CalibrationTable",
+    "save_calibration", "load_calibration", "tensorrt_cache_text", "parse_tensorrt_cache",
+    "prepare_float_model", "expand_pyengine_ops", "METHODS",
+]
