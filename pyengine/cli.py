@@ -220,7 +220,14 @@ def cmd_profile(args) -> int:
     for precision in ([None] if is_plan else precisions):
         options = {}
         if precision == "int8":
-            options["calibration_data"] = args.calib or "random"
+            if args.calib:
+                options["calibration_data"] = args.calib
+            else:  # timing only: calibrate on random inputs, and say so
+                print("note: int8 calibrated on random inputs (--calib DIR for real data); "
+                      "timings are valid, accuracy is not", file=sys.stderr)
+                specs = _onnx_specs(__import__("onnx").load(args.model, load_external_data=False))
+                options["calibration_data"] = [random_inputs(specs, 1, seed=s) for s in range(4)]
+            options["report"] = False
         engine = load_engine(args.model, precision or "fp32", args.threads, **options)
         precision = engine.precision
         for batch in batches:

@@ -10,6 +10,8 @@ to read (the machines are noisy). Rows:
   pyengine -O0    build(optimize=False)
   ort             onnxruntime, ORT_ENABLE_ALL
   ort -O0         onnxruntime, ORT_DISABLE_ALL
+  pyengine int8   build(precision="int8"), calibrated (entropy) on random images
+  ort int8 q/dq   onnxruntime running the same Q/DQ model (pyengine.quantize)
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--no-O0", action="store_true", help="skip the unoptimized rows")
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
+    p.add_argument("--calib-batches", type=int, default=4)
     args = p.parse_args(argv)
     import onnxruntime as ort
 
@@ -70,6 +74,16 @@ def main(argv=None) -> int:
         if not args.no_O0:
             sessions.append(("ort -O0", _ort_session(model, args.threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)))
         in_name = model.graph.input[0].name
+        if not args.no_int8:
+            # Random calibration data: these rows measure speed, not accuracy
+            # (tests/test_int8_accuracy.py measures accuracy on real data).
+            calib = [zoo.make_input(model, 1, seed=100 + i)[in_name] for i in range(args.calib_batches)]
+            variants.append(("pyengine int8", pyengine.build(model, precision="int8", calibration_data=calib,
+                                                             num_threads=args.threads, report=False,
+                                                             progress=False)))
+            qdq = pyengine.quantize(model, calibration_data=calib, progress=False)
+            sessions.append(("ort int8 q/dq", _ort_session(qdq, args.threads,
+                                                           ort.GraphOptimizationLevel.ORT_ENABLE_ALL)))
         for batch in (int(b) for b in args.batches.split(",")):
             x = zoo.make_input(model, batch)[in_name]
             ort_med = None
