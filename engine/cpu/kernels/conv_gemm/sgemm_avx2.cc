@@ -26,7 +26,6 @@
 
 #include "cpu/kernels/conv_gemm/activation_avx2.h"
 #include "cpu/kernels/conv_gemm/conv_gemm.h"
-#include "cpu/kernels/conv_gemm/pack_avx2.h"
 
 namespace engine {
 namespace conv_gemm {
@@ -190,6 +189,25 @@ const MicroKernel kKernels[kMR][2] = {
     {micro_kernel<3, 1>, micro_kernel<3, 2>}, {micro_kernel<4, 1>, micro_kernel<4, 2>},
     {micro_kernel<5, 1>, micro_kernel<5, 2>}, {micro_kernel<6, 1>, micro_kernel<6, 2>},
 };
+
+// Copies len contiguous floats into B panels starting at column i of the
+// panel row drow (column i lives at drow + (i / kNR) * kNR * kc + i % kNR).
+inline void put_run(float* drow, int64_t kc, int64_t i, const float* src, int64_t len) {
+  while (len > 0) {
+    const int64_t j = i % kNR;
+    const int64_t l = std::min(len, kNR - j);
+    float* d = drow + (i / kNR) * kNR * kc + j;
+    if (l == kNR) {
+      _mm256_store_ps(d, _mm256_loadu_ps(src));
+      _mm256_store_ps(d + 8, _mm256_loadu_ps(src + 8));
+    } else {
+      for (int64_t e = 0; e < l; ++e) d[e] = src[e];
+    }
+    i += l;
+    src += l;
+    len -= l;
+  }
+}
 
 // B block [k0, k0+kc) x [n0, n0+nc) of a strided matrix into panels.
 void pack_b_block(const float* b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
