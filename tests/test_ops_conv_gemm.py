@@ -339,13 +339,15 @@ def _c_array(kind, m, n):
 GEMM_SIZES = [(7, 13, 17), (1, 300, 40), (50, 600, 300)]
 
 
+ALPHA_BETA = [(1.0, 1.0), (0.5, 1.0), (1.0, 2.5), (-1.5, 0.0), (0.25, -0.5)]
+
+
 @pytest.mark.parametrize("weights", ["init", "input"])
+@pytest.mark.parametrize("alpha,beta", ALPHA_BETA)
 @pytest.mark.parametrize("c_kind", C_SHAPES)
 @pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([0, 1], [0, 1])))
-def test_gemm(trans_a, trans_b, c_kind, weights):
-    case = _pick(trans_a, trans_b, c_kind, weights)
-    m, k, n = GEMM_SIZES[case % len(GEMM_SIZES)]
-    alpha, beta = [(1.0, 1.0), (0.5, 1.0), (1.0, 2.5), (-1.5, 0.0)][(case // 3) % 4]
+def test_gemm(trans_a, trans_b, c_kind, alpha, beta, weights):
+    m, k, n = GEMM_SIZES[_pick(trans_a, trans_b, c_kind, alpha, beta, weights) % len(GEMM_SIZES)]
     a = _randn(*((k, m) if trans_a else (m, k)))
     b = _randn(*((n, k) if trans_b else (k, n)))
     arrays = {"b": b}
