@@ -147,6 +147,8 @@ CONV_CASES = [
     ("2d_big_k_blocks", (1, 64, 20, 20), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
     ("2d_big_pointwise", (2, 300, 9, 31), (130, 300, 1, 1), {}, "pointwise"),
     ("2d_big_m_chunks", (1, 256, 7, 7), (520, 256, 1, 1), {}, "pointwise"),
+    ("2d_m_chunks_k_blocks", (1, 300, 7, 7), (520, 300, 1, 1), {}, "pointwise"),
+    ("2d_m_chunks_im2col", (1, 64, 7, 7), (200, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
     ("1d_basic", (3, 3, 17), (5, 3, 3), dict(pads=[1, 2]), "im2col"),
     ("1d_stride_dil", (1, 13, 17), (7, 13, 3), dict(strides=[2], dilations=[2]), "im2col"),
     ("1d_pointwise", (1, 13, 17), (7, 13, 1), {}, "pointwise"),
