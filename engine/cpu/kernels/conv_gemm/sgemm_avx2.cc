@@ -285,13 +285,15 @@ Plan make_plan(const GemmSpec& s, int threads) {
   }
   p.nblocks = std::max<int64_t>(1, std::min(nb, p.npanels));
   p.nc = (p.npanels + p.nblocks - 1) / p.nblocks * kNR;
-  // Row chunks: when items x column blocks still leave threads idle, split
-  // M into 2 tasks per thread (each chunk reads the shared B blocks).
+  // Row chunks: when items x column blocks give fewer than 4 tasks per
+  // thread (small outputs: 14x14, 7x7 at batch 1), split M too, into chunks
+  // of at least 4 panels; the chunks of a column block share its packed B.
   const int64_t base = s.items * p.nblocks;
   p.mchunks = 1;
-  if (threads > 1 && base < 2 * threads) {
-    p.mchunks = std::min<int64_t>(p.mpanels, (2 * threads + base - 1) / base);
-    while ((base * p.mchunks) % threads != 0 && p.mchunks < p.mpanels) ++p.mchunks;
+  if (threads > 1 && base < 4 * threads) {
+    const int64_t most = std::max<int64_t>(1, p.mpanels / 4);
+    p.mchunks = std::min(most, (4 * threads + base - 1) / base);
+    while ((base * p.mchunks) % threads != 0 && p.mchunks < most) ++p.mchunks;
   }
   p.tasks = base * p.mchunks;
   p.shared_b = !s.b_packed && p.mchunks > 1;
