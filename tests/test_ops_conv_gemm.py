@@ -147,6 +147,8 @@ CONV_CASES = [
     ("2d_big_k_blocks", (1, 64, 20, 20), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
     ("2d_big_pointwise", (2, 300, 9, 31), (130, 300, 1, 1), {}, "pointwise"),
     ("2d_big_m_chunks", (1, 256, 7, 7), (520, 256, 1, 1), {}, "pointwise"),
+    ("2d_m_chunks_k_blocks", (1, 300, 7, 7), (520, 300, 1, 1), {}, "pointwise"),
+    ("2d_m_chunks_im2col", (1, 64, 7, 7), (200, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
     ("1d_basic", (3, 3, 17), (5, 3, 3), dict(pads=[1, 2]), "im2col"),
     ("1d_stride_dil", (1, 13, 17), (7, 13, 3), dict(strides=[2], dilations=[2]), "im2col"),
     ("1d_pointwise", (1, 13, 17), (7, 13, 1), {}, "pointwise"),
@@ -339,13 +341,15 @@ def _c_array(kind, m, n):
 GEMM_SIZES = [(7, 13, 17), (1, 300, 40), (50, 600, 300)]
 
 
+ALPHA_BETA = [(1.0, 1.0), (0.5, 1.0), (1.0, 2.5), (-1.5, 0.0), (0.25, -0.5)]
+
+
 @pytest.mark.parametrize("weights", ["init", "input"])
+@pytest.mark.parametrize("alpha,beta", ALPHA_BETA)
 @pytest.mark.parametrize("c_kind", C_SHAPES)
 @pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([0, 1], [0, 1])))
-def test_gemm(trans_a, trans_b, c_kind, weights):
-    case = _pick(trans_a, trans_b, c_kind, weights)
-    m, k, n = GEMM_SIZES[case % len(GEMM_SIZES)]
-    alpha, beta = [(1.0, 1.0), (0.5, 1.0), (1.0, 2.5), (-1.5, 0.0)][(case // 3) % 4]
+def test_gemm(trans_a, trans_b, c_kind, alpha, beta, weights):
+    m, k, n = GEMM_SIZES[_pick(trans_a, trans_b, c_kind, alpha, beta, weights) % len(GEMM_SIZES)]
     a = _randn(*((k, m) if trans_a else (m, k)))
     b = _randn(*((n, k) if trans_b else (k, n)))
     arrays = {"b": b}

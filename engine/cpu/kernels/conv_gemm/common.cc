@@ -5,8 +5,8 @@
 // Panel layout (see conv_gemm.h): K is cut into blocks of gemm_kc(K); the
 // panel of rows [p*MR, p*MR+MR) of block k0 is at k0*Mpad + p*MR*kc, k-major.
 // Keeping a whole K block of a panel contiguous lets the micro-kernel stream
-// it with unit stride, and blocking K keeps a B panel (kc x 16 floats) within
-// L1 while the A panels of one block (Mpad x kc) stay in L2.
+// it with unit stride, and blocking K keeps an A panel (kc x 6 floats) in L1
+// and a task's packed B block (kc x nc) in L2 (see sgemm_avx2.cc).
 #include <cstring>
 #include <limits>
 
@@ -136,8 +136,9 @@ ConvGeom ConvAttrs::resolve(const Shape& x, const Shape& w, const Shape& y) cons
 }
 
 int64_t gemm_kc(int64_t k) {
-  // Equal blocks of at most kKcMax: a B panel of kc x 16 floats (16 KB at
-  // 256) stays in L1 next to the streaming A panel.
+  // Equal blocks of at most kKcMax: an A panel (6 KB at 256) stays in L1, a
+  // B block of kc x 256 columns (256 KB) in L2, and each micro-kernel call
+  // runs long enough to amortize its epilogue.
   constexpr int64_t kKcMax = 256;
   const int64_t blocks = (k + kKcMax - 1) / kKcMax;
   return blocks == 0 ? 1 : (k + blocks - 1) / blocks;

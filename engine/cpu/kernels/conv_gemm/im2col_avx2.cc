@@ -105,11 +105,12 @@ void im2col_line(const ConvGeom& g, const float* xc, int64_t d_off, int64_t h_of
 // Fast path for unit H/W strides with OW == IW and a single output depth
 // slice (3x3 "same" convs): output position n then reads input element
 // n + h_off*IW + w_off of its plane, so one k row of the block is a single
-// contiguous run copied straight into the panels. Afterwards only the
-// columns whose input column falls outside the row (|w_off| per output
-// row) and the rows outside the input (top/bottom padding) are zero.
+// contiguous run copied straight into the panels. Columns whose input column
+// falls outside the row depend only on kw: `keep` holds, per panel, the lane
+// masks of the columns to keep for this kw (computed once per call), and
+// rows outside the input are cut from the copied range.
 void im2col_same_width_row(const ConvGeom& g, const float* plane, int64_t h_off, int64_t w_off, int64_t n0,
-                           int64_t nc, int64_t kc, float* drow) {
+                           int64_t nc, int64_t kc, const __m256* keep, float* drow) {
   const int64_t ow = g.ow, iw = g.iw;
   // Columns [a, b) of the block lie in output rows whose input row exists.
   const int64_t oh_a = std::max<int64_t>(0, -h_off), oh_b = std::min(g.oh, g.ih - h_off);
@@ -122,15 +123,27 @@ void im2col_same_width_row(const ConvGeom& g, const float* plane, int64_t h_off,
   for (int64_t q = 0; q < panels; ++q) {
     const int64_t c0 = q * kNR;
     float* d = drow + q * kNR * kc;
-    _mm256_store_ps(d, load_range(src + c0, a - c0, b - c0));
-    _mm256_store_ps(d + 8, load_range(src + c0 + 8, a - c0 - 8, b - c0 - 8));
+    _mm256_store_ps(d, _mm256_and_ps(keep[2 * q], load_range(src + c0, a - c0, b - c0)));
+    _mm256_store_ps(d + 8, _mm256_and_ps(keep[2 * q + 1], load_range(src + c0 + 8, a - c0 - 8, b - c0 - 8)));
   }
-  if (w_off == 0 || b <= a) return;
-  // Edge columns of each output row in [a, b): ow in [0, -w_off) or [ow - w_off, ow).
-  const int64_t e_lo = w_off < 0 ? 0 : ow - w_off, e_hi = w_off < 0 ? -w_off : ow;
-  for (int64_t row = (n0 + a) / ow; row * ow < n0 + b; ++row) {
-    const int64_t lo = std::max(row * ow + e_lo - n0, a), hi = std::min(row * ow + e_hi - n0, b);
-    for (int64_t i = lo; i < hi; ++i) drow[(i / kNR) * kNR * kc + i % kNR] = 0.f;
+}
+
+// keep[(kw * panels + q) * 2 + h]: lanes of panel q (half h) whose input
+// column ow + kw*dw - pw lies inside the row, for the block [n0, n0 + nc).
+void same_width_masks(const ConvGeom& g, int64_t n0, int64_t nc, __m256* keep) {
+  const int64_t panels = (nc + kNR - 1) / kNR;
+  alignas(32) int32_t lanes[kNR];
+  for (int64_t kw = 0; kw < g.kw; ++kw) {
+    const int64_t w_off = kw * g.dw - g.pw;
+    for (int64_t q = 0; q < panels; ++q) {
+      for (int j = 0; j < kNR; ++j) {
+        const int64_t col = q * kNR + j, iw = (n0 + col) % g.ow + w_off;
+        lanes[j] = col < nc && iw >= 0 && iw < g.iw ? -1 : 0;
+      }
+      keep[(kw * panels + q) * 2] = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<__m256i*>(lanes)));
+      keep[(kw * panels + q) * 2 + 1] =
+          _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<__m256i*>(lanes + 8)));
+    }
   }
 }
 
@@ -155,7 +168,10 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
   const int64_t panels = (nc + kNR - 1) / kNR;
   const int64_t in_plane = g.in_plane(), ks = g.ksize();
   const int64_t od0 = n0 / (g.oh * g.ow), oh0 = (n0 / g.ow) % g.oh, ow0 = n0 % g.ow;
-  const bool same_width = g.sw == 1 && g.sh == 1 && g.ow == g.iw && g.od == 1;
+  constexpr int64_t kMaxMaskKw = 8;
+  const bool same_width = g.sw == 1 && g.sh == 1 && g.ow == g.iw && g.od == 1 && g.kw <= kMaxMaskKw;
+  __m256 keep[kMaxMaskKw * (kMaxCols / kNR) * 2];  // 8 KB
+  if (same_width) same_width_masks(g, n0, nc, keep);
   auto scatter = [&](int64_t kk) {
     const float* line = lines[kk & 1];
     float* drow = dst + kk * kNR;
@@ -180,7 +196,8 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
           _mm256_store_ps(d + 8, _mm256_setzero_ps());
         }
       } else {
-        im2col_same_width_row(g, xc + id * g.ih * g.iw, h_off, w_off, n0, nc, kc, dst + kk * kNR);
+        im2col_same_width_row(g, xc + id * g.ih * g.iw, h_off, w_off, n0, nc, kc, keep + kw * panels * 2,
+                              dst + kk * kNR);
       }
     } else if (g.sw == 1) im2col_line<1>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);
     else if (g.sw == 2) im2col_line<2>(g, xc, d_off, h_off, w_off, od0, oh0, ow0, nc, line);

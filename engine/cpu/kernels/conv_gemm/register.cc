@@ -113,7 +113,8 @@ class ConvKernel final : public Kernel {
     const ConvGeom& g = geom_;
     const float* bp = b ? b->data<float>() : nullptr;
     const float* zp = z ? z->data<float>() : nullptr;
-    if (b && b->numel() != g.cout) fail(ErrorKind::kShape, "Conv bias has ", b->numel(), " entries, expected ", g.cout);
+    if (b && b->numel() != g.cout)
+      fail(ErrorKind::kShape, attrs_.where, ": the bias has ", b->numel(), " entries, expected ", g.cout);
     if (!avx2_ || g.gemm_k() == 0) {
       path_ = "conv_f32_ref";
       conv_ref(g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
@@ -152,7 +153,7 @@ class ConvKernel final : public Kernel {
   }
 
   std::string describe() const override {
-    std::string d = path_.empty() ? (avx2_ ? "conv_f32_avx2" : "conv_f32_ref") : path_;
+    std::string d = path_ ? path_ : (avx2_ ? "conv_f32_avx2" : "conv_f32_ref");
     if (act_.kind != Act::kNone) d += std::string(" +") + activation_name(act_.kind);
     return d;
   }
@@ -171,7 +172,7 @@ class ConvKernel final : public Kernel {
   int64_t group_stride_ = 0;
   Shape x_shape_, w_shape_, y_shape_;
   ConvGeom geom_;
-  std::string path_;
+  const char* path_ = nullptr;  // the path the last run took, for describe()
 };
 
 // ---------------------------------------------------------------------------
@@ -286,7 +287,7 @@ class GemmKernel final : public Kernel {
   }
 
   std::string describe() const override {
-    std::string d = path_.empty() ? (avx2_ ? "gemm_f32_avx2" : "gemm_f32_ref") : path_;
+    std::string d = path_ ? path_ : (avx2_ ? "gemm_f32_avx2" : "gemm_f32_ref");
     if (act_.kind != Act::kNone) d += std::string(" +") + activation_name(act_.kind);
     return d;
   }
@@ -298,7 +299,7 @@ class GemmKernel final : public Kernel {
   Activation act_;
   Packed packed_a_, packed_b_;
   Shape packed_a_shape_, packed_b_shape_;
-  std::string path_;
+  const char* path_ = nullptr;  // the path the last run took, for describe()
 };
 
 // ---------------------------------------------------------------------------
@@ -381,7 +382,7 @@ class MatMulKernel final : public Kernel {
   }
 
   std::string describe() const override {
-    return path_.empty() ? (avx2_ ? "matmul_f32_avx2" : "matmul_f32_ref") : path_;
+    return path_ ? path_ : (avx2_ ? "matmul_f32_avx2" : "matmul_f32_ref");
   }
 
  private:
@@ -432,7 +433,7 @@ class MatMulKernel final : public Kernel {
   int64_t m_ = 0, k_ = 0, n_ = 0, items_ = 0;
   bool b_shared_ = false;
   std::vector<int64_t> a_off_, b_off_;
-  std::string path_;
+  const char* path_ = nullptr;  // the path the last run took, for describe()
 };
 
 }  // namespace
