@@ -144,11 +144,23 @@ CONV_CASES = [
     ("2d_valid", (1, 3, 17, 13), (5, 3, 3, 3), dict(auto_pad="VALID", strides=[2, 2]), "im2col"),
     ("2d_depthwise_same_lower", (1, 13, 17, 17), (13, 1, 4, 4), dict(group=13, auto_pad="SAME_LOWER"), "depthwise"),
     # Large enough to cut K into blocks, N into column blocks and M into row chunks.
-    ("2d_big_k_blocks", (1, 64, 20, 20), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_big_k_blocks", (1, 64, 20, 20), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("2d_big_pointwise", (2, 300, 9, 31), (130, 300, 1, 1), {}, "pointwise"),
     ("2d_big_m_chunks", (1, 256, 7, 7), (520, 256, 1, 1), {}, "pointwise"),
     ("2d_m_chunks_k_blocks", (1, 300, 7, 7), (520, 300, 1, 1), {}, "pointwise"),
-    ("2d_m_chunks_im2col", (1, 64, 7, 7), (200, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_m_chunks_im2col", (1, 64, 7, 7), (200, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("2d_m_chunks_im2col_s2", (1, 64, 7, 7), (200, 64, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "im2col"),
+    # Winograd F(2x2, 3x3): 3x3, unit stride and dilation, one group, >= 16 channels.
+    ("wino_odd_out", (1, 16, 9, 13), (17, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_valid", (3, 20, 10, 11), (16, 20, 3, 3), {}, "winograd"),
+    ("wino_asym_pads", (1, 24, 17, 17), (16, 24, 3, 3), dict(pads=[0, 2, 1, 0]), "winograd"),
+    ("wino_big_pads", (1, 16, 5, 4), (16, 16, 3, 3), dict(pads=[2, 2, 2, 2]), "winograd"),
+    ("wino_k_blocks", (1, 300, 6, 7), (40, 300, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_wide", (2, 16, 5, 40), (24, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_in_1x1", (1, 16, 1, 1), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_same_upper", (3, 16, 8, 9), (16, 16, 3, 3), dict(auto_pad="SAME_UPPER"), "winograd"),
+    ("wino_not_dilated", (1, 16, 9, 9), (16, 16, 3, 3), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), "im2col"),
+    ("wino_not_grouped", (1, 32, 9, 9), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "im2col"),
     ("1d_basic", (3, 3, 17), (5, 3, 3), dict(pads=[1, 2]), "im2col"),
     ("1d_stride_dil", (1, 13, 17), (7, 13, 3), dict(strides=[2], dilations=[2]), "im2col"),
     ("1d_pointwise", (1, 13, 17), (7, 13, 1), {}, "pointwise"),
@@ -190,6 +202,8 @@ def _conv_model(x_shape, w_shape, attrs, bias, weights_as_input, op="Conv", doma
 @pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_conv(case, weights):
     _, x_shape, w_shape, attrs, path = case
+    if path == "winograd" and weights == "input":
+        path = "im2col"  # Winograd needs weights transformed once in create()
     bias = _pick(case[0], weights) % 2 == 0
     node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, bias, weights == "input")
     model = _model([node], inputs, [_vi("y", None)], inits)
@@ -277,7 +291,8 @@ FUSED_CASES = [
     ("im2col", (1, 13, 17, 17), (13, 13, 3, 3), dict(pads=[1, 1, 1, 1])),
     ("pointwise", (3, 127, 5, 5), (13, 127, 1, 1), {}),
     ("depthwise", (1, 13, 17, 17), (13, 1, 7, 7), dict(group=13, pads=[3, 3, 3, 3])),
-    ("kblocks", (1, 64, 9, 9), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ("kblocks", (1, 64, 9, 9), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2])),
+    ("winograd", (1, 32, 9, 11), (32, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
     ("3d_depthwise", (1, 8, 5, 6, 7), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1])),
 ]
 
@@ -314,7 +329,10 @@ def test_fused_conv(case, act, residual):
     fused = helper.make_node("FusedConv", names, ["y"], name="fused", domain="pyengine", **fattrs)
     pe_model = _model([fused], inputs, [_vi("y", None)], inits,
                       opsets=[helper.make_opsetid("", OPSET), helper.make_opsetid("pyengine", 1)])
-    kernel = _check(pe_model, feeds, expected, path.replace("3d_", "").replace("kblocks", "im2col"))
+    expected_path = path.replace("3d_", "").replace("kblocks", "im2col")
+    if expected_path == "winograd" and weights_as_input:
+        expected_path = "im2col"
+    kernel = _check(pe_model, feeds, expected, expected_path)
     if HAVE_AVX2 and act_name:
         assert act_name in kernel
 

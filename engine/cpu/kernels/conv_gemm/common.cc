@@ -176,5 +176,27 @@ void pack_b(const float* b, int64_t rs, int64_t cs, int64_t k, int64_t n, float*
   }
 }
 
+void winograd_pack_weights(const float* w, int64_t m, int64_t c, float* dst) {
+  // U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+  std::vector<float> u(static_cast<size_t>(16 * m * c));
+  for (int64_t mi = 0; mi < m; ++mi)
+    for (int64_t ci = 0; ci < c; ++ci) {
+      const float* g = w + (mi * c + ci) * 9;
+      float t[4][3];  // G g
+      for (int j = 0; j < 3; ++j) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+      }
+      for (int r = 0; r < 4; ++r) {
+        const float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]),
+                            t[r][2]};
+        for (int s = 0; s < 4; ++s) u[((r * 4 + s) * m + mi) * c + ci] = v[s];
+      }
+    }
+  for (int i = 0; i < 16; ++i) pack_a(u.data() + i * m * c, c, 1, m, c, dst + i * packed_a_size(m, c));
+}
+
 }  // namespace conv_gemm
 }  // namespace engine

@@ -80,6 +80,12 @@ struct ConvGeom {
     return kd == 1 && kh == 1 && kw == 1 && sd == 1 && sh == 1 && sw == 1 && pd == 0 && ph == 0 && pw == 0;
   }
   bool is_depthwise() const { return group == cin && group == cout && group > 1; }
+  // Winograd F(2x2, 3x3) applies: a 2-D 3x3 kernel, unit strides and
+  // dilations, one group (pads are free: the input transform reads a
+  // zero-padded copy).
+  bool is_winograd_shape() const {
+    return kh == 3 && kw == 3 && kd == 1 && id == 1 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && group == 1;
+  }
 };
 
 // Conv attributes as read in create(); resolve() turns them into a ConvGeom
@@ -172,6 +178,12 @@ struct GemmSpec {
 // Resolves item i (0 <= i < items) to its operand pointers.
 using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 
+// Winograd F(2x2, 3x3): U_i = (G g G^T)_i for the 16 positions i of the 4x4
+// transform, each an [M x C] matrix packed like A (pack_a), one after the
+// other: 16 * packed_a_size(m, c) floats. w is [M, C, 3, 3]. Portable.
+inline int64_t winograd_weights_size(int64_t m, int64_t c) { return 16 * packed_a_size(m, c); }
+void winograd_pack_weights(const float* w, int64_t m, int64_t c, float* dst);
+
 #if !defined(ENGINE_FORCE_REF)
 // Scratch the driver needs for `threads` threads, in bytes.
 size_t sgemm_scratch_bytes(const GemmSpec& spec, int threads);
@@ -191,6 +203,13 @@ size_t depthwise_scratch_bytes(const ConvGeom& g, int threads);
 void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
                     const float* z, const Activation& act, float* y, void* scratch);
 
+// Winograd F(2x2, 3x3) convolution (g.is_winograd_shape()) with weights from
+// winograd_pack_weights; y = act(conv + b + z). `scratch` holds
+// winograd_scratch_bytes(g, pool.num_threads()) bytes, 64-byte aligned.
+size_t winograd_scratch_bytes(const ConvGeom& g, int threads);
+void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* u, const float* b,
+                   const float* z, const Activation& act, float* y, void* scratch);
+
 #else
 // ENGINE_FORCE_REF builds leave the *_avx2.cc files out and use_avx2() is
 // always false, so these are never reached; they only keep the callers
@@ -203,6 +222,11 @@ inline void pack_b_im2col(const void*, const float*, int64_t, int64_t, int64_t, 
   ENGINE_CHECK(false, "AVX2 im2col called in a reference-only build");
 }
 inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline size_t winograd_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline void winograd_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                          const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX2 Winograd called in a reference-only build");
+}
 inline void depthwise_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
                            const Activation&, float*, void*) {
   ENGINE_CHECK(false, "AVX2 depthwise called in a reference-only build");

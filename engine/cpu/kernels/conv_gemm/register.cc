@@ -7,10 +7,12 @@
 // create() picks the ISA once (use_avx2()) and pre-packs constant weights
 // into the SGEMM's panel layout; weights that arrive at run time (graph
 // inputs) are packed block by block inside the SGEMM instead. Convolution
-// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel;
-// everything else -> one GEMM per (image, group), Y[Cout/g, spatial] =
-// W[Cout/g, K] x B[K, spatial], where B is X itself for 1x1 stride-1
-// unpadded convs and an im2col block packed on the fly otherwise.
+// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; 3x3
+// stride-1 single-group convs with >= 16 channels -> Winograd F(2x2, 3x3)
+// on the same SGEMM; everything else -> one GEMM per (image, group),
+// Y[Cout/g, spatial] = W[Cout/g, K] x B[K, spatial], where B is X itself
+// for 1x1 stride-1 unpadded convs and an im2col block packed on the fly
+// otherwise.
 #include <cstring>
 
 #include "cpu/dispatch.h"
@@ -87,7 +89,12 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if (!depthwise && k > 0 && mg > 0) {
+      if (winograd_candidate(wt.shape())) {
+        packed_w_shape_ = wt.shape();
+        winograd_ = true;
+        packed_w_.storage = aligned_storage(static_cast<size_t>(winograd_weights_size(cout, wt.dim(1))) * sizeof(float));
+        winograd_pack_weights(wt.data<float>(), cout, wt.dim(1), static_cast<float*>(packed_w_.storage.get()));
+      } else if (!depthwise && k > 0 && mg > 0) {
         packed_w_shape_ = wt.shape();
         group_stride_ = packed_a_size(mg, k);
         packed_w_.storage = aligned_storage(static_cast<size_t>(group_stride_ * group) * sizeof(float));
@@ -127,6 +134,12 @@ class ConvKernel final : public Kernel {
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
+    if (prepacked && winograd_ && g.is_winograd_shape()) {
+      path_ = "conv_f32_avx2 winograd f2x2_3x3";
+      void* scratch = ctx.scratch(winograd_scratch_bytes(g, ctx.pool().num_threads()));
+      winograd_avx2(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch);
+      return;
+    }
     GemmSpec spec;
     spec.m = g.mg();
     spec.n = g.out_plane();
@@ -146,8 +159,10 @@ class ConvKernel final : public Kernel {
       spec.pack_b_ctx = &geom_;
       path_ = "conv_f32_avx2 im2col gemm";
     }
-    ConvItems items{&geom_, prepacked ? packed_w_.data() : w.data<float>(), prepacked ? group_stride_ : g.mg() * spec.k,
-                    x.data<float>(), y.data<float>(), bp, zp};
+    const bool gemm_packed = prepacked && !winograd_;
+    spec.a_packed = gemm_packed;
+    ConvItems items{&geom_, gemm_packed ? packed_w_.data() : w.data<float>(),
+                    gemm_packed ? group_stride_ : g.mg() * spec.k, x.data<float>(), y.data<float>(), bp, zp};
     void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
     sgemm_avx2(ctx.pool(), spec, conv_item, &items, scratch);
   }
@@ -159,6 +174,19 @@ class ConvKernel final : public Kernel {
   }
 
  private:
+  // Winograd F(2x2, 3x3) pays off once both channel counts reach about 16
+  // (the transforms cost O(C) per output, the GEMM saves O(C^2)); the
+  // attributes that decide it do not change between runs.
+  bool winograd_candidate(const Shape& w) const {
+    auto all_one = [](const std::vector<int64_t>& v) {
+      for (int64_t e : v)
+        if (e != 1) return false;
+      return true;
+    };
+    return w.size() == 4 && w[2] == 3 && w[3] == 3 && attrs_.group == 1 && w[0] >= 16 && w[1] >= 16 &&
+           all_one(attrs_.strides) && all_one(attrs_.dilations);
+  }
+
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
     return x == x_shape_ && w == w_shape_ && y == y_shape_;
   }
@@ -167,8 +195,9 @@ class ConvKernel final : public Kernel {
   bool fused_;
   bool avx2_;
   Activation act_;
-  Packed packed_w_;
+  Packed packed_w_;  // im2col GEMM panels, or Winograd U_i when winograd_
   Shape packed_w_shape_;
+  bool winograd_ = false;
   int64_t group_stride_ = 0;
   Shape x_shape_, w_shape_, y_shape_;
   ConvGeom geom_;
