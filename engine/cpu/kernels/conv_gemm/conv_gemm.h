@@ -6,8 +6,9 @@
 //    oracle the AVX2 kernels are tested against.
 //  - *_avx2.cc: a packed SGEMM (6x16 FMA micro-kernel, BLIS-style blocking)
 //    that Conv (im2col fused into the B packing, or X read directly for 1x1
-//    convolutions), Gemm and MatMul share, plus a direct depthwise kernel.
-//    Only entered when use_avx2() was true in create().
+//    convolutions, or the 16 transformed GEMMs of Winograd F(2x2, 3x3)),
+//    Gemm and MatMul share, plus a direct depthwise kernel. Only entered
+//    when use_avx2() was true in create().
 //
 // Every path applies the same epilogue while the output is hot:
 //   y = act(alpha * acc + c_init + bias_m[row] + bias_n[col] + z[row, col]).
