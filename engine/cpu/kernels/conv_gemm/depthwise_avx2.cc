@@ -256,8 +256,14 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
       }
     });
   };
-  if (planes == 1 || pool.num_threads() == 1) worker(0, 1);
-  else pool.run(worker);
+  if (planes == 1 || pool.num_threads() == 1) {
+    worker(0, 1);
+  } else {
+    // A one-pointer capture keeps std::function in its inline storage: no
+    // heap allocation per call.
+    const auto* w = &worker;
+    pool.run([w](int tid, int n) { (*w)(tid, n); });
+  }
 }
 
 }  // namespace conv_gemm

@@ -431,8 +431,14 @@ void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, cons
       run_task(spec, p, item_at(item), rest % p.mchunks, nblock, buf_a, buf_b, sb);
     }
   };
-  if (p.tasks == 1) worker(0, 1);
-  else pool.run(worker);
+  if (p.tasks == 1) {
+    worker(0, 1);
+  } else {
+    // A one-pointer capture keeps std::function in its inline storage: no
+    // heap allocation per call.
+    const auto* w = &worker;
+    pool.run([w](int tid, int n) { (*w)(tid, n); });
+  }
 }
 
 }  // namespace conv_gemm
