@@ -378,118 +378,6 @@ def _fresh_name(taken, base):
 # pyengine-domain ops -> standard ONNX (for onnxruntime and TensorRT)
 # --------------------------------------------------------------------------
 
-def expand_pyengine_ops(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrites pyengine's fused ops (FusedConv, FusedGemm, ChannelAffine) as
-    the standard ONNX ops they stand for, so that onnxruntime and TensorRT can
-    run the model. Returns the model (modified in place)."""
-    g = model.graph
-    if not any(n.domain == "pyengine" for n in g.node):
-        return model
-    opset = onnx_io.default_opset(model)
-    inits = {t.name for t in g.initializer}
-    ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
-             for vi in (*g.input, *g.value_info, *g.output) if vi.type.tensor_type.HasField("shape")}
-    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
-    nodes = []
-
-    def fresh(base):
-        name = _fresh_name(taken, base)
-        taken.add(name)
-        return name
-
-    def const(base, value):
-        name = fresh(base)
-        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
-        return name
-
-    for n in g.node:
-        if n.domain != "pyengine":
-            nodes.append(n)
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        act = attrs.pop("activation", b"")
-        act = act.decode() if isinstance(act, bytes) else act
-        params = list(attrs.pop("activation_params", []))
-        base, out = n.name or n.output[0], n.output[0]
-        ins = list(n.input)
-        if n.op_type in ("FusedConv", "FusedGemm"):
-            core = "Conv" if n.op_type == "FusedConv" else "Gemm"
-            residual = ins[3] if core == "Conv" and len(ins) > 3 and ins[3] else ""
-            core_ins = [i for i in ins[:3]]
-            while core_ins and not core_ins[-1]:
-                core_ins.pop()
-            y = out if not residual and not act else fresh(base + "_out")
-            nodes.append(helper.make_node(core, core_ins, [y], name=base, **attrs))
-            if residual:
-                y2 = out if not act else fresh(base + "_sum")
-                nodes.append(helper.make_node("Add", [y, residual], [y2], name=fresh(base + "_add")))
-                y = y2
-            if act:
-                nodes.extend(_activation_nodes(act, params, y, out, base, opset, fresh, const))
-        elif n.op_type == "ChannelAffine":
-            rank = ranks.get(ins[0])
-            if rank is None or ins[1] not in inits or ins[2] not in inits:
-                raise UnsupportedOperatorError(
-                    f"node '{n.name}' (ChannelAffine): cannot be written as standard ONNX without a known "
-                    f"input rank and constant scale/shift")
-            t = {t.name: t for t in g.initializer}
-            shape = (-1,) + (1,) * (rank - 2)
-            scale = const(ins[1] + "_nd", numpy_helper.to_array(t[ins[1]]).reshape(shape))
-            shift = const(ins[2] + "_nd", numpy_helper.to_array(t[ins[2]]).reshape(shape))
-            y = fresh(base + "_scaled")
-            nodes.append(helper.make_node("Mul", [ins[0], scale], [y], name=fresh(base + "_mul")))
-            nodes.append(helper.make_node("Add", [y, shift], [out], name=base))
-        else:
-            raise UnsupportedOperatorError(
-                f"node '{n.name}': pyengine op {n.op_type} has no standard ONNX form")
-    del g.node[:]
-    g.node.extend(nodes)
-    imports = [o for o in model.opset_import if o.domain != "pyengine"]
-    del model.opset_import[:]
-    model.opset_import.extend(imports)
-    return model
-
-
-def _activation_nodes(act, params, x, out, base, opset, fresh, const):
-    name = fresh(base + "_" + act.lower())
-    if act in ("Relu", "Sigmoid", "Tanh"):
-        return [helper.make_node(act, [x], [out], name=name)]
-    if act == "LeakyRelu":
-        return [helper.make_node("LeakyRelu", [x], [out], name=name, alpha=params[0] if params else 0.01)]
-    if act == "Clip":
-        lo = params[0] if params else -math.inf
-        hi = params[1] if len(params) > 1 else math.inf
-        return [helper.make_node("Clip", [x, const(base + "_min", lo), const(base + "_max", hi)], [out], name=name)]
-    if act == "HardSigmoid":
-        alpha = params[0] if params else 0.2
-        beta = params[1] if len(params) > 1 else 0.5
-        return [helper.make_node("HardSigmoid", [x], [out], name=name, alpha=alpha, beta=beta)]
-    if act == "HardSwish" and opset >= 14:
-        return [helper.make_node("HardSwish", [x], [out], name=name)]
-    if act == "HardSwish":
-        hs = fresh(base + "_hsig")
-        return [helper.make_node("HardSigmoid", [x], [hs], name=fresh(name), alpha=1.0 / 6, beta=0.5),
-                helper.make_node("Mul", [x, hs], [out], name=name)]
-    if act == "SiLU":
-        sig = fresh(base + "_sig")
-        return [helper.make_node("Sigmoid", [x], [sig], name=fresh(name)),
-                helper.make_node("Mul", [x, sig], [out], name=name)]
-    if act == "Gelu" and opset >= 20:
-        return [helper.make_node("Gelu", [x], [out], name=name)]
-    if act == "Gelu":
-        d, e, a, m = (fresh(base + s) for s in ("_div", "_erf", "_add1", "_mul"))
-        return [helper.make_node("Div", [x, const(base + "_sqrt2", math.sqrt(2.0))], [d], name=fresh(name)),
-                helper.make_node("Erf", [d], [e], name=fresh(name)),
-                helper.make_node("Add", [e, const(base + "_one", 1.0)], [a], name=fresh(name)),
-                helper.make_node("Mul", [x, a], [m], name=fresh(name)),
-                helper.make_node("Mul", [m, const(base + "_half", 0.5)], [out], name=name)]
-    raise UnsupportedOperatorError(f"node '{base}': activation {act!r} has no standard ONNX form here")
-
-
-# --------------------------------------------------------------------------
-# Running float and Q/DQ graphs
-# --------------------------------------------------------------------------
-
 def _onnxruntime(reason):
     try:
         import onnxruntime
@@ -595,12 +483,10 @@ def _optimize_for_quantization(graph):
 
 
 def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
-    """pyengine-domain ops written as standard ONNX: the optimizer's expander
-    when this build has it, else the one here."""
+    """pyengine-domain ops written as standard ONNX (the optimizer's expander)."""
     from . import optimizer
 
-    expand = getattr(optimizer, "expand_custom_ops", None)
-    return expand(model) if expand is not None else expand_pyengine_ops(model)
+    return optimizer.expand_custom_ops(model)
 
 
 def _lower(graph):
@@ -1146,5 +1032,5 @@ def _jsonable(obj):
 __all__ = [
     "quantize", "build_int8", "calibrate", "accuracy_report", "AccuracyReport", "CalibrationTable",
     "save_calibration", "load_calibration", "tensorrt_cache_text", "parse_tensorrt_cache",
-    "prepare_float_model", "expand_pyengine_ops", "METHODS",
+    "prepare_float_model", "METHODS",
 ]

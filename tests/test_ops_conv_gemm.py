@@ -13,7 +13,6 @@ import itertools
 import zlib
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

@@ -17,7 +17,6 @@ Integer reductions are compared exactly.
 import contextlib
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper

@@ -13,7 +13,7 @@ import contextlib
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import pyengine
 from pyengine import _core

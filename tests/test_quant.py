@@ -18,11 +18,11 @@ from onnx import TensorProto, helper, numpy_helper
 import pyengine
 from pyengine import _core
 from pyengine.calibration import ImageFolder, InputSpec, iter_batches
+from pyengine.optimizer import expand_custom_ops
 from pyengine.quantize import (
     CalibrationTable,
     accuracy_report,
     calibrate,
-    expand_pyengine_ops,
     load_calibration,
     parse_tensorrt_cache,
     prepare_float_model,
@@ -506,11 +506,11 @@ def test_fused_conv_inputs_and_residual_are_quantized():
     assert by_name["fc2"]["inputs"][1] == "w2_dequantized"
     assert by_name["fc2"]["inputs"][3] == "x_dequantized"
     assert by_name["fc2"]["inputs"][2] == "b2"
-    out = expand_pyengine_ops(pyengine.onnx_io.graph_to_onnx(graph))
+    out = expand_custom_ops(pyengine.onnx_io.graph_to_onnx(graph))
     onnx.checker.check_model(out)
     assert not any(n.domain == "pyengine" for n in out.graph.node)
     x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
-    ref = expand_pyengine_ops(m)
+    ref = expand_custom_ops(m)
     assert cosine(run_ort(out, {"x": x})[0], run_ort(ref, {"x": x})[0]) > 0.99
 
 
