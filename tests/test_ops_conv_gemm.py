@@ -24,7 +24,7 @@ ort = pytest.importorskip("onnxruntime")
 RTOL = 1e-4
 ATOL = 1e-4
 OPSET = 17
-HAVE_AVX2 = _core.cpu_info()["isa"] == "avx2"
+HAVE_AVX2 = _core.cpu_info()["use_avx2"]
 
 
 def _pick(*keys):

@@ -40,7 +40,7 @@ TRANS = dict(rtol=1e-5, atol=1e-6)
 
 SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e30, -1e30, 88.7, -88.7, 100.0, -100.0,
                      1e-30, -1e-30, 3.9192057, 3.919206, 0.5, -0.5, 0.625, -0.625], np.float32)
-HAS_AVX2 = _core.cpu_info()["isa"] == "avx2"  # false on old CPUs and in ENGINE_FORCE_REF builds
+HAS_AVX2 = _core.cpu_info()["use_avx2"]  # false on old CPUs and in ENGINE_FORCE_REF builds
 
 
 @pytest.fixture

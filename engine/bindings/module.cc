@@ -92,15 +92,39 @@ PYBIND11_MODULE(_core, m) {
     d["fma"] = f.fma;
     d["f16c"] = f.f16c;
     d["avx512f"] = f.avx512f;
+    d["avx512bw"] = f.avx512bw;
+    d["avx512vl"] = f.avx512vl;
+    d["avx512dq"] = f.avx512dq;
     d["avx512vnni"] = f.avx512vnni;
     d["avx_vnni"] = f.avx_vnni;
-    d["isa"] = active_isa();
+    d["amx_int8"] = f.amx_int8;
+    d["amx_permitted"] = f.amx_permitted;
+    if (!f.amx_note.empty()) d["amx_note"] = f.amx_note;
+    const IsaSet& s = isa();
+    d["isa"] = active_isa();               // the tier in use (after PYENGINE_ISA / caps)
+    d["max_isa"] = tier_name(max_isa_tier());
+    d["use_avx2"] = s.avx2;
+    d["use_avx512"] = s.avx512;
+    d["use_avx512_vnni"] = s.avx512vnni;
+    d["use_avx_vnni"] = s.avx_vnni;
+    d["use_amx"] = s.amx;
     d["hardware_threads"] = ThreadPool::hardware_threads();
     return d;
   });
 
   m.def("set_force_ref", &set_force_ref,
         "Use only reference kernels in executors compiled from now on (for tests).");
+  m.def(
+      "set_isa_cap",
+      [](const std::string& name) {
+        IsaTier t;
+        if (!parse_tier(name, &t))
+          throw Error(ErrorKind::kInvalidArgument,
+                      "unknown ISA tier '" + name + "' (expected ref, avx2, avx512, vnni or amx)");
+        set_isa_cap(t);
+      },
+      "Caps the ISA tier for executors compiled from now on (like PYENGINE_ISA).");
+  m.def("isa_cap", [] { return std::string(tier_name(isa_cap())); });
 
   py_bind::register_ir(m);
   py_bind::register_runtime(m);

@@ -7,9 +7,41 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace engine {
 namespace {
+
+#if defined(__x86_64__) || defined(__i386__)
+unsigned read_xcr0() {
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  (void)hi;
+  return lo;
+}
+#endif
+
+// Linux refuses AMX tile data to a process until it asks for it
+// (Documentation/arch/x86/xstate.rst); the first tile instruction without
+// permission kills the process with SIGILL.
+bool request_amx_permission(std::string* note) {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  long rc = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata);
+  if (rc != 0) {
+    *note = "the kernel refused AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM)";
+    return false;
+  }
+  return true;
+#else
+  *note = "AMX needs Linux on x86-64";
+  return false;
+#endif
+}
 
 CpuFeatures detect() {
   CpuFeatures f;
@@ -20,27 +52,30 @@ CpuFeatures detect() {
     f.f16c = (c >> 29) & 1;
     bool osxsave = (c >> 27) & 1;
     bool avx = (c >> 28) & 1;
-    // The OS must save YMM state (XCR0 bits 1 and 2).
-    unsigned xcr0 = 0;
-    if (osxsave) {
-      unsigned lo, hi;
-      __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-      xcr0 = lo;
-    }
-    bool ymm = (xcr0 & 6) == 6;
-    bool zmm = (xcr0 & 0xe6) == 0xe6;
+    unsigned xcr0 = osxsave ? read_xcr0() : 0;
+    bool ymm = (xcr0 & 0x6) == 0x6;          // SSE + AVX state
+    bool zmm = (xcr0 & 0xe6) == 0xe6;        // + opmask, ZMM_Hi256, Hi16_ZMM
+    bool tiles = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
       f.avx2 = avx && ymm && ((b >> 5) & 1);
       f.avx512f = zmm && ((b >> 16) & 1);
+      f.avx512dq = zmm && ((b >> 17) & 1);
+      f.avx512bw = zmm && ((b >> 30) & 1);
+      f.avx512vl = zmm && ((b >> 31) & 1);
       f.avx512vnni = zmm && ((c >> 11) & 1);
+      f.amx_tile = tiles && ((d >> 24) & 1);
+      f.amx_int8 = tiles && ((d >> 25) & 1);
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx_vnni = ymm && ((a >> 4) & 1);
     f.fma = f.fma && ymm;
+    f.f16c = f.f16c && ymm;
+    if (f.amx_tile && f.amx_int8) f.amx_permitted = request_amx_permission(&f.amx_note);
   }
   char brand[49] = {0};
   unsigned regs[12];
   if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000004) {
-    for (unsigned i = 0; i < 3; ++i) __get_cpuid(0x80000002 + i, &regs[i * 4], &regs[i * 4 + 1], &regs[i * 4 + 2], &regs[i * 4 + 3]);
+    for (unsigned i = 0; i < 3; ++i)
+      __get_cpuid(0x80000002 + i, &regs[i * 4], &regs[i * 4 + 1], &regs[i * 4 + 2], &regs[i * 4 + 3]);
     std::memcpy(brand, regs, 48);
     f.brand = brand;
     while (!f.brand.empty() && f.brand.back() == ' ') f.brand.pop_back();
@@ -51,6 +86,49 @@ CpuFeatures detect() {
   return f;
 }
 
+IsaTier env_cap() {
+  const char* r = std::getenv("ENGINE_FORCE_REF");
+  if (r && std::strcmp(r, "1") == 0) return IsaTier::kRef;
+  const char* e = std::getenv("PYENGINE_ISA");
+  IsaTier t;
+  if (e && *e && parse_tier(e, &t)) return t;
+  return IsaTier::kAmx;
+}
+
+std::atomic<int> g_cap{-1};  // -1: not read from the environment yet
+
+IsaSet compute(IsaTier cap) {
+  IsaSet s;
+#if !defined(ENGINE_FORCE_REF)
+  const CpuFeatures& f = cpu_features();
+  s.avx2 = cap >= IsaTier::kAvx2 && f.avx2 && f.fma && f.f16c;
+  s.avx512 = cap >= IsaTier::kAvx512 && s.avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+  s.avx512vnni = cap >= IsaTier::kVnni && s.avx512 && f.avx512vnni;
+  s.avx_vnni = cap >= IsaTier::kVnni && s.avx2 && f.avx_vnni;
+  s.amx = cap >= IsaTier::kAmx && s.avx512 && f.amx_tile && f.amx_int8 && f.amx_permitted;
+  s.tier = s.amx                           ? IsaTier::kAmx
+           : (s.avx512vnni || s.avx_vnni) ? IsaTier::kVnni
+           : s.avx512                     ? IsaTier::kAvx512
+           : s.avx2                       ? IsaTier::kAvx2
+                                          : IsaTier::kRef;
+#else
+  (void)cap;
+#endif
+  return s;
+}
+
+// One effective set per cap, computed once.
+struct IsaSets {
+  IsaSet by_cap[5];
+  IsaSets() {
+    for (int i = 0; i < 5; ++i) by_cap[i] = compute(static_cast<IsaTier>(i));
+  }
+};
+const IsaSets& sets() {
+  static const IsaSets s;
+  return s;
+}
+
 }  // namespace
 
 const CpuFeatures& cpu_features() {
@@ -58,23 +136,42 @@ const CpuFeatures& cpu_features() {
   return f;
 }
 
-namespace {
-std::atomic<bool> g_force_ref{[] {
-  const char* e = std::getenv("ENGINE_FORCE_REF");
-  return e && std::strcmp(e, "1") == 0;
-}()};
-}  // namespace
-
-void set_force_ref(bool on) { g_force_ref = on; }
-
-bool use_avx2() {
-#if defined(ENGINE_FORCE_REF)
-  return false;
-#else
-  return !g_force_ref && cpu_features().avx2 && cpu_features().fma;
-#endif
+IsaTier isa_cap() {
+  int c = g_cap.load(std::memory_order_relaxed);
+  if (c < 0) {
+    c = static_cast<int>(env_cap());
+    g_cap.store(c, std::memory_order_relaxed);
+  }
+  return static_cast<IsaTier>(c);
 }
 
-const char* active_isa() { return use_avx2() ? "avx2" : "ref"; }
+const IsaSet& isa() { return sets().by_cap[static_cast<int>(isa_cap())]; }
+
+IsaTier max_isa_tier() { return sets().by_cap[static_cast<int>(IsaTier::kAmx)].tier; }
+
+const char* tier_name(IsaTier t) {
+  switch (t) {
+    case IsaTier::kRef: return "ref";
+    case IsaTier::kAvx2: return "avx2";
+    case IsaTier::kAvx512: return "avx512";
+    case IsaTier::kVnni: return "vnni";
+    case IsaTier::kAmx: return "amx";
+  }
+  return "ref";
+}
+
+bool parse_tier(const std::string& name, IsaTier* out) {
+  for (int i = 0; i < 5; ++i) {
+    if (name == tier_name(static_cast<IsaTier>(i))) {
+      *out = static_cast<IsaTier>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+void set_isa_cap(IsaTier cap) { g_cap.store(static_cast<int>(cap), std::memory_order_relaxed); }
+
+void set_force_ref(bool on) { set_isa_cap(on ? IsaTier::kRef : env_cap()); }
 
 }  // namespace engine

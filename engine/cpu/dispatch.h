@@ -1,31 +1,82 @@
-// CPU feature detection, read once. Kernels pick their ISA variant at
-// compile time of the executor (not per call) from these flags.
-// ENGINE_FORCE_REF (CMake option, or the environment variable of the same
-// name set to 1) pins every kernel to its portable reference.
+// CPU feature detection and ISA tiers, read once per process.
+//
+// Tiers, from the portable baseline up (MLAS platform.cpp style):
+//   ref     plain C++ loops: the fallback and the test oracle
+//   avx2    AVX2 + FMA + F16C
+//   avx512  AVX-512 F/BW/VL/DQ
+//   vnni    int8 dot products: AVX512-VNNI (zmm) or AVX-VNNI (ymm)
+//   amx     AMX-INT8 tiles, after the kernel granted XTILEDATA
+// A tier is usable when the CPU has it, the OS saves its register state, it
+// was compiled in (ENGINE_FORCE_REF builds have only `ref`) and it is not
+// above the cap. The cap comes from PYENGINE_ISA=ref|avx2|avx512|vnni|amx
+// (ENGINE_FORCE_REF=1 is the same as PYENGINE_ISA=ref) or from set_isa_cap();
+// it lets every tier be tested and benchmarked on a machine that has the
+// next one.
+//
+// Kernels pick their variant when they are created (executor compile time),
+// not per call: a cap set later applies to executors compiled after it.
 #pragma once
 
 #include <string>
 
 namespace engine {
 
+// Ordered: a higher tier implies the lower ones' kernels may be used, except
+// that `vnni` may be AVX-VNNI on a CPU without AVX-512 (check avx512()).
+enum class IsaTier : int { kRef = 0, kAvx2 = 1, kAvx512 = 2, kVnni = 3, kAmx = 4 };
+
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
   bool f16c = false;
   bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
   bool avx512vnni = false;
   bool avx_vnni = false;
+  bool amx_tile = false;
+  bool amx_int8 = false;
+  bool amx_permitted = false;   // arch_prctl(ARCH_REQ_XCOMP_PERM) succeeded
+  std::string amx_note;         // why AMX is unusable, when the CPU has it
   std::string brand;
 };
 
+// What the CPU and OS offer, independent of caps and of the build.
 const CpuFeatures& cpu_features();
-// True when AVX2 and FMA kernels may be used (compiled in, supported by the
-// CPU, not forced off).
-bool use_avx2();
-// "avx2" or "ref": the ISA kernels use, for reports.
-const char* active_isa();
-// Forces reference kernels for executors compiled from now on (tests compare
-// every SIMD kernel against its reference this way).
+
+// The effective feature set: CPU features limited by the build and the cap.
+struct IsaSet {
+  bool avx2 = false;        // AVX2 + FMA + F16C
+  bool avx512 = false;      // AVX-512 F/BW/VL/DQ
+  bool avx512vnni = false;  // implies avx512
+  bool avx_vnni = false;    // VEX-encoded VNNI (ymm), implies avx2
+  bool amx = false;         // AMX-INT8 with tile permission, implies avx512
+  IsaTier tier = IsaTier::kRef;  // the highest usable tier
+};
+const IsaSet& isa();
+
+// Shorthands used by kernel factories.
+inline bool use_avx2() { return isa().avx2; }
+inline bool use_avx512() { return isa().avx512; }
+inline bool use_avx512_vnni() { return isa().avx512vnni; }
+inline bool use_avx_vnni() { return isa().avx_vnni; }
+inline bool use_amx() { return isa().amx; }
+
+// The highest tier the CPU and the build support, ignoring the cap.
+IsaTier max_isa_tier();
+// "ref", "avx2", "avx512", "vnni", "amx".
+const char* tier_name(IsaTier t);
+// Parses a tier name; returns false for an unknown name.
+bool parse_tier(const std::string& name, IsaTier* out);
+// The usable tier's name, for reports.
+inline const char* active_isa() { return tier_name(isa().tier); }
+
+// Caps the tier for executors compiled from now on (tests and benchmarks).
+void set_isa_cap(IsaTier cap);
+IsaTier isa_cap();
+// set_force_ref(true) == set_isa_cap(kRef); set_force_ref(false) restores the
+// cap read from the environment at start-up.
 void set_force_ref(bool on);
 
 }  // namespace engine
