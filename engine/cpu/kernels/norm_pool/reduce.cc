@@ -132,7 +132,7 @@ class ReduceKernel final : public Kernel {
     row_sum_ = NORM_POOL_PICK(row_sum_f32);
     row_max_ = NORM_POOL_PICK(row_max_f32);
     row_min_ = NORM_POOL_PICK(row_min_f32);
-    isa_ = active_isa();
+    isa_ = use_avx2() ? "avx2" : "ref";
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
