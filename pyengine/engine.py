@@ -155,19 +155,21 @@ class Engine:
         return f"<pyengine.Engine {self.backend}/{self.precision} ({ins})>"
 
 
-def load_engine(path, num_threads: int = 0) -> Engine:
-    """Loads a plan file written by :meth:`Engine.save`."""
+def load_engine(path, num_threads: int = 0, cuda_graph: bool = False):
+    """Loads a plan file written by :meth:`Engine.save` (or a TensorRT engine's save)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise PlanFormatError(f"plan file '{path}' does not exist")
-    graph, meta_json = _core.load_plan(path)
+    graph, meta_json, blob = _core.load_plan_sections(path)
     try:
         meta = json.loads(meta_json)
     except json.JSONDecodeError as exc:
         raise PlanFormatError(f"plan '{path}' has unreadable metadata: {exc}") from None
     backend = meta.get("backend", "cpu")
-    if backend != "cpu":
+    if backend == "tensorrt":
         from .backends import tensorrt
 
-        return tensorrt.load_plan(path, meta)
+        return tensorrt.load_plan(path, meta, blob, cuda_graph=cuda_graph)
+    if backend != "cpu" or blob is not None:
+        raise PlanFormatError(f"plan '{path}' is for backend '{backend}', which this pyengine cannot run")
     return Engine(graph, meta, num_threads)
