@@ -95,7 +95,7 @@ def export(model, precision: str = "fp32", *, io_dtype: str = "fp32", keep_fp32=
         if io_dtype != "fp32":
             raise InvalidArgumentError("io_dtype='fp16' is for precision='fp16'; INT8 models keep float32 I/O")
         if is_quantized(proto):
-            if quantize_options:
+            if set(quantize_options) - {"progress", "num_threads"}:
                 raise InvalidArgumentError("the model is already quantized (it has Q/DQ nodes): calibration "
                                            f"options {sorted(quantize_options)} do not apply")
             out = _ensure_opset(_copy(proto))

@@ -458,6 +458,13 @@ def test_standin_profile_names_and_inspect(monkeypatch, small, tmp_path, capsys)
     assert cli.main(["inspect", str(tmp_path / "m.plan")]) == 0
     out = capsys.readouterr().out
     assert "built for TensorRT 10.13.0 on Stand-in GPU" in out and "TensorRT layers" in out
+    assert cli.main(["profile", str(tmp_path / "m.plan"), "--batch", "1,2", "--iterations", "3", "--warmup-ms", "0",
+                     "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    assert "pyengine-tensorrt" in out and "conv" in out.split("per layer")[1]
+    onnx.save(model, tmp_path / "m.onnx")
+    assert cli.main(["compare", str(tmp_path / "m.plan"), f"onnxruntime:{tmp_path / 'm.onnx'}", "--batch", "2"]) == 0
+    assert "tensorrt/fp32" in capsys.readouterr().out
 
 
 def test_standin_cli_build(monkeypatch, tmp_path, capsys):

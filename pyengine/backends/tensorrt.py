@@ -129,6 +129,8 @@ def build(model, precision: str = "fp32", optimize: bool = True, **options) -> "
     from ..export import export
 
     export_opts, build_opts, run_opts = split_options(options)
+    if precision == "int8" and "progress" in build_opts:  # one switch for calibration and build bars
+        export_opts.setdefault("progress", build_opts["progress"])
     opts = trt_build.BuildOptions.from_kwargs(build_opts)
     source = onnx_io.load_model(model)
     onnx_model = export(source, precision, optimize=optimize, **export_opts)
@@ -475,7 +477,9 @@ class TensorRTEngine:
         each layer with the ONNX node names it was made from.
 
         Returns:
-            [{"name", "op", "ms", "onnx_nodes"}] in execution order.
+            [{"name", "op", "ms", "onnx_nodes"}] in execution order ("origin"
+            repeats "onnx_nodes" for pyengine's profile tables; "flops" is 0:
+            TensorRT does not report it).
         """
         from . import trt_runtime
 
@@ -485,8 +489,9 @@ class TensorRTEngine:
         out = []
         for name, ms in times.items():
             layer = info.get(name, {"Name": name})
-            out.append({"name": name, "op": layer.get("LayerType", "TensorRT"), "ms": ms,
-                        "onnx_nodes": trt_runtime.layer_onnx_nodes(layer, nodes), "executed": True})
+            origin = trt_runtime.layer_onnx_nodes(layer, nodes)
+            out.append({"name": name, "op": layer.get("LayerType", "TensorRT"), "ms": ms, "onnx_nodes": origin,
+                        "origin": origin, "flops": 0.0, "executed": True})
         return out
 
     # -- saving ------------------------------------------------------------
