@@ -144,8 +144,12 @@ class Engine:
 
         save_calibration(self, path, format=format)
 
-    def save(self, path) -> None:
-        """Writes the plan file (format: engine/plan/format.md)."""
+    def save(self, path, raw: bool = False) -> None:
+        """Writes the plan file (format: engine/plan/format.md). ``raw=True``
+        (a bare engine file) exists for TensorRT engines only."""
+        if raw:
+            raise InvalidArgumentError("raw=True writes a bare TensorRT engine; this is a CPU engine "
+                                       "(build with backend='tensorrt')")
         meta = dict(self._metadata)
         meta["format_version"] = _core.PLAN_FORMAT_VERSION
         _core.save_plan(self._graph, json.dumps(meta, indent=1, sort_keys=True), os.fspath(path))

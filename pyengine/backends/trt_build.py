@@ -110,7 +110,8 @@ def make_logger(trt):
             if level >= logging.ERROR:
                 with self._lock:
                     self.errors.append(str(msg))
-            log.log(level, "TensorRT: %s", msg)
+            if log.isEnabledFor(level):  # VERBOSE floods: skip the formatting when nobody listens
+                log.log(level, "TensorRT: %s", msg)
 
     return PythonLogger()
 
@@ -310,8 +311,11 @@ def config_from_options(trt, builder, network, opts: BuildOptions, timing_cache_
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     info["version_compatible"] = bool(opts.version_compatible)
     if opts.hardware_compatibility_level:
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                      opts.hardware_compatibility_level.upper())
+        level = getattr(trt.HardwareCompatibilityLevel, opts.hardware_compatibility_level.upper(), None)
+        if level is None:
+            raise InvalidArgumentError(f"TensorRT {trt.__version__} has no hardware compatibility level "
+                                       f"'{opts.hardware_compatibility_level}'")
+        config.hardware_compatibility_level = level
     info["hardware_compatibility_level"] = opts.hardware_compatibility_level or "none"
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     monitor = make_progress_monitor(trt, opts.progress)
