@@ -482,3 +482,27 @@ def test_standin_cli_build(monkeypatch, tmp_path, capsys):
     assert cli.main(["build", str(tmp_path / "m.onnx"), "--backend", "tensorrt", "--batch-range", "8:1:32",
                      "-o", str(tmp_path / "x.plan")]) == 1
     assert "MIN:OPT:MAX" in capsys.readouterr().err
+
+
+def test_real_cuda_python_without_a_gpu_is_a_clear_reason():
+    """With the real cuda-python installed but no GPU (CUDA's error 35), the
+    GPU check says so, and CUDA errors become pyengine errors, not crashes."""
+    pytest.importorskip("cuda.bindings.runtime")
+    count, reason = trt_runtime.gpu_count()
+    if count:
+        pytest.skip("a GPU is present")
+    assert "cudaGetDeviceCount" in reason
+    with pytest.raises(pyengine.PyengineError, match="CUDA call cudaMalloc failed"):
+        trt_runtime.DeviceMemory(1024)
+
+
+def test_compare_onnxruntime_gpu_needs_its_providers(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()):
+        pytest.skip("onnxruntime-gpu is installed")
+    onnx.save(zoo.build_model("repvgg_block"), tmp_path / "m.onnx")
+    from pyengine import cli
+
+    assert cli.main(["profile", str(tmp_path / "m.onnx"), "--backend", "cpu", "--compare", "onnxruntime-gpu",
+                     "--iterations", "1"]) == 1
+    assert "pip install onnxruntime-gpu" in capsys.readouterr().err
