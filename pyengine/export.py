@@ -265,9 +265,13 @@ def to_fp16(model: onnx.ModelProto, io_dtype: str = "fp32", keep_fp32=()) -> onn
                 if a.name == _TYPED_BY_ATTRIBUTE[n.op_type] and a.i == F32 and n.name not in keep:
                     a.i = F16
         if n.op_type in ("Constant", "ConstantOfShape") and n.name not in keep:
-            for a in n.attribute:
+            for a in list(n.attribute):
                 if a.name == "value" and a.t.data_type == F32:
                     a.t.CopyFrom(numpy_helper.from_array(_to_half(numpy_helper.to_array(a.t), n.name), a.t.name))
+                elif a.name in ("value_float", "value_floats"):  # float32 by definition: as a float16 tensor
+                    vals = np.asarray(a.f if a.name == "value_float" else list(a.floats), np.float32)
+                    n.attribute.remove(a)
+                    n.attribute.append(helper.make_attribute("value", numpy_helper.from_array(_to_half(vals, n.name))))
         if n.name in keep:
             nodes.extend(_wrap_fp32(n, taken, taken_nodes, fp32_inits))
         else:

@@ -438,6 +438,11 @@ def test_standin_device_inputs_and_outputs(monkeypatch, small):
     got = engine.run({"input": FakeDeviceArray(mem, x.shape)})["output"]
     assert fake.counts["h2d"] == h2d, "a device input was copied"
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # A version-2 interface (no "stream" key) says nothing about ordering: the device is synchronized.
+    v2 = FakeDeviceArray(mem, x.shape)
+    del v2.__cuda_array_interface__["stream"]
+    np.testing.assert_allclose(engine.run({"input": v2})["output"], ref, rtol=1e-4, atol=1e-5)
+    assert fake.counts.get("device_sync") == 1
     with pytest.raises(InvalidArgumentError, match="float64"):
         bad = FakeDeviceArray(mem, x.shape)
         bad.__cuda_array_interface__["typestr"] = "<f8"

@@ -155,6 +155,11 @@ class FakeCuda:
         m.cudaMemcpy = lambda dst, src, n, kind: memcpy(dst, src, n, kind)
         m.cudaStreamCreateWithFlags = stream_create
         m.cudaStreamSynchronize = lambda s: (S,)
+
+        def device_sync():
+            fc.counts["device_sync"] = fc.counts.get("device_sync", 0) + 1
+            return (S,)
+        m.cudaDeviceSynchronize = device_sync
         m.cudaStreamDestroy = lambda s: (fc.streams.discard(int(s)), S)[1:]
         m.cudaStreamBeginCapture = begin_capture
         m.cudaStreamEndCapture = end_capture

@@ -256,39 +256,51 @@ def dlpack_view(capsule) -> dict:
 def device_input(obj, stream: int | None = None):
     """(ptr, shape, dtype, keepalive) for a device-resident array, else None.
 
-    ``__cuda_array_interface__`` is read first; then DLPack (for CUDA devices
-    only). Non-contiguous device arrays are refused: pass a contiguous copy.
+    DLPack is preferred for CUDA arrays: the consumer's stream is passed to
+    ``__dlpack__(stream=...)``, so the producer (PyTorch, CuPy) makes this
+    engine's stream wait for its pending work. Otherwise
+    ``__cuda_array_interface__`` is used: version 3's "stream" is
+    synchronized; an interface without that key (version 2) gives no
+    ordering information, so the device is synchronized. Non-contiguous
+    device arrays are refused: pass a contiguous copy.
     """
-    cai = getattr(obj, "__cuda_array_interface__", None)
-    if cai is not None:
-        shape = tuple(int(d) for d in cai["shape"])
-        dtype = np.dtype(cai["typestr"])
-        strides = cai.get("strides")
-        if strides is not None:
-            expected, ok = dtype.itemsize, True
-            for d, s in zip(reversed(shape), reversed(strides)):
-                if d != 1 and s != expected:
-                    ok = False
-                expected *= d
-            if not ok:
-                raise InvalidArgumentError("a device input is not C-contiguous; pass a contiguous copy")
-        producer_stream = cai.get("stream")
-        if producer_stream not in (None, 0, 1, 2):  # a stream the producer's work is on: wait for it
-            check(cudart().cudaStreamSynchronize(producer_stream), "cudaStreamSynchronize (input's stream)")
-        return int(cai["data"][0]), shape, dtype, obj
     if hasattr(obj, "__dlpack_device__") and hasattr(obj, "__dlpack__"):
-        dev_type, _ = obj.__dlpack_device__()
-        if int(dev_type) not in (KDL_CUDA, KDL_CUDA_MANAGED):
-            return None
         try:
-            capsule = obj.__dlpack__(stream=stream if stream else 1)
-        except TypeError:
-            capsule = obj.__dlpack__()
-        view = dlpack_view(capsule)
-        if not view["contiguous"]:
-            raise InvalidArgumentError("a DLPack device input is not C-contiguous; pass a contiguous copy")
-        return view["ptr"], view["shape"], view["dtype"], capsule
-    return None
+            dev_type, _ = obj.__dlpack_device__()
+        except Exception:  # a producer that cannot say: try the array interface
+            dev_type = None
+        if dev_type is not None and int(dev_type) not in (KDL_CUDA, KDL_CUDA_MANAGED):
+            if getattr(obj, "__cuda_array_interface__", None) is None:
+                return None
+        elif dev_type is not None:
+            try:
+                capsule = obj.__dlpack__(stream=stream if stream else 1)
+            except TypeError:  # producers predating the stream argument
+                capsule = obj.__dlpack__()
+            view = dlpack_view(capsule)
+            if not view["contiguous"]:
+                raise InvalidArgumentError("a DLPack device input is not C-contiguous; pass a contiguous copy")
+            return view["ptr"], view["shape"], view["dtype"], capsule
+    cai = getattr(obj, "__cuda_array_interface__", None)
+    if cai is None:
+        return None
+    shape = tuple(int(d) for d in cai["shape"])
+    dtype = np.dtype(cai["typestr"])
+    strides = cai.get("strides")
+    if strides is not None:
+        expected, ok = dtype.itemsize, True
+        for d, st in zip(reversed(shape), reversed(strides)):
+            if d != 1 and st != expected:
+                ok = False
+            expected *= d
+        if not ok:
+            raise InvalidArgumentError("a device input is not C-contiguous; pass a contiguous copy")
+    rt = cudart()
+    if "stream" not in cai:
+        check(rt.cudaDeviceSynchronize(), "cudaDeviceSynchronize (input without stream information)")
+    elif cai["stream"] not in (None, 0):
+        check(rt.cudaStreamSynchronize(cai["stream"]), "cudaStreamSynchronize (the input's stream)")
+    return int(cai["data"][0]), shape, dtype, obj
 
 
 # --------------------------------------------------------------------------
