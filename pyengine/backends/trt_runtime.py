@@ -441,6 +441,7 @@ class TRTRunner:
         key = tuple(shapes[n] for n, _, _ in self.inputs)
         if key == self._shapes:
             return
+        self._shapes = None  # until every input shape is accepted
         for name, _, _ in self.inputs:
             if not self.context.set_input_shape(name, shapes[name]):
                 rng = self.profile_range(name)
