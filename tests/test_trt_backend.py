@@ -372,6 +372,8 @@ def test_standin_dynamic_batch_reuses_buffers(monkeypatch, small):
     assert fake.counts["malloc"] == 2 and fake.counts["free"] == 0
     with pytest.raises(ShapeError, match=r"outside what the TensorRT engine was built for.*max \[8, 3, 32, 32\]"):
         engine(rng.standard_normal((9, 3, 32, 32), dtype=np.float32))
+    x = rng.standard_normal((2, 3, 32, 32), dtype=np.float32)  # and it recovers
+    np.testing.assert_allclose(engine(x), _cpu(model, {"input": x})["output"], rtol=1e-4, atol=1e-5)
 
 
 def test_standin_cuda_graph_path(monkeypatch, small):
