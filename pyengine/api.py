@@ -66,6 +66,10 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
     trt_only = sorted(k for k in options if k in tensorrt.TENSORRT_ONLY_OPTIONS)
     if trt_only:
         raise InvalidArgumentError(f"options {trt_only} apply to the TensorRT backend only")
+    if precision == "fp32":  # shared with INT8 calibration; nothing to show or keep in an FP32 CPU build
+        options.pop("progress", None)
+        if fallback is not None:
+            options.pop("keep_fp32", None)
     engine = _build_cpu(model, precision, optimize, num_threads, **options)
     if fallback is not None:
         engine._metadata["fallback"] = fallback

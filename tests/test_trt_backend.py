@@ -89,6 +89,13 @@ def test_auto_fp16_and_tensorrt_options_fall_back(small):
         pyengine.build(model, backend="cpu", precision="fp16")
     with pytest.raises(InvalidArgumentError, match="TensorRT backend only"):
         pyengine.build(model, backend="cpu", batch_range=(1, 2, 4))
+    # Options shared with the CPU INT8 build (calibration's) are not TensorRT-only.
+    assert pyengine.build(model, backend="cpu", progress=False).backend == "cpu"
+    assert pyengine.build(model, precision="fp16", keep_fp32=["conv_0"], progress=False).backend == "cpu"
+    calib = [zoo.make_input(model, 2, seed=_seed)]
+    engine = pyengine.build(model, precision="int8", backend="cpu", progress=False, calibration_data=calib,
+                            report=False)
+    assert engine.precision == "int8"
 
 
 # --------------------------------------------------------------------------

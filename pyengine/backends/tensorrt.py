@@ -37,7 +37,9 @@ EXPORT_OPTIONS = ("io_dtype", "keep_fp32")
 BUILD_OPTIONS = ("workspace", "batch_range", "input_shapes", "cache_dir", "timing_cache",
                  "builder_optimization_level", "version_compatible", "hardware_compatibility_level", "progress")
 RUNTIME_OPTIONS = ("cuda_graph",)
-TENSORRT_ONLY_OPTIONS = EXPORT_OPTIONS + BUILD_OPTIONS + RUNTIME_OPTIONS
+# Options the CPU INT8 build takes too (pyengine.quantize's): not TensorRT-only.
+SHARED_OPTIONS = ("keep_fp32", "progress")
+TENSORRT_ONLY_OPTIONS = tuple(o for o in EXPORT_OPTIONS + BUILD_OPTIONS + RUNTIME_OPTIONS if o not in SHARED_OPTIONS)
 
 
 def _import_trt():
