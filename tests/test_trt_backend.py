@@ -520,3 +520,17 @@ def test_compare_onnxruntime_gpu_needs_its_providers(tmp_path, capsys):
     assert cli.main(["profile", str(tmp_path / "m.onnx"), "--backend", "cpu", "--compare", "onnxruntime-gpu",
                      "--iterations", "1"]) == 1
     assert "pip install onnxruntime-gpu" in capsys.readouterr().err
+
+
+def test_standin_any_tensorrt_side_failure_falls_back_under_auto(monkeypatch, small):
+    model, feeds = small
+    trt, _ = trt_standin.install(monkeypatch)
+    monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", lambda self, data: None)
+    with pytest.raises(PlanFormatError, match="could not deserialize"):
+        pyengine.build(model, backend="tensorrt", progress=False)
+    with pytest.warns(RuntimeWarning, match="could not deserialize"):
+        engine = pyengine.build(model, progress=False)
+    assert engine.backend == "cpu" and "PlanFormatError" in engine.metadata["fallback"]["reason"]
+    # ...but a bad option is the caller's error under auto too, not a reason to fall back.
+    with pytest.raises(InvalidArgumentError, match="builder_optimization_level"):
+        pyengine.build(model, builder_optimization_level=7)

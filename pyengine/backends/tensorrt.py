@@ -126,7 +126,12 @@ def build(model, precision: str = "fp32", optimize: bool = True, **options) -> "
     refused the model, with its messages).
     """
     require()
-    from . import trt_build, trt_runtime
+    return _engine_from_export(*_export_stage(model, precision, optimize, options))
+
+
+def _export_stage(model, precision, optimize, options):
+    """Options checked and the model exported: everything before TensorRT."""
+    from . import trt_build
     from .. import onnx_io
     from ..export import export
 
@@ -136,13 +141,19 @@ def build(model, precision: str = "fp32", optimize: bool = True, **options) -> "
     opts = trt_build.BuildOptions.from_kwargs(build_opts)
     source = onnx_io.load_model(model)
     onnx_model = export(source, precision, optimize=optimize, **export_opts)
+    return model, source, onnx_model, precision, opts, export_opts.get("io_dtype", "fp32"), run_opts
+
+
+def _engine_from_export(model, source, onnx_model, precision, opts, io_dtype, run_opts) -> "TensorRTEngine":
+    """TensorRT's part: parse, build, deserialize."""
+    from . import trt_build, trt_runtime
+
     trt = _import_trt()
     device = trt_runtime.device_info()
     t0 = time.perf_counter()
     plan, info = trt_build.build_plan(trt, onnx_model.SerializeToString(), opts, device)
     info["build_seconds"] = round(time.perf_counter() - t0, 3)
-    metadata = plan_metadata(model, source, onnx_model, precision, trt.__version__, device, info,
-                             export_opts.get("io_dtype", "fp32"))
+    metadata = plan_metadata(model, source, onnx_model, precision, trt.__version__, device, info, io_dtype)
     engine = TensorRTEngine(plan, metadata, trt=trt, cuda_graph=run_opts.get("cuda_graph", False))
     engine._metadata["inputs"] = [s.to_json() for s in engine.inputs]
     engine._metadata["outputs"] = [s.to_json() for s in engine.outputs]
@@ -192,25 +203,32 @@ def fallback_warning(reason: str) -> None:
 
 def try_build(model, precision: str, optimize: bool, **options):
     """backend="auto": (engine, None) when TensorRT can build the model, else
-    (None, reason). Errors that the CPU build would hit too (a bad model,
-    bad calibration data, bad options) are raised, not swallowed."""
-    from . import trt_build
+    (None, reason).
+
+    Errors that the CPU build would hit too (a bad model, bad calibration
+    data, bad options) are raised. Once the ONNX for TensorRT exists, any
+    failure on TensorRT's side (parser, builder, deserialization, out of
+    GPU memory, a broken install) is a reason to use the CPU instead:
+    ``auto`` never breaks where the CPU runtime works.
+    """
+    from ..errors import InvalidModelError
 
     reason = availability()
     if reason:
         return None, reason
     try:
-        return build(model, precision, optimize, **options), None
-    except (BackendUnavailableError, trt_build.TensorRTParseError, trt_build.TensorRTBuildError) as exc:
-        return None, f"{exc.__class__.__name__}: {exc}"
-    except Exception as exc:
-        from ..errors import InvalidModelError
-
+        staged = _export_stage(model, precision, optimize, options)
+    except InvalidModelError as exc:
         # The export's TensorRT lint (a pre-quantized model TensorRT would
         # reject) is a reason to use the CPU, not an error.
-        if isinstance(exc, InvalidModelError) and "TensorRT rule" in str(exc):
+        if "TensorRT rule" in str(exc):
             return None, f"{exc.__class__.__name__}: {exc}"
         raise
+    try:
+        return _engine_from_export(*staged), None
+    except Exception as exc:  # noqa: BLE001  (see the docstring)
+        log.debug("backend='auto': TensorRT failed", exc_info=True)
+        return None, f"{exc.__class__.__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------
