@@ -290,7 +290,10 @@ def to_fp16(model: onnx.ModelProto, io_dtype: str = "fp32", keep_fp32=()) -> onn
             nodes.append(helper.make_node("Cast", [out_rename[name]], [name], to=F32,
                                           name=_fresh(taken_nodes, f"{name}_cast_fp32")))
 
-    new_graph = helper.make_graph(nodes, g.name, list(g.input), list(g.output), initializer=inits)
+    # Old-style models also list initializers as inputs: they are weights, not inputs.
+    init_names = {t.name for t in inits}
+    graph_inputs = [v for v in g.input if v.name not in init_names]
+    new_graph = helper.make_graph(nodes, g.name, graph_inputs, list(g.output), initializer=inits)
     out = helper.make_model(new_graph, opset_imports=list(model.opset_import), producer_name=model.producer_name)
     out.ir_version = model.ir_version
     out.metadata_props.extend(model.metadata_props)
