@@ -10,34 +10,73 @@ from .backends import tensorrt
 from .engine import Engine, load_engine
 from .errors import InvalidArgumentError
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "cpu", "tensorrt")
 
 
 def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool = True,
-          num_threads: int = 0, **options) -> Engine:
+          num_threads: int = 0, **options):
     """Builds an engine from an ONNX model.
 
     Args:
         model: path to an .onnx file (external data next to it is read too) or an
             ``onnx.ModelProto``.
-        precision: "fp32" or "int8".
-        backend: "auto" (TensorRT when usable, else the CPU runtime), "cpu" or "tensorrt".
+        precision: "fp32", "fp16" (TensorRT only; the CPU runtime runs such a
+            request in FP32 under backend="auto") or "int8".
+        backend: "auto" (TensorRT when it is installed, a GPU is present and
+            TensorRT can build the model; else the CPU runtime, with a warning
+            and the reason in ``engine.metadata["fallback"]``), "cpu" or
+            "tensorrt" (never falls back: raises BackendUnavailableError or
+            UnsupportedOperatorError with TensorRT's messages).
         optimize: run the graph optimizer (BatchNorm folding, fusions, ...).
         num_threads: CPU threads (0: all cores).
+        **options: INT8 calibration options (see :func:`pyengine.quantize`), and
+            for TensorRT: ``io_dtype``, ``keep_fp32``, ``batch_range=(min, opt,
+            max)``, ``input_shapes={name: (min, opt, max)}``, ``workspace``
+            (bytes), ``cache_dir`` (timing cache), ``timing_cache``,
+            ``builder_optimization_level`` (0-5), ``version_compatible``,
+            ``hardware_compatibility_level`` ("ampere_plus",
+            "same_compute_capability"), ``progress``, ``cuda_graph``.
 
     Returns:
-        An :class:`Engine`.
+        An :class:`Engine` (CPU) or a ``TensorRTEngine``; both run ``engine(x)``
+        and ``engine.run({...})`` and save with ``engine.save(path)``.
     """
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "tensorrt":
-        tensorrt.require()
-        return tensorrt.build(model, precision=precision, **options)
-    if backend == "auto" and tensorrt.availability() is None:
-        return tensorrt.build(model, precision=precision, **options)
+        return tensorrt.build(model, precision=precision, optimize=optimize, **options)
+    fallback = None
+    if backend == "auto":
+        engine, reason = tensorrt.try_build(model, precision, optimize, **options)
+        if engine is not None:
+            return engine
+        tensorrt.fallback_warning(reason)
+        fallback = {"requested_backend": "auto", "reason": reason}
+        options = {k: v for k, v in options.items() if k not in tensorrt.TENSORRT_ONLY_OPTIONS}
+        if precision == "fp16":
+            fallback["requested_precision"] = "fp16"
+            fallback["note"] = "the CPU runtime has no FP16 kernels: the model runs in FP32"
+            precision = "fp32"
+    elif precision == "fp16":
+        raise InvalidArgumentError("precision='fp16' needs TensorRT; the CPU runtime runs fp32 or int8 "
+                                   "(pyengine.export(model, 'fp16') gives the FP16 ONNX model)")
+    trt_only = sorted(k for k in options if k in tensorrt.TENSORRT_ONLY_OPTIONS)
+    if trt_only:
+        raise InvalidArgumentError(f"options {trt_only} apply to the TensorRT backend only")
+    if precision == "fp32":  # shared with INT8 calibration; nothing to show or keep in an FP32 CPU build
+        options.pop("progress", None)
+        if fallback is not None:
+            options.pop("keep_fp32", None)
+    engine = _build_cpu(model, precision, optimize, num_threads, **options)
+    if fallback is not None:
+        engine._metadata["fallback"] = fallback
+    return engine
+
+
+def _build_cpu(model, precision, optimize, num_threads, **options) -> Engine:
     if precision == "int8":
         from .quantize import build_int8
 
@@ -68,11 +107,21 @@ def base_metadata(model, proto, precision: str) -> dict:
     }
 
 
-def load(path, num_threads: int = 0) -> Engine:
-    """Loads a plan file written by ``Engine.save``.
+def load(path, num_threads: int = 0, cuda_graph: bool = False):
+    """Loads a plan file written by ``engine.save``: a CPU plan, or a TensorRT
+    plan after checking (before any TensorRT call) that this machine has the
+    TensorRT version and GPU architecture it was built for.
+
+    Args:
+        path: the plan file.
+        num_threads: CPU threads for CPU plans (0: all cores).
+        cuda_graph: TensorRT plans: run through CUDA graphs.
 
     Raises:
-        PlanFormatError: the file is missing, corrupt, truncated or from an
-            incompatible pyengine version.
+        PlanFormatError: the file is missing, corrupt, truncated, from an
+            incompatible pyengine version, or a TensorRT plan built for another
+            TensorRT version or GPU (the message says how to rebuild).
+        BackendUnavailableError: a TensorRT plan on a machine without
+            TensorRT or a GPU.
     """
-    return load_engine(path, num_threads)
+    return load_engine(path, num_threads, cuda_graph=cuda_graph)

@@ -39,14 +39,37 @@ def _check_file(path: str) -> str:
     return path
 
 
-def load_engine(path: str, precision: str = "fp32", threads: int = 0, optimize: bool = True, **options):
-    """A plan file is loaded; an ONNX file is built (precision, optimizer as given)."""
+def load_engine(path: str, precision: str = "fp32", threads: int = 0, optimize: bool = True,
+                backend: str = "auto", **options):
+    """A plan file is loaded (CPU or TensorRT); an ONNX file is built
+    (precision, optimizer and backend as given)."""
     import pyengine
 
     _check_file(path)
     if _is_plan(path):
         return pyengine.load(path, num_threads=threads)
-    return pyengine.build(path, precision=precision, optimize=optimize, num_threads=threads, **options)
+    return pyengine.build(path, precision=precision, optimize=optimize, num_threads=threads, backend=backend,
+                          **options)
+
+
+def _plan_metadata(path: str) -> dict | None:
+    """The metadata of a plan file (None for ONNX files), read without building anything."""
+    if not (os.path.isfile(path) and _is_plan(path)):
+        return None
+    from .backends.tensorrt import read_plan
+
+    return read_plan(path)[0]
+
+
+def _parse_batch_range(text: str) -> tuple:
+    parts = text.replace(",", ":").split(":")
+    try:
+        lo, opt, hi = (int(p) for p in parts)
+    except ValueError:
+        raise InvalidArgumentError(f"--batch-range must be MIN:OPT:MAX, e.g. 1:8:32, got {text!r}") from None
+    if not (1 <= lo <= opt <= hi):
+        raise InvalidArgumentError(f"--batch-range must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {text}")
+    return lo, opt, hi
 
 
 def random_inputs(specs, batch: int, seed: int = 0) -> dict:
@@ -166,13 +189,37 @@ def cmd_build(args) -> int:
             raise InvalidArgumentError("--precision int8 needs calibration data: --calib DIR (images or .npy)")
         options["calibration_data"] = args.calib
         options["calibration_method"] = args.calib_method
+    trt = {}
     if args.batch_range:
-        lo, opt, hi = (_parse_list(args.batch_range.replace(":", ","), int) + [0, 0, 0])[:3]
-        if not (1 <= lo <= opt <= hi):
-            raise InvalidArgumentError(f"--batch-range must be MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, got {args.batch_range}")
-    engine = load_engine(_check_file(args.model), args.precision, args.threads, not args.no_optimize, **options)
+        trt["batch_range"] = _parse_batch_range(args.batch_range)
+    if args.workspace is not None:
+        trt["workspace"] = int(args.workspace * (1 << 20))
+    if args.opt_level is not None:
+        trt["builder_optimization_level"] = args.opt_level
+    if args.cache_dir:
+        trt["cache_dir"] = args.cache_dir
+    if args.version_compatible:
+        trt["version_compatible"] = True
+    if args.hardware_compat:
+        trt["hardware_compatibility_level"] = args.hardware_compat
+    if args.io_fp16:
+        trt["io_dtype"] = "fp16"
+    if trt and args.backend == "cpu":
+        raise InvalidArgumentError(f"{sorted(trt)} are TensorRT options; the CPU plan takes any batch size")
+    if args.precision == "fp16" and args.backend == "cpu":
+        raise InvalidArgumentError("--precision fp16 needs --backend tensorrt (or auto on a GPU machine)")
+    engine = load_engine(_check_file(args.model), args.precision, args.threads, not args.no_optimize,
+                         backend=args.backend, **options, **trt)
     engine.save(args.output)
     print(f"built {args.model} -> {args.output} ({engine.backend}/{engine.precision})")
+    fallback = engine.metadata.get("fallback")
+    if fallback:
+        print(f"note: TensorRT was not used: {fallback['reason']}")
+    if args.raw_engine:
+        if engine.backend != "tensorrt":
+            raise InvalidArgumentError("--raw-engine needs a TensorRT engine")
+        engine.save(args.raw_engine, raw=True)
+        print(f"wrote the bare TensorRT engine to {args.raw_engine} (trtexec --loadEngine, Triton model.plan)")
     if not args.no_optimize:
         print(engine.report())
     return EXIT_OK
@@ -197,25 +244,21 @@ def cmd_profile(args) -> int:
     batches = _parse_list(args.batch, int)
     precisions = _parse_list(args.precision)
     for p in precisions:
-        if p not in ("fp32", "int8"):
-            raise InvalidArgumentError(f"--precision takes fp32 and/or int8, got {p!r}")
+        if p not in ("fp32", "fp16", "int8"):
+            raise InvalidArgumentError(f"--precision takes fp32, fp16 and/or int8, got {p!r}")
     if any(b < 1 for b in batches):
         raise InvalidArgumentError("--batch values must be >= 1")
-    if args.compare and args.compare != "onnxruntime":
-        raise InvalidArgumentError(f"--compare supports 'onnxruntime', got {args.compare!r}")
+    if args.compare and args.compare not in ("onnxruntime", "onnxruntime-gpu"):
+        raise InvalidArgumentError(f"--compare supports 'onnxruntime' and 'onnxruntime-gpu', got {args.compare!r}")
     _check_file(args.model)
     is_plan = _is_plan(args.model)
     results = []
     sess = None
+    ort_label = "onnxruntime"
     if args.compare:
         if is_plan:
-            raise InvalidArgumentError("--compare onnxruntime needs the ONNX model, not a plan")
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads or os.cpu_count()
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+            raise InvalidArgumentError(f"--compare {args.compare} needs the ONNX model, not a plan")
+        sess, ort_label = _ort_session(args.model, args.compare, args.threads)
     name = os.path.basename(args.model)
     for precision in ([None] if is_plan else precisions):
         options = {}
@@ -228,13 +271,14 @@ def cmd_profile(args) -> int:
                 specs = _onnx_specs(__import__("onnx").load(args.model, load_external_data=False))
                 options["calibration_data"] = [random_inputs(specs, 1, seed=s) for s in range(4)]
             options["report"] = False
-        engine = load_engine(args.model, precision or "fp32", args.threads, **options)
+        engine = load_engine(args.model, precision or "fp32", args.threads, backend=args.backend, **options)
         precision = engine.precision
         for batch in batches:
             feeds = random_inputs(_engine_specs(engine), batch, seed=0)
             samples = profile.measure(lambda: engine.run(feeds), args.warmup_ms, args.duration, args.iterations,
                                       desc=f"pyengine {precision} b{batch}")
-            row = {"model": name, "runtime": "pyengine", "precision": precision, "batch": batch,
+            row = {"model": name, "runtime": f"pyengine-{engine.backend}" if engine.backend != "cpu" else "pyengine",
+                   "precision": precision, "batch": batch,
                    "threads": engine.num_threads, "samples_ms": samples,
                    "stats": profile.summarize(samples, batch)}
             if args.per_layer:
@@ -244,11 +288,11 @@ def cmd_profile(args) -> int:
             results.append(row)
             if sess is not None and precision == (precisions[0] if not is_plan else precision):
                 ort_samples = profile.measure(lambda: sess.run(None, feeds), args.warmup_ms, args.duration,
-                                              args.iterations, desc=f"onnxruntime b{batch}")
-                results.append({"model": name, "runtime": "onnxruntime", "precision": "fp32", "batch": batch,
+                                              args.iterations, desc=f"{ort_label} b{batch}")
+                results.append({"model": name, "runtime": ort_label, "precision": "fp32", "batch": batch,
                                 "threads": args.threads or os.cpu_count(), "samples_ms": ort_samples,
                                 "stats": profile.summarize(ort_samples, batch)})
-    ort_by_batch = {r["batch"]: r["stats"]["median_ms"] for r in results if r["runtime"] == "onnxruntime"}
+    ort_by_batch = {r["batch"]: r["stats"]["median_ms"] for r in results if r["runtime"] == ort_label}
     for r in results:
         if r["batch"] in ort_by_batch:
             r["ratio_vs_ort"] = r["stats"]["median_ms"] / ort_by_batch[r["batch"]]
@@ -276,6 +320,30 @@ def cmd_profile(args) -> int:
     return EXIT_OK
 
 
+def _ort_session(model: str, which: str, threads: int):
+    """An onnxruntime session: CPU, or with --compare onnxruntime-gpu the
+    TensorRT / CUDA execution providers of onnxruntime-gpu (an optional extra)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InvalidArgumentError(f"--compare {which} needs onnxruntime (pip install onnxruntime"
+                                   f"{'-gpu' if which.endswith('gpu') else ''})") from None
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count()
+    so.inter_op_num_threads = 1
+    if which == "onnxruntime":
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]), "onnxruntime"
+    available = ort.get_available_providers()
+    providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    if not providers:
+        raise InvalidArgumentError("--compare onnxruntime-gpu needs onnxruntime-gpu with the CUDA or TensorRT "
+                                   f"execution provider; this onnxruntime has {available} "
+                                   "(pip install onnxruntime-gpu)")
+    sess = ort.InferenceSession(model, so, providers=providers + ["CPUExecutionProvider"])
+    used = sess.get_providers()[0].replace("ExecutionProvider", "")
+    return sess, f"ort-{used.lower()}"
+
+
 def _runner(spec: str, precision: str, threads: int):
     """'onnxruntime:model.onnx' or a model/plan path -> (label, specs, fn(feeds) -> list of outputs)."""
     if spec.startswith("onnxruntime:") or spec.startswith("ort:"):
@@ -291,7 +359,7 @@ def _runner(spec: str, precision: str, threads: int):
         return f"onnxruntime({os.path.basename(path)})", specs, names, lambda f: sess.run(None, f)
     engine = load_engine(spec, precision, threads)
     names = [o.name for o in engine.outputs]
-    return (f"pyengine({os.path.basename(spec)},{engine.precision})", _engine_specs(engine), names,
+    return (f"pyengine({os.path.basename(spec)},{engine.backend}/{engine.precision})", _engine_specs(engine), names,
             lambda f: [engine.run(f)[n] for n in names])
 
 
@@ -338,8 +406,48 @@ def cmd_compare(args) -> int:
     return EXIT_OK if ok else EXIT_MISMATCH
 
 
+def _inspect_tensorrt(path: str, meta: dict) -> int:
+    """A TensorRT plan: what it was built for (no TensorRT needed), and its
+    layers with the ONNX nodes each came from (where TensorRT and the GPU are here)."""
+    from .backends import tensorrt
+
+    t = meta.get("tensorrt") or {}
+    print(f"{path}: tensorrt/{meta.get('precision')}, built for {tensorrt.describe_build(t)}")
+    print(f"  source model: {meta.get('source_model_name')} (sha256 {str(meta.get('source_model_sha256'))[:16]}...)")
+    print(f"  built {meta.get('created')} with pyengine {meta.get('pyengine_version')} in "
+          f"{t.get('build_seconds', '?')} s; engine {t.get('engine_bytes', '?')} bytes")
+    print(f"  version_compatible {t.get('version_compatible', False)}, hardware compatibility "
+          f"{t.get('hardware_compatibility_level', 'none')}, builder optimization level "
+          f"{t.get('builder_optimization_level', 'default')}, workspace {t.get('workspace_bytes', '?')} bytes")
+    for title in ("inputs", "outputs"):
+        print(f"{title}:")
+        for s in meta.get(title, []):
+            dims = "x".join("N" if d is None or d < 0 else str(d) for d in (s.get("shape") or []))
+            print(f"  {s['name']}: {s['dtype']} [{dims}]")
+    for i, prof in enumerate(t.get("profiles", [])):
+        for name, (lo, opt, hi) in prof.items():
+            print(f"profile {i}: {name} min {lo} opt {opt} max {hi}")
+    here = tensorrt.machine()
+    try:
+        for w in tensorrt.preflight(meta, here, path):
+            print(f"warning: {w}")
+    except PyengineError as exc:
+        print(f"cannot load here: {exc}")
+        return EXIT_OK
+    engine = tensorrt.load_plan(path, meta)
+    layers = engine.layers()
+    print(f"{len(layers)} TensorRT layers:")
+    print(f"{'layer':<48} {'type':<20} from ONNX nodes")
+    for l in layers:
+        print(f"{l['name'][:48]:<48} {l['type'][:20]:<20} {', '.join(l['onnx_nodes'])}")
+    return EXIT_OK
+
+
 def cmd_inspect(args) -> int:
-    engine = load_engine(args.model, "fp32", 1, not args.no_optimize)
+    meta = _plan_metadata(_check_file(args.model))
+    if meta is not None and meta.get("backend") == "tensorrt":
+        return _inspect_tensorrt(args.model, meta)
+    engine = load_engine(args.model, "fp32", 1, not args.no_optimize, backend="cpu")
     graph = engine._graph
     shapes = {n: s for n, _, s, _ in graph.values()}
     consts = {n for n, _, _, c in graph.values() if c}
@@ -387,10 +495,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a plan from an ONNX model")
     b.add_argument("model")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp16 needs TensorRT")
+    b.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto",
+                   help="auto: TensorRT when usable, else CPU (says why); tensorrt: never falls back")
     b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
     b.add_argument("--calib-method", default="entropy", choices=("entropy", "minmax", "percentile", "mse"))
     b.add_argument("--batch-range", help="MIN:OPT:MAX batch sizes (TensorRT profiles; the CPU plan takes any)")
+    b.add_argument("--workspace", type=float, help="TensorRT workspace limit in MiB (default 1024)")
+    b.add_argument("--opt-level", type=int, choices=range(6), help="TensorRT builder optimization level 0-5")
+    b.add_argument("--cache-dir", help="TensorRT timing cache folder (default ~/.cache/pyengine/tensorrt)")
+    b.add_argument("--version-compatible", action="store_true", help="TensorRT: plan runs on later TensorRT versions")
+    b.add_argument("--hardware-compat", choices=("none", "ampere_plus", "same_compute_capability"),
+                   help="TensorRT hardware compatibility level")
+    b.add_argument("--io-fp16", action="store_true", help="fp16: float16 inputs and outputs too")
+    b.add_argument("--raw-engine", help="TensorRT: also write the bare engine (trtexec, Triton) here")
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--no-optimize", action="store_true")
     b.set_defaults(fn=cmd_build)
@@ -401,14 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="write outputs to this .npz")
     r.add_argument("--batch", type=int, default=1)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    r.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     r.add_argument("--threads", type=int, default=0)
     r.set_defaults(fn=cmd_run)
 
     pr = sub.add_parser("profile", help="latency percentiles, throughput and per-layer times")
     pr.add_argument("model")
     pr.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
-    pr.add_argument("--precision", default="fp32", help="fp32,int8")
+    pr.add_argument("--precision", default="fp32", help="fp32,fp16,int8 (fp16 needs TensorRT)")
+    pr.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto")
     pr.add_argument("--calib", help="calibration data for int8 (default: random inputs)")
     pr.add_argument("--threads", type=int, default=0)
     pr.add_argument("--warmup-ms", type=float, default=200.0)
@@ -416,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--iterations", type=int, help="exact number of timed runs (overrides --duration)")
     pr.add_argument("--per-layer", action="store_true")
     pr.add_argument("--top", type=int, default=15, help="layers shown with --per-layer")
-    pr.add_argument("--compare", help="onnxruntime: time it side by side on the same inputs and threads")
+    pr.add_argument("--compare", help="onnxruntime (CPU) or onnxruntime-gpu (its TensorRT/CUDA providers; "
+                                      "optional extra): time it side by side on the same inputs")
     pr.add_argument("--json", help="write every sample and the machine description here")
     pr.add_argument("--plot", help="write a PNG with the latency distribution and per-layer breakdown")
     pr.set_defaults(fn=cmd_profile)
@@ -429,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--atol", type=float, default=1e-4)
     c.add_argument("--rtol", type=float, default=1e-4)
-    c.add_argument("--precision-a", choices=("fp32", "int8"), default="fp32")
-    c.add_argument("--precision-b", choices=("fp32", "int8"), default="fp32")
+    c.add_argument("--precision-a", choices=("fp32", "fp16", "int8"), default="fp32")
+    c.add_argument("--precision-b", choices=("fp32", "fp16", "int8"), default="fp32")
     c.add_argument("--threads", type=int, default=0)
     c.add_argument("--json")
     c.set_defaults(fn=cmd_compare)

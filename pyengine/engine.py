@@ -144,8 +144,12 @@ class Engine:
 
         save_calibration(self, path, format=format)
 
-    def save(self, path) -> None:
-        """Writes the plan file (format: engine/plan/format.md)."""
+    def save(self, path, raw: bool = False) -> None:
+        """Writes the plan file (format: engine/plan/format.md). ``raw=True``
+        (a bare engine file) exists for TensorRT engines only."""
+        if raw:
+            raise InvalidArgumentError("raw=True writes a bare TensorRT engine; this is a CPU engine "
+                                       "(build with backend='tensorrt')")
         meta = dict(self._metadata)
         meta["format_version"] = _core.PLAN_FORMAT_VERSION
         _core.save_plan(self._graph, json.dumps(meta, indent=1, sort_keys=True), os.fspath(path))
@@ -155,19 +159,21 @@ class Engine:
         return f"<pyengine.Engine {self.backend}/{self.precision} ({ins})>"
 
 
-def load_engine(path, num_threads: int = 0) -> Engine:
-    """Loads a plan file written by :meth:`Engine.save`."""
+def load_engine(path, num_threads: int = 0, cuda_graph: bool = False):
+    """Loads a plan file written by :meth:`Engine.save` (or a TensorRT engine's save)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise PlanFormatError(f"plan file '{path}' does not exist")
-    graph, meta_json = _core.load_plan(path)
+    graph, meta_json, blob = _core.load_plan_sections(path)
     try:
         meta = json.loads(meta_json)
     except json.JSONDecodeError as exc:
         raise PlanFormatError(f"plan '{path}' has unreadable metadata: {exc}") from None
     backend = meta.get("backend", "cpu")
-    if backend != "cpu":
+    if backend == "tensorrt":
         from .backends import tensorrt
 
-        return tensorrt.load_plan(path, meta)
+        return tensorrt.load_plan(path, meta, blob, cuda_graph=cuda_graph)
+    if backend != "cpu" or blob is not None:
+        raise PlanFormatError(f"plan '{path}' is for backend '{backend}', which this pyengine cannot run")
     return Engine(graph, meta, num_threads)

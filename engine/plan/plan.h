@@ -15,11 +15,16 @@ constexpr uint32_t kPlanFormatVersion = 1;
 struct PlanContents {
   std::unique_ptr<Graph> graph;
   std::string metadata_json;  // written by the caller (Python); opaque to C++
+  // Section kind 4 (optional): a serialized backend engine, e.g. TensorRT's
+  // plan bytes, which pyengine's TensorRT backend deserializes. Empty if absent.
+  std::string engine_blob;
 };
 
-// Serializes to bytes / a file. Throws kPlanFormat on an I/O error.
-std::string write_plan(const Graph& g, const std::string& metadata_json);
-void save_plan(const Graph& g, const std::string& metadata_json, const std::string& path);
+// Serializes to bytes / a file. Throws kPlanFormat on an I/O error. A
+// non-empty `engine_blob` is written as section kind 4 (64-byte aligned).
+std::string write_plan(const Graph& g, const std::string& metadata_json, const std::string& engine_blob = "");
+void save_plan(const Graph& g, const std::string& metadata_json, const std::string& path,
+               const std::string& engine_blob = "");
 
 // Parses bytes / a file. Every malformed, truncated or corrupted input is an
 // Error(kPlanFormat) naming what is wrong (and the path, for files); never a

@@ -107,9 +107,9 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
   std::memcpy(&hsum, p + header - 8, 8);
   if (hsum != plan_checksum(p, header - 8)) bad("is corrupt: header checksum mismatch");
 
-  const char* sec[4] = {nullptr, nullptr, nullptr, nullptr};
-  uint64_t sec_size[4] = {0, 0, 0, 0};
-  uint64_t sec_off[4] = {0, 0, 0, 0};
+  const char* sec[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  uint64_t sec_size[5] = {0, 0, 0, 0, 0};
+  uint64_t sec_off[5] = {0, 0, 0, 0, 0};
   for (uint32_t i = 0; i < nsec; ++i) {
     const char* e = p + 24 + 32 * i;
     uint32_t kind;
@@ -120,12 +120,15 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
     std::memcpy(&sum, e + 24, 8);
     if (off > size || sz > size - off) bad("is truncated: a section lies past the end of the file");
     if (plan_checksum(p + off, sz) != sum) bad(str_cat("is corrupt: checksum mismatch in section ", kind));
-    if (kind >= 1 && kind <= 3) { sec[kind] = p + off; sec_size[kind] = sz; sec_off[kind] = off; }
+    // Kinds 1-4 are known (4, the backend engine, is optional); others are
+    // skipped so that a newer writer's extra sections do not break this reader.
+    if (kind >= 1 && kind <= 4) { sec[kind] = p + off; sec_size[kind] = sz; sec_off[kind] = off; }
   }
   if (!sec[1] || !sec[2] || !sec[3]) bad("is corrupt: a required section is missing");
 
   PlanContents out;
   out.metadata_json.assign(sec[1], sec_size[1]);
+  if (sec[4]) out.engine_blob.assign(sec[4], sec_size[4]);
   auto g = std::make_unique<Graph>();
   In in(sec[2], sec_size[2], source);
   uint32_t nv = in.count(9);

@@ -71,7 +71,7 @@ size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 }  // namespace
 
-std::string write_plan(const Graph& g, const std::string& metadata_json) {
+std::string write_plan(const Graph& g, const std::string& metadata_json, const std::string& engine_blob) {
   std::vector<Value*> values = g.values();
   std::unordered_map<const Value*, int32_t> index;
   for (size_t i = 0; i < values.size(); ++i) index[values[i]] = static_cast<int32_t>(i);
@@ -131,12 +131,14 @@ std::string write_plan(const Graph& g, const std::string& metadata_json) {
     gs.str(kv.second);
   }
 
-  const uint32_t nsec = 3;
+  const uint32_t nsec = engine_blob.empty() ? 3 : 4;
   size_t header = 24 + 32 * nsec + 8;
   size_t meta_off = header;
   size_t graph_off = meta_off + metadata_json.size();
   size_t weights_off = align64(graph_off + gs.buf().size());
-  std::string file(weights_off + woff, '\0');
+  size_t engine_off = align64(weights_off + woff);
+  std::string file(engine_blob.empty() ? weights_off + woff : engine_off + engine_blob.size(), '\0');
+  if (!engine_blob.empty()) std::memcpy(&file[engine_off], engine_blob.data(), engine_blob.size());
   std::memcpy(&file[meta_off], metadata_json.data(), metadata_json.size());
   std::memcpy(&file[graph_off], gs.buf().data(), gs.buf().size());
   for (auto& w : weights)
@@ -158,14 +160,16 @@ std::string write_plan(const Graph& g, const std::string& metadata_json) {
   section(1, meta_off, metadata_json.size());
   section(2, graph_off, gs.buf().size());
   section(3, weights_off, woff);
+  if (!engine_blob.empty()) section(4, engine_off, engine_blob.size());
   h.u64(plan_checksum(h.buf().data(), h.buf().size()));
   ENGINE_CHECK(h.buf().size() == header);
   std::memcpy(&file[0], h.buf().data(), header);
   return file;
 }
 
-void save_plan(const Graph& g, const std::string& metadata_json, const std::string& path) {
-  std::string bytes = write_plan(g, metadata_json);
+void save_plan(const Graph& g, const std::string& metadata_json, const std::string& path,
+               const std::string& engine_blob) {
+  std::string bytes = write_plan(g, metadata_json, engine_blob);
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   ENGINE_ENFORCE(f.good(), kPlanFormat, "cannot open '", path, "' for writing");
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
