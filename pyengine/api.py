@@ -24,8 +24,10 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
         precision: "fp32", "fp16" (TensorRT only; the CPU runtime runs such a
             request in FP32 under backend="auto") or "int8".
         backend: "auto" (TensorRT when it is installed, a GPU is present and
-            TensorRT can build the model; else the CPU runtime, with a warning
-            and the reason in ``engine.metadata["fallback"]``), "cpu" or
+            TensorRT can build the model; else the CPU runtime, with the
+            reason in ``engine.metadata["fallback"]`` and a warning, once,
+            unless TensorRT is simply not installed and nothing GPU-specific
+            (fp16, TensorRT options) was asked for), "cpu" or
             "tensorrt" (never falls back: raises BackendUnavailableError or
             UnsupportedOperatorError with TensorRT's messages).
         optimize: run the graph optimizer (BatchNorm folding, fusions, ...).
@@ -53,7 +55,8 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
         engine, reason = tensorrt.try_build(model, precision, optimize, **options)
         if engine is not None:
             return engine
-        tensorrt.fallback_warning(reason)
+        gpu_specific = precision == "fp16" or any(k in tensorrt.TENSORRT_ONLY_OPTIONS for k in options)
+        tensorrt.fallback_warning(reason, quiet=reason == tensorrt.NOT_INSTALLED and not gpu_specific)
         fallback = {"requested_backend": "auto", "reason": reason}
         options = {k: v for k, v in options.items() if k not in tensorrt.TENSORRT_ONLY_OPTIONS}
         if precision == "fp16":

@@ -48,6 +48,11 @@ def _import_trt():
     return trt
 
 
+# The reason when the tensorrt package is absent: the normal state of a CPU-only
+# machine, where the CPU runtime is the documented default (no warning for it).
+NOT_INSTALLED = "the 'tensorrt' Python package is not installed (pip install 'pyengine[trt]')"
+
+
 def availability() -> str | None:
     """None when TensorRT and a CUDA GPU are usable, else the reason why not.
 
@@ -58,7 +63,7 @@ def availability() -> str | None:
     try:
         trt = _import_trt()
     except ImportError:
-        return "the 'tensorrt' Python package is not installed (pip install 'pyengine[trt]')"
+        return NOT_INSTALLED
     except Exception as exc:  # a broken install (missing libnvinfer) raises OSError and friends
         return f"the 'tensorrt' package cannot be imported: {exc}"
     try:
@@ -190,10 +195,14 @@ def plan_metadata(model, source, onnx_model, precision, trt_version, device, inf
 _warned = set()
 
 
-def fallback_warning(reason: str) -> None:
-    """Warns (once per distinct reason) that backend="auto" runs on the CPU."""
+def fallback_warning(reason: str, quiet: bool = False) -> None:
+    """Warns (once per distinct reason) that backend="auto" runs on the CPU.
+
+    ``quiet``: only log it (INFO); used where the CPU is simply the default
+    (no TensorRT installed and nothing GPU-specific was asked for).
+    """
     key = reason.split("\n", 1)[0]
-    if key in _warned:
+    if quiet or key in _warned:
         log.info("backend='auto': TensorRT not used (%s)", key)
         return
     _warned.add(key)
