@@ -299,18 +299,13 @@ def _onnx_elem_types(proto: onnx.ModelProto) -> dict:
             if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
 
 
-# Passes left out before quantizing: Q/DQ placement (the skip input of an
-# Add), TensorRT and the int8 lowering all look for plain Conv -> Add -> Relu,
-# which the epilogue fusion would hide inside FusedConv.
-QUANT_DISABLED_PASSES = ("fuse_conv_add_relu",)
-
-
 def _optimize_for_quantization(graph):
+    """The "quantize" pipeline (engine/passes/registry.cc): the default one
+    without the epilogue fusion, which would hide the Conv -> Add -> Relu
+    groups that Q/DQ placement, TensorRT and the int8 lowering look for."""
     from .optimizer import optimize_graph
 
-    known = getattr(_core, "default_passes", None)
-    names = {p[0] for p in known()} if known else set()
-    return optimize_graph(graph, disable=tuple(p for p in QUANT_DISABLED_PASSES if p in names))
+    return optimize_graph(graph, pipeline="quantize")
 
 
 def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -321,12 +316,12 @@ def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _lower(graph):
-    """The Q/DQ graph lowered to pyengine's int8 ops, when this build has them."""
-    lower = getattr(_core, "lower_qdq_to_int8", None)
-    if lower is None:
-        return graph
-    result = lower(graph)
-    return result if isinstance(result, _core.Graph) else graph
+    """The Q/DQ graph through the "int8" pipeline (engine/passes/registry.cc):
+    lowered to pyengine's int8 ops, the layers left in float fused."""
+    from .optimizer import optimize_graph
+
+    lowered, _ = optimize_graph(graph, pipeline="int8")
+    return lowered
 
 
 # --------------------------------------------------------------------------
@@ -339,7 +334,8 @@ class _Session:
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
                for n in source.graph.node):
             raise InvalidArgumentError("the model is already quantized (it has QuantizeLinear/DequantizeLinear "
-                                       "or QLinear* nodes); pass the float model")
+                                       "or QLinear* nodes): build it as it is, pyengine.build(model) (its Q/DQ "
+                                       "give the int8 scales), or pass the float model to calibrate")
         self.model = model
         self.source = source
         self.model_sha256 = onnx_io.model_sha256(source)
@@ -596,7 +592,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
         "skipped": [list(s) for s in summary["skipped"]],
         "num_activation_pairs": summary["num_activation_pairs"],
         "num_weights": summary["num_weights"],
-        "lowered": hasattr(_core, "lower_qdq_to_int8"),
+        "lowered": True,
     }
     if search_log is not None:
         metadata["int8"]["accuracy_search"] = _jsonable(search_log)
