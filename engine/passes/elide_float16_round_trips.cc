@@ -1,6 +1,7 @@
 // elide_float16_round_trips
 //   Cast<f32>(Cast<f16>(x32))   ==>   x32
-// Preconditions: x is float32; the outer Cast's output is not a graph
+// Preconditions: x is float32 and computed by a node (the rounding of the
+// network input itself is kept); the outer Cast's output is not a graph
 // output. Not exact: it drops the float16 rounding of x.
 // Why: in the int8 pipeline only. After widen_float16, a float16 Q/DQ model
 // (ModelOpt's default) has such a pair between every two layers: between a
@@ -29,6 +30,9 @@ class ElideRoundTrip final : public Pattern {
                       "input is not a Cast to float16");
     NOT_APPLICABLE_IF(!inner->input(0) || inner->input(0)->dtype() != DType::kFloat32, "not a float32 round trip");
     NO_MATCH_IF(y->is_graph_output(), "output '", y->name(), "' is a graph output");
+    // The network input's conversion to float16 is the model's data, not a
+    // layer's rounding, and no fusion needs it gone.
+    NO_MATCH_IF(!inner->input(0)->producer(), "rounds the graph input '", inner->input(0)->name(), "'");
     return Match{{const_cast<Node*>(&n)}, {}};
   }
 
