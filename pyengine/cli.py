@@ -39,7 +39,7 @@ def _check_file(path: str) -> str:
     return path
 
 
-def load_engine(path: str, precision: str = "fp32", threads: int = 0, optimize: bool = True, **options):
+def load_engine(path: str, precision: str | None = None, threads: int = 0, optimize: bool = True, **options):
     """A plan file is loaded; an ONNX file is built (precision, optimizer as given)."""
     import pyengine
 
@@ -163,7 +163,12 @@ def cmd_build(args) -> int:
     options = {}
     if args.precision == "int8":
         if not args.calib:
-            raise InvalidArgumentError("--precision int8 needs calibration data: --calib DIR (images or .npy)")
+            from . import onnx_io, qdq
+
+            if not qdq.has_qdq(onnx_io.load_model(_check_file(args.model))):
+                raise InvalidArgumentError("--precision int8 on a float model needs calibration data: --calib DIR "
+                                           "(images or .npy); a model with Q/DQ nodes needs none")
+    if args.precision == "int8" and args.calib:
         options["calibration_data"] = args.calib
         options["calibration_method"] = args.calib_method
     if args.batch_range:
@@ -387,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a plan from an ONNX model")
     b.add_argument("model")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    b.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                   help="default: from the graph (int8 for a model with Q/DQ nodes, else fp32)")
     b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
     b.add_argument("--calib-method", default="entropy", choices=("entropy", "minmax", "percentile", "mse"))
     b.add_argument("--batch-range", help="MIN:OPT:MAX batch sizes (TensorRT profiles; the CPU plan takes any)")
@@ -401,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="write outputs to this .npz")
     r.add_argument("--batch", type=int, default=1)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    r.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                   help="default: from the graph (int8 for a model with Q/DQ nodes, else fp32)")
     r.add_argument("--threads", type=int, default=0)
     r.set_defaults(fn=cmd_run)
 

@@ -297,3 +297,17 @@ def test_float16_layers_run_as_onnxruntime_runs_them(precision):
     # Q/DQ steps flipped by those roundings (half an ulp of ~4 is ~5% of a
     # step): a few percent of elements at most.
     assert np.mean(np.abs(got[1] - ref[1]) > 4e-3 * np.abs(ref[1]) + 1e-3) <= 0.05
+
+
+def test_cli_builds_a_qdq_model_to_an_int8_plan(tmp_path):
+    from pyengine.cli import main
+
+    rng = np.random.default_rng(6)
+    path = tmp_path / "qdq.onnx"
+    onnx.save(_qdq_conv_bn(rng), str(path))
+    plan = tmp_path / "qdq.plan"
+    assert main(["build", str(path), "-o", str(plan)]) == 0
+    loaded = pyengine.load(plan)
+    assert loaded.precision == "int8" and "QConv" in loaded.graph_text()
+    x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), pyengine.build(str(path))(x))
