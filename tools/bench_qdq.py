@@ -8,7 +8,7 @@ default and fp32).
     python tools/bench_qdq.py                         # resnet18 at 224, batch 1 and 8
     python tools/bench_qdq.py --size 64 --runs 20 --threads 2
 
-Rows (median ms, same inputs and threads):
+Columns (median or --stat min ms, same inputs and threads):
   pyengine int8       pyengine.build(qdq_model)        (the default: int8 kernels)
   pyengine fake-quant pyengine.build(qdq_model, precision="fp32")
   pyengine fp32       the float model, pyengine.build(float_model)
@@ -34,7 +34,20 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 import pyengine  # noqa: E402
 from pyengine import zoo  # noqa: E402
 
-from bench import _ort_session, _time  # noqa: E402
+from bench import _ort_session  # noqa: E402
+
+
+def _time(fn, runs, warmup, stat):
+    import time
+
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return float(np.min(samples) if stat == "min" else np.median(samples))
 
 
 def main(argv=None) -> int:
@@ -45,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="min is the steadier number on a shared, noisy machine")
     args = p.parse_args(argv)
     import onnxruntime as ort
     import qdq_models as qm
@@ -63,7 +78,7 @@ def main(argv=None) -> int:
     else:
         print(f"(ModelOpt rows skipped: {why})")
     fp32 = pyengine.build(model, num_threads=args.threads)
-    print(f"{args.model} {args.size}x{args.size}, {args.threads} threads; median ms")
+    print(f"{args.model} {args.size}x{args.size}, {args.threads} threads; {args.stat} ms")
     print(f"{'source':<22} {'batch':>5} {'int8':>9} {'fake-quant':>11} {'fp32':>9} {'ort q/dq':>9} "
           f"{'fq/int8':>8} {'QConv':>6}")
     for src, qmodel in sources.items():
@@ -73,10 +88,10 @@ def main(argv=None) -> int:
         nconv = int8.metadata["int8"]["int8_layers"].get("QConv", 0)
         for batch in [int(b) for b in args.batches.split(",")]:
             x = zoo.make_input(model, batch, seed=7)[name]
-            t_int8 = _time(lambda: int8(x), args.runs, args.warmup)[0]
-            t_fq = _time(lambda: fq(x), args.runs, args.warmup)[0]
-            t_fp32 = _time(lambda: fp32(x), args.runs, args.warmup)[0]
-            t_ort = _time(lambda: sess.run(None, {name: x}), args.runs, args.warmup)[0]
+            t_int8 = _time(lambda: int8(x), args.runs, args.warmup, args.stat)
+            t_fq = _time(lambda: fq(x), args.runs, args.warmup, args.stat)
+            t_fp32 = _time(lambda: fp32(x), args.runs, args.warmup, args.stat)
+            t_ort = _time(lambda: sess.run(None, {name: x}), args.runs, args.warmup, args.stat)
             print(f"{src:<22} {batch:>5} {t_int8:>9.2f} {t_fq:>11.2f} {t_fp32:>9.2f} {t_ort:>9.2f} "
                   f"{t_fq / t_int8:>7.2f}x {nconv:>6}")
     return 0

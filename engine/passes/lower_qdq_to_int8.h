@@ -8,7 +8,8 @@
 //
 // The pass itself is a PatternPass (make_lower_qdq_to_int8 in passes/pass.h),
 // listed in the "int8" pipeline of passes/registry.cc; every refusal carries
-// its reason (`pyengine inspect --explain`, optimizer report "refused").
+// its reason (the optimizer report's "refused" entries; optimize_graph(...,
+// explain=True) also keeps the quiet not-applicable ones).
 // Whatever it refuses keeps running in float through the Q/DQ kernels:
 // correct (the model's own fake-quant arithmetic), only slower.
 #pragma once
