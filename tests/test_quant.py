@@ -417,12 +417,14 @@ def test_qdq_placement_follows_tensorrt_rules(qdq):
 
 
 def test_qdq_weights_round_trip_within_half_a_step(model, qdq):
-    prepared = {t.name: numpy_helper.to_array(t) for t in prepare_float_model(model).graph.initializer}
+    from pyengine.quantize import _Session
+
+    prepared = _Session(model).graph  # BN folded by the C++ pass, as quantized
     inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
     checked = 0
     for n in qdq.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim >= 2:
-            w = prepared[n.input[0][: -len("_quantized")]]
+            w = np.asarray(prepared.constant(n.input[0][: -len("_quantized")]))
             q, s = inits[n.input[0]], inits[n.input[1]]
             shape = [-1] + [1] * (w.ndim - 1)
             assert np.all(np.abs(w - q * s.reshape(shape)) <= s.reshape(shape) / 2 * (1 + 1e-6))
@@ -470,14 +472,15 @@ def test_bn_params_through_identity_and_constant_nodes_are_folded():
                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", c, 9, 9])], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(m)
-    p = prepare_float_model(m)
-    assert [n.op_type for n in p.graph.node] == ["Conv", "Relu"]
+    p = prepare_float_model(m)  # constants only; BN is the C++ pass's job
+    assert [n.op_type for n in p.graph.node] == ["Conv", "BatchNormalization", "Relu"]
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     np.testing.assert_allclose(run_ort(p, {"x": x})[0], run_ort(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
-    q = pyengine.quantize(m, calibration_data=x, progress=False)
-    counts = Counter(n.op_type for n in q.graph.node)
-    assert counts == {"QuantizeLinear": 1, "DequantizeLinear": 2, "Conv": 1, "Relu": 1}
-    assert cosine(run_ort(q, {"x": x})[0], run_ort(m, {"x": x})[0]) > 0.999
+    for optimize in (True, False):  # fold_bn_into_conv runs either way: weights quantized as they run
+        q = pyengine.quantize(m, calibration_data=x, optimize=optimize, progress=False)
+        counts = Counter(n.op_type for n in q.graph.node)
+        assert counts == {"QuantizeLinear": 1, "DequantizeLinear": 2, "Conv": 1, "Relu": 1}, (optimize, counts)
+        assert cosine(run_ort(q, {"x": x})[0], run_ort(m, {"x": x})[0]) > 0.999
 
 
 def test_fused_conv_inputs_and_residual_are_quantized():
