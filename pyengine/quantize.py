@@ -66,6 +66,7 @@ from .calibration_table import (  # noqa: F401  (re-exported)
     _check_settings,
     _read_cache_entries,
     cache_key,
+    check_statistics,
     load_calibration,
     parse_tensorrt_cache,
     save_calibration,
@@ -346,9 +347,11 @@ class _Session:
                                            f"{where}; check the data and the model")
                 count += 1
             amax = calibrator.amax(method, percentile)
+            ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
+            check_statistics({n: calibrator.stats(n) for n in ordered}, ordered, method, percentile,
+                             inputs=[spec.name for spec in self.specs])
         finally:
             runner.detach()
-        ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
         return CalibrationTable(self.model_sha256, method, float(percentile), ordered, num_bins, count, runner.kind)
 
     def table(self, data, method, percentile, cache=None, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
