@@ -14,17 +14,30 @@ import hashlib
 import json
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CalibrationError, InvalidArgumentError
+from .errors import CalibrationError, CalibrationWarning, InvalidArgumentError
 
 METHODS = ("entropy", "percentile", "mse", "minmax")
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_NUM_BINS = 2048
 CACHE_FORMAT = "pyengine-calibration-cache"
 CACHE_VERSION = 1
+# A threshold that clips more than this share of a tensor's calibration
+# values gets a CalibrationWarning (percentile: or twice what the chosen
+# percentile clips by definition, if that is more).
+MAX_CLIPPED_SHARE = 0.01
+# ... when that is at least this many values (a share of a few dozen values
+# says nothing).
+MIN_CLIPPED_VALUES = 10
+# int8 scales (amax / 127) are float32, and the int8 kernels and TensorRT
+# multiply scales together (input scale x weight scale, requantization): a
+# scale outside [1e-18, 1e18] keeps neither its square nor such products in
+# float32's normal range. Calibrated data that far out is a preprocessing bug.
+MIN_SCALE, MAX_SCALE = 1e-18, 1e18
 # TensorRT 8.6.1, the last release whose calibration caches DeepStream and
 # TensorRT <= 10 commonly read; override with trt_version=.
 DEFAULT_TRT_CACHE_VERSION = "8601"
@@ -142,7 +155,10 @@ def _read_cache_entries(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise CalibrationError(f"cannot read calibration cache '{path}': {exc}") from None
+        raise CalibrationError(f"cannot read calibration cache '{path}': {exc.strerror or exc}") from None
+    except UnicodeError:
+        raise CalibrationError(f"calibration cache '{path}' is not a text file (pyengine JSON or a TensorRT "
+                               f"calibration cache)") from None
     if text.startswith("TRT-"):
         version, algorithm, scales = parse_tensorrt_cache(text)
         method = "minmax" if algorithm.startswith("MinMax") else "entropy"
@@ -213,3 +229,91 @@ def save_calibration(obj, path, format: str = "json", trt_version: str = DEFAULT
         f.write(text)
     os.replace(tmp, path)
 
+
+# --------------------------------------------------------------------------
+# Guards on the calibration statistics
+# --------------------------------------------------------------------------
+
+def clipped_share(histogram, value_range: float, amax: float) -> float:
+    """The share of the values in a histogram of |x| (equal bins over
+    [0, value_range]) above ``amax``, values taken as uniform within a bin."""
+    h = np.asarray(histogram, dtype=np.float64)
+    total = h.sum()
+    if total == 0 or value_range <= 0 or amax >= value_range:
+        return 0.0
+    pos = max(amax, 0.0) / value_range * len(h)
+    k = int(pos)
+    above = h[k + 1:].sum() + h[k] * (k + 1 - pos)
+    return float(above / total)
+
+
+def _names(items, fmt, limit=5) -> str:
+    text = ", ".join(fmt(*it) for it in items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_statistics(stats: dict, amax: dict, method: str, percentile: float, inputs=()) -> None:
+    """Guards a calibration against degenerate statistics.
+
+    Args:
+        stats: {tensor: observer statistics} (``_core.Calibrator.stats``:
+            count, min, max, absmax, range, histogram).
+        amax: {tensor: calibrated threshold}.
+        method, percentile: the calibration settings.
+        inputs: names of the model's inputs.
+
+    Raises:
+        CalibrationError: a model input is constant over all calibration
+            data, or a threshold gives a scale outside [1e-18, 1e18] (data
+            scaled far out of range, e.g. by 1e30).
+
+    Warns (CalibrationWarning, naming the tensors): tensors that are zero or
+    constant on the calibration data, and thresholds that clip more than
+    MAX_CLIPPED_SHARE of a tensor's calibration values (and at least
+    MIN_CLIPPED_VALUES of them).
+    """
+    out_of_range, zero, constant, clipped = [], [], [], []
+    limit = MAX_CLIPPED_SHARE
+    if method == "percentile":
+        limit = max(limit, 2.0 * (100.0 - float(percentile)) / 100.0)
+    for name, a in amax.items():
+        st = stats.get(name)
+        if st is None or st["count"] == 0:
+            continue
+        lo, hi = float(st["min"]), float(st["max"])
+        if lo == hi:
+            if name in inputs:
+                raise CalibrationError(
+                    f"calibration input '{name}' is constant ({lo:g}) over all {st['count']} calibration values: "
+                    f"calibration needs real samples (check the data source and its preprocessing)")
+            (zero if lo == 0 else constant).append((name, lo))
+        scale = float(a) / 127.0
+        if a > 0 and not (MIN_SCALE <= scale <= MAX_SCALE):
+            out_of_range.append((name, float(a)))
+            continue
+        if lo != hi:
+            share = clipped_share(st["histogram"], float(st["range"]), float(a))
+            if share > limit and share * st["count"] >= MIN_CLIPPED_VALUES:
+                clipped.append((name, share))
+    if out_of_range:
+        raise CalibrationError(
+            f"calibration: the range of {_names(out_of_range, lambda n, a: f'{n!r} (|x| up to {a:.3g})')} gives an "
+            f"int8 scale outside [{MIN_SCALE:g}, {MAX_SCALE:g}], which float32 scale arithmetic cannot carry; "
+            f"check the data's preprocessing (units, normalization)")
+    if zero:
+        warnings.warn(
+            f"calibration: {_names(zero, lambda n, v: repr(n))} {'is' if len(zero) == 1 else 'are'} zero on all "
+            f"calibration data (a dead layer, or data that never reaches it); "
+            f"{'its' if len(zero) == 1 else 'their'} int8 scale is 1.0", CalibrationWarning, stacklevel=3)
+    if constant:
+        warnings.warn(
+            f"calibration: {_names(constant, lambda n, v: f'{n!r} (= {v:g})')} "
+            f"{'is' if len(constant) == 1 else 'are'} constant on all calibration data: the data does not exercise "
+            f"{'it' if len(constant) == 1 else 'them'}; check that the calibration samples vary",
+            CalibrationWarning, stacklevel=3)
+    if clipped:
+        clipped.sort(key=lambda t: -t[1])
+        warnings.warn(
+            f"calibration ({method}): the threshold of {_names(clipped, lambda n, s: f'{n!r} ({100 * s:.2g}%)')} "
+            f"clips more than {100 * limit:g}% of its calibration values; the INT8 model may lose accuracy "
+            f"(calibration_method='percentile' or 'minmax' clip less)", CalibrationWarning, stacklevel=3)

@@ -10,9 +10,9 @@ The pipeline:
 
 1. The float model is prepared: opset raised to 13 where older (per-channel
    DequantizeLinear needs it), Constant nodes and Identity-of-initializer
-   chains become plain initializers, and BatchNormalization after a Conv is
-   folded into the Conv's weights (so weights are quantized as they will run),
-   then the graph optimizer runs.
+   chains become plain initializers, then the graph optimizer runs (with
+   ``optimize=False`` only the passes that fold BatchNormalization into the
+   Conv before it, so weights are quantized as they will run).
 2. Calibration runs the float graph over the calibration batches and collects,
    in C++, the statistics of every float activation (engine/quant/observers.h):
    the CPU executor's observer hook when pyengine runs every op of the model,
@@ -42,7 +42,7 @@ import os
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from . import _core, onnx_io
 from .accuracy import (  # noqa: F401  (re-exported: pyengine.quantize.AccuracyReport, ...)
@@ -66,6 +66,7 @@ from .calibration_table import (  # noqa: F401  (re-exported)
     _check_settings,
     _read_cache_entries,
     cache_key,
+    check_statistics,
     load_calibration,
     parse_tensorrt_cache,
     save_calibration,
@@ -101,10 +102,11 @@ def _ensure_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Returns a copy of ``proto`` with Constant nodes and Identity-of-constant
-    chains turned into initializers, and BatchNormalization nodes that follow a
-    Conv (read only by them, with constant parameters) folded into the Conv:
+    chains turned into initializers.
 
-        W' = W * s[c],  b' = (b - mean) * s + beta,  s = gamma / sqrt(var + eps).
+    BatchNormalization is not folded here: the C++ pass ``fold_bn_into_conv``
+    does it (also with ``optimize=False``, see :data:`BN_FOLD_PASSES`), so
+    weights are quantized as they will run.
     """
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -134,52 +136,6 @@ def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
         n.input.extend(ins)
         nodes.append(n)
 
-    producer = {o: n for n in nodes for o in n.output}
-    uses = {}
-    for n in nodes:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    for o in outputs:
-        uses[o] = uses.get(o, 0) + 1
-
-    def array(name):
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-
-    removed = set()
-    for bn in nodes:
-        if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
-        if attrs.get("training_mode", 0) or len([o for o in bn.output if o]) != 1 or len(bn.input) != 5:
-            continue
-        conv = producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or uses.get(bn.input[0]) != 1:
-            continue
-        params = [array(i) for i in bn.input[1:]]
-        w = array(conv.input[1])
-        b = array(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-        if w is None or any(p is None for p in params) or (len(conv.input) > 2 and conv.input[2] and b is None):
-            continue
-        if w.dtype != np.float32 or any(p.dtype != np.float32 for p in params):
-            continue
-        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-        s = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
-        w_new = (w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
-        b0 = np.zeros_like(s) if b is None else b.astype(np.float64)
-        b_new = ((b0 - mean) * s + beta).astype(np.float32)
-        w_name = _fresh_name(inits, conv.input[1] + "_bn_folded")
-        b_name = _fresh_name(inits, (conv.input[2] if b is not None else conv.output[0] + "_bias") + "_bn_folded")
-        for name, value in ((w_name, w_new), (b_name, b_new)):
-            t = numpy_helper.from_array(value, name)
-            g.initializer.append(t)
-            inits[name] = t
-        conv_inputs = [conv.input[0], w_name, b_name]
-        del conv.input[:]
-        conv.input.extend(conv_inputs)
-        conv.output[0] = bn.output[0]
-        removed.add(id(bn))
-
-    nodes = [n for n in nodes if id(n) not in removed]
     del g.node[:]
     g.node.extend(nodes)
     used = {i for n in nodes for i in n.input} | outputs
@@ -195,14 +151,6 @@ def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     del g.value_info[:]
     g.value_info.extend(value_info)
     return model
-
-
-def _fresh_name(taken, base):
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    return name
 
 
 # --------------------------------------------------------------------------
@@ -299,12 +247,22 @@ def _onnx_elem_types(proto: onnx.ModelProto) -> dict:
             if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
 
 
-def _optimize_for_quantization(graph):
+# With optimize=False, only what folding BatchNormalization into the Conv
+# before it needs (parameters as constants first), so that weights are
+# quantized as they will run; float16 layers are widened (no kernel runs them).
+BN_FOLD_PASSES = ("widen_float16", "eliminate_identity", "fold_constants", "eliminate_dead_code",
+                  "fold_bn_into_conv", "eliminate_dead_code")
+
+
+def _optimize_for_quantization(graph, optimize: bool = True):
     """The "quantize" pipeline (engine/passes/registry.cc): the default one
     without the epilogue fusion, which would hide the Conv -> Add -> Relu
-    groups that Q/DQ placement, TensorRT and the int8 lowering look for."""
+    groups that Q/DQ placement, TensorRT and the int8 lowering look for.
+    With ``optimize=False``, only :data:`BN_FOLD_PASSES`."""
     from .optimizer import optimize_graph
 
+    if not optimize:
+        return optimize_graph(graph, passes=list(BN_FOLD_PASSES))
     return optimize_graph(graph, pipeline="quantize")
 
 
@@ -341,9 +299,8 @@ class _Session:
         self.model_sha256 = onnx_io.model_sha256(source)
         self.proto = prepare_float_model(_ensure_opset(source, QDQ_MIN_OPSET))
         graph, _ = onnx_io.graph_from_onnx(self.proto)
-        self.optimizer_report = None
-        if optimize:
-            graph, self.optimizer_report = _optimize_for_quantization(graph)
+        graph, report = _optimize_for_quantization(graph, optimize)
+        self.optimizer_report = report if optimize else None
         self.graph = graph
         self.opset = onnx_io.default_opset(self.proto)
         self.num_threads = num_threads
@@ -387,9 +344,11 @@ class _Session:
                                            f"{where}; check the data and the model")
                 count += 1
             amax = calibrator.amax(method, percentile)
+            ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
+            check_statistics({n: calibrator.stats(n) for n in ordered}, ordered, method, percentile,
+                             inputs=[spec.name for spec in self.specs])
         finally:
             runner.detach()
-        ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
         return CalibrationTable(self.model_sha256, method, float(percentile), ordered, num_bins, count, runner.kind)
 
     def table(self, data, method, percentile, cache=None, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
