@@ -105,4 +105,6 @@ def build_qdq(model, proto: onnx.ModelProto | None = None, optimize: bool = True
     else:
         graph, report = optimize_graph(graph, passes=["widen_float16"])
     metadata["optimizer"] = report
-    return Engine(graph, metadata, num_threads)
+    engine = Engine(graph, metadata, num_threads)
+    engine.accuracy_report = None  # as for calibrated builds without validation data
+    return engine
