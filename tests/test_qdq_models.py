@@ -97,6 +97,10 @@ def test_qdq_model_runs_on_int8_kernels_and_agrees(trained, source):
     assert info["int8_layers"].get("QConv") == NUM_CONVS, info
     assert info["float_layers"] == [], info
     assert engine.graph_text().count("QConv") >= NUM_CONVS
+    # And the executor ran them on the int8 kernels.
+    ran = [layer for layer in engine.profile({"input": x[:2]}, runs=1) if layer["op"] == "QConv"]
+    assert len(ran) == NUM_CONVS and all(layer["executed"] and layer["kernel"].startswith("qconv_s8")
+                                         for layer in ran), ran
     ops = engine.metadata["optimizer"]["ops_after"]
     assert "Conv" not in ops and "FusedConv" not in ops and "BatchNormalization" not in ops, ops
     if source.startswith("modelopt"):
