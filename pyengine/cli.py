@@ -344,7 +344,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    engine = load_engine(args.model, "fp32", 1, not args.no_optimize)
+    engine = load_engine(args.model, None, 1, not args.no_optimize)  # as build would: int8 for a Q/DQ model
     graph = engine._graph
     shapes = {n: s for n, _, s, _ in graph.values()}
     consts = {n for n, _, _, c in graph.values() if c}
