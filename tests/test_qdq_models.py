@@ -203,7 +203,7 @@ def _qdq_conv_bn(rng, gamma_sign=-1.0, act_u8=False):
         helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
     ]
     g = helper.make_graph(nodes, "qdq_conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c_in, 9, 9])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "C", "H", "W"])], initializer=inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -315,3 +315,55 @@ def test_cli_builds_a_qdq_model_to_an_int8_plan(tmp_path):
     assert loaded.precision == "int8" and "QConv" in loaded.graph_text()
     x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
     np.testing.assert_array_equal(loaded(x), pyengine.build(str(path))(x))
+
+
+@pytest.mark.parametrize("variant,reason", [
+    ("float_weight", "the weight is a float constant"),
+    ("weight_axis1", "not per output channel"),
+    ("act_two_scales", "more than one scale"),
+])
+def test_refused_groups_say_why_and_run_exactly(variant, reason):
+    """Q/DQ shapes the int8 kernels cannot take stay float fake-quant (the
+    model's arithmetic, as onnxruntime runs it) and the engine says why."""
+    rng = np.random.default_rng(8)
+    model = _qdq_conv_bn(rng)
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    if variant == "float_weight":
+        w = numpy_helper.to_array(inits["wq"]).astype(np.float32) * numpy_helper.to_array(inits["ws"])[:, None, None, None]
+        g.initializer.append(numpy_helper.from_array(w, "wf"))
+        conv.input[1] = "wf"
+    elif variant == "weight_axis1":
+        # Square 5x5 1x1 kernel so that axis 1 has as many channels as axis 0.
+        w = rng.integers(-127, 128, (5, 5, 1, 1)).astype(np.int8)
+        g.initializer.remove(inits["wq"])
+        g.initializer.append(numpy_helper.from_array(w, "wq"))
+        for name, arr in (("ws", np.full(5, 0.01, np.float32)), ("wz", np.zeros(5, np.int8))):
+            g.initializer.remove(inits[name])
+            g.initializer.append(numpy_helper.from_array(arr, name))
+        dq = next(n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] == "wq")
+        dq.attribute[0].i = 1
+        del conv.attribute[:]
+        for name in ("g", "be", "mu", "var", "b"):
+            g.initializer.remove(next(t for t in g.initializer if t.name == name))
+            g.initializer.append(numpy_helper.from_array(rng.uniform(0.5, 1.5, 5).astype(np.float32), name))
+    elif variant == "act_two_scales":
+        # Per-channel activation scales (axis 1) on the Conv input.
+        g.initializer.remove(inits["xs"])
+        g.initializer.remove(inits["xz"])
+        g.initializer.append(numpy_helper.from_array(rng.uniform(0.02, 0.04, 5).astype(np.float32), "xs"))
+        g.initializer.append(numpy_helper.from_array(np.zeros(5, np.int8), "xz"))
+        for n in g.node[:2]:
+            n.attribute.append(helper.make_attribute("axis", 1))
+    onnx.checker.check_model(model)
+    engine = pyengine.build(model)
+    refused = engine.metadata["int8"]["float_layers"]
+    assert [r["node"] for r in refused] == ["conv"] and reason in refused[0]["reason"], refused
+    assert "QConv" not in engine.metadata["optimizer"]["ops_after"]
+    x = (rng.standard_normal((2, 5, 9, 9)) * 2).astype(np.float32)
+    ref = qm.ort_session(model).run(None, {"x": x})[0]
+    # Float fake-quant against onnxruntime's: the conv sums in another order,
+    # so the output may move one step (0.05) where it lands on a tie.
+    steps = np.abs(engine(x) - ref) / 0.05
+    assert steps.max() <= 1 + 1e-4 and np.mean(steps > 0.5) <= MAX_LAYER_DIFF_SHARE

@@ -381,8 +381,12 @@ struct Lowering {
 
 class LowerQdq final : public Pattern {
  public:
+  // root: Conv or Gemm (lowered), or FusedConv / FusedGemm: a float layer
+  // that fuse_conv_add_relu fused after this pass refused it; matching it
+  // again (never rewriting) keeps the refusal's reason in the report of the
+  // pipeline's last round.
   explicit LowerQdq(OpKind root) : root_(root) {}
-  std::string_view name() const override { return root_ == OpKind::kConv ? "qconv" : "qgemm"; }
+  std::string_view name() const override { return conv() ? "qconv" : "qgemm"; }
   OpKind root() const override { return root_; }
 
   MatchResult match(const Graph&, const Node& n) const override {
@@ -399,7 +403,7 @@ class LowerQdq final : public Pattern {
     std::string why = match_act_dq(n.input(0), "the input", &l.xq, &l.x_scale);
     NO_MATCH_IF(!why.empty(), why);
     int64_t m = 0;
-    if (root_ == OpKind::kConv) {
+    if (conv()) {
       l.kind = OpKind::kQConv;
       why = match_weight_dq(n.input(1), 4, 0, &l.w);
       NO_MATCH_IF(!why.empty(), why, " (QConv takes 2-D convolutions)");
@@ -433,6 +437,7 @@ class LowerQdq final : public Pattern {
       why = match_bias(n.input(2), m, n.attr_float("beta", 1.f), l.x_scale, l.w.scale, &l.bias);
       NO_MATCH_IF(!why.empty(), why);
     }
+    NO_MATCH_IF(fused(), "fused as a float layer before it could be lowered");
     l.ep = match_epilogue(n.output(0), m);
     Match mt{{node}, std::move(l)};
     return mt;
@@ -493,6 +498,8 @@ class LowerQdq final : public Pattern {
   }
 
  private:
+  bool conv() const { return root_ == OpKind::kConv || root_ == OpKind::kFusedConv; }
+  bool fused() const { return root_ == OpKind::kFusedConv || root_ == OpKind::kFusedGemm; }
   OpKind root_;
 };
 
@@ -502,6 +509,8 @@ std::unique_ptr<Pass> make_lower_qdq_to_int8() {
   std::vector<std::unique_ptr<Pattern>> p;
   p.push_back(std::make_unique<LowerQdq>(OpKind::kConv));
   p.push_back(std::make_unique<LowerQdq>(OpKind::kGemm));
+  p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedConv));
+  p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedGemm));
   return std::make_unique<PatternPass>("lower_qdq_to_int8",
                                        "run DQ -> Conv/Gemm -> [BN] [Add] [Relu] -> Q groups on the int8 kernels",
                                        std::move(p));
