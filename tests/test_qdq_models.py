@@ -226,6 +226,17 @@ def test_lowering_refusals_have_reasons():
     assert "uint8" in refused[0]["reason"]
     x = np.random.default_rng(5).standard_normal((2, 5, 9, 9)).astype(np.float32)
     np.testing.assert_allclose(engine(x), qm.ort_session(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    # The pass under the PassManager's verifier, explaining: the same reason,
+    # and nothing rewritten.
+    from pyengine import onnx_io
+    from pyengine.optimizer import optimize_graph
+
+    graph, _ = onnx_io.graph_from_onnx(model)
+    _, report = optimize_graph(graph, pipeline="int8", verify=True, explain=True)
+    mine = [r for r in report["refused"] if r["pass"] == "lower_qdq_to_int8"]
+    assert [(r["node"], r["pattern"], r["quiet"]) for r in mine] == [("conv", "qconv", False)]
+    assert "dequantized from uint8" in mine[0]["reason"]
+    assert not any(r["pass"] == "lower_qdq_to_int8" for r in report["rewrites"])
 
 
 def test_pipelines_are_declared_in_the_registry():
