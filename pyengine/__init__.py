@@ -8,12 +8,14 @@
 from .errors import (  # noqa: F401
     BackendUnavailableError,
     CalibrationError,
+    CalibrationWarning,
     DTypeError,
     InternalError,
     InvalidArgumentError,
     InvalidModelError,
     PlanFormatError,
     PyengineError,
+    PyengineWarning,
     ShapeError,
     UnsupportedOperatorError,
 )

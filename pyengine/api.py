@@ -5,16 +5,16 @@ from __future__ import annotations
 import datetime
 import os
 
-from . import __version__, onnx_io
+from . import __version__, onnx_io, qdq
 from .backends import tensorrt
 from .engine import Engine, load_engine
-from .errors import InvalidArgumentError
+from .errors import CalibrationError, InvalidArgumentError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "cpu", "tensorrt")
 
 
-def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool = True,
+def build(model, precision: str | None = None, backend: str = "auto", optimize: bool = True,
           num_threads: int = 0, **options):
     """Builds an engine from an ONNX model.
 
@@ -22,7 +22,14 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
         model: path to an .onnx file (external data next to it is read too) or an
             ``onnx.ModelProto``.
         precision: "fp32", "fp16" (TensorRT only; the CPU runtime runs such a
-            request in FP32 under backend="auto") or "int8".
+            request in FP32 under backend="auto") or "int8". By default the
+            graph decides, as in TensorRT's strongly typed networks: "int8" for
+            a model that already has QuantizeLinear/DequantizeLinear nodes (run
+            on the int8 kernels with the model's own scales; no calibration),
+            else "fp32". "fp32" on a Q/DQ model runs its Q/DQ nodes as float
+            fake-quant, the model's own arithmetic, as onnxruntime does.
+            "int8" on a float model calibrates: pass ``calibration_data`` (or
+            a ``calibration_cache`` that has this model's table).
         backend: "auto" (TensorRT when it is installed, a GPU is present and
             TensorRT can build the model; else the CPU runtime, with the
             reason in ``engine.metadata["fallback"]`` and a warning, once,
@@ -44,10 +51,13 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
         An :class:`Engine` (CPU) or a ``TensorRTEngine``; both run ``engine(x)``
         and ``engine.run({...})`` and save with ``engine.save(path)``.
     """
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    proto = onnx_io.load_model(model)
+    if precision is None:
+        precision = "int8" if qdq.has_qdq(proto) else "fp32"
     if backend == "tensorrt":
         return tensorrt.build(model, precision=precision, optimize=optimize, **options)
     fallback = None
@@ -69,30 +79,47 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
     trt_only = sorted(k for k in options if k in tensorrt.TENSORRT_ONLY_OPTIONS)
     if trt_only:
         raise InvalidArgumentError(f"options {trt_only} apply to the TensorRT backend only")
-    if precision == "fp32":  # shared with INT8 calibration; nothing to show or keep in an FP32 CPU build
+    if precision == "fp32" or qdq.has_qdq(proto):  # calibration's; nothing to show or keep here
         options.pop("progress", None)
         if fallback is not None:
             options.pop("keep_fp32", None)
-    engine = _build_cpu(model, precision, optimize, num_threads, **options)
+    engine = _build_cpu(model, proto, precision, optimize, num_threads, **options)
     if fallback is not None:
         engine._metadata["fallback"] = fallback
     return engine
 
 
-def _build_cpu(model, precision, optimize, num_threads, **options) -> Engine:
+def _build_cpu(model, proto, precision, optimize, num_threads, **options) -> Engine:
+    if qdq.has_qdq(proto):
+        if options:
+            raise InvalidArgumentError(
+                f"the model already has QuantizeLinear/DequantizeLinear nodes: its scales come from the graph, "
+                f"so {sorted(options)} do not apply (pass the float model to calibrate it with pyengine)")
+        return qdq.build_qdq(model, proto, optimize=optimize, num_threads=num_threads, precision=precision)
     if precision == "int8":
         from .quantize import build_int8
+
+        if options.get("calibration_data") is None and options.get("calibration_cache") is None:
+            raise CalibrationError(
+                "precision='int8' on a float model needs calibration data: pass calibration_data= (an array "
+                "shaped like the input, e.g. (N, C, H, W) float32 with a few hundred representative samples; a "
+                "list or iterable of such batches or of {input name: array} dicts; or a folder of .npy files or "
+                "images), or calibration_cache= naming a cache written by an earlier build of this model. "
+                "A model that already has QuantizeLinear/DequantizeLinear nodes needs neither.")
 
         return build_int8(model, optimize=optimize, num_threads=num_threads, **options)
     if options:
         raise InvalidArgumentError(f"unexpected options for an fp32 CPU build: {sorted(options)}")
-    graph, proto = onnx_io.graph_from_onnx(model)
+    graph, proto = onnx_io.graph_from_onnx(proto)
     metadata = base_metadata(model, proto, "fp32")
-    if optimize:
-        from .optimizer import optimize_graph
+    from .optimizer import optimize_graph
 
+    if optimize:
         graph, report = optimize_graph(graph)
         metadata["optimizer"] = report
+    else:
+        # Not an optimization: float16 layers run only once widened.
+        graph, _ = optimize_graph(graph, passes=["widen_float16"])
     return Engine(graph, metadata, num_threads)
 
 

@@ -116,18 +116,24 @@ class ImageFolder:
             raise CalibrationError(
                 "reading calibration images needs Pillow (pip install Pillow); "
                 "or pass preprocessed arrays / a folder of .npy files") from None
-        with Image.open(file) as img:
-            img = img.convert("L" if self.grayscale else "RGB")
-            if self.resize is not None:
-                img = img.resize(_resized_size(img.size, self.resize), Image.BILINEAR)
-            if self.crop is not None:
-                ch, cw = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
-                w, h = img.size
-                if ch > h or cw > w:
-                    raise CalibrationError(f"image '{file}' ({w}x{h} after resize) is smaller than the crop {cw}x{ch}")
-                left, top = (w - cw) // 2, (h - ch) // 2
-                img = img.crop((left, top, left + cw, top + ch))
-            x = np.asarray(img, dtype=np.float32) / 255.0
+        try:
+            with Image.open(file) as img:
+                img = img.convert("L" if self.grayscale else "RGB")
+                if self.resize is not None:
+                    img = img.resize(_resized_size(img.size, self.resize), Image.BILINEAR)
+                if self.crop is not None:
+                    ch, cw = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
+                    w, h = img.size
+                    if ch > h or cw > w:
+                        raise CalibrationError(
+                            f"image '{file}' ({w}x{h} after resize) is smaller than the crop {cw}x{ch}")
+                    left, top = (w - cw) // 2, (h - ch) // 2
+                    img = img.crop((left, top, left + cw, top + ch))
+                x = np.asarray(img, dtype=np.float32) / 255.0
+        except CalibrationError:
+            raise
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError ... by format
+            raise CalibrationError(f"cannot read calibration image '{file}': {_image_error(exc)}") from None
         if x.ndim == 2:
             x = x[:, :, None]
         x = (x - self.mean) / self.std
@@ -135,7 +141,36 @@ class ImageFolder:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, len(self.files), self.batch_size):
-            yield np.stack([self.load(f) for f in self.files[start:start + self.batch_size]])
+            files = self.files[start:start + self.batch_size]
+            images = [self.load(f) for f in files]
+            for f, x in zip(files, images):
+                if x.shape != images[0].shape:
+                    raise CalibrationError(
+                        f"image '{f}' is {_hw(x, self.layout)} after preprocessing but '{files[0]}' is "
+                        f"{_hw(images[0], self.layout)}: pass resize= and crop= so that every image has one size")
+            yield np.stack(images)
+
+
+def _hw(x, layout):
+    h, w = x.shape[1:] if layout == "NCHW" else x.shape[:2]
+    return f"{w}x{h}"
+
+
+def _image_error(exc) -> str:
+    """A short reason for a Pillow failure (Pillow's own messages vary by
+    format and version)."""
+    try:
+        from PIL import Image
+
+        if isinstance(exc, Image.UnidentifiedImageError):
+            return "not an image file Pillow can read"
+        if isinstance(exc, Image.DecompressionBombError):
+            return "too many pixels (Pillow's decompression bomb limit)"
+    except ImportError:
+        pass
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"truncated or corrupt image data ({type(exc).__name__})"
 
 
 def _resized_size(size, resize):
@@ -172,14 +207,49 @@ class NpyFolder:
 
     def __iter__(self):
         for f in self.files:
-            try:
-                if f.endswith(".npz"):
-                    with np.load(f) as z:
-                        yield {k: z[k] for k in z.files}
-                else:
-                    yield np.load(f)
-            except (OSError, ValueError) as exc:
-                raise CalibrationError(f"cannot read calibration file '{f}': {exc}") from None
+            yield read_array_file(f)
+
+
+def read_array_file(path):
+    """One calibration array (.npy) or dict of arrays (.npz). Every failure
+    is a CalibrationError naming the file (numpy's messages, pickle ones
+    included, stay inside)."""
+    import zipfile
+
+    bad = f"cannot read calibration file '{path}': not a valid .npy/.npz file (bad header or truncated)"
+    pickled = (f"calibration file '{path}' holds pickled Python objects, which pyengine does not load; "
+               f"save numeric arrays with numpy.save / numpy.savez")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise CalibrationError(f"cannot read calibration file '{path}': {exc.strerror or exc}") from None
+    if magic[:1] == b"\x80":  # a pickle protocol 2+ stream, not an array file
+        raise CalibrationError(pickled)
+    if magic != b"\x93NUMPY" and magic[:4] != b"PK\x03\x04":
+        raise CalibrationError(bad)
+    try:
+        if magic[:4] == b"PK\x03\x04":
+            with np.load(path, allow_pickle=False) as z:
+                value = {k: z[k] for k in z.files}
+            arrays = value.items()
+        else:
+            value = np.load(path, allow_pickle=False)
+            arrays = [("", value)]
+    except OSError as exc:
+        raise CalibrationError(f"cannot read calibration file '{path}': {exc.strerror}" if exc.strerror
+                               else bad) from None
+    except ValueError as exc:
+        # Object arrays inside a valid file: numpy refuses them without pickle.
+        raise CalibrationError(pickled if "pickle" in str(exc) else bad) from None
+    except (EOFError, KeyError, zipfile.BadZipFile, UnicodeError):
+        raise CalibrationError(bad) from None
+    for key, a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+            what = f" (array '{key}')" if key else ""
+            raise CalibrationError(f"calibration file '{path}'{what} holds {getattr(a, 'dtype', type(a))} data; "
+                                   f"calibration needs numeric arrays")
+    return value
 
 
 def open_source(data, specs: list[InputSpec], batch_size: int = DEFAULT_BATCH_SIZE):
@@ -202,7 +272,7 @@ def open_source(data, specs: list[InputSpec], batch_size: int = DEFAULT_BATCH_SI
                     f"pyengine.calibration.ImageFolder('{path}', resize=..., crop=..., mean=..., std=...)")
             raise CalibrationError(f"folder '{path}' has no .npy, .npz or image files")
         if os.path.isfile(path) and path.endswith(".npy"):
-            data = np.load(path)
+            data = read_array_file(path)
         else:
             raise CalibrationError(f"calibration data '{path}' is not a folder or a .npy file")
     if isinstance(data, np.ndarray):

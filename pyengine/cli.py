@@ -39,10 +39,10 @@ def _check_file(path: str) -> str:
     return path
 
 
-def load_engine(path: str, precision: str = "fp32", threads: int = 0, optimize: bool = True,
+def load_engine(path: str, precision: str | None = None, threads: int = 0, optimize: bool = True,
                 backend: str = "auto", **options):
     """A plan file is loaded (CPU or TensorRT); an ONNX file is built
-    (precision, optimizer and backend as given)."""
+    (precision, optimizer and backend as given; precision None: from the graph)."""
     import pyengine
 
     _check_file(path)
@@ -186,7 +186,12 @@ def cmd_build(args) -> int:
     options = {}
     if args.precision == "int8":
         if not args.calib:
-            raise InvalidArgumentError("--precision int8 needs calibration data: --calib DIR (images or .npy)")
+            from . import onnx_io, qdq
+
+            if not qdq.has_qdq(onnx_io.load_model(_check_file(args.model))):
+                raise InvalidArgumentError("--precision int8 on a float model needs calibration data: --calib DIR "
+                                           "(images or .npy); a model with Q/DQ nodes needs none")
+    if args.precision == "int8" and args.calib:
         options["calibration_data"] = args.calib
         options["calibration_method"] = args.calib_method
     trt = {}
@@ -447,7 +452,7 @@ def cmd_inspect(args) -> int:
     meta = _plan_metadata(_check_file(args.model))
     if meta is not None and meta.get("backend") == "tensorrt":
         return _inspect_tensorrt(args.model, meta)
-    engine = load_engine(args.model, "fp32", 1, not args.no_optimize, backend="cpu")
+    engine = load_engine(args.model, None, 1, not args.no_optimize, backend="cpu")  # int8 for a Q/DQ model
     graph = engine._graph
     shapes = {n: s for n, _, s, _ in graph.values()}
     consts = {n for n, _, _, c in graph.values() if c}
@@ -495,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a plan from an ONNX model")
     b.add_argument("model")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="fp16 needs TensorRT")
+    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="default: from the graph (int8 for a model with Q/DQ nodes, else fp32); fp16 needs TensorRT")
     b.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto",
                    help="auto: TensorRT when usable, else CPU (says why); tensorrt: never falls back")
     b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
@@ -520,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="write outputs to this .npz")
     r.add_argument("--batch", type=int, default=1)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    r.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="default: from the graph (int8 for a model with Q/DQ nodes, else fp32)")
     r.add_argument("--threads", type=int, default=0)
     r.set_defaults(fn=cmd_run)
 

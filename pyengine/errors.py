@@ -42,6 +42,16 @@ class CalibrationError(PyengineError, ValueError):
     """Calibration data is unusable (NaN/Inf values, wrong shapes, empty)."""
 
 
+class PyengineWarning(UserWarning):
+    """Base class of pyengine's warnings."""
+
+
+class CalibrationWarning(PyengineWarning):
+    """Calibration statistics that will likely cost accuracy (a tensor that is
+    constant on the calibration data, a threshold clipping much of it); the
+    message names the tensors."""
+
+
 class InternalError(PyengineError, RuntimeError):
     """A broken invariant inside pyengine: a bug, not a problem with the model."""
 
@@ -57,4 +67,6 @@ __all__ = [
     "InvalidArgumentError",
     "CalibrationError",
     "InternalError",
+    "PyengineWarning",
+    "CalibrationWarning",
 ]

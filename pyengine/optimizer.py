@@ -40,13 +40,17 @@ def default_passes() -> list[tuple[str, str]]:
 
 
 def optimize_graph(graph, passes=None, disable=(), *, verify=None, stop_after=None, explain=False,
-                   max_iterations=100, max_rounds=4):
+                   max_iterations=100, max_rounds=4, pipeline: str = "default"):
     """Runs the pass pipeline on a copy of ``graph``.
 
     Args:
         graph: a ``pyengine._core.Graph`` (left unchanged).
-        passes: pass names to run instead of the default pipeline, in order.
+        passes: pass names to run instead of the pipeline, in order.
         disable: pass names to skip.
+        pipeline: the named pipeline to run when ``passes`` is None:
+            "default" (float models), "quantize" (before calibration and
+            Q/DQ placement) or "int8" (a graph with Q/DQ, lowered to the int8
+            kernels); ``_core.pipeline_passes(name)`` lists one.
         verify: check the graph's invariants after every pass (tests do);
             default: on when the environment sets ``PYENGINE_VERIFY_PASSES=1``.
         stop_after: run only the first N passes of the pipeline (bisecting a
@@ -70,7 +74,7 @@ def optimize_graph(graph, passes=None, disable=(), *, verify=None, stop_after=No
     graph = graph.clone()
     report = _core.run_passes(graph, None if passes is None else list(passes), list(disable),
                               -1 if stop_after is None else int(stop_after), bool(verify), bool(explain),
-                              int(max_iterations), int(max_rounds))
+                              int(max_iterations), int(max_rounds), str(pipeline))
     return graph, report
 
 

@@ -10,9 +10,9 @@ The pipeline:
 
 1. The float model is prepared: opset raised to 13 where older (per-channel
    DequantizeLinear needs it), Constant nodes and Identity-of-initializer
-   chains become plain initializers, and BatchNormalization after a Conv is
-   folded into the Conv's weights (so weights are quantized as they will run),
-   then the graph optimizer runs.
+   chains become plain initializers, then the graph optimizer runs (with
+   ``optimize=False`` only the passes that fold BatchNormalization into the
+   Conv before it, so weights are quantized as they will run).
 2. Calibration runs the float graph over the calibration batches and collects,
    in C++, the statistics of every float activation (engine/quant/observers.h):
    the CPU executor's observer hook when pyengine runs every op of the model,
@@ -26,24 +26,53 @@ The pipeline:
 The calibration table (amax per tensor) can be cached (``calibration_cache``)
 keyed by the model's content hash and the calibration settings, and exported
 in TensorRT's text cache format.
+
+Where things are: this module holds the entry points (``calibrate``,
+``quantize``, ``build_int8``, ``accuracy_report``) and the quantization
+session they share (model preparation, calibration runs, Q/DQ placement);
+calibration tables and caches are in :mod:`pyengine.calibration_table`, the
+accuracy report and the keep-in-FP32 search in :mod:`pyengine.accuracy`.
+Every public name is re-exported here.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import math
 import os
-import struct
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from . import _core, onnx_io
+from .accuracy import (  # noqa: F401  (re-exported: pyengine.quantize.AccuracyReport, ...)
+    TARGET_KEYS,
+    AccuracyReport,
+    _check_target,
+    _Evaluator,
+    _jsonable,
+    _search_keep_fp32,
+    format_accuracy_report,
+)
 from .calibration import DEFAULT_BATCH_SIZE, input_specs, is_reiterable, iter_batches
+from .calibration_table import (  # noqa: F401  (re-exported)
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    DEFAULT_NUM_BINS,
+    DEFAULT_PERCENTILE,
+    DEFAULT_TRT_CACHE_VERSION,
+    METHODS,
+    CalibrationTable,
+    _check_settings,
+    _read_cache_entries,
+    cache_key,
+    check_statistics,
+    load_calibration,
+    parse_tensorrt_cache,
+    save_calibration,
+    scale_from_amax,
+    tensorrt_cache_text,
+)
 from .errors import (
     CalibrationError,
     InvalidArgumentError,
@@ -51,204 +80,7 @@ from .errors import (
     UnsupportedOperatorError,
 )
 
-METHODS = ("entropy", "percentile", "mse", "minmax")
-DEFAULT_PERCENTILE = 99.99
-DEFAULT_NUM_BINS = 2048
 QDQ_MIN_OPSET = 13
-CACHE_FORMAT = "pyengine-calibration-cache"
-CACHE_VERSION = 1
-# TensorRT 8.6.1, the last release whose calibration caches DeepStream and
-# TensorRT <= 10 commonly read; override with trt_version=.
-DEFAULT_TRT_CACHE_VERSION = "8601"
-TARGET_KEYS = ("top1_agreement", "cosine")
-
-
-# --------------------------------------------------------------------------
-# Calibration tables and caches
-# --------------------------------------------------------------------------
-
-def _check_settings(method: str, percentile: float, num_bins: int = DEFAULT_NUM_BINS) -> None:
-    if method not in METHODS:
-        raise InvalidArgumentError(f"calibration_method must be one of {METHODS}, got {method!r}")
-    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
-        raise InvalidArgumentError(f"percentile must be in (0, 100], got {percentile!r}")
-    if not isinstance(num_bins, int) or num_bins < 128:
-        raise InvalidArgumentError(f"num_bins must be an int >= 128, got {num_bins!r}")
-
-
-def cache_key(model_sha256: str, method: str, percentile: float, num_bins: int = DEFAULT_NUM_BINS) -> str:
-    """The key of a calibration cache entry: model content and the settings
-    that change the result (the percentile only matters for "percentile")."""
-    pct = f"{float(percentile):.6g}" if method == "percentile" else "-"
-    text = f"{model_sha256}|{method}|{pct}|{num_bins}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def scale_from_amax(amax: float) -> float:
-    """amax / 127 in float32, 1.0 for an empty range (as engine/quant/qparams.h)."""
-    a = np.float32(amax)
-    if not (a > 0) or not np.isfinite(a):
-        return 1.0
-    return float(a / np.float32(127))
-
-
-@dataclass
-class CalibrationTable:
-    """Calibrated ranges of a model's float tensors.
-
-    Attributes:
-        model_sha256: content hash of the source ONNX model.
-        method, percentile, num_bins: the calibration settings.
-        amax: {tensor name: |x| clipping threshold}, in graph order.
-        num_batches: batches the statistics came from.
-        runtime: "pyengine" or "onnxruntime" (what ran the float model).
-    """
-
-    model_sha256: str
-    method: str
-    percentile: float
-    amax: dict
-    num_bins: int = DEFAULT_NUM_BINS
-    num_batches: int = 0
-    runtime: str = ""
-
-    @property
-    def key(self) -> str:
-        return cache_key(self.model_sha256, self.method, self.percentile, self.num_bins)
-
-    def scales(self) -> dict:
-        """{tensor name: scale = amax / 127}."""
-        return {n: scale_from_amax(a) for n, a in self.amax.items()}
-
-    def to_dict(self) -> dict:
-        return {"model_sha256": self.model_sha256, "method": self.method, "percentile": self.percentile,
-                "num_bins": self.num_bins, "num_batches": self.num_batches, "runtime": self.runtime,
-                "amax": {n: float(a) for n, a in self.amax.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CalibrationTable":
-        try:
-            return cls(model_sha256=d["model_sha256"], method=d["method"], percentile=float(d["percentile"]),
-                       amax={str(n): float(a) for n, a in d["amax"].items()}, num_bins=int(d.get("num_bins", 2048)),
-                       num_batches=int(d.get("num_batches", 0)), runtime=d.get("runtime", ""))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CalibrationError(f"malformed calibration table: {exc}") from None
-
-
-def tensorrt_cache_text(table: CalibrationTable, trt_version: str = DEFAULT_TRT_CACHE_VERSION,
-                        algorithm: str | None = None) -> str:
-    """The table in TensorRT's calibration cache text format.
-
-    First line ``TRT-<version>-<algorithm>`` (EntropyCalibration2, or
-    MinMaxCalibration for "minmax"), then ``name: <hex>`` per tensor, the hex
-    being the big-endian float32 bits of scale = amax / 127.
-    """
-    algorithm = algorithm or ("MinMaxCalibration" if table.method == "minmax" else "EntropyCalibration2")
-    lines = [f"TRT-{trt_version}-{algorithm}"]
-    for name, amax in table.amax.items():
-        lines.append(f"{name}: {struct.pack('>f', scale_from_amax(amax)).hex()}")
-    return "\n".join(lines) + "\n"
-
-
-def parse_tensorrt_cache(text: str) -> tuple[str, str, dict]:
-    """Parses a TensorRT text calibration cache.
-
-    Returns (version, algorithm, {tensor name: scale}).
-    """
-    lines = [ln.rstrip("\r") for ln in text.splitlines() if ln.strip()]
-    if not lines or not lines[0].startswith("TRT-") or lines[0].count("-") < 2:
-        raise CalibrationError("not a TensorRT calibration cache: the first line must be TRT-<version>-<algorithm>")
-    _, version, algorithm = lines[0].split("-", 2)
-    scales = {}
-    for i, ln in enumerate(lines[1:], start=2):
-        name, sep, hexval = ln.rpartition(": ")
-        if not sep:
-            raise CalibrationError(f"TensorRT calibration cache line {i} is not 'name: <hex>': {ln!r}")
-        try:
-            scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
-        except (ValueError, struct.error):
-            raise CalibrationError(f"TensorRT calibration cache line {i}: bad hex float {hexval!r}") from None
-    return version, algorithm, scales
-
-
-def _read_cache_entries(path: str) -> dict:
-    """{key: CalibrationTable} of a pyengine JSON cache ({} if absent)."""
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise CalibrationError(f"cannot read calibration cache '{path}': {exc}") from None
-    if text.startswith("TRT-"):
-        version, algorithm, scales = parse_tensorrt_cache(text)
-        method = "minmax" if algorithm.startswith("MinMax") else "entropy"
-        table = CalibrationTable("", method, DEFAULT_PERCENTILE,
-                                 {n: s * 127.0 for n, s in scales.items()}, runtime=f"tensorrt-cache-{version}")
-        return {"tensorrt": table}
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"calibration cache '{path}' is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT:
-        raise CalibrationError(f"'{path}' is not a pyengine calibration cache")
-    if doc.get("version") != CACHE_VERSION:
-        raise CalibrationError(f"calibration cache '{path}' has version {doc.get('version')}; "
-                               f"this pyengine reads version {CACHE_VERSION}")
-    return {k: CalibrationTable.from_dict(v) for k, v in doc.get("entries", {}).items()}
-
-
-def load_calibration(path) -> list[CalibrationTable]:
-    """Every table in a calibration cache (pyengine JSON or TensorRT text)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CalibrationError(f"calibration cache '{path}' does not exist")
-    return list(_read_cache_entries(path).values())
-
-
-def _table_of(obj) -> CalibrationTable:
-    if isinstance(obj, CalibrationTable):
-        return obj
-    if isinstance(obj, dict):
-        return CalibrationTable.from_dict(obj)
-    meta = getattr(obj, "metadata", None)
-    if isinstance(meta, dict):
-        if "calibration" not in meta:
-            raise InvalidArgumentError("this engine has no calibration table (it is not an INT8 build)")
-        return CalibrationTable.from_dict(meta["calibration"])
-    raise InvalidArgumentError(f"expected an Engine or a CalibrationTable, got {type(obj).__name__}")
-
-
-def save_calibration(obj, path, format: str = "json", trt_version: str = DEFAULT_TRT_CACHE_VERSION) -> None:
-    """Writes the calibration table of an INT8 Engine (or a CalibrationTable).
-
-    Args:
-        obj: an INT8 :class:`pyengine.Engine` or a :class:`CalibrationTable`.
-        path: file to write.
-        format: "json" (pyengine's cache: entries keyed by model hash and
-            settings; an existing cache file keeps its other entries) or
-            "tensorrt" (TensorRT's text calibration cache).
-        trt_version: the version field of the TensorRT header.
-    """
-    table = _table_of(obj)
-    path = os.fspath(path)
-    if format == "tensorrt":
-        text = tensorrt_cache_text(table, trt_version)
-    elif format == "json":
-        entries = {}
-        if os.path.exists(path):
-            try:
-                entries = {k: v.to_dict() for k, v in _read_cache_entries(path).items() if k != "tensorrt"}
-            except CalibrationError:
-                entries = {}
-        entries[table.key] = table.to_dict()
-        text = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": entries}, indent=1)
-    else:
-        raise InvalidArgumentError(f"format must be 'json' or 'tensorrt', got {format!r}")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------
@@ -270,10 +102,11 @@ def _ensure_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Returns a copy of ``proto`` with Constant nodes and Identity-of-constant
-    chains turned into initializers, and BatchNormalization nodes that follow a
-    Conv (read only by them, with constant parameters) folded into the Conv:
+    chains turned into initializers.
 
-        W' = W * s[c],  b' = (b - mean) * s + beta,  s = gamma / sqrt(var + eps).
+    BatchNormalization is not folded here: the C++ pass ``fold_bn_into_conv``
+    does it (also with ``optimize=False``, see :data:`BN_FOLD_PASSES`), so
+    weights are quantized as they will run.
     """
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -303,52 +136,6 @@ def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
         n.input.extend(ins)
         nodes.append(n)
 
-    producer = {o: n for n in nodes for o in n.output}
-    uses = {}
-    for n in nodes:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    for o in outputs:
-        uses[o] = uses.get(o, 0) + 1
-
-    def array(name):
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-
-    removed = set()
-    for bn in nodes:
-        if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in bn.attribute}
-        if attrs.get("training_mode", 0) or len([o for o in bn.output if o]) != 1 or len(bn.input) != 5:
-            continue
-        conv = producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or uses.get(bn.input[0]) != 1:
-            continue
-        params = [array(i) for i in bn.input[1:]]
-        w = array(conv.input[1])
-        b = array(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-        if w is None or any(p is None for p in params) or (len(conv.input) > 2 and conv.input[2] and b is None):
-            continue
-        if w.dtype != np.float32 or any(p.dtype != np.float32 for p in params):
-            continue
-        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-        s = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
-        w_new = (w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
-        b0 = np.zeros_like(s) if b is None else b.astype(np.float64)
-        b_new = ((b0 - mean) * s + beta).astype(np.float32)
-        w_name = _fresh_name(inits, conv.input[1] + "_bn_folded")
-        b_name = _fresh_name(inits, (conv.input[2] if b is not None else conv.output[0] + "_bias") + "_bn_folded")
-        for name, value in ((w_name, w_new), (b_name, b_new)):
-            t = numpy_helper.from_array(value, name)
-            g.initializer.append(t)
-            inits[name] = t
-        conv_inputs = [conv.input[0], w_name, b_name]
-        del conv.input[:]
-        conv.input.extend(conv_inputs)
-        conv.output[0] = bn.output[0]
-        removed.add(id(bn))
-
-    nodes = [n for n in nodes if id(n) not in removed]
     del g.node[:]
     g.node.extend(nodes)
     used = {i for n in nodes for i in n.input} | outputs
@@ -364,14 +151,6 @@ def prepare_float_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     del g.value_info[:]
     g.value_info.extend(value_info)
     return model
-
-
-def _fresh_name(taken, base):
-    name, i = base, 0
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    return name
 
 
 # --------------------------------------------------------------------------
@@ -468,18 +247,23 @@ def _onnx_elem_types(proto: onnx.ModelProto) -> dict:
             if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
 
 
-# Passes left out before quantizing: Q/DQ placement (the skip input of an
-# Add), TensorRT and the int8 lowering all look for plain Conv -> Add -> Relu,
-# which the epilogue fusion would hide inside FusedConv.
-QUANT_DISABLED_PASSES = ("fuse_conv_add_relu",)
+# With optimize=False, only what folding BatchNormalization into the Conv
+# before it needs (parameters as constants first), so that weights are
+# quantized as they will run; float16 layers are widened (no kernel runs them).
+BN_FOLD_PASSES = ("widen_float16", "eliminate_identity", "fold_constants", "eliminate_dead_code",
+                  "fold_bn_into_conv", "eliminate_dead_code")
 
 
-def _optimize_for_quantization(graph):
+def _optimize_for_quantization(graph, optimize: bool = True):
+    """The "quantize" pipeline (engine/passes/registry.cc): the default one
+    without the epilogue fusion, which would hide the Conv -> Add -> Relu
+    groups that Q/DQ placement, TensorRT and the int8 lowering look for.
+    With ``optimize=False``, only :data:`BN_FOLD_PASSES`."""
     from .optimizer import optimize_graph
 
-    known = getattr(_core, "default_passes", None)
-    names = {p[0] for p in known()} if known else set()
-    return optimize_graph(graph, disable=tuple(p for p in QUANT_DISABLED_PASSES if p in names))
+    if not optimize:
+        return optimize_graph(graph, passes=list(BN_FOLD_PASSES))
+    return optimize_graph(graph, pipeline="quantize")
 
 
 def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -490,12 +274,12 @@ def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _lower(graph):
-    """The Q/DQ graph lowered to pyengine's int8 ops, when this build has them."""
-    lower = getattr(_core, "lower_qdq_to_int8", None)
-    if lower is None:
-        return graph
-    result = lower(graph)
-    return result if isinstance(result, _core.Graph) else graph
+    """The Q/DQ graph through the "int8" pipeline (engine/passes/registry.cc):
+    lowered to pyengine's int8 ops, the layers left in float fused."""
+    from .optimizer import optimize_graph
+
+    lowered, _ = optimize_graph(graph, pipeline="int8")
+    return lowered
 
 
 # --------------------------------------------------------------------------
@@ -508,15 +292,15 @@ class _Session:
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
                for n in source.graph.node):
             raise InvalidArgumentError("the model is already quantized (it has QuantizeLinear/DequantizeLinear "
-                                       "or QLinear* nodes); pass the float model")
+                                       "or QLinear* nodes): build it as it is, pyengine.build(model) (its Q/DQ "
+                                       "give the int8 scales), or pass the float model to calibrate")
         self.model = model
         self.source = source
         self.model_sha256 = onnx_io.model_sha256(source)
         self.proto = prepare_float_model(_ensure_opset(source, QDQ_MIN_OPSET))
         graph, _ = onnx_io.graph_from_onnx(self.proto)
-        self.optimizer_report = None
-        if optimize:
-            graph, self.optimizer_report = _optimize_for_quantization(graph)
+        graph, report = _optimize_for_quantization(graph, optimize)
+        self.optimizer_report = report if optimize else None
         self.graph = graph
         self.opset = onnx_io.default_opset(self.proto)
         self.num_threads = num_threads
@@ -560,9 +344,11 @@ class _Session:
                                            f"{where}; check the data and the model")
                 count += 1
             amax = calibrator.amax(method, percentile)
+            ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
+            check_statistics({n: calibrator.stats(n) for n in ordered}, ordered, method, percentile,
+                             inputs=[spec.name for spec in self.specs])
         finally:
             runner.detach()
-        ordered = {n: float(amax[n]) for n in self.float_tensors if n in amax}
         return CalibrationTable(self.model_sha256, method, float(percentile), ordered, num_bins, count, runner.kind)
 
     def table(self, data, method, percentile, cache=None, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
@@ -634,212 +420,6 @@ class _Session:
         # Lowering rewrites in place; onnxruntime, if it has to step in, needs
         # the standard Q/DQ graph.
         return _Runner(_lower(qgraph.clone()), onnx_model, self.num_threads), summary
-
-
-# --------------------------------------------------------------------------
-# Accuracy reports and the keep-in-FP32 search
-# --------------------------------------------------------------------------
-
-class AccuracyReport(dict):
-    """The accuracy of an INT8 model against its FP32 original (a dict);
-    ``str(report)`` is a readable summary.
-
-    Keys: "data" (batches, samples, held_out), "runtime" (what ran each model),
-    "outputs" ({name: cosine, max_abs_error, mean_abs_error, sqnr_db,
-    top1_agreement}), "tensors" (quantized tensors, least accurate first:
-    tensor, kind, nodes, sqnr_db), "keep_fp32", "calibration".
-    """
-
-    def __str__(self) -> str:
-        return format_accuracy_report(self)
-
-    def worst_layers(self, n: int = 5) -> list:
-        """ONNX node names reading the n least accurate quantized tensors."""
-        names = []
-        for t in self.get("tensors", []):
-            for node in t["nodes"]:
-                if node not in names:
-                    names.append(node)
-        return names[:n]
-
-
-def format_accuracy_report(report: dict, max_tensors: int = 10) -> str:
-    data = report.get("data", {})
-    cal = report.get("calibration", {})
-    lines = [f"INT8 vs FP32 on {data.get('samples', '?')} samples "
-             f"({'held-out' if data.get('held_out') else 'calibration data, not held out'}); "
-             f"calibration: {cal.get('method', '?')}"
-             + (f" {cal.get('percentile')}" if cal.get("method") == "percentile" else "")]
-    rt = report.get("runtime", {})
-    if rt:
-        lines.append(f"  runtimes: fp32 on {rt.get('fp32')}, int8 on {rt.get('int8')}")
-    lines.append(f"  {'output':<24} {'cosine':>9} {'max|err|':>10} {'mean|err|':>10} {'SQNR dB':>8} {'top-1':>7}")
-    for name, m in report.get("outputs", {}).items():
-        top1 = "-" if m.get("top1_agreement") is None else f"{100 * m['top1_agreement']:.2f}%"
-        lines.append(f"  {name[:24]:<24} {m['cosine']:>9.6f} {m['max_abs_error']:>10.4g} "
-                     f"{m['mean_abs_error']:>10.4g} {m['sqnr_db']:>8.2f} {top1:>7}")
-    tensors = report.get("tensors", [])
-    if tensors:
-        lines.append("  least accurate quantized tensors (SQNR, dB; lower = more sensitive):")
-        for t in tensors[:max_tensors]:
-            lines.append(f"    {t['sqnr_db']:>7.2f}  {t['kind']:<10} {t['tensor'][:40]:<40} -> {', '.join(t['nodes'])}")
-    keep = report.get("keep_fp32")
-    if keep:
-        lines.append(f"  kept in FP32: {', '.join(keep)}")
-    return "\n".join(lines)
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return math.inf
-    if signal == 0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
-
-
-def _output_metrics(refs: list, outs: list) -> dict:
-    """Per-output agreement over batches: refs[b][i] vs outs[b][i]."""
-    metrics = []
-    for i in range(len(refs[0])):
-        dot = sa = sb = se = 0.0
-        max_err, abs_sum, count, agree, top1_total = 0.0, 0.0, 0, 0, 0
-        for ref_b, out_b in zip(refs, outs):
-            a = np.asarray(ref_b[i], dtype=np.float64)
-            b = np.asarray(out_b[i], dtype=np.float64)
-            d = a - b
-            dot += float(np.sum(a * b))
-            sa += float(np.sum(a * a))
-            sb += float(np.sum(b * b))
-            se += float(np.sum(d * d))
-            if d.size:
-                max_err = max(max_err, float(np.max(np.abs(d))))
-            abs_sum += float(np.sum(np.abs(d)))
-            count += d.size
-            if a.ndim >= 2 and a.shape[1] > 1:
-                agree += int(np.count_nonzero(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
-                top1_total += int(np.prod(a.shape) // a.shape[1])
-        cosine = 1.0 if sa == 0 and sb == 0 else (dot / math.sqrt(sa * sb) if sa > 0 and sb > 0 else 0.0)
-        metrics.append({"cosine": cosine, "max_abs_error": max_err, "mean_abs_error": abs_sum / max(count, 1),
-                        "sqnr_db": _db(sa, se), "top1_agreement": agree / top1_total if top1_total else None})
-    return metrics
-
-
-class _Evaluator:
-    """FP32 reference outputs (and per-tensor SQNR) on a fixed set of batches,
-    and INT8 variants evaluated against them."""
-
-    def __init__(self, session: _Session, table: CalibrationTable, data, batch_size, num_batches, held_out,
-                 progress=False):
-        self.session, self.table, self.held_out = session, table, held_out
-        self.batches = [feeds for _, feeds in iter_batches(data, session.specs, batch_size, num_batches,
-                                                           progress, desc="evaluating")]
-        runner = session.float_runner()
-        calibrator = runner.attach(list(table.amax), table.num_bins)
-        calibrator.set_eval_scales(table.scales())
-        try:
-            self.refs = [runner.run(b) for b in self.batches]
-            self.sqnr = calibrator.sqnr_db()
-        finally:
-            runner.detach()
-        self.fp32_runtime = runner.kind
-        self.output_names = runner.outputs
-
-    def run_int8(self, keep_fp32=()):
-        runner, summary = self.session.qdq_runner(self.table, keep_fp32)
-        outs = [runner.run(b) for b in self.batches]
-        metrics = _output_metrics(self.refs, outs)
-        return dict(zip(self.output_names, metrics)), summary, runner.kind
-
-    def report(self, keep_fp32=()) -> AccuracyReport:
-        outputs, summary, int8_runtime = self.run_int8(keep_fp32)
-        origins = self.session.origins
-        tensors = []
-        for name, consumers in summary["activation_consumers"].items():
-            nodes = [o for c in consumers for o in origins.get(c, [c])]
-            tensors.append({"tensor": name, "kind": "activation", "nodes": nodes,
-                            "sqnr_db": float(self.sqnr.get(name, math.inf)),
-                            "scale": float(summary["activation_scales"][name])})
-        for name, consumers in summary["weight_consumers"].items():
-            nodes = [o for c in consumers for o in origins.get(c, [c])]
-            tensors.append({"tensor": name, "kind": "weight", "nodes": nodes,
-                            "sqnr_db": _weight_sqnr(self.session.graph.constant(name), consumers, self.session)})
-        tensors.sort(key=lambda t: t["sqnr_db"])
-        samples = sum(next(iter(b.values())).shape[0] for b in self.batches)
-        return AccuracyReport(
-            data={"batches": len(self.batches), "samples": int(samples), "held_out": bool(self.held_out)},
-            runtime={"fp32": self.fp32_runtime, "int8": int8_runtime},
-            outputs=outputs, tensors=tensors, keep_fp32=list(keep_fp32),
-            calibration={"method": self.table.method, "percentile": self.table.percentile},
-            skipped=[list(s) for s in summary["skipped"]])
-
-
-def _weight_sqnr(w, consumers, session) -> float:
-    if w is None:
-        return math.inf
-    w = np.asarray(w, dtype=np.float32)
-    kinds = {n["name"]: n for n in session.nodes}
-    axis = 0
-    node = kinds.get(consumers[0]) if consumers else None
-    if node is not None and node["op_type"] in ("Gemm", "FusedGemm"):
-        axis = 0 if node["attrs"].get("transB", (2, 0))[1] else 1
-    elif node is not None and node["op_type"] == "MatMul":
-        axis = w.ndim - 1 if w.ndim >= 2 else 0
-    q, scale = _core.quantize_weights(w, axis)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    dq = q.astype(np.float32) * scale.reshape(shape)
-    return _db(float(np.sum(w.astype(np.float64) ** 2)), float(np.sum((w.astype(np.float64) - dq) ** 2)))
-
-
-def _meets(outputs: dict, target: dict) -> bool:
-    for key, want in target.items():
-        values = [m[key] for m in outputs.values() if m.get(key) is not None]
-        if not values:
-            raise InvalidArgumentError(f"accuracy_target key {key!r}: no output of the model supports it "
-                                       f"(top-1 needs outputs shaped (N, classes, ...))")
-        if min(values) < want:
-            return False
-    return True
-
-
-def _check_target(target) -> dict:
-    if not isinstance(target, dict) or not target:
-        raise InvalidArgumentError(f"accuracy_target must be a dict such as {{'top1_agreement': 0.99}}, got {target!r}")
-    bad = [k for k in target if k not in TARGET_KEYS]
-    if bad:
-        raise InvalidArgumentError(f"accuracy_target keys must be among {TARGET_KEYS}, got {bad}")
-    return {k: float(v) for k, v in target.items()}
-
-
-def _search_keep_fp32(evaluator: _Evaluator, target: dict, keep_fp32: list) -> tuple[list, dict]:
-    """The fewest layers to keep in FP32 (beyond ``keep_fp32``) to meet
-    ``target``: layers are ranked by their sensitivity, the output noise when
-    only that layer is quantized, and added most sensitive first."""
-    outputs, summary, _ = evaluator.run_int8(keep_fp32)
-    log = {"target": target, "initial": outputs, "sensitivity": [], "evaluations": 1}
-    if _meets(outputs, target):
-        log["met"] = True
-        return keep_fp32, log
-    layers = [n for n in summary["quantized_nodes"] if n not in keep_fp32]
-    sensitivity = []
-    for layer in layers:
-        others = keep_fp32 + [n for n in layers if n != layer]
-        outs, _, _ = evaluator.run_int8(others)
-        noise = max(1.0 - m["cosine"] for m in outs.values())
-        top1 = [m["top1_agreement"] for m in outs.values() if m["top1_agreement"] is not None]
-        sensitivity.append({"node": layer, "output_noise": noise, "top1_agreement": min(top1) if top1 else None})
-    log["evaluations"] += len(layers)
-    ranked = [s["node"] for s in sorted(sensitivity, key=lambda s: -s["output_noise"])]
-    log["sensitivity"] = sorted(sensitivity, key=lambda s: -s["output_noise"])
-    for k in range(1, len(ranked) + 1):
-        keep = keep_fp32 + ranked[:k]
-        outs, _, _ = evaluator.run_int8(keep)
-        log["evaluations"] += 1
-        if _meets(outs, target):
-            log["met"], log["final"] = True, outs
-            return keep, log
-    log["met"] = False
-    return keep_fp32 + ranked, log
 
 
 # --------------------------------------------------------------------------
@@ -971,7 +551,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
         "skipped": [list(s) for s in summary["skipped"]],
         "num_activation_pairs": summary["num_activation_pairs"],
         "num_weights": summary["num_weights"],
-        "lowered": hasattr(_core, "lower_qdq_to_int8"),
+        "lowered": True,
     }
     if search_log is not None:
         metadata["int8"]["accuracy_search"] = _jsonable(search_log)
@@ -1015,18 +595,6 @@ def accuracy_report(model, data, calibration_method: str = "entropy", percentile
                           batch_size, num_bins, progress)
     keep = session.check_keep(keep_fp32)
     return _Evaluator(session, table, data, batch_size, None, True).report(keep)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    return obj
 
 
 __all__ = [

@@ -183,12 +183,27 @@ def test_observer_counts_nonfinite_apart():
 
 
 def entropy_reference(hist, value_range):
-    """EntropyCalibration2 as specified in engine/quant/observers.h, in plain numpy."""
+    """Entropy calibration as specified in engine/quant/observers.h (KL with
+    point masses flattened), in plain numpy."""
     h = hist.astype(np.float64).copy()
-    h[0] = h[1]
     n = len(h)
+    h[0] = h[1]
+    total = h.sum()
+    spikes = {}
+    for k in range(1, n):
+        if h[k] < 1e-3 * total:
+            continue
+        med = np.median(np.concatenate([h[max(0, k - 8):k], h[k + 1:k + 9]]))
+        if h[k] > 3 * max(med, 1.0):
+            spikes[k] = med
+    for k, med in spikes.items():
+        h[k] = med
+    h[0] = h[1]
+    first = max([128] + [k + 1 for k in spikes])
+    if h.sum() == 0:
+        return value_range * first / n if first > 128 else 0.0
     best, best_i = np.inf, n
-    for i in range(128, n + 1):
+    for i in range(first, n + 1):
         p = h[:i].copy()
         p[i - 1] += h[i:].sum()
         nz = h[:i] != 0
@@ -214,12 +229,23 @@ def mse_reference(hist, value_range):
     return c[128 + int(np.argmin(errs))]
 
 
-@pytest.mark.parametrize("dist", ["gauss", "laplace_outliers", "relu"])
+def _background(rng, n=200000, levels=(-0.42,), share=0.8):
+    """A normalized image tensor: `share` of the values sit on a few constant
+    background levels (point masses away from zero), the rest is foreground."""
+    fg = rng.uniform(-0.42, 2.8, int(n * (1 - share)))
+    bg = rng.choice(np.asarray(levels), n - len(fg))
+    return np.concatenate([fg, bg])
+
+
+@pytest.mark.parametrize("dist", ["gauss", "laplace_outliers", "relu", "background", "channel_spikes", "constant"])
 def test_entropy_and_mse_match_numpy_reference(dist):
     rng = np.random.default_rng(4)
-    x = {"gauss": rng.standard_normal(200000),
-         "laplace_outliers": np.concatenate([rng.laplace(size=200000), [40.0, -35.0, 30.0]]),
-         "relu": np.maximum(rng.standard_normal(200000), 0)}[dist].astype(np.float32)
+    x = {"gauss": lambda: rng.standard_normal(200000),
+         "laplace_outliers": lambda: np.concatenate([rng.laplace(size=200000), [40.0, -35.0, 30.0]]),
+         "relu": lambda: np.maximum(rng.standard_normal(200000), 0),
+         "background": lambda: _background(rng),
+         "channel_spikes": lambda: np.maximum(_background(rng, levels=(0.3, 0.9, 1.4, -0.2, 0.0), share=0.6), 0),
+         "constant": lambda: np.full(1000, -1.5)}[dist]().astype(np.float32)
     obs = _core.TensorObserver(512)
     obs.update(x)
     hist, r = obs.histogram(), obs.range
@@ -243,6 +269,30 @@ def test_methods_behave_sensibly_on_outliers():
     # outliers: it clips them, less than KL does.
     assert amax["entropy"] < amax["mse"] < 0.75 * amax["minmax"]
     assert obs.amax("percentile", 99.0) < amax["percentile"]
+
+
+@pytest.mark.parametrize("levels", [(-0.42,), (0.05,), (0.9,), (0.3, 0.9, 1.4, -0.2, 0.0)])
+def test_entropy_keeps_the_foreground_beside_a_point_mass(levels):
+    """A uniform background maps to a tall spike at a nonzero magnitude (the
+    normalized input, the stem conv after it). KL used to put the threshold
+    just above the spike and clip the foreground (8 points of top-1 on a
+    held-out ResNet-20); the spike must neither decide the threshold nor be
+    clipped by it."""
+    rng = np.random.default_rng(14)
+    x = _background(rng, levels=levels).astype(np.float32)
+    obs = _core.TensorObserver()
+    obs.update(x)
+    amax = obs.amax("entropy")
+    assert amax >= max(abs(v) for v in levels)
+    clipped = np.mean(np.abs(x) > amax)
+    assert clipped < 1e-3, (amax, clipped)
+    # Bin 0 alone is still set to bin 1 (TensorRT's rule): a ReLU's zeros do
+    # not move the threshold.
+    relu = np.maximum(rng.standard_normal(200000), 0).astype(np.float32)
+    obs0, obs1 = _core.TensorObserver(), _core.TensorObserver()
+    obs0.update(relu)
+    obs1.update(relu[relu > 0])
+    assert obs0.amax("entropy") == pytest.approx(obs1.amax("entropy"), rel=0.02)
 
 
 def test_methods_keep_the_range_of_uniform_data():
@@ -417,12 +467,14 @@ def test_qdq_placement_follows_tensorrt_rules(qdq):
 
 
 def test_qdq_weights_round_trip_within_half_a_step(model, qdq):
-    prepared = {t.name: numpy_helper.to_array(t) for t in prepare_float_model(model).graph.initializer}
+    from pyengine.quantize import _Session
+
+    prepared = _Session(model).graph  # BN folded by the C++ pass, as quantized
     inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
     checked = 0
     for n in qdq.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim >= 2:
-            w = prepared[n.input[0][: -len("_quantized")]]
+            w = np.asarray(prepared.constant(n.input[0][: -len("_quantized")]))
             q, s = inits[n.input[0]], inits[n.input[1]]
             shape = [-1] + [1] * (w.ndim - 1)
             assert np.all(np.abs(w - q * s.reshape(shape)) <= s.reshape(shape) / 2 * (1 + 1e-6))
@@ -470,14 +522,15 @@ def test_bn_params_through_identity_and_constant_nodes_are_folded():
                           [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", c, 9, 9])], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(m)
-    p = prepare_float_model(m)
-    assert [n.op_type for n in p.graph.node] == ["Conv", "Relu"]
+    p = prepare_float_model(m)  # constants only; BN is the C++ pass's job
+    assert [n.op_type for n in p.graph.node] == ["Conv", "BatchNormalization", "Relu"]
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     np.testing.assert_allclose(run_ort(p, {"x": x})[0], run_ort(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
-    q = pyengine.quantize(m, calibration_data=x, progress=False)
-    counts = Counter(n.op_type for n in q.graph.node)
-    assert counts == {"QuantizeLinear": 1, "DequantizeLinear": 2, "Conv": 1, "Relu": 1}
-    assert cosine(run_ort(q, {"x": x})[0], run_ort(m, {"x": x})[0]) > 0.999
+    for optimize in (True, False):  # fold_bn_into_conv runs either way: weights quantized as they run
+        q = pyengine.quantize(m, calibration_data=x, optimize=optimize, progress=False)
+        counts = Counter(n.op_type for n in q.graph.node)
+        assert counts == {"QuantizeLinear": 1, "DequantizeLinear": 2, "Conv": 1, "Relu": 1}, (optimize, counts)
+        assert cosine(run_ort(q, {"x": x})[0], run_ort(m, {"x": x})[0]) > 0.999
 
 
 def test_fused_conv_inputs_and_residual_are_quantized():

@@ -13,10 +13,21 @@ void register_passes(py::module_& m) {
         },
         "The default pipeline in order, as (name, summary) pairs.");
 
+  m.def("pipeline_passes",
+        [](const std::string& name) {
+          const std::vector<const Pass*>* p = find_pipeline(name);
+          ENGINE_ENFORCE(p, kInvalidArgument, "unknown pipeline '", name, "'");
+          py::list l;
+          for (const Pass* x : *p) l.append(py::make_tuple(std::string(x->name()), std::string(x->summary())));
+          return l;
+        },
+        py::arg("name"), "A named pipeline (default, quantize, int8) in order, as (name, summary) pairs.");
+
   m.def("run_passes",
         [](Graph& g, py::object passes, const std::vector<std::string>& disable, int stop_after, bool verify_each,
-           bool explain, int max_iterations, int max_rounds) {
+           bool explain, int max_iterations, int max_rounds, const std::string& pipeline) {
           PassManagerOptions o;
+          o.pipeline = pipeline;
           if (!passes.is_none()) o.passes = py::cast<std::vector<std::string>>(passes);
           o.disable = disable;
           o.stop_after = stop_after;
@@ -71,7 +82,7 @@ void register_passes(py::module_& m) {
         },
         py::arg("graph"), py::arg("passes") = py::none(), py::arg("disable") = std::vector<std::string>(),
         py::arg("stop_after") = -1, py::arg("verify_each") = false, py::arg("explain") = false,
-        py::arg("max_iterations") = 100, py::arg("max_rounds") = 4,
+        py::arg("max_iterations") = 100, py::arg("max_rounds") = 4, py::arg("pipeline") = "default",
         "Runs the pass pipeline on `graph` in place; returns the report as a dict.");
 }
 

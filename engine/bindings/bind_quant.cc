@@ -1,7 +1,7 @@
 // Quantization entry points: the Q/DQ -> int8 lowering.
 #include "bindings/common.h"
 #include "ir/graph.h"
-#include "quant/lower_qdq.h"
+#include "passes/lower_qdq_to_int8.h"
 
 namespace engine::py_bind {
 

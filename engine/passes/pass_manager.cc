@@ -31,7 +31,13 @@ std::map<std::string, int> count_ops(const Graph& g) {
 PassReport run_passes(Graph& g, const PassManagerOptions& options) {
   std::vector<const Pass*> pipeline;
   if (options.passes.empty()) {
-    pipeline = default_passes();
+    const std::vector<const Pass*>* named = find_pipeline(options.pipeline);
+    if (!named) {
+      std::string known;
+      for (const auto& n : pipeline_names()) known += (known.empty() ? "" : ", ") + n;
+      fail(ErrorKind::kInvalidArgument, "unknown pipeline '", options.pipeline, "' (known: ", known, ")");
+    }
+    pipeline = *named;
   } else {
     for (const auto& name : options.passes) pipeline.push_back(need_pass(name, "passes"));
   }

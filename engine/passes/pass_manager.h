@@ -26,7 +26,8 @@
 namespace engine {
 
 struct PassManagerOptions {
-  std::vector<std::string> passes;   // empty: the default pipeline
+  std::string pipeline = "default";  // a named pipeline (registry.cc), used when `passes` is empty
+  std::vector<std::string> passes;   // empty: the named pipeline
   std::vector<std::string> disable;  // names to skip
   int stop_after = -1;               // pass runs to execute; < 0: all
   bool verify_each = false;
@@ -59,6 +60,11 @@ struct PassReport {
 
 // The default pipeline, in order (registry.cc explains the order).
 const std::vector<const Pass*>& default_passes();
+// A named pipeline: "default" (float models), "quantize" (a float graph
+// about to be calibrated and given Q/DQ), "int8" (a graph with Q/DQ, run on
+// the int8 kernels); nullptr when unknown.
+const std::vector<const Pass*>* find_pipeline(const std::string& name);
+std::vector<std::string> pipeline_names();
 // Every pass by name, including ones not in the default pipeline; nullptr
 // when unknown.
 const Pass* find_pass(const std::string& name);

@@ -1,6 +1,12 @@
-// The default pipeline: one ordered list. Each entry says why it sits where
-// it does; the PassManager runs each to a fixed point and repeats the list
-// while anything changed.
+// The pipelines: ordered lists. Each entry says why it sits where it does;
+// the PassManager runs each to a fixed point and repeats the list while
+// anything changed.
+//   default   float models (precision="fp32"; a Q/DQ model then runs its
+//             Q/DQ nodes as float fake-quant, as onnxruntime does).
+//   quantize  a float model that pyengine will calibrate and give Q/DQ
+//             (insert_qdq): the default without the epilogue fusion.
+//   int8      a graph with Q/DQ (a pre-quantized model, or insert_qdq's
+//             output), lowered to the int8 kernels.
 #include "passes/pass_manager.h"
 
 namespace engine {
@@ -9,7 +15,7 @@ namespace {
 
 struct Registry {
   std::vector<std::unique_ptr<Pass>> owned;
-  std::vector<const Pass*> pipeline;
+  std::vector<const Pass*> pipeline, quantize, int8;
 
   const Pass* add(std::unique_ptr<Pass> p) {
     owned.push_back(std::move(p));
@@ -18,38 +24,84 @@ struct Registry {
 
   Registry() {
     const Pass* dce = add(make_eliminate_dead_code());
+    const Pass* widen = add(make_widen_float16());
+    const Pass* identity = add(make_eliminate_identity());
+    const Pass* constants = add(make_fold_constants());
+    const Pass* reshapes = add(make_merge_reshapes());
+    const Pass* pads = add(make_fold_pad_into_conv());
+    const Pass* bn = add(make_fold_bn_into_conv());
+    const Pass* reparam = add(make_reparam_branches());
+    const Pass* prune = add(make_prune_dead_channels());
+    const Pass* fuse = add(make_fuse_conv_add_relu());
+    const Pass* elide16 = add(make_elide_float16_round_trips());
+    const Pass* lower = add(make_lower_qdq_to_int8());
     pipeline = {
+        // Before everything: no kernel and no pass handles float16 values
+        // (ModelOpt's default output); after it the graph is float32 with
+        // Casts where float16 storage rounds.
+        widen,
         // First: PyTorch dedups equal initializers by routing them through
         // Identity nodes, so BN parameters and weights are only seen as
         // constants once the Identities are gone.
-        add(make_eliminate_identity()),
+        identity,
         // Before anything that wants constant weights: Constant nodes,
         // Shape/Gather/Concat chains on static shapes, weight transposes.
-        add(make_fold_constants()),
+        constants,
         // Folding leaves the chains it evaluated without users; they would
         // count as "other users" in every single-use precondition below.
         dce,
         // Shape plumbing is canonical before the conv passes look through it.
-        add(make_merge_reshapes()),
+        reshapes,
         // Before BN folding: the forward fold of an affine into a following
         // Conv needs the conv's final pads; and before fusion, which would
         // hide the Conv inside a FusedConv.
-        add(make_fold_pad_into_conv()),
+        pads,
         // After identity/constant folding (parameters must be constants),
         // before reparam (branches must be bare Convs) and before fusion (a
         // fused activation or residual would block the fold).
-        add(make_fold_bn_into_conv()),
+        bn,
         // After BN folding: each branch is then a Conv with bias, or the
         // bare/affine identity; before fusion, which would fuse the branch
         // sum into one of the branch convs as a residual.
-        add(make_reparam_branches()),
+        reparam,
         // On folded weights (a zero BN gamma shows up only after folding)
         // and after reparam (merged convs can be pruned too); before fusion,
         // so the activation between producer and consumer is still a node.
-        add(make_prune_dead_channels()),
+        prune,
         // Last of the rewrites: fused nodes are opaque to every pass above.
-        add(make_fuse_conv_add_relu()),
+        fuse,
         // Whatever the rewrites orphaned.
+        dce,
+    };
+    // Q/DQ placement (insert_qdq), TensorRT and the int8 lowering look for
+    // plain Conv -> Add -> Relu, which the epilogue fusion would hide inside
+    // FusedConv: leave it out.
+    for (const Pass* p : pipeline)
+      if (p != fuse) quantize.push_back(p);
+    int8 = {
+        widen,
+        // Right after widening: the float16 roundings it leaves between
+        // layers would separate every DQ from its Conv and every Conv from
+        // its Q (see the pass for why dropping them is sound here).
+        elide16,
+        identity,
+        constants,
+        dce,
+        reshapes,
+        pads,
+        // Canonicalizes a BatchNorm left between a DQ'd Conv and the next Q
+        // (ModelOpt does not fold it) into a ChannelAffine, which the
+        // lowering absorbs; BNs on constant float weights fold as usual.
+        bn,
+        // Before fusion (FusedConv hides the Conv), after BN handling.
+        // reparam_branches and prune_dead_channels are left out: they
+        // rewrite float weights, and a quantized model's weights are what
+        // its Q/DQ say.
+        lower,
+        // The layers the model left in float (the classifier, say) still
+        // get their epilogues fused.
+        fuse,
+        // The Q/DQ nodes the lowering orphaned.
         dce,
     };
   }
@@ -63,6 +115,15 @@ const Registry& registry() {
 }  // namespace
 
 const std::vector<const Pass*>& default_passes() { return registry().pipeline; }
+
+const std::vector<const Pass*>* find_pipeline(const std::string& name) {
+  if (name == "default") return &registry().pipeline;
+  if (name == "quantize") return &registry().quantize;
+  if (name == "int8") return &registry().int8;
+  return nullptr;
+}
+
+std::vector<std::string> pipeline_names() { return {"default", "quantize", "int8"}; }
 
 const Pass* find_pass(const std::string& name) {
   for (const auto& p : registry().owned)

@@ -13,6 +13,10 @@ namespace engine {
 namespace {
 
 constexpr int kLevels = kInt8Max + 1;  // quantization levels of |x|: 0..127
+// Point-mass detection for entropy (see point_masses()).
+constexpr int kSpikeWindow = 8;
+constexpr double kSpikeRatio = 3.0;
+constexpr double kSpikeMinShare = 1e-3;
 
 double amax_percentile(const std::vector<int64_t>& hist, double range, double percentile) {
   ENGINE_ENFORCE(percentile > 0 && percentile <= 100, kInvalidArgument,
@@ -39,11 +43,53 @@ double amax_percentile(const std::vector<int64_t>& hist, double range, double pe
   return range;
 }
 
+// Point masses in a histogram of |x|: bins k >= 1 holding more than
+// kSpikeRatio times the median of their neighbours (up to kSpikeWindow on
+// each side, fewer at the ends) and at least kSpikeMinShare of the mass.
+// Returns the neighbour medians of those bins (the counts they are replaced
+// with), -1 elsewhere. h[0] is not a candidate: entropy() treats it apart.
+std::vector<double> point_masses(const std::vector<double>& h) {
+  const int n = static_cast<int>(h.size());
+  double total = 0;
+  for (double c : h) total += c;
+  std::vector<double> median(n, -1.0), window;
+  window.reserve(2 * kSpikeWindow);
+  for (int k = 1; k < n; ++k) {
+    if (h[k] < kSpikeMinShare * total) continue;
+    window.clear();
+    for (int m = std::max(0, k - kSpikeWindow); m <= std::min(n - 1, k + kSpikeWindow); ++m)
+      if (m != k) window.push_back(h[m]);
+    // numpy.median: the mean of the two middle values for an even count.
+    const size_t mid = window.size() / 2;
+    std::nth_element(window.begin(), window.begin() + mid, window.end());
+    double med = window[mid];
+    if (window.size() % 2 == 0) med = 0.5 * (med + *std::max_element(window.begin(), window.begin() + mid));
+    if (h[k] > kSpikeRatio * std::max(med, 1.0)) median[k] = med;
+  }
+  return median;
+}
+
 double amax_entropy(const std::vector<int64_t>& hist, double range) {
   const int n = static_cast<int>(hist.size());
   std::vector<double> h(hist.begin(), hist.end());
   // The zero spike of rectified tensors would otherwise decide the divergence.
   if (n > 1) h[0] = h[1];
+  // So would a point mass anywhere else (a uniform background through the
+  // normalization and the first convs puts one per channel at a nonzero
+  // magnitude): KL spreads each level's mass over its bins, so a level
+  // holding a point mass looks badly quantized at every wide threshold,
+  // and the minimum lands just above the spikes, clipping everything
+  // beyond them. A point mass quantizes to one level with at most half a
+  // step of error like any value; it is flattened to its neighbours'
+  // median, and thresholds below it (which would clip it) are not tried.
+  const std::vector<double> spike_median = point_masses(h);
+  int first = kLevels;
+  for (int k = 1; k < n; ++k)
+    if (spike_median[k] >= 0) {
+      h[k] = spike_median[k];
+      first = std::max(first, k + 1);
+    }
+  if (n > 1) h[0] = h[1];  // bin 1 may have been a point mass
   // Prefix sums make each threshold O(levels) instead of O(bins):
   // mass[k] = sum h[<k], nonempty[k] = #{m < k: h[m] > 0}, hlogh[k] = sum h log h.
   std::vector<double> mass(n + 1, 0.0), hlogh(n + 1, 0.0);
@@ -54,11 +100,11 @@ double amax_entropy(const std::vector<int64_t>& hist, double range) {
     nonempty[k + 1] = nonempty[k] + (h[k] > 0 ? 1 : 0);
   }
   const double total = mass[n];
-  if (total == 0) return 0;
+  if (total == 0) return first > kLevels ? range * first / n : 0;
 
   double best = std::numeric_limits<double>::infinity();
   int best_i = n;
-  for (int i = kLevels; i <= n; ++i) {
+  for (int i = first; i <= n; ++i) {
     // Reference p: bins [0, i), the mass beyond folded into bin i-1.
     // Quantized q: level j takes bins k with j <= 128 k / i < j + 1, i.e.
     // k in [ceil(j i / 128), ceil((j + 1) i / 128)); its mass is spread

@@ -19,14 +19,27 @@
 //   minmax      absmax, exact.
 //   percentile  the p-th percentile of |x|, interpolated linearly in its bin.
 //   entropy     TensorRT's EntropyCalibration2 as NVIDIA's open tools
-//               (pytorch-quantization, ModelOpt) implement it: for each
-//               threshold bin i >= 128, the reference distribution is bins
-//               [0, i) with everything beyond folded into bin i-1; its
-//               128-level quantized version spreads each level's mass evenly
-//               over that level's nonempty bins; pick the last i minimizing
-//               KL(reference || quantized). Bin 0 is first set to bin 1's
-//               count, so the spike of exact zeros after a ReLU does not
-//               dominate the divergence.
+//               (pytorch-quantization, ModelOpt) implement it, made robust to
+//               point masses: for each threshold bin i, the reference
+//               distribution is bins [0, i) with everything beyond folded
+//               into bin i-1; its 128-level quantized version spreads each
+//               level's mass evenly over that level's nonempty bins; pick the
+//               last i minimizing KL(reference || quantized). Before that:
+//               - bin 0 is set to bin 1's count, so the spike of exact zeros
+//                 after a ReLU does not dominate the divergence (as NVIDIA's
+//                 tools do);
+//               - so is every other point mass, at any magnitude: a bin
+//                 k >= 1 holding more than 3x the median of its 16 nearest
+//                 neighbours (fewer at the ends; numpy.median) and at least
+//                 0.1% of the mass is set to that median, all such bins at
+//                 once, then bin 0 is set to bin 1 again; and thresholds
+//                 start above the last of them (i > k, and i >= 128), so a
+//                 point mass is never clipped.
+//               Point masses come from constant regions of the input: a
+//               uniform background, mapped through the normalization and
+//               the first convs, puts one per channel away from zero. Left
+//               in, KL sees their levels as badly quantized at every wide
+//               threshold and clips the foreground just above them.
 //   mse         the bin center c_i (i >= 128) minimizing the expected squared
 //               error sum_k n_k (c_k - fq(c_k; c_i))^2 over the histogram,
 //               fq = quantize to 127 levels over [0, c_i] and back.

@@ -10,9 +10,11 @@
 namespace engine {
 namespace {
 
+// float16 is accepted too: the widen_float16 pass runs such layers in
+// float32 with float16 storage before any kernel sees them.
 void require_float(InferContext& ctx) {
   const DType t = ctx.input(0).dtype;
-  if (t != DType::kFloat32 && t != DType::kUndefined)
+  if (t != DType::kFloat32 && t != DType::kFloat16 && t != DType::kUndefined)
     fail(ErrorKind::kUnsupportedOperator, ctx.node().describe(), ": only float32 is supported, got ",
          dtype_name(t));
 }
@@ -162,7 +164,7 @@ void infer_reduce(InferContext& ctx) {
   const ValueInfo& x = ctx.input(0);
   const DType t = x.dtype;
   const bool int_ok = n.kind() != OpKind::kReduceMean && (t == DType::kInt64 || t == DType::kInt32);
-  if (t != DType::kFloat32 && t != DType::kUndefined && !int_ok)
+  if (t != DType::kFloat32 && t != DType::kFloat16 && t != DType::kUndefined && !int_ok)
     fail(ErrorKind::kUnsupportedOperator, n.describe(), ": dtype ", dtype_name(t), " is not supported");
   const bool keepdims = n.attr_int("keepdims", 1) != 0;
   const bool noop = n.attr_int("noop_with_empty_axes", 0) != 0;

@@ -1,0 +1,527 @@
+// lower_qdq_to_int8
+//
+//   x_q ─DQ(sx)─┐
+//   w_q ─DQ(sw)─┼─ Conv ─ [ChannelAffine(s, t)] ─ [Add(·, DQ(sz)(z_q) | z_f)] ─ [Relu|Clip] ─ [Q(sy) ...]
+//   b ──────────┘
+//     ==>  QConv(x_q, w_q, b', z) {x_scale=sx, w_scale=sw*s, z_scale=sz, y_scale=sy,
+//                                  activation=Relu|Clip},  b' = b*s + t
+//   (Gemm ==> QGemm likewise, weights transposed to [M, K] once.)
+//
+// Preconditions, checked as a flat list of guards with a reason each (a
+// refusal leaves the node alone and is not an error):
+//  - activation input and int8 residual: DequantizeLinear of int8 data with
+//    one positive scale and zero point 0 (symmetric, as TensorRT requires);
+//    uint8 / non-zero zero points are refused: the int8 kernels take
+//    symmetric int8 only, and the float Q/DQ kernels run such layers exactly;
+//  - weights: an int8 constant behind DQ, or a float constant under Q -> DQ
+//    with the same parameters (fake-quant exports; folded to int8 here with
+//    the QuantizeLinear kernel's own rounding), one scale or one per output
+//    channel, zero point 0;
+//  - bias: absent, a float constant, or DQ of an int32 constant;
+//  - every value swallowed into the fused node has exactly one use and is
+//    not a graph output;
+//  - the requantize step needs every user of the last value to be a Q with
+//    the same int8 scale and zero point 0; those Qs disappear, their users
+//    read the int8 output directly (a Q whose output is a graph output may
+//    be folded when it is the only user: the graph output keeps its name).
+// The ChannelAffine is what fold_bn_into_conv makes of a BatchNormalization
+// it could not fold into the (dequantized, so not constant) weights, as
+// ModelOpt leaves it between the DQ'd Conv and the next Q. It is absorbed
+// exactly: DQ(w_q, sw) * s = w_q * (sw * s), so the int8 weights stay as
+// the model quantized them and only the per-channel float multiplier and
+// bias change (a negative gamma gives a negative multiplier, which the
+// epilogue takes as is).
+// Why: this is the placement TensorRT and ModelOpt use for residual CNNs
+// (quantize every Conv/Gemm input and each residual Add's skip input), so
+// one pattern covers conv-bn-relu chains and residual blocks.
+// Pipeline position (registry.cc, "int8"): after fold_bn_into_conv (BN is a
+// ChannelAffine by then) and before fuse_conv_add_relu (which would hide the
+// Conv inside a FusedConv); eliminate_dead_code then removes the Q/DQ nodes
+// the rewrites orphaned.
+#include "passes/lower_qdq_to_int8.h"
+
+#include <cmath>
+#include <set>
+
+#include "ir/infer.h"
+#include "passes/pass.h"
+#include "passes/pass_manager.h"
+
+namespace engine {
+namespace {
+
+Node* producer_of_kind(const Value* v, OpKind kind) {
+  Node* p = v ? v->producer() : nullptr;
+  return p && p->kind() == kind ? p : nullptr;
+}
+
+bool const_of(const Value* v, DType t) { return v && v->is_constant() && v->constant()->dtype() == t; }
+
+std::vector<float> floats_of(const Tensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) out[i] = static_cast<float>(t.float_at(i));
+  return out;
+}
+
+// "" when the zero point is absent or a constant of type `t` holding zeros;
+// else why not.
+std::string zero_point_problem(const Value* zp, DType t, const char* what) {
+  if (!zp) return "";
+  if (!zp->is_constant()) return str_cat(what, " zero point is not a constant");
+  if (zp->constant()->dtype() != t)
+    return str_cat(what, " is quantized to ", dtype_name(zp->constant()->dtype()), " (the int8 kernels take ",
+                   dtype_name(t), " only)");
+  for (int64_t i = 0; i < zp->constant()->numel(); ++i)
+    if (zp->constant()->int_at(i) != 0)
+      return str_cat(what, " has a non-zero zero point (asymmetric; the int8 kernels take symmetric only)");
+  return "";
+}
+
+bool positive_finite(float s) { return s > 0.f && std::isfinite(s); }
+
+// The same formula as the QuantizeLinear kernel (zero point 0): the folded
+// weights equal what running Q would produce.
+int8_t quantize_s8(float x, float scale) {
+  float v = x / scale;
+  v = v > -128.f ? v : -128.f;
+  v = v < 127.f ? v : 127.f;
+  return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)));
+}
+
+// `v` = DQ(q) with q int8, one positive scale, zero point 0. "" or why not.
+std::string match_act_dq(const Value* v, const char* what, Value** q, float* scale) {
+  Node* dq = producer_of_kind(v, OpKind::kDequantizeLinear);
+  if (!dq) return str_cat(what, " is not produced by a DequantizeLinear");
+  if (dq->attr_int("block_size", 0) != 0) return str_cat(what, " is block-quantized");
+  Value* x = dq->input(0);
+  Value* s = dq->input(1);
+  if (!x || x->dtype() != DType::kInt8)
+    return str_cat(what, " is dequantized from ", x ? dtype_name(x->dtype()) : "nothing",
+                   " (the int8 kernels take symmetric int8 only)");
+  if (!const_of(s, DType::kFloat32)) return str_cat(what, " scale is not a float32 constant");
+  if (s->constant()->numel() != 1) return str_cat(what, " has more than one scale (per-tensor only)");
+  std::string zp = zero_point_problem(dq->input(2), DType::kInt8, what);
+  if (!zp.empty()) return zp;
+  *scale = s->constant()->data<float>()[0];
+  if (!positive_finite(*scale)) return str_cat(what, " scale is not positive and finite");
+  *q = x;
+  return "";
+}
+
+// A Q node quantizing to int8 with one scale and zero point 0; its scale.
+std::string requant_problem(const Node* q, float* scale) {
+  if (q->kind() != OpKind::kQuantizeLinear) return str_cat("it is read by ", q->describe(), ", not a QuantizeLinear");
+  if (q->attr_int("block_size", 0) != 0) return str_cat(q->describe(), " is block-quantized");
+  const Value* s = q->input(1);
+  if (!const_of(s, DType::kFloat32) || s->constant()->numel() != 1)
+    return str_cat(q->describe(), " does not have one float32 constant scale");
+  const Value* zp = q->input(2);
+  if (zp) {
+    std::string why = zero_point_problem(zp, DType::kInt8, q->describe().c_str());
+    if (!why.empty()) return why;
+  } else if (q->attr_int("output_dtype", 0) != 0 && q->attr_int("output_dtype", 0) != static_cast<int64_t>(DType::kInt8)) {
+    return str_cat(q->describe(), " does not quantize to int8");
+  } else if (q->attr_int("output_dtype", 0) == 0 && q->output(0)->dtype() != DType::kInt8) {
+    return str_cat(q->describe(), " does not quantize to int8");
+  }
+  *scale = s->constant()->data<float>()[0];
+  if (!positive_finite(*scale)) return str_cat(q->describe(), " scale is not positive and finite");
+  return "";
+}
+
+struct Weights {
+  Value* value = nullptr;                // an existing int8 constant, or
+  std::shared_ptr<const Tensor> folded;  // int8 made here from float weights
+  std::vector<float> scale;              // 1 or one per channel
+  const Tensor& tensor() const { return folded ? *folded : *value->constant(); }
+};
+
+// `v` = DQ(w_q) with w_q an int8 constant of rank `rank`, per-tensor or per
+// channel along `axis`; or DQ(Q(w_f)) with w_f a float constant and the Q
+// using the DQ's parameters. "" or why not.
+std::string match_weight_dq(const Value* v, int rank, int axis, Weights* out) {
+  Node* dq = producer_of_kind(v, OpKind::kDequantizeLinear);
+  if (!dq) {
+    if (v && v->is_constant()) return "the weight is a float constant (not quantized by the model)";
+    return "the weight is not produced by a DequantizeLinear";
+  }
+  if (dq->attr_int("block_size", 0) != 0) return "the weight is block-quantized";
+  Value* x = dq->input(0);
+  Value* s = dq->input(1);
+  if (!x || !const_of(s, DType::kFloat32) || s->constant()->rank() > 1)
+    return "the weight scale is not a float32 constant of rank <= 1";
+  std::string zp = zero_point_problem(dq->input(2), DType::kInt8, "the weight");
+  if (!zp.empty()) return zp;
+  out->scale = floats_of(*s->constant());
+  for (float f : out->scale)
+    if (!positive_finite(f)) return "a weight scale is not positive and finite";
+  auto axis_ok = [&](const Node& n, const Tensor& w) {
+    if (out->scale.size() == 1 && s->constant()->rank() <= 1) return true;
+    int64_t a = n.attr_int("axis", 1);
+    if (a < 0) a += w.rank();
+    return a == axis && w.dim(axis) == static_cast<int64_t>(out->scale.size());
+  };
+  if (x->is_constant()) {
+    if (x->constant()->dtype() != DType::kInt8)
+      return str_cat("the weight is stored as ", dtype_name(x->constant()->dtype()), " (int8 only)");
+    if (x->constant()->rank() != rank) return str_cat("the weight has rank ", x->constant()->rank());
+    if (!axis_ok(*dq, *x->constant())) return str_cat("the weight scales are not per output channel (axis ", axis, ")");
+    out->value = x;
+    return "";
+  }
+  Node* q = producer_of_kind(x, OpKind::kQuantizeLinear);
+  if (!q) return "the weight DequantizeLinear reads neither a constant nor a QuantizeLinear";
+  if (q->attr_int("block_size", 0) != 0) return "the weight is block-quantized";
+  if (!const_of(q->input(0), DType::kFloat32)) return "the fake-quantized weight is not a float32 constant";
+  const Tensor& wf = *q->input(0)->constant();
+  if (wf.rank() != rank) return str_cat("the weight has rank ", wf.rank());
+  if (!axis_ok(*dq, wf) || !axis_ok(*q, wf)) return str_cat("the weight scales are not per output channel (axis ", axis, ")");
+  if (!const_of(q->input(1), DType::kFloat32) || floats_of(*q->input(1)->constant()) != out->scale)
+    return "the weight QuantizeLinear and DequantizeLinear scales differ";
+  if (x->dtype() != DType::kInt8) return str_cat("the weight is quantized to ", dtype_name(x->dtype()), " (int8 only)");
+  zp = zero_point_problem(q->input(2), DType::kInt8, "the weight");
+  if (!zp.empty()) return zp;
+  auto t = std::make_shared<Tensor>(DType::kInt8, wf.shape());
+  const float* src = wf.data<float>();
+  int8_t* dst = t->data<int8_t>();
+  int64_t inner = 1;
+  for (int i = axis + 1; i < rank; ++i) inner *= wf.dim(i);
+  const int64_t channels = wf.dim(axis);
+  for (int64_t i = 0; i < wf.numel(); ++i)
+    dst[i] = quantize_s8(src[i], out->scale.size() == 1 ? out->scale[0] : out->scale[(i / inner) % channels]);
+  out->folded = t;
+  return "";
+}
+
+// The bias: absent, a float constant, or DQ(int32 constant), as m float
+// values (vals) and, where its scale is exactly x_scale * w_scale[c], the
+// int32 constant itself (then it adds to the accumulator).
+struct Bias {
+  bool present = false;
+  std::vector<float> vals;  // float value per channel (beta applied)
+  Value* int32 = nullptr;   // the exact int32 form, when it exists
+  Value* f32 = nullptr;     // the float constant as is, when usable
+};
+
+std::string match_bias(Value* v, int64_t m, float beta, float x_scale, const std::vector<float>& w_scale, Bias* out) {
+  if (!v) return "";
+  out->present = true;
+  auto broadcast = [&](const Tensor& t) { return t.numel() == m || t.numel() == 1; };
+  auto plain = [&](const Tensor& t) { return t.rank() <= 1 || (t.rank() == 2 && t.dim(0) == 1); };
+  out->vals.assign(static_cast<size_t>(m), 0.f);
+  if (const_of(v, DType::kFloat32)) {
+    const Tensor& t = *v->constant();
+    if (!broadcast(t) || !plain(t)) return "the bias does not broadcast as one value per output channel";
+    for (int64_t c = 0; c < m; ++c) out->vals[c] = t.data<float>()[t.numel() == 1 ? 0 : c] * beta;
+    if (t.numel() == m && t.rank() == 1 && beta == 1.f) out->f32 = v;
+    return "";
+  }
+  Node* dq = producer_of_kind(v, OpKind::kDequantizeLinear);
+  if (!dq || dq->attr_int("block_size", 0) != 0 || !const_of(dq->input(0), DType::kInt32))
+    return "the bias is neither a float32 constant nor DequantizeLinear of an int32 constant";
+  const Tensor& b = *dq->input(0)->constant();
+  if (!broadcast(b) || !plain(b)) return "the bias does not broadcast as one value per output channel";
+  if (!const_of(dq->input(1), DType::kFloat32)) return "the bias scale is not a float32 constant";
+  std::string zp = zero_point_problem(dq->input(2), DType::kInt32, "the bias");
+  if (!zp.empty()) return zp;
+  const std::vector<float> s = floats_of(*dq->input(1)->constant());
+  if (!(s.size() == 1 || static_cast<int64_t>(s.size()) == m)) return "the bias has neither one scale nor one per channel";
+  bool exact = beta == 1.f && b.numel() == m && b.rank() == 1;
+  for (int64_t c = 0; exact && c < m; ++c)
+    exact = s[s.size() == 1 ? 0 : c] == x_scale * w_scale[w_scale.size() == 1 ? 0 : c];
+  if (exact) out->int32 = dq->input(0);
+  for (int64_t c = 0; c < m; ++c) {
+    const int32_t q = b.data<int32_t>()[b.numel() == 1 ? 0 : c];
+    // The DequantizeLinear kernel's arithmetic, then Gemm's beta.
+    out->vals[c] = static_cast<float>(q) * s[s.size() == 1 ? 0 : c] * beta;
+  }
+  return "";
+}
+
+bool swallowable(const Value* v) { return v && !v->is_graph_output() && v->uses().size() == 1; }
+
+// Shapes that cannot be proven different (unknown dims match anything).
+bool shapes_may_match(const Value* a, const Value* b) {
+  if (!a->has_shape() || !b->has_shape()) return true;
+  if (a->shape().size() != b->shape().size()) return false;
+  for (size_t i = 0; i < a->shape().size(); ++i) {
+    const int64_t x = a->shape()[i], y = b->shape()[i];
+    if (x >= 0 && y >= 0 && x != y) return false;
+  }
+  return true;
+}
+
+// What follows the Conv/Gemm and is fused into it.
+struct Epilogue {
+  std::vector<Node*> absorbed;
+  std::vector<float> affine_s, affine_t;  // ChannelAffine (empty: none)
+  Value* z = nullptr;
+  bool z_int8 = false;
+  float z_scale = 1.f;
+  std::string act;
+  std::vector<float> act_params;
+  Value* last = nullptr;       // the float value the fused node replaces
+  std::vector<Node*> requant;  // Q nodes folded in
+  float y_scale = 1.f;
+  std::string no_requant;      // why the output stays float
+};
+
+// Reads Clip's bounds from inputs (opset 11+) or attributes (older).
+bool clip_bounds(const Node& clip, float* lo, float* hi) {
+  *lo = clip.attr_float("min", -INFINITY);
+  *hi = clip.attr_float("max", INFINITY);
+  for (int i = 1; i <= 2; ++i) {
+    const Value* b = clip.input(i);
+    if (!b) continue;
+    if (!const_of(b, DType::kFloat32) || b->constant()->numel() != 1) return false;
+    (i == 1 ? *lo : *hi) = b->constant()->data<float>()[0];
+  }
+  return true;
+}
+
+// ChannelAffine(y, s, t) with constant [m] (or one-element) s and t.
+bool channel_affine(const Node& n, const Value* y, int64_t m, std::vector<float>* s, std::vector<float>* t) {
+  if (n.kind() != OpKind::kChannelAffine || n.input(0) != y || !n.output(0)) return false;
+  const Value* sv = n.input(1);
+  const Value* tv = n.num_inputs() > 2 ? n.input(2) : nullptr;
+  if (!const_of(sv, DType::kFloat32) || (tv && !const_of(tv, DType::kFloat32))) return false;
+  auto ok = [&](const Tensor& x) { return x.numel() == m || x.numel() == 1; };
+  if (!ok(*sv->constant()) || (tv && !ok(*tv->constant()))) return false;
+  s->assign(static_cast<size_t>(m), 0.f);
+  t->assign(static_cast<size_t>(m), 0.f);
+  for (int64_t c = 0; c < m; ++c) {
+    (*s)[c] = sv->constant()->data<float>()[sv->constant()->numel() == 1 ? 0 : c];
+    if (tv) (*t)[c] = tv->constant()->data<float>()[tv->constant()->numel() == 1 ? 0 : c];
+  }
+  return true;
+}
+
+Epilogue match_epilogue(Value* y, int64_t m) {
+  Epilogue ep;
+  ep.last = y;
+  if (swallowable(ep.last)) {
+    Node* a = ep.last->uses()[0].node;
+    if (channel_affine(*a, ep.last, m, &ep.affine_s, &ep.affine_t)) {
+      ep.absorbed.push_back(a);
+      ep.last = a->output(0);
+    }
+  }
+  if (swallowable(ep.last)) {
+    const Use u = ep.last->uses()[0];
+    Node* add = u.node;
+    Value* other = add->kind() == OpKind::kAdd && add->num_inputs() == 2 ? add->input(1 - u.index) : nullptr;
+    if (other && other != ep.last && !other->is_constant() && add->output(0) && other->dtype() == DType::kFloat32 &&
+        shapes_may_match(other, ep.last) && shapes_may_match(add->output(0), ep.last)) {
+      Value* zq = nullptr;
+      float zs = 1.f;
+      if (match_act_dq(other, "the residual", &zq, &zs).empty()) {
+        ep.z = zq;
+        ep.z_int8 = true;
+        ep.z_scale = zs;
+      } else {
+        ep.z = other;
+      }
+      ep.absorbed.push_back(add);
+      ep.last = add->output(0);
+    }
+  }
+  if (swallowable(ep.last)) {
+    Node* a = ep.last->uses()[0].node;
+    float lo, hi;
+    if (a->kind() == OpKind::kRelu && a->output(0)) {
+      ep.act = "Relu";
+      ep.absorbed.push_back(a);
+      ep.last = a->output(0);
+    } else if (a->kind() == OpKind::kClip && a->output(0) && ep.last->uses()[0].index == 0 && clip_bounds(*a, &lo, &hi)) {
+      ep.act = "Clip";
+      ep.act_params = {lo, hi};
+      ep.absorbed.push_back(a);
+      ep.last = a->output(0);
+    }
+  }
+  if (ep.last->uses().empty()) {
+    ep.no_requant = "the output is a graph output";
+    return ep;
+  }
+  if (ep.last->is_graph_output()) {
+    ep.no_requant = "the float output is also a graph output";
+    return ep;
+  }
+  std::set<Node*> qs;
+  float scale = 0.f;
+  for (const Use& u : ep.last->uses()) {
+    float s = 0.f;
+    std::string why = u.index != 0 ? str_cat("it is read by ", u.node->describe(), " as a parameter")
+                                   : requant_problem(u.node, &s);
+    if (why.empty() && !qs.empty() && s != scale) why = "its QuantizeLinear users use different scales";
+    if (why.empty() && u.node->output(0)->is_graph_output() && ep.last->uses().size() > 1)
+      why = "a QuantizeLinear output is a graph output and there are other users";
+    if (!why.empty()) {
+      ep.no_requant = why;
+      return ep;
+    }
+    scale = s;
+    qs.insert(u.node);
+  }
+  ep.requant.assign(qs.begin(), qs.end());
+  ep.y_scale = scale;
+  return ep;
+}
+
+struct Lowering {
+  OpKind kind;
+  Node* root = nullptr;
+  Attributes attrs;
+  Value* xq = nullptr;
+  float x_scale = 0.f;
+  Weights w;
+  Bias bias;
+  Epilogue ep;
+};
+
+class LowerQdq final : public Pattern {
+ public:
+  // root: Conv or Gemm (lowered), or FusedConv / FusedGemm: a float layer
+  // that fuse_conv_add_relu fused after this pass refused it; matching it
+  // again (never rewriting) keeps the refusal's reason in the report of the
+  // pipeline's last round.
+  explicit LowerQdq(OpKind root) : root_(root) {}
+  std::string_view name() const override { return conv() ? "qconv" : "qgemm"; }
+  OpKind root() const override { return root_; }
+
+  MatchResult match(const Graph&, const Node& n) const override {
+    Node* node = const_cast<Node*>(&n);
+    Lowering l;
+    l.root = node;
+    NOT_APPLICABLE_IF(n.num_inputs() < 2 || !n.output(0), "no weight input or no output");
+    // A float layer the model did not quantize is not an instance.
+    NOT_APPLICABLE_IF(!producer_of_kind(n.input(0), OpKind::kDequantizeLinear) &&
+                          !producer_of_kind(n.input(1), OpKind::kDequantizeLinear),
+                      "neither input is dequantized");
+    NO_MATCH_IF(n.output(0)->dtype() != DType::kFloat32, "the output is ", dtype_name(n.output(0)->dtype()),
+                ", not float32");
+    std::string why = match_act_dq(n.input(0), "the input", &l.xq, &l.x_scale);
+    NO_MATCH_IF(!why.empty(), why);
+    int64_t m = 0;
+    if (conv()) {
+      l.kind = OpKind::kQConv;
+      why = match_weight_dq(n.input(1), 4, 0, &l.w);
+      NO_MATCH_IF(!why.empty(), why, " (QConv takes 2-D convolutions)");
+      m = l.w.tensor().dim(0);
+      for (const char* a : {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"})
+        if (n.has_attr(a)) l.attrs[a] = n.attrs().at(a);
+      why = match_bias(n.input(2), m, 1.f, l.x_scale, l.w.scale, &l.bias);
+      NO_MATCH_IF(!why.empty(), why);
+    } else {
+      l.kind = OpKind::kQGemm;
+      NO_MATCH_IF(n.attr_int("transA", 0) != 0, "transA is set");
+      NO_MATCH_IF(l.xq->has_shape() && l.xq->shape().size() != 2, "the input is not 2-D");
+      const bool trans_b = n.attr_int("transB", 0) != 0;
+      why = match_weight_dq(n.input(1), 2, trans_b ? 0 : 1, &l.w);
+      NO_MATCH_IF(!why.empty(), why);
+      const float alpha = n.attr_float("alpha", 1.f);
+      NO_MATCH_IF(!positive_finite(alpha), "alpha is not positive and finite");
+      if (!trans_b) {
+        // QGemm takes [M, K]: transpose [K, M] once here.
+        const Tensor& src = l.w.tensor();
+        const int64_t k = src.dim(0), mm = src.dim(1);
+        auto t = std::make_shared<Tensor>(DType::kInt8, Shape{mm, k});
+        for (int64_t i = 0; i < k; ++i)
+          for (int64_t j = 0; j < mm; ++j) t->data<int8_t>()[j * k + i] = src.data<int8_t>()[i * mm + j];
+        l.w.folded = t;
+        l.w.value = nullptr;
+      }
+      if (alpha != 1.f)
+        for (float& s : l.w.scale) s *= alpha;
+      m = l.w.tensor().dim(0);
+      why = match_bias(n.input(2), m, n.attr_float("beta", 1.f), l.x_scale, l.w.scale, &l.bias);
+      NO_MATCH_IF(!why.empty(), why);
+    }
+    NO_MATCH_IF(fused(), "fused as a float layer before it could be lowered");
+    l.ep = match_epilogue(n.output(0), m);
+    Match mt{{node}, std::move(l)};
+    return mt;
+  }
+
+  void rewrite(Rewriter& rw, const Match& mt) const override {
+    const Lowering& l = std::any_cast<const Lowering&>(mt.data);
+    const Epilogue& ep = l.ep;
+    Node* root = l.root;
+    const std::string name = root->name();
+    const int64_t m = l.w.tensor().dim(0);
+    Attributes attrs = l.attrs;
+    std::vector<float> w_scale = l.w.scale;
+    Value* bv = nullptr;
+    if (!ep.affine_s.empty()) {
+      // y = (acc * sx*sw[c] + b[c]) * s[c] + t[c]  ==>  acc * sx*(sw[c]*s[c]) + (b[c]*s[c] + t[c]).
+      std::vector<float> ws(static_cast<size_t>(m)), b(static_cast<size_t>(m));
+      for (int64_t c = 0; c < m; ++c) {
+        ws[c] = w_scale[w_scale.size() == 1 ? 0 : c] * ep.affine_s[c];
+        const float b0 = l.bias.present ? l.bias.vals[c] : 0.f;
+        b[c] = b0 * ep.affine_s[c] + ep.affine_t[c];
+      }
+      w_scale = ws;
+      Tensor t(DType::kFloat32, Shape{m});
+      std::copy(b.begin(), b.end(), t.data<float>());
+      bv = rw.add_constant(name + "_bias", std::move(t));
+    } else if (l.bias.present) {
+      if (l.bias.int32) {
+        bv = l.bias.int32;
+      } else if (l.bias.f32) {
+        bv = l.bias.f32;
+      } else {
+        Tensor t(DType::kFloat32, Shape{m});
+        std::copy(l.bias.vals.begin(), l.bias.vals.end(), t.data<float>());
+        bv = rw.add_constant(name + "_bias", std::move(t));
+      }
+    }
+    attrs["x_scale"] = Attribute::of_float(l.x_scale);
+    attrs["w_scale"] = Attribute::of_floats(w_scale);
+    if (ep.z_int8) attrs["z_scale"] = Attribute::of_float(ep.z_scale);
+    if (!ep.requant.empty()) attrs["y_scale"] = Attribute::of_float(ep.y_scale);
+    if (!ep.act.empty()) attrs["activation"] = Attribute::of_string(ep.act);
+    if (!ep.act_params.empty()) attrs["activation_params"] = Attribute::of_floats(ep.act_params);
+
+    Value* wv = l.w.folded ? rw.add_constant(name + "_w_int8", Tensor(*l.w.folded)) : l.w.value;
+    const bool requant = !ep.requant.empty();
+    Value* out = rw.add_value(name + (requant ? "_int8" : "_out"), requant ? DType::kInt8 : DType::kFloat32,
+                              ep.last->has_shape() ? &ep.last->shape() : nullptr);
+    if (requant) {
+      for (Node* q : ep.requant) rw.replace(q->output(0), out);
+      for (Node* q : ep.requant) rw.remove(q);
+    } else {
+      rw.replace(ep.last, out);
+    }
+    for (auto it = ep.absorbed.rbegin(); it != ep.absorbed.rend(); ++it) rw.remove(*it);
+    rw.remove(root);
+    rw.add_node(l.kind, name, {l.xq, wv, bv, ep.z}, {out}, std::move(attrs));
+  }
+
+ private:
+  bool conv() const { return root_ == OpKind::kConv || root_ == OpKind::kFusedConv; }
+  bool fused() const { return root_ == OpKind::kFusedConv || root_ == OpKind::kFusedGemm; }
+  OpKind root_;
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_lower_qdq_to_int8() {
+  std::vector<std::unique_ptr<Pattern>> p;
+  p.push_back(std::make_unique<LowerQdq>(OpKind::kConv));
+  p.push_back(std::make_unique<LowerQdq>(OpKind::kGemm));
+  p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedConv));
+  p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedGemm));
+  return std::make_unique<PatternPass>("lower_qdq_to_int8",
+                                       "run DQ -> Conv/Gemm -> [BN] [Add] [Relu] -> Q groups on the int8 kernels",
+                                       std::move(p));
+}
+
+void lower_qdq_to_int8(Graph& g) {
+  PassManagerOptions o;
+  o.passes = {"lower_qdq_to_int8", "eliminate_dead_code"};
+  run_passes(g, o);
+  infer_shapes(g);
+  verify(g);
+}
+
+}  // namespace engine
