@@ -178,6 +178,33 @@ size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
                 const Epilogue& e, void* ws);
 
+// im2col rows [k_begin, k_end) of one image (all groups: row kk = (ci, ki,
+// kj) over the input's channels): row kk holds, for every output position
+// p = oy * ow + ox, the input pixel it reads (0 in the padding). Row stride
+// ld >= oh * ow. AVX2 (qconv_avx2.cc); the VNNI tier uses it too.
+void im2col_rows_avx2(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld);
+
+// ---------------------------------------------------------------------------
+// AVX512-VNNI int8 conv (see qconv_avx512vnni.cc). vpdpbusd multiplies
+// unsigned by signed bytes and sums groups of 4 into int32 lanes, exactly
+// (no saturation, unlike vpmaddubsw). The activations are the unsigned
+// operand: values known to be >= 0 (a requantized Relu output) are used as
+// they are; otherwise they are shifted by +128 (x ^ 0x80) at pack time, and
+//   sum_k (x + 128) * w = sum_k x * w + 128 * sum_k w
+// is corrected with corr[m] = 128 * sum_k w[m, k] (int32, computed at pack
+// time), which is exact in wrapping int32 arithmetic.
+// Weights ("A", broadcast) are packed per group as ceil(mg/kVnniMR) tiles of
+// [ceil(k/4)][kVnniMR][4] int8, zero padded.
+constexpr int kVnniMR = 8;
+inline int64_t packed_a_vnni_bytes(int64_t rows, int64_t k) { return round_up(rows, kVnniMR) * round_up(k, 4); }
+// Packs rows x k int8 weights (row stride rs) and writes corr[r] = 128 * sum_k w[r, k].
+void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
+// ws: qconv_avx512vnni_workspace(g, threads) bytes, 64-byte aligned.
+// x_nonneg: every input value is >= 0 (then corr is not used).
+size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads);
+void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
+                      const int32_t* corr, const Epilogue& e, void* ws);
+
 // Kernel factories (qdq_kernel.cc, qconv_kernel.cc), registered in register.cc.
 std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_dequantize_linear(const Node& node);

@@ -1,0 +1,282 @@
+// int8 convolution, AVX512-VNNI (qconv_avx512vnni).
+//
+//   C[MR x 16*NV] (int32) = A_tile[MR x K] (weights, s8) * B[K x 16*NV]
+//   (im2col of the input, u8), then the fused epilogue (quant_kernels.h)
+//   on 16 lanes at a time.
+// Rows are output channels, columns output positions of one image, so a
+// tile row is up to 48 contiguous NCHW outputs. One vpdpbusd does 64
+// multiply-adds (16 lanes x 4 consecutive k), four times the AVX2 int16
+// path's vpmaddwd on a ymm.
+//
+// Signedness: vpdpbusd takes one unsigned and one signed operand. The
+// activations are packed as u8: unchanged when they are known to be >= 0
+// (x_nonneg: a requantized Relu output), otherwise XORed with 0x80 (= +128)
+// and the sum corrected by corr[m] = 128 * sum_k w[m, k]. Padding is packed
+// as the value 0 (0x80 when shifted), so the correction is the same for every
+// output position. Both forms are exact in int32 (wrapping arithmetic, and
+// the true result fits, see kMaxK in qconv_kernel.cc), so the accumulators
+// equal the reference's bit for bit; the epilogue repeats epilogue_one()'s
+// float operations in the same order (no FMA contraction: no_contract16).
+//
+// Layouts: A as pack_a_vnni() writes it ([kq][MR][4] per tile, a 4-byte k
+// group broadcast as one int32); B in panels of 16 columns, [kq][16][4] u8,
+// packed per task from the image's im2col (or straight from the input for a
+// 1x1/stride-1/pad-0 conv).
+// Preconditions: only entered when use_avx512_vnni(); ws sized by
+// qconv_avx512vnni_workspace().
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/kernels/quant/quant_kernels.h"
+
+// GCC 12's own avx512fintrin.h trips -Wmaybe-uninitialized (its
+// _mm512_undefined_* helpers initialize a variable with itself).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace engine::qk {
+namespace {
+
+constexpr int kNV = 3;  // 16-column panels per micro-kernel call: 8 x 3 = 24 accumulators.
+constexpr int kTileLd = 16 * kNV;
+
+inline __m512 no_contract16(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// MR x (16 * NV) tile over kq groups of 4; b panels are bstride bytes apart.
+template <int NV>
+void kernel_vnni(const int8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* c) {
+  __m512i acc[kVnniMR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+  for (int64_t p = 0; p < kq; ++p) {
+    __m512i bv[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * bstride + p * 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < kVnniMR; ++r) {
+      const __m512i av = _mm512_set1_epi32(load_i32(a + (p * kVnniMR + r) * 4));
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], bv[v], av);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(c + r * kTileLd + v * 16, acc[r][v]);
+}
+
+// The epilogue on up to 16 lanes (mask m) of channel c; same operations,
+// same order as epilogue_one().
+inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
+                       __mmask16 m) {
+  if (e.bias_i32) acc = _mm512_add_epi32(acc, bi);
+  __m512 v = no_contract16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), mul));
+  if (e.bias_f32) v = _mm512_add_ps(v, bf);
+  if (e.z_f32) {
+    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.z_f32 + idx));
+  } else if (e.z_s8) {
+    const __m128i z8 = _mm_maskz_loadu_epi8(m, e.z_s8 + idx);
+    const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(z8));
+    v = _mm512_add_ps(v, no_contract16(_mm512_mul_ps(z, _mm512_set1_ps(e.z_scale))));
+  }
+  if (e.act == Act::kRelu) {
+    v = _mm512_max_ps(v, _mm512_setzero_ps());
+  } else if (e.act == Act::kClip) {
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(e.act_lo)), _mm512_set1_ps(e.act_hi));
+  }
+  if (e.requant) {
+    __m512 q = _mm512_div_ps(v, _mm512_set1_ps(e.y_scale));
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.f)), _mm512_set1_ps(127.f));
+    // cvtps2dq rounds half to even (MXCSR default), as nearbyint does; the
+    // value is already in [-128, 127], so the narrowing is plain truncation.
+    _mm512_mask_cvtepi32_storeu_epi8(e.y_s8 + idx, m, _mm512_cvtps_epi32(q));
+  } else {
+    _mm512_mask_storeu_ps(e.y_f32 + idx, m, v);
+  }
+}
+
+// Tile rows are channels c0..c0+mr-1, columns nr outputs; row r's outputs
+// start at idx0 + r * row_stride.
+void epilogue_tile(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
+                   int64_t row_stride, const int32_t* corr) {
+  for (int r = 0; r < mr; ++r) {
+    const int64_t c = c0 + r;
+    const int64_t idx = idx0 + r * row_stride;
+    const int32_t* t = tile + r * kTileLd;
+    const __m512 mul = _mm512_set1_ps(e.mul[c]);
+    const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+    const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+    const __m512i cr = _mm512_set1_epi32(corr ? corr[c] : 0);
+    for (int j = 0; j < nr; j += 16) {
+      const int left = nr - j;
+      const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+      const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(t + j), cr);
+      epilogue16(e, acc, mul, bi, bf, idx + j, m);
+    }
+  }
+}
+
+// Packs panel `nt` (16 columns) of a row-major int8 matrix [k x cols] (row
+// stride ld) as [kq][16][4] u8, XORing every byte with `flip` (0x80 or 0).
+void pack_b_panel(const int8_t* src, int64_t ld, int64_t k, int64_t cols, int64_t nt, uint8_t flip,
+                  uint8_t* out) {
+  static const int8_t kZeros[16] = {};
+  const int64_t col = nt * 16;
+  const int64_t nr = std::min<int64_t>(16, cols - col);
+  const __m128i fx = _mm_set1_epi8(static_cast<char>(flip));
+  alignas(16) int8_t tmp[4][16];
+  for (int64_t kk = 0; kk < k; kk += 4) {
+    const int8_t* r[4];
+    for (int i = 0; i < 4; ++i) {
+      r[i] = kk + i < k ? src + (kk + i) * ld + col : kZeros;
+      if (nr < 16 && kk + i < k) {
+        std::memset(tmp[i], 0, 16);
+        std::memcpy(tmp[i], r[i], nr);
+        r[i] = tmp[i];
+      }
+    }
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
+    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2]));
+    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3]));
+    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    __m128i* o = reinterpret_cast<__m128i*>(out + kk * 16);
+    _mm_storeu_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(t0, t2), fx));  // columns 0-3
+    _mm_storeu_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(t0, t2), fx));  // columns 4-7
+    _mm_storeu_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(t1, t3), fx));  // columns 8-11
+    _mm_storeu_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(t1, t3), fx));  // columns 12-15
+  }
+}
+
+// How a call is cut into tasks (per image): the im2col of all groups is
+// built first, then tasks over (group, column chunk, M split) pack a chunk
+// of panels (~192 KB: it stays in L2 while every A tile walks across it)
+// and run the tiles. Chunks are made a multiple of the thread count and the
+// M split gives every thread work on small images (7x7) too.
+struct Tiling {
+  int64_t n, k, kq, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
+  size_t cols_bytes, packed_bytes;
+};
+
+Tiling tiling(const ConvGeom& g, int threads) {
+  Tiling t;
+  threads = std::max(threads, 1);
+  t.n = g.oh * g.ow;
+  t.k = g.k();
+  t.kq = round_up(t.k, 4) / 4;
+  t.mg = g.mg();
+  t.mt_count = round_up(t.mg, kVnniMR) / kVnniMR;
+  t.nt_count = round_up(t.n, 16) / 16;
+  const int64_t panel_bytes = t.kq * 64;
+  const int64_t max_chunk = std::max<int64_t>(kNV, (192 << 10) / panel_bytes / kNV * kNV);
+  t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
+  if (g.group == 1 && t.chunks > 1) t.chunks = round_up(t.chunks, threads);
+  t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
+  t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
+  const int64_t outer = g.group * t.chunks;
+  t.msplit = 1;
+  if (outer % threads != 0 || outer < 2 * threads)
+    t.msplit = std::min<int64_t>(t.mt_count, std::max<int64_t>(1, (4 * threads + outer - 1) / outer));
+  t.tasks = outer * t.msplit;
+  t.cols_bytes = g.is_pointwise() ? 0 : align64(static_cast<size_t>(g.c * g.kh * g.kw * t.n));
+  t.packed_bytes = align64(static_cast<size_t>(t.chunk * panel_bytes));
+  return t;
+}
+
+}  // namespace
+
+void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
+  const int64_t kq = round_up(k, 4) / 4;
+  for (int64_t mt = 0; mt < round_up(rows, kVnniMR) / kVnniMR; ++mt) {
+    int8_t* tile = out + mt * kq * kVnniMR * 4;
+    for (int64_t p = 0; p < kq; ++p)
+      for (int r = 0; r < kVnniMR; ++r)
+        for (int h = 0; h < 4; ++h) {
+          const int64_t row = mt * kVnniMR + r, kk = 4 * p + h;
+          tile[(p * kVnniMR + r) * 4 + h] = row < rows && kk < k ? src[row * rs + kk] : 0;
+        }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];
+    corr[r] = 128 * s;
+  }
+}
+
+size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads) {
+  const Tiling t = tiling(g, threads);
+  return t.cols_bytes + t.packed_bytes * static_cast<size_t>(std::max(threads, 1));
+}
+
+void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
+                      const int32_t* corr, const Epilogue& e, void* ws) {
+  const Tiling t = tiling(g, pool.num_threads());
+  const int64_t a_tile = t.kq * kVnniMR * 4, b_panel = t.kq * 64;
+  const uint8_t flip = x_nonneg ? 0 : 0x80;
+  const int32_t* cr = x_nonneg ? nullptr : corr;
+  auto* cols = static_cast<int8_t*>(ws);
+  char* chunks = static_cast<char*>(ws) + t.cols_bytes;
+  for (int64_t img = 0; img < g.n; ++img) {
+    const int8_t* ximg = x + img * g.c * g.h * g.w;
+    if (t.cols_bytes) {
+      const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
+      auto rows = [&](int64_t b, int64_t end) { im2col_rows_avx2(all, ximg, b, end, cols, t.n); };
+      pool.parallel_for(g.c * g.kh * g.kw, by_ref(rows), 16);
+    }
+    // Contiguous task ranges per thread: a thread packs a chunk once and
+    // reuses it for its consecutive M splits.
+    auto body = [&](int tid, int nthreads) {
+      const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
+      auto* packed = reinterpret_cast<uint8_t*>(chunks + t.packed_bytes * static_cast<size_t>(tid));
+      alignas(64) int32_t tile[kVnniMR * kTileLd];
+      int64_t packed_id = -1;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t id = task / t.msplit, ms = task % t.msplit;
+        const int64_t ch = id % t.chunks, grp = id / t.chunks;
+        const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
+        if (id != packed_id) {
+          const int8_t* src = t.cols_bytes ? cols + grp * t.k * t.n : ximg + grp * g.cg() * g.h * g.w;
+          for (int64_t j = 0; j < nts; ++j) pack_b_panel(src, t.n, t.k, t.n, nt0 + j, flip, packed + j * b_panel);
+          packed_id = id;
+        }
+        const int8_t* wg = packed_w + grp * packed_a_vnni_bytes(t.mg, t.k);
+        const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
+        for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
+          const int mr = static_cast<int>(std::min<int64_t>(kVnniMR, t.mg - mt * kVnniMR));
+          const int64_t c0 = grp * t.mg + mt * kVnniMR;
+          for (int64_t j = 0; j < nts; j += kNV) {
+            const int nv = static_cast<int>(std::min<int64_t>(kNV, nts - j));
+            const uint8_t* bp = packed + j * b_panel;
+            const int8_t* ap = wg + mt * a_tile;
+            if (nv == 3) kernel_vnni<3>(ap, bp, b_panel, t.kq, tile);
+            else if (nv == 2) kernel_vnni<2>(ap, bp, b_panel, t.kq, tile);
+            else kernel_vnni<1>(ap, bp, b_panel, t.kq, tile);
+            const int64_t col = (nt0 + j) * 16;
+            const int nr = static_cast<int>(std::min<int64_t>(16 * nv, t.n - col));
+            epilogue_tile(e, tile, mr, nr, c0, (img * g.m + c0) * t.n + col, t.n, cr);
+          }
+        }
+      }
+    };
+    pool.run(by_ref(body));
+  }
+}
+
+}  // namespace engine::qk
