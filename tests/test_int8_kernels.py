@@ -912,3 +912,39 @@ def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
     np.testing.assert_array_equal(_engine(model, ref=True, lower=True)(x), got)
     want = _ort_run(model, {"x": x}, optimize=False)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=0.01 * np.abs(want).max())
+
+
+# ---------------------------------------------------------------------------
+# End to end: the zoo ResNet-18 in int8 gives the same bits on every tier
+
+def test_zoo_resnet18_int8_identical_across_tiers():
+    """One calibrated int8 graph compiled with each tier the CPU has (ref,
+    avx2, avx512, vnni, ...): every output bit identical, at batch 2 so the
+    per-image loops and the thread split both run."""
+    from pyengine import zoo
+
+    model = zoo.build_model("resnet18", image_size=64)
+    name = model.graph.input[0].name
+    calib = [zoo.make_input(model, 1, seed=100 + i)[name] for i in range(2)]
+    base = pyengine.build(model, precision="int8", calibration_data=calib, report=False, progress=False)
+    ops = _op_types(base._graph)
+    assert ops.count("QConv") == 20
+    x = zoo.make_input(model, 2, seed=7)[name]
+    saved = _core.isa_cap()
+    outs, kernels = {}, {}
+    try:
+        for tier in _available_tiers(TIERS):
+            _core.set_isa_cap(tier)
+            eng = pyengine.Engine(base._graph, base.metadata, num_threads=2)
+            outs[tier] = eng.run({name: x})
+            kernels[tier] = {p["kernel"].split()[0] for p in eng.profile({name: x}, runs=1) if p["op"] == "QConv"}
+    finally:
+        _core.set_isa_cap(saved)
+    assert kernels["ref"] == {"qconv_s8_ref"}
+    if "avx2" in outs:
+        assert kernels["avx2"] == {"qconv_s8_avx2"}
+    if "vnni" in outs and _core.cpu_info()["avx512vnni"]:
+        assert kernels["vnni"] == {"qconv_s8_avx512vnni"}
+    for tier, out in outs.items():
+        for key in out:
+            np.testing.assert_array_equal(out[key], outs["ref"][key], err_msg=f"{tier} vs ref, output {key}")
