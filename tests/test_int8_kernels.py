@@ -358,6 +358,10 @@ CONV_SHAPES = [
     (1, 5, 13, 13, 35, 5, 5, (3, 3), (2, 2, 2, 2), (1, 1), 1, None),
     (1, 30, 9, 9, 20, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 5, None),
     (1, 7, 11, 9, 9, 1, 3, (2, 1), (0, 1, 1, 0), (1, 3), 1, None),
+    # Batches whose images share 16-column panels (the VNNI tier merges the
+    # batch's output positions into one column space).
+    (3, 8, 3, 3, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (5, 12, 5, 5, 9, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     # Many column panels (several chunks, M splits) and a deep K.
     (1, 17, 40, 40, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 256, 14, 14, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),

@@ -19,7 +19,6 @@ size_t qconv_avx2_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
 void qconv_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int16_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
-void im2col_rows_avx2(const ConvGeom&, const int8_t*, int64_t, int64_t, int8_t*, int64_t) { ENGINE_QK_UNREACHABLE; }
 void pack_a_vnni(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
 size_t qconv_avx512vnni_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
 void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int32_t*,

@@ -173,9 +173,10 @@ void pack_b_panel_rows(const int8_t* src, int64_t ld, int64_t k, int64_t cols, i
   }
 }
 
-}  // namespace
-
-void im2col_rows_avx2(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld) {
+// im2col rows [k_begin, k_end) of one image and group: row kk = (ci, ki, kj)
+// holds, for every output position p = oy * ow + ox, the input pixel it
+// reads (0 in the padding). Row stride ld >= oh * ow.
+void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld) {
   const int64_t khw = g.kh * g.kw;
   for (int64_t kk = k_begin; kk < k_end; ++kk) {
     const int64_t ci = kk / khw, ki = (kk / g.kw) % g.kh, kj = kk % g.kw;
@@ -218,8 +219,6 @@ void im2col_rows_avx2(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64
     }
   }
 }
-
-namespace {
 
 // How a QConv call is cut into tasks: per image, the im2col of all groups
 // is built first (one pass over whole rows: memcpy-speed), then tasks over
@@ -294,7 +293,7 @@ void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int1
     if (t.cols_bytes) {
       // The rows of every group at once: group grp owns rows [grp*k, (grp+1)*k).
       const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
-      auto rows = [&](int64_t b, int64_t end) { im2col_rows_avx2(all, ximg, b, end, cols, t.n); };
+      auto rows = [&](int64_t b, int64_t end) { im2col_rows(all, ximg, b, end, cols, t.n); };
       pool.parallel_for(g.c * g.kh * g.kw, by_ref(rows), 16);
     }
     // Tasks are contiguous ranges of (group, chunk, m-split) per thread, so a

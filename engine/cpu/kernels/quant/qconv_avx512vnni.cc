@@ -3,8 +3,8 @@
 //   C[MR x 16*NV] (int32) = A_tile[MR x K] (weights, s8) * B[K x 16*NV]
 //   (im2col of the input, u8), then the fused epilogue (quant_kernels.h)
 //   on 16 lanes at a time.
-// Rows are output channels, columns output positions of one image, so a
-// tile row is up to 48 contiguous NCHW outputs. One vpdpbusd does 64
+// Rows are output channels, columns output positions (of the whole batch,
+// see OutMap), so a tile row is up to 48 contiguous NCHW outputs. One vpdpbusd does 64
 // multiply-adds (16 lanes x 4 consecutive k), four times the AVX2 int16
 // path's vpmaddwd on a ymm.
 //
@@ -20,8 +20,7 @@
 //
 // Layouts: A as pack_a_vnni() writes it ([kq][MR][4] per tile, a 4-byte k
 // group broadcast as one int32); B in panels of 16 columns, [kq][16][4] u8,
-// packed per task from the image's im2col (or straight from the input for a
-// 1x1/stride-1/pad-0 conv).
+// packed per task from that task's im2col (see Tiling).
 // Preconditions: only entered when use_avx512_vnni(); ws sized by
 // qconv_avx512vnni_workspace().
 #include <immintrin.h>
@@ -111,23 +110,122 @@ inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, _
   }
 }
 
-// Tile rows are channels c0..c0+mr-1, columns nr outputs; row r's outputs
-// start at idx0 + r * row_stride.
-void epilogue_tile(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
-                   int64_t row_stride, const int32_t* corr) {
+// Columns live in the batch's merged output space: column q is position
+// q % hw of image q / hw, so small images (7x7) fill whole panels at batch >
+// 1. Output element (image i, channel c, position p) is at (i * m + c) * hw + p.
+struct OutMap {
+  int64_t hw, m;
+};
+
+// Tile rows are channels c0..c0+mr-1, columns the nr merged columns from
+// col. A 16-lane group that crosses images is stored as masked segments,
+// each with its own base (lanes below a segment are masked off, so the
+// shifted base never touches memory outside the tensors).
+void epilogue_tile(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t col,
+                   const OutMap& om, const int32_t* corr) {
   for (int r = 0; r < mr; ++r) {
     const int64_t c = c0 + r;
-    const int64_t idx = idx0 + r * row_stride;
     const int32_t* t = tile + r * kTileLd;
     const __m512 mul = _mm512_set1_ps(e.mul[c]);
     const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
     const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
     const __m512i cr = _mm512_set1_epi32(corr ? corr[c] : 0);
     for (int j = 0; j < nr; j += 16) {
-      const int left = nr - j;
-      const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+      const int lanes = std::min(16, nr - j);
       const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(t + j), cr);
-      epilogue16(e, acc, mul, bi, bf, idx + j, m);
+      const int64_t q0 = col + j;
+      int64_t img = q0 / om.hw;
+      int l0 = 0;
+      while (l0 < lanes) {
+        const int64_t q = q0 + l0;
+        const int seg = static_cast<int>(std::min<int64_t>(lanes - l0, (img + 1) * om.hw - q));
+        const __mmask16 m = static_cast<__mmask16>(((1u << seg) - 1) << l0);
+        epilogue16(e, acc, mul, bi, bf, (img * om.m + c) * om.hw + (q - img * om.hw) - l0, m);
+        l0 += seg;
+        ++img;
+      }
+    }
+  }
+}
+
+// Fills dst[0, run) with what one kernel tap reads for output positions
+// ox0 .. ox0 + run - 1 of one output row: input row iy of `plane` (one
+// channel of one image) at columns ox * sw + col_off, 0 in the padding.
+// [lo, hi) are the output columns whose input column lies inside the row.
+inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64_t col_off, int64_t lo,
+                       int64_t hi, int64_t ox0, int64_t run, int8_t* dst) {
+  if (iy < 0 || iy >= g.h) {
+    std::memset(dst, 0, run);
+    return;
+  }
+  const int8_t* src = plane + iy * g.w + col_off;
+  if (g.sw == 1) {
+    // Masked byte loads read only the valid columns (masked-off lanes do not
+    // fault) and fill the padding with zeros in the same store: no call for
+    // the short rows of small images.
+    for (int64_t o = 0; o < run; o += 64) {
+      const int64_t n = std::min<int64_t>(64, run - o), first = ox0 + o;
+      const int64_t a = std::max<int64_t>(lo - first, 0), b = std::min<int64_t>(hi - first, n);
+      const __mmask64 all = n == 64 ? ~0ull : (1ull << n) - 1;
+      __mmask64 valid = 0;
+      if (b > a) valid = (b - a == 64 ? ~0ull : ((1ull << (b - a)) - 1)) << a;
+      _mm512_mask_storeu_epi8(dst + o, all, _mm512_maskz_loadu_epi8(valid, src + first));
+    }
+    return;
+  }
+  const int64_t vlo = std::min(std::max(lo, ox0), ox0 + run), vhi = std::max(std::min(hi, ox0 + run), vlo);
+  std::memset(dst, 0, vlo - ox0);
+  if (g.sw == 2) {
+    // Every other byte, 16 at a time, while the 32-byte load stays inside
+    // this input row (so it never reads past the tensor).
+    const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0, 2, 4, 6, 8,
+                                          10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    int64_t ox = vlo;
+    for (; ox + 16 <= vhi && col_off + 2 * ox + 32 <= g.w; ox += 16) {
+      __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * ox)), even);
+      v = _mm256_permute4x64_epi64(v, 0x08);  // qwords 0 and 2 -> low 128 bits
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (ox - ox0)), _mm256_castsi256_si128(v));
+    }
+    for (; ox < vhi; ++ox) dst[ox - ox0] = src[2 * ox];
+  } else {
+    for (int64_t ox = vlo; ox < vhi; ++ox) dst[ox - ox0] = src[ox * g.sw];
+  }
+  std::memset(dst + (vhi - ox0), 0, ox0 + run - vhi);
+}
+
+// im2col of merged columns [p0, p1) for one group: row kk = (ci, ki, kj) of
+// the group's K rows, row stride ld. Counters step through (ci, ki, kj) and
+// (image, oy, ox): no divisions in the loops.
+void im2col_chunk(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, int64_t p1, int8_t* out, int64_t ld) {
+  const int64_t hw = g.oh * g.ow, k = g.k();
+  const int64_t img_start = p0 / hw, oy_start = (p0 % hw) / g.ow, ox_start = p0 % g.ow;
+  int64_t ci = grp * g.cg(), ki = 0, kj = 0;
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const int64_t col_off = kj * g.dw - g.pl;
+    // Output columns whose input column ox * sw + col_off is in [0, w).
+    int64_t lo = 0, hi = 0;
+    if (col_off < 0) lo = std::min<int64_t>(g.ow, (-col_off + g.sw - 1) / g.sw);
+    if (g.w - col_off > 0) hi = std::min<int64_t>(g.ow, (g.w - col_off + g.sw - 1) / g.sw);
+    hi = std::max(hi, lo);
+    int8_t* row = out + kk * ld;
+    int64_t img = img_start, oy = oy_start, ox0 = ox_start;
+    for (int64_t q = p0; q < p1;) {
+      const int64_t run = std::min(g.ow - ox0, p1 - q);
+      const int8_t* plane = x + (img * g.c + ci) * g.h * g.w;
+      im2col_run(g, plane, oy * g.sh - g.pt + ki * g.dh, col_off, lo, hi, ox0, run, row + (q - p0));
+      q += run;
+      ox0 = 0;
+      if (++oy == g.oh) {
+        oy = 0;
+        ++img;
+      }
+    }
+    if (++kj == g.kw) {
+      kj = 0;
+      if (++ki == g.kh) {
+        ki = 0;
+        ++ci;
+      }
     }
   }
 }
@@ -165,37 +263,41 @@ void pack_b_panel(const int8_t* src, int64_t ld, int64_t k, int64_t cols, int64_
   }
 }
 
-// How a call is cut into tasks (per image): the im2col of all groups is
-// built first, then tasks over (group, column chunk, M split) pack a chunk
-// of panels (~192 KB: it stays in L2 while every A tile walks across it)
-// and run the tiles. Chunks are made a multiple of the thread count and the
-// M split gives every thread work on small images (7x7) too.
+// How a call is cut into tasks: columns are the batch's merged output
+// positions, cut into chunks of 16-column panels (~192 KB packed: a chunk
+// stays in L2 while every A tile walks across it). A task is (group, chunk,
+// M split): it builds its chunk's im2col and packed panels in thread-local
+// buffers (no separate im2col pass, no barrier between images) and runs the
+// tiles. Chunks are made a multiple of the thread count when there are
+// several, and the M split gives every thread work when there are few
+// (batch 1 at 7x7).
 struct Tiling {
-  int64_t n, k, kq, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
+  int64_t p, k, kq, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
   size_t cols_bytes, packed_bytes;
 };
 
 Tiling tiling(const ConvGeom& g, int threads) {
   Tiling t;
   threads = std::max(threads, 1);
-  t.n = g.oh * g.ow;
+  t.p = g.n * g.oh * g.ow;
   t.k = g.k();
   t.kq = round_up(t.k, 4) / 4;
   t.mg = g.mg();
   t.mt_count = round_up(t.mg, kVnniMR) / kVnniMR;
-  t.nt_count = round_up(t.n, 16) / 16;
+  t.nt_count = round_up(t.p, 16) / 16;
   const int64_t panel_bytes = t.kq * 64;
   const int64_t max_chunk = std::max<int64_t>(kNV, (192 << 10) / panel_bytes / kNV * kNV);
   t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
-  if (g.group == 1 && t.chunks > 1) t.chunks = round_up(t.chunks, threads);
+  if (t.chunks > 1) t.chunks = round_up(t.chunks, threads);
   t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
   t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
   const int64_t outer = g.group * t.chunks;
   t.msplit = 1;
-  if (outer % threads != 0 || outer < 2 * threads)
-    t.msplit = std::min<int64_t>(t.mt_count, std::max<int64_t>(1, (4 * threads + outer - 1) / outer));
+  if (outer % threads != 0) t.msplit = round_up((4 * threads + outer - 1) / outer, threads);
+  else if (outer < 2 * threads) t.msplit = (4 * threads + outer - 1) / outer;
+  t.msplit = std::max<int64_t>(1, std::min(t.msplit, t.mt_count));
   t.tasks = outer * t.msplit;
-  t.cols_bytes = g.is_pointwise() ? 0 : align64(static_cast<size_t>(g.c * g.kh * g.kw * t.n));
+  t.cols_bytes = align64(static_cast<size_t>(t.k * t.chunk * 16));
   t.packed_bytes = align64(static_cast<size_t>(t.chunk * panel_bytes));
   return t;
 }
@@ -222,61 +324,62 @@ void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t*
 
 size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads) {
   const Tiling t = tiling(g, threads);
-  return t.cols_bytes + t.packed_bytes * static_cast<size_t>(std::max(threads, 1));
+  return (t.cols_bytes + t.packed_bytes) * static_cast<size_t>(std::max(threads, 1));
 }
 
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
                       const int32_t* corr, const Epilogue& e, void* ws) {
   const Tiling t = tiling(g, pool.num_threads());
-  const int64_t a_tile = t.kq * kVnniMR * 4, b_panel = t.kq * 64;
+  const int64_t a_tile = t.kq * kVnniMR * 4, b_panel = t.kq * 64, ld = t.chunk * 16;
   const uint8_t flip = x_nonneg ? 0 : 0x80;
   const int32_t* cr = x_nonneg ? nullptr : corr;
-  auto* cols = static_cast<int8_t*>(ws);
-  char* chunks = static_cast<char*>(ws) + t.cols_bytes;
-  for (int64_t img = 0; img < g.n; ++img) {
-    const int8_t* ximg = x + img * g.c * g.h * g.w;
-    if (t.cols_bytes) {
-      const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
-      auto rows = [&](int64_t b, int64_t end) { im2col_rows_avx2(all, ximg, b, end, cols, t.n); };
-      pool.parallel_for(g.c * g.kh * g.kw, by_ref(rows), 16);
-    }
-    // Contiguous task ranges per thread: a thread packs a chunk once and
-    // reuses it for its consecutive M splits.
-    auto body = [&](int tid, int nthreads) {
-      const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
-      auto* packed = reinterpret_cast<uint8_t*>(chunks + t.packed_bytes * static_cast<size_t>(tid));
-      alignas(64) int32_t tile[kVnniMR * kTileLd];
-      int64_t packed_id = -1;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t id = task / t.msplit, ms = task % t.msplit;
-        const int64_t ch = id % t.chunks, grp = id / t.chunks;
-        const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
-        if (id != packed_id) {
-          const int8_t* src = t.cols_bytes ? cols + grp * t.k * t.n : ximg + grp * g.cg() * g.h * g.w;
-          for (int64_t j = 0; j < nts; ++j) pack_b_panel(src, t.n, t.k, t.n, nt0 + j, flip, packed + j * b_panel);
-          packed_id = id;
+  const OutMap om{g.oh * g.ow, g.m};
+  // Contiguous task ranges per thread: a thread builds a chunk once and
+  // reuses it for its consecutive M splits.
+  auto body = [&](int tid, int nthreads) {
+    const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
+    char* mine = static_cast<char*>(ws) + (t.cols_bytes + t.packed_bytes) * static_cast<size_t>(tid);
+    auto* cols = reinterpret_cast<int8_t*>(mine);
+    auto* packed = reinterpret_cast<uint8_t*>(mine + t.cols_bytes);
+    alignas(64) int32_t tile[kVnniMR * kTileLd];
+    int64_t packed_id = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t id = task / t.msplit, ms = task % t.msplit;
+      const int64_t ch = id % t.chunks, grp = id / t.chunks;
+      const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
+      const int64_t p0 = nt0 * 16, p1 = std::min(t.p, (nt0 + nts) * 16);
+      if (id != packed_id) {
+        const int64_t img = p0 / om.hw;
+        if (g.is_pointwise() && (img + 1) * om.hw >= p1) {
+          // A 1x1 conv's im2col is the input itself: pack straight from it.
+          const int8_t* src = x + (img * g.c + grp * g.cg()) * om.hw + (p0 - img * om.hw);
+          for (int64_t j = 0; j < nts; ++j) pack_b_panel(src, om.hw, t.k, p1 - p0, j, flip, packed + j * b_panel);
+        } else {
+          im2col_chunk(g, x, grp, p0, p1, cols, ld);
+          for (int64_t j = 0; j < nts; ++j) pack_b_panel(cols, ld, t.k, p1 - p0, j, flip, packed + j * b_panel);
         }
-        const int8_t* wg = packed_w + grp * packed_a_vnni_bytes(t.mg, t.k);
-        const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
-        for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
-          const int mr = static_cast<int>(std::min<int64_t>(kVnniMR, t.mg - mt * kVnniMR));
-          const int64_t c0 = grp * t.mg + mt * kVnniMR;
-          for (int64_t j = 0; j < nts; j += kNV) {
-            const int nv = static_cast<int>(std::min<int64_t>(kNV, nts - j));
-            const uint8_t* bp = packed + j * b_panel;
-            const int8_t* ap = wg + mt * a_tile;
-            if (nv == 3) kernel_vnni<3>(ap, bp, b_panel, t.kq, tile);
-            else if (nv == 2) kernel_vnni<2>(ap, bp, b_panel, t.kq, tile);
-            else kernel_vnni<1>(ap, bp, b_panel, t.kq, tile);
-            const int64_t col = (nt0 + j) * 16;
-            const int nr = static_cast<int>(std::min<int64_t>(16 * nv, t.n - col));
-            epilogue_tile(e, tile, mr, nr, c0, (img * g.m + c0) * t.n + col, t.n, cr);
-          }
+        packed_id = id;
+      }
+      const int8_t* wg = packed_w + grp * packed_a_vnni_bytes(t.mg, t.k);
+      const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
+      for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
+        const int mr = static_cast<int>(std::min<int64_t>(kVnniMR, t.mg - mt * kVnniMR));
+        const int64_t c0 = grp * t.mg + mt * kVnniMR;
+        const int8_t* ap = wg + mt * a_tile;
+        for (int64_t j = 0; j < nts; j += kNV) {
+          const int nv = static_cast<int>(std::min<int64_t>(kNV, nts - j));
+          const uint8_t* bp = packed + j * b_panel;
+          if (nv == 3) kernel_vnni<3>(ap, bp, b_panel, t.kq, tile);
+          else if (nv == 2) kernel_vnni<2>(ap, bp, b_panel, t.kq, tile);
+          else kernel_vnni<1>(ap, bp, b_panel, t.kq, tile);
+          const int64_t col = p0 + j * 16;
+          const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
+          epilogue_tile(e, tile, mr, nr, c0, col, om, cr);
         }
       }
-    };
-    pool.run(by_ref(body));
-  }
+    }
+  };
+  pool.run(by_ref(body));
 }
 
 }  // namespace engine::qk

@@ -178,12 +178,6 @@ size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
                 const Epilogue& e, void* ws);
 
-// im2col rows [k_begin, k_end) of one image (all groups: row kk = (ci, ki,
-// kj) over the input's channels): row kk holds, for every output position
-// p = oy * ow + ox, the input pixel it reads (0 in the padding). Row stride
-// ld >= oh * ow. AVX2 (qconv_avx2.cc); the VNNI tier uses it too.
-void im2col_rows_avx2(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld);
-
 // ---------------------------------------------------------------------------
 // AVX512-VNNI int8 conv (see qconv_avx512vnni.cc). vpdpbusd multiplies
 // unsigned by signed bytes and sums groups of 4 into int32 lanes, exactly
