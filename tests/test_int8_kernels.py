@@ -464,6 +464,40 @@ def test_weights_fed_at_run_time(op):
         np.testing.assert_array_equal(_engine(const_model, tier=tier).run(feeds)["y"], want, err_msg=tier)
 
 
+# (N, C, H, W, kernel, strides, pads [t, l, b, r], dilations, ceil_mode)
+MAXPOOL_SHAPES = [
+    (1, 3, 112, 112, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0),
+    (2, 5, 17, 13, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),
+    (1, 4, 15, 16, (2, 3), (2, 3), (0, 1, 1, 2), (1, 1), 1),
+    (1, 2, 19, 23, (3, 2), (3, 2), (1, 0, 0, 1), (2, 3), 0),
+    (3, 1, 7, 70, (1, 5), (1, 4), (0, 2, 0, 2), (1, 1), 1),
+    (1, 1, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 0),
+]
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("shape", MAXPOOL_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"_k{s[4][0]}{s[4][1]}")
+def test_int8_maxpool_vs_onnxruntime(shape, tier):
+    """int8 MaxPool (ceil_mode, dilations, asymmetric pads) on every tier
+    equals onnxruntime's int8 MaxPool bit for bit, saturation edges included."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    n, c, h, w, k, st, pads, dil, ceil = shape
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(k), strides=list(st), pads=list(pads),
+                            dilations=list(dil), ceil_mode=ceil)
+    g = helper.make_graph([node], "mp", [_vi("x", np.int8, (n, c, h, w))], [_vi("y", np.int8, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for edges in (False, True):
+        x = _int8_data(rng, (n, c, h, w), edges)
+        want = _ort_run(model, {"x": x}, optimize=False)[0]
+        engine = _engine(model, tier=tier)
+        got = engine.run({"x": x})["y"]
+        assert got.dtype == np.int8
+        np.testing.assert_array_equal(got, want, err_msg=f"{tier}, edges={edges}")
+        kernel = engine.profile({"x": x}, runs=1)[0]["kernel"]
+        assert kernel.startswith("max_pool_s8_" + ("ref" if tier == "ref" else "avx2")), kernel
+
+
 def _chain_model(x, w1, attrs1, w2, ep2, attrs2):
     """QConv(x, w1) {Relu, requant} -> QConv(., w2 [, b] [, z]): the second
     conv's input is a requantized Relu output, so it is known to be >= 0."""
@@ -901,7 +935,7 @@ def _mini_resnet_qdq(rng, c=16, hw=32, classes=10):
 
 
 def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
-    """Lowered int8 convs next to float MaxPool / GlobalAveragePool / Flatten.
+    """Lowered int8 convs next to int8 MaxPool and float GlobalAveragePool / Flatten.
     Bound: the logits agree with onnxruntime (running the Q/DQ model in float)
     within 1% of their range, room for a rare one-step flip at a requantized
     tensor; measured: every requantized tensor identical, logits within ~2e-7
@@ -909,8 +943,13 @@ def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
     rng = np.random.default_rng()
     model = _mini_resnet_qdq(rng)
     engine = _engine(model, lower=True)
-    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "MaxPool", "QuantizeLinear", "QConv", "QConv",
+    # The stem's MaxPool runs on int8 (lower_int8_maxpool): the conv before it
+    # requantizes, the Q after it is gone.
+    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "MaxPool", "QConv", "QConv",
                                         "GlobalAveragePool", "Flatten", "QuantizeLinear", "QGemm"]
+    pool = [n for n in engine._graph.nodes() if n["op_type"] == "MaxPool"][0]
+    dtypes = {v[0]: v[1] for v in engine._graph.values()}
+    assert dtypes[pool["inputs"][0]] == dtypes[pool["outputs"][0]] == TensorProto.INT8
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     got = engine(x)
     np.testing.assert_array_equal(_engine(model, ref=True, lower=True)(x), got)

@@ -25,6 +25,7 @@
 #include <set>
 
 #include "ir/infer.h"
+#include "quant/int8_maxpool.h"
 
 namespace engine {
 namespace {
@@ -406,6 +407,7 @@ void lower_qdq_to_int8(Graph& g) {
   bool any = false;
   for (Node* n : todo) any |= n->kind() == OpKind::kConv ? lower_conv(g, n) : lower_gemm(g, n);
   if (!any) return;
+  lower_int8_maxpool(g);  // needs the lowered QConvs; see int8_maxpool.h
   remove_dead_qdq(g);
   g.remove_unused_values();
   g.topo_sort();

@@ -25,6 +25,8 @@ void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const i
                       const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
+size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
+void maxpool_s8_avx2(const PoolS8Geom&, const int8_t*, int8_t*, void*) { ENGINE_QK_UNREACHABLE; }
 size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }
 void qgemm_avx2(ThreadPool&, int64_t, int64_t, int64_t, const int8_t*, const int16_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;

@@ -109,12 +109,13 @@ struct EpilogueAttrs {
 enum class Tier { kRef, kAvx2, kAvx512Vnni };
 
 // True when every value of `v` is known to be >= 0 before the run: the int8
-// output of a QConv/QGemm that requantizes after a Relu (or a Clip with a
-// lower bound >= 0). Such activations feed vpdpbusd's unsigned operand as
-// they are, without the +128 shift.
+// output of a QConv/QGemm that requantizes after a Relu (or a Clip with
+// bounds >= 0), or an int8 MaxPool of such a tensor. Such activations feed
+// vpdpbusd's unsigned operand as they are, without the +128 shift.
 bool known_nonneg(const Value* v) {
   const Node* p = v ? v->producer() : nullptr;
   if (!p || v->dtype() != DType::kInt8) return false;
+  if (p->kind() == OpKind::kMaxPool) return known_nonneg(p->input(0));
   if (p->kind() != OpKind::kQConv && p->kind() != OpKind::kQGemm) return false;
   if (!p->has_attr("y_scale")) return false;
   const std::string a = p->attr_string("activation", "");

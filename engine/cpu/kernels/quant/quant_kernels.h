@@ -199,10 +199,22 @@ size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads);
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
                       const int32_t* corr, const Epilogue& e, void* ws);
 
-// Kernel factories (qdq_kernel.cc, qconv_kernel.cc), registered in register.cc.
+// ---------------------------------------------------------------------------
+// int8 MaxPool on one NCHW plane (maxpool_s8.cc). pt/pl are the top/left
+// pads; oh/ow come from the output (ceil_mode and end pads only shape them).
+struct PoolS8Geom {
+  int64_t h = 0, w = 0, oh = 0, ow = 0, kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+};
+void maxpool_s8_ref(const PoolS8Geom& g, const int8_t* x, int8_t* y);
+// Row-separable version; ws: maxpool_s8_avx2_workspace(g) bytes.
+size_t maxpool_s8_avx2_workspace(const PoolS8Geom& g);
+void maxpool_s8_avx2(const PoolS8Geom& g, const int8_t* x, int8_t* y, void* ws);
+
+// Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc), registered in register.cc.
 std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_dequantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_qconv(const Node& node);
 std::unique_ptr<Kernel> create_qgemm(const Node& node);
+std::unique_ptr<Kernel> create_maxpool_s8(const Node& node);
 
 }  // namespace engine::qk
