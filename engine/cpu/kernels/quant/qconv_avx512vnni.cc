@@ -26,6 +26,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "cpu/kernels/quant/quant_kernels.h"
@@ -334,16 +335,21 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
   const uint8_t flip = x_nonneg ? 0 : 0x80;
   const int32_t* cr = x_nonneg ? nullptr : corr;
   const OutMap om{g.oh * g.ow, g.m};
-  // Contiguous task ranges per thread: a thread builds a chunk once and
-  // reuses it for its consecutive M splits.
-  auto body = [&](int tid, int nthreads) {
-    const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
+  // Threads take tasks in order from a shared counter (not a fixed split):
+  // on a busy machine a thread that is descheduled holds up the others for
+  // one task at most. A thread keeps its last chunk and skips rebuilding it
+  // when its next task is another M split of the same chunk. Every output is
+  // written by one task with exact integer sums, so the bits do not depend
+  // on which thread ran what.
+  std::atomic<int64_t> next{0};
+  auto body = [&](int tid, int) {
     char* mine = static_cast<char*>(ws) + (t.cols_bytes + t.packed_bytes) * static_cast<size_t>(tid);
     auto* cols = reinterpret_cast<int8_t*>(mine);
     auto* packed = reinterpret_cast<uint8_t*>(mine + t.cols_bytes);
     alignas(64) int32_t tile[kVnniMR * kTileLd];
     int64_t packed_id = -1;
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t task = next.fetch_add(1, std::memory_order_relaxed); task < t.tasks;
+         task = next.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t id = task / t.msplit, ms = task % t.msplit;
       const int64_t ch = id % t.chunks, grp = id / t.chunks;
       const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
