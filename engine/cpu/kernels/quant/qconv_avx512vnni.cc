@@ -194,21 +194,23 @@ inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64
   std::memset(dst + (vhi - ox0), 0, ox0 + run - vhi);
 }
 
-// im2col of merged columns [p0, p1) for one group: row kk = (ci, ki, kj) of
-// the group's K rows, row stride ld. Counters step through (ci, ki, kj) and
-// (image, oy, ox): no divisions in the loops.
-void im2col_chunk(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, int64_t p1, int8_t* out, int64_t ld) {
-  const int64_t hw = g.oh * g.ow, k = g.k();
+// im2col rows [kk0, kk1) of merged columns [p0, p1) for one group: row kk =
+// (ci, ki, kj) of the group's K rows lands at out + (kk - kk0) * ld.
+// Counters step through (ci, ki, kj) and (image, oy, ox): no divisions in
+// the loops.
+void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, int64_t p1, int64_t kk0, int64_t kk1,
+                 int8_t* out, int64_t ld) {
+  const int64_t hw = g.oh * g.ow, khw = g.kh * g.kw;
   const int64_t img_start = p0 / hw, oy_start = (p0 % hw) / g.ow, ox_start = p0 % g.ow;
-  int64_t ci = grp * g.cg(), ki = 0, kj = 0;
-  for (int64_t kk = 0; kk < k; ++kk) {
+  int64_t ci = grp * g.cg() + kk0 / khw, ki = (kk0 / g.kw) % g.kh, kj = kk0 % g.kw;
+  for (int64_t kk = kk0; kk < kk1; ++kk) {
     const int64_t col_off = kj * g.dw - g.pl;
     // Output columns whose input column ox * sw + col_off is in [0, w).
     int64_t lo = 0, hi = 0;
     if (col_off < 0) lo = std::min<int64_t>(g.ow, (-col_off + g.sw - 1) / g.sw);
     if (g.w - col_off > 0) hi = std::min<int64_t>(g.ow, (g.w - col_off + g.sw - 1) / g.sw);
     hi = std::max(hi, lo);
-    int8_t* row = out + kk * ld;
+    int8_t* row = out + (kk - kk0) * ld;
     int64_t img = img_start, oy = oy_start, ox0 = ox_start;
     for (int64_t q = p0; q < p1;) {
       const int64_t run = std::min(g.ow - ox0, p1 - q);
@@ -231,32 +233,28 @@ void im2col_chunk(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, i
   }
 }
 
-// Packs panel `nt` (16 columns) of a row-major int8 matrix [k x cols] (row
-// stride ld) as [kq][16][4] u8, XORing every byte with `flip` (0x80 or 0).
-void pack_b_panel(const int8_t* src, int64_t ld, int64_t k, int64_t cols, int64_t nt, uint8_t flip,
-                  uint8_t* out) {
-  static const int8_t kZeros[16] = {};
-  const int64_t col = nt * 16;
-  const int64_t nr = std::min<int64_t>(16, cols - col);
+// Packs one k group: rows r[0..3] (ncols columns each) into the [16][4]
+// slot of every panel (panel j's slot at out + j * panel_stride), XORing
+// every byte with `flip` (0x80 or 0).
+void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* out, int64_t panel_stride) {
   const __m128i fx = _mm_set1_epi8(static_cast<char>(flip));
   alignas(16) int8_t tmp[4][16];
-  for (int64_t kk = 0; kk < k; kk += 4) {
-    const int8_t* r[4];
-    for (int i = 0; i < 4; ++i) {
-      r[i] = kk + i < k ? src + (kk + i) * ld + col : kZeros;
-      if (nr < 16 && kk + i < k) {
+  for (int64_t col = 0, j = 0; col < ncols; col += 16, ++j) {
+    const int8_t* s[4] = {r[0] + col, r[1] + col, r[2] + col, r[3] + col};
+    if (ncols - col < 16) {
+      for (int i = 0; i < 4; ++i) {
         std::memset(tmp[i], 0, 16);
-        std::memcpy(tmp[i], r[i], nr);
-        r[i] = tmp[i];
+        std::memcpy(tmp[i], s[i], ncols - col);
+        s[i] = tmp[i];
       }
     }
-    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
-    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
-    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2]));
-    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3]));
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[0]));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[1]));
+    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[2]));
+    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[3]));
     const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
     const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-    __m128i* o = reinterpret_cast<__m128i*>(out + kk * 16);
+    __m128i* o = reinterpret_cast<__m128i*>(out + j * panel_stride);
     _mm_storeu_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(t0, t2), fx));  // columns 0-3
     _mm_storeu_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(t0, t2), fx));  // columns 4-7
     _mm_storeu_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(t1, t3), fx));  // columns 8-11
@@ -267,8 +265,9 @@ void pack_b_panel(const int8_t* src, int64_t ld, int64_t k, int64_t cols, int64_
 // How a call is cut into tasks: columns are the batch's merged output
 // positions, cut into chunks of 16-column panels (~192 KB packed: a chunk
 // stays in L2 while every A tile walks across it). A task is (group, chunk,
-// M split): it builds its chunk's im2col and packed panels in thread-local
-// buffers (no separate im2col pass, no barrier between images) and runs the
+// M split): it builds its chunk's packed panels in a thread-local buffer,
+// four im2col rows at a time through a small (L1) row buffer, with no
+// separate im2col pass and no barrier between images, and runs the
 // tiles. Chunks are made a multiple of the thread count when there are
 // several, and the M split gives every thread work when there are few
 // (batch 1 at 7x7).
@@ -298,7 +297,7 @@ Tiling tiling(const ConvGeom& g, int threads) {
   else if (outer < 2 * threads) t.msplit = (4 * threads + outer - 1) / outer;
   t.msplit = std::max<int64_t>(1, std::min(t.msplit, t.mt_count));
   t.tasks = outer * t.msplit;
-  t.cols_bytes = align64(static_cast<size_t>(t.k * t.chunk * 16));
+  t.cols_bytes = align64(static_cast<size_t>(4 * t.chunk * 16));
   t.packed_bytes = align64(static_cast<size_t>(t.chunk * panel_bytes));
   return t;
 }
@@ -355,14 +354,23 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
       const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
       const int64_t p0 = nt0 * 16, p1 = std::min(t.p, (nt0 + nts) * 16);
       if (id != packed_id) {
-        const int64_t img = p0 / om.hw;
-        if (g.is_pointwise() && (img + 1) * om.hw >= p1) {
-          // A 1x1 conv's im2col is the input itself: pack straight from it.
-          const int8_t* src = x + (img * g.c + grp * g.cg()) * om.hw + (p0 - img * om.hw);
-          for (int64_t j = 0; j < nts; ++j) pack_b_panel(src, om.hw, t.k, p1 - p0, j, flip, packed + j * b_panel);
-        } else {
-          im2col_chunk(g, x, grp, p0, p1, cols, ld);
-          for (int64_t j = 0; j < nts; ++j) pack_b_panel(cols, ld, t.k, p1 - p0, j, flip, packed + j * b_panel);
+        const int64_t img = p0 / om.hw, ncols = p1 - p0;
+        // A 1x1 conv's im2col is the input itself: pack straight from it
+        // while the chunk stays inside one image.
+        const bool direct = g.is_pointwise() && (img + 1) * om.hw >= p1;
+        const int8_t* src = x + (img * g.c + grp * g.cg()) * om.hw + (p0 - img * om.hw);
+        for (int64_t kk0 = 0; kk0 < t.k; kk0 += 4) {
+          const int64_t rows = std::min<int64_t>(4, t.k - kk0);
+          const int8_t* r[4];
+          if (direct) {
+            for (int i = 0; i < 4; ++i) r[i] = i < rows ? src + (kk0 + i) * om.hw : cols;
+            if (rows < 4) std::memset(cols, 0, ncols);  // rows past K read zeros
+          } else {
+            im2col_rows(g, x, grp, p0, p1, kk0, kk0 + rows, cols, ld);
+            for (int i = 0; i < 4; ++i) r[i] = cols + i * ld;
+            for (int64_t i = rows; i < 4; ++i) std::memset(cols + i * ld, 0, ncols);
+          }
+          pack_quad(r, ncols, flip, packed + kk0 * 16, b_panel);
         }
         packed_id = id;
       }
