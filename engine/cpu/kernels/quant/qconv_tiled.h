@@ -195,7 +195,13 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   t.mt_count = (t.mg + T::kMR - 1) / T::kMR;
   t.nt_count = (t.p + 15) / 16;
   t.panel_bytes = t.groups * 64;
-  const int64_t max_chunk = std::max<int64_t>(T::kNV, (192 << 10) / t.panel_bytes / T::kNV * T::kNV);
+  // ~192 KB of packed panels per chunk; when the weights outweigh all the
+  // panels (deep K, small images) up to 640 KB, so the weights stream past
+  // fewer chunks (each chunk reads all of them once).
+  int64_t budget = 192 << 10;
+  const int64_t all_panels = t.nt_count * t.panel_bytes;
+  if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
+  const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
   t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
   if (t.chunks > 1) t.chunks = round_up(t.chunks, threads);
   t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
