@@ -33,16 +33,31 @@ def _ort_run(model, feeds, optimize=True):
     return sess.run(None, feeds)
 
 
-def _engine(model, ref=False, lower=False):
-    """A CPU engine for `model`; ref=True builds it with reference kernels only."""
-    _core.set_force_ref(ref)
+def _engine(model, ref=False, lower=False, tier=None):
+    """A CPU engine for `model`; ref=True builds it with reference kernels
+    only, tier="avx2" etc. caps the ISA tier its kernels are chosen from."""
+    saved = _core.isa_cap()
+    _core.set_isa_cap("ref" if ref else tier or saved)
     try:
         graph, _ = onnx_io.graph_from_onnx(model)
         if lower:
             _core.lower_qdq_to_int8(graph)
         return pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"})
     finally:
-        _core.set_force_ref(False)
+        _core.set_isa_cap(saved)
+
+
+# ISA tiers, lowest first (engine/cpu/dispatch.h). A tier the CPU (or this
+# build) lacks is skipped, saying so.
+TIERS = ["ref", "avx2", "avx512", "vnni", "amx"]
+# The tiers whose int8 kernels differ: ref loops, AVX2 int16 GEMM, AVX512-VNNI.
+KERNEL_TIERS = ["ref", "avx2", "vnni"]
+
+
+def _require_tier(tier):
+    info = _core.cpu_info()
+    if TIERS.index(tier) > TIERS.index(info["max_isa"]):
+        pytest.skip(f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {info['max_isa']})")
 
 
 def _tensor(name, arr):
@@ -336,6 +351,20 @@ CONV_SHAPES = [
     # Wide rows with stride 2: the vectorized every-other-byte im2col.
     (1, 3, 9, 67, 13, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
     (2, 5, 3, 70, 7, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1, None),
+    # Awkward channel counts (K not a multiple of 4, M not of 8), odd kernels,
+    # dilation with pads, groups with 6 channels each.
+    (1, 67, 9, 11, 67, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (2, 33, 15, 15, 19, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 5, 13, 13, 35, 5, 5, (3, 3), (2, 2, 2, 2), (1, 1), 1, None),
+    (1, 30, 9, 9, 20, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 5, None),
+    (1, 7, 11, 9, 9, 1, 3, (2, 1), (0, 1, 1, 0), (1, 3), 1, None),
+    # Batches whose images share 16-column panels (the VNNI tier merges the
+    # batch's output positions into one column space).
+    (3, 8, 3, 3, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (5, 12, 5, 5, 9, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    # Many column panels (several chunks, M splits) and a deep K.
+    (1, 17, 40, 40, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 256, 14, 14, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
 ]
 
 
@@ -353,9 +382,14 @@ def _resolved_pads(shape, auto_pad):
     return (res[0][0], res[1][0], res[0][1], res[1][1])
 
 
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
 @pytest.mark.parametrize("epilogue", list(EPILOGUES))
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s[:7])) + f"_g{s[10]}_{s[11]}")
-def test_qconv_avx2_ref_numpy_bit_exact(shape, epilogue):
+def test_qconv_tier_vs_numpy_bit_exact(shape, epilogue, tier):
+    """Every tier (capped with set_isa_cap) gives numpy's bits; the VNNI tier
+    runs here with the +128 offset (the input is a graph input, its sign is
+    unknown), and with edges=True every shifted byte is 0 or 255."""
+    _require_tier(tier)
     rng = np.random.default_rng()
     n, c, h, w_, m, kh, kw, strides, pads, dil, group, auto_pad = shape
     for edges in (False, True):
@@ -374,11 +408,9 @@ def test_qconv_avx2_ref_numpy_bit_exact(shape, epilogue):
             attrs["pads"] = list(pads)
         want = _np_epilogue(acc, 1, mul, ep)
         model, feeds = _custom_model("QConv", x, w, ep, attrs)
-        got_ref = _engine(model, ref=True).run(feeds)["y"]
-        got = _engine(model).run(feeds)["y"]
+        got = _engine(model, tier=tier).run(feeds)["y"]
         assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got_ref, want, err_msg=f"ref vs numpy, edges={edges}")
-        np.testing.assert_array_equal(got, got_ref, err_msg=f"avx2 vs ref, edges={edges}")
+        np.testing.assert_array_equal(got, want, err_msg=f"{tier} vs numpy, edges={edges}")
         if ep.get("y_scale") is not None and np.any(want != 0):
             assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
 
@@ -427,9 +459,112 @@ def test_weights_fed_at_run_time(op):
     const_model, feeds = _custom_model(op, x, w, ep, attrs)
     input_model, feeds_w = _custom_model(op, x, w, ep, attrs, weights_as_input=True)
     want = _engine(const_model, ref=True).run(feeds)["y"]
-    for ref in (False, True):
-        np.testing.assert_array_equal(_engine(input_model, ref=ref).run(feeds_w)["y"], want)
-        np.testing.assert_array_equal(_engine(const_model, ref=ref).run(feeds)["y"], want)
+    for tier in _available_tiers(KERNEL_TIERS):
+        np.testing.assert_array_equal(_engine(input_model, tier=tier).run(feeds_w)["y"], want, err_msg=tier)
+        np.testing.assert_array_equal(_engine(const_model, tier=tier).run(feeds)["y"], want, err_msg=tier)
+
+
+# (N, C, H, W, kernel, strides, pads [t, l, b, r], dilations, ceil_mode)
+MAXPOOL_SHAPES = [
+    (1, 3, 112, 112, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0),
+    (2, 5, 17, 13, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),
+    (1, 4, 15, 16, (2, 3), (2, 3), (0, 1, 1, 2), (1, 1), 1),
+    (1, 2, 19, 23, (3, 2), (3, 2), (1, 0, 0, 1), (2, 3), 0),
+    (3, 1, 7, 70, (1, 5), (1, 4), (0, 2, 0, 2), (1, 1), 1),
+    (1, 1, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 0),
+]
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("shape", MAXPOOL_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"_k{s[4][0]}{s[4][1]}")
+def test_int8_maxpool_vs_onnxruntime(shape, tier):
+    """int8 MaxPool (ceil_mode, dilations, asymmetric pads) on every tier
+    equals onnxruntime's int8 MaxPool bit for bit, saturation edges included."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    n, c, h, w, k, st, pads, dil, ceil = shape
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(k), strides=list(st), pads=list(pads),
+                            dilations=list(dil), ceil_mode=ceil)
+    g = helper.make_graph([node], "mp", [_vi("x", np.int8, (n, c, h, w))], [_vi("y", np.int8, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for edges in (False, True):
+        x = _int8_data(rng, (n, c, h, w), edges)
+        want = _ort_run(model, {"x": x}, optimize=False)[0]
+        engine = _engine(model, tier=tier)
+        got = engine.run({"x": x})["y"]
+        assert got.dtype == np.int8
+        np.testing.assert_array_equal(got, want, err_msg=f"{tier}, edges={edges}")
+        kernel = engine.profile({"x": x}, runs=1)[0]["kernel"]
+        assert kernel.startswith("max_pool_s8_" + ("ref" if tier == "ref" else "avx2")), kernel
+
+
+def _chain_model(x, w1, attrs1, w2, ep2, attrs2):
+    """QConv(x, w1) {Relu, requant} -> QConv(., w2 [, b] [, z]): the second
+    conv's input is a requantized Relu output, so it is known to be >= 0."""
+    inits = [_tensor("w1", w1), _tensor("w2", w2)]
+    inputs = [_vi("x", np.int8, x.shape)]
+    feeds = {"x": x}
+    names = ["h", "w2"]
+    bias = ep2.get("bias_i32", ep2.get("bias_f32"))
+    names.append("b" if bias is not None else "")
+    if bias is not None:
+        inits.append(_tensor("b", bias))
+    if ep2.get("z") is not None:
+        names.append("z")
+        inputs.append(_vi("z", ep2["z"].dtype, ep2["z"].shape))
+        feeds["z"] = ep2["z"]
+    while names[-1] == "":
+        names.pop()
+    n1 = helper.make_node("QConv", ["x", "w1"], ["h"], domain="pyengine", name="first", **attrs1)
+    n2 = helper.make_node("QConv", names, ["y"], domain="pyengine", name="second", **attrs2)
+    out_dtype = np.int8 if "y_scale" in attrs2 else np.float32
+    g = helper.make_graph([n1, n2], "chain", inputs, [helper.make_tensor_value_info("y", ORT_TYPES[out_dtype], None)],
+                          initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("pyengine", 1)])
+    return model, feeds
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("epilogue", list(EPILOGUES))
+@pytest.mark.parametrize("shape", [(1, 13, 11, 9, 24, 29, 3, 1), (2, 64, 14, 14, 64, 67, 1, 0),
+                                   (1, 3, 20, 20, 67, 16, 3, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
+    """The u8 path: a QConv reading a requantized Relu output (values 0..127,
+    many saturated at 127) uses the int8 values as u8 directly on the VNNI
+    tier (its profile says so); bits equal numpy's on every tier."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    n, c, h, w_, m1, m2, k, pad = shape
+    for edges in (False, True):
+        x = _int8_data(rng, (n, c, h, w_), edges)
+        w1 = _int8_data(rng, (m1, c, k, k), edges)
+        w2 = _int8_data(rng, (m2, m1, k, k), edges)
+        xs1, ws1 = np.float32(0.02), rng.uniform(0.001, 0.01, size=m1).astype(np.float32)
+        acc1 = _np_conv_acc(x, w1, (1, 1), (pad,) * 4, (1, 1), 1)
+        ep1 = {"act": "Relu"}
+        v1 = _np_epilogue(acc1, 1, xs1 * ws1, ep1)
+        ep1["y_scale"] = np.float32(max(v1.max(), 1e-3) / 200)  # about a third saturate at 127
+        h1 = _np_epilogue(acc1, 1, xs1 * ws1, ep1)
+        assert h1.min() >= 0 and (h1 == 127).any()
+        attrs1 = dict(x_scale=float(xs1), w_scale=[float(v) for v in ws1], activation="Relu",
+                      y_scale=float(ep1["y_scale"]), pads=[pad] * 4)
+        xs2, ws2 = np.float32(ep1["y_scale"]), rng.uniform(0.001, 0.01, size=m2).astype(np.float32)
+        acc2 = _np_conv_acc(h1, w2, (1, 1), (pad,) * 4, (1, 1), 1)
+        ep2, attrs2 = _make_epilogue(rng, epilogue, acc2, 1, xs2 * ws2, acc2.shape, m2)
+        attrs2.update(x_scale=float(xs2), w_scale=[float(v) for v in ws2], pads=[pad] * 4)
+        want = _np_epilogue(acc2, 1, xs2 * ws2, ep2)
+        model, feeds = _chain_model(x, w1, attrs1, w2, ep2, attrs2)
+        engine = _engine(model, tier=tier)
+        np.testing.assert_array_equal(engine.run(feeds)["y"], want, err_msg=f"{tier}, edges={edges}")
+        if tier == "vnni" and _core.cpu_info()["use_avx512_vnni"]:
+            kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
+            assert "avx512vnni" in kernels["second"] and "u8 input" in kernels["second"], kernels
+            assert "+128 input" in kernels["first"], kernels
+
+
+def _available_tiers(tiers):
+    top = TIERS.index(_core.cpu_info()["max_isa"])
+    return [t for t in tiers if TIERS.index(t) <= top]
 
 
 def test_qconv_residual_shape_mismatch_is_an_error():
@@ -800,7 +935,7 @@ def _mini_resnet_qdq(rng, c=16, hw=32, classes=10):
 
 
 def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
-    """Lowered int8 convs next to float MaxPool / GlobalAveragePool / Flatten.
+    """Lowered int8 convs next to int8 MaxPool and float GlobalAveragePool / Flatten.
     Bound: the logits agree with onnxruntime (running the Q/DQ model in float)
     within 1% of their range, room for a rare one-step flip at a requantized
     tensor; measured: every requantized tensor identical, logits within ~2e-7
@@ -808,10 +943,51 @@ def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
     rng = np.random.default_rng()
     model = _mini_resnet_qdq(rng)
     engine = _engine(model, lower=True)
-    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "MaxPool", "QuantizeLinear", "QConv", "QConv",
+    # The stem's MaxPool runs on int8 (lower_int8_maxpool): the conv before it
+    # requantizes, the Q after it is gone.
+    assert _op_types(engine._graph) == ["QuantizeLinear", "QConv", "MaxPool", "QConv", "QConv",
                                         "GlobalAveragePool", "Flatten", "QuantizeLinear", "QGemm"]
+    pool = [n for n in engine._graph.nodes() if n["op_type"] == "MaxPool"][0]
+    dtypes = {v[0]: v[1] for v in engine._graph.values()}
+    assert dtypes[pool["inputs"][0]] == dtypes[pool["outputs"][0]] == TensorProto.INT8
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     got = engine(x)
     np.testing.assert_array_equal(_engine(model, ref=True, lower=True)(x), got)
     want = _ort_run(model, {"x": x}, optimize=False)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=0.01 * np.abs(want).max())
+
+
+# ---------------------------------------------------------------------------
+# End to end: the zoo ResNet-18 in int8 gives the same bits on every tier
+
+def test_zoo_resnet18_int8_identical_across_tiers():
+    """One calibrated int8 graph compiled with each tier the CPU has (ref,
+    avx2, avx512, vnni, ...): every output bit identical, at batch 2 so the
+    per-image loops and the thread split both run."""
+    from pyengine import zoo
+
+    model = zoo.build_model("resnet18", image_size=64)
+    name = model.graph.input[0].name
+    calib = [zoo.make_input(model, 1, seed=100 + i)[name] for i in range(2)]
+    base = pyengine.build(model, precision="int8", calibration_data=calib, report=False, progress=False)
+    ops = _op_types(base._graph)
+    assert ops.count("QConv") == 20
+    x = zoo.make_input(model, 2, seed=7)[name]
+    saved = _core.isa_cap()
+    outs, kernels = {}, {}
+    try:
+        for tier in _available_tiers(TIERS):
+            _core.set_isa_cap(tier)
+            eng = pyengine.Engine(base._graph, base.metadata, num_threads=2)
+            outs[tier] = eng.run({name: x})
+            kernels[tier] = {p["kernel"].split()[0] for p in eng.profile({name: x}, runs=1) if p["op"] == "QConv"}
+    finally:
+        _core.set_isa_cap(saved)
+    assert kernels["ref"] == {"qconv_s8_ref"}
+    if "avx2" in outs:
+        assert kernels["avx2"] == {"qconv_s8_avx2"}
+    if "vnni" in outs and _core.cpu_info()["avx512vnni"]:
+        assert kernels["vnni"] == {"qconv_s8_avx512vnni"}
+    for tier, out in outs.items():
+        for key in out:
+            np.testing.assert_array_equal(out[key], outs["ref"][key], err_msg=f"{tier} vs ref, output {key}")

@@ -477,9 +477,10 @@ def test_softmax_legacy_opset(op, axis):
 
 # ---------------------------------------------------------------- errors
 
-def test_max_pool_int8_is_unsupported():
-    x = helper.make_tensor_value_info("x", TensorProto.INT8, [1, 1, 4, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.INT8, None)
+def test_max_pool_uint8_is_unsupported():
+    # int8 MaxPool is the quant family's (tests/test_int8_kernels.py); uint8 is not supported.
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, None)
     g = helper.make_graph([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], name="mp")], "g", [x], [y])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])
     with pytest.raises(pyengine.UnsupportedOperatorError, match="mp"):

@@ -518,7 +518,7 @@ std::unique_ptr<Pass> make_lower_qdq_to_int8() {
 
 void lower_qdq_to_int8(Graph& g) {
   PassManagerOptions o;
-  o.passes = {"lower_qdq_to_int8", "eliminate_dead_code"};
+  o.passes = {"lower_qdq_to_int8", "lower_int8_maxpool", "eliminate_dead_code"};
   run_passes(g, o);
   infer_shapes(g);
   verify(g);

@@ -199,5 +199,6 @@ std::unique_ptr<Pass> make_fuse_conv_add_relu();
 std::unique_ptr<Pass> make_widen_float16();
 std::unique_ptr<Pass> make_elide_float16_round_trips();
 std::unique_ptr<Pass> make_lower_qdq_to_int8();
+std::unique_ptr<Pass> make_lower_int8_maxpool();
 
 }  // namespace engine

@@ -35,6 +35,7 @@ struct Registry {
     const Pass* fuse = add(make_fuse_conv_add_relu());
     const Pass* elide16 = add(make_elide_float16_round_trips());
     const Pass* lower = add(make_lower_qdq_to_int8());
+    const Pass* lower_pool = add(make_lower_int8_maxpool());
     pipeline = {
         // Before everything: no kernel and no pass handles float16 values
         // (ModelOpt's default output); after it the graph is float32 with
@@ -98,6 +99,9 @@ struct Registry {
         // rewrite float weights, and a quantized model's weights are what
         // its Q/DQ say.
         lower,
+        // After the lowering (it needs QConvs): the stem's MaxPool runs on
+        // the QConv's requantized int8 output.
+        lower_pool,
         // The layers the model left in float (the classifier, say) still
         // get their epilogues fused.
         fuse,

@@ -108,8 +108,9 @@ int64_t pool_out_dim(const InferContext& ctx, int64_t in, int64_t k, int64_t s, 
 }
 
 void infer_pool(InferContext& ctx) {
-  require_float(ctx);
   const Node& n = ctx.node();
+  // int8 MaxPool (ONNX allows it) keeps lowered int8 activations int8.
+  if (!(n.kind() == OpKind::kMaxPool && ctx.input(0).dtype == DType::kInt8)) require_float(ctx);
   const std::vector<int64_t> kernel = n.attr_ints("kernel_shape");
   const size_t nd = kernel.size();
   if (nd == 0) ctx.fail("missing attribute kernel_shape");

@@ -1,6 +1,7 @@
-// In ENGINE_FORCE_REF builds the *_avx2.cc files are not compiled and
-// use_avx2() is always false, so the kernels never call their AVX2 entry
-// points; these definitions only satisfy the linker.
+// In ENGINE_FORCE_REF builds the ISA files (*_avx2.cc, *_avx512vnni.cc)
+// are not compiled and use_avx2() / use_avx512_vnni() are always false, so
+// the kernels never call their ISA entry points; these definitions only
+// satisfy the linker.
 #if defined(ENGINE_FORCE_REF)
 #include "cpu/kernels/quant/quant_kernels.h"
 
@@ -18,6 +19,14 @@ size_t qconv_avx2_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
 void qconv_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int16_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
+void pack_a_vnni(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
+size_t qconv_avx512vnni_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
+void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int32_t*,
+                      const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
+size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
+void maxpool_s8_avx2(const PoolS8Geom&, const int8_t*, int8_t*, void*) { ENGINE_QK_UNREACHABLE; }
 size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }
 void qgemm_avx2(ThreadPool&, int64_t, int64_t, int64_t, const int8_t*, const int16_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;

@@ -3,9 +3,9 @@
 //   C[MR x NR] (int32) = A_tile[MR x K] * B_panel[K x NR], then the fused
 //   epilogue (quant_kernels.h) per element.
 // Conv: A = weights of one group (packed once in create()), B = im2col of
-// the input (built per call; a 1x1/stride-1/pad-0 conv packs the input
-// directly), rows = output channels, columns = output positions, so a tile
-// row is 16 contiguous NCHW outputs. Gemm: A = activations (packed per
+// the input (packed per task, see qconv_tiled.h for tasks and threads),
+// rows = output channels, columns = output positions of the batch, so a
+// tile row is 16 contiguous NCHW outputs. Gemm: A = activations (packed per
 // call), B = weights (packed once), rows = batch, columns = output features.
 //
 // Why int16 and vpmaddwd: AVX2 without VNNI has vpmaddubsw (u8 x s8, pair
@@ -22,7 +22,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "cpu/kernels/quant/quant_kernels.h"
+#include "cpu/kernels/quant/qconv_tiled.h"
 
 namespace engine::qk {
 namespace {
@@ -104,20 +104,29 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
   }
 }
 
-// Conv tile: rows are channels c0.., row r's outputs start at idx0 + r * row_stride.
-void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
-                        int64_t row_stride) {
+using Cols = TileCols<8, 2>;
+
+// Conv tile: rows are channels c0..c0+mr-1, columns as `cols` maps them;
+// 8-lane groups inside one image take the vector path, the rest (tails,
+// groups that cross images) the scalar one.
+void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
   for (int r = 0; r < mr; ++r) {
     const int64_t c = c0 + r;
-    const int64_t idx = idx0 + r * row_stride;
     const int32_t* t = tile + r * kNR;
     const __m256 mul = _mm256_set1_ps(e.mul[c]);
     const __m256i bi = _mm256_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
     const __m256 bf = _mm256_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
-    int j = 0;
-    for (; j + 8 <= nr; j += 8)
-      epilogue8(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + j)), mul, bi, bf, idx + j);
-    for (; j < nr; ++j) epilogue_one(e, t[j], c, idx + j);
+    const int64_t coff = c * cols.hw;
+    for (int j = 0; j < cols.groups; ++j) {
+      if (cols.count[j] == 1 && cols.mask[j][0] == 0xffu) {
+        epilogue8(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 8 * j)), mul, bi, bf,
+                  cols.base[j][0] + coff);
+        continue;
+      }
+      for (int s = 0; s < cols.count[j]; ++s)
+        for (int l = 0; l < 8; ++l)
+          if (cols.mask[j][s] >> l & 1u) epilogue_one(e, t[8 * j + l], c, cols.base[j][s] + coff + l);
+    }
   }
 }
 
@@ -152,102 +161,45 @@ inline void interleave16(const int8_t* r0, const int8_t* r1, int16_t* out) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
 }
 
-// Packs panel `nt` of a row-major int8 matrix [k x cols] (row stride ld).
-void pack_b_panel_rows(const int8_t* src, int64_t ld, int64_t k, int64_t cols, int64_t nt, int16_t* out) {
-  static const int8_t kZeros[kNR] = {};
-  const int64_t col = nt * kNR;
-  const int64_t nr = std::min<int64_t>(kNR, cols - col);
+// Packs one k pair: rows r[0], r[1] (ncols columns each) into the [16][2]
+// int16 slot of every panel (panel j's slot at out + j * panel_stride bytes).
+void pack_pair(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t panel_stride) {
   alignas(16) int8_t t0[kNR], t1[kNR];
-  for (int64_t kk = 0; kk < k; kk += 2) {
-    const int8_t* r0 = src + kk * ld + col;
-    const int8_t* r1 = kk + 1 < k ? src + (kk + 1) * ld + col : kZeros;
-    if (nr < kNR) {
+  for (int64_t col = 0, j = 0; col < ncols; col += kNR, ++j) {
+    const int8_t* a = r[0] + col;
+    const int8_t* b = r[1] + col;
+    if (ncols - col < kNR) {
       std::memset(t0, 0, kNR);
       std::memset(t1, 0, kNR);
-      std::memcpy(t0, r0, nr);
-      if (kk + 1 < k) std::memcpy(t1, r1, nr);
-      r0 = t0;
-      r1 = t1;
+      std::memcpy(t0, a, ncols - col);
+      std::memcpy(t1, b, ncols - col);
+      a = t0;
+      b = t1;
     }
-    interleave16(r0, r1, out + kk * kNR);
+    interleave16(a, b, reinterpret_cast<int16_t*>(out + j * panel_stride));
   }
 }
 
-// im2col rows [k_begin, k_end) of one image and group: row kk = (ci, ki, kj)
-// holds, for every output position p = oy * ow + ox, the input pixel it
-// reads (0 in the padding). Row stride ld >= oh * ow.
-void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t k_begin, int64_t k_end, int8_t* out, int64_t ld) {
-  const int64_t khw = g.kh * g.kw;
-  for (int64_t kk = k_begin; kk < k_end; ++kk) {
-    const int64_t ci = kk / khw, ki = (kk / g.kw) % g.kh, kj = kk % g.kw;
-    const int8_t* plane = x + ci * g.h * g.w;
-    int8_t* row = out + kk * ld;
-    const int64_t col_off = kj * g.dw - g.pl;
-    // Output columns whose input column is inside [0, w).
-    int64_t lo = 0, hi = g.ow;
-    if (col_off < 0) lo = std::min<int64_t>(g.ow, (-col_off + g.sw - 1) / g.sw);
-    if (g.w - col_off <= 0) hi = 0;
-    else hi = std::min<int64_t>(g.ow, (g.w - col_off + g.sw - 1) / g.sw);
-    if (hi < lo) hi = lo;
-    for (int64_t oy = 0; oy < g.oh; ++oy) {
-      int8_t* dst = row + oy * g.ow;
-      const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
-      if (iy < 0 || iy >= g.h) {
-        std::memset(dst, 0, g.ow);
-        continue;
-      }
-      const int8_t* src = plane + iy * g.w + col_off;
-      std::memset(dst, 0, lo);
-      if (g.sw == 1) {
-        std::memcpy(dst + lo, src + lo, hi - lo);
-      } else if (g.sw == 2) {
-        // Every other byte, 16 at a time, while the 32-byte load stays
-        // inside this input row (so it never reads past the tensor).
-        const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1,
-                                              0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
-        int64_t ox = lo;
-        for (; ox + 16 <= hi && col_off + 2 * ox + 32 <= g.w; ox += 16) {
-          __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * ox)), even);
-          v = _mm256_permute4x64_epi64(v, 0x08);  // qwords 0 and 2 -> low 128 bits
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + ox), _mm256_castsi256_si128(v));
-        }
-        for (; ox < hi; ++ox) dst[ox] = src[2 * ox];
-      } else {
-        for (int64_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox * g.sw];
-      }
-      std::memset(dst + hi, 0, g.ow - hi);
-    }
-  }
-}
+// The ISA part of qconv_tiled.h's driver.
+struct Avx2Traits {
+  static constexpr int kMR = qk::kMR, kKGroup = 2, kNV = 1;
+  const int16_t* packed_w;
+  int64_t group_elems, a_tile_elems;
+  const Epilogue* e;
 
-// How a QConv call is cut into tasks: per image, the im2col of all groups
-// is built first (one pass over whole rows: memcpy-speed), then tasks over
-// (group, column chunk, M split) pack a chunk of `chunk` panels (~128 KB, it
-// stays in L2 while every A tile walks across it) and run the tiles. The M
-// split gives every thread work on small images (7x7) too.
-struct ConvTiling {
-  int64_t n, k, kp, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
-  size_t cols_bytes, packed_bytes;
+  const uint8_t* a_tile(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w + grp * group_elems + mt * a_tile_elems);
+  }
+  void pack_group(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
+    pack_pair(r, ncols, out, panel_stride);
+  }
+  void kernel(int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile) const {
+    kernel_6x16(reinterpret_cast<const int16_t*>(a), reinterpret_cast<const int16_t*>(b), kp, tile);
+  }
+  void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
+    epilogue_tile_rows(*e, tile, mr, c0, cols);
+  }
 };
-
-ConvTiling conv_tiling(const ConvGeom& g, int threads) {
-  ConvTiling t;
-  t.n = g.oh * g.ow;
-  t.k = g.k();
-  t.kp = round_up(t.k, 2) / 2;
-  t.mg = g.mg();
-  t.mt_count = round_up(t.mg, kMR) / kMR;
-  t.nt_count = round_up(t.n, kNR) / kNR;
-  const int64_t panel_bytes = t.kp * kNR * 2 * static_cast<int64_t>(sizeof(int16_t));
-  t.chunk = std::max<int64_t>(1, std::min<int64_t>(t.nt_count, (128 << 10) / panel_bytes));
-  t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
-  const int64_t outer = g.group * t.chunks;
-  t.msplit = std::min<int64_t>(t.mt_count, std::max<int64_t>(1, (2 * threads + outer - 1) / outer));
-  t.tasks = outer * t.msplit;
-  t.cols_bytes = g.is_pointwise() ? 0 : align64(static_cast<size_t>(g.c * g.kh * g.kw * t.n));
-  t.packed_bytes = align64(static_cast<size_t>(t.chunk * panel_bytes));
-  return t;
-}
 
 }  // namespace
 
@@ -278,56 +230,18 @@ void pack_b(const int8_t* src, int64_t ks, int64_t cs, int64_t k, int64_t cols, 
 }
 
 size_t qconv_avx2_workspace(const ConvGeom& g, int threads) {
-  const ConvTiling t = conv_tiling(g, threads);
-  return t.cols_bytes + t.packed_bytes * static_cast<size_t>(std::max(threads, 1));
+  return tiled_plan<Avx2Traits>(g, threads).workspace(std::max(threads, 1));
 }
 
 void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int16_t* packed_w, const Epilogue& e,
                 void* ws) {
-  const ConvTiling t = conv_tiling(g, pool.num_threads());
-  const int64_t a_tile = t.kp * kMR * 2, b_panel = t.kp * kNR * 2;
-  auto* cols = static_cast<int8_t*>(ws);
-  char* chunks = static_cast<char*>(ws) + t.cols_bytes;
-  for (int64_t img = 0; img < g.n; ++img) {
-    const int8_t* ximg = x + img * g.c * g.h * g.w;
-    if (t.cols_bytes) {
-      // The rows of every group at once: group grp owns rows [grp*k, (grp+1)*k).
-      const ConvGeom all = [&] { ConvGeom a = g; a.group = 1; return a; }();
-      auto rows = [&](int64_t b, int64_t end) { im2col_rows(all, ximg, b, end, cols, t.n); };
-      pool.parallel_for(g.c * g.kh * g.kw, by_ref(rows), 16);
-    }
-    // Tasks are contiguous ranges of (group, chunk, m-split) per thread, so a
-    // thread packs a chunk once and reuses it for its consecutive m-splits.
-    auto body = [&](int tid, int nthreads) {
-      const int64_t begin = t.tasks * tid / nthreads, end = t.tasks * (tid + 1) / nthreads;
-      auto* packed = reinterpret_cast<int16_t*>(chunks + t.packed_bytes * static_cast<size_t>(tid));
-      alignas(32) int32_t tile[kMR * kNR];
-      int64_t packed_id = -1;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t id = task / t.msplit, ms = task % t.msplit;
-        const int64_t ch = id % t.chunks, grp = id / t.chunks;
-        const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
-        if (id != packed_id) {
-          const int8_t* src = t.cols_bytes ? cols + grp * t.k * t.n : ximg + grp * g.cg() * g.h * g.w;
-          for (int64_t j = 0; j < nts; ++j) pack_b_panel_rows(src, t.n, t.k, t.n, nt0 + j, packed + j * b_panel);
-          packed_id = id;
-        }
-        const int16_t* wg = packed_w + grp * packed_a_elems(t.mg, t.k);
-        const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
-        for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, t.mg - mt * kMR));
-          const int64_t c0 = grp * t.mg + mt * kMR;
-          for (int64_t j = 0; j < nts; ++j) {
-            kernel_6x16(wg + mt * a_tile, packed + j * b_panel, t.kp, tile);
-            const int64_t col = (nt0 + j) * kNR;
-            const int nr = static_cast<int>(std::min<int64_t>(kNR, t.n - col));
-            epilogue_tile_rows(e, tile, mr, nr, c0, (img * g.m + c0) * t.n + col, t.n);
-          }
-        }
-      }
-    };
-    pool.run(by_ref(body));
-  }
+  const TiledPlan t = tiled_plan<Avx2Traits>(g, pool.num_threads());
+  Avx2Traits tr;
+  tr.packed_w = packed_w;
+  tr.group_elems = packed_a_elems(t.mg, t.k);
+  tr.a_tile_elems = t.groups * kMR * 2;
+  tr.e = &e;
+  run_tiled<Avx2Traits, Cols>(pool, g, x, t, ws, tr);
 }
 
 size_t qgemm_avx2_workspace(int64_t n, int64_t k) {

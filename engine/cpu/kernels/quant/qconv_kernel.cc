@@ -1,6 +1,8 @@
 // QConv and QGemm kernels (ops.def documents both ops): attribute parsing,
-// validation, weight packing in create(), and the choice between the
-// reference loops (qconv_ref.cc) and the AVX2 GEMM (qconv_avx2.cc).
+// validation, weight packing in create(), and the choice of tier: the
+// reference loops (qconv_ref.cc), the AVX2 int16 GEMM (qconv_avx2.cc) or,
+// for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc). The tier is
+// fixed when the kernel is created (dispatch.h) and weights are packed for it.
 //
 // Weights are normally constants, packed once here. They may also arrive at
 // run time (a model feeding everything as inputs); then they are packed into
@@ -104,13 +106,37 @@ struct EpilogueAttrs {
   }
 };
 
+enum class Tier { kRef, kAvx2, kAvx512Vnni };
+
+// True when every value of `v` is known to be >= 0 before the run: the int8
+// output of a QConv/QGemm that requantizes after a Relu (or a Clip with
+// bounds >= 0), or an int8 MaxPool of such a tensor. Such activations feed
+// vpdpbusd's unsigned operand as they are, without the +128 shift.
+bool known_nonneg(const Value* v) {
+  const Node* p = v ? v->producer() : nullptr;
+  if (!p || v->dtype() != DType::kInt8) return false;
+  if (p->kind() == OpKind::kMaxPool) return known_nonneg(p->input(0));
+  if (p->kind() != OpKind::kQConv && p->kind() != OpKind::kQGemm) return false;
+  if (!p->has_attr("y_scale")) return false;
+  const std::string a = p->attr_string("activation", "");
+  if (a == "Relu") return true;
+  if (a == "Clip") {
+    const std::vector<float> c = p->attr_floats("activation_params");
+    return c.size() == 2 && c[0] >= 0.f && c[1] >= 0.f;
+  }
+  return false;
+}
+
 void check_int8(const Tensor& t, const std::string& d, const char* what) {
   ENGINE_ENFORCE(t.dtype() == DType::kInt8, kDType, d, ": ", what, " must be int8, got ", dtype_name(t.dtype()));
 }
 
 class QConvKernel final : public Kernel {
  public:
-  explicit QConvKernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+  explicit QConvKernel(const Node& node)
+      : desc_(node.describe()),
+        tier_(use_avx512_vnni() ? Tier::kAvx512Vnni : use_avx2() ? Tier::kAvx2 : Tier::kRef),
+        x_nonneg_(known_nonneg(node.input(0))) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
     strides_ = node.attr_ints("strides", {1, 1});
@@ -134,8 +160,12 @@ class QConvKernel final : public Kernel {
       const int64_t m = weights_->dim(0);
       mul_.resize(m);
       ep_.fill_mul(mul_.data(), m, desc_);
-      if (avx2_) {
-        const int64_t mg = m / group_, k = weights_->numel() / m;
+      const int64_t mg = m / group_, k = weights_->numel() / m;
+      if (tier_ == Tier::kAvx512Vnni) {
+        packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
+        corr_.assign(m, 0);
+        pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
+      } else if (tier_ == Tier::kAvx2) {
         packed_.assign(group_ * packed_a_elems(mg, k), 0);
         for (int64_t g = 0; g < group_; ++g)
           pack_a(weights_->data<int8_t>() + g * mg * k, k, 1, mg, k, packed_.data() + g * packed_a_elems(mg, k));
@@ -144,7 +174,14 @@ class QConvKernel final : public Kernel {
   }
 
   std::string describe() const override {
-    return avx2_ ? "qconv_s8_avx2 im2col+gemm(int16 madd)" : "qconv_s8_ref";
+    switch (tier_) {
+      case Tier::kAvx512Vnni:
+        return x_nonneg_ ? "qconv_s8_avx512vnni im2col+gemm(vpdpbusd, u8 input)"
+                         : "qconv_s8_avx512vnni im2col+gemm(vpdpbusd, +128 input)";
+      case Tier::kAvx2: return "qconv_s8_avx2 im2col+gemm(int16 madd)";
+      case Tier::kRef: break;
+    }
+    return "qconv_s8_ref";
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
@@ -160,29 +197,54 @@ class QConvKernel final : public Kernel {
     const Tensor* b = in.size() > 2 ? in[2] : nullptr;
     const Tensor* z = in.size() > 3 ? in[3] : nullptr;
     const int64_t mg = g.mg(), k = g.k();
-    size_t runtime_bytes = 0;
-    if (!weights_) {
-      runtime_bytes = align64(g.m * sizeof(float));
-      if (avx2_) runtime_bytes += align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
+    const int threads = ctx.pool().num_threads();
+    // Run-time weights are packed into scratch on every call: multipliers,
+    // then the tier's packed weights (and, for VNNI, the +128 corrections).
+    const size_t mul_bytes = align64(g.m * sizeof(float));
+    size_t pack_bytes = 0, corr_bytes = 0, ws_bytes = 0;
+    if (tier_ == Tier::kAvx512Vnni) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
+      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
+      ws_bytes = qconv_avx512vnni_workspace(g, threads);
+    } else if (tier_ == Tier::kAvx2) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
+      ws_bytes = qconv_avx2_workspace(g, threads);
     }
-    const size_t ws_bytes = avx2_ ? qconv_avx2_workspace(g, ctx.pool().num_threads()) : 0;
+    const size_t runtime_bytes = weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
-    const int16_t* packed = packed_.data();
+    const void* packed = tier_ == Tier::kAvx512Vnni ? static_cast<const void*>(packed8_.data())
+                                                    : static_cast<const void*>(packed_.data());
+    const int32_t* corr = corr_.data();
     if (!weights_) {
       auto* m = reinterpret_cast<float*>(scratch);
       ep_.fill_mul(m, g.m, desc_);
       mul = m;
-      if (avx2_) {
-        auto* p = reinterpret_cast<int16_t*>(scratch + align64(g.m * sizeof(float)));
+      char* p = scratch + mul_bytes;
+      if (tier_ == Tier::kAvx512Vnni) {
+        auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
+        pack_weights_vnni(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
+        corr = c;
+      } else if (tier_ == Tier::kAvx2) {
+        auto* p16 = reinterpret_cast<int16_t*>(p);
         for (int64_t grp = 0; grp < group_; ++grp)
-          pack_a(w.data<int8_t>() + grp * mg * k, k, 1, mg, k, p + grp * packed_a_elems(mg, k));
-        packed = p;
+          pack_a(w.data<int8_t>() + grp * mg * k, k, 1, mg, k, p16 + grp * packed_a_elems(mg, k));
       }
+      packed = p;
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
-    if (avx2_) qconv_avx2(ctx.pool(), g, x.data<int8_t>(), packed, e, scratch + runtime_bytes);
-    else qconv_ref(g, x.data<int8_t>(), w.data<int8_t>(), e);
+    void* ws = scratch + runtime_bytes;
+    switch (tier_) {
+      case Tier::kAvx512Vnni:
+        qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr, e,
+                         ws);
+        return;
+      case Tier::kAvx2:
+        qconv_avx2(ctx.pool(), g, x.data<int8_t>(), static_cast<const int16_t*>(packed), e, ws);
+        return;
+      case Tier::kRef: break;
+    }
+    qconv_ref(g, x.data<int8_t>(), w.data<int8_t>(), e);
   }
 
  private:
@@ -194,6 +256,12 @@ class QConvKernel final : public Kernel {
                    " output channels are not divisible by group ", group_);
     ENGINE_ENFORCE(w.dim(1) * w.dim(2) * w.dim(3) <= kMaxK, kUnsupportedOperator, desc_,
                    ": reduction size too large for int32 accumulation");
+  }
+
+  // All groups: group g's tiles at out + g * packed_a_vnni_bytes(mg, k).
+  void pack_weights_vnni(const int8_t* w, int64_t mg, int64_t k, int8_t* out, int32_t* corr) const {
+    for (int64_t g = 0; g < group_; ++g)
+      pack_a_vnni(w + g * mg * k, k, mg, k, out + g * packed_a_vnni_bytes(mg, k), corr + g * mg);
   }
 
   ConvGeom geometry(const Tensor& x, const Tensor& w) const {
@@ -239,14 +307,17 @@ class QConvKernel final : public Kernel {
   }
 
   std::string desc_;
-  bool avx2_;
+  Tier tier_;
+  bool x_nonneg_;
   EpilogueAttrs ep_;
   int64_t group_ = 1;
   std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;
   std::string auto_pad_;
   std::shared_ptr<const Tensor> weights_;
   std::vector<float> mul_;
-  std::vector<int16_t> packed_;
+  std::vector<int16_t> packed_;   // AVX2
+  std::vector<int8_t> packed8_;   // AVX512-VNNI
+  std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
 };
 
 class QGemmKernel final : public Kernel {

@@ -178,10 +178,43 @@ size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
                 const Epilogue& e, void* ws);
 
-// Kernel factories (qdq_kernel.cc, qconv_kernel.cc), registered in register.cc.
+// ---------------------------------------------------------------------------
+// AVX512-VNNI int8 conv (see qconv_avx512vnni.cc). vpdpbusd multiplies
+// unsigned by signed bytes and sums groups of 4 into int32 lanes, exactly
+// (no saturation, unlike vpmaddubsw). The activations are the unsigned
+// operand: values known to be >= 0 (a requantized Relu output) are used as
+// they are; otherwise they are shifted by +128 (x ^ 0x80) at pack time, and
+//   sum_k (x + 128) * w = sum_k x * w + 128 * sum_k w
+// is corrected with corr[m] = 128 * sum_k w[m, k] (int32, computed at pack
+// time), which is exact in wrapping int32 arithmetic.
+// Weights ("A", broadcast) are packed per group as ceil(mg/kVnniMR) tiles of
+// [ceil(k/4)][kVnniMR][4] int8, zero padded.
+constexpr int kVnniMR = 8;
+inline int64_t packed_a_vnni_bytes(int64_t rows, int64_t k) { return round_up(rows, kVnniMR) * round_up(k, 4); }
+// Packs rows x k int8 weights (row stride rs) and writes corr[r] = 128 * sum_k w[r, k].
+void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
+// ws: qconv_avx512vnni_workspace(g, threads) bytes, 64-byte aligned.
+// x_nonneg: every input value is >= 0 (then corr is not used).
+size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads);
+void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
+                      const int32_t* corr, const Epilogue& e, void* ws);
+
+// ---------------------------------------------------------------------------
+// int8 MaxPool on one NCHW plane (maxpool_s8.cc). pt/pl are the top/left
+// pads; oh/ow come from the output (ceil_mode and end pads only shape them).
+struct PoolS8Geom {
+  int64_t h = 0, w = 0, oh = 0, ow = 0, kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+};
+void maxpool_s8_ref(const PoolS8Geom& g, const int8_t* x, int8_t* y);
+// Row-separable version; ws: maxpool_s8_avx2_workspace(g) bytes.
+size_t maxpool_s8_avx2_workspace(const PoolS8Geom& g);
+void maxpool_s8_avx2(const PoolS8Geom& g, const int8_t* x, int8_t* y, void* ws);
+
+// Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc), registered in register.cc.
 std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_dequantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_qconv(const Node& node);
 std::unique_ptr<Kernel> create_qgemm(const Node& node);
+std::unique_ptr<Kernel> create_maxpool_s8(const Node& node);
 
 }  // namespace engine::qk

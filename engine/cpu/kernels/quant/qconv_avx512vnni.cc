@@ -1,0 +1,229 @@
+// int8 convolution, AVX512-VNNI (qconv_avx512vnni).
+//
+//   C[MR x 16*NV] (int32) = A_tile[MR x K] (weights, s8) * B[K x 16*NV]
+//   (im2col of the input, u8), then the fused epilogue (quant_kernels.h)
+//   on 16 lanes at a time.
+// Rows are output channels, columns output positions (of the whole batch,
+// see qconv_tiled.h), so a tile row is up to 48 contiguous NCHW outputs.
+// One vpdpbusd does 64 multiply-adds (16 lanes x 4 consecutive k), four
+// times the AVX2 int16 path's vpmaddwd on a ymm.
+//
+// Signedness: vpdpbusd takes one unsigned and one signed operand. The
+// activations are packed as u8: unchanged when they are known to be >= 0
+// (x_nonneg: a requantized Relu output), otherwise XORed with 0x80 (= +128)
+// and the sum corrected by corr[m] = 128 * sum_k w[m, k]. Padding is packed
+// as the value 0 (0x80 when shifted), so the correction is the same for every
+// output position. Both forms are exact in int32 (wrapping arithmetic, and
+// the true result fits, see kMaxK in qconv_kernel.cc), so the accumulators
+// equal the reference's bit for bit; the epilogue repeats epilogue_one()'s
+// float operations in the same order (no FMA contraction: no_contract16).
+//
+// Layouts: A as pack_a_vnni() writes it ([kq][MR][4] per tile, a 4-byte k
+// group broadcast as one int32); B in panels of 16 columns, [kq][16][4] u8,
+// packed per task from that task's im2col. Tasks, threads and im2col:
+// qconv_tiled.h.
+// Preconditions: only entered when use_avx512_vnni(); ws sized by
+// qconv_avx512vnni_workspace().
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/kernels/quant/qconv_tiled.h"
+
+// GCC 12's own avx512fintrin.h trips -Wmaybe-uninitialized (its
+// _mm512_undefined_* helpers initialize a variable with itself).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace engine::qk {
+namespace {
+
+constexpr int kNV = 3;  // 16-column panels per micro-kernel call: 8 x 3 = 24 accumulators.
+constexpr int kTileLd = 16 * kNV;
+
+inline __m512 no_contract16(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// MR x (16 * NV) tile over kq groups of 4; b panels are bstride bytes apart.
+template <int NV>
+void kernel_vnni(const int8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* c) {
+  __m512i acc[kVnniMR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+  for (int64_t p = 0; p < kq; ++p) {
+    __m512i bv[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * bstride + p * 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < kVnniMR; ++r) {
+      const __m512i av = _mm512_set1_epi32(load_i32(a + (p * kVnniMR + r) * 4));
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], bv[v], av);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(c + r * kTileLd + v * 16, acc[r][v]);
+}
+
+// The epilogue on up to 16 lanes (mask m) of channel c; same operations,
+// same order as epilogue_one().
+inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
+                       __mmask16 m) {
+  if (e.bias_i32) acc = _mm512_add_epi32(acc, bi);
+  __m512 v = no_contract16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), mul));
+  if (e.bias_f32) v = _mm512_add_ps(v, bf);
+  if (e.z_f32) {
+    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.z_f32 + idx));
+  } else if (e.z_s8) {
+    const __m128i z8 = _mm_maskz_loadu_epi8(m, e.z_s8 + idx);
+    const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(z8));
+    v = _mm512_add_ps(v, no_contract16(_mm512_mul_ps(z, _mm512_set1_ps(e.z_scale))));
+  }
+  if (e.act == Act::kRelu) {
+    v = _mm512_max_ps(v, _mm512_setzero_ps());
+  } else if (e.act == Act::kClip) {
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(e.act_lo)), _mm512_set1_ps(e.act_hi));
+  }
+  if (e.requant) {
+    __m512 q = _mm512_div_ps(v, _mm512_set1_ps(e.y_scale));
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.f)), _mm512_set1_ps(127.f));
+    // cvtps2dq rounds half to even (MXCSR default), as nearbyint does; the
+    // value is already in [-128, 127], so the narrowing is plain truncation.
+    _mm512_mask_cvtepi32_storeu_epi8(e.y_s8 + idx, m, _mm512_cvtps_epi32(q));
+  } else {
+    _mm512_mask_storeu_ps(e.y_f32 + idx, m, v);
+  }
+}
+
+using Cols = TileCols<16, kNV>;
+
+// Tile rows are channels c0..c0+mr-1; columns as `cols` maps them.
+void epilogue_tile(const Epilogue& e, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
+                   const int32_t* corr) {
+  for (int r = 0; r < mr; ++r) {
+    const int64_t c = c0 + r;
+    const int32_t* t = tile + r * kTileLd;
+    const __m512 mul = _mm512_set1_ps(e.mul[c]);
+    const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+    const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+    const __m512i cr = _mm512_set1_epi32(corr ? corr[c] : 0);
+    const int64_t coff = c * cols.hw;
+    for (int j = 0; j < cols.groups; ++j) {
+      const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(t + 16 * j), cr);
+      // Usually one segment; a group that crosses images is stored as
+      // masked segments, each with its own base (masked-off lanes never
+      // touch memory, so a shifted base is harmless).
+      for (int s = 0; s < cols.count[j]; ++s)
+        epilogue16(e, acc, mul, bi, bf, cols.base[j][s] + coff, static_cast<__mmask16>(cols.mask[j][s]));
+    }
+  }
+}
+
+// Packs one k group: rows r[0..3] (ncols columns each) into the [16][4]
+// slot of every panel (panel j's slot at out + j * panel_stride), XORing
+// every byte with `flip` (0x80 or 0).
+void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* out, int64_t panel_stride) {
+  const __m128i fx = _mm_set1_epi8(static_cast<char>(flip));
+  alignas(16) int8_t tmp[4][16];
+  for (int64_t col = 0, j = 0; col < ncols; col += 16, ++j) {
+    const int8_t* s[4] = {r[0] + col, r[1] + col, r[2] + col, r[3] + col};
+    if (ncols - col < 16) {
+      for (int i = 0; i < 4; ++i) {
+        std::memset(tmp[i], 0, 16);
+        std::memcpy(tmp[i], s[i], ncols - col);
+        s[i] = tmp[i];
+      }
+    }
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[0]));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[1]));
+    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[2]));
+    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[3]));
+    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    __m128i* o = reinterpret_cast<__m128i*>(out + j * panel_stride);
+    _mm_storeu_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(t0, t2), fx));  // columns 0-3
+    _mm_storeu_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(t0, t2), fx));  // columns 4-7
+    _mm_storeu_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(t1, t3), fx));  // columns 8-11
+    _mm_storeu_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(t1, t3), fx));  // columns 12-15
+  }
+}
+
+// The ISA part of qconv_tiled.h's driver.
+struct VnniTraits {
+  static constexpr int kMR = kVnniMR, kKGroup = 4, kNV = 3;
+  const int8_t* packed_w;
+  int64_t group_bytes, a_tile_bytes;
+  uint8_t flip;
+  const Epilogue* e;
+  const int32_t* corr;
+
+  const uint8_t* a_tile(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
+  }
+  void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
+    pack_quad(r, ncols, flip, out, panel_stride);
+  }
+  void kernel(int nv, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
+    const auto* a8 = reinterpret_cast<const int8_t*>(a);
+    if (nv == 3) kernel_vnni<3>(a8, b, bstride, kq, tile);
+    else if (nv == 2) kernel_vnni<2>(a8, b, bstride, kq, tile);
+    else kernel_vnni<1>(a8, b, bstride, kq, tile);
+  }
+  void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
+    epilogue_tile(*e, tile, mr, c0, cols, corr);
+  }
+};
+static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must agree");
+
+}  // namespace
+
+void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
+  const int64_t kq = round_up(k, 4) / 4;
+  for (int64_t mt = 0; mt < round_up(rows, kVnniMR) / kVnniMR; ++mt) {
+    int8_t* tile = out + mt * kq * kVnniMR * 4;
+    for (int64_t p = 0; p < kq; ++p)
+      for (int r = 0; r < kVnniMR; ++r)
+        for (int h = 0; h < 4; ++h) {
+          const int64_t row = mt * kVnniMR + r, kk = 4 * p + h;
+          tile[(p * kVnniMR + r) * 4 + h] = row < rows && kk < k ? src[row * rs + kk] : 0;
+        }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];
+    corr[r] = 128 * s;
+  }
+}
+
+size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads) {
+  return tiled_plan<VnniTraits>(g, threads).workspace(std::max(threads, 1));
+}
+
+void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
+                      const int32_t* corr, const Epilogue& e, void* ws) {
+  const TiledPlan t = tiled_plan<VnniTraits>(g, pool.num_threads());
+  VnniTraits tr;
+  tr.packed_w = packed_w;
+  tr.group_bytes = packed_a_vnni_bytes(t.mg, t.k);
+  tr.a_tile_bytes = t.groups * kVnniMR * 4;
+  tr.flip = x_nonneg ? 0 : 0x80;
+  tr.e = &e;
+  tr.corr = x_nonneg ? nullptr : corr;
+  run_tiled<VnniTraits, Cols>(pool, g, x, t, ws, tr);
+}
+
+}  // namespace engine::qk

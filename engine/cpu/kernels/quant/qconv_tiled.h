@@ -1,0 +1,280 @@
+// The task structure shared by the ISA int8 conv files (qconv_avx2.cc,
+// qconv_avx512vnni.cc): im2col, column chunks, threads. Include it only from
+// those files: everything here has internal linkage, so each file compiles
+// its own copy with its own ISA flags (a shared out-of-line copy could let
+// the linker hand AVX-512 code to an AVX2-only CPU).
+//
+//   C[rows = output channels, columns = output positions] = W[M x K] * im2col(x)[K x P]
+// Columns are the batch's merged output positions: column q is position
+// q % hw of image q / hw, so small images (7x7) fill whole panels at batch >
+// 1; output (image i, channel c, position p) is at (i * m + c) * hw + p.
+// The columns are cut into panels of 16 and the panels into chunks (~192 KB
+// packed, a chunk stays in L2 while every weight tile walks across it). A
+// task is (group, chunk, M split): it packs its chunk's panels into a
+// thread-local buffer, kKGroup im2col rows at a time through a small row
+// buffer (no separate im2col pass, no barrier between images), then runs the
+// micro-kernel over its weight tiles and the fused epilogue. Threads take
+// tasks from a shared counter, so on a busy machine a descheduled thread
+// holds the others up for one task at most; every output is written by one
+// task with exact integer sums, so the bits never depend on the schedule.
+//
+// A Traits class supplies the ISA part:
+//   static constexpr int kMR (weight rows per tile), kKGroup (k rows packed
+//   together: 4 for vpdpbusd, 2 for vpmaddwd), kNV (panels per kernel call);
+//   const uint8_t* a_tile(grp, mt): packed weights of one tile;
+//   void pack_group(const int8_t* const rows[kKGroup], int64_t ncols,
+//                   uint8_t* out, int64_t panel_stride): one k group of every
+//                   panel of the chunk (64 bytes per panel), panel j at
+//                   out + j * panel_stride;
+//   void kernel(int nv, const uint8_t* a, const uint8_t* b, int64_t
+//               panel_stride, int64_t groups, int32_t* tile): tile is
+//               [kMR][16 * kNV] int32;
+//   void epilogue(const int32_t* tile, int mr, int nr, int64_t c0,
+//                 const TileCols<...>& cols): stores the outputs.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "cpu/kernels/quant/quant_kernels.h"
+
+namespace engine::qk {
+namespace {
+
+inline size_t tiled_align64(size_t n) { return (n + 63) / 64 * 64; }
+
+// Fills dst[0, run) with what one kernel tap reads for output positions
+// ox0 .. ox0 + run - 1 of one output row: input row iy of `plane` (one
+// channel of one image) at columns ox * sw + col_off, 0 in the padding.
+// [lo, hi) are the output columns whose input column lies inside the row.
+inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64_t col_off, int64_t lo,
+                       int64_t hi, int64_t ox0, int64_t run, int8_t* dst) {
+  if (iy < 0 || iy >= g.h) {
+    std::memset(dst, 0, run);
+    return;
+  }
+  const int8_t* src = plane + iy * g.w + col_off;
+#if defined(__AVX512BW__)
+  if (g.sw == 1) {
+    // Masked byte loads read only the valid columns (masked-off lanes do not
+    // fault) and fill the padding with zeros in the same store: no call for
+    // the short rows of small images.
+    for (int64_t o = 0; o < run; o += 64) {
+      const int64_t n = std::min<int64_t>(64, run - o), first = ox0 + o;
+      const int64_t a = std::max<int64_t>(lo - first, 0), b = std::min<int64_t>(hi - first, n);
+      const __mmask64 all = n == 64 ? ~0ull : (1ull << n) - 1;
+      __mmask64 valid = 0;
+      if (b > a) valid = (b - a == 64 ? ~0ull : ((1ull << (b - a)) - 1)) << a;
+      _mm512_mask_storeu_epi8(dst + o, all, _mm512_maskz_loadu_epi8(valid, src + first));
+    }
+    return;
+  }
+#endif
+  const int64_t vlo = std::min(std::max(lo, ox0), ox0 + run), vhi = std::max(std::min(hi, ox0 + run), vlo);
+  std::memset(dst, 0, vlo - ox0);
+  if (g.sw == 1) {
+    std::memcpy(dst + (vlo - ox0), src + vlo, vhi - vlo);
+  } else if (g.sw == 2) {
+    // Every other byte, 16 at a time, while the 32-byte load stays inside
+    // this input row (so it never reads past the tensor).
+    const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0, 2, 4, 6, 8,
+                                          10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    int64_t ox = vlo;
+    for (; ox + 16 <= vhi && col_off + 2 * ox + 32 <= g.w; ox += 16) {
+      __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * ox)), even);
+      v = _mm256_permute4x64_epi64(v, 0x08);  // qwords 0 and 2 -> low 128 bits
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (ox - ox0)), _mm256_castsi256_si128(v));
+    }
+    for (; ox < vhi; ++ox) dst[ox - ox0] = src[2 * ox];
+  } else {
+    for (int64_t ox = vlo; ox < vhi; ++ox) dst[ox - ox0] = src[ox * g.sw];
+  }
+  std::memset(dst + (vhi - ox0), 0, ox0 + run - vhi);
+}
+
+// im2col rows [kk0, kk1) of merged columns [p0, p1) for one group: row kk =
+// (ci, ki, kj) of the group's K rows lands at out + (kk - kk0) * ld.
+// Counters step through (ci, ki, kj) and (image, oy, ox): no divisions in
+// the loops.
+inline void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, int64_t p1, int64_t kk0,
+                        int64_t kk1, int8_t* out, int64_t ld) {
+  const int64_t hw = g.oh * g.ow, khw = g.kh * g.kw;
+  const int64_t img_start = p0 / hw, oy_start = (p0 % hw) / g.ow, ox_start = p0 % g.ow;
+  int64_t ci = grp * g.cg() + kk0 / khw, ki = (kk0 / g.kw) % g.kh, kj = kk0 % g.kw;
+  for (int64_t kk = kk0; kk < kk1; ++kk) {
+    const int64_t col_off = kj * g.dw - g.pl;
+    // Output columns whose input column ox * sw + col_off is in [0, w).
+    int64_t lo = 0, hi = 0;
+    if (col_off < 0) lo = std::min<int64_t>(g.ow, (-col_off + g.sw - 1) / g.sw);
+    if (g.w - col_off > 0) hi = std::min<int64_t>(g.ow, (g.w - col_off + g.sw - 1) / g.sw);
+    hi = std::max(hi, lo);
+    int8_t* row = out + (kk - kk0) * ld;
+    int64_t img = img_start, oy = oy_start, ox0 = ox_start;
+    for (int64_t q = p0; q < p1;) {
+      const int64_t run = std::min(g.ow - ox0, p1 - q);
+      const int8_t* plane = x + (img * g.c + ci) * g.h * g.w;
+      im2col_run(g, plane, oy * g.sh - g.pt + ki * g.dh, col_off, lo, hi, ox0, run, row + (q - p0));
+      q += run;
+      ox0 = 0;
+      if (++oy == g.oh) {
+        oy = 0;
+        ++img;
+      }
+    }
+    if (++kj == g.kw) {
+      kj = 0;
+      if (++ki == g.kh) {
+        ki = 0;
+        ++ci;
+      }
+    }
+  }
+}
+
+// A tile's columns [col, col + nr) in groups of W lanes, each group split
+// into segments at image boundaries (one segment unless hw is small or the
+// group straddles two images). Lane l of segment s in group j stores to
+// base[j][s] + c * hw + l for channel c.
+template <int W, int G>
+struct TileCols {
+  int groups = 0;
+  int count[G];
+  uint32_t mask[G][W];
+  int64_t base[G][W];
+  int64_t hw = 0;
+
+  void compute(int64_t col, int nr, int64_t out_hw, int64_t m) {
+    hw = out_hw;
+    groups = (nr + W - 1) / W;
+    int64_t img = col / hw;
+    if (col + nr <= (img + 1) * hw) {  // one image: one segment per group
+      for (int j = 0; j < groups; ++j) {
+        const int lanes = std::min(W, nr - j * W);
+        count[j] = 1;
+        mask[j][0] = lanes == 32 ? ~0u : (1u << lanes) - 1u;
+        base[j][0] = img * m * hw + (col + j * W - img * hw);
+      }
+      return;
+    }
+    for (int j = 0; j < groups; ++j) {
+      const int lanes = std::min(W, nr - j * W);
+      const int64_t q0 = col + j * W;
+      int n = 0;
+      for (int l0 = 0; l0 < lanes; ++n) {
+        const int64_t q = q0 + l0;
+        while ((img + 1) * hw <= q) ++img;
+        const int seg = static_cast<int>(std::min<int64_t>(lanes - l0, (img + 1) * hw - q));
+        mask[j][n] = (seg == 32 ? ~0u : (1u << seg) - 1u) << l0;
+        base[j][n] = img * m * hw + (q - img * hw) - l0;
+        l0 += seg;
+      }
+      count[j] = n;
+    }
+  }
+};
+
+// How one call is cut into tasks (see the top of this file).
+struct TiledPlan {
+  int64_t p, k, groups, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
+  int64_t panel_bytes, ld;
+  size_t rows_bytes, packed_bytes;
+  size_t workspace(int threads) const { return (rows_bytes + packed_bytes) * static_cast<size_t>(threads); }
+};
+
+template <class T>
+TiledPlan tiled_plan(const ConvGeom& g, int threads) {
+  TiledPlan t;
+  threads = std::max(threads, 1);
+  t.p = g.n * g.oh * g.ow;
+  t.k = g.k();
+  t.groups = (t.k + T::kKGroup - 1) / T::kKGroup;
+  t.mg = g.mg();
+  t.mt_count = (t.mg + T::kMR - 1) / T::kMR;
+  t.nt_count = (t.p + 15) / 16;
+  t.panel_bytes = t.groups * 64;
+  // ~192 KB of packed panels per chunk; when the weights outweigh all the
+  // panels (deep K, small images) up to 640 KB, so the weights stream past
+  // fewer chunks (each chunk reads all of them once).
+  int64_t budget = 192 << 10;
+  const int64_t all_panels = t.nt_count * t.panel_bytes;
+  if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
+  const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
+  t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
+  if (t.chunks > 1) t.chunks = round_up(t.chunks, threads);
+  t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
+  t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
+  const int64_t outer = g.group * t.chunks;
+  t.msplit = 1;
+  if (outer % threads != 0) t.msplit = round_up((4 * threads + outer - 1) / outer, threads);
+  else if (outer < 2 * threads) t.msplit = (4 * threads + outer - 1) / outer;
+  t.msplit = std::max<int64_t>(1, std::min(t.msplit, t.mt_count));
+  t.tasks = outer * t.msplit;
+  t.ld = t.chunk * 16;
+  t.rows_bytes = tiled_align64(static_cast<size_t>(T::kKGroup * t.ld));
+  t.packed_bytes = tiled_align64(static_cast<size_t>(t.chunk * t.panel_bytes));
+  return t;
+}
+
+template <class T, class Cols>
+void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, void* ws, const T& tr) {
+  const int64_t hw = g.oh * g.ow;
+  std::atomic<int64_t> next{0};
+  auto body = [&](int tid, int) {
+    char* mine = static_cast<char*>(ws) + (t.rows_bytes + t.packed_bytes) * static_cast<size_t>(tid);
+    auto* rowbuf = reinterpret_cast<int8_t*>(mine);
+    auto* packed = reinterpret_cast<uint8_t*>(mine + t.rows_bytes);
+    alignas(64) int32_t tile[T::kMR * 16 * T::kNV];
+    Cols cols;
+    int64_t packed_id = -1;
+    for (int64_t task = next.fetch_add(1, std::memory_order_relaxed); task < t.tasks;
+         task = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t id = task / t.msplit, ms = task % t.msplit;
+      const int64_t ch = id % t.chunks, grp = id / t.chunks;
+      const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
+      const int64_t p0 = nt0 * 16, p1 = std::min(t.p, (nt0 + nts) * 16), ncols = p1 - p0;
+      // A thread keeps its last chunk: its next task is often another M
+      // split of the same chunk.
+      if (id != packed_id) {
+        const int64_t img = p0 / hw;
+        // A 1x1 conv's im2col is the input itself: pack straight from it
+        // while the chunk stays inside one image.
+        const bool direct = g.is_pointwise() && (img + 1) * hw >= p1;
+        const int8_t* src = x + (img * g.c + grp * g.cg()) * hw + (p0 - img * hw);
+        for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
+          const int64_t rows = std::min<int64_t>(T::kKGroup, t.k - kk0);
+          const int8_t* r[T::kKGroup];
+          if (direct) {
+            for (int i = 0; i < T::kKGroup; ++i) r[i] = i < rows ? src + (kk0 + i) * hw : rowbuf;
+            if (rows < T::kKGroup) std::memset(rowbuf, 0, ncols);  // rows past K read zeros
+          } else {
+            im2col_rows(g, x, grp, p0, p1, kk0, kk0 + rows, rowbuf, t.ld);
+            for (int i = 0; i < T::kKGroup; ++i) r[i] = rowbuf + i * t.ld;
+            for (int64_t i = rows; i < T::kKGroup; ++i) std::memset(rowbuf + i * t.ld, 0, ncols);
+          }
+          tr.pack_group(r, ncols, packed + kk0 / T::kKGroup * 64, t.panel_bytes);
+        }
+        packed_id = id;
+      }
+      // A weight tile stays in cache while it walks across the chunk.
+      const int64_t mt_begin = t.mt_count * ms / t.msplit, mt_end = t.mt_count * (ms + 1) / t.msplit;
+      for (int64_t mt = mt_begin; mt < mt_end; ++mt) {
+        const int mr = static_cast<int>(std::min<int64_t>(T::kMR, t.mg - mt * T::kMR));
+        for (int64_t j = 0; j < nts; j += T::kNV) {
+          const int nv = static_cast<int>(std::min<int64_t>(T::kNV, nts - j));
+          const int64_t col = p0 + j * 16;
+          const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
+          tr.kernel(nv, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+          cols.compute(col, nr, hw, g.m);
+          tr.epilogue(tile, mr, nr, grp * t.mg + mt * T::kMR, cols);
+        }
+      }
+    }
+  };
+  pool.run(by_ref(body));
+}
+
+}  // namespace
+}  // namespace engine::qk

@@ -1,0 +1,110 @@
+// lower_int8_maxpool: keeps activations int8 across a MaxPool.
+//
+//   QConv(...) [float out] -> MaxPool -> Q(s) -> ...
+//     ==>  QConv(...) {y_scale = s} [int8 out] -> MaxPool [int8] -> ...
+//
+// Exact: quantization q(v) = saturate(round_half_even(v / s)) is monotone
+// non-decreasing, so q(max(window)) = max(q(window)); the int8 MaxPool skips
+// padded positions as the float one does (a window with no input position,
+// impossible for a valid geometry, gives -128 = q(-inf)). The requantize that
+// QConv's epilogue performs is the QuantizeLinear formula itself
+// (quant_kernels.h), so the int8 result is bit for bit what the float graph's
+// Q produced. (A NaN may differ: the float path's MaxPool decides which NaN
+// survives, the int8 path saturates it first.)
+//
+// Guards: a 2-D MaxPool with one output (no Indices), auto_pad NOTSET or
+// VALID; its input is a float QConv output used only by the MaxPool and not a
+// graph output; every user of the MaxPool's output is a QuantizeLinear to
+// int8 with zero point 0 and the same scalar scale, none a graph output.
+// Why: in torchvision ResNets the stem's conv -> relu -> maxpool would
+// otherwise write and re-read a float tensor 4x the int8 size, and the next
+// conv could not see that its input is >= 0 (the u8 VNNI path).
+// Runs in the int8 pipeline right after lower_qdq_to_int8 (it needs QConvs).
+#include <cmath>
+
+#include "ir/infer.h"
+#include "passes/pass.h"
+
+namespace engine {
+namespace {
+
+// A QuantizeLinear to int8 with zero point 0 and one positive scale.
+bool int8_q(const Node* q, float* scale) {
+  if (q->kind() != OpKind::kQuantizeLinear || q->attr_int("block_size", 0) != 0) return false;
+  const Value* s = q->input(1);
+  if (!s || !s->is_constant() || s->constant()->dtype() != DType::kFloat32 || s->constant()->numel() != 1)
+    return false;
+  const Value* zp = q->input(2);
+  if (zp) {
+    if (!zp->is_constant() || zp->constant()->dtype() != DType::kInt8 || zp->constant()->int_at(0) != 0) return false;
+  } else if (q->attr_int("output_dtype", 0) != static_cast<int64_t>(DType::kInt8)) {
+    return false;
+  }
+  *scale = s->constant()->data<float>()[0];
+  return *scale > 0.f && std::isfinite(*scale) && q->output(0) && !q->output(0)->is_graph_output();
+}
+
+bool try_rewrite(Graph& g, Node* mp) {
+  if (mp->num_outputs() > 1 && mp->output(1)) return false;
+  if (mp->attr_ints("kernel_shape").size() != 2) return false;
+  const std::string ap = mp->attr_string("auto_pad", "NOTSET");
+  if (ap != "NOTSET" && ap != "VALID" && !ap.empty()) return false;
+  Value* x = mp->input(0);
+  Node* conv = x ? x->producer() : nullptr;
+  if (!conv || conv->kind() != OpKind::kQConv || conv->has_attr("y_scale")) return false;
+  if (x->is_graph_output() || x->uses().size() != 1) return false;
+  Value* y = mp->output(0);
+  if (!y || y->is_graph_output() || y->uses().empty()) return false;
+  std::vector<Node*> qs;
+  float scale = 0.f;
+  for (const auto& use : y->uses()) {
+    float s = 0.f;
+    if (!int8_q(use.node, &s) || use.index != 0) return false;
+    if (!qs.empty() && s != scale) return false;
+    scale = s;
+    qs.push_back(use.node);
+  }
+  conv->set_attr("y_scale", Attribute::of_float(scale));
+  x->set_type(DType::kInt8);
+  y->set_type(DType::kInt8);
+  for (Node* q : qs) {
+    g.replace_all_uses(q->output(0), y);
+    g.remove_node(q);
+  }
+  return true;
+}
+
+class LowerInt8MaxPool final : public Pass {
+ public:
+  std::string_view name() const override { return "lower_int8_maxpool"; }
+  std::string_view summary() const override { return "QConv -> MaxPool -> Q runs the MaxPool on int8"; }
+
+  int run_once(Graph& g, PassContext& ctx) const override {
+    std::vector<Node*> pools;
+    for (Node* n : g.nodes())
+      if (n->kind() == OpKind::kMaxPool) pools.push_back(n);
+    RewriteRecord rec;
+    rec.pass = rec.pattern = std::string(name());
+    int changed = 0;
+    for (Node* mp : pools) {
+      std::string mp_name = mp->name();
+      if (try_rewrite(g, mp)) {
+        rec.removed.push_back(mp_name);
+        ++changed;
+      }
+    }
+    if (changed) {
+      g.remove_unused_values();
+      g.topo_sort();
+      ctx.count(std::string(name()), changed);
+      ctx.log(std::move(rec));
+    }
+    return changed;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_lower_int8_maxpool() { return std::make_unique<LowerInt8MaxPool>(); }
+
+}  // namespace engine

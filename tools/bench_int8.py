@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""INT8 vs FP32 latency on the zoo ResNets: pyengine (per ISA tier) against
+onnxruntime FP32 and onnxruntime's fastest INT8 form (u8s8 QDQ from
+quantize_static: QUInt8 activations, QInt8 per-channel weights).
+
+    python tools/bench_int8.py                          # resnet18,resnet50 x batch 1,8, 2 threads
+    python tools/bench_int8.py --models resnet18 --batches 1 --threads 1 --tiers avx2,vnni
+
+Every variant runs in the same process, interleaved round by round (so a
+noisy neighbour hits all of them alike); the table gives the median and the
+minimum per variant, and ratios of medians. INT8 is calibrated on random
+images: these are timings, not accuracy. pyengine's tiers are capped with
+_core.set_isa_cap (tiers the CPU lacks are left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import pyengine  # noqa: E402
+from pyengine import _core, zoo  # noqa: E402
+
+TIERS = ["ref", "avx2", "avx512", "vnni", "amx"]
+
+
+def _ort_session(model_bytes, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _ort_u8s8(model, calib, in_name):
+    """onnxruntime's static QDQ quantization, u8 activations, s8 per-channel weights."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{in_name: c} for c in calib])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
+        onnx.save(model, src)
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet18,resnet50")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--tiers", default="avx2,vnni", help="pyengine INT8 tiers to time (those the CPU has)")
+    p.add_argument("--calib-batches", type=int, default=2)
+    args = p.parse_args(argv)
+
+    info = _core.cpu_info()
+    top = TIERS.index(info["max_isa"])
+    tiers = [t for t in args.tiers.split(",") if TIERS.index(t) <= top]
+    saved = _core.isa_cap()
+    rows = []
+    for name in args.models.split(","):
+        model = zoo.build_model(name, image_size=args.size)
+        in_name = model.graph.input[0].name
+        calib = [zoo.make_input(model, 1, seed=100 + i)[in_name] for i in range(args.calib_batches)]
+        runners = []
+        _core.set_isa_cap(saved)
+        fp32 = pyengine.build(model, num_threads=args.threads)
+        runners.append(("pyengine fp32", lambda feeds, e=fp32: e.run(feeds)))
+        int8 = pyengine.build(model, precision="int8", calibration_data=calib, num_threads=args.threads,
+                              report=False, progress=False)
+        for tier in tiers:
+            _core.set_isa_cap(tier)
+            eng = pyengine.Engine(int8._graph, int8.metadata, num_threads=args.threads)
+            runners.append((f"pyengine int8 {tier}", lambda feeds, e=eng: e.run(feeds)))
+        _core.set_isa_cap(saved)
+        ort_fp32 = _ort_session(model.SerializeToString(), args.threads)
+        runners.append(("ort fp32", lambda feeds, s=ort_fp32: s.run(None, feeds)))
+        ort_int8 = _ort_session(_ort_u8s8(model, calib, in_name), args.threads)
+        runners.append(("ort int8 u8s8", lambda feeds, s=ort_int8: s.run(None, feeds)))
+        for batch in (int(b) for b in args.batches.split(",")):
+            feeds = {in_name: zoo.make_input(model, batch)[in_name]}
+            for _, fn in runners:  # warm-up
+                fn(feeds)
+            times = {label: [] for label, _ in runners}
+            for _ in range(args.runs):
+                for label, fn in runners:
+                    t0 = time.perf_counter()
+                    fn(feeds)
+                    times[label].append((time.perf_counter() - t0) * 1e3)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            for label, _ in runners:
+                rows.append((name, batch, label, med[label], min(times[label]), med["pyengine fp32"] / med[label],
+                             med["ort int8 u8s8"] / med[label]))
+    print(f"{'model':<9} {'batch':>5} {'runtime':<20} {'median ms':>10} {'min ms':>8} "
+          f"{'pe fp32/x':>10} {'ort u8s8/x':>11}")
+    for name, batch, label, med, mn, r_fp32, r_ort in rows:
+        print(f"{name:<9} {batch:>5} {label:<20} {med:>10.2f} {mn:>8.2f} {r_fp32:>9.2f}x {r_ort:>10.2f}x")
+    print(f"cpu={info['brand']} max_isa={info['max_isa']} threads={args.threads} size={args.size} "
+          f"runs={args.runs} load={os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
