@@ -231,7 +231,7 @@ size_t winograd_scratch_bytes(const ConvGeom& g, int threads) {
 }
 
 void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* u, const float* b,
-                   const float* z, const Activation& act, float* y, void* scratch) {
+                   const float* z, const Activation& act, float* y, void* scratch, SgemmFn gemm) {
   const WinoDims d = wino_dims(g);
   const GemmSpec spec = wino_spec(g, d);
   const int threads = pool.num_threads();
@@ -253,7 +253,7 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
       float* buf = reinterpret_cast<float*>(thread_bufs + tid * d.per_thread);
       input_transform(g, d, xn + c * in_plane, c, buf, buf + d.rows * d.pitch, v);
     });
-    sgemm_avx2(pool, spec, wino_item, &items, gemm_scratch);
+    gemm(pool, spec, wino_item, &items, gemm_scratch);
     float* yn = y + n * g.cout * out_plane;
     const float* zn = z ? z + n * g.cout * out_plane : nullptr;
     with_act(act, [&](const auto& op) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise/kernels.h"
 
 namespace engine {
@@ -55,7 +56,7 @@ UnaryFn find_unary(Unary op, DType t, bool avx2) {
 class UnaryKernel : public Kernel {
  public:
   UnaryKernel(const Node& node, Unary op, UnaryParams params)
-      : desc_(node.describe()), op_(op), params_(params), avx2_(use_avx2()) {
+      : desc_(node.describe()), op_(op), params_(params), avx2_(kernel_usable("unary_f32_avx2")) {
     const DType t = input_dtype(node, 0);
     if (t != DType::kUndefined && !unary_ref(op, t))
       fail(ErrorKind::kUnsupportedOperator, desc_, ": input dtype ", dtype_name(t), " is not supported");
@@ -168,7 +169,7 @@ class CastKernel final : public Kernel {
 
 class ChannelAffineKernel final : public Kernel {
  public:
-  explicit ChannelAffineKernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+  explicit ChannelAffineKernel(const Node& node) : desc_(node.describe()), avx2_(kernel_usable("channel_affine_f32_avx2")) {
     for (int i = 0; i < 3; ++i) {
       const DType t = input_dtype(node, i);
       if (t != DType::kUndefined && t != DType::kFloat32)
