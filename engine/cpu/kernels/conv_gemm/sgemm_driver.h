@@ -248,7 +248,7 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
     // A one-pointer capture keeps std::function in its inline storage: no
     // heap allocation per call.
     const auto* w = &worker;
-    pool.run([w](int tid, int n) { (*w)(tid, n); });
+    pool.run_any([w](int tid, int n) { (*w)(tid, n); });
   }
 }
 

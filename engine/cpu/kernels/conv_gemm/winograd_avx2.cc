@@ -217,7 +217,7 @@ void parallel_dynamic(ThreadPool& pool, int64_t n, const F& fn) {
     worker(0, 1);
   } else {
     const auto* w = &worker;  // one-pointer capture: no std::function allocation
-    pool.run([w](int tid, int nt) { (*w)(tid, nt); });
+    pool.run_any([w](int tid, int nt) { (*w)(tid, nt); });
   }
 }
 
