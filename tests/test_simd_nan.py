@@ -63,12 +63,12 @@ def _bitwise_equal(a, b):
 ACTS = ["Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "SiLU"]
 
 
-def _conv_act_model(act, cin=3, cout=19, hw=9):
+def _conv_act_model(act, cin=3, cout=19, hw=9, k=3, group=1):
     rng = np.random.default_rng(7)
-    w = (rng.standard_normal((cout, cin, 3, 3)) * 0.3).astype(np.float32)
+    w = (rng.standard_normal((cout, cin // group, k, k)) * 0.3).astype(np.float32)
     b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
-    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1])]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[k // 2] * 4, group=group)]
     if act == "Clip":
         inits += [numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
                   numpy_helper.from_array(np.array(0.75, np.float32), "hi")]
@@ -88,19 +88,33 @@ def _conv_act_model(act, cin=3, cout=19, hw=9):
 
 def _special_input(value, seed, shape=(1, 3, 9, 9)):
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    x[0, 1, 4, 4] = value
-    x[0, 0, 0, 8] = value  # a corner too: the column/row tails of the kernels
+    h, w = shape[2], shape[3]
+    x[0, 1, h // 2, w // 2] = value
+    x[0, 0, 0, w - 1] = value  # a corner too: the column/row tails of the kernels
     return x
 
 
+# Conv paths: (cin, cout, hw, k, group). 9x9 outputs leave a 1-column tail
+# (81 = 5 * 16 + 1: the narrow-column kernel), 11x11 a 9-column one.
+CONV_PATHS = {
+    "im2col_tail1": (3, 21, 9, 3, 1),
+    "im2col_tail9": (3, 21, 11, 3, 1),
+    "winograd": (16, 21, 11, 3, 1),
+    "pointwise": (17, 21, 9, 1, 1),
+    "depthwise": (16, 16, 11, 3, 16),
+}
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("path", list(CONV_PATHS))
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
-def test_fused_activation_nonfinite_matches_onnxruntime(tier, act, value):
-    model = _conv_act_model(act)
+def test_fused_activation_nonfinite_matches_onnxruntime(tier, act, path, value):
+    cin, cout, hw, k, group = CONV_PATHS[path]
+    model = _conv_act_model(act, cin=cin, cout=cout, hw=hw, k=k, group=group)
     eng = pyengine.build(model)
     assert "FusedConv" in eng.graph_text(), f"Conv + {act} was not fused:\n{eng.graph_text()}"
-    x = _special_input(value, seed=1)
+    x = _special_input(value, seed=1, shape=(1, cin, hw, hw))
     got = eng(x)
     want = _ort(model).run(None, {"x": x})[0]
     if value != value:
@@ -108,14 +122,16 @@ def test_fused_activation_nonfinite_matches_onnxruntime(tier, act, value):
     _assert_same_nonfinite(got, want)
 
 
+@pytest.mark.parametrize("path", list(CONV_PATHS))
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
-def test_fused_and_standalone_activation_bit_identical(tier, act):
-    model = _conv_act_model(act, cout=21, hw=11)
+def test_fused_and_standalone_activation_bit_identical(tier, act, path):
+    cin, cout, hw, k, group = CONV_PATHS[path]
+    model = _conv_act_model(act, cin=cin, cout=cout, hw=hw, k=k, group=group)
     fused = pyengine.build(model)
     plain = pyengine.build(model, optimize=False)
     assert "FusedConv" in fused.graph_text() and "FusedConv" not in plain.graph_text()
-    x = np.random.default_rng(3).standard_normal((2, 3, 11, 11)).astype(np.float32) * 3
+    x = np.random.default_rng(3).standard_normal((2, cin, hw, hw)).astype(np.float32) * 3
     x[0, 2, 5, 5] = np.nan
     x[1, 0, 3, 3] = np.inf
     a, b = fused(x), plain(x)
@@ -247,3 +263,28 @@ def test_softmax_nonfinite(tier, op, axis, value):
     got = pyengine.build(model)(x)
     want = _ort(model).run(None, {"x": x})[0]
     _assert_same_nonfinite(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", SPECIALS, ids=SPECIAL_IDS)
+@pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
+def test_winograd_residual_one_nonfinite_image(tier, value):
+    """A Winograd conv + residual Add + Relu (one FusedConv), batch 3, with a
+    non-finite value in image 1 only: image 1 takes the direct fallback (the
+    transforms would make NaN of +-inf), images 0 and 2 stay on Winograd."""
+    c, hw = 16, 10
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.2).astype(np.float32), "W"),
+             numpy_helper.from_array((rng.standard_normal(c) * 0.1).astype(np.float32), "B")]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, hw, hw])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    eng = pyengine.build(model)
+    x = rng.standard_normal((3, c, hw, hw)).astype(np.float32)
+    x[1, 3, 4, 5] = value
+    got = eng(x)
+    kernels = [layer["kernel"] for layer in eng.profile({"x": x}, runs=1)]
+    if tier != "ref":
+        assert any("winograd" in k for k in kernels), kernels
+    _assert_same_nonfinite(got, _ort(model).run(None, {"x": x})[0])

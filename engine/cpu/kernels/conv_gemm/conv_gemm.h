@@ -189,6 +189,9 @@ using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 inline int64_t winograd_weights_size(int64_t m, int64_t c) { return 16 * packed_a_size(m, c); }
 void winograd_pack_weights(const float* w, int64_t m, int64_t c, float* dst);
 
+// Computes one image of a Winograd convolution another way (see winograd_avx2).
+using WinogradFallback = void (*)(const void* ctx, int64_t image);
+
 // A packed SGEMM of one tier (sgemm_avx2, sgemm_avx512).
 using SgemmFn = void (*)(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const void* item_ctx,
                          void* scratch);
@@ -219,9 +222,14 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
 // winograd_pack_weights; y = act(conv + b + z). `scratch` holds
 // winograd_scratch_bytes(g, pool.num_threads()) bytes, 64-byte aligned.
 size_t winograd_scratch_bytes(const ConvGeom& g, int threads);
-// `gemm` runs the 16 transformed GEMMs (sgemm_avx2 or sgemm_avx512).
+// `gemm` runs the 16 transformed GEMMs (sgemm_avx2 or sgemm_avx512). An
+// image whose input holds an infinity or a NaN is handed to
+// fallback(fallback_ctx, image) instead, before any of its output is
+// written (the transforms would turn +-inf into NaN; direct convolution
+// keeps onnxruntime's +-inf).
 void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* u, const float* b,
-                   const float* z, const Activation& act, float* y, void* scratch, SgemmFn gemm);
+                   const float* z, const Activation& act, float* y, void* scratch, SgemmFn gemm,
+                   WinogradFallback fallback, const void* fallback_ctx);
 
 #else
 // ENGINE_FORCE_REF builds leave the *_avx2.cc files out and use_avx2() is
@@ -240,7 +248,7 @@ inline void pack_b_im2col(const void*, const float*, int64_t, int64_t, int64_t, 
 inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline size_t winograd_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline void winograd_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
-                          const Activation&, float*, void*, SgemmFn) {
+                          const Activation&, float*, void*, SgemmFn, WinogradFallback, const void*) {
   ENGINE_CHECK(false, "AVX2 Winograd called in a reference-only build");
 }
 inline void depthwise_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,

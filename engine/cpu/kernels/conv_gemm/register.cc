@@ -99,6 +99,26 @@ GemmItem conv_item(const void* ctx, int64_t i) {
   return it;
 }
 
+// Winograd's fallback for an image with a non-finite input: the im2col
+// GEMM on the raw weights, for that image only.
+struct WinoFallbackCtx {
+  ThreadPool* pool;
+  SgemmFn gemm;
+  const GemmSpec* spec;
+  ConvItems items;  // image 0; the image's offsets are added per call
+  int64_t x_image, y_image;
+  void* scratch;
+};
+
+void wino_fallback(const void* ctx, int64_t n) {
+  const auto& f = *static_cast<const WinoFallbackCtx*>(ctx);
+  ConvItems it = f.items;
+  it.x += n * f.x_image;
+  it.y += n * f.y_image;
+  if (it.z) it.z += n * f.y_image;
+  f.gemm(*f.pool, *f.spec, conv_item, &it, f.scratch);
+}
+
 class ConvKernel final : public Kernel {
  public:
   ConvKernel(const Node& node, bool fused)
@@ -175,9 +195,25 @@ class ConvKernel final : public Kernel {
     if (prepacked && winograd_ && g.is_winograd_shape()) {
       path_ = wino_sym_;
       gemm_path_ = wino_gemm_ == sgemm_avx512 ? " f2x2_3x3 sgemm_f32_avx512_12x32" : " f2x2_3x3 sgemm_f32_avx2_6x16";
-      void* scratch = ctx.scratch(winograd_scratch_bytes(g, ctx.pool().num_threads()));
+      GemmSpec fs;
+      fs.m = g.mg();
+      fs.n = g.out_plane();
+      fs.k = g.gemm_k();
+      fs.items = 1;
+      fs.a_rs = fs.k;
+      fs.a_cs = 1;
+      fs.pack_b_fn = pack_b_im2col;
+      fs.pack_b_ctx = &geom_;
+      fs.ldc = fs.ldz = fs.n;
+      fs.ep.act = act_;
+      const int threads = ctx.pool().num_threads();
+      const size_t wb = round_up(static_cast<int64_t>(winograd_scratch_bytes(g, threads)), 64);
+      char* scratch = static_cast<char*>(ctx.scratch(wb + sgemm_scratch_bytes(fs, threads)));
+      WinoFallbackCtx fb{&ctx.pool(), wino_gemm_, &fs,
+                         ConvItems{&geom_, w.data<float>(), g.mg() * fs.k, x.data<float>(), y.data<float>(), bp, zp},
+                         g.cin * g.in_plane(), g.cout * g.out_plane(), scratch + wb};
       winograd_avx2(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch,
-                    wino_gemm_);
+                    wino_gemm_, wino_fallback, &fb);
       return;
     }
     GemmSpec spec;
