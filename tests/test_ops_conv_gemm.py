@@ -1,9 +1,10 @@
 """Conv, FusedConv, Gemm, FusedGemm and MatMul against onnxruntime, and the
-AVX2 kernels against the reference kernels.
+SIMD kernels (AVX2 and AVX-512 tiers) against the reference kernels.
 
 Every case builds a single-node ONNX model with onnx.helper, runs it in
-onnxruntime (the oracle), in pyengine with the kernels use_avx2() picks, and
-in pyengine with the reference kernels forced (set_force_ref). Weights are
+onnxruntime (the oracle), in pyengine with the ISA tier capped at each SIMD
+tier the CPU has (avx2, avx512: set_isa_cap; tiers the CPU lacks are not
+run), and in pyengine with the reference kernels (cap "ref"). Weights are
 fed both as initializers (pre-packed in create()) and as graph inputs (packed
 at run time). Tolerance: rtol 1e-4, atol 1e-4 everywhere (the accumulation
 order differs between ORT, the packed SGEMM and the reference loops).

@@ -54,7 +54,9 @@ def cpu_description() -> tuple[str, list]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith("model name"):
+                    brand = line.split(":", 1)[1]
+                elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
