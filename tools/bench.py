@@ -11,7 +11,8 @@ Prints, for the machine at hand:
     thread count, and for each FP32 row the share of it the model reaches
     (model FLOPs / latency / sgemm rate);
   - per model and batch, interleaved timings (one call of each runtime per
-    round, so machine noise hits all alike), median and p90 ms, and the
+    round, in a random order, --settle seconds apart, so machine noise and
+    the previous runtime's spinning threads hit all alike), median and p90 ms, and the
     ratio to onnxruntime FP32 (and, for INT8 rows, to onnxruntime INT8):
       pyengine fp32            build(model)
       pyengine int8            build(precision="int8"), entropy calibration on random images
@@ -155,20 +156,20 @@ def _build(model, tier, threads, **kw):
         _core.set_isa_cap(prev)
 
 
-def interleaved(calls: dict, runs: int, warmup: int, settle_s: float = 0.01) -> dict:
-    """{label: [ms, ...]}: each round calls every runtime once, in turn. The
-    order rotates every round and each call starts `settle_s` after the
-    previous one ended, so no runtime is always timed right after one whose
-    worker threads are still spinning (onnxruntime's and pyengine's pools
-    spin a little after each run)."""
+def interleaved(calls: dict, runs: int, warmup: int, settle_s: float = 0.1, seed: int = 0) -> dict:
+    """{label: [ms, ...]}: each round calls every runtime once, in a fresh
+    random order, each call starting `settle_s` after the previous one ended.
+    onnxruntime's worker threads keep spinning for a while after a run, and
+    on a 2-core machine they slow down whatever runs next: in a fixed cyclic
+    order one runtime would always pay for it."""
     labels = list(calls)
+    rng = np.random.default_rng(seed)
     for _ in range(warmup):
         for fn in calls.values():
             fn()
     samples = {k: [] for k in calls}
-    for r in range(runs):
-        for i in range(len(labels)):
-            label = labels[(r + i) % len(labels)]
+    for _ in range(runs):
+        for label in rng.permutation(labels):
             time.sleep(settle_s)
             t0 = time.perf_counter()
             calls[label]()
@@ -184,6 +185,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=10, help="timed rounds (each runs every runtime once)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--settle", type=float, default=0.1,
+                   help="seconds between timed calls (lets spinning worker threads of the previous runtime idle)")
     p.add_argument("--tiers", default="", help="comma list of ISA caps (ref, avx2, avx512, vnni, amx) to add "
                                              "pyengine rows for, e.g. avx2,avx512")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 rows")
@@ -241,7 +244,7 @@ def main(argv=None) -> int:
                     calls[label] = lambda s=sess: s.run(None, {in_name: x})
                 for label, fn in ov_calls.items():
                     calls[label] = lambda f=fn: f(x)
-                samples = interleaved(calls, args.runs, args.warmup)
+                samples = interleaved(calls, args.runs, args.warmup, settle_s=args.settle)
                 med = {k: float(np.median(v)) for k, v in samples.items()}
                 for label, v in samples.items():
                     gflops = flops1 * batch / (med[label] * 1e6) if "fp32" in label else None
