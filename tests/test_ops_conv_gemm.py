@@ -98,14 +98,19 @@ def _check(pe_model, feeds, expected, kernel_substr=None):
     names the AVX2 variant; on the AVX-512 tier "_avx2" reads "_avx512"
     (paths such as "im2col" or "winograd" must appear on every tier).
     Returns the highest tier's kernel description."""
+    # The absolute tolerance grows with the output's scale: a float32 sum of
+    # K terms of size s is off by about s * sqrt(K) * 6e-8 in any order, so
+    # with K = 2700 and outputs near 100 (wino_k_blocks) differences of
+    # 1e-4 are rounding, not bugs. Outputs up to 10 keep atol = 1e-4.
+    atol = ATOL * max(1.0, float(np.abs(expected).max(initial=0.0)) / 10.0)
     ref, ref_kernel = _run_pyengine(pe_model, feeds, "ref")
     assert "ref" in ref_kernel, ref_kernel
-    np.testing.assert_allclose(ref, expected, rtol=RTOL, atol=ATOL, err_msg="ref vs onnxruntime")
+    np.testing.assert_allclose(ref, expected, rtol=RTOL, atol=atol, err_msg="ref vs onnxruntime")
     fast_kernel = ref_kernel
     for tier in SIMD_TIERS:
         fast, fast_kernel = _run_pyengine(pe_model, feeds, tier)
-        np.testing.assert_allclose(fast, expected, rtol=RTOL, atol=ATOL, err_msg=f"{fast_kernel} vs onnxruntime")
-        np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=ATOL, err_msg=f"{fast_kernel} vs ref")
+        np.testing.assert_allclose(fast, expected, rtol=RTOL, atol=atol, err_msg=f"{fast_kernel} vs onnxruntime")
+        np.testing.assert_allclose(fast, ref, rtol=RTOL, atol=atol, err_msg=f"{fast_kernel} vs ref")
         assert fast.shape == expected.shape and fast.dtype == np.float32
         if kernel_substr:
             want = kernel_substr.replace("_avx2", "_" + tier)
