@@ -243,9 +243,27 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def list_kernels() -> int:
+    """Prints the kernel table (engine/cpu/kernels.def) and which lines this
+    CPU, build and ISA cap can use."""
+    from . import _core
+
+    info = _core.cpu_info()
+    print(f"tier in use: {info['isa']} (highest this CPU/build has: {info['max_isa']})")
+    print(f"{'op':<16} {'dtype':<5} {'tier':<7} {'symbol':<30} {'width':>5}  usable")
+    for e in _core.kernel_table():
+        print(f"{e['op']:<16} {e['dtype']:<5} {e['tier']:<7} {e['symbol']:<30} {e['width']:>5}  "
+              f"{'yes' if e['usable'] else 'no'}")
+    return 0
+
+
 def cmd_profile(args) -> int:
     from . import profile
 
+    if args.list_kernels:
+        return list_kernels()
+    if not args.model:
+        raise InvalidArgumentError("profile: a model is required (or --list-kernels)")
     batches = _parse_list(args.batch, int)
     precisions = _parse_list(args.precision)
     for p in precisions:
@@ -531,7 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     pr = sub.add_parser("profile", help="latency percentiles, throughput and per-layer times")
-    pr.add_argument("model")
+    pr.add_argument("model", nargs="?")
+    pr.add_argument("--list-kernels", action="store_true",
+                    help="print the kernel table (op, dtype, ISA tier, symbol) and exit")
     pr.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
     pr.add_argument("--precision", default="fp32", help="fp32,fp16,int8 (fp16 needs TensorRT)")
     pr.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto")

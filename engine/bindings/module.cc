@@ -2,6 +2,7 @@
 #include "bindings/common.h"
 #include "core/error.h"
 #include "cpu/dispatch.h"
+#include "cpu/kernel_table.h"
 #include "cpu/thread_pool.h"
 
 namespace engine::py_bind {
@@ -112,6 +113,23 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
 
+  m.def(
+      "kernel_table",
+      [] {
+        py::list out;
+        for (const KernelEntry& e : kernel_table()) {
+          py::dict d;
+          d["op"] = e.op;
+          d["dtype"] = e.dtype;
+          d["tier"] = tier_name(e.tier);
+          d["symbol"] = e.symbol;
+          d["width"] = e.width;
+          d["usable"] = tier_usable(e.tier);  // under the current cap, on this CPU and build
+          out.append(d);
+        }
+        return out;
+      },
+      "Every kernel variant of cpu/kernels.def (op, dtype, tier, symbol, width, usable now).");
   m.def("set_force_ref", &set_force_ref,
         "Use only reference kernels in executors compiled from now on (for tests).");
   m.def(

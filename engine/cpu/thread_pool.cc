@@ -47,26 +47,44 @@ void ThreadPool::worker(int tid) {
     }
     seen = gen;
     if (stop_) return;
-    (*task_)(tid, num_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    // Join the job only while it is open (run_any's caller may have finished
+    // it alone); task_ and all_ are stable while we are counted in active_.
+    active_.fetch_add(1, std::memory_order_seq_cst);
+    if (open_gen_.load(std::memory_order_seq_cst) == gen) {
+      const bool all = all_;
+      (*task_)(tid, num_threads_);
+      if (all) pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    active_.fetch_sub(1, std::memory_order_release);
   }
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
+void ThreadPool::run_impl(const std::function<void(int, int)>& fn, bool all) {
   if (num_threads_ == 1) {
     fn(0, 1);
     return;
   }
+  // The previous job is closed and no worker is inside it (see below).
   task_ = &fn;
-  pending_.store(num_threads_ - 1, std::memory_order_release);
+  all_ = all;
+  pending_.store(all ? num_threads_ - 1 : 0, std::memory_order_relaxed);
+  const uint64_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  open_gen_.store(gen, std::memory_order_seq_cst);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    generation_.store(gen, std::memory_order_release);
   }
   cv_.notify_all();
   fn(0, num_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) ENGINE_PAUSE();
+  if (all)
+    while (pending_.load(std::memory_order_acquire) != 0) ENGINE_PAUSE();
+  open_gen_.store(0, std::memory_order_seq_cst);
+  while (active_.load(std::memory_order_acquire) != 0) ENGINE_PAUSE();
 }
+
+void ThreadPool::run(const std::function<void(int, int)>& fn) { run_impl(fn, true); }
+
+void ThreadPool::run_any(const std::function<void(int, int)>& fn) { run_impl(fn, false); }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
@@ -76,17 +94,24 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n);
     return;
   }
+  // Chunks of at least `grain` items, up to 4 per thread, claimed
+  // dynamically (run_any): a late worker leaves its share to the others.
+  chunks = std::min<int64_t>(4 * num_threads_, (n + grain - 1) / grain);
   // One pointer of capture keeps the std::function in its inline storage:
   // no heap allocation per kernel call.
   struct Job {
     int64_t n, chunks;
     const std::function<void(int64_t, int64_t)>* fn;
+    std::atomic<int64_t> next{0};
   } job{n, chunks, &fn};
-  const Job* j = &job;
-  run([j](int tid, int) {
-    if (tid >= j->chunks) return;
-    int64_t begin = j->n * tid / j->chunks, end = j->n * (tid + 1) / j->chunks;
-    if (begin < end) (*j->fn)(begin, end);
+  Job* j = &job;
+  run_any([j](int, int) {
+    for (;;) {
+      const int64_t c = j->next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= j->chunks) return;
+      const int64_t begin = j->n * c / j->chunks, end = j->n * (c + 1) / j->chunks;
+      if (begin < end) (*j->fn)(begin, end);
+    }
   });
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/simd/vec_scalar.h"
 #include "cpu/thread_pool.h"
 #include "ir/graph.h"
 
@@ -41,17 +42,20 @@ struct Activation {
 Activation parse_activation(const Node& node);
 const char* activation_name(Act a);
 
+// The reference epilogue's activation: simd/vec_scalar.h, the formulas the
+// standalone elementwise ops use (NaN in, NaN out; see there).
 inline float activate(float v, const Activation& a) {
+  namespace s = simd::scalar;
   switch (a.kind) {
     case Act::kNone: return v;
-    case Act::kRelu: return v > 0.f ? v : 0.f;
-    case Act::kClip: return std::min(std::max(v, a.p0), a.p1);
-    case Act::kLeakyRelu: return v >= 0.f ? v : v * a.p0;
-    case Act::kSigmoid: return 1.f / (1.f + std::exp(-v));
-    case Act::kHardSwish: return v * std::min(std::max(v / 6.f + 0.5f, 0.f), 1.f);
-    case Act::kSiLU: return v / (1.f + std::exp(-v));
-    case Act::kGelu: return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
-    case Act::kHardSigmoid: return std::min(std::max(a.p0 * v + a.p1, 0.f), 1.f);
+    case Act::kRelu: return s::relu(v);
+    case Act::kClip: return s::clip(v, a.p0, a.p1);
+    case Act::kLeakyRelu: return s::leaky_relu(v, a.p0);
+    case Act::kSigmoid: return s::sigmoid(v);
+    case Act::kHardSwish: return s::hard_swish(v);
+    case Act::kSiLU: return s::silu(v);
+    case Act::kGelu: return s::gelu(v);
+    case Act::kHardSigmoid: return s::hard_sigmoid(v, a.p0, a.p1);
   }
   return v;
 }
@@ -185,6 +189,13 @@ using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 inline int64_t winograd_weights_size(int64_t m, int64_t c) { return 16 * packed_a_size(m, c); }
 void winograd_pack_weights(const float* w, int64_t m, int64_t c, float* dst);
 
+// Computes one image of a Winograd convolution another way (see winograd_avx2).
+using WinogradFallback = void (*)(const void* ctx, int64_t image);
+
+// A packed SGEMM of one tier (sgemm_avx2, sgemm_avx512).
+using SgemmFn = void (*)(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const void* item_ctx,
+                         void* scratch);
+
 #if !defined(ENGINE_FORCE_REF)
 // Scratch the driver needs for `threads` threads, in bytes.
 size_t sgemm_scratch_bytes(const GemmSpec& spec, int threads);
@@ -192,6 +203,9 @@ size_t sgemm_scratch_bytes(const GemmSpec& spec, int threads);
 // tasks. `scratch` holds sgemm_scratch_bytes(spec, pool.num_threads()) bytes,
 // 64-byte aligned.
 void sgemm_avx2(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const void* item_ctx, void* scratch);
+// The same on AVX-512 (12x32 zmm tile, same panel layout and scratch; call
+// only when use_avx512()).
+void sgemm_avx512(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const void* item_ctx, void* scratch);
 
 // The im2col packer for conv: ctx is a ConvGeom, src the first input channel
 // of one (image, group). k = (c, kd, kh, kw) row-major, n = output position.
@@ -208,8 +222,14 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
 // winograd_pack_weights; y = act(conv + b + z). `scratch` holds
 // winograd_scratch_bytes(g, pool.num_threads()) bytes, 64-byte aligned.
 size_t winograd_scratch_bytes(const ConvGeom& g, int threads);
+// `gemm` runs the 16 transformed GEMMs (sgemm_avx2 or sgemm_avx512). An
+// image whose input holds an infinity or a NaN is handed to
+// fallback(fallback_ctx, image) instead, before any of its output is
+// written (the transforms would turn +-inf into NaN; direct convolution
+// keeps onnxruntime's +-inf).
 void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* u, const float* b,
-                   const float* z, const Activation& act, float* y, void* scratch);
+                   const float* z, const Activation& act, float* y, void* scratch, SgemmFn gemm,
+                   WinogradFallback fallback, const void* fallback_ctx);
 
 #else
 // ENGINE_FORCE_REF builds leave the *_avx2.cc files out and use_avx2() is
@@ -219,13 +239,16 @@ inline size_t sgemm_scratch_bytes(const GemmSpec&, int) { return 0; }
 inline void sgemm_avx2(ThreadPool&, const GemmSpec&, GemmItemFn, const void*, void*) {
   ENGINE_CHECK(false, "AVX2 SGEMM called in a reference-only build");
 }
+inline void sgemm_avx512(ThreadPool&, const GemmSpec&, GemmItemFn, const void*, void*) {
+  ENGINE_CHECK(false, "AVX-512 SGEMM called in a reference-only build");
+}
 inline void pack_b_im2col(const void*, const float*, int64_t, int64_t, int64_t, int64_t, float*) {
   ENGINE_CHECK(false, "AVX2 im2col called in a reference-only build");
 }
 inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline size_t winograd_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline void winograd_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
-                          const Activation&, float*, void*) {
+                          const Activation&, float*, void*, SgemmFn, WinogradFallback, const void*) {
   ENGINE_CHECK(false, "AVX2 Winograd called in a reference-only build");
 }
 inline void depthwise_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,

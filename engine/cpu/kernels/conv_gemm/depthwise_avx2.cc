@@ -262,7 +262,7 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
     // A one-pointer capture keeps std::function in its inline storage: no
     // heap allocation per call.
     const auto* w = &worker;
-    pool.run([w](int tid, int n) { (*w)(tid, n); });
+    pool.run_any([w](int tid, int n) { (*w)(tid, n); });
   }
 }
 

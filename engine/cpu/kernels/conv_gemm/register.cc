@@ -4,7 +4,10 @@
 //   Gemm / FusedGemm  Y = act(alpha * op(A) op(B) + beta * C)
 //   MatMul            Y = A @ B (numpy semantics)
 //
-// create() picks the ISA once (use_avx2()) and pre-packs constant weights
+// create() picks the variant once from the kernel table (cpu/kernels.def:
+// the highest usable tier of conv / conv_depthwise / conv_winograd / gemm /
+// matmul; the AVX-512 tier runs the 12x32 SGEMM, the AVX2 tier the 6x16 one,
+// on the same packed layout) and pre-packs constant weights
 // into the SGEMM's panel layout; weights that arrive at run time (graph
 // inputs) are packed block by block inside the SGEMM instead. Convolution
 // paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; 3x3
@@ -17,6 +20,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/kernel.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/conv_gemm/conv_gemm.h"
 
 namespace engine {
@@ -31,6 +35,30 @@ void require_float(const Node& node) {
       fail(ErrorKind::kUnsupportedOperator, node.describe(), ": input ", i, " has type ", dtype_name(v->dtype()),
            "; only float32 is supported");
   }
+}
+
+// The SIMD tier of `op` ("conv", "gemm", "matmul"): the table's avx512 line
+// if usable, else its avx2 line, else ref. `sym` gets the variant's symbol.
+IsaTier pick_tier(const char* op, const char** sym, SgemmFn* gemm) {
+  static const char* const kNames[][3] = {{"conv", "conv_f32_avx512", "conv_f32_avx2"},
+                                          {"gemm", "gemm_f32_avx512", "gemm_f32_avx2"},
+                                          {"matmul", "matmul_f32_avx512", "matmul_f32_avx2"}};
+  for (const auto& n : kNames) {
+    if (std::string(op) != n[0]) continue;
+    if (kernel_usable(n[1]) && kernel_usable("sgemm_f32_avx512_12x32")) {
+      *sym = n[1];
+      *gemm = sgemm_avx512;
+      return IsaTier::kAvx512;
+    }
+    if (kernel_usable(n[2]) && kernel_usable("sgemm_f32_avx2_6x16")) {
+      *sym = n[2];
+      *gemm = sgemm_avx2;
+      return IsaTier::kAvx2;
+    }
+  }
+  *sym = nullptr;
+  *gemm = nullptr;
+  return IsaTier::kRef;
 }
 
 const Tensor* input_or_null(const std::vector<const Tensor*>& in, size_t i) {
@@ -71,10 +99,38 @@ GemmItem conv_item(const void* ctx, int64_t i) {
   return it;
 }
 
+// Winograd's fallback for an image with a non-finite input: the im2col
+// GEMM on the raw weights, for that image only.
+struct WinoFallbackCtx {
+  ThreadPool* pool;
+  SgemmFn gemm;
+  const GemmSpec* spec;
+  ConvItems items;  // image 0; the image's offsets are added per call
+  int64_t x_image, y_image;
+  void* scratch;
+};
+
+void wino_fallback(const void* ctx, int64_t n) {
+  const auto& f = *static_cast<const WinoFallbackCtx*>(ctx);
+  ConvItems it = f.items;
+  it.x += n * f.x_image;
+  it.y += n * f.y_image;
+  if (it.z) it.z += n * f.y_image;
+  f.gemm(*f.pool, *f.spec, conv_item, &it, f.scratch);
+}
+
 class ConvKernel final : public Kernel {
  public:
   ConvKernel(const Node& node, bool fused)
-      : attrs_(ConvAttrs::from_node(node)), fused_(fused), avx2_(use_avx2()) {
+      : attrs_(ConvAttrs::from_node(node)), fused_(fused) {
+    avx2_ = pick_tier("conv", &sym_, &sgemm_) >= IsaTier::kAvx2;
+    depthwise_ok_ = avx2_ && kernel_usable("conv_depthwise_f32_avx2");
+    if (avx2_ && kernel_usable("conv_winograd_f32_avx512") && sgemm_ == sgemm_avx512) {
+      wino_sym_ = "conv_winograd_f32_avx512";
+    } else if (avx2_ && kernel_usable("conv_winograd_f32_avx2")) {
+      wino_sym_ = "conv_winograd_f32_avx2";
+    }
+    wino_gemm_ = wino_sym_ && std::string(wino_sym_) == "conv_winograd_f32_avx512" ? sgemm_avx512 : sgemm_avx2;
     require_float(node);
     if (fused) act_ = parse_activation(node);
     const Value* w = node.input(1);
@@ -89,7 +145,7 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if (winograd_candidate(wt.shape())) {
+      if (wino_sym_ && winograd_candidate(wt.shape())) {
         packed_w_shape_ = wt.shape();
         winograd_ = true;
         packed_w_.storage = aligned_storage(static_cast<size_t>(winograd_weights_size(cout, wt.dim(1))) * sizeof(float));
@@ -124,20 +180,40 @@ class ConvKernel final : public Kernel {
       fail(ErrorKind::kShape, attrs_.where, ": the bias has ", b->numel(), " entries, expected ", g.cout);
     if (!avx2_ || g.gemm_k() == 0) {
       path_ = "conv_f32_ref";
+      gemm_path_ = "";
       conv_ref(g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
       return;
     }
-    if (g.is_depthwise()) {
-      path_ = "conv_f32_avx2 depthwise";
+    if (g.is_depthwise() && depthwise_ok_) {
+      path_ = "conv_depthwise_f32_avx2";
+      gemm_path_ = "";
       void* scratch = ctx.scratch(depthwise_scratch_bytes(g, ctx.pool().num_threads()));
       depthwise_avx2(ctx.pool(), g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>(), scratch);
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
     if (prepacked && winograd_ && g.is_winograd_shape()) {
-      path_ = "conv_f32_avx2 winograd f2x2_3x3";
-      void* scratch = ctx.scratch(winograd_scratch_bytes(g, ctx.pool().num_threads()));
-      winograd_avx2(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch);
+      path_ = wino_sym_;
+      gemm_path_ = wino_gemm_ == sgemm_avx512 ? " f2x2_3x3 sgemm_f32_avx512_12x32" : " f2x2_3x3 sgemm_f32_avx2_6x16";
+      GemmSpec fs;
+      fs.m = g.mg();
+      fs.n = g.out_plane();
+      fs.k = g.gemm_k();
+      fs.items = 1;
+      fs.a_rs = fs.k;
+      fs.a_cs = 1;
+      fs.pack_b_fn = pack_b_im2col;
+      fs.pack_b_ctx = &geom_;
+      fs.ldc = fs.ldz = fs.n;
+      fs.ep.act = act_;
+      const int threads = ctx.pool().num_threads();
+      const size_t wb = round_up(static_cast<int64_t>(winograd_scratch_bytes(g, threads)), 64);
+      char* scratch = static_cast<char*>(ctx.scratch(wb + sgemm_scratch_bytes(fs, threads)));
+      WinoFallbackCtx fb{&ctx.pool(), wino_gemm_, &fs,
+                         ConvItems{&geom_, w.data<float>(), g.mg() * fs.k, x.data<float>(), y.data<float>(), bp, zp},
+                         g.cin * g.in_plane(), g.cout * g.out_plane(), scratch + wb};
+      winograd_avx2(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch,
+                    wino_gemm_, wino_fallback, &fb);
       return;
     }
     GemmSpec spec;
@@ -153,22 +229,23 @@ class ConvKernel final : public Kernel {
     if (g.is_pointwise()) {
       spec.b_rs = g.in_plane();
       spec.b_cs = 1;
-      path_ = "conv_f32_avx2 pointwise gemm";
+      gemm_path_ = sgemm_ == sgemm_avx512 ? " pointwise sgemm_f32_avx512_12x32" : " pointwise sgemm_f32_avx2_6x16";
     } else {
       spec.pack_b_fn = pack_b_im2col;
       spec.pack_b_ctx = &geom_;
-      path_ = "conv_f32_avx2 im2col gemm";
+      gemm_path_ = sgemm_ == sgemm_avx512 ? " im2col sgemm_f32_avx512_12x32" : " im2col sgemm_f32_avx2_6x16";
     }
     const bool gemm_packed = prepacked && !winograd_;
     spec.a_packed = gemm_packed;
     ConvItems items{&geom_, gemm_packed ? packed_w_.data() : w.data<float>(),
                     gemm_packed ? group_stride_ : g.mg() * spec.k, x.data<float>(), y.data<float>(), bp, zp};
+    path_ = sym_;
     void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
-    sgemm_avx2(ctx.pool(), spec, conv_item, &items, scratch);
+    sgemm_(ctx.pool(), spec, conv_item, &items, scratch);
   }
 
   std::string describe() const override {
-    std::string d = path_ ? path_ : (avx2_ ? "conv_f32_avx2" : "conv_f32_ref");
+    std::string d = path_ ? std::string(path_) + gemm_path_ : (sym_ ? sym_ : "conv_f32_ref");
     if (act_.kind != Act::kNone) d += std::string(" +") + activation_name(act_.kind);
     return d;
   }
@@ -193,7 +270,13 @@ class ConvKernel final : public Kernel {
 
   ConvAttrs attrs_;
   bool fused_;
-  bool avx2_;
+  bool avx2_ = false;
+  const char* sym_ = nullptr;        // conv_f32_<tier> (SIMD GEMM paths)
+  SgemmFn sgemm_ = nullptr;
+  bool depthwise_ok_ = false;
+  const char* wino_sym_ = nullptr;   // conv_winograd_f32_<tier>, or null
+  SgemmFn wino_gemm_ = nullptr;
+  const char* gemm_path_ = "";
   Activation act_;
   Packed packed_w_;  // im2col GEMM panels, or Winograd U_i when winograd_
   Shape packed_w_shape_;
@@ -227,8 +310,8 @@ class GemmKernel final : public Kernel {
       : trans_a_(node.attr_int("transA", 0) != 0),
         trans_b_(node.attr_int("transB", 0) != 0),
         alpha_(node.attr_float("alpha", 1.f)),
-        beta_(node.attr_float("beta", 1.f)),
-        avx2_(use_avx2()) {
+        beta_(node.attr_float("beta", 1.f)) {
+    avx2_ = pick_tier("gemm", &sym_, &sgemm_) >= IsaTier::kAvx2;
     require_float(node);
     if (fused) act_ = parse_activation(node);
     if (!avx2_) return;
@@ -291,7 +374,7 @@ class GemmKernel final : public Kernel {
       gemm_ref(m, n, k, a.data<float>(), a_rs, a_cs, b.data<float>(), b_rs, b_cs, yp, n, bias_m, bias_n, zp, n, ep);
       return;
     }
-    path_ = "gemm_f32_avx2";
+    path_ = sym_;
     GemmSpec spec;
     spec.m = m;
     spec.n = n;
@@ -312,11 +395,11 @@ class GemmKernel final : public Kernel {
     item.item.bias_n = bias_n;
     item.item.z = zp;
     void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
-    sgemm_avx2(ctx.pool(), spec, single_item, &item, scratch);
+    sgemm_(ctx.pool(), spec, single_item, &item, scratch);
   }
 
   std::string describe() const override {
-    std::string d = path_ ? path_ : (avx2_ ? "gemm_f32_avx2" : "gemm_f32_ref");
+    std::string d = path_ ? path_ : (sym_ ? sym_ : "gemm_f32_ref");
     if (act_.kind != Act::kNone) d += std::string(" +") + activation_name(act_.kind);
     return d;
   }
@@ -324,7 +407,9 @@ class GemmKernel final : public Kernel {
  private:
   bool trans_a_, trans_b_;
   float alpha_, beta_;
-  bool avx2_;
+  bool avx2_ = false;
+  const char* sym_ = nullptr;
+  SgemmFn sgemm_ = nullptr;
   Activation act_;
   Packed packed_a_, packed_b_;
   Shape packed_a_shape_, packed_b_shape_;
@@ -355,7 +440,8 @@ GemmItem batch_item(const void* ctx, int64_t i) {
 
 class MatMulKernel final : public Kernel {
  public:
-  explicit MatMulKernel(const Node& node) : avx2_(use_avx2()) {
+  explicit MatMulKernel(const Node& node) {
+    avx2_ = pick_tier("matmul", &sym_, &sgemm_) >= IsaTier::kAvx2;
     require_float(node);
     const Value* b = node.input(1);
     if (avx2_ && b && b->is_constant() && b->constant()->rank() <= 2 && b->constant()->rank() >= 1 &&
@@ -385,7 +471,7 @@ class MatMulKernel final : public Kernel {
                  nullptr, 0, ep);
       return;
     }
-    path_ = "matmul_f32_avx2";
+    path_ = sym_;
     GemmSpec spec;
     spec.n = n_;
     spec.k = k_;
@@ -407,11 +493,11 @@ class MatMulKernel final : public Kernel {
       spec.items = items_;
     }
     void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
-    sgemm_avx2(ctx.pool(), spec, batch_item, &items, scratch);
+    sgemm_(ctx.pool(), spec, batch_item, &items, scratch);
   }
 
   std::string describe() const override {
-    return path_ ? path_ : (avx2_ ? "matmul_f32_avx2" : "matmul_f32_ref");
+    return path_ ? path_ : (sym_ ? sym_ : "matmul_f32_ref");
   }
 
  private:
@@ -455,7 +541,9 @@ class MatMulKernel final : public Kernel {
       for (int64_t i = 0; i < items_ && b_shared_; ++i) b_shared_ = a_off_[i] == i * m_ * k_;
   }
 
-  bool avx2_;
+  bool avx2_ = false;
+  const char* sym_ = nullptr;
+  SgemmFn sgemm_ = nullptr;
   Packed packed_b_;
   Shape packed_b_shape_;
   Shape a_shape_, b_shape_;

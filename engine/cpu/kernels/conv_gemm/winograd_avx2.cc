@@ -17,6 +17,12 @@
 //     pre-packed by pass 1), into M_i;
 //  3. output transform, per output channel, 8 tiles at a time, with bias,
 //     residual and activation applied before the only store of Y.
+// IEEE: the transforms subtract inputs, so an infinite input would turn
+// into inf - inf = NaN where direct convolution gives +-inf (onnxruntime's
+// result). Pass 1 therefore notes any non-finite input (x * 0 is NaN
+// exactly for +-inf and NaN, one FMA per input vector while the plane is
+// copied), and such an image goes to the caller's fallback (the direct
+// im2col GEMM) before any of its output is written.
 #include <atomic>
 #include <cstring>
 
@@ -92,9 +98,22 @@ inline void load_pair(const float* p, __m256* even, __m256* odd) {
   *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
-// Pass 1 for channel c: V_i[c, :] into the packed B matrices at v.
-void input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int64_t c, float* buf, float* lines,
+// Whether x[0, n) holds an infinity or a NaN.
+bool any_nonfinite(const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), zero, acc);
+  float t = 0.f;
+  for (; i < n; ++i) t += x[i] * 0.f;
+  return _mm256_movemask_ps(_mm256_cmp_ps(acc, acc, _CMP_UNORD_Q)) != 0 || t != t;
+}
+
+// Pass 1 for channel c: V_i[c, :] into the packed B matrices at v. Returns
+// false (and skips the transform) when the plane holds a non-finite value.
+bool input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int64_t c, float* buf, float* lines,
                      float* v) {
+  if (any_nonfinite(xc, g.ih * g.iw)) return false;
   // Interior of the padded plane (its border is zero from the start of the
   // call and never written).
   const int64_t lead = std::min(g.pw, d.pitch);
@@ -139,6 +158,7 @@ void input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int6
       _mm256_store_ps(dst + q * kNR * kc + 8, _mm256_loadu_ps(line + q * kNR + 8));
     }
   }
+  return true;
 }
 
 // 16 outputs of one row (two interleaved tile columns), count of them valid.
@@ -217,7 +237,7 @@ void parallel_dynamic(ThreadPool& pool, int64_t n, const F& fn) {
     worker(0, 1);
   } else {
     const auto* w = &worker;  // one-pointer capture: no std::function allocation
-    pool.run([w](int tid, int nt) { (*w)(tid, nt); });
+    pool.run_any([w](int tid, int nt) { (*w)(tid, nt); });
   }
 }
 
@@ -231,7 +251,8 @@ size_t winograd_scratch_bytes(const ConvGeom& g, int threads) {
 }
 
 void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* u, const float* b,
-                   const float* z, const Activation& act, float* y, void* scratch) {
+                   const float* z, const Activation& act, float* y, void* scratch, SgemmFn gemm,
+                   WinogradFallback fallback, const void* fallback_ctx) {
   const WinoDims d = wino_dims(g);
   const GemmSpec spec = wino_spec(g, d);
   const int threads = pool.num_threads();
@@ -249,11 +270,18 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
   const WinoItems items{u, packed_a_size(g.cout, g.cin), v, d.v_stride, mbuf, d.m_stride};
   for (int64_t n = 0; n < g.batch; ++n) {
     const float* xn = x + n * g.cin * in_plane;
+    std::atomic<bool> nonfinite{false};
     parallel_dynamic(pool, g.cin, [&](int tid, int64_t c) {
+      if (nonfinite.load(std::memory_order_relaxed)) return;
       float* buf = reinterpret_cast<float*>(thread_bufs + tid * d.per_thread);
-      input_transform(g, d, xn + c * in_plane, c, buf, buf + d.rows * d.pitch, v);
+      if (!input_transform(g, d, xn + c * in_plane, c, buf, buf + d.rows * d.pitch, v))
+        nonfinite.store(true, std::memory_order_relaxed);
     });
-    sgemm_avx2(pool, spec, wino_item, &items, gemm_scratch);
+    if (nonfinite.load()) {
+      fallback(fallback_ctx, n);
+      continue;
+    }
+    gemm(pool, spec, wino_item, &items, gemm_scratch);
     float* yn = y + n * g.cout * out_plane;
     const float* zn = z ? z + n * g.cout * out_plane : nullptr;
     with_act(act, [&](const auto& op) {

@@ -5,11 +5,13 @@
 // operation, and max/min add a NaN fix-up (maxps alone would return b when
 // only a is NaN) while keeping maxps's a > b ? a : b order for zeros.
 #include "cpu/kernels/elementwise/elementwise.h"
-#include "cpu/kernels/elementwise/vec_math_avx2.h"
+#include "cpu/simd/vec_avx2.h"
 
 namespace engine {
 namespace eltwise {
 namespace {
+
+using simd::avx2::tail_mask;
 
 struct Add { __m256 operator()(__m256 a, __m256 b) const { return _mm256_add_ps(a, b); } };
 struct Sub { __m256 operator()(__m256 a, __m256 b) const { return _mm256_sub_ps(a, b); } };
@@ -17,12 +19,12 @@ struct Mul { __m256 operator()(__m256 a, __m256 b) const { return _mm256_mul_ps(
 struct Div { __m256 operator()(__m256 a, __m256 b) const { return _mm256_div_ps(a, b); } };
 struct Max {
   __m256 operator()(__m256 a, __m256 b) const {
-    return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+    return simd::avx2::max_nan(a, b);
   }
 };
 struct Min {
   __m256 operator()(__m256 a, __m256 b) const {
-    return _mm256_blendv_ps(_mm256_min_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+    return simd::avx2::min_nan(a, b);
   }
 };
 

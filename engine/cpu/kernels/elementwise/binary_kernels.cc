@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "cpu/kernels/elementwise/broadcast.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise/kernels.h"
 
 namespace engine {
@@ -77,7 +78,7 @@ bool broadcasts_to(const Shape& s, const Shape& x) {
 
 class BinaryKernel final : public Kernel {
  public:
-  BinaryKernel(const Node& node, Binary op) : desc_(node.describe()), op_(op), avx2_(use_avx2()) {
+  BinaryKernel(const Node& node, Binary op) : desc_(node.describe()), op_(op), avx2_(kernel_usable("binary_f32_avx2")) {
     const DType a = input_dtype(node, 0), b = input_dtype(node, 1);
     if (a == DType::kUndefined || b == DType::kUndefined) return;
     if (!binary_ref(op, a, b))
@@ -118,7 +119,7 @@ class BinaryKernel final : public Kernel {
 class VariadicKernel final : public Kernel {
  public:
   VariadicKernel(const Node& node, Binary op, bool mean)
-      : desc_(node.describe()), op_(op), mean_(mean), avx2_(use_avx2()) {
+      : desc_(node.describe()), op_(op), mean_(mean), avx2_(kernel_usable("binary_f32_avx2")) {
     const DType t = input_dtype(node, 0);
     for (int i = 0; i < node.num_inputs(); ++i) {
       if (!node.input(i)) fail(ErrorKind::kInvalidModel, desc_, ": input ", i, " is empty");

@@ -2,11 +2,13 @@
 // (scalar scale/shift in registers) or per row of channels. One rounding
 // instead of the reference's two.
 #include "cpu/kernels/elementwise/elementwise.h"
-#include "cpu/kernels/elementwise/vec_math_avx2.h"
+#include "cpu/simd/vec_avx2.h"
 
 namespace engine {
 namespace eltwise {
 namespace {
+
+using simd::avx2::tail_mask;
 
 void row_avx2(const float* x, float* y, int64_t n, float s, float b) {
   const __m256 vs = _mm256_set1_ps(s), vb = _mm256_set1_ps(b);

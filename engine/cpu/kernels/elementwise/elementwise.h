@@ -48,6 +48,7 @@ using UnaryFn = void (*)(const void* x, void* y, int64_t n, const UnaryParams& p
 
 UnaryFn unary_ref(Unary op, DType t);   // nullptr: op does not support t
 UnaryFn unary_avx2(Unary op, DType t);  // nullptr: no AVX2 version
+UnaryFn unary_avx512(Unary op, DType t);  // nullptr: no AVX-512 version (call only when use_avx512())
 const char* unary_name(Unary op);       // "relu", for kernel descriptions
 
 // ---- binary -------------------------------------------------------------

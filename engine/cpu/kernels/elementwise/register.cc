@@ -9,6 +9,7 @@ namespace engine {
 // (use_avx2() is false), but the symbols must exist.
 namespace eltwise {
 UnaryFn unary_avx2(Unary, DType) { return nullptr; }
+UnaryFn unary_avx512(Unary, DType) { return nullptr; }
 BinaryFn binary_avx2(Binary, DType, DType) { return nullptr; }
 AffineRowFn affine_row_avx2() { return nullptr; }
 AffineVecFn affine_vec_avx2() { return nullptr; }

@@ -1,7 +1,8 @@
 // AVX2 unary loops for the float32 activations on the hot path of CNNs:
 // relu, leaky_relu, clip, sigmoid, hard_sigmoid, hard_swish, tanh, gelu
 // (erf and tanh forms), exp, erf. Same formulas as unary_ref.cc; the
-// transcendental parts come from vec_math_avx2.h (1-2 ulp).
+// functions come from cpu/simd/vec_avx2.h (1-2 ulp), the same ones the conv/gemm
+// epilogues fuse, so fused and standalone activations agree bit for bit.
 // Eight lanes per step, four steps unrolled for latency hiding; the tail
 // runs the same vector code on a masked load/store, so every element of a
 // tensor gets bit-identical treatment wherever it sits.
@@ -9,11 +10,15 @@
 // order that makes maxps/minps agree with the reference bit for bit,
 // including NaN and -0.
 #include "cpu/kernels/elementwise/elementwise.h"
-#include "cpu/kernels/elementwise/vec_math_avx2.h"
+#include "cpu/simd/vec_avx2.h"
 
 namespace engine {
 namespace eltwise {
 namespace {
+
+namespace v = simd::avx2;
+using simd::avx2::tail_mask;
+using simd::avx2::v_set;
 
 template <typename Op>
 void unary_loop(const void* xv, void* yv, int64_t n, const UnaryParams& p) {
@@ -40,66 +45,60 @@ void unary_loop(const void* xv, void* yv, int64_t n, const UnaryParams& p) {
 
 struct Relu {
   explicit Relu(const UnaryParams&) {}
-  __m256 operator()(__m256 x) const { return _mm256_max_ps(_mm256_setzero_ps(), x); }
+  __m256 operator()(__m256 x) const { return v::relu(x); }
 };
 struct LeakyRelu {
   __m256 alpha;
   explicit LeakyRelu(const UnaryParams& p) : alpha(v_set(p.alpha)) {}
   __m256 operator()(__m256 x) const {
-    return _mm256_blendv_ps(x, _mm256_mul_ps(alpha, x), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+    return v::leaky_relu(x, alpha);
   }
 };
 struct Clip {
   __m256 lo, hi;
   explicit Clip(const UnaryParams& p) : lo(v_set(p.alpha)), hi(v_set(p.beta)) {}
-  __m256 operator()(__m256 x) const { return _mm256_min_ps(hi, _mm256_max_ps(lo, x)); }
+  __m256 operator()(__m256 x) const { return v::clip(x, lo, hi); }
 };
 struct Sigmoid {
   explicit Sigmoid(const UnaryParams&) {}
-  __m256 operator()(__m256 x) const { return v_sigmoid(x); }
+  __m256 operator()(__m256 x) const { return v::sigmoid(x); }
 };
 struct HardSigmoid {
   __m256 alpha, beta;
   explicit HardSigmoid(const UnaryParams& p) : alpha(v_set(p.alpha)), beta(v_set(p.beta)) {}
   __m256 operator()(__m256 x) const {
-    const __m256 t = _mm256_min_ps(v_set(1.f), _mm256_fmadd_ps(alpha, x, beta));
-    return _mm256_max_ps(_mm256_setzero_ps(), t);
+    return v::hard_sigmoid(x, alpha, beta);
   }
 };
 struct HardSwish {
   explicit HardSwish(const UnaryParams&) {}
   __m256 operator()(__m256 x) const {
-    __m256 t = _mm256_fmadd_ps(x, v_set(1.f / 6.f), v_set(0.5f));
-    t = _mm256_max_ps(_mm256_setzero_ps(), _mm256_min_ps(v_set(1.f), t));
-    return _mm256_mul_ps(x, t);
+    return v::hard_swish(x);
   }
 };
 struct Tanh {
   explicit Tanh(const UnaryParams&) {}
-  __m256 operator()(__m256 x) const { return v_tanh(x); }
+  __m256 operator()(__m256 x) const { return v::v_tanh(x); }
 };
 struct Gelu {
   explicit Gelu(const UnaryParams&) {}
   __m256 operator()(__m256 x) const {
-    const __m256 e = v_erf(_mm256_mul_ps(x, v_set(0.70710678118654752f)));
-    return _mm256_mul_ps(_mm256_mul_ps(v_set(0.5f), x), _mm256_add_ps(v_set(1.f), e));
+    return v::gelu(x);
   }
 };
 struct GeluTanh {
   explicit GeluTanh(const UnaryParams&) {}
   __m256 operator()(__m256 x) const {
-    const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
-    const __m256 inner = _mm256_mul_ps(v_set(0.79788456080286536f), _mm256_fmadd_ps(v_set(0.044715f), x3, x));
-    return _mm256_mul_ps(_mm256_mul_ps(v_set(0.5f), x), _mm256_add_ps(v_set(1.f), v_tanh(inner)));
+    return v::gelu_tanh(x);
   }
 };
 struct Exp {
   explicit Exp(const UnaryParams&) {}
-  __m256 operator()(__m256 x) const { return v_exp(x); }
+  __m256 operator()(__m256 x) const { return v::v_exp(x); }
 };
 struct Erf {
   explicit Erf(const UnaryParams&) {}
-  __m256 operator()(__m256 x) const { return v_erf(x); }
+  __m256 operator()(__m256 x) const { return v::v_erf(x); }
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/elementwise/kernels.h"
 
 namespace engine {
@@ -47,21 +48,25 @@ bool is_heavy(Unary op) {
   }
 }
 
-UnaryFn find_unary(Unary op, DType t, bool avx2) {
-  UnaryFn fn = avx2 ? unary_avx2(op, t) : nullptr;
+// The highest usable tier's loop (kernel table lines unary_f32_avx512,
+// unary_f32_avx2), else the reference.
+UnaryFn find_unary(Unary op, DType t, bool avx2, bool avx512) {
+  UnaryFn fn = avx512 ? unary_avx512(op, t) : nullptr;
+  if (!fn && avx2) fn = unary_avx2(op, t);
   return fn ? fn : unary_ref(op, t);
 }
 
 class UnaryKernel : public Kernel {
  public:
   UnaryKernel(const Node& node, Unary op, UnaryParams params)
-      : desc_(node.describe()), op_(op), params_(params), avx2_(use_avx2()) {
+      : desc_(node.describe()), op_(op), params_(params), avx2_(kernel_usable("unary_f32_avx2")),
+        avx512_(kernel_usable("unary_f32_avx512")) {
     const DType t = input_dtype(node, 0);
     if (t != DType::kUndefined && !unary_ref(op, t))
       fail(ErrorKind::kUnsupportedOperator, desc_, ": input dtype ", dtype_name(t), " is not supported");
     if (t != DType::kUndefined) {
-      const bool simd = avx2_ && unary_avx2(op, t);
-      name_ = str_cat(unary_name(op), "_", dtype_short(t), simd ? "_avx2" : "_ref");
+      const char* tier = avx512_ && unary_avx512(op, t) ? "_avx512" : avx2_ && unary_avx2(op, t) ? "_avx2" : "_ref";
+      name_ = str_cat(unary_name(op), "_", dtype_short(t), tier);
     }
   }
 
@@ -77,7 +82,7 @@ class UnaryKernel : public Kernel {
   virtual void prepare(const std::vector<const Tensor*>& in, UnaryParams* p) const {}
 
   void apply(KernelContext& ctx, const Tensor& x, Tensor& y, const UnaryParams& p) const {
-    UnaryFn fn = find_unary(op_, x.dtype(), avx2_);
+    UnaryFn fn = find_unary(op_, x.dtype(), avx2_, avx512_);
     if (!fn) fail(ErrorKind::kUnsupportedOperator, desc_, ": input dtype ", dtype_name(x.dtype()), " is not supported");
     const size_t es = dtype_size(x.dtype());
     const char* xp = static_cast<const char*>(x.raw());
@@ -91,6 +96,7 @@ class UnaryKernel : public Kernel {
   Unary op_;
   UnaryParams params_;
   bool avx2_;
+  bool avx512_;
 };
 
 // Clip(x, min?, max?): bounds are inputs from opset 11 (either may be
@@ -168,7 +174,7 @@ class CastKernel final : public Kernel {
 
 class ChannelAffineKernel final : public Kernel {
  public:
-  explicit ChannelAffineKernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+  explicit ChannelAffineKernel(const Node& node) : desc_(node.describe()), avx2_(kernel_usable("channel_affine_f32_avx2")) {
     for (int i = 0; i < 3; ++i) {
       const DType t = input_dtype(node, i);
       if (t != DType::kUndefined && t != DType::kFloat32)

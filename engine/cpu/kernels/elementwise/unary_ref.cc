@@ -1,5 +1,6 @@
 // Reference unary loops: y[i] = f(x[i]), one plain scalar expression per op
-// using <cmath>. These are the fallback on CPUs without AVX2 and the oracle
+// using <cmath>; the activations are cpu/simd/vec_scalar.h's (shared with the
+// conv/gemm reference epilogue). These are the fallback on CPUs without AVX2 and the oracle
 // the AVX2 loops are tested against, so each formula is the textbook one,
 // written the way onnxruntime evaluates it where that matters for rounding:
 //   relu      x < 0 ? 0 : x                  (NaN and -0 pass through)
@@ -18,6 +19,7 @@
 #include <type_traits>
 
 #include "cpu/kernels/elementwise/elementwise.h"
+#include "cpu/simd/vec_scalar.h"
 
 namespace engine {
 namespace eltwise {
@@ -30,15 +32,7 @@ void map(const void* xv, void* yv, int64_t n, F f) {
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 
-// For x < 0, e^x / (1 + e^x): 1 + exp(-x) would be rounded at a large
-// magnitude and cost a few ulp.
-inline float sigmoid(float x) {
-  if (x < 0.f) {
-    const float e = std::exp(x);
-    return e / (1.f + e);
-  }
-  return 1.f / (1.f + std::exp(-x));
-}
+using simd::scalar::sigmoid;
 inline float softplus(float x) { return x > 0.f ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
 
 // One function per op; `p` carries the attributes.
@@ -47,15 +41,15 @@ inline float softplus(float x) { return x > 0.f ? x + std::log1p(std::exp(-x)) :
     map<float>(xv, yv, n, [&p](float x) -> float { (void)p; return expr; });    \
   }
 
-ENGINE_UNARY_F32(relu, x < 0.f ? 0.f : x)
-ENGINE_UNARY_F32(leaky_relu, x < 0.f ? p.alpha * x : x)
-ENGINE_UNARY_F32(clip, [&] { float t = p.alpha > x ? p.alpha : x; return p.beta < t ? p.beta : t; }())
+ENGINE_UNARY_F32(relu, simd::scalar::relu(x))
+ENGINE_UNARY_F32(leaky_relu, simd::scalar::leaky_relu(x, p.alpha))
+ENGINE_UNARY_F32(clip, simd::scalar::clip(x, p.alpha, p.beta))
 ENGINE_UNARY_F32(sigmoid, sigmoid(x))
-ENGINE_UNARY_F32(hard_sigmoid, [&] { float t = p.alpha * x + p.beta; t = 1.f < t ? 1.f : t; return 0.f > t ? 0.f : t; }())
-ENGINE_UNARY_F32(hard_swish, [&] { float t = x * (1.f / 6.f) + 0.5f; t = 1.f < t ? 1.f : t; return x * (0.f > t ? 0.f : t); }())
+ENGINE_UNARY_F32(hard_sigmoid, simd::scalar::hard_sigmoid(x, p.alpha, p.beta))
+ENGINE_UNARY_F32(hard_swish, simd::scalar::hard_swish(x))
 ENGINE_UNARY_F32(tanh, std::tanh(x))
-ENGINE_UNARY_F32(gelu, 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f)))
-ENGINE_UNARY_F32(gelu_tanh, 0.5f * x * (1.f + std::tanh(0.79788456080286536f * (x + 0.044715f * x * x * x))))
+ENGINE_UNARY_F32(gelu, simd::scalar::gelu(x))
+ENGINE_UNARY_F32(gelu_tanh, simd::scalar::gelu_tanh(x))
 ENGINE_UNARY_F32(softplus, softplus(x))
 ENGINE_UNARY_F32(softsign, x / (1.f + std::fabs(x)))
 ENGINE_UNARY_F32(elu, x < 0.f ? p.alpha * std::expm1(x) : x)

@@ -1,5 +1,5 @@
-// AVX2 helpers of the norm_pool family: horizontal reductions, a blocked
-// accurate sum, and exp. Include only from *_avx2.cc files (they are the only
+// AVX2 helpers of the norm_pool family: a blocked accurate sum over the
+// shared vector math (cpu/simd/vec_avx2.h). Include only from *_avx2.cc files (they are the only
 // ones compiled with -mavx2 -mfma).
 #pragma once
 
@@ -7,29 +7,18 @@
 
 #include <cstdint>
 
+#include "cpu/simd/vec_avx2.h"
+
 namespace engine {
 namespace avx2 {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float hmin(__m256 v) {
-  __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_min_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_min_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+// The vector math is cpu/simd/vec_avx2.h's, shared with every family:
+// hsum, NaN-propagating hmax / hmin and exp (NaN in, NaN out; 0 below
+// about -104, so softmax's exp(x - max) of a far-off lane is 0).
+using simd::avx2::hmax;
+using simd::avx2::hmin;
+using simd::avx2::hsum;
+static inline __m256 exp(__m256 x) { return simd::avx2::v_exp(x); }
 
 // sum_i f(x[i]) for a vector function f, summed in float within blocks of
 // 1024 elements (32 per lane of four accumulators) and in double across
@@ -57,27 +46,6 @@ inline double blocked_sum(const float* x, int64_t n, F f, FS fs) {
   total += static_cast<double>(hsum(a));
   for (; i < n; ++i) total += static_cast<double>(fs(x[i]));
   return total;
-}
-
-// exp(x) for x <= 88 (Cephes' expf: range reduction by ln 2 in two parts and
-// a degree-6 polynomial; about 1 ulp). Inputs below -88 give 0 (the scale
-// 2^n underflows to a zero exponent field), which softmax wants.
-inline __m256 exp(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.0f), lo = _mm256_set1_ps(-88.0f);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-  const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
 }
 
 }  // namespace avx2

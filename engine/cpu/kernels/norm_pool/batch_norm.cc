@@ -40,7 +40,7 @@ class BatchNormKernel final : public Kernel {
     eps_ = node.attr_float("epsilon", 1e-5f);
     row_ = NORM_POOL_PICK(affine_row_f32);
     vec_ = NORM_POOL_PICK(affine_vec_f32);
-    isa_ = use_avx2() ? "avx2" : "ref";
+    isa_ = NORM_POOL_TIER(affine_vec_f32);
     bool all_const = true;
     for (int i = 1; i < 5; ++i) all_const = all_const && node.input(i)->is_constant();
     if (!all_const) return;

@@ -14,7 +14,7 @@ class GlobalPoolKernel final : public Kernel {
                    kUnsupportedOperator, desc_, ": only float32 is supported, got ",
                    dtype_name(node.input(0)->dtype()));
     row_ = max_ ? NORM_POOL_PICK(row_max_f32) : NORM_POOL_PICK(row_sum_f32);
-    isa_ = use_avx2() ? "avx2" : "ref";
+    isa_ = max_ ? NORM_POOL_TIER(row_max_f32) : NORM_POOL_TIER(row_sum_f32);
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {

@@ -1,10 +1,11 @@
 // AVX2 row reductions (see global_pool_ref.cc): the sum is blocked (float
 // within blocks, double across), max/min use four independent accumulators
-// to hide the instruction latency.
+// to hide the instruction latency and propagate NaN (max_nan / min_nan).
 #include <algorithm>
 
 #include "cpu/kernels/norm_pool/avx2_math.h"
 #include "cpu/kernels/norm_pool/norm_pool.h"
+#include "cpu/simd/vec_scalar.h"
 
 namespace engine {
 
@@ -18,10 +19,10 @@ template <bool kMax>
 float row_extreme(const float* x, int64_t n) {
   if (n < 8) {
     float m = n > 0 ? x[0] : 0.f;
-    for (int64_t i = 1; i < n; ++i) m = kMax ? std::max(m, x[i]) : std::min(m, x[i]);
+    for (int64_t i = 1; i < n; ++i) m = kMax ? simd::scalar::max_nan(m, x[i]) : simd::scalar::min_nan(m, x[i]);
     return m;
   }
-  auto op = [](__m256 a, __m256 b) { return kMax ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b); };
+  auto op = [](__m256 a, __m256 b) { return kMax ? simd::avx2::max_nan(a, b) : simd::avx2::min_nan(a, b); };
   __m256 a0 = _mm256_loadu_ps(x), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 8;
   for (; i + 32 <= n; i += 32) {
@@ -33,7 +34,7 @@ float row_extreme(const float* x, int64_t n) {
   for (; i + 8 <= n; i += 8) a0 = op(a0, _mm256_loadu_ps(x + i));
   const __m256 a = op(op(a0, a1), op(a2, a3));
   float m = kMax ? avx2::hmax(a) : avx2::hmin(a);
-  for (; i < n; ++i) m = kMax ? std::max(m, x[i]) : std::min(m, x[i]);
+  for (; i < n; ++i) m = kMax ? simd::scalar::max_nan(m, x[i]) : simd::scalar::min_nan(m, x[i]);
   return m;
 }
 

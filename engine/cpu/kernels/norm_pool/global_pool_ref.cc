@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cpu/kernels/norm_pool/norm_pool.h"
+#include "cpu/simd/vec_scalar.h"
 
 namespace engine {
 
@@ -13,17 +14,17 @@ float row_sum_f32_ref(const float* x, int64_t n) {
   return static_cast<float>(s);
 }
 
-// NaN handling follows std::max's argument order: a NaN first element
-// propagates, later NaNs are skipped; onnxruntime is no more specific.
+// Max and min propagate NaN wherever it sits (numpy's max, the ONNX
+// reference); onnxruntime's ReduceMax / GlobalMaxPool skip it.
 float row_max_f32_ref(const float* x, int64_t n) {
   float m = n > 0 ? x[0] : 0.f;
-  for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+  for (int64_t i = 1; i < n; ++i) m = simd::scalar::max_nan(m, x[i]);
   return m;
 }
 
 float row_min_f32_ref(const float* x, int64_t n) {
   float m = n > 0 ? x[0] : 0.f;
-  for (int64_t i = 1; i < n; ++i) m = std::min(m, x[i]);
+  for (int64_t i = 1; i < n; ++i) m = simd::scalar::min_nan(m, x[i]);
   return m;
 }
 

@@ -33,7 +33,7 @@ class GroupNormKernel final : public Kernel {
     }
     moments_ = NORM_POOL_PICK(moments_f32);
     row_ = NORM_POOL_PICK(affine_row_f32);
-    isa_ = use_avx2() ? "avx2" : "ref";
+    isa_ = NORM_POOL_TIER(moments_f32);
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {

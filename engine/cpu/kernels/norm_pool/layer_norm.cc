@@ -51,7 +51,7 @@ class LayerNormKernel final : public Kernel {
     axis_ = node.attr_int("axis", -1);
     eps_ = node.attr_float("epsilon", 1e-5f);
     row_ = NORM_POOL_PICK(layer_norm_row_f32);
-    isa_ = use_avx2() ? "avx2" : "ref";
+    isa_ = NORM_POOL_TIER(layer_norm_row_f32);
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {

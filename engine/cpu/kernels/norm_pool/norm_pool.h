@@ -15,14 +15,18 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/kernel.h"
+#include "cpu/kernel_table.h"
 
-// The function for the active ISA: fn##_avx2 when use_avx2(), else fn##_ref.
+// The function for the active ISA: fn##_avx2 when its line in the kernel
+// table (cpu/kernels.def) is usable, else fn##_ref; NORM_POOL_TIER names it.
 // A macro because ENGINE_FORCE_REF builds leave the AVX2 files out, so their
 // symbols must not even be named there.
 #if defined(ENGINE_FORCE_REF)
 #define NORM_POOL_PICK(fn) (fn##_ref)
+#define NORM_POOL_TIER(fn) "ref"
 #else
-#define NORM_POOL_PICK(fn) (::engine::use_avx2() ? fn##_avx2 : fn##_ref)
+#define NORM_POOL_PICK(fn) (::engine::kernel_usable(#fn "_avx2") ? fn##_avx2 : fn##_ref)
+#define NORM_POOL_TIER(fn) (::engine::kernel_usable(#fn "_avx2") ? "avx2" : "ref")
 #endif
 
 namespace engine {

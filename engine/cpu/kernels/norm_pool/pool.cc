@@ -55,7 +55,7 @@ class PoolKernel final : public Kernel {
                    ": AveragePool has one output");
     // Indices come from the reference path only.
     with_indices_ = node.num_outputs() > 1 && node.output(1);
-    avx2_ = use_avx2() && !with_indices_;
+    avx2_ = kernel_usable("pool_f32_avx2") && !with_indices_;
     isa_ = avx2_ ? "avx2" : "ref";
   }
 

@@ -10,6 +10,8 @@
 // Stride 1 loads contiguous vectors, stride 2 (ResNet's 3x3/2 max pool)
 // de-interleaves 16 floats into the 8 even ones; other strides are scalar.
 // Partial vectors at the end of a row are vectors too (see below).
+// MaxPool propagates NaN: any NaN tap gives NaN (max_nan), like the
+// reference; onnxruntime's MLAS pool keeps or drops it by position.
 // AveragePool then scales by 1 / (count_d * count_h * count_w), precomputed
 // per dim.
 #include <algorithm>
@@ -17,6 +19,7 @@
 
 #include "cpu/kernels/norm_pool/avx2_math.h"
 #include "cpu/kernels/norm_pool/norm_pool.h"
+#include "cpu/simd/vec_scalar.h"
 
 namespace engine {
 namespace {
@@ -41,11 +44,11 @@ inline __m256 load_even(const float* p) {
 
 template <bool kMax>
 inline __m256 op(__m256 a, __m256 b) {
-  return kMax ? _mm256_max_ps(a, b) : _mm256_add_ps(a, b);
+  return kMax ? simd::avx2::max_nan(a, b) : _mm256_add_ps(a, b);
 }
 template <bool kMax>
 inline float op(float a, float b) {
-  return kMax ? std::max(a, b) : a + b;
+  return kMax ? simd::scalar::max_nan(a, b) : a + b;
 }
 
 // Lanes [0, r) on, for 1 <= r <= 8.

@@ -58,7 +58,8 @@ void pool_plane_f32_ref(const PoolGeom& g, const float* x, float* y, int64_t* in
               if (iw < 0 || iw >= W) continue;
               const float v = x[(id * H + ih) * W + iw];
               if (is_max) {
-                if (best_idx < 0 || v > best) {
+                // The first NaN wins and sticks (numpy argmax / max semantics).
+                if (best_idx < 0 || v > best || (v != v && best == best)) {
                   best = v;
                   best_idx = col_major ? id + (ih + iw * H) * D : (id * H + ih) * W + iw;
                 }

@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "cpu/kernels/norm_pool/norm_pool.h"
+#include "cpu/simd/vec_scalar.h"
 
 namespace engine {
 namespace {
@@ -132,7 +133,7 @@ class ReduceKernel final : public Kernel {
     row_sum_ = NORM_POOL_PICK(row_sum_f32);
     row_max_ = NORM_POOL_PICK(row_max_f32);
     row_min_ = NORM_POOL_PICK(row_min_f32);
-    isa_ = use_avx2() ? "avx2" : "ref";
+    isa_ = NORM_POOL_TIER(row_sum_f32);
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
@@ -193,11 +194,11 @@ class ReduceKernel final : public Kernel {
         break;
       case ReduceOp::kMax:
         reduce_generic<float, float>(ctx, l, x, y, out_n, -std::numeric_limits<float>::infinity(),
-                                     [](float a, float b) { return std::max(a, b); }, 0.0);
+                                     [](float a, float b) { return simd::scalar::max_nan(a, b); }, 0.0);
         break;
       case ReduceOp::kMin:
         reduce_generic<float, float>(ctx, l, x, y, out_n, std::numeric_limits<float>::infinity(),
-                                     [](float a, float b) { return std::min(a, b); }, 0.0);
+                                     [](float a, float b) { return simd::scalar::min_nan(a, b); }, 0.0);
         break;
     }
   }

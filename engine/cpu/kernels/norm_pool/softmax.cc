@@ -23,7 +23,7 @@ class SoftmaxKernel final : public Kernel {
     axis_ = node.attr_int("axis", -1);
     row_ = NORM_POOL_PICK(softmax_row_f32);
     cols_ = NORM_POOL_PICK(softmax_cols_f32);
-    isa_ = use_avx2() ? "avx2" : "ref";
+    isa_ = NORM_POOL_TIER(softmax_row_f32);
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {

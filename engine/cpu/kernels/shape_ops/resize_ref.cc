@@ -23,6 +23,7 @@
 #include <limits>
 
 #include "cpu/dispatch.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/shape_ops/shape_ops.h"
 
 namespace engine {
@@ -353,7 +354,7 @@ std::unique_ptr<Kernel> create_resize(const Node& node) {
           fail(ErrorKind::kUnsupportedOperator, d,
                ": linear mode resizes only the last two axes (N, C, H, W); scales are not 1 on axis ", a);
   }
-  return std::make_unique<Resize>(node, linear, coord, nearest, use_avx2());
+  return std::make_unique<Resize>(node, linear, coord, nearest, kernel_usable("resize_linear_f32_avx2"));
 }
 
 }  // namespace shape_ops

@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "cpu/dispatch.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/shape_ops/shape_ops.h"
 
 namespace engine {
@@ -208,7 +209,7 @@ std::unique_ptr<Kernel> create_transpose(const Node& node) {
     }
     check_rank(node.describe(), static_cast<int>(perm.size()));
   }
-  return std::make_unique<Transpose>(node, use_avx2());
+  return std::make_unique<Transpose>(node, kernel_usable("transpose_f32_avx2"));
 }
 
 }  // namespace shape_ops

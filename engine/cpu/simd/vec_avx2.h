@@ -1,8 +1,14 @@
-// AVX2+FMA float32 math for the elementwise loops: exp, tanh, erf, sigmoid,
-// eight lanes at a time. Worst errors against double precision, measured on
-// every 7th to 29th float of the whole useful range when they were written:
-// exp 1.01 ulp, tanh 1.32 ulp, erf 1.55 ulp, sigmoid 2.3 ulp. The tests hold
-// them to 3 ulp of <cmath> through the reference kernels.
+// AVX2+FMA float32 vector math and activations, eight lanes: the one copy
+// every AVX2 kernel family uses (conv/gemm epilogues, elementwise, softmax,
+// pooling), so a fused activation and the standalone op give bit-identical
+// results. vec_avx512.h has the same operations, op for op, on 16 lanes (so
+// the two tiers agree bit for bit too); vec_scalar.h has the reference
+// formulas.
+//
+// Worst errors against double precision, measured on every 7th to 29th
+// float of the whole useful range when they were written: exp 1.01 ulp,
+// tanh 1.32 ulp, erf 1.55 ulp, sigmoid 2.3 ulp. The tests hold them to
+// 3 ulp of <cmath> through the reference kernels.
 //
 //   exp   Cody-Waite: x = n ln2 + r, |r| <= ln2/2, e^r by the Cephes expf
 //         polynomial (degree 6), times 2^n applied in two halves so that
@@ -17,11 +23,15 @@
 //         Coefficients: least-squares fits on Chebyshev nodes against
 //         mpmath, each coefficient rounded to float in turn and the rest
 //         refitted.
-//   NaN propagates through all of them; min/max operand order below is
-//   chosen for that (maxps/minps return the second operand on NaN).
+//
+// NaN and Inf (see vec_scalar.h for the semantics): maxps/minps return
+// their SECOND operand when either is NaN, so every clamp here is written
+// max(bound, x) / min(bound, x): a NaN x falls through. The reductions'
+// max_nan / min_nan propagate a NaN from either operand.
 //
 // Include only from *_avx2.cc files. Everything here has internal linkage,
-// so no AVX2 code can be picked by the linker for a non-AVX2 caller.
+// so the linker can never pick a copy compiled with AVX-512 flags for an
+// AVX2 caller (or the other way round).
 #pragma once
 
 #include <immintrin.h>
@@ -29,8 +39,11 @@
 #include <cstdint>
 
 namespace engine {
-namespace eltwise {
+namespace simd {
+namespace avx2 {
 namespace {
+
+constexpr int kLanes = 8;
 
 inline __m256 v_set(float v) { return _mm256_set1_ps(v); }
 
@@ -137,6 +150,69 @@ inline __m256 v_erf(__m256 x) {
   return _mm256_or_ps(r, v_sign(x));
 }
 
+
+// ---------------------------------------------------------------------------
+// Activations: the formulas of vec_scalar.h.
+
+inline __m256 relu(__m256 x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }
+inline __m256 leaky_relu(__m256 x, __m256 alpha) {
+  return _mm256_blendv_ps(x, _mm256_mul_ps(alpha, x), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
+inline __m256 clip(__m256 x, __m256 lo, __m256 hi) { return _mm256_min_ps(hi, _mm256_max_ps(lo, x)); }
+inline __m256 sigmoid(__m256 x) { return v_sigmoid(x); }
+inline __m256 hard_sigmoid(__m256 x, __m256 alpha, __m256 beta) {
+  const __m256 t = _mm256_min_ps(v_set(1.f), _mm256_fmadd_ps(alpha, x, beta));
+  return _mm256_max_ps(_mm256_setzero_ps(), t);
+}
+inline __m256 hard_swish(__m256 x) {
+  __m256 t = _mm256_fmadd_ps(x, v_set(1.f / 6.f), v_set(0.5f));
+  t = _mm256_max_ps(_mm256_setzero_ps(), _mm256_min_ps(v_set(1.f), t));
+  return _mm256_mul_ps(x, t);
+}
+inline __m256 silu(__m256 x) { return _mm256_mul_ps(x, v_sigmoid(x)); }
+inline __m256 gelu(__m256 x) {
+  const __m256 e = v_erf(_mm256_mul_ps(x, v_set(0.70710678118654752f)));
+  return _mm256_mul_ps(_mm256_mul_ps(v_set(0.5f), x), _mm256_add_ps(v_set(1.f), e));
+}
+inline __m256 gelu_tanh(__m256 x) {
+  const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+  const __m256 inner = _mm256_mul_ps(v_set(0.79788456080286536f), _mm256_fmadd_ps(v_set(0.044715f), x3, x));
+  return _mm256_mul_ps(_mm256_mul_ps(v_set(0.5f), x), _mm256_add_ps(v_set(1.f), v_tanh(inner)));
+}
+
+// ---------------------------------------------------------------------------
+// NaN-propagating max / min: maxps(a, b) already returns b (the NaN) when b
+// is NaN; a NaN a is put back by the blend.
+inline __m256 max_nan(__m256 a, __m256 b) {
+  return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+inline __m256 min_nan(__m256 a, __m256 b) {
+  return _mm256_blendv_ps(_mm256_min_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+// Horizontal max / min, NaN-propagating.
+inline float hmax(__m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  float m = t[0];
+  for (int i = 1; i < 8; ++i) m = (m > t[i] || m != m) ? m : t[i];
+  return m;
+}
+inline float hmin(__m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  float m = t[0];
+  for (int i = 1; i < 8; ++i) m = (m < t[i] || m != m) ? m : t[i];
+  return m;
+}
+
 }  // namespace
-}  // namespace eltwise
+}  // namespace avx2
+}  // namespace simd
 }  // namespace engine
