@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "cpu/dispatch.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/quant/quant_kernels.h"
 
 namespace engine::qk {
@@ -32,7 +33,7 @@ namespace {
 
 class MaxPoolS8Kernel final : public Kernel {
  public:
-  explicit MaxPoolS8Kernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+  explicit MaxPoolS8Kernel(const Node& node) : desc_(node.describe()), avx2_(kernel_usable("max_pool_s8_avx2")) {
     ENGINE_ENFORCE(node.num_outputs() < 2 || !node.output(1), kUnsupportedOperator, desc_,
                    ": int8 MaxPool does not compute Indices");
     kernel_ = node.attr_ints("kernel_shape");

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "cpu/dispatch.h"
+#include "cpu/kernel_table.h"
 #include "cpu/kernels/quant/quant_kernels.h"
 
 namespace engine::qk {
@@ -135,7 +136,7 @@ class QConvKernel final : public Kernel {
  public:
   explicit QConvKernel(const Node& node)
       : desc_(node.describe()),
-        tier_(use_avx512_vnni() ? Tier::kAvx512Vnni : use_avx2() ? Tier::kAvx2 : Tier::kRef),
+        tier_(kernel_usable("qconv_s8_avx512vnni") ? Tier::kAvx512Vnni : kernel_usable("qconv_s8_avx2") ? Tier::kAvx2 : Tier::kRef),
         x_nonneg_(known_nonneg(node.input(0))) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
@@ -322,7 +323,7 @@ class QConvKernel final : public Kernel {
 
 class QGemmKernel final : public Kernel {
  public:
-  explicit QGemmKernel(const Node& node) : desc_(node.describe()), avx2_(use_avx2()) {
+  explicit QGemmKernel(const Node& node) : desc_(node.describe()), avx2_(kernel_usable("qgemm_s8_avx2")) {
     ep_.parse(node);
     Value* w = node.input(1);
     if (w && w->is_constant()) {
