@@ -21,7 +21,7 @@ from .errors import (  # noqa: F401
 __version__ = "0.1.0"
 
 from . import _core  # noqa: E402,F401  (imported first: it loads the C++ core)
-from .api import build, load  # noqa: E402,F401
+from .api import build, load, max_tensor_bytes, set_max_tensor_bytes  # noqa: E402,F401
 from .engine import Engine, TensorSpec  # noqa: E402,F401
 from .optimizer import optimize  # noqa: E402,F401
 from .quantize import quantize  # noqa: E402,F401

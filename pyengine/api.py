@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 
-from . import __version__, onnx_io
+from . import __version__, _core, onnx_io
 from .backends import tensorrt
 from .engine import Engine, load_engine
 from .errors import InvalidArgumentError
@@ -15,7 +15,7 @@ BACKENDS = ("auto", "cpu", "tensorrt")
 
 
 def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool = True,
-          num_threads: int = 0, **options) -> Engine:
+          num_threads: int = 0, memory_limit: int | None = None, **options) -> Engine:
     """Builds an engine from an ONNX model.
 
     Args:
@@ -25,10 +25,19 @@ def build(model, precision: str = "fp32", backend: str = "auto", optimize: bool 
         backend: "auto" (TensorRT when usable, else the CPU runtime), "cpu" or "tensorrt".
         optimize: run the graph optimizer (BatchNorm folding, fusions, ...).
         num_threads: CPU threads (0: all cores).
+        memory_limit: bytes one run may allocate (activation arena + outputs), or
+            None (no limit); a run that needs more raises ShapeError before allocating.
 
     Returns:
         An :class:`Engine`.
     """
+    engine = _build(model, precision, backend, optimize, num_threads, **options)
+    if memory_limit is not None:
+        engine.memory_limit = memory_limit
+    return engine
+
+
+def _build(model, precision, backend, optimize, num_threads, **options) -> Engine:
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if backend not in BACKENDS:
@@ -68,11 +77,33 @@ def base_metadata(model, proto, precision: str) -> dict:
     }
 
 
-def load(path, num_threads: int = 0) -> Engine:
+def load(path, num_threads: int = 0, memory_limit: int | None = None) -> Engine:
     """Loads a plan file written by ``Engine.save``.
 
+    Args:
+        path: the plan file.
+        num_threads: CPU threads (0: all cores).
+        memory_limit: as for :func:`build`.
+
     Raises:
-        PlanFormatError: the file is missing, corrupt, truncated or from an
-            incompatible pyengine version.
+        PlanFormatError: the file is missing, corrupt, truncated, edited or from
+            an incompatible pyengine version.
     """
-    return load_engine(path, num_threads)
+    engine = load_engine(path, num_threads)
+    if memory_limit is not None:
+        engine.memory_limit = memory_limit
+    return engine
+
+
+def set_max_tensor_bytes(nbytes: int | None) -> None:
+    """Sets the per-tensor size limit (bytes) checked at build, load and run time;
+    None restores the default (the machine's physical memory, or the
+    PYENGINE_MAX_TENSOR_BYTES environment variable)."""
+    if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0):
+        raise InvalidArgumentError(f"max tensor bytes must be a positive int or None, got {nbytes!r}")
+    _core.set_max_tensor_bytes(0 if nbytes is None else nbytes)
+
+
+def max_tensor_bytes() -> int:
+    """The per-tensor size limit in bytes (see :func:`set_max_tensor_bytes`)."""
+    return _core.max_tensor_bytes()

@@ -29,6 +29,10 @@ void register_plan(py::module_& m) {
     PlanContents c = read_plan(buf, s.size(), source);
     return py::make_tuple(std::shared_ptr<Graph>(std::move(c.graph)), c.metadata_json);
   });
+  m.def("plan_checksum", [](const py::bytes& b) {
+    std::string s = b;
+    return plan_checksum(s.data(), s.size());
+  }, "The plan format's 64-bit checksum (format.md), for tools and tests.");
   m.attr("PLAN_FORMAT_VERSION") = kPlanFormatVersion;
 }
 

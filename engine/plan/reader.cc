@@ -277,7 +277,20 @@ std::unique_ptr<Graph> read_graph(const char* gsec, uint64_t gsize, char* wbase,
   if (in.remaining() != 0) in.corrupt("trailing bytes after the graph");
   // The checks an imported model goes through (Graph.finalize).
   verify(*g);
+  std::vector<std::pair<Value*, Shape>> stored;
+  for (Value* v : g->values())
+    if (v->producer() && v->has_shape()) stored.push_back({v, v->shape()});
   infer_shapes(*g);
+  // The writer stored the shapes inference gave; an edited attribute (a pad,
+  // a renamed or dropped attribute) changes them.
+  for (auto& [v, s] : stored) {
+    const Shape& now = v->shape();
+    bool same = now.size() == s.size();
+    for (size_t d = 0; same && d < s.size(); ++d) same = s[d] < 0 || now[d] < 0 || s[d] == now[d];
+    if (!same)
+      in.corrupt(str_cat("value '", v->name(), "' is stored with shape ", shape_str(s), " but its node ",
+                         v->producer()->describe(), " computes ", shape_str(now)));
+  }
   return g;
 }
 
