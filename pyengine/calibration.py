@@ -157,6 +157,31 @@ def _list_files(folder, extensions):
     return sorted(found)
 
 
+def load_arrays(path, error=CalibrationError):
+    """Reads a .npy (an array) or .npz (a dict of arrays) file without ever
+    unpickling: a file holding pickled Python objects, or any unreadable file,
+    raises ``error`` (a PyengineError class) naming the file.
+
+    ``allow_pickle`` stays off on purpose: unpickling runs arbitrary code from
+    the file."""
+    path = os.fspath(path)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.ndarray):
+            raise ValueError("not a .npy array")
+        return data
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise error(f"'{path}' holds pickled Python objects, which pyengine never loads (unpickling runs "
+                        "code from the file); save plain numeric arrays with np.save(path, array)") from None
+        raise error(f"cannot read '{path}' as a numpy array: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - numpy/zipfile raise many types on junk files
+        raise error(f"cannot read '{path}' as a numpy array: {type(exc).__name__}: {exc}") from None
+
+
 class NpyFolder:
     """A folder of .npy files (each one sample or one batch) or .npz files
     (each a dict of input arrays), read in sorted name order."""
@@ -172,14 +197,7 @@ class NpyFolder:
 
     def __iter__(self):
         for f in self.files:
-            try:
-                if f.endswith(".npz"):
-                    with np.load(f) as z:
-                        yield {k: z[k] for k in z.files}
-                else:
-                    yield np.load(f)
-            except (OSError, ValueError) as exc:
-                raise CalibrationError(f"cannot read calibration file '{f}': {exc}") from None
+            yield load_arrays(f, CalibrationError)
 
 
 def open_source(data, specs: list[InputSpec], batch_size: int = DEFAULT_BATCH_SIZE):
@@ -202,7 +220,7 @@ def open_source(data, specs: list[InputSpec], batch_size: int = DEFAULT_BATCH_SI
                     f"pyengine.calibration.ImageFolder('{path}', resize=..., crop=..., mean=..., std=...)")
             raise CalibrationError(f"folder '{path}' has no .npy, .npz or image files")
         if os.path.isfile(path) and path.endswith(".npy"):
-            data = np.load(path)
+            data = load_arrays(path, CalibrationError)
         else:
             raise CalibrationError(f"calibration data '{path}' is not a folder or a .npy file")
     if isinstance(data, np.ndarray):

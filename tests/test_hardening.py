@@ -343,6 +343,26 @@ def test_cli_junk(junk_files, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_pickled_npy_is_refused_clearly(tmp_path, capsys):
+    """Calibration data and CLI inputs never unpickle (allow_pickle stays off)."""
+    from pyengine import cli
+
+    path = tmp_path / "evil.npy"
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    model = _conv(pads=[1, 1, 1, 1])
+    with pytest.raises(pyengine.CalibrationError, match="pickled Python objects"):
+        pyengine.quantize(model, str(path), progress=False)
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(pyengine.CalibrationError, match="pickled Python objects"):
+        pyengine.quantize(model, str(folder), progress=False)
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(model.SerializeToString())
+    assert cli.main(["run", str(onnx_path), "--input", str(path)]) != 0
+    assert "pickled Python objects" in capsys.readouterr().err
+
+
 # -- 4. external data stays inside the model's folder ----------------------------
 
 def _external_model(location, data=None):
