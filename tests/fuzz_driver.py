@@ -22,9 +22,11 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import pyengine  # noqa: E402
+try:  # the installed package, or the one PYTHONPATH names ...
+    import pyengine
+except ImportError:  # ... else the source tree this file sits in (an in-place build)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import pyengine
 import pyengine.zoo  # noqa: E402
 from pyengine import _core  # noqa: E402
 

@@ -19,8 +19,14 @@ DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_driver.p
 
 @pytest.mark.parametrize("kind,count", [("onnx", 300), ("plan", 300)])
 def test_mutation_fuzz(kind, count):
+    import pyengine
+
+    # The subprocess imports the same pyengine as this test.
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyengine.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.run([sys.executable, DRIVER, kind, "0", str(count)], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     lines = proc.stdout.splitlines()
     bad = [f"{lines[i - 1]} -> {line.strip()}" for i, line in enumerate(lines) if line.strip().startswith("BAD")]
     assert not bad, "\n".join(bad[:20])

@@ -5,10 +5,13 @@ import sys
 import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # fuzz_driver's mutators
 
-import pyengine  # noqa: E402
+try:  # the installed package, or the one PYTHONPATH names ...
+    import pyengine
+except ImportError:  # ... else the source tree (an in-place build)
+    sys.path.insert(0, ROOT)
+    import pyengine
 
 # Mutated sizes that fit the limits still must not take minutes per input.
 pyengine.set_max_tensor_bytes(16 << 20)
