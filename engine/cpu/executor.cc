@@ -345,11 +345,12 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     plan_order_.push_back(key);
   }
   last_plan_ = plan;
-  if (memory_limit_ > 0 && plan->run_bytes > memory_limit_)
+  const int64_t limit = memory_limit_.load();
+  if (limit > 0 && plan->run_bytes > limit)
     fail(ErrorKind::kShape, "this run needs ", plan->run_bytes, " bytes (activation arena ", plan->arena_bytes,
          " + outputs ", plan->run_bytes - static_cast<int64_t>(plan->arena_bytes), ") for input shapes ",
-         shape_str(inputs.empty() ? Shape{} : inputs[0].shape()), ", above the engine's memory_limit of ",
-         memory_limit_, " bytes");
+         shape_str(inputs.empty() ? Shape{} : inputs[0].shape()), ", above the engine's memory_limit of ", limit,
+         " bytes");
   if (plan->arena_bytes > arena_size_) {
     arena_ = aligned_storage(plan->arena_bytes);
     arena_size_ = plan->arena_bytes;

@@ -13,6 +13,7 @@
 // serialized (one arena). Use one Executor per thread for parallel streams.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -67,9 +68,9 @@ class Executor {
   // Bytes of the activation arena for the last planned input shapes.
   size_t arena_bytes() const { return arena_size_; }
   size_t num_plans() const { return plans_.size(); }
-  // See ExecutorOptions::memory_limit (0: none). Not thread-safe with run().
-  void set_memory_limit(int64_t bytes) { memory_limit_ = bytes > 0 ? bytes : 0; }
-  int64_t memory_limit() const { return memory_limit_; }
+  // See ExecutorOptions::memory_limit (0: none). Thread-safe.
+  void set_memory_limit(int64_t bytes) { memory_limit_.store(bytes > 0 ? bytes : 0); }
+  int64_t memory_limit() const { return memory_limit_.load(); }
 
  private:
   struct Plan;
@@ -92,7 +93,7 @@ class Executor {
   std::mutex mu_;
   NodeObserver observer_;
   bool profiling_ = false;
-  int64_t memory_limit_ = 0;
+  std::atomic<int64_t> memory_limit_{0};
   std::vector<double> node_ms_;
   std::shared_ptr<Plan> last_plan_;
 };

@@ -91,6 +91,7 @@ void infer_conv(InferContext& ctx) {
       out[2 + i] = -1;
       continue;
     }
+    if (k < 1) ctx.fail("the kernel size along spatial axis ", i, " is ", k, "; it must be >= 1");
     const int64_t ek = ctx.add(ctx.mul(k - 1, dil[i]), 1);
     int64_t o;
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
