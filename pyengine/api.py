@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 
-from . import __version__, onnx_io, qdq
+from . import __version__, _core, onnx_io, qdq
 from .backends import tensorrt
 from .engine import Engine, load_engine
 from .errors import CalibrationError, InvalidArgumentError
@@ -15,7 +15,7 @@ BACKENDS = ("auto", "cpu", "tensorrt")
 
 
 def build(model, precision: str | None = None, backend: str = "auto", optimize: bool = True,
-          num_threads: int = 0, **options):
+          num_threads: int = 0, memory_limit: int | None = None, **options):
     """Builds an engine from an ONNX model.
 
     Args:
@@ -46,11 +46,20 @@ def build(model, precision: str | None = None, backend: str = "auto", optimize: 
             ``builder_optimization_level`` (0-5), ``version_compatible``,
             ``hardware_compatibility_level`` ("ampere_plus",
             "same_compute_capability"), ``progress``, ``cuda_graph``.
+        memory_limit: bytes one run may allocate (activation arena + outputs), or
+            None (no limit); a run that needs more raises ShapeError before allocating.
 
     Returns:
         An :class:`Engine` (CPU) or a ``TensorRTEngine``; both run ``engine(x)``
         and ``engine.run({...})`` and save with ``engine.save(path)``.
     """
+    engine = _build(model, precision, backend, optimize, num_threads, **options)
+    if memory_limit is not None:
+        engine.memory_limit = memory_limit
+    return engine
+
+
+def _build(model, precision, backend, optimize, num_threads, **options):
     if precision is not None and precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if backend not in BACKENDS:
@@ -137,7 +146,7 @@ def base_metadata(model, proto, precision: str) -> dict:
     }
 
 
-def load(path, num_threads: int = 0, cuda_graph: bool = False):
+def load(path, num_threads: int = 0, cuda_graph: bool = False, memory_limit: int | None = None):
     """Loads a plan file written by ``engine.save``: a CPU plan, or a TensorRT
     plan after checking (before any TensorRT call) that this machine has the
     TensorRT version and GPU architecture it was built for.
@@ -146,12 +155,31 @@ def load(path, num_threads: int = 0, cuda_graph: bool = False):
         path: the plan file.
         num_threads: CPU threads for CPU plans (0: all cores).
         cuda_graph: TensorRT plans: run through CUDA graphs.
+        memory_limit: CPU plans: bytes one run may allocate (activation arena
+            + outputs), or None (no limit).
 
     Raises:
-        PlanFormatError: the file is missing, corrupt, truncated, from an
+        PlanFormatError: the file is missing, corrupt, truncated, edited, from an
             incompatible pyengine version, or a TensorRT plan built for another
             TensorRT version or GPU (the message says how to rebuild).
         BackendUnavailableError: a TensorRT plan on a machine without
             TensorRT or a GPU.
     """
-    return load_engine(path, num_threads, cuda_graph=cuda_graph)
+    engine = load_engine(path, num_threads, cuda_graph=cuda_graph)
+    if memory_limit is not None:
+        engine.memory_limit = memory_limit
+    return engine
+
+
+def set_max_tensor_bytes(nbytes: int | None) -> None:
+    """Sets the per-tensor size limit (bytes) checked at build, load and run time;
+    None restores the default (the machine's physical memory, or the
+    PYENGINE_MAX_TENSOR_BYTES environment variable)."""
+    if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0):
+        raise InvalidArgumentError(f"max tensor bytes must be a positive int or None, got {nbytes!r}")
+    _core.set_max_tensor_bytes(0 if nbytes is None else nbytes)
+
+
+def max_tensor_bytes() -> int:
+    """The per-tensor size limit in bytes (see :func:`set_max_tensor_bytes`)."""
+    return _core.max_tensor_bytes()

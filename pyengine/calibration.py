@@ -207,15 +207,17 @@ class NpyFolder:
 
     def __iter__(self):
         for f in self.files:
-            yield read_array_file(f)
+            yield load_arrays(f)
 
 
-def read_array_file(path):
-    """One calibration array (.npy) or dict of arrays (.npz). Every failure
-    is a CalibrationError naming the file (numpy's messages, pickle ones
-    included, stay inside)."""
+def load_arrays(path, error=CalibrationError):
+    """Reads a .npy (an array) or .npz (a dict of arrays) file without ever
+    unpickling (unpickling runs code from the file). Every failure raises
+    ``error`` (a PyengineError class) naming the file; numpy's messages,
+    pickle ones included, stay inside."""
     import zipfile
 
+    path = os.fspath(path)
     bad = f"cannot read calibration file '{path}': not a valid .npy/.npz file (bad header or truncated)"
     pickled = (f"calibration file '{path}' holds pickled Python objects, which pyengine does not load; "
                f"save numeric arrays with numpy.save / numpy.savez")
@@ -223,11 +225,11 @@ def read_array_file(path):
         with open(path, "rb") as f:
             magic = f.read(6)
     except OSError as exc:
-        raise CalibrationError(f"cannot read calibration file '{path}': {exc.strerror or exc}") from None
+        raise error(f"cannot read calibration file '{path}': {exc.strerror or exc}") from None
     if magic[:1] == b"\x80":  # a pickle protocol 2+ stream, not an array file
-        raise CalibrationError(pickled)
+        raise error(pickled)
     if magic != b"\x93NUMPY" and magic[:4] != b"PK\x03\x04":
-        raise CalibrationError(bad)
+        raise error(bad)
     try:
         if magic[:4] == b"PK\x03\x04":
             with np.load(path, allow_pickle=False) as z:
@@ -237,19 +239,25 @@ def read_array_file(path):
             value = np.load(path, allow_pickle=False)
             arrays = [("", value)]
     except OSError as exc:
-        raise CalibrationError(f"cannot read calibration file '{path}': {exc.strerror}" if exc.strerror
+        raise error(f"cannot read calibration file '{path}': {exc.strerror}" if exc.strerror
                                else bad) from None
     except ValueError as exc:
         # Object arrays inside a valid file: numpy refuses them without pickle.
-        raise CalibrationError(pickled if "pickle" in str(exc) else bad) from None
+        raise error(pickled if "pickle" in str(exc) else bad) from None
     except (EOFError, KeyError, zipfile.BadZipFile, UnicodeError):
-        raise CalibrationError(bad) from None
+        raise error(bad) from None
     for key, a in arrays:
         if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
             what = f" (array '{key}')" if key else ""
-            raise CalibrationError(f"calibration file '{path}'{what} holds {getattr(a, 'dtype', type(a))} data; "
+            raise error(f"calibration file '{path}'{what} holds {getattr(a, 'dtype', type(a))} data; "
                                    f"calibration needs numeric arrays")
     return value
+
+
+def read_array_file(path):
+    """One calibration array (.npy) or dict of arrays (.npz); CalibrationError
+    naming the file on any failure."""
+    return load_arrays(path, CalibrationError)
 
 
 def open_source(data, specs: list[InputSpec], batch_size: int = DEFAULT_BATCH_SIZE):

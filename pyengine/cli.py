@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from .calibration import load_arrays
 from .errors import InvalidArgumentError, PyengineError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
@@ -108,11 +109,11 @@ def _read_inputs(args_inputs, specs) -> dict | None:
             if len(names) != 1:
                 raise InvalidArgumentError(f"the model has inputs {names}: use --input NAME=file.npy")
             name = names[0]
-        if path.endswith(".npz"):
-            with np.load(_check_file(path)) as z:
-                feeds.update({k: z[k] for k in z.files})
+        data = load_arrays(_check_file(path), InvalidArgumentError)
+        if isinstance(data, dict):
+            feeds.update(data)
         else:
-            feeds[name] = np.load(_check_file(path))
+            feeds[name] = data
     return feeds
 
 

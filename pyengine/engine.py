@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from .errors import InvalidArgumentError, PlanFormatError
+from .errors import InvalidArgumentError, PlanFormatError, PyengineError
 
 _NP_DTYPES = {
     1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
@@ -74,7 +74,7 @@ class Engine:
             raise InvalidArgumentError(
                 f"inputs do not match the model: missing {missing}, unexpected {extra}; "
                 f"the model's inputs are {self._input_names}")
-        arrays = [np.asarray(feeds[n]) for n in self._input_names]
+        arrays = [_as_array(feeds[n], n) for n in self._input_names]
         outs = self._impl.run(arrays)
         return {spec.name: out for spec, out in zip(self.outputs, outs)}
 
@@ -83,7 +83,7 @@ class Engine:
             raise InvalidArgumentError(
                 f"the model has {len(self.inputs)} inputs ({self._input_names}); "
                 f"got {len(args)} positional arrays")
-        outs = self._impl.run([np.asarray(a) for a in args])
+        outs = self._impl.run([_as_array(a, n) for a, n in zip(args, self._input_names)])
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     # -- describing --------------------------------------------------------
@@ -103,6 +103,26 @@ class Engine:
     @property
     def num_threads(self) -> int:
         return self._impl.num_threads
+
+    @property
+    def memory_limit(self) -> int | None:
+        """Bytes one run may allocate (activation arena + outputs), or None for no
+        limit. A run that needs more raises ShapeError before allocating."""
+        return self._impl.memory_limit or None
+
+    @memory_limit.setter
+    def memory_limit(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or value <= 0):
+            raise InvalidArgumentError(f"memory_limit must be a positive number of bytes or None, got {value!r}")
+        self._impl.memory_limit = 0 if value is None else int(value)
+
+    def memory_info(self) -> dict:
+        """Memory the engine holds: ``weights`` (constant tensors, bytes) and
+        ``arena`` (activation arena for the largest input shapes run so far)."""
+        weights = sum(np.asarray(self._graph.constant(name)).nbytes
+                      for name, _, _, is_const in self._graph.values() if is_const)
+        return {"weights": int(weights), "arena": int(self._impl.arena_bytes)}
 
     def graph_text(self) -> str:
         """The graph the engine runs, one node per line."""
@@ -150,18 +170,33 @@ class Engine:
         if raw:
             raise InvalidArgumentError("raw=True writes a bare TensorRT engine; this is a CPU engine "
                                        "(build with backend='tensorrt')")
+        try:
+            path = os.fspath(path)
+        except TypeError:
+            raise InvalidArgumentError(f"save() takes a file path, got {type(path).__name__}") from None
         meta = dict(self._metadata)
         meta["format_version"] = _core.PLAN_FORMAT_VERSION
-        _core.save_plan(self._graph, json.dumps(meta, indent=1, sort_keys=True), os.fspath(path))
+        _core.save_plan(self._graph, json.dumps(meta, indent=1, sort_keys=True), path)
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}: {s.dtype}{list(s.shape) if s.shape else ''}" for s in self.inputs)
         return f"<pyengine.Engine {self.backend}/{self.precision} ({ins})>"
 
 
+def _as_array(value, name: str) -> np.ndarray:
+    """np.asarray with its failures (ragged lists, odd objects) as InvalidArgumentError."""
+    try:
+        return np.asarray(value)
+    except Exception as exc:
+        raise InvalidArgumentError(f"input '{name}' cannot be converted to an array: {exc}") from None
+
+
 def load_engine(path, num_threads: int = 0, cuda_graph: bool = False):
     """Loads a plan file written by :meth:`Engine.save` (or a TensorRT engine's save)."""
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InvalidArgumentError(f"expected a path to a plan file, got {type(path).__name__}") from None
     if not os.path.isfile(path):
         raise PlanFormatError(f"plan file '{path}' does not exist")
     graph, meta_json, blob = _core.load_plan_sections(path)
@@ -169,6 +204,8 @@ def load_engine(path, num_threads: int = 0, cuda_graph: bool = False):
         meta = json.loads(meta_json)
     except json.JSONDecodeError as exc:
         raise PlanFormatError(f"plan '{path}' has unreadable metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise PlanFormatError(f"plan '{path}' has unreadable metadata: not a JSON object")
     backend = meta.get("backend", "cpu")
     if backend == "tensorrt":
         from .backends import tensorrt
@@ -176,4 +213,12 @@ def load_engine(path, num_threads: int = 0, cuda_graph: bool = False):
         return tensorrt.load_plan(path, meta, blob, cuda_graph=cuda_graph)
     if backend != "cpu" or blob is not None:
         raise PlanFormatError(f"plan '{path}' is for backend '{backend}', which this pyengine cannot run")
-    return Engine(graph, meta, num_threads)
+    try:
+        return Engine(graph, meta, num_threads)
+    except PlanFormatError:
+        raise
+    except PyengineError as exc:
+        # The reader validated the graph as an import does; a plan whose graph
+        # still cannot be compiled was edited (format.md: PlanFormatError).
+        raise PlanFormatError(
+            f"plan '{path}' holds a graph that cannot be compiled ({type(exc).__name__}: {exc})") from None

@@ -1,6 +1,8 @@
 """ONNX <-> pyengine graph.
 
-The ``onnx`` package reads the file (protobuf, external data, opset versions);
+The ``onnx`` package reads the file (protobuf, opset versions); external data
+is read here, confined to the model's folder whatever onnx version is
+installed (see ``load_external_data``);
 the C++ graph (``pyengine._core.Graph``) receives nodes, attributes and
 initializers. Initializers are handed over as numpy arrays that C++ borrows,
 so large weights are not copied again. ``graph_to_onnx`` writes a graph back
@@ -38,12 +40,112 @@ def load_model(model: ModelLike) -> onnx.ModelProto:
     if not os.path.isfile(path):
         raise InvalidModelError(f"model file '{path}' does not exist")
     try:
-        proto = onnx.load(path)
+        # External data is read below, by pyengine, not by onnx: older onnx
+        # versions follow `location` anywhere (../../etc/..., symlinks).
+        proto = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types
         raise InvalidModelError(f"'{path}' is not a readable ONNX model: {exc}") from None
     if not proto.graph.node and not proto.graph.output:
         raise InvalidModelError(f"'{path}' is not a readable ONNX model: it has no graph")
+    load_external_data(proto, os.path.dirname(os.path.abspath(path)), path)
     return proto
+
+
+def _all_tensors(proto: onnx.ModelProto):
+    """Initializers and tensor attributes of every node, subgraphs included."""
+    def graph_tensors(g):
+        yield from g.initializer
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("g"):
+                    yield from graph_tensors(a.g)
+                for sub in a.graphs:
+                    yield from graph_tensors(sub)
+    yield from graph_tensors(proto.graph)
+
+
+def resolve_external_location(location, base_dir: str, where: str) -> str:
+    """The real path of an external-data ``location``, or InvalidModelError when it
+    is absolute, contains ``..``, or resolves (through symlinks) outside ``base_dir``."""
+    if not isinstance(location, str) or not location:
+        raise InvalidModelError(f"{where}: the external data location is empty or not text")
+    if "\0" in location or os.path.isabs(location) or location.startswith(("/", "\\")) or \
+            (len(location) > 1 and location[1] == ":"):
+        raise InvalidModelError(f"{where}: the external data location '{location}' is an absolute path; "
+                                "it must be relative to the model's folder")
+    parts = location.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise InvalidModelError(f"{where}: the external data location '{location}' contains '..'; "
+                                "it must stay inside the model's folder")
+    base = os.path.realpath(base_dir)
+    full = os.path.realpath(os.path.join(base, location))
+    if os.path.commonpath([base, full]) != base:
+        raise InvalidModelError(f"{where}: the external data location '{location}' resolves to '{full}', "
+                                f"outside the model's folder '{base}' (a symlink?)")
+    if not os.path.isfile(full):
+        raise InvalidModelError(f"{where}: the external data file '{location}' does not exist in '{base}'")
+    return full
+
+
+def load_external_data(proto: onnx.ModelProto, base_dir: str, source: str = "the model") -> None:
+    """Reads every tensor stored as external data into ``raw_data``, refusing any
+    location outside ``base_dir`` (absolute paths, ``..``, symlinks leaving it)."""
+    for t in _all_tensors(proto):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = f"model '{source}', tensor '{t.name}'"
+        info = {e.key: e.value for e in t.external_data}
+        full = resolve_external_location(info.get("location"), base_dir, where)
+        try:
+            offset = int(info.get("offset") or 0)
+            length = None if info.get("length") in (None, "") else int(info["length"])
+        except ValueError:
+            raise InvalidModelError(f"{where}: bad external data offset/length {info}") from None
+        size = os.path.getsize(full)
+        if offset < 0 or offset > size or (length is not None and (length < 0 or length > size - offset)):
+            raise InvalidModelError(f"{where}: external data (offset {offset}, length {length}) lies outside "
+                                    f"'{info['location']}' ({size} bytes)")
+        with open(full, "rb") as f:
+            f.seek(offset)
+            t.raw_data = f.read(size - offset if length is None else length)
+        t.data_location = onnx.TensorProto.DEFAULT
+        del t.external_data[:]
+
+
+def _text(value, what: str) -> str:
+    """A protobuf string field as str; protobuf hands invalid UTF-8 back as bytes."""
+    if not isinstance(value, str):
+        raise InvalidModelError(f"{what} is not valid UTF-8: {value!r}")
+    return value
+
+
+def _check_text_fields(proto: onnx.ModelProto, where: str) -> None:
+    """Every name pyengine reads must be text: a mutated file can hold invalid
+    UTF-8, which protobuf returns as bytes (and which would otherwise surface
+    later as a UnicodeDecodeError)."""
+    g = proto.graph
+    _text(proto.producer_name, f"{where}: producer_name")
+    _text(g.name, f"{where}: the graph name")
+    for imp in proto.opset_import:
+        _text(imp.domain, f"{where}: an opset domain")
+    for t in g.initializer:
+        _text(t.name, f"{where}: an initializer name")
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        _text(vi.name, f"{where}: a value name")
+    for i, node in enumerate(g.node):
+        what = f"{where}: node {i}"
+        _text(node.name, f"{what}: the name")
+        _text(node.op_type, f"{what}: the op type")
+        _text(node.domain, f"{what}: the domain")
+        for n in list(node.input) + list(node.output):
+            _text(n, f"{what}: an input/output name")
+        for a in node.attribute:
+            _text(a.name, f"{what}: an attribute name")
+            if a.HasField("t"):
+                _text(a.t.name, f"{what}: a tensor attribute name")
 
 
 def model_sha256(proto: onnx.ModelProto) -> str:
@@ -153,6 +255,13 @@ def graph_from_onnx(model: ModelLike) -> tuple[_core.Graph, onnx.ModelProto]:
     """
     proto = load_model(model)
     where = f"model '{model}'" if not isinstance(model, onnx.ModelProto) else "the model"
+    _check_text_fields(proto, where)
+    for t in _all_tensors(proto):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            # onnx would read it relative to the current directory: refuse.
+            raise InvalidModelError(
+                f"{where}: tensor '{t.name}' is stored as external data that is not loaded; pass the "
+                "model's path to pyengine so the data is read from (and confined to) its folder")
     opset = default_opset(proto)
     if opset > MAX_OPSET:
         raise InvalidModelError(

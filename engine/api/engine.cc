@@ -18,7 +18,15 @@ Engine Engine::load(const std::string& path, int num_threads) {
   for (auto* v : g->outputs()) e.outputs_.push_back({v->name(), v->dtype(), v->shape()});
   engine::ExecutorOptions opts;
   opts.num_threads = num_threads;
-  e.executor_ = std::make_shared<engine::Executor>(g, opts);
+  try {
+    e.executor_ = std::make_shared<engine::Executor>(g, opts);
+  } catch (const engine::Error& err) {
+    // The reader validated the graph; a plan whose graph still cannot be
+    // compiled was edited or corrupted (format.md: a PlanFormatError).
+    if (err.kind() == engine::ErrorKind::kPlanFormat) throw;
+    engine::fail(engine::ErrorKind::kPlanFormat, "plan '", path, "' holds a graph that cannot be compiled: ",
+                 err.what());
+  }
   return e;
 }
 

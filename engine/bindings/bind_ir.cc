@@ -1,5 +1,6 @@
 // Graph: built by pyengine/onnx_io.py, inspected to write ONNX back.
 #include "bindings/common.h"
+#include "core/checked_math.h"
 #include "ir/graph.h"
 #include "ir/infer.h"
 
@@ -76,6 +77,7 @@ void register_ir(py::module_& m) {
                             "' has an unsupported element type (ONNX code ", dtype, ")");
              Shape s;
              if (!shape.is_none()) s = shape_from(shape);
+             if (!shape.is_none()) check_tensor_size(s, static_cast<DType>(dtype), "graph input '" + name + "'");
              Value* v = g.add_value(name, static_cast<DType>(dtype), shape.is_none() ? nullptr : &s);
              g.add_input(v);
            })
@@ -88,7 +90,11 @@ void register_ir(py::module_& m) {
              Value* v = g.get_or_add_value(name);
              if (v->is_constant()) return;
              if (dtype_is_valid(dtype)) v->set_type(static_cast<DType>(dtype));
-             if (!shape.is_none()) v->set_shape(shape_from(shape));
+             if (!shape.is_none()) {
+               Shape s = shape_from(shape);
+               check_tensor_size(s, v->dtype(), "value_info of '" + name + "'");
+               v->set_shape(s);
+             }
            })
       .def("add_node",
            [](Graph& g, const std::string& op_type, const std::string& domain, const std::string& name,
@@ -106,7 +112,13 @@ void register_ir(py::module_& m) {
            },
            py::arg("op_type"), py::arg("domain"), py::arg("name"), py::arg("inputs"), py::arg("outputs"),
            py::arg("attrs"))
-      .def("add_output", [](Graph& g, const std::string& name) { g.add_output(need_value(g, name)); })
+      .def("add_output",
+           [](Graph& g, const std::string& name) {
+             Value* v = need_value(g, name);
+             ENGINE_ENFORCE(!v->is_graph_output(), kInvalidModel, "the graph output '", name,
+                            "' is listed twice; output names must be unique");
+             g.add_output(v);
+           })
       .def("finalize",
            [](Graph& g) {
              g.topo_sort();

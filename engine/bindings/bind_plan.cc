@@ -54,6 +54,10 @@ void register_plan(py::module_& m) {
     py::object blob = c.engine_blob.empty() ? py::object(py::none()) : py::object(py::bytes(c.engine_blob));
     return py::make_tuple(std::shared_ptr<Graph>(std::move(c.graph)), c.metadata_json, blob);
   });
+  m.def("plan_checksum", [](const py::bytes& b) {
+    std::string s = b;
+    return plan_checksum(s.data(), s.size());
+  }, "The plan format's 64-bit checksum (format.md), for tools and tests.");
   m.attr("PLAN_FORMAT_VERSION") = kPlanFormatVersion;
 }
 

@@ -17,6 +17,7 @@ void register_runtime(py::module_& m) {
            py::arg("graph"), py::arg("num_threads") = 0)
       .def_property_readonly("num_threads", &Executor::num_threads)
       .def_property_readonly("arena_bytes", &Executor::arena_bytes)
+      .def_property("memory_limit", &Executor::memory_limit, &Executor::set_memory_limit)
       .def("run",
            [](Executor& ex, const std::vector<py::array>& arrays) {
              const auto& gin = ex.graph().inputs();

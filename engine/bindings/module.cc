@@ -1,5 +1,6 @@
 // pyengine._core: thin bindings only; the Python API lives in pyengine/.
 #include "bindings/common.h"
+#include "core/checked_math.h"
 #include "core/error.h"
 #include "cpu/dispatch.h"
 #include "cpu/kernel_table.h"
@@ -79,12 +80,28 @@ PYBIND11_MODULE(_core, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
-      PyErr_SetString(kClasses[static_cast<int>(e.kind())].ptr(), e.what());
+      // Messages quote names from files, which need not be valid UTF-8:
+      // decode with replacement so the error is never a UnicodeDecodeError.
+      const std::string msg = e.what();
+      PyObject* text = PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "replace");
+      if (!text) return;  // leaves Python's own error set
+      PyErr_SetObject(kClasses[static_cast<int>(e.kind())].ptr(), text);
+      Py_DECREF(text);
     } catch (const std::bad_alloc&) {
-      PyErr_SetString(PyExc_MemoryError, "pyengine: out of memory");
+      // A user can ask for more memory than there is (a huge batch).
+      PyErr_SetString(kClasses[static_cast<int>(ErrorKind::kShape)].ptr(),
+                      "pyengine: out of memory (a tensor or buffer of this model does not fit)");
+    } catch (const std::length_error& e) {
+      // std::vector / std::string asked for more than max_size().
+      PyErr_SetString(kClasses[static_cast<int>(ErrorKind::kShape)].ptr(),
+                      (std::string("pyengine: a size does not fit in memory (") + e.what() + ")").c_str());
     }
   });
 
+  m.def("max_tensor_bytes", &max_tensor_bytes, "The per-tensor byte limit (core/checked_math.h).");
+  m.def("set_max_tensor_bytes", &set_max_tensor_bytes, py::arg("bytes"),
+        "Sets the per-tensor byte limit; <= 0 restores the default (physical memory).");
+  m.def("max_dim", [] { return kMaxDim; }, "The largest dim, pad, stride, dilation or kernel size accepted.");
   m.def("cpu_info", [] {
     const CpuFeatures& f = cpu_features();
     py::dict d;

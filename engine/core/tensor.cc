@@ -4,13 +4,15 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/checked_math.h"
 #include "core/error.h"
 
 namespace engine {
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    if (!checked_mul(n, d, &n)) fail(ErrorKind::kShape, "shape ", shape_str(s), " has more than 2**63 elements");
   return n;
 }
 
@@ -28,16 +30,22 @@ std::string shape_str(const Shape& s) {
 std::shared_ptr<void> aligned_storage(size_t bytes) {
   // Round up so the allocation is a whole number of alignment units and SIMD
   // kernels may read a little past the last element of small tensors.
+  // A user can ask for too much (a huge batch): that is a ShapeError, not a
+  // bug; sizes near SIZE_MAX must not wrap into a small allocation.
+  if (bytes > SIZE_MAX - 2 * kTensorAlignment)
+    fail(ErrorKind::kShape, "cannot allocate ", bytes, " bytes: the size does not fit in memory");
   size_t size = (bytes + kTensorAlignment) / kTensorAlignment * kTensorAlignment;
   void* p = std::aligned_alloc(kTensorAlignment, size);
-  if (!p) fail(ErrorKind::kInternal, "out of memory allocating ", bytes, " bytes");
+  if (!p) fail(ErrorKind::kShape, "out of memory allocating ", bytes, " bytes");
   return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
 }
 
 Tensor::Tensor(DType dtype, Shape shape)
-    : dtype_(dtype), shape_(std::move(shape)), numel_(shape_numel(shape_)) {
+    : dtype_(dtype), shape_(std::move(shape)) {
   for (int64_t d : shape_)
     ENGINE_ENFORCE(d >= 0, kShape, "cannot allocate a tensor of shape ", shape_str(shape_));
+  check_tensor_size(shape_, dtype_, "allocating a tensor");
+  numel_ = shape_numel(shape_);
   holder_ = aligned_storage(nbytes());
   data_ = holder_.get();
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/checked_math.h"
 #include "cpu/dispatch.h"
 
 namespace engine {
@@ -16,6 +17,7 @@ struct Executor::Plan {
   std::vector<double> flops;                           // per node, for these shapes
   std::vector<char> executed;                          // per node: 1 if run (not folded)
   size_t arena_bytes = 0;
+  int64_t run_bytes = 0;  // arena + computed outputs: what a run allocates
 };
 
 namespace {
@@ -79,6 +81,7 @@ bool is_shape_operand(OpKind k, int index) {
 
 Executor::Executor(std::shared_ptr<const Graph> graph, ExecutorOptions options)
     : graph_(std::move(graph)), pool_(options.num_threads), kctx_(&pool_) {
+  set_memory_limit(options.memory_limit);
   nodes_ = graph_->nodes();
   values_ = graph_->values();
   for (size_t i = 0; i < values_.size(); ++i) value_index_[values_[i]] = static_cast<int>(i);
@@ -276,8 +279,15 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Tensor>& i
   // lifetimes overlap.
   struct Buf { int v; size_t size; int64_t offset; };
   std::vector<Buf> bufs;
+  // Sizes were checked against the per-tensor limit by infer_node, so each
+  // fits in int64; the placement sums below are checked all the same.
   for (size_t i = 0; i < nv; ++i)
-    if (in_arena[i]) bufs.push_back({static_cast<int>(i), align_up(std::max<size_t>(1, shape_numel(plan->infos[i].shape) * dtype_size(plan->infos[i].dtype))), 0});
+    if (in_arena[i]) {
+      const int64_t bytes = checked_nbytes(plan->infos[i].shape, plan->infos[i].dtype);
+      ENGINE_ENFORCE(bytes >= 0, kShape, "value '", values_[i]->name(), "' of shape ",
+                     shape_str(plan->infos[i].shape), " does not fit in memory");
+      bufs.push_back({static_cast<int>(i), align_up(std::max<size_t>(1, static_cast<size_t>(bytes))), 0});
+    }
   std::sort(bufs.begin(), bufs.end(), [](const Buf& a, const Buf& b) { return a.size > b.size || (a.size == b.size && a.v < b.v); });
   std::vector<Buf> placed;
   size_t total = 0;
@@ -288,15 +298,23 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Tensor>& i
     std::sort(busy.begin(), busy.end());
     int64_t off = 0;
     for (auto& iv : busy) {
-      if (off + static_cast<int64_t>(b.size) <= iv.first) break;
+      if (add_or_fail(off, static_cast<int64_t>(b.size), "memory plan") <= iv.first) break;
       off = std::max(off, iv.second);
     }
     b.offset = off;
     plan->offset[b.v] = off;
-    total = std::max(total, static_cast<size_t>(off) + b.size);
+    total = std::max(total, static_cast<size_t>(add_or_fail(off, static_cast<int64_t>(b.size), "memory plan")));
     placed.push_back(b);
   }
   plan->arena_bytes = total;
+  // What a run allocates besides the arena: outputs that are computed.
+  int64_t out_bytes = 0;
+  for (Value* o : graph_->outputs()) {
+    const int vi = value_index_[o];
+    if (plan->known[vi] || o->is_graph_input()) continue;
+    out_bytes = add_or_fail(out_bytes, checked_nbytes(plan->infos[vi].shape, plan->infos[vi].dtype), "outputs");
+  }
+  plan->run_bytes = add_or_fail(static_cast<int64_t>(total), out_bytes, "memory plan");
   return plan;
 }
 
@@ -327,6 +345,12 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     plan_order_.push_back(key);
   }
   last_plan_ = plan;
+  const int64_t limit = memory_limit_.load();
+  if (limit > 0 && plan->run_bytes > limit)
+    fail(ErrorKind::kShape, "this run needs ", plan->run_bytes, " bytes (activation arena ", plan->arena_bytes,
+         " + outputs ", plan->run_bytes - static_cast<int64_t>(plan->arena_bytes), ") for input shapes ",
+         shape_str(inputs.empty() ? Shape{} : inputs[0].shape()), ", above the engine's memory_limit of ", limit,
+         " bytes");
   if (plan->arena_bytes > arena_size_) {
     arena_ = aligned_storage(plan->arena_bytes);
     arena_size_ = plan->arena_bytes;

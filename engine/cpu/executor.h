@@ -13,6 +13,7 @@
 // serialized (one arena). Use one Executor per thread for parallel streams.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -29,6 +30,9 @@ namespace engine {
 
 struct ExecutorOptions {
   int num_threads = 0;  // 0: one per hardware thread
+  // Bytes a run may need for the activation arena plus its outputs; a run
+  // that needs more fails with Error(kShape) before allocating. 0: no limit.
+  int64_t memory_limit = 0;
 };
 
 // Called after each executed node with each of its outputs (calibration).
@@ -64,6 +68,9 @@ class Executor {
   // Bytes of the activation arena for the last planned input shapes.
   size_t arena_bytes() const { return arena_size_; }
   size_t num_plans() const { return plans_.size(); }
+  // See ExecutorOptions::memory_limit (0: none). Thread-safe.
+  void set_memory_limit(int64_t bytes) { memory_limit_.store(bytes > 0 ? bytes : 0); }
+  int64_t memory_limit() const { return memory_limit_.load(); }
 
  private:
   struct Plan;
@@ -86,6 +93,7 @@ class Executor {
   std::mutex mu_;
   NodeObserver observer_;
   bool profiling_ = false;
+  std::atomic<int64_t> memory_limit_{0};
   std::vector<double> node_ms_;
   std::shared_ptr<Plan> last_plan_;
 };

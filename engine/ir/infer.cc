@@ -32,6 +32,16 @@ void infer_node(InferContext& ctx) {
   if (!fn)
     fail(ErrorKind::kUnsupportedOperator, ctx.node().describe(), ": no shape inference for this operator");
   fn(ctx);
+  // Every output of every op, whatever its infer function computed: no dim
+  // above kMaxDim, no tensor above the per-tensor byte limit. Static shapes
+  // fail here at build / load time; dynamic ones at the first run.
+  for (int i = 0; i < ctx.num_outputs(); ++i) {
+    const ValueInfo& info = ctx.output(i);
+    if (!info.has_shape) continue;
+    const Value* v = i < ctx.node().num_outputs() ? ctx.node().output(i) : nullptr;
+    check_tensor_size(info.shape, info.dtype,
+                      str_cat(ctx.node().describe(), ", output '", v ? v->name() : std::to_string(i), "'"));
+  }
 }
 
 void infer_shapes(Graph& g) {

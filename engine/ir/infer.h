@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/checked_math.h"
 #include "ir/graph.h"
 
 namespace engine {
@@ -49,6 +50,25 @@ class InferContext {
   [[noreturn]] void fail(Args&&... args) const {
     engine::fail(ErrorKind::kShape, node_.describe(), ": ", std::forward<Args>(args)...);
   }
+  // Overflow-checked size arithmetic: fails (kShape, naming the node) when
+  // the result does not fit in int64.
+  int64_t add(int64_t a, int64_t b) const {
+    int64_t r;
+    if (!checked_add(a, b, &r)) fail("size arithmetic overflows int64 (", a, " + ", b, ")");
+    return r;
+  }
+  int64_t mul(int64_t a, int64_t b) const {
+    int64_t r;
+    if (!checked_mul(a, b, &r)) fail("size arithmetic overflows int64 (", a, " * ", b, ")");
+    return r;
+  }
+  // Checks each entry of a size attribute (pads, strides, ...) lies in
+  // [lo, kMaxDim]; fails naming the attribute.
+  void check_range(const char* attr, const std::vector<int64_t>& v, int64_t lo) const {
+    for (int64_t x : v)
+      if (x < lo || x > kMaxDim)
+        fail(attr, " ", shape_str(v), " is out of range: each entry must be in [", lo, ", ", kMaxDim, "]");
+  }
 
  private:
   const Node& node_;
@@ -76,8 +96,9 @@ void register_norm_pool_infer(InferRegistry& r);
 void register_shape_ops_infer(InferRegistry& r);
 void register_quant_infer(InferRegistry& r);
 
-// Runs inference for one node. Throws kUnsupportedOperator when the op has
-// no inference function.
+// Runs inference for one node, then checks every output shape against the
+// limits of core/checked_math.h (kShape naming the node and output). Throws
+// kUnsupportedOperator when the op has no inference function.
 void infer_node(InferContext& ctx);
 
 // Static inference over the whole graph: fills dtype and shape of every

@@ -1,13 +1,46 @@
 // Plan reader: validates everything before trusting it (format.md). Every
 // read is bounds-checked, so a corrupt or truncated file is a clear
-// PlanFormatError, never a crash.
+// PlanFormatError, never a crash. The checksums only catch accidents: a file
+// edited with its checksums recomputed must be caught by validation, so the
+// graph goes through the same checks as an imported ONNX model (verify, then
+// shape inference, which enforces each op's attribute and size limits), every
+// string must be UTF-8 (names reach Python as str), and every failure, of any
+// kind, is reported as kPlanFormat.
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
+#include "core/checked_math.h"
+#include "ir/infer.h"
 #include "plan/plan.h"
 
 namespace engine {
 namespace {
+
+// Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF).
+bool valid_utf8(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    if (c < 0x80) { ++i; continue; }
+    int len;
+    unsigned cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    static const unsigned kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
 
 class In {
  public:
@@ -25,6 +58,7 @@ class In {
     need(len);
     std::string s(p_ + pos_, len);
     pos_ += len;
+    if (!valid_utf8(s)) corrupt("a string is not valid UTF-8");
     return s;
   }
   uint32_t count(size_t min_item_bytes) {
@@ -33,6 +67,7 @@ class In {
     if (static_cast<uint64_t>(c) * min_item_bytes > n_ - pos_) corrupt("a list length is larger than the file");
     return c;
   }
+  size_t remaining() const { return n_ - pos_; }
   const char* take(size_t n) {
     need(n);
     const char* r = p_ + pos_;
@@ -62,9 +97,12 @@ std::shared_ptr<const Tensor> read_tensor(In& in) {
   uint64_t bytes = in.get<uint64_t>();
   for (int64_t d : shape)
     if (d < 0) in.corrupt("negative dim in an attribute tensor");
+  // Size checks before allocating: a forged shape must not cost memory.
+  const int64_t want = checked_nbytes(shape, static_cast<DType>(dt));
+  if (want < 0 || bytes != static_cast<uint64_t>(want)) in.corrupt("attribute tensor size does not match its shape");
+  const char* src = in.take(bytes);
   auto t = std::make_shared<Tensor>(static_cast<DType>(dt), shape);
-  if (bytes != t->nbytes()) in.corrupt("attribute tensor size does not match its shape");
-  std::memcpy(t->raw(), in.take(bytes), bytes);
+  std::memcpy(t->raw(), src, bytes);
   return t;
 }
 
@@ -84,6 +122,9 @@ Attribute read_attr(In& in) {
   }
   return a;
 }
+
+std::unique_ptr<Graph> read_graph(const char* gsec, uint64_t gsize, char* wbase, uint64_t wsize,
+                                  const std::shared_ptr<void>& data, const std::string& source);
 
 }  // namespace
 
@@ -129,12 +170,28 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
   PlanContents out;
   out.metadata_json.assign(sec[1], sec_size[1]);
   if (sec[4]) out.engine_blob.assign(sec[4], sec_size[4]);
+  if (!valid_utf8(out.metadata_json)) bad("is corrupt: the metadata is not valid UTF-8");
+  try {
+    out.graph = read_graph(sec[2], sec_size[2], static_cast<char*>(data.get()) + sec_off[3], sec_size[3], data,
+                           source);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kPlanFormat) throw;
+    // Whatever check caught it (a shape limit, an attribute, the verifier),
+    // a plan that does not hold a valid graph is a corrupt plan.
+    fail(ErrorKind::kPlanFormat, "plan '", source, "' holds an invalid graph: ", e.what());
+  }
+  return out;
+}
+
+namespace {
+
+std::unique_ptr<Graph> read_graph(const char* gsec, uint64_t gsize, char* wbase, uint64_t wsize,
+                                  const std::shared_ptr<void>& data, const std::string& source) {
   auto g = std::make_unique<Graph>();
-  In in(sec[2], sec_size[2], source);
+  In in(gsec, gsize, source);
   uint32_t nv = in.count(9);
   std::vector<Value*> values(nv);
   std::vector<char> is_input(nv), is_output(nv);
-  char* wbase = static_cast<char*>(data.get()) + sec_off[3];
   for (uint32_t i = 0; i < nv; ++i) {
     std::string name = in.str();
     int32_t dt = in.get<int32_t>();
@@ -145,6 +202,8 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
       uint32_t rank = in.count(8);
       shape.resize(rank);
       for (auto& d : shape) d = in.get<int64_t>();
+      check_tensor_size(shape, dtype_is_valid(dt) ? static_cast<DType>(dt) : DType::kUndefined,
+                        str_cat("value '", name, "'"));
     }
     if (g->find_value(name)) in.corrupt(str_cat("value '", name, "' appears twice"));
     values[i] = g->add_value(name, static_cast<DType>(dt), (flags & 1) ? &shape : nullptr);
@@ -152,7 +211,8 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
       uint64_t off = in.get<uint64_t>(), bytes = in.get<uint64_t>();
       if (!(flags & 1)) in.corrupt(str_cat("constant '", name, "' has no shape"));
       for (int64_t d : shape) if (d < 0) in.corrupt(str_cat("constant '", name, "' has a negative dim"));
-      if (off > sec_size[3] || bytes > sec_size[3] - off) in.corrupt(str_cat("weights of '", name, "' lie outside the weights section"));
+      if (off > wsize || bytes > wsize - off) in.corrupt(str_cat("weights of '", name, "' lie outside the weights section"));
+      if (dt == 0) in.corrupt(str_cat("constant '", name, "' has no dtype"));
       if (bytes != shape_numel(shape) * dtype_size(static_cast<DType>(dt)))
         in.corrupt(str_cat("weights of '", name, "' do not match its shape"));
       auto t = std::make_shared<Tensor>(Tensor::borrow(static_cast<DType>(dt), shape, wbase + off, data));
@@ -170,6 +230,7 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
   for (uint32_t i = 0; i < nin; ++i) {
     Value* v = value_at(in.get<uint32_t>());
     if (!v) in.corrupt("bad graph input");
+    if (v->is_graph_input() || v->is_constant()) in.corrupt(str_cat("bad graph input '", v->name(), "'"));
     g->add_input(v);
   }
   uint32_t nout = in.count(4);
@@ -177,8 +238,13 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
   for (uint32_t i = 0; i < nout; ++i) {
     Value* v = value_at(in.get<uint32_t>());
     if (!v) in.corrupt("bad graph output");
+    for (Value* o : outputs)
+      if (o == v) in.corrupt(str_cat("graph output '", v->name(), "' is listed twice"));
     outputs.push_back(v);
   }
+  for (uint32_t i = 0; i < nv; ++i)
+    if (is_input[i] != values[i]->is_graph_input() || is_output[i] != (std::find(outputs.begin(), outputs.end(), values[i]) != outputs.end()))
+      in.corrupt(str_cat("the flags of value '", values[i]->name(), "' disagree with the graph's inputs and outputs"));
   uint32_t nn = in.count(16);
   for (uint32_t i = 0; i < nn; ++i) {
     std::string op_type = in.str(), domain = in.str(), name = in.str();
@@ -197,7 +263,8 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
     if (kind == OpKind::kUnknown)
       in.corrupt(str_cat("node '", name, "' has op type '", op_type, "' unknown to this pyengine"));
     for (Value* o : outs)
-      if (o && (o->producer() || o->is_constant())) in.corrupt(str_cat("value '", o->name(), "' is produced twice"));
+      if (o && (o->producer() || o->is_constant() || o->is_graph_input()))
+        in.corrupt(str_cat("value '", o->name(), "' is produced twice"));
     Node* n = g->add_node(kind, name, ins, outs, std::move(attrs));
     uint32_t norig = in.count(4);
     std::vector<std::string> origin;
@@ -210,14 +277,27 @@ PlanContents read_plan(std::shared_ptr<void> data, size_t size, const std::strin
     std::string k = in.str();
     g->metadata()[k] = in.str();
   }
-  try {
-    verify(*g);
-  } catch (const Error& e) {
-    fail(ErrorKind::kPlanFormat, "plan '", source, "' holds an invalid graph: ", e.what());
+  if (in.remaining() != 0) in.corrupt("trailing bytes after the graph");
+  // The checks an imported model goes through (Graph.finalize).
+  verify(*g);
+  std::vector<std::pair<Value*, Shape>> stored;
+  for (Value* v : g->values())
+    if (v->producer() && v->has_shape()) stored.push_back({v, v->shape()});
+  infer_shapes(*g);
+  // The writer stored the shapes inference gave; an edited attribute (a pad,
+  // a renamed or dropped attribute) changes them.
+  for (auto& [v, s] : stored) {
+    const Shape& now = v->shape();
+    bool same = now.size() == s.size();
+    for (size_t d = 0; same && d < s.size(); ++d) same = s[d] < 0 || now[d] < 0 || s[d] == now[d];
+    if (!same)
+      in.corrupt(str_cat("value '", v->name(), "' is stored with shape ", shape_str(s), " but its node ",
+                         v->producer()->describe(), " computes ", shape_str(now)));
   }
-  out.graph = std::move(g);
-  return out;
+  return g;
 }
+
+}  // namespace
 
 PlanContents load_plan(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);

@@ -24,6 +24,16 @@ void infer_conv(InferContext& ctx) {
   ValueInfo& y = ctx.output(0);
   y.dtype = x.dtype;
   y.value = nullptr;
+  // Limits (checked even when X's shape is unknown, so a plan or model with
+  // absurd attributes fails at build / load time): group, kernel_shape,
+  // strides and dilations in [1, kMaxDim], pads in [0, kMaxDim]; the output
+  // dims are computed with overflow-checked arithmetic.
+  const int64_t group = node.attr_int("group", 1);
+  if (group < 1 || group > kMaxDim) ctx.fail("group must be in [1, ", kMaxDim, "], got ", group);
+  ctx.check_range("kernel_shape", node.attr_ints("kernel_shape"), 1);
+  ctx.check_range("strides", node.attr_ints("strides"), 1);
+  ctx.check_range("dilations", node.attr_ints("dilations"), 1);
+  ctx.check_range("pads", node.attr_ints("pads"), 0);
   if (!x.has_shape) {
     y.has_shape = false;
     return;
@@ -33,8 +43,6 @@ void infer_conv(InferContext& ctx) {
   const int nsp = rank - 2;
   if (w.has_shape && w.rank() != rank)
     ctx.fail("W must have the rank of X (", rank, "), got ", shape_str(w.shape));
-  const int64_t group = node.attr_int("group", 1);
-  if (group < 1) ctx.fail("group must be >= 1, got ", group);
 
   std::vector<int64_t> kernel = node.attr_ints("kernel_shape");
   if (!kernel.empty() && static_cast<int>(kernel.size()) != nsp)
@@ -67,7 +75,7 @@ void infer_conv(InferContext& ctx) {
   if (w.has_shape) {
     const int64_t m = w.shape[0], wc = w.shape[1];
     if (m >= 0 && m % group != 0) ctx.fail("W has ", m, " output channels, not divisible by group ", group);
-    if (cin >= 0 && wc >= 0 && cin != wc * group)
+    if (cin >= 0 && wc >= 0 && cin != ctx.mul(wc, group))
       ctx.fail("X has ", cin, " channels but W ", shape_str(w.shape), " with group ", group, " expects ",
                wc * group);
   } else if (cin >= 0 && cin % group != 0) {
@@ -83,12 +91,13 @@ void infer_conv(InferContext& ctx) {
       out[2 + i] = -1;
       continue;
     }
-    const int64_t ek = (k - 1) * dil[i] + 1;
+    if (k < 1) ctx.fail("the kernel size along spatial axis ", i, " is ", k, "; it must be >= 1");
+    const int64_t ek = ctx.add(ctx.mul(k - 1, dil[i]), 1);
     int64_t o;
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-      o = (d + strides[i] - 1) / strides[i];
+      o = ctx.add(d, strides[i] - 1) / strides[i];
     } else {
-      const int64_t span = auto_pad == "VALID" ? d : d + pads[i] + pads[i + nsp];
+      const int64_t span = auto_pad == "VALID" ? d : ctx.add(ctx.add(d, pads[i]), pads[i + nsp]);
       if (span < ek)
         ctx.fail("the kernel (extent ", ek, ") is larger than the padded input (", span, ") along spatial axis ", i);
       o = (span - ek) / strides[i] + 1;

@@ -95,15 +95,18 @@ void infer_layer_norm(InferContext& ctx) {
 int64_t pool_out_dim(const InferContext& ctx, int64_t in, int64_t k, int64_t s, int64_t d, int64_t pb, int64_t pe,
                      bool ceil_mode, const std::string& auto_pad) {
   if (in < 0) return -1;
-  const int64_t dk = (k - 1) * d + 1;
-  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") return (in + s - 1) / s;
+  // Inputs are within [0, kMaxDim] (checked by the caller), yet their sums
+  // and products can still leave int64: every step is checked.
+  const int64_t dk = ctx.add(ctx.mul(k - 1, d), 1);
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") return ctx.add(in, s - 1) / s;
   if (auto_pad == "VALID") pb = pe = 0;
-  const int64_t span = in + pb + pe - dk;
-  if (span < 0) ctx.fail("the pooling window (", dk, ") is larger than the padded input (", in + pb + pe, ")");
-  int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+  const int64_t padded = ctx.add(ctx.add(in, pb), pe);
+  const int64_t span = padded - dk;
+  if (span < 0) ctx.fail("the pooling window (", dk, ") is larger than the padded input (", padded, ")");
+  int64_t o = (ceil_mode ? ctx.add(span, s - 1) / s : span / s) + 1;
   // PyTorch's rule, followed by onnxruntime: a last window starting in the
   // end padding is dropped.
-  if (ceil_mode && (o - 1) * s >= in + pb) --o;
+  if (ceil_mode && ctx.mul(o - 1, s) >= ctx.add(in, pb)) --o;
   return o;
 }
 
@@ -120,9 +123,12 @@ void infer_pool(InferContext& ctx) {
   if (pads.empty()) pads.assign(2 * nd, 0);
   if (strides.size() != nd || dil.size() != nd || pads.size() != 2 * nd)
     ctx.fail("strides, dilations and pads must match kernel_shape's ", nd, " dims");
-  for (size_t i = 0; i < nd; ++i)
-    if (kernel[i] <= 0 || strides[i] <= 0 || dil[i] <= 0 || pads[i] < 0 || pads[i + nd] < 0)
-      ctx.fail("kernel_shape, strides and dilations must be positive, pads non-negative");
+  // Limits: kernel_shape, strides, dilations in [1, kMaxDim], pads in
+  // [0, kMaxDim], checked whether or not the input shape is known.
+  ctx.check_range("kernel_shape", kernel, 1);
+  ctx.check_range("strides", strides, 1);
+  ctx.check_range("dilations", dil, 1);
+  ctx.check_range("pads", pads, 0);
   std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
   if (auto_pad != "NOTSET" && !auto_pad.empty() && auto_pad != "VALID" && auto_pad != "SAME_UPPER" &&
       auto_pad != "SAME_LOWER")

@@ -84,7 +84,12 @@ void infer_qconv(InferContext& ctx) {
   const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
   if (strides.size() != 2 || dil.size() != 2 || pads.size() != 4 || group < 1)
     ctx.fail("strides, dilations, pads or group do not describe a 2-D convolution");
-  if (x.shape[1] >= 0 && w.shape[1] >= 0 && x.shape[1] != w.shape[1] * group)
+  // Limits as for Conv (infer/conv_gemm.cc); sizes below are overflow-checked.
+  if (group > kMaxDim) ctx.fail("group must be in [1, ", kMaxDim, "], got ", group);
+  ctx.check_range("strides", strides, 1);
+  ctx.check_range("dilations", dil, 1);
+  ctx.check_range("pads", pads, 0);
+  if (x.shape[1] >= 0 && w.shape[1] >= 0 && x.shape[1] != ctx.mul(w.shape[1], group))
     ctx.fail("input has ", x.shape[1], " channels, weights expect ", w.shape[1] * group);
   if (w.shape[0] >= 0 && w.shape[0] % group != 0)
     ctx.fail(w.shape[0], " output channels are not divisible by group ", group);
@@ -93,11 +98,11 @@ void infer_qconv(InferContext& ctx) {
     const int64_t in = x.shape[2 + i], k = w.shape[2 + i], s = strides[i];
     if (s < 1 || dil[i] < 1) ctx.fail("strides and dilations must be >= 1");
     if (in < 0 || k < 0) continue;
-    const int64_t dk = (k - 1) * dil[i] + 1;
+    const int64_t dk = ctx.add(ctx.mul(k - 1, dil[i]), 1);
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-      y[2 + i] = (in + s - 1) / s;
+      y[2 + i] = ctx.add(in, s - 1) / s;
     } else {
-      const int64_t padded = auto_pad == "VALID" ? in : in + pads[i] + pads[i + 2];
+      const int64_t padded = auto_pad == "VALID" ? in : ctx.add(ctx.add(in, pads[i]), pads[i + 2]);
       if (padded < dk) ctx.fail("kernel ", shape_str(w.shape), " is larger than the padded input ", shape_str(x.shape));
       y[2 + i] = (padded - dk) / s + 1;
     }

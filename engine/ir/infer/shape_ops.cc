@@ -31,14 +31,22 @@ int64_t length_of_1d(const InferContext& ctx, int i) {
   return v.shape[0];
 }
 
-// Product of dims [b, e); -1 when any of them is unknown.
-int64_t dim_product(const Shape& s, int64_t b, int64_t e) {
+// Product of dims [b, e); -1 when any of them is unknown. Overflow fails.
+int64_t dim_product(const InferContext& ctx, const Shape& s, int64_t b, int64_t e) {
   int64_t p = 1;
   for (int64_t i = b; i < e; ++i) {
     if (s[i] < 0) return -1;
-    p *= s[i];
+    p = ctx.mul(p, s[i]);
   }
   return p;
+}
+
+// A dim computed in floating point (Resize, Range): NaN, negative or above
+// kMaxDim fails instead of reaching an undefined float -> int64 conversion.
+int64_t float_to_dim(const InferContext& ctx, double v, const char* what) {
+  if (!(v >= 0) || v > static_cast<double>(kMaxDim))
+    ctx.fail(what, " gives the output dim ", v, ", outside [0, ", kMaxDim, "]");
+  return static_cast<int64_t>(v);
 }
 
 ValueInfo unknown_rank(DType t) {
@@ -88,7 +96,7 @@ void infer_flatten(InferContext& ctx) {
   int64_t axis = ctx.node().attr_int("axis", 1);
   if (axis < -r || axis > r) ctx.fail("axis ", axis, " is out of range for rank ", r);
   if (axis < 0) axis += r;
-  ctx.output(0) = ValueInfo::of(x.dtype, {dim_product(x.shape, 0, axis), dim_product(x.shape, axis, r)});
+  ctx.output(0) = ValueInfo::of(x.dtype, {dim_product(ctx, x.shape, 0, axis), dim_product(ctx, x.shape, axis, r)});
 }
 
 void infer_reshape(InferContext& ctx) {
@@ -120,18 +128,18 @@ void infer_reshape(InferContext& ctx) {
     }
   }
   if (has_zero && infer_at >= 0) ctx.fail("with allowzero=1 the shape cannot contain both 0 and -1");
-  int64_t in_numel = x.has_shape ? dim_product(x.shape, 0, x.rank()) : -1;
+  int64_t in_numel = x.has_shape ? dim_product(ctx, x.shape, 0, x.rank()) : -1;
   if (infer_at >= 0) {
     int64_t rest = 1;
     for (size_t i = 0; i < out.size() && rest >= 0; ++i)
-      if (static_cast<int>(i) != infer_at) rest = out[i] < 0 ? -1 : rest * out[i];
+      if (static_cast<int>(i) != infer_at) rest = out[i] < 0 ? -1 : ctx.mul(rest, out[i]);
     if (in_numel >= 0 && rest >= 0) {
       if (rest == 0 || in_numel % rest != 0)
         ctx.fail("cannot reshape ", shape_str(x.shape), " to ", shape_str(s));
       out[infer_at] = in_numel / rest;
     }
   } else if (in_numel >= 0) {
-    int64_t out_numel = dim_product(out, 0, static_cast<int64_t>(out.size()));
+    int64_t out_numel = dim_product(ctx, out, 0, static_cast<int64_t>(out.size()));
     if (out_numel >= 0 && out_numel != in_numel)
       ctx.fail("cannot reshape ", shape_str(x.shape), " (", in_numel, " elements) to ", shape_str(s));
   }
@@ -264,7 +272,7 @@ void infer_concat(InferContext& ctx) {
     }
     for (int64_t d = 0; d < rank; ++d) {
       if (d == axis) {
-        out[d] = (out[d] < 0 || in.shape[d] < 0) ? -1 : out[d] + in.shape[d];
+        out[d] = (out[d] < 0 || in.shape[d] < 0) ? -1 : ctx.add(out[d], in.shape[d]);
       } else if (in.shape[d] >= 0) {
         if (out[d] >= 0 && out[d] != in.shape[d])
           ctx.fail("input ", i, " has shape ", shape_str(in.shape), ", which does not match the others on axis ", d);
@@ -294,7 +302,7 @@ void infer_split(InferContext& ctx) {
       int64_t sum = 0;
       for (int64_t s : sizes) {
         if (s < 0) ctx.fail("split contains the negative size ", s);
-        sum += s;
+        sum = ctx.add(sum, s);
       }
       if (dim >= 0 && sum != dim) ctx.fail("split sizes add up to ", sum, " but axis ", axis, " has size ", dim);
     }
@@ -434,7 +442,7 @@ void infer_pad(InferContext& ctx) {
   for (size_t i = 0; i < n; ++i) {
     int64_t a = axes[i];
     if (out[a] < 0) continue;
-    out[a] += pads[i] + pads[i + n];
+    out[a] = ctx.add(out[a], ctx.add(pads[i], pads[i + n]));
     if (out[a] < 0) ctx.fail("pads ", shape_str(pads), " make axis ", a, " negative");
   }
   ctx.output(0) = ValueInfo::of(x.dtype, out);
@@ -546,9 +554,11 @@ void infer_range(InferContext& ctx) {
     n = std::ceil((limit.float_at(0) - start.float_at(0)) / delta.float_at(0));
   } else {
     if (delta.int_at(0) == 0) ctx.fail("delta cannot be 0");
-    n = std::ceil(static_cast<double>(limit.int_at(0) - start.int_at(0)) / static_cast<double>(delta.int_at(0)));
+    // In double: int64 limit - start can overflow.
+    n = std::ceil((static_cast<double>(limit.int_at(0)) - static_cast<double>(start.int_at(0))) /
+                  static_cast<double>(delta.int_at(0)));
   }
-  ctx.output(0) = ValueInfo::of(dtype, {std::max<int64_t>(0, static_cast<int64_t>(n))});
+  ctx.output(0) = ValueInfo::of(dtype, {n > 0 ? float_to_dim(ctx, n, "Range") : 0});
 }
 
 // -- indexing and broadcasting ------------------------------------------------
@@ -602,7 +612,7 @@ void infer_tile(InferContext& ctx) {
   Shape out = x.shape;
   for (size_t i = 0; i < rep.size(); ++i) {
     if (rep[i] < 0) ctx.fail("repeats cannot be negative");
-    out[i] = rep[i] == 0 ? 0 : (x.shape[i] < 0 ? -1 : x.shape[i] * rep[i]);
+    out[i] = rep[i] == 0 ? 0 : (x.shape[i] < 0 ? -1 : ctx.mul(x.shape[i], rep[i]));
   }
   ctx.output(0) = ValueInfo::of(x.dtype, out);
 }
@@ -651,7 +661,7 @@ void infer_resize(InferContext& ctx) {
         float s = static_cast<float>(sizes[i]) / static_cast<float>(x.shape[axes[i]]);
         scale = larger ? std::max(scale, s) : std::min(scale, s);
       }
-      for (int64_t a : axes) out[a] = static_cast<int64_t>(std::round(scale * static_cast<float>(x.shape[a])));
+      for (int64_t a : axes) out[a] = float_to_dim(ctx, std::round(static_cast<double>(scale * static_cast<float>(x.shape[a]))), "sizes");
     } else {
       ctx.fail("unknown keep_aspect_ratio_policy '", policy, "'");
     }
@@ -668,7 +678,7 @@ void infer_resize(InferContext& ctx) {
       float s = static_cast<float>(st.float_at(static_cast<int64_t>(i)));
       if (!(s > 0)) ctx.fail("scales must be positive");
       int64_t d = x.shape[axes[i]];
-      out[axes[i]] = d < 0 ? -1 : static_cast<int64_t>(s * static_cast<float>(d));
+      out[axes[i]] = d < 0 ? -1 : float_to_dim(ctx, static_cast<double>(s * static_cast<float>(d)), "scales");
     }
   } else {
     ctx.fail("either scales or sizes must be given");
