@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
     b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
-    b.add_argument("--calib-method", default="entropy", choices=("entropy", "minmax", "percentile", "mse"))
+    b.add_argument("--calib-method", default="mse", choices=("entropy", "minmax", "percentile", "mse"))
     b.add_argument("--batch-range", help="MIN:OPT:MAX batch sizes (TensorRT profiles; the CPU plan takes any)")
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--no-optimize", action="store_true")

@@ -10,7 +10,7 @@ to read (the machines are noisy). Rows:
   pyengine -O0    build(optimize=False)
   ort             onnxruntime, ORT_ENABLE_ALL
   ort -O0         onnxruntime, ORT_DISABLE_ALL
-  pyengine int8   build(precision="int8"), calibrated (entropy) on random images
+  pyengine int8   build(precision="int8"), calibrated (default method) on random images
   ort int8 q/dq   onnxruntime running the same Q/DQ model (pyengine.quantize)
 """
 
