@@ -236,8 +236,8 @@ def export(net: nn.Module, example: np.ndarray):
 
 # name -> (data set, model factory, epochs)
 MODELS = {
-    "resnet20_background_digits": (background_digits, lambda: ResNet20(1, 10, 8), 6),
-    "vgg_bn_textures": (textures, lambda: VggBn(3, len(TEXTURE_IMAGES), 16), 6),
+    "resnet20_background_digits": (background_digits, lambda: ResNet20(1, 10, 8), 10),
+    "vgg_bn_textures": (textures, lambda: VggBn(3, len(TEXTURE_IMAGES), 16), 12),
 }
 
 

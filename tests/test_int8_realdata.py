@@ -1,7 +1,7 @@
 """INT8 accuracy on real data, for every calibration method.
 
 Two models trained inside the test (tests/realdata_models.py, PyTorch CPU,
-about 20 s each on one thread), exported as real exports are (TorchScript,
+about 30-40 s each on one thread), exported as real exports are (TorchScript,
 BatchNorm unfused), calibrated on 512 training images and scored on held-out
 images that share no source image with the training set:
 
@@ -9,15 +9,15 @@ images that share no source image with the training set:
   digits pasted on a wide uniform background, normalized by mean/std, so the
   input and the stem carry a tall spike at a *non-zero* value (2157 test
   images). This is the shape that made entropy calibration drop 8 points on a
-  held-out model; with the old KL it drops ~88 points here (top-1 10%).
+  held-out model; with the old KL it drops 80-87 points here (top-1 10-18%).
 - vgg_bn_textures: Conv-BN-ReLU/MaxPool net on crops of scikit-image's
-  bundled photographs (1200 test images).
+  bundled photographs (2400 test images).
 
 Budget per model, on pyengine's own INT8 engine against its FP32 engine:
 every method loses at most 0.3 points of top-1 and agrees with FP32 on at
 least 99% of the images; the default method loses at most 0.1 points.
 
-Needs torch, scikit-learn, scikit-image (skipped without them).
+Needs torch, scikit-learn and (for the textures) scikit-image; skipped without them.
 """
 
 import numpy as np
@@ -28,7 +28,6 @@ from pyengine.calibration_table import DEFAULT_METHOD, METHODS
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn.datasets")
-pytest.importorskip("skimage.data")
 ort = pytest.importorskip("onnxruntime")
 
 import realdata_models  # noqa: E402  (imports torch)
@@ -43,6 +42,8 @@ THREADS = 1               # a shared CI machine: no spinning thread pools
 
 @pytest.fixture(scope="module", params=sorted(realdata_models.MODELS))
 def trained(request):
+    if request.param == "vgg_bn_textures":
+        pytest.importorskip("skimage.data")
     model, data, torch_acc = realdata_models.trained(request.param)
     x, y = data["test"]
     fp32 = pyengine.build(model, num_threads=THREADS)(x)
@@ -94,10 +95,9 @@ def test_every_method_holds_on_real_data(trained, method):
           f"drop {100 * (fp32 - r['acc']):+.2f} pt  agreement {100 * r['agreement']:.2f}%")
     assert r["acc"] >= fp32 - MAX_DROP
     assert r["agreement"] >= MIN_AGREEMENT
-    # The normalized input is never clipped into its background (the old KL
-    # put the threshold just above the background spike).
-    x = trained["data"]["calib"]
-    assert np.mean(np.abs(x) > r["amax"]["input"]) <= 1e-3
+    # The normalized input keeps its range (the old KL put the threshold just
+    # above the background spike, at 8% of the range).
+    assert r["amax"]["input"] >= 0.5 * float(np.abs(trained["data"]["calib"]).max())
 
 
 def test_default_method_holds_best(trained):

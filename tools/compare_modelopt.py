@@ -37,7 +37,6 @@ from collections import Counter
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
