@@ -22,6 +22,9 @@ import numpy as np
 from .errors import CalibrationError, CalibrationWarning, InvalidArgumentError
 
 METHODS = ("entropy", "percentile", "mse", "minmax")
+# The default calibration method: the one that held best on real data (see
+# the README's INT8 section and tests/test_int8_realdata.py).
+DEFAULT_METHOD = "mse"
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_NUM_BINS = 2048
 CACHE_FORMAT = "pyengine-calibration-cache"

@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto",
                    help="auto: TensorRT when usable, else CPU (says why); tensorrt: never falls back")
     b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
-    b.add_argument("--calib-method", default="entropy", choices=("entropy", "minmax", "percentile", "mse"))
+    b.add_argument("--calib-method", default="mse", choices=("entropy", "minmax", "percentile", "mse"))
     b.add_argument("--batch-range", help="MIN:OPT:MAX batch sizes (TensorRT profiles; the CPU plan takes any)")
     b.add_argument("--workspace", type=float, help="TensorRT workspace limit in MiB (default 1024)")
     b.add_argument("--opt-level", type=int, choices=range(6), help="TensorRT builder optimization level 0-5")

@@ -58,6 +58,7 @@ from .calibration import DEFAULT_BATCH_SIZE, input_specs, is_reiterable, iter_ba
 from .calibration_table import (  # noqa: F401  (re-exported)
     CACHE_FORMAT,
     CACHE_VERSION,
+    DEFAULT_METHOD,
     DEFAULT_NUM_BINS,
     DEFAULT_PERCENTILE,
     DEFAULT_TRT_CACHE_VERSION,
@@ -426,7 +427,8 @@ class _Session:
 # Public entry points
 # --------------------------------------------------------------------------
 
-def calibrate(model, calibration_data, calibration_method: str = "entropy", percentile: float = DEFAULT_PERCENTILE,
+def calibrate(model, calibration_data, calibration_method: str = DEFAULT_METHOD,
+              percentile: float = DEFAULT_PERCENTILE,
               num_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, num_bins: int = DEFAULT_NUM_BINS,
               optimize: bool = True, progress: bool = True, num_threads: int = 0) -> CalibrationTable:
     """Calibrates every float tensor of a model.
@@ -434,8 +436,10 @@ def calibrate(model, calibration_data, calibration_method: str = "entropy", perc
     Args:
         model: path to an .onnx file or an ``onnx.ModelProto`` (float).
         calibration_data: see :mod:`pyengine.calibration`.
-        calibration_method: "entropy" (TensorRT's EntropyCalibration2, the
-            default), "percentile", "mse" or "minmax".
+        calibration_method: "mse" (the default: the threshold minimizing
+            the squared quantization error), "percentile" (of |x|),
+            "entropy" (TensorRT's EntropyCalibration2, robust to point
+            masses) or "minmax".
         percentile: for "percentile", the percentile of |x| kept unclipped.
         num_batches: use at most this many batches.
         batch_size: samples per batch when splitting arrays.
@@ -453,7 +457,7 @@ def calibrate(model, calibration_data, calibration_method: str = "entropy", perc
                              num_bins, progress)
 
 
-def quantize(model, calibration_data=None, calibration_method: str = "entropy",
+def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_METHOD,
              percentile: float = DEFAULT_PERCENTILE, keep_fp32=(), calibration_cache=None,
              num_batches: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE, optimize: bool = True,
              num_bins: int = DEFAULT_NUM_BINS, accuracy_target: dict | None = None, validation_data=None,
@@ -469,7 +473,7 @@ def quantize(model, calibration_data=None, calibration_method: str = "entropy",
         model: path to an .onnx file or an ``onnx.ModelProto`` (float).
         calibration_data: see :mod:`pyengine.calibration`; may be omitted when
             ``calibration_cache`` has an entry for this model and settings.
-        calibration_method: "entropy" (default), "percentile", "mse" or "minmax".
+        calibration_method: "mse" (default), "percentile", "entropy" or "minmax".
         percentile: for "percentile" (default 99.99).
         keep_fp32: ONNX node names to leave unquantized.
         calibration_cache: path of a calibration cache: read when it has an
@@ -504,7 +508,7 @@ def quantize(model, calibration_data=None, calibration_method: str = "entropy",
 
 
 def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibration_data=None,
-               calibration_method: str = "entropy", percentile: float = DEFAULT_PERCENTILE, keep_fp32=(),
+               calibration_method: str = DEFAULT_METHOD, percentile: float = DEFAULT_PERCENTILE, keep_fp32=(),
                calibration_cache=None, num_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                num_bins: int = DEFAULT_NUM_BINS, validation_data=None, accuracy_target: dict | None = None,
                report: bool = True, progress: bool = True):
@@ -575,7 +579,8 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
     return engine
 
 
-def accuracy_report(model, data, calibration_method: str = "entropy", percentile: float = DEFAULT_PERCENTILE,
+def accuracy_report(model, data, calibration_method: str = DEFAULT_METHOD,
+                    percentile: float = DEFAULT_PERCENTILE,
                     keep_fp32=(), calibration_cache=None, calibration_data=None, num_batches=None,
                     batch_size: int = DEFAULT_BATCH_SIZE, num_bins: int = DEFAULT_NUM_BINS, optimize: bool = True,
                     progress: bool = False, num_threads: int = 0) -> AccuracyReport:

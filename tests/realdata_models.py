@@ -91,7 +91,7 @@ TEXTURE_IMAGES = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", 
                   "rocket")
 
 
-def textures(crop: int = 32, n_train: int = 300, n_test: int = 120, seed: int = 0) -> dict:
+def textures(crop: int = 32, n_train: int = 300, n_test: int = 240, seed: int = 0) -> dict:
     """{"train": (x, y), "calib": x, "test": (x, y)}: crops of scikit-image's
     bundled pictures, one class per picture, float32 NCHW (N, 3, crop, crop)."""
     import skimage.data
@@ -236,16 +236,22 @@ def export(net: nn.Module, example: np.ndarray):
 
 # name -> (data set, model factory, epochs)
 MODELS = {
-    "resnet20_background_digits": (background_digits, lambda: ResNet20(1, 10, 8), 6),
-    "vgg_bn_textures": (textures, lambda: VggBn(3, len(TEXTURE_IMAGES), 16), 6),
+    "resnet20_background_digits": (background_digits, lambda: ResNet20(1, 10, 8), 10),
+    "vgg_bn_textures": (textures, lambda: VggBn(3, len(TEXTURE_IMAGES), 16), 12),
 }
 
 
-def trained(name: str):
+def make_and_train(name: str, data: dict, seed: int = 0) -> nn.Module:
+    """A model of MODELS, initialized from ``seed`` and trained on ``data``."""
+    _, make_net, epochs = MODELS[name]
+    torch.manual_seed(seed)
+    return train(make_net(), *data["train"], epochs=epochs, seed=seed)
+
+
+def trained(name: str, seed: int = 0):
     """(onnx model, data dict, PyTorch test accuracy) for a model of MODELS."""
-    make_data, make_net, epochs = MODELS[name]
-    data = make_data()
-    net = train(make_net(), *data["train"], epochs=epochs)
+    data = MODELS[name][0]()
+    net = make_and_train(name, data, seed)
     x_test, y_test = data["test"]
     with torch.no_grad():
         acc = float((net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())

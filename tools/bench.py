@@ -15,7 +15,7 @@ Prints, for the machine at hand:
     the previous runtime's spinning threads hit all alike), median and p90 ms, and the
     ratio to onnxruntime FP32 (and, for INT8 rows, to onnxruntime INT8):
       pyengine fp32            build(model)
-      pyengine int8            build(precision="int8"), entropy calibration on random images
+      pyengine int8            build(precision="int8"), default (mse) calibration on random images
       pyengine fp32 [avx2]...  the same with the ISA tier capped (--tiers)
       ort fp32                 onnxruntime, ORT_ENABLE_ALL
       ort int8 u8s8            onnxruntime on its own quantize_static model: QDQ, QUInt8

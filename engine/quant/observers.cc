@@ -14,8 +14,8 @@ namespace {
 
 constexpr int kLevels = kInt8Max + 1;  // quantization levels of |x|: 0..127
 // Point-mass detection for entropy (see point_masses()).
-constexpr int kSpikeWindow = 8;
-constexpr double kSpikeRatio = 3.0;
+constexpr int kSpikeWindow = 16;
+constexpr double kSpikeRatio = 2.0;
 constexpr double kSpikeMinShare = 1e-3;
 
 double amax_percentile(const std::vector<int64_t>& hist, double range, double percentile) {

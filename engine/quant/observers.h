@@ -29,7 +29,7 @@
 //                 after a ReLU does not dominate the divergence (as NVIDIA's
 //                 tools do);
 //               - so is every other point mass, at any magnitude: a bin
-//                 k >= 1 holding more than 3x the median of its 16 nearest
+//                 k >= 1 holding more than 2x the median of its 32 nearest
 //                 neighbours (fewer at the ends; numpy.median) and at least
 //                 0.1% of the mass is set to that median, all such bins at
 //                 once, then bin 0 is set to bin 1 again; and thresholds
