@@ -1,4 +1,4 @@
-"""The `pyengine` command line: demo, build, run, profile, compare, inspect.
+"""The `pyengine` command line: demo, build, run, profile, compare, inspect, export-triton.
 
 Every command fails with a one-line message (no traceback) and a non-zero
 exit code on a missing file, a bad model or a bad option.
@@ -504,6 +504,20 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def cmd_export_triton(args) -> int:
+    from .integrations.triton import export_repository
+
+    result = export_repository(_check_file(args.model), args.repo, name=args.name, max_batch=args.max_batch,
+                               instances=args.instances, onnxruntime=args.onnxruntime, num_threads=args.threads,
+                               overwrite=args.force)
+    print(f"wrote Triton model '{result['name']}' ({result['kind']}) to {result['path']}: "
+          + ", ".join(result["files"]))
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"serve it with: tritonserver --model-repository {os.path.abspath(args.repo)}")
+    return EXIT_OK
+
+
 # -- entry point --------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyengine", description="Build, run and measure residual CNNs from ONNX.")
@@ -587,6 +601,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.add_argument("--no-optimize", action="store_true")
     i.set_defaults(fn=cmd_inspect)
+
+    t = sub.add_parser("export-triton", help="write a Triton Inference Server model repository entry")
+    t.add_argument("model", help="a pyengine plan (CPU or TensorRT) or an ONNX model")
+    t.add_argument("--repo", required=True, help="the model repository folder (created if missing)")
+    t.add_argument("--name", help="Triton model name (default: the file name without extension)")
+    t.add_argument("--max-batch", type=int, default=32,
+                   help="max_batch_size (0: no batching; a TensorRT plan caps it at its profile's maximum)")
+    t.add_argument("--instances", type=int, default=1, help="instance_group count")
+    t.add_argument("--onnxruntime", action="store_true",
+                   help="ONNX models: Triton's onnxruntime backend on the optimized (or Q/DQ) ONNX instead of "
+                        "the Python backend running pyengine")
+    t.add_argument("--threads", type=int, default=0, help="Python backend: threads per instance (0: cores/instances)")
+    t.add_argument("--force", action="store_true", help="replace an existing REPO/NAME")
+    t.set_defaults(fn=cmd_export_triton)
     return p
 
 
