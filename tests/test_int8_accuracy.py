@@ -24,22 +24,11 @@ torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("sklearn.datasets")
 ort = pytest.importorskip("onnxruntime")
 
+from qdq_models import IMAGE_SIZE, digits as _digits  # noqa: E402  (the shared digits split)
+
 pytestmark = pytest.mark.torch
 
 MAX_DROP = 0.005  # half a point of top-1 accuracy
-IMAGE_SIZE = 16
-
-
-def _digits():
-    import torch.nn.functional as F
-
-    d = datasets.load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
-    x = F.interpolate(x, size=IMAGE_SIZE, mode="bilinear", align_corners=False)
-    x = ((x - x.mean()) / x.std()).numpy()
-    perm = np.random.default_rng(0).permutation(len(x))
-    n_train = int(0.6 * len(x))
-    return x, d.target.astype(np.int64), perm[:n_train], perm[n_train:]
 
 
 def _net():
