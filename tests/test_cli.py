@@ -115,3 +115,13 @@ def test_bad_model_and_bad_option(r18, tmp_path):
     assert res.returncode == 1 and "--batch" in res.stderr
     res = run_cli("profile", r18, "--precision", "fp64")
     assert res.returncode == 1 and "fp64" in res.stderr
+
+
+def test_demo_fp32_and_int8(tmp_path):
+    r = run_cli("demo", "--model", "resnet18", "--size", "32", "--duration", "0.2", "--out", tmp_path / "d")
+    assert r.returncode == 0, r.stderr
+    assert "pyengine/ort =" in r.stdout
+    assert "built an INT8 engine" in r.stdout and "speed-up over pyengine fp32" in r.stdout
+    cos = float(r.stdout.split("cosine int8 vs fp32 ")[1].split()[0])
+    assert 0.9 < cos <= 1.0001, r.stdout
+    assert (tmp_path / "d" / "resnet18.plan").stat().st_size > 0
