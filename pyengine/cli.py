@@ -199,7 +199,7 @@ def _demo_int8(model, fp32_engine, feeds, fp32_times, args) -> None:
           f"ISA tier '{_core.cpu_info()['isa']}')")
     t = profile.summarize(profile.measure(lambda: int8.run(feeds), duration_s=args.duration), 1)
     print(f"pyengine int8 median {t['median_ms']:.2f} ms  p90 {t['p90_ms']:.2f} ms  "
-          f"(speed-up over pyengine fp32: {fp32_times["median_ms"] / t["median_ms"]:.2f}x)")
+          f"(speed-up over pyengine fp32: {fp32_times['median_ms'] / t['median_ms']:.2f}x)")
     a, b = fp32_engine.run(feeds), int8.run(feeds)
     for spec in fp32_engine.outputs:
         x, y = a[spec.name].ravel(), b[spec.name].ravel()
