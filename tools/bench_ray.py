@@ -93,6 +93,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--actors", default="1,2", help="comma-separated actor counts")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    ap.add_argument("--niceness", type=int, default=0,
+                    help="the Ray workers' nice value (RAY_worker_niceness). Ray starts its workers niced "
+                         "by default; 0 runs them at the plain loop's priority, which is what a fair comparison "
+                         "on a loaded machine needs")
     ap.add_argument("--small", type=int, default=32,
                     help="also run each actor count on this many images: the difference between the two runs "
                          "gives the marginal rate, without Ray's fixed start-up costs (0: skip)")
@@ -108,7 +112,7 @@ def main(argv=None):
         t = time.perf_counter()
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                 runtime_env={"env_vars": {"RAY_worker_niceness": str(args.niceness), "PYTHONPATH": os.pathsep.join(
                      p for p in [os.path.dirname(os.path.dirname(pyengine.__file__)),
                                  os.environ.get("PYTHONPATH", "")] if p)}})
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -139,7 +143,7 @@ def main(argv=None):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"machine: {cpu}, {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
-          f"ray {ray.__version__}, ray.init {init_s:.1f} s (not counted)")
+          f"ray {ray.__version__} (workers at nice {args.niceness}), ray.init {init_s:.1f} s (not counted)")
     print(f"model: zoo ResNet-18 (full width, random weights) {args.image_size}x{args.image_size} fp32, "
           f"{args.images} JPEG images, batch {args.batch_size}, 1 thread per actor")
     print(f"{'pipeline':<22}{'actors':>7}{'images':>8}{'wall s':>9}{'images/s':>10}{'vs 1 actor':>12}")
