@@ -116,7 +116,24 @@ def _write_images(folder, count, rng):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i:03d}.png"))
 
 
+def _alarm(signum, frame):
+    raise TimeoutError("the Ray pipeline did not finish in 300 s (a stalled read or actor?)")
+
+
 def test_ray_equals_plain_loop(ray_local, plan, tmp_path):
+    # A stall in Ray's scheduling must fail the test, not hang CI.
+    import signal
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(300)
+    try:
+        _ray_equals_plain_loop(ray_local, plan, tmp_path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _ray_equals_plain_loop(ray_local, plan, tmp_path):
     import pyarrow.parquet as pq
     from PIL import Image
 
