@@ -135,7 +135,7 @@ CONV_CASES = [
     ("2d_asym_pads", (1, 3, 17, 17), (13, 3, 3, 3), dict(pads=[0, 1, 2, 1]), "im2col"),
     ("2d_strides_2_1", (3, 3, 17, 5), (13, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "im2col"),
     ("2d_group2", (1, 6, 17, 17), (4, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped/im2col"),
-    ("2d_group2_1x1", (3, 6, 5, 5), (10, 3, 1, 1), dict(group=2), "grouped/pointwise"),
+    ("2d_group2_1x1", (3, 6, 5, 5), (10, 3, 1, 1), dict(group=2), "pointwise"),
     ("2d_resnext_g32", (1, 64, 17, 17), (64, 2, 3, 3), dict(group=32, pads=[1, 1, 1, 1]), "grouped/im2col"),
     ("2d_resnext_g32_s2", (3, 128, 5, 5), (128, 4, 3, 3), dict(group=32, pads=[1, 1, 1, 1], strides=[2, 2]),
      "grouped/im2col"),
@@ -232,7 +232,7 @@ def test_conv(case, weights):
 
 
 # Grouped convolution with few channels per group (ResNeXt): the direct
-# kernel (conv_grouped_f32_avx2) for 1x1 and 3x3, unit dilation, <= 32
+# kernel (conv_grouped_f32_avx2) for 3x3, unit dilation, <= 32
 # channels per group in and out, constant weights; the im2col / pointwise
 # GEMM otherwise. (id, X shape, W shape, attributes, AVX2 path with constant
 # weights). Odd sizes, strides, asymmetric pads, batch 1 and 3, and row
@@ -248,14 +248,15 @@ GROUPED_CASES = [
     ("g8_cpg1_mg3_asym", (3, 8, 13, 11), (24, 1, 3, 3), dict(group=8, pads=[0, 1, 2, 1]), "grouped"),
     ("g5_cpg7_mg9_s21", (3, 35, 15, 17), (45, 7, 3, 3), dict(group=5, strides=[2, 1], pads=[1, 0, 0, 1]),
      "grouped"),
-    ("g16_1x1", (1, 64, 9, 9), (48, 4, 1, 1), dict(group=16), "grouped"),
-    ("g16_1x1_s2_b3", (3, 64, 9, 9), (32, 4, 1, 1), dict(group=16, strides=[2, 2]), "grouped"),
-    ("g2_1x1_pad", (1, 4, 5, 5), (4, 2, 1, 1), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g16_1x1_gemm", (1, 64, 9, 9), (48, 4, 1, 1), dict(group=16), "pointwise"),
+    ("g16_1x1_s2_b3_gemm", (3, 64, 9, 9), (32, 4, 1, 1), dict(group=16, strides=[2, 2]), "im2col"),
     ("g4_same_upper_s2", (1, 16, 10, 10), (20, 4, 3, 3), dict(group=4, auto_pad="SAME_UPPER", strides=[2, 2]),
      "grouped"),
     ("g2_wide", (1, 4, 3, 70), (6, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
     ("g3_s3_gather", (1, 9, 13, 29), (9, 3, 3, 3), dict(group=3, strides=[3, 3], pads=[1, 1, 1, 1]), "grouped"),
     ("g4_out_1x1", (1, 8, 3, 3), (8, 2, 3, 3), dict(group=4), "grouped"),
+    ("g3_mg7_narrow_b3", (3, 9, 6, 8), (21, 3, 3, 3), dict(group=3, pads=[1, 1, 1, 1]), "grouped"),
+    ("g2_mg13_narrow", (1, 4, 5, 5), (26, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
     ("g2_in_1x1_pad", (3, 4, 1, 1), (6, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
     ("g2_dilated_gemm", (1, 8, 11, 11), (8, 4, 3, 3), dict(group=2, dilations=[2, 2], pads=[2, 2, 2, 2]),
      "im2col"),
@@ -410,7 +411,6 @@ FUSED_CASES = [
     ("winograd", (1, 32, 9, 11), (32, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
     ("3d_depthwise", (1, 8, 5, 6, 7), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1])),
     ("grouped", (3, 24, 11, 13), (36, 4, 3, 3), dict(group=6, pads=[1, 1, 1, 1])),
-    ("grouped_1x1_s2", (1, 64, 9, 9), (32, 4, 1, 1), dict(group=16, strides=[2, 2])),
 ]
 
 

@@ -8,8 +8,9 @@
 // block of output rows) copies the input rows it needs of the group's Cin/g
 // channels into a zero-padded per-thread buffer (as depthwise_avx2 does), then
 // computes tiles of up to 4 output channels x 3 vectors of 8 output columns
-// with every tap accumulated in registers: each input vector loaded feeds up
-// to 4 FMAs, each weight broadcast up to 3. Weights are pre-packed per group
+// (8 channels x 1 vector for rows of at most 8 outputs) with every tap
+// accumulated in registers: each input vector loaded feeds up to 4 FMAs,
+// each weight broadcast up to 3. Weights are pre-packed per group
 // in blocks of 4 output channels (grouped_pack_weights). Accumulators start
 // at the bias, then residual and activation are applied before the single
 // store, the order conv_ref and depthwise_avx2 use.
@@ -23,8 +24,9 @@ namespace engine {
 namespace conv_gemm {
 namespace {
 
-constexpr int kMB = 4;  // output channels per tile (weights packed in blocks of 4)
-constexpr int kVMax = 3;  // vectors of 8 output columns per tile
+constexpr int kMB = 4;     // weights are packed in blocks of 4 output channels
+constexpr int kVMax = 3;   // vectors of 8 output columns per tile
+constexpr int kMBWide = 8; // output channels per tile when it has one vector
 
 struct GroupedDims {
   int64_t pitch;     // floats per buffered input row
@@ -89,13 +91,16 @@ void fill_rows(const ConvGeom& g, const GroupedDims& d, const float* x, int64_t 
 
 // MB output channels x V vectors of output columns from ow0 of output row at
 // buffer row `brow`; `valid` columns of the last vector are stored.
+// MB <= 8 channels span two weight blocks (bstride floats apart); with one
+// vector per channel, 8 independent accumulators hide the FMA latency.
 template <int S, int MB, int V, typename Op>
 void tile(const ConvGeom& g, const GroupedDims& d, const float* buf, int64_t brow, int64_t ow0, const float* wp,
           const float* bias, __m256i idx, const float* z, float* y, int64_t o, int64_t valid, const Op& op) {
   const int64_t sw = S == 0 ? g.sw : S;
   const int64_t cg = g.cg(), kh_n = g.kh, kw_n = g.kw, out_plane = g.out_plane();
+  const int64_t bstride = cg * kh_n * kw_n * kMB;
   __m256 acc[MB][V];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < MB; ++r) {
     const __m256 bv = _mm256_set1_ps(bias ? bias[r] : 0.f);
 #pragma GCC unroll 3
@@ -110,9 +115,9 @@ void tile(const ConvGeom& g, const GroupedDims& d, const float* buf, int64_t bro
         __m256 xv[V];
 #pragma GCC unroll 3
         for (int v = 0; v < V; ++v) xv[v] = load_taps<S>(row + kw + 8 * v * sw, idx);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < MB; ++r) {
-          const __m256 wv = _mm256_broadcast_ss(wp + r);
+          const __m256 wv = _mm256_broadcast_ss(wp + (r / kMB) * bstride + r % kMB);
 #pragma GCC unroll 3
           for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(wv, xv[v], acc[r][v]);
         }
@@ -121,7 +126,7 @@ void tile(const ConvGeom& g, const GroupedDims& d, const float* buf, int64_t bro
     }
   }
   const __m256i tail = tail_mask(static_cast<int>(valid));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < MB; ++r)
 #pragma GCC unroll 3
     for (int v = 0; v < V; ++v) {
@@ -156,7 +161,12 @@ void tile_mv(int mb, int v, const ConvGeom& g, const GroupedDims& d, const float
     case 1: tile_v<S, 1>(v, g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
     case 2: tile_v<S, 2>(v, g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
     case 3: tile_v<S, 3>(v, g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
-    default: tile_v<S, 4>(v, g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
+    case 4: tile_v<S, 4>(v, g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
+    // One vector only (rows_block): more channels per tile.
+    case 5: tile<S, 5, 1>(g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
+    case 6: tile<S, 6, 1>(g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
+    case 7: tile<S, 7, 1>(g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
+    default: tile<S, 8, 1>(g, d, buf, brow, ow0, wp, bias, idx, z, y, o, valid, op); break;
   }
 }
 
@@ -176,8 +186,9 @@ void rows_block(const ConvGeom& g, const GroupedDims& d, const float* buf, int64
       const int v = static_cast<int>(std::min(per_chunk, vecs - v0));
       const int64_t ow0 = v0 * 8;
       const int64_t valid = std::min<int64_t>(8, g.ow - (ow0 + (v - 1) * 8));
-      for (int64_t m0 = 0; m0 < mg; m0 += kMB) {
-        const int mb = static_cast<int>(std::min<int64_t>(kMB, mg - m0));
+      const int64_t mb_max = v == 1 ? kMBWide : kMB;
+      for (int64_t m0 = 0; m0 < mg; m0 += mb_max) {
+        const int mb = static_cast<int>(std::min<int64_t>(mb_max, mg - m0));
         const int64_t o = m0 * out_plane + oh * g.ow + ow0;
         tile_mv<S>(mb, v, g, d, buf, brow, ow0, wg + (m0 / kMB) * ks * kMB, bg ? bg + m0 : nullptr, idx, zg, yg, o,
                    valid, op);

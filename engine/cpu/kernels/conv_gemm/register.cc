@@ -11,7 +11,7 @@
 // into the SGEMM's panel layout; weights that arrive at run time (graph
 // inputs) are packed block by block inside the SGEMM instead. Convolution
 // paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; grouped
-// 1x1/3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel; 3x3
+// 3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel; 3x3
 // stride-1 single-group convs with >= 16 channels -> Winograd F(2x2, 3x3)
 // on the same SGEMM; everything else -> one GEMM per (image, group),
 // Y[Cout/g, spatial] = W[Cout/g, K] x B[K, spatial], where B is X itself
@@ -286,10 +286,11 @@ class ConvKernel final : public Kernel {
 
   // The direct grouped kernel (grouped_avx2) replaces the per-group im2col
   // GEMM where it measured faster (tools/bench_conv.py --grouped, README
-  // "Grouped convolution"): 2-D kernels of 1x1 or 3x3, unit dilation, and
-  // few channels per group, where the GEMM's M = Cout/group rows fill
-  // little of its 6-row tile and packing im2col costs as much as the
-  // multiply. Shapes beyond that keep the GEMM path.
+  // "Grouped convolution"): 2-D 3x3 kernels, unit dilation, at most 32
+  // channels per group, where the GEMM's M = Cout/group rows fill little
+  // of its tile and packing im2col costs as much as the multiply. Grouped
+  // 1x1 convs measured slower than the pointwise GEMM (which reads X in
+  // place) and keep it, as do 5x5+ kernels (not measured).
   bool grouped_candidate(const Shape& w) const {
     auto all_one = [](const std::vector<int64_t>& v) {
       for (int64_t e : v)
@@ -299,8 +300,7 @@ class ConvKernel final : public Kernel {
     if (w.size() != 4 || attrs_.group <= 1 || !all_one(attrs_.dilations)) return false;
     const int64_t mg = w[0] / attrs_.group, cg = w[1];
     if (mg == 1 && cg == 1) return false;  // depthwise
-    const bool k_ok = (w[2] == 3 && w[3] == 3) || (w[2] == 1 && w[3] == 1);
-    return k_ok && cg <= kGroupedPreferMaxCpg && mg <= kGroupedPreferMaxCpg;
+    return w[2] == 3 && w[3] == 3 && cg <= kGroupedPreferMaxCpg && mg <= kGroupedPreferMaxCpg;
   }
 
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
