@@ -232,7 +232,8 @@ def test_conv(case, weights):
 
 
 # Grouped convolution with few channels per group (ResNeXt): the direct
-# kernel (conv_grouped_f32_avx2) for 3x3, unit dilation, <= 32
+# kernel (conv_grouped_f32_avx2; _avx512 for rows of more than 8 outputs on
+# the AVX-512 tier) for 3x3, unit dilation, <= 32
 # channels per group in and out, constant weights; the im2col / pointwise
 # GEMM otherwise. (id, X shape, W shape, attributes, AVX2 path with constant
 # weights). Odd sizes, strides, asymmetric pads, batch 1 and 3, and row
@@ -257,6 +258,8 @@ GROUPED_CASES = [
     ("g4_out_1x1", (1, 8, 3, 3), (8, 2, 3, 3), dict(group=4), "grouped"),
     ("g3_mg7_narrow_b3", (3, 9, 6, 8), (21, 3, 3, 3), dict(group=3, pads=[1, 1, 1, 1]), "grouped"),
     ("g2_mg13_narrow", (1, 4, 5, 5), (26, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g2_mg13_wide_b3", (3, 4, 5, 37), (26, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g4_s2_wide", (1, 16, 9, 40), (8, 4, 3, 3), dict(group=4, strides=[2, 2], pads=[1, 1, 1, 1]), "grouped"),
     ("g2_in_1x1_pad", (3, 4, 1, 1), (6, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
     ("g2_dilated_gemm", (1, 8, 11, 11), (8, 4, 3, 3), dict(group=2, dilations=[2, 2], pads=[2, 2, 2, 2]),
      "im2col"),
@@ -299,7 +302,7 @@ def test_conv_grouped_threads_and_shapes_one_engine(threads):
     for shape in ((1, 64, 7, 9), (3, 64, 17, 5), (2, 64, 1, 30)):
         x = _randn(*shape)
         np.testing.assert_allclose(fast(x), ref(x), rtol=RTOL, atol=ATOL)
-        assert "conv_grouped_f32_avx2" in fast.profile({"x": x}, runs=1)[0]["kernel"]
+        assert "conv_grouped_f32_" in fast.profile({"x": x}, runs=1)[0]["kernel"]
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -323,7 +326,7 @@ def test_zoo_resnext_grouped_kernel_vs_onnxruntime(batch):
         got = next(iter(eng.run(feeds).values()))
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=tier)
         kernels = [layer["kernel"] for layer in eng.profile(feeds, runs=1)]
-        n_grouped = sum("conv_grouped_f32_avx2" in k for k in kernels)
+        n_grouped = sum("conv_grouped_f32_" in k for k in kernels)
         assert n_grouped == (0 if tier == "ref" else 6), (tier, kernels)
 
 

@@ -242,6 +242,10 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
 size_t grouped_scratch_bytes(const ConvGeom& g, int threads);
 void grouped_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
                   const float* z, const Activation& act, float* y, void* scratch);
+// The same on AVX-512 (16 columns per vector; call only when use_avx512()).
+// Same scratch.
+void grouped_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
+                    const float* z, const Activation& act, float* y, void* scratch);
 
 // Winograd F(2x2, 3x3) convolution (g.is_winograd_shape()) with weights from
 // winograd_pack_weights; y = act(conv + b + z). `scratch` holds
@@ -276,6 +280,10 @@ inline size_t grouped_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline void grouped_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
                          const Activation&, float*, void*) {
   ENGINE_CHECK(false, "AVX2 grouped conv called in a reference-only build");
+}
+inline void grouped_avx512(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                           const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX-512 grouped conv called in a reference-only build");
 }
 
 inline void winograd_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,

@@ -131,6 +131,7 @@ class ConvKernel final : public Kernel {
     avx2_ = pick_tier("conv", &sym_, &sgemm_) >= IsaTier::kAvx2;
     depthwise_ok_ = avx2_ && kernel_usable("conv_depthwise_f32_avx2");
     grouped_ok_ = avx2_ && kernel_usable("conv_grouped_f32_avx2");
+    grouped512_ok_ = grouped_ok_ && kernel_usable("conv_grouped_f32_avx512");
     if (avx2_ && kernel_usable("conv_winograd_f32_avx512") && sgemm_ == sgemm_avx512) {
       wino_sym_ = "conv_winograd_f32_avx512";
     } else if (avx2_ && kernel_usable("conv_winograd_f32_avx2")) {
@@ -206,10 +207,14 @@ class ConvKernel final : public Kernel {
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
     if (prepacked && grouped_ && grouped_applies(g)) {
-      path_ = "conv_grouped_f32_avx2";
+      // Rows of at most 8 outputs (ResNeXt's 7x7 stage) would leave most of
+      // a 16-float vector idle: the AVX2 kernel computes those.
+      const bool wide = grouped512_ok_ && g.ow > 8;
+      path_ = wide ? "conv_grouped_f32_avx512" : "conv_grouped_f32_avx2";
       gemm_path_ = "";
       void* scratch = ctx.scratch(grouped_scratch_bytes(g, ctx.pool().num_threads()));
-      grouped_avx2(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch);
+      (wide ? grouped_avx512 : grouped_avx2)(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_,
+                                             y.data<float>(), scratch);
       return;
     }
     if (prepacked && winograd_ && g.is_winograd_shape()) {
@@ -321,6 +326,7 @@ class ConvKernel final : public Kernel {
   Shape packed_w_shape_;
   bool winograd_ = false;
   bool grouped_ok_ = false;
+  bool grouped512_ok_ = false;
   bool grouped_ = false;  // packed_w_ holds grouped_pack_weights' layout
   int64_t group_stride_ = 0;
   Shape x_shape_, w_shape_, y_shape_;
