@@ -191,13 +191,13 @@ using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 constexpr int64_t kGroupedMaxCpg = 64;
 inline int64_t grouped_group_stride(int64_t mg, int64_t cg, int64_t ks) { return round_up(mg, 4) * cg * ks; }
 void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg, int64_t ks, float* dst);
-// The shapes grouped_avx2 computes: 2-D, group > 1 and not depthwise, at most
-// kGroupedMaxCpg input and output channels per group, unit dilation, kernel
-// at most 7x7.
+// The shapes grouped_avx2 computes: 2-D 3x3, group > 1 and not depthwise,
+// at most kGroupedMaxCpg input and output channels per group, unit dilation
+// (any strides and pads).
 inline bool grouped_applies(const ConvGeom& g) {
   return g.group > 1 && !g.is_depthwise() && g.kd == 1 && g.id == 1 && g.od == 1 && g.dh == 1 && g.dw == 1 &&
-         g.cg() >= 1 && g.cg() <= kGroupedMaxCpg && g.mg() >= 1 && g.mg() <= kGroupedMaxCpg && g.kh <= 7 &&
-         g.kw <= 7;
+         g.cg() >= 1 && g.cg() <= kGroupedMaxCpg && g.mg() >= 1 && g.mg() <= kGroupedMaxCpg && g.kh == 3 &&
+         g.kw == 3;
 }
 
 // Winograd F(2x2, 3x3): U_i = (G g G^T)_i for the 16 positions i of the 4x4

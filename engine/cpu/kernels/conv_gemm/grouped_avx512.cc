@@ -42,7 +42,8 @@ template <int S, int MB, int V, typename Op>
 void tile(const ConvGeom& g, const GroupedDims& d, const float* buf, int64_t brow, int64_t ow0, const float* wp,
           const float* bias, __m512i idx, const float* z, float* y, int64_t o, int64_t valid, const Op& op) {
   const int64_t sw = S == 0 ? g.sw : S;
-  const int64_t cg = g.cg(), kh_n = g.kh, kw_n = g.kw, out_plane = g.out_plane();
+  const int64_t cg = g.cg(), out_plane = g.out_plane();
+  constexpr int kh_n = 3, kw_n = 3;  // grouped_applies(): 3x3 only, so the taps unroll
   const int64_t bstride = cg * kh_n * kw_n * kMB;
   __m512 acc[MB][V];
 #pragma GCC unroll 8
@@ -54,9 +55,11 @@ void tile(const ConvGeom& g, const GroupedDims& d, const float* buf, int64_t bro
   const float* base = buf + brow * d.pitch + ow0 * sw;
   for (int64_t c = 0; c < cg; ++c) {
     const float* plane = base + c * d.buf_rows * d.pitch;
-    for (int64_t kh = 0; kh < kh_n; ++kh) {
+#pragma GCC unroll 3
+    for (int kh = 0; kh < kh_n; ++kh) {
       const float* row = plane + kh * d.pitch;
-      for (int64_t kw = 0; kw < kw_n; ++kw) {
+#pragma GCC unroll 3
+      for (int kw = 0; kw < kw_n; ++kw) {
         __m512 xv[V];
 #pragma GCC unroll 3
         for (int v = 0; v < V; ++v) xv[v] = load_taps<S>(row + kw + 16 * v * sw, idx);
