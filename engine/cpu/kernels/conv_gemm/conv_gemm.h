@@ -7,8 +7,9 @@
 //  - *_avx2.cc: a packed SGEMM (6x16 FMA micro-kernel, BLIS-style blocking)
 //    that Conv (im2col fused into the B packing, or X read directly for 1x1
 //    convolutions, or the 16 transformed GEMMs of Winograd F(2x2, 3x3)),
-//    Gemm and MatMul share, plus a direct depthwise kernel. Only entered
-//    when use_avx2() was true in create().
+//    Gemm and MatMul share, plus a direct depthwise kernel and a direct
+//    grouped kernel for few channels per group (grouped_avx2/_avx512,
+//    ResNeXt). Only entered when use_avx2() was true in create().
 //
 // Every path applies the same epilogue while the output is hot:
 //   y = act(alpha * acc + c_init + bias_m[row] + bias_n[col] + z[row, col]).
