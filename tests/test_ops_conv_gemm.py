@@ -134,11 +134,11 @@ CONV_CASES = [
      "im2col"),
     ("2d_asym_pads", (1, 3, 17, 17), (13, 3, 3, 3), dict(pads=[0, 1, 2, 1]), "im2col"),
     ("2d_strides_2_1", (3, 3, 17, 5), (13, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "im2col"),
-    ("2d_group2", (1, 6, 17, 17), (4, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_group2", (1, 6, 17, 17), (4, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped/im2col"),
     ("2d_group2_1x1", (3, 6, 5, 5), (10, 3, 1, 1), dict(group=2), "pointwise"),
-    ("2d_resnext_g32", (1, 64, 17, 17), (64, 2, 3, 3), dict(group=32, pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_resnext_g32", (1, 64, 17, 17), (64, 2, 3, 3), dict(group=32, pads=[1, 1, 1, 1]), "grouped/im2col"),
     ("2d_resnext_g32_s2", (3, 128, 5, 5), (128, 4, 3, 3), dict(group=32, pads=[1, 1, 1, 1], strides=[2, 2]),
-     "im2col"),
+     "grouped/im2col"),
     ("2d_depthwise_3x3", (1, 13, 17, 17), (13, 1, 3, 3), dict(group=13, pads=[1, 1, 1, 1]), "depthwise"),
     ("2d_depthwise_7x7_convnext", (3, 13, 17, 17), (13, 1, 7, 7), dict(group=13, pads=[3, 3, 3, 3]), "depthwise"),
     ("2d_depthwise_wide", (1, 3, 5, 61), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2]), "depthwise"),
@@ -151,7 +151,7 @@ CONV_CASES = [
     ("2d_depthwise_dil_w", (3, 4, 9, 30), (4, 1, 3, 3), dict(group=4, dilations=[1, 2], pads=[1, 2, 1, 2]),
      "depthwise"),
     ("2d_depthwise_valid_even", (1, 6, 12, 12), (6, 1, 2, 2), dict(group=6, auto_pad="VALID"), "depthwise"),
-    ("2d_depthwise_mult2", (1, 4, 17, 17), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1]), "im2col"),
+    ("2d_depthwise_mult2", (1, 4, 17, 17), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1]), "grouped/im2col"),
     ("2d_in_1x1", (3, 5, 1, 1), (7, 5, 1, 1), {}, "pointwise"),
     ("2d_in_1x1_k3_pad1", (3, 5, 1, 1), (7, 5, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
     ("2d_c1", (1, 1, 17, 17), (1, 1, 3, 3), {}, "im2col"),
@@ -178,7 +178,7 @@ CONV_CASES = [
     ("wino_in_1x1", (1, 16, 1, 1), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_same_upper", (3, 16, 8, 9), (16, 16, 3, 3), dict(auto_pad="SAME_UPPER"), "winograd"),
     ("wino_not_dilated", (1, 16, 9, 9), (16, 16, 3, 3), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), "im2col"),
-    ("wino_not_grouped", (1, 32, 9, 9), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "im2col"),
+    ("wino_not_grouped", (1, 32, 9, 9), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped/im2col"),
     ("1d_basic", (3, 3, 17), (5, 3, 3), dict(pads=[1, 2]), "im2col"),
     ("1d_stride_dil", (1, 13, 17), (7, 13, 3), dict(strides=[2], dilations=[2]), "im2col"),
     ("1d_pointwise", (1, 13, 17), (7, 13, 1), {}, "pointwise"),
@@ -222,11 +222,112 @@ def test_conv(case, weights):
     _, x_shape, w_shape, attrs, path = case
     if path == "winograd" and weights == "input":
         path = "im2col"  # Winograd needs weights transformed once in create()
+    if "/" in path:  # the direct grouped kernel with constant weights, the GEMM with run-time ones
+        path = path.split("/")[0 if weights == "init" else 1]
     bias = _pick(case[0], weights) % 2 == 0
     node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, bias, weights == "input")
     model = _model([node], inputs, [_vi("y", None)], inits)
     expected = _run_ort(model, feeds)
     _check(model, feeds, expected, path)
+
+
+# Grouped convolution with few channels per group (ResNeXt): the direct
+# kernel (conv_grouped_f32_avx2; _avx512 for rows of more than 8 outputs on
+# the AVX-512 tier) for 3x3, unit dilation, <= 32
+# channels per group in and out, constant weights; the im2col / pointwise
+# GEMM otherwise. (id, X shape, W shape, attributes, AVX2 path with constant
+# weights). Odd sizes, strides, asymmetric pads, batch 1 and 3, and row
+# blocks split across threads (few groups).
+GROUPED_CASES = [
+    ("g2_cpg3_mg5", (1, 6, 17, 19), (10, 3, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g32_cpg4_resnext_b3", (3, 128, 9, 9), (128, 4, 3, 3), dict(group=32, pads=[1, 1, 1, 1]), "grouped"),
+    ("g32_cpg4_s2", (1, 128, 11, 13), (128, 4, 3, 3), dict(group=32, pads=[1, 1, 1, 1], strides=[2, 2]),
+     "grouped"),
+    ("g64_cpg2", (1, 128, 7, 7), (128, 2, 3, 3), dict(group=64, pads=[1, 1, 1, 1]), "grouped"),
+    ("g4_cpg32", (1, 128, 7, 7), (128, 32, 3, 3), dict(group=4, pads=[1, 1, 1, 1]), "grouped"),
+    ("g3_cpg33_gemm", (1, 99, 9, 10), (99, 33, 3, 3), dict(group=3, pads=[1, 1, 1, 1]), "im2col"),
+    ("g8_cpg1_mg3_asym", (3, 8, 13, 11), (24, 1, 3, 3), dict(group=8, pads=[0, 1, 2, 1]), "grouped"),
+    ("g5_cpg7_mg9_s21", (3, 35, 15, 17), (45, 7, 3, 3), dict(group=5, strides=[2, 1], pads=[1, 0, 0, 1]),
+     "grouped"),
+    ("g16_1x1_gemm", (1, 64, 9, 9), (48, 4, 1, 1), dict(group=16), "pointwise"),
+    ("g16_1x1_s2_b3_gemm", (3, 64, 9, 9), (32, 4, 1, 1), dict(group=16, strides=[2, 2]), "im2col"),
+    ("g4_same_upper_s2", (1, 16, 10, 10), (20, 4, 3, 3), dict(group=4, auto_pad="SAME_UPPER", strides=[2, 2]),
+     "grouped"),
+    ("g2_wide", (1, 4, 3, 70), (6, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g3_s3_gather", (1, 9, 13, 29), (9, 3, 3, 3), dict(group=3, strides=[3, 3], pads=[1, 1, 1, 1]), "grouped"),
+    ("g4_out_1x1", (1, 8, 3, 3), (8, 2, 3, 3), dict(group=4), "grouped"),
+    ("g3_mg7_narrow_b3", (3, 9, 6, 8), (21, 3, 3, 3), dict(group=3, pads=[1, 1, 1, 1]), "grouped"),
+    ("g2_mg13_narrow", (1, 4, 5, 5), (26, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g2_mg13_wide_b3", (3, 4, 5, 37), (26, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g4_s2_wide", (1, 16, 9, 40), (8, 4, 3, 3), dict(group=4, strides=[2, 2], pads=[1, 1, 1, 1]), "grouped"),
+    ("g2_in_1x1_pad", (3, 4, 1, 1), (6, 2, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("g2_dilated_gemm", (1, 8, 11, 11), (8, 4, 3, 3), dict(group=2, dilations=[2, 2], pads=[2, 2, 2, 2]),
+     "im2col"),
+    ("g2_5x5_gemm", (1, 8, 11, 11), (8, 4, 5, 5), dict(group=2, pads=[2, 2, 2, 2]), "im2col"),
+    ("g2_1d_gemm", (1, 8, 17), (8, 4, 3), dict(group=2, pads=[1, 1]), "im2col"),
+]
+
+
+@pytest.mark.parametrize("weights", ["init", "input"])
+@pytest.mark.parametrize("case", GROUPED_CASES, ids=[c[0] for c in GROUPED_CASES])
+def test_conv_grouped(case, weights):
+    name, x_shape, w_shape, attrs, path = case
+    if weights == "input":
+        # Run-time weights take the GEMM (the direct kernel's weights are packed once in create()).
+        path = "pointwise" if w_shape[2:] == (1, 1) and "strides" not in attrs and "pads" not in attrs else "im2col"
+    bias = _pick(name, weights) % 2 == 0
+    node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, bias, weights == "input")
+    model = _model([node], inputs, [_vi("y", None)], inits)
+    _check(model, feeds, _run_ort(model, feeds), path)
+
+
+@pytest.mark.skipif(not HAVE_AVX2, reason="this CPU has no AVX2 tier")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_conv_grouped_threads_and_shapes_one_engine(threads):
+    """One engine over several input sizes (the geometry and the row blocks
+    are re-derived per shape) and thread counts: the direct grouped kernel
+    against the reference tier."""
+    w = _randn(64, 4, 3, 3)
+    b = _randn(64)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], group=16)
+    model = _model([node], [_vi("x", ("n", 64, "h", "w"))], [_vi("y", None)],
+                   [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    fast = pyengine.build(model, optimize=False, num_threads=threads)
+    prev = _core.isa_cap()
+    _core.set_isa_cap("ref")
+    try:
+        ref = pyengine.build(model, optimize=False, num_threads=1)
+    finally:
+        _core.set_isa_cap(prev)
+    for shape in ((1, 64, 7, 9), (3, 64, 17, 5), (2, 64, 1, 30)):
+        x = _randn(*shape)
+        np.testing.assert_allclose(fast(x), ref(x), rtol=RTOL, atol=ATOL)
+        assert "conv_grouped_f32_" in fast.profile({"x": x}, runs=1)[0]["kernel"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_zoo_resnext_grouped_kernel_vs_onnxruntime(batch):
+    """The zoo's ResNeXt 32x4d (grouped 3x3 convs, 32 groups of 2..8
+    channels, stride 1 and 2, with BN, bias, residual and Relu fused by the
+    optimizer) on each tier: the grouped layers run the direct kernel and the
+    output matches onnxruntime."""
+    from pyengine import zoo
+
+    model = zoo.resnext()
+    feeds = zoo.make_input(model, batch, seed=batch)
+    expected = _run_ort(model, feeds)
+    for tier in ["ref"] + SIMD_TIERS:
+        prev = _core.isa_cap()
+        _core.set_isa_cap(tier)
+        try:
+            eng = pyengine.build(model, num_threads=2)
+        finally:
+            _core.set_isa_cap(prev)
+        got = next(iter(eng.run(feeds).values()))
+        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=tier)
+        kernels = [layer["kernel"] for layer in eng.profile(feeds, runs=1)]
+        n_grouped = sum("conv_grouped_f32_" in k for k in kernels)
+        assert n_grouped == (0 if tier == "ref" else 6), (tier, kernels)
 
 
 def test_conv_bias_both_ways():
@@ -312,6 +413,7 @@ FUSED_CASES = [
     ("kblocks", (1, 64, 9, 9), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1], strides=[1, 2])),
     ("winograd", (1, 32, 9, 11), (32, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
     ("3d_depthwise", (1, 8, 5, 6, 7), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1])),
+    ("grouped", (3, 24, 11, 13), (36, 4, 3, 3), dict(group=6, pads=[1, 1, 1, 1])),
 ]
 
 
@@ -350,6 +452,8 @@ def test_fused_conv(case, act, residual):
     expected_path = path.replace("3d_", "").replace("kblocks", "im2col")
     if expected_path == "winograd" and weights_as_input:
         expected_path = "im2col"
+    if expected_path.startswith("grouped"):
+        expected_path = "im2col" if weights_as_input else "grouped"
     kernel = _check(pe_model, feeds, expected, expected_path)
     if HAVE_AVX2 and act_name:
         assert act_name in kernel

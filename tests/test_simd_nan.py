@@ -102,6 +102,7 @@ CONV_PATHS = {
     "winograd": (16, 21, 11, 3, 1),
     "pointwise": (17, 21, 9, 1, 1),
     "depthwise": (16, 16, 11, 3, 16),
+    "grouped": (16, 24, 11, 3, 4),
 }
 
 
@@ -288,3 +289,39 @@ def test_winograd_residual_one_nonfinite_image(tier, value):
     if tier != "ref":
         assert any("winograd" in k for k in kernels), kernels
     _assert_same_nonfinite(got, _ort(model).run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("value", SPECIALS, ids=SPECIAL_IDS)
+@pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
+def test_grouped_residual_nonfinite(tier, value):
+    """A ResNeXt-style grouped conv (32 groups of 4 channels) + residual Add
+    (a second input, so it is not folded into the weights) + Relu, fused into
+    one FusedConv on the direct grouped kernel, batch 3, with non-finite
+    values in image 1 (two neighbours of one group, so +inf and -inf terms
+    meet): NaN and +-inf reach the same outputs as in onnxruntime, images 0
+    and 2 stay finite."""
+    c, hw = 128, 9
+    rng = np.random.default_rng(12)
+    inits = [numpy_helper.from_array((rng.standard_normal((c, 4, 3, 3)) * 0.2).astype(np.float32), "W"),
+             numpy_helper.from_array((rng.standard_normal(c) * 0.1).astype(np.float32), "B")]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], group=32),
+             helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", c, hw, hw]) for n in ("x", "r")]
+    g = helper.make_graph(nodes, "g", vi, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, hw, hw])],
+                          inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    eng = pyengine.build(model)
+    assert "FusedConv" in eng.graph_text() and "Add" not in eng.graph_text(), eng.graph_text()
+    x = rng.standard_normal((3, c, hw, hw)).astype(np.float32)
+    r = rng.standard_normal((3, c, hw, hw)).astype(np.float32)
+    x[1, 5, 4, 0] = value
+    x[1, 6, 4, 1] = value
+    x[1, 70, 8, 8] = value
+    feeds = {"x": x, "r": r}
+    got = next(iter(eng.run(feeds).values()))
+    kernels = [layer["kernel"] for layer in eng.profile(feeds, runs=1)]
+    if tier != "ref":
+        assert any("conv_grouped" in k for k in kernels), kernels
+    want = _ort(model).run(None, feeds)[0]
+    assert np.isfinite(want[[0, 2]]).all() and not np.isfinite(want[1]).all()  # the case is not trivial
+    _assert_same_nonfinite(got, want)

@@ -12,6 +12,9 @@
           shape occurs.
 --other   depthwise 7x7 (ConvNeXt), grouped 3x3 with 32 groups (ResNeXt) and
           3-D depthwise 3x3x3 (CSN) shapes, single Conv nodes.
+--grouped ResNeXt-50 32x4d's grouped 3x3 convs (4..32 channels per group)
+          and other small-group shapes, single Conv nodes; prints the
+          kernel each ran (conv_grouped_f32_avx2 or the im2col GEMM).
 --chain   the whole conv body (stem conv, then layer1..layer4 bottlenecks with
           residual adds) as one model: pyengine runs FusedConv nodes (what the
           optimizer produces: bias, residual and Relu in the GEMM epilogue),
@@ -78,6 +81,39 @@ OTHER_CONVS = [
     ("csn dw3x3x3 256@4x28", (4, 28, 28), 256, 256, (3, 3, 3), 256),
     ("3d 1x1x1 64->256 @8x56", (8, 56, 56), 64, 256, (1, 1, 1), 1),
 ]
+
+
+# ResNeXt-50 32x4d's grouped 3x3 convs (torchvision layout: stride in the
+# 3x3) and a few other small-group shapes: (name, input HxW, channels,
+# kernel, stride, group, count in ResNeXt-50 (0: not in it)).
+GROUPED_CONVS = [
+    ("l1 g32 3x3 128@56 cpg4", 56, 128, 3, 1, 32, 3),
+    ("l2 g32 3x3/2 256@56 cpg8", 56, 256, 3, 2, 32, 1),
+    ("l2 g32 3x3 256@28 cpg8", 28, 256, 3, 1, 32, 3),
+    ("l3 g32 3x3/2 512@28 cpg16", 28, 512, 3, 2, 32, 1),
+    ("l3 g32 3x3 512@14 cpg16", 14, 512, 3, 1, 32, 5),
+    ("l4 g32 3x3/2 1024@14 cpg32", 14, 1024, 3, 2, 32, 1),
+    ("l4 g32 3x3 1024@7 cpg32", 7, 1024, 3, 1, 32, 2),
+    ("g64 3x3 128@28 cpg2", 28, 128, 3, 1, 64, 0),
+    ("g8 3x3 512@14 cpg64", 14, 512, 3, 1, 8, 0),
+    ("g32 1x1 128@56 cpg4", 56, 128, 1, 1, 32, 0),
+    ("g16 1x1 256@28 cpg16", 28, 256, 1, 1, 16, 0),
+    ("g8 1x1 256@28 cpg32", 28, 256, 1, 1, 8, 0),
+]
+
+
+def grouped_models(layer, batch, rng):
+    name, hw, c, k, s, group, _ = layer
+    w = rng.standard_normal((c, c // group, k, k)).astype(np.float32) * np.float32(0.1)
+    b = rng.standard_normal(c).astype(np.float32) * np.float32(0.1)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c, hw, hw])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], pads=[k // 2] * 4, strides=[s, s],
+                            group=group)
+    model = _model([node], [x], [y], inits, False)
+    feeds = {"x": rng.standard_normal((batch, c, hw, hw)).astype(np.float32)}
+    return model, model, feeds
 
 
 def other_models(layer, batch, rng):
@@ -265,6 +301,33 @@ def run_other(batches, threads, runs):
             print(f"{layer[0]:26s} {gflop:7.3f} {pe_ms:9.3f} {ort_ms:9.3f} {pe_ms / ort_ms:6.2f}{flag}")
 
 
+def run_grouped(batches, threads, runs):
+    import pyengine
+
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        print(f"\nGrouped convs (ResNeXt-50 32x4d and others), batch {batch}, {threads} threads "
+              f"({STAT} ms per call, pyengine from {pyengine.__file__})")
+        print(f"{'layer':28s} {'count':>5s} {'GFLOP':>7s} {'pyengine':>9s} {'ORT':>9s} {'ratio':>6s}  kernel")
+        tot_pe = tot_ort = 0.0
+        for layer in GROUPED_CONVS:
+            ort_model, pe_model, feeds = grouped_models(layer, batch, rng)
+            r = max(5, runs // (4 if batch > 1 else 1))
+            (ort_ms, _), ort_out = time_ort(ort_model, feeds, threads, r, 2)
+            (pe_ms, _), pe_out = time_pyengine(pe_model, feeds, threads, r, 2)
+            eng = pyengine.build(pe_model, optimize=False, num_threads=threads)
+            kernel = eng.profile(feeds, runs=1)[0]["kernel"]
+            err = float(np.max(np.abs(pe_out - ort_out)))
+            name, hw, c, k, s, group, count = layer
+            oh = (hw + 2 * (k // 2) - k) // s + 1
+            gflop = 2.0 * batch * c * oh * oh * (c // group) * k * k / 1e9
+            tot_pe += pe_ms * count
+            tot_ort += ort_ms * count
+            flag = "" if err < 1e-3 else f"  MAX ERR {err:.2e}"
+            print(f"{name:28s} {count:5d} {gflop:7.3f} {pe_ms:9.3f} {ort_ms:9.3f} {pe_ms / ort_ms:6.2f}  {kernel}{flag}")
+        print(f"{'ResNeXt-50 total (x count)':28s} {16:5d} {'':7s} {tot_pe:9.2f} {tot_ort:9.2f} {tot_pe / tot_ort:6.2f}")
+
+
 def run_chain(batches, threads, runs):
     rng = np.random.default_rng(0)
     for batch in batches:
@@ -283,6 +346,8 @@ def main():
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--chain", action="store_true")
     ap.add_argument("--other", action="store_true", help="depthwise (ConvNeXt), grouped (ResNeXt), 3-D (CSN) shapes")
+    ap.add_argument("--grouped", action="store_true",
+                    help="ResNeXt-50 32x4d grouped 3x3 convs and other small-group shapes, with the kernel used")
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
@@ -296,12 +361,14 @@ def main():
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
-    if not args.layers and not args.chain and not args.other:
+    if not args.layers and not args.chain and not args.other and not args.grouped:
         args.layers = True
     if args.layers:
         run_layers(args.batch, args.threads, args.runs)
     if args.other:
         run_other(args.batch, args.threads, args.runs)
+    if args.grouped:
+        run_grouped(args.batch, args.threads, args.runs)
     if args.chain:
         run_chain(args.batch, args.threads, args.runs)
 

@@ -7,8 +7,9 @@
 //  - *_avx2.cc: a packed SGEMM (6x16 FMA micro-kernel, BLIS-style blocking)
 //    that Conv (im2col fused into the B packing, or X read directly for 1x1
 //    convolutions, or the 16 transformed GEMMs of Winograd F(2x2, 3x3)),
-//    Gemm and MatMul share, plus a direct depthwise kernel. Only entered
-//    when use_avx2() was true in create().
+//    Gemm and MatMul share, plus a direct depthwise kernel and a direct
+//    grouped kernel for few channels per group (grouped_avx2/_avx512,
+//    ResNeXt). Only entered when use_avx2() was true in create().
 //
 // Every path applies the same epilogue while the output is hot:
 //   y = act(alpha * acc + c_init + bias_m[row] + bias_n[col] + z[row, col]).
@@ -183,6 +184,23 @@ struct GemmSpec {
 // Resolves item i (0 <= i < items) to its operand pointers.
 using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 
+// Grouped convolution with few channels per group (grouped_avx2). Weights
+// of group grp, block q of 4 output channels, input channel c, tap t lie at
+// grp * grouped_group_stride + ((q * cg + c) * ks + t) * 4 + (m % 4); the
+// channels past mg in the last block are zero. w is [Cout, cg, kh, kw].
+// Portable.
+constexpr int64_t kGroupedMaxCpg = 64;
+inline int64_t grouped_group_stride(int64_t mg, int64_t cg, int64_t ks) { return round_up(mg, 4) * cg * ks; }
+void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg, int64_t ks, float* dst);
+// The shapes grouped_avx2 computes: 2-D 3x3, group > 1 and not depthwise,
+// at most kGroupedMaxCpg input and output channels per group, unit dilation
+// (any strides and pads).
+inline bool grouped_applies(const ConvGeom& g) {
+  return g.group > 1 && !g.is_depthwise() && g.kd == 1 && g.id == 1 && g.od == 1 && g.dh == 1 && g.dw == 1 &&
+         g.cg() >= 1 && g.cg() <= kGroupedMaxCpg && g.mg() >= 1 && g.mg() <= kGroupedMaxCpg && g.kh == 3 &&
+         g.kw == 3;
+}
+
 // Winograd F(2x2, 3x3): U_i = (G g G^T)_i for the 16 positions i of the 4x4
 // transform, each an [M x C] matrix packed like A (pack_a), one after the
 // other: 16 * packed_a_size(m, c) floats. w is [M, C, 3, 3]. Portable.
@@ -218,6 +236,18 @@ size_t depthwise_scratch_bytes(const ConvGeom& g, int threads);
 void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
                     const float* z, const Activation& act, float* y, void* scratch);
 
+// Grouped convolution (grouped_applies(g)), direct, AVX2, with weights from
+// grouped_pack_weights; parallel over (image, group, block of output rows).
+// `scratch` holds grouped_scratch_bytes(g, pool.num_threads()) bytes,
+// 64-byte aligned.
+size_t grouped_scratch_bytes(const ConvGeom& g, int threads);
+void grouped_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
+                  const float* z, const Activation& act, float* y, void* scratch);
+// The same on AVX-512 (16 columns per vector; call only when use_avx512()).
+// Same scratch.
+void grouped_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
+                    const float* z, const Activation& act, float* y, void* scratch);
+
 // Winograd F(2x2, 3x3) convolution (g.is_winograd_shape()) with weights from
 // winograd_pack_weights; y = act(conv + b + z). `scratch` holds
 // winograd_scratch_bytes(g, pool.num_threads()) bytes, 64-byte aligned.
@@ -247,6 +277,16 @@ inline void pack_b_im2col(const void*, const float*, int64_t, int64_t, int64_t, 
 }
 inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline size_t winograd_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline size_t grouped_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline void grouped_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                         const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX2 grouped conv called in a reference-only build");
+}
+inline void grouped_avx512(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                           const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX-512 grouped conv called in a reference-only build");
+}
+
 inline void winograd_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
                           const Activation&, float*, void*, SgemmFn, WinogradFallback, const void*) {
   ENGINE_CHECK(false, "AVX2 Winograd called in a reference-only build");

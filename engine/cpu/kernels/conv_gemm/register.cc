@@ -10,7 +10,8 @@
 // on the same packed layout) and pre-packs constant weights
 // into the SGEMM's panel layout; weights that arrive at run time (graph
 // inputs) are packed block by block inside the SGEMM instead. Convolution
-// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; 3x3
+// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; grouped
+// 3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel; 3x3
 // stride-1 single-group convs with >= 16 channels -> Winograd F(2x2, 3x3)
 // on the same SGEMM; everything else -> one GEMM per (image, group),
 // Y[Cout/g, spatial] = W[Cout/g, K] x B[K, spatial], where B is X itself
@@ -27,6 +28,10 @@ namespace engine {
 namespace {
 
 using namespace conv_gemm;
+
+// The largest channels per group (in and out) for which the factory picks
+// the direct grouped kernel (see ConvKernel::grouped_candidate).
+constexpr int64_t kGroupedPreferMaxCpg = 32;
 
 void require_float(const Node& node) {
   for (int i = 0; i < node.num_inputs(); ++i) {
@@ -125,6 +130,8 @@ class ConvKernel final : public Kernel {
       : attrs_(ConvAttrs::from_node(node)), fused_(fused) {
     avx2_ = pick_tier("conv", &sym_, &sgemm_) >= IsaTier::kAvx2;
     depthwise_ok_ = avx2_ && kernel_usable("conv_depthwise_f32_avx2");
+    grouped_ok_ = avx2_ && kernel_usable("conv_grouped_f32_avx2");
+    grouped512_ok_ = grouped_ok_ && kernel_usable("conv_grouped_f32_avx512");
     if (avx2_ && kernel_usable("conv_winograd_f32_avx512") && sgemm_ == sgemm_avx512) {
       wino_sym_ = "conv_winograd_f32_avx512";
     } else if (avx2_ && kernel_usable("conv_winograd_f32_avx2")) {
@@ -145,7 +152,14 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if (wino_sym_ && winograd_candidate(wt.shape())) {
+      if (grouped_ok_ && grouped_candidate(wt.shape())) {
+        packed_w_shape_ = wt.shape();
+        grouped_ = true;
+        const int64_t ks = wt.dim(2) * wt.dim(3);
+        packed_w_.storage =
+            aligned_storage(static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks) * group) * sizeof(float));
+        grouped_pack_weights(wt.data<float>(), group, mg, wt.dim(1), ks, static_cast<float*>(packed_w_.storage.get()));
+      } else if (wino_sym_ && winograd_candidate(wt.shape())) {
         packed_w_shape_ = wt.shape();
         winograd_ = true;
         packed_w_.storage = aligned_storage(static_cast<size_t>(winograd_weights_size(cout, wt.dim(1))) * sizeof(float));
@@ -192,6 +206,17 @@ class ConvKernel final : public Kernel {
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
+    if (prepacked && grouped_ && grouped_applies(g)) {
+      // Rows of at most 8 outputs (ResNeXt's 7x7 stage) would leave most of
+      // a 16-float vector idle: the AVX2 kernel computes those.
+      const bool wide = grouped512_ok_ && g.ow > 8;
+      path_ = wide ? "conv_grouped_f32_avx512" : "conv_grouped_f32_avx2";
+      gemm_path_ = "";
+      void* scratch = ctx.scratch(grouped_scratch_bytes(g, ctx.pool().num_threads()));
+      (wide ? grouped_avx512 : grouped_avx2)(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_,
+                                             y.data<float>(), scratch);
+      return;
+    }
     if (prepacked && winograd_ && g.is_winograd_shape()) {
       path_ = wino_sym_;
       gemm_path_ = wino_gemm_ == sgemm_avx512 ? " f2x2_3x3 sgemm_f32_avx512_12x32" : " f2x2_3x3 sgemm_f32_avx2_6x16";
@@ -235,7 +260,7 @@ class ConvKernel final : public Kernel {
       spec.pack_b_ctx = &geom_;
       gemm_path_ = sgemm_ == sgemm_avx512 ? " im2col sgemm_f32_avx512_12x32" : " im2col sgemm_f32_avx2_6x16";
     }
-    const bool gemm_packed = prepacked && !winograd_;
+    const bool gemm_packed = prepacked && !winograd_ && !grouped_;
     spec.a_packed = gemm_packed;
     ConvItems items{&geom_, gemm_packed ? packed_w_.data() : w.data<float>(),
                     gemm_packed ? group_stride_ : g.mg() * spec.k, x.data<float>(), y.data<float>(), bp, zp};
@@ -264,6 +289,25 @@ class ConvKernel final : public Kernel {
            all_one(attrs_.strides) && all_one(attrs_.dilations);
   }
 
+  // The direct grouped kernel (grouped_avx2) replaces the per-group im2col
+  // GEMM where it measured faster (tools/bench_conv.py --grouped, README
+  // "Grouped convolution"): 2-D 3x3 kernels, unit dilation, at most 32
+  // channels per group, where the GEMM's M = Cout/group rows fill little
+  // of its tile and packing im2col costs as much as the multiply. Grouped
+  // 1x1 convs measured slower than the pointwise GEMM (which reads X in
+  // place) and keep it, as do 5x5+ kernels (not measured).
+  bool grouped_candidate(const Shape& w) const {
+    auto all_one = [](const std::vector<int64_t>& v) {
+      for (int64_t e : v)
+        if (e != 1) return false;
+      return true;
+    };
+    if (w.size() != 4 || attrs_.group <= 1 || !all_one(attrs_.dilations)) return false;
+    const int64_t mg = w[0] / attrs_.group, cg = w[1];
+    if (mg == 1 && cg == 1) return false;  // depthwise
+    return w[2] == 3 && w[3] == 3 && cg <= kGroupedPreferMaxCpg && mg <= kGroupedPreferMaxCpg;
+  }
+
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
     return x == x_shape_ && w == w_shape_ && y == y_shape_;
   }
@@ -281,6 +325,9 @@ class ConvKernel final : public Kernel {
   Packed packed_w_;  // im2col GEMM panels, or Winograd U_i when winograd_
   Shape packed_w_shape_;
   bool winograd_ = false;
+  bool grouped_ok_ = false;
+  bool grouped512_ok_ = false;
+  bool grouped_ = false;  // packed_w_ holds grouped_pack_weights' layout
   int64_t group_stride_ = 0;
   Shape x_shape_, w_shape_, y_shape_;
   ConvGeom geom_;

@@ -1,0 +1,64 @@
+// Shared by grouped_avx2.cc and grouped_avx512.cc: the per-thread input
+// buffer of the direct grouped convolution (see grouped_avx2.cc). Private to
+// engine/cpu/kernels/conv_gemm/; portable code.
+#pragma once
+
+#include <cstring>
+
+#include "cpu/kernels/conv_gemm/conv_gemm.h"
+
+namespace engine {
+namespace conv_gemm {
+namespace grouped_detail {
+
+struct GroupedDims {
+  int64_t pitch;     // floats per buffered input row
+  int64_t rows_blk;  // output rows per task
+  int64_t buf_rows;  // buffered input rows per channel
+  int64_t floats() const { return buf_rows * pitch; }
+};
+
+inline GroupedDims grouped_dims(const ConvGeom& g, int threads) {
+  GroupedDims d;
+  // The last vector of a row computes up to 15 extra outputs (AVX-512), and
+  // stride 2 reads 2 vectors per vector of outputs: slack of 16*sw + 16
+  // floats keeps every read inside the row, for both widths.
+  d.pitch = round_up((g.ow - 1) * g.sw + g.kw + 16 * g.sw + 16, 16);
+  // Rows per task: the buffer of all Cin/g channels within about 64 KB (L2),
+  // and at least 4 tasks per thread.
+  const int64_t per_row = g.cg() * g.sh * d.pitch;
+  int64_t rb = std::max<int64_t>(1, (16384 / std::max<int64_t>(per_row, 1)));
+  rb = std::min(rb, g.oh);
+  const int64_t want = 4 * static_cast<int64_t>(threads);
+  const int64_t planes = g.batch * g.group;
+  if (planes * ((g.oh + rb - 1) / rb) < want) {
+    const int64_t blocks = std::min(g.oh, (want + planes - 1) / planes);
+    rb = std::min(rb, (g.oh + blocks - 1) / blocks);
+  }
+  d.rows_blk = rb;
+  d.buf_rows = (rb - 1) * g.sh + g.kh;
+  return d;
+}
+
+// Copies input rows [ih0, ih0 + buf_rows) of cg channels (rows outside the
+// image are zero) into buf, each row at lead offset pw.
+inline void fill_rows(const ConvGeom& g, const GroupedDims& d, const float* x, int64_t ih0, float* buf) {
+  const int64_t cg = g.cg(), in_plane = g.in_plane();
+  const int64_t lead = g.pw, copy_w = std::max<int64_t>(0, std::min(g.iw, d.pitch - lead));
+  for (int64_t c = 0; c < cg; ++c)
+    for (int64_t r = 0; r < d.buf_rows; ++r) {
+      float* dst = buf + (c * d.buf_rows + r) * d.pitch;
+      const int64_t ih = ih0 + r;
+      if (ih < 0 || ih >= g.ih) {
+        std::memset(dst, 0, d.pitch * sizeof(float));
+        continue;
+      }
+      std::memset(dst, 0, lead * sizeof(float));
+      std::memcpy(dst + lead, x + c * in_plane + ih * g.iw, copy_w * sizeof(float));
+      std::memset(dst + lead + copy_w, 0, (d.pitch - lead - copy_w) * sizeof(float));
+    }
+}
+
+}  // namespace grouped_detail
+}  // namespace conv_gemm
+}  // namespace engine
