@@ -215,6 +215,7 @@ def load_arrays(path, error=CalibrationError):
     unpickling (unpickling runs code from the file). Every failure raises
     ``error`` (a PyengineError class) naming the file; numpy's messages,
     pickle ones included, stay inside."""
+    import tokenize
     import zipfile
 
     path = os.fspath(path)
@@ -244,7 +245,10 @@ def load_arrays(path, error=CalibrationError):
     except ValueError as exc:
         # Object arrays inside a valid file: numpy refuses them without pickle.
         raise error(pickled if "pickle" in str(exc) else bad) from None
-    except (EOFError, KeyError, zipfile.BadZipFile, UnicodeError):
+    except (EOFError, KeyError, zipfile.BadZipFile, UnicodeError, SyntaxError, TypeError, OverflowError,
+            MemoryError, tokenize.TokenError):
+        # numpy parses the .npy header with tokenize + ast: a cut or junk header
+        # raises their errors (found by tools/fuzz/fuzz_cli.py).
         raise error(bad) from None
     for key, a in arrays:
         if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":

@@ -142,7 +142,13 @@ def test_pickled_npy_names_the_file_without_numpy_pickle_message(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage" * 10, b"\x93NUMPY\x01\x00\xff\xff" + b"\xc3\x28" * 40,
-                                     b"", b"PK\x03\x04broken zip"])
+                                     b"", b"PK\x03\x04broken zip",
+                                     # a one-byte header "[": numpy's tokenize raised TokenError (atheris find)
+                                     b"\x93NUMPY\x01\x00\x01\x00[",
+                                     b"\x93NUMPY\x01\x00\x40\x00{'descr': '<f4', 'fortran_order': False, 'shape': ("
+                                     b"2**62,), }",
+                                     b"\x93NUMPY\x01\x00\x3c\x00{'descr': '<f4', 'fortran_order': False, "
+                                     b"'shape': (4611686018427387904,), }     \n"])
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])
 def test_corrupt_array_files_name_the_file(tmp_path, content, suffix):
     (tmp_path / f"bad{suffix}").write_bytes(content)

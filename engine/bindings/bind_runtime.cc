@@ -1,4 +1,5 @@
-// The CPU executor; run() releases the GIL.
+// The CPU executor; run() releases the GIL, and so do the calls that take
+// the executor's run lock (they wait for a run in progress on another thread).
 #include "bindings/common.h"
 #include "cpu/executor.h"
 
@@ -16,7 +17,11 @@ void register_runtime(py::module_& m) {
            }),
            py::arg("graph"), py::arg("num_threads") = 0)
       .def_property_readonly("num_threads", &Executor::num_threads)
-      .def_property_readonly("arena_bytes", &Executor::arena_bytes)
+      .def_property_readonly("arena_bytes",
+                             [](const Executor& ex) {
+                               py::gil_scoped_release nogil;
+                               return ex.arena_bytes();
+                             })
       .def_property("memory_limit", &Executor::memory_limit, &Executor::set_memory_limit)
       .def("run",
            [](Executor& ex, const std::vector<py::array>& arrays) {
@@ -35,10 +40,15 @@ void register_runtime(py::module_& m) {
              for (const Tensor& t : outputs) l.append(array_from_tensor(t));
              return l;
            })
-      .def("set_profiling", &Executor::set_profiling)
+      .def("set_profiling", &Executor::set_profiling, py::call_guard<py::gil_scoped_release>())
       .def("last_profile", [](const Executor& ex) {
+        std::vector<LayerProfile> layers;
+        {
+          py::gil_scoped_release nogil;
+          layers = ex.last_profile();
+        }
         py::list l;
-        for (const LayerProfile& p : ex.last_profile()) {
+        for (const LayerProfile& p : layers) {
           py::dict d;
           d["name"] = p.name;
           d["op"] = p.op;

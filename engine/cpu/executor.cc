@@ -413,6 +413,7 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
 }
 
 std::vector<LayerProfile> Executor::last_profile() const {
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<LayerProfile> out;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     LayerProfile p;

@@ -61,13 +61,27 @@ class Executor {
   // inputs that do not match the model, naming the input.
   std::vector<Tensor> run(const std::vector<Tensor>& inputs);
 
-  void set_observer(NodeObserver observer) { observer_ = std::move(observer); }
-  void set_profiling(bool on) { profiling_ = on; }
+  // The setters and readers below take the run lock, so they may be called
+  // while other threads run(): they wait for the run in progress.
+  void set_observer(NodeObserver observer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    observer_ = std::move(observer);
+  }
+  void set_profiling(bool on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    profiling_ = on;
+  }
   // Per-layer times of the last run made with profiling on.
   std::vector<LayerProfile> last_profile() const;
-  // Bytes of the activation arena for the last planned input shapes.
-  size_t arena_bytes() const { return arena_size_; }
-  size_t num_plans() const { return plans_.size(); }
+  // Bytes of the activation arena (the largest plan run so far).
+  size_t arena_bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return arena_size_;
+  }
+  size_t num_plans() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return plans_.size();
+  }
   // See ExecutorOptions::memory_limit (0: none). Thread-safe.
   void set_memory_limit(int64_t bytes) { memory_limit_.store(bytes > 0 ? bytes : 0); }
   int64_t memory_limit() const { return memory_limit_.load(); }
@@ -90,7 +104,7 @@ class Executor {
   std::vector<std::vector<Shape>> plan_order_;
   std::shared_ptr<void> arena_;
   size_t arena_size_ = 0;
-  std::mutex mu_;
+  mutable std::mutex mu_;  // run() and everything it writes below
   NodeObserver observer_;
   bool profiling_ = false;
   std::atomic<int64_t> memory_limit_{0};
