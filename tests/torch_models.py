@@ -12,6 +12,9 @@ applied with the wrong epsilon shows up in the outputs.
 This module imports torch: import it only after ``pytest.importorskip("torch")``.
 """
 
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
+
 import torch
 from torch import nn
 
@@ -107,3 +110,42 @@ def randomize_(model, seed=0):
         if isinstance(module, Bottleneck):
             module.bn3.weight.mul_(0.3)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# The family registry (issue 12). Every residual family the project serves is
+# registered here once, with a small form for the fast tests and a full-size
+# form for `tools/bench.py --families`. Sections below each register their own
+# families; keep one section per family group so parallel edits don't collide.
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family as PyTorch exports it.
+
+    ``build(full)`` returns a fresh, randomized module in eval mode (small
+    form when ``full`` is False); ``input_shape``/``full_input_shape`` are
+    the per-sample shapes (no batch dim) of each form. ``int8`` says whether
+    the INT8 agreement test applies; ``notes`` is shown in the family table.
+    """
+
+    name: str
+    build: Callable[[bool], nn.Module]
+    input_shape: Tuple[int, ...]
+    full_input_shape: Tuple[int, ...]
+    int8: bool = True
+    notes: str = ""
+
+
+FAMILIES: Dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    if family.name in FAMILIES:
+        raise ValueError(f"family {family.name!r} registered twice")
+    FAMILIES[family.name] = family
+    return family
+
+
+register(Family("resnet50", lambda full: randomize_(resnet50(1000 if full else 10)),
+                (3, 64, 64), (3, 224, 224), notes="torchvision layout"))
