@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/error.h"
 #include "cpu/kernel.h"
 
 namespace engine {
@@ -64,19 +65,39 @@ void check_rank(const std::string& what, int rank);
 // dst[c * dst_ld + r] = src[r * src_ld + c] for r < rows, c < cols.
 void transpose2d_ref(const void* src, int64_t src_ld, void* dst, int64_t dst_ld, int64_t rows, int64_t cols,
                      size_t esize);
-// 4-byte elements only; enter only when use_avx2().
+#if !defined(ENGINE_FORCE_REF)
+// 4-byte elements only; enter only when kernel_usable("transpose_f32_avx2").
 void transpose2d_b32_avx2(const uint32_t* src, int64_t src_ld, uint32_t* dst, int64_t dst_ld, int64_t rows,
                           int64_t cols);
+#else
+// Reference-only builds (ENGINE_FORCE_REF, and every non-x86 target) leave
+// the *_avx2.cc files out and never select the AVX2 variant; this only keeps
+// the caller linking.
+inline void transpose2d_b32_avx2(const uint32_t*, int64_t, uint32_t*, int64_t, int64_t, int64_t) {
+  ENGINE_CHECK(false, "AVX2 transpose called in a reference-only build");
+}
+#endif
 
 // --- Resize linear rows (resize_ref.cc, resize_avx2.cc) ----------------------
 // Horizontal pass: out[i] = w0[i] * row[x0[i]] + w1[i] * row[x1[i]].
 void resize_linear_hrow_ref(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
                             const float* w1, float* out, int64_t width);
-void resize_linear_hrow_avx2(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
-                             const float* w1, float* out, int64_t width);
 // Vertical pass: out[i] = wa * a[i] + wb * b[i].
 void resize_linear_vblend_ref(const float* a, const float* b, float wa, float wb, float* out, int64_t width);
+#if !defined(ENGINE_FORCE_REF)
+// AVX2 forms of the two; enter only when kernel_usable("resize_linear_f32_avx2").
+void resize_linear_hrow_avx2(const float* row, const int32_t* x0, const int32_t* x1, const float* w0,
+                             const float* w1, float* out, int64_t width);
 void resize_linear_vblend_avx2(const float* a, const float* b, float wa, float wb, float* out, int64_t width);
+#else
+inline void resize_linear_hrow_avx2(const float*, const int32_t*, const int32_t*, const float*, const float*, float*,
+                                    int64_t) {
+  ENGINE_CHECK(false, "AVX2 resize called in a reference-only build");
+}
+inline void resize_linear_vblend_avx2(const float*, const float*, float, float, float*, int64_t) {
+  ENGINE_CHECK(false, "AVX2 resize called in a reference-only build");
+}
+#endif
 
 }  // namespace shape_ops
 }  // namespace engine
