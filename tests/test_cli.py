@@ -69,6 +69,31 @@ def test_compare_detects_a_mismatch(r18, tmp_path):
     assert res.returncode == 3 and "FAILED" in res.stdout
 
 
+def test_compare_int8_plan_uses_cosine(r18, tmp_path):
+    """An INT8 plan against FP32 onnxruntime: elementwise FP32 tolerances
+    cannot hold, so the default criterion is the cosine (>= 0.99); explicit
+    --atol/--rtol still mean an elementwise check, and a different model
+    still fails."""
+    import pyengine
+    from pyengine import zoo
+
+    def int8_plan(model, path):
+        calib = [zoo.make_input(model, 4, seed=s) for s in range(3)]
+        pyengine.build(model, precision="int8", calibration_data=calib, progress=False).save(path)
+
+    plan = tmp_path / "r18-int8.plan"
+    int8_plan(onnx.load(r18), plan)
+    res = run_cli("compare", plan, f"onnxruntime:{r18}", "--batch", 4, "--seed", np.random.default_rng().integers(1 << 30))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "PASSED (cosine >= 0.99)" in res.stdout
+    res = run_cli("compare", plan, f"onnxruntime:{r18}", "--batch", 4, "--atol", 1e-4, "--rtol", 1e-4)
+    assert res.returncode == 3 and "FAILED (atol 0.0001, rtol 0.0001)" in res.stdout
+    other = tmp_path / "other-int8.plan"
+    int8_plan(ZOO["resnet18"](seed=1), other)
+    res = run_cli("compare", other, f"onnxruntime:{r18}", "--batch", 4)
+    assert res.returncode == 3 and "FAILED (cosine >= 0.99)" in res.stdout
+
+
 def test_profile_json(r18, tmp_path):
     js = tmp_path / "prof.json"
     res = run_cli("profile", r18, "--batch", "1,2", "--iterations", 5, "--warmup-ms", 10,
