@@ -40,7 +40,47 @@ def _specs(entries) -> list[TensorSpec]:
             for n, d, s in entries]
 
 
-class Engine:
+class EngineBase:
+    """What every engine (CPU plan, TensorRT) shares: the input/output specs,
+    checking feeds against them, and the metadata views. Subclasses set
+    ``inputs``, ``outputs``, ``_input_names`` and ``_metadata``."""
+
+    inputs: list
+    outputs: list
+    _input_names: list
+    _metadata: dict
+
+    def _check_feeds(self, feeds) -> None:
+        if not isinstance(feeds, dict):
+            raise InvalidArgumentError("run() takes a dict of input name -> array; use engine(x) for one input")
+        missing = [n for n in self._input_names if n not in feeds]
+        extra = [n for n in feeds if n not in self._input_names]
+        if missing or extra:
+            raise InvalidArgumentError(
+                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
+                f"the model's inputs are {self._input_names}")
+
+    def _check_positional(self, args) -> None:
+        if len(args) != len(self.inputs):
+            raise InvalidArgumentError(
+                f"the model has {len(self.inputs)} inputs ({self._input_names}); "
+                f"got {len(args)} positional arrays")
+
+    @staticmethod
+    def _single_or_tuple(values: list):
+        return values[0] if len(values) == 1 else tuple(values)
+
+    @property
+    def metadata(self) -> dict:
+        """Plan metadata: precision, backend, source model hash, versions, passes."""
+        return dict(self._metadata)
+
+    @property
+    def precision(self) -> str:
+        return self._metadata.get("precision", "fp32")
+
+
+class Engine(EngineBase):
     """A compiled model. Create with :func:`pyengine.build` or :func:`pyengine.load`.
 
     ``engine(x)`` runs a single-input model and returns its single output (or a
@@ -66,36 +106,16 @@ class Engine:
         Returns:
             dict of output name -> numpy array, in the order of ``engine.outputs``.
         """
-        if not isinstance(feeds, dict):
-            raise InvalidArgumentError("run() takes a dict of input name -> array; use engine(x) for one input")
-        missing = [n for n in self._input_names if n not in feeds]
-        extra = [n for n in feeds if n not in self._input_names]
-        if missing or extra:
-            raise InvalidArgumentError(
-                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
-                f"the model's inputs are {self._input_names}")
+        self._check_feeds(feeds)
         arrays = [_as_array(feeds[n], n) for n in self._input_names]
         outs = self._impl.run(arrays)
         return {spec.name: out for spec, out in zip(self.outputs, outs)}
 
     def __call__(self, *args):
-        if len(args) != len(self.inputs):
-            raise InvalidArgumentError(
-                f"the model has {len(self.inputs)} inputs ({self._input_names}); "
-                f"got {len(args)} positional arrays")
-        outs = self._impl.run([_as_array(a, n) for a, n in zip(args, self._input_names)])
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        self._check_positional(args)
+        return self._single_or_tuple(self._impl.run([_as_array(a, n) for a, n in zip(args, self._input_names)]))
 
     # -- describing --------------------------------------------------------
-    @property
-    def metadata(self) -> dict:
-        """Plan metadata: precision, backend, source model hash, versions, passes."""
-        return dict(self._metadata)
-
-    @property
-    def precision(self) -> str:
-        return self._metadata.get("precision", "fp32")
-
     @property
     def backend(self) -> str:
         return self._metadata.get("backend", "cpu")

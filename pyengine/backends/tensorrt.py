@@ -25,7 +25,8 @@ import warnings
 import numpy as np
 
 from .. import __version__
-from ..errors import BackendUnavailableError, InvalidArgumentError, PlanFormatError
+from ..engine import EngineBase
+from ..errors import BackendUnavailableError, PlanFormatError
 
 log = logging.getLogger("pyengine.tensorrt")
 
@@ -388,7 +389,7 @@ def load_plan(path, metadata: dict | None = None, blob: bytes | None = None, cud
 # The engine
 # --------------------------------------------------------------------------
 
-class TensorRTEngine:
+class TensorRTEngine(EngineBase):
     """A TensorRT engine with pyengine's Engine interface.
 
     ``engine(x)``, ``engine.run({name: x})``: numpy in, numpy out, or device
@@ -444,32 +445,15 @@ class TensorRTEngine:
         Returns:
             dict of output name -> numpy array (or DeviceArray).
         """
-        if not isinstance(feeds, dict):
-            raise InvalidArgumentError("run() takes a dict of input name -> array; use engine(x) for one input")
-        missing = [n for n in self._input_names if n not in feeds]
-        extra = [n for n in feeds if n not in self._input_names]
-        if missing or extra:
-            raise InvalidArgumentError(f"inputs do not match the model: missing {missing}, unexpected {extra}; "
-                                       f"the model's inputs are {self._input_names}")
+        self._check_feeds(feeds)
         return self._runner.run(feeds, device_outputs)
 
     def __call__(self, *args):
-        if len(args) != len(self.inputs):
-            raise InvalidArgumentError(f"the model has {len(self.inputs)} inputs ({self._input_names}); "
-                                       f"got {len(args)} positional arrays")
+        self._check_positional(args)
         outs = self._runner.run(dict(zip(self._input_names, args)))
-        vals = [outs[s.name] for s in self.outputs]
-        return vals[0] if len(vals) == 1 else tuple(vals)
+        return self._single_or_tuple([outs[s.name] for s in self.outputs])
 
     # -- describing --------------------------------------------------------
-    @property
-    def metadata(self) -> dict:
-        return dict(self._metadata)
-
-    @property
-    def precision(self) -> str:
-        return self._metadata.get("precision", "fp32")
-
     @property
     def backend(self) -> str:
         return "tensorrt"
