@@ -347,3 +347,149 @@ def test_depthwise_constant_input_unpadded_folds():
     g, rep, removed = prune(make_model(nodes, {"x": ["N", 3, 6, 6]}, ["y"], inits))
     # producer rows, depthwise groups (no bias), reader columns; the reader gains a bias of 4.
     assert removed == 2 * (3 + 1) + 2 * 9 + 2 * 4 - 4
+
+
+# --- the polarization-pruned ResNet-50, as PyTorch exports it ---------------
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def export(model, path, exporter, image):
+    torch = _torch()
+    example = torch.randn(1, *image)
+    if exporter == "torchscript":
+        torch.onnx.export(model, (example,), path, dynamo=False, opset_version=17, do_constant_folding=False,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    else:
+        pytest.importorskip("onnxscript")
+        torch.onnx.export(model, (example,), path, dynamo=True, opset_version=18, external_data=False,
+                          input_names=["input"], output_names=["logits"], verbose=False,
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    return path
+
+
+def conv_gemm_params(proto):
+    """Elements of the Conv/Gemm weights and biases of an ONNX model."""
+    inits = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer}
+    return sum(inits.get(i, 0) for n in proto.graph.node if n.op_type in ("Conv", "Gemm") for i in n.input[1:3])
+
+
+def expected_pruned_params(model):
+    """What prune_dead_channels must leave of a polarize_()d ResNet, from the
+    rules: a zero bn1 scale goes when its beta is <= 0 (dead behind the Relu;
+    a positive constant cannot enter the padded 3x3 conv2); every zero bn2
+    scale goes (conv3 is 1x1: its constant moves into conv3's bias); a
+    residual-stream channel goes when every block's bn3 and the downsample BN
+    of the stage zero it (the constants fold into the 1x1 conv1s and
+    downsample convs that read the stream). Every conv has a bias after BN
+    folding."""
+    def conv(cout, cin, k):
+        return cout * cin * k * k + cout
+
+    def stream_keep(stage):
+        dead = np.ones(stage[0].bn3.num_features, dtype=bool)
+        for block in stage:
+            dead &= block.bn3.weight.detach().numpy() == 0
+            if block.downsample is not None:
+                dead &= block.downsample[1].weight.detach().numpy() == 0
+        return int((~dead).sum())
+
+    total = conv(64, 3, 7)
+    cin = 64
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        cout = stream_keep(stage)
+        for block in stage:
+            g1, b1 = block.bn1.weight.detach().numpy(), block.bn1.bias.detach().numpy()
+            p1 = int(np.sum(~((g1 == 0) & (b1 <= 0))))
+            p2 = int(np.sum(block.bn2.weight.detach().numpy() != 0))
+            total += conv(p1, cin, 1) + conv(p2, p1, 3) + conv(cout, p2, 1)
+            if block.downsample is not None:
+                total += conv(cout, cin, 1)
+            cin = cout
+    return total + model.fc.weight.numel() + model.fc.bias.numel()
+
+
+SMALL = (3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def small_pruned(tmp_path_factory):
+    _torch()
+    from torch_models import FAMILIES
+
+    model = FAMILIES["resnet50_pruned"].build(False)
+    return model, tmp_path_factory.mktemp("pruned")
+
+
+def _check_pruned_resnet(model, path, image, batches=(1, 2)):
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    optimized = pyengine.optimize(path)
+    before = conv_gemm_params(pyengine.optimize(path, disable=("prune_dead_channels",)))
+    after = conv_gemm_params(optimized)
+    assert after == expected_pruned_params(model), (before, after)
+    assert after < 0.6 * before, (before, after)
+    engine = pyengine.build(path, backend="cpu", num_threads=2)
+    for b in batches:
+        x = rng().standard_normal((b, *image)).astype(np.float32)
+        out = engine.run({"input": x})["logits"]
+        (ref,) = session.run(None, {"input": x})
+        assert rel_l2(out, ref) <= MAX_REL_L2, f"batch {b}"
+    return engine
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_pruned_resnet50_small(small_pruned, exporter):
+    """Both exporters: the pruned channels go (exact parameter count), the
+    outputs match onnxruntime on the exported (unpruned) file."""
+    model, tmp = small_pruned
+    path = export(model, str(tmp / f"{exporter}.onnx"), exporter, SMALL)
+    _check_pruned_resnet(model, path, SMALL)
+
+
+@pytest.mark.torch
+def test_pruned_resnet50_int8_and_plan(small_pruned, tmp_path):
+    """INT8 on the pruned graph: the quantize pipeline prunes before Q/DQ
+    placement, so every QConv's per-channel scales follow its narrowed
+    weight; INT8 stays close to FP32, and both plans survive save/load."""
+    model, tmp = small_pruned
+    path = export(model, str(tmp / "int8.onnx"), "torchscript", SMALL)
+    fp32 = pyengine.build(path, backend="cpu", num_threads=2)
+    calib = rng().standard_normal((16, *SMALL)).astype(np.float32)
+    int8 = pyengine.build(path, backend="cpu", precision="int8", calibration_data=calib, num_threads=2,
+                          progress=False)
+    ops = collections.Counter(n["op_type"] for n in int8._graph.nodes())
+    assert ops["QConv"] >= 50, ops
+    widths = sorted(int8._graph.constant(n["inputs"][1]).shape[0] for n in int8._graph.nodes()
+                    if n["op_type"] == "QConv")
+    fp_widths = sorted(fp32._graph.constant(n["inputs"][1]).shape[0] for n in fp32._graph.nodes()
+                       if n["op_type"] in ("Conv", "FusedConv"))
+    assert widths == fp_widths  # the int8 graph is the pruned one
+    x = rng().standard_normal((4, *SMALL)).astype(np.float32)
+    ref = fp32.run({"input": x})["logits"]
+    got = int8.run({"input": x})["logits"]
+    assert rel_l2(got, ref) < 0.1, rel_l2(got, ref)
+    for name, eng in (("fp32", fp32), ("int8", int8)):
+        plan = str(tmp_path / f"{name}.plan")
+        eng.save(plan)
+        again = pyengine.load(plan, num_threads=2)
+        np.testing.assert_array_equal(again.run({"input": x})["logits"], eng.run({"input": x})["logits"])
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_pruned_resnet50_full(tmp_path):
+    """The full-size form (224x224, 1000 classes), TorchScript export."""
+    _torch()
+    from torch_models import FAMILIES
+
+    model = FAMILIES["resnet50_pruned"].build(True)
+    path = export(model, str(tmp_path / "full.onnx"), "torchscript", (3, 224, 224))
+    engine = _check_pruned_resnet(model, path, (3, 224, 224), batches=(1,))
+    plan = str(tmp_path / "full.plan")
+    engine.save(plan)
+    x = rng().standard_normal((1, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_array_equal(pyengine.load(plan).run({"input": x})["logits"], engine.run({"input": x})["logits"])
