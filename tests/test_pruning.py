@@ -224,6 +224,28 @@ def test_refusals(case, reason):
     assert has_reason(rep, reason), reasons(rep)
 
 
+@pytest.mark.parametrize("pool, attrs, folds", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, True),  # pads are -inf
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, True),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}, False),
+])
+def test_constant_through_pool(pool, attrs, folds):
+    """A stem's constant channel passes a max pool (or an average pool that
+    does not count its padding) unchanged and folds into the 1x1 reader; an
+    average pool that counts zero padding changes it at the border (refused)."""
+    c = 6
+    w, b = zero_rows(weight(c, 3, 3, 3), weight(c), [0, 4], [0.6, 1.1])
+    inits = {"w": w, "b": b, "v": weight(4, c, 1, 1), "vb": weight(4)}
+    nodes = [node("Conv", ["x", "w", "b"], "c", pads=[1, 1, 1, 1]), node("Relu", ["c"], "r"),
+             node(pool, ["r"], "p", **attrs), node("Conv", ["p", "v", "vb"], "y")]
+    g, rep, removed = prune(make_model(nodes, {"x": ["N", 3, 9, 9]}, ["y"], inits))
+    if folds:
+        assert removed == 2 * (27 + 1) + 2 * 4
+    else:
+        assert removed == 0
+        assert has_reason(rep, "channel 0 of 'p' is not a constant"), reasons(rep)
+
+
 # --- residual stages ---------------------------------------------------------
 
 

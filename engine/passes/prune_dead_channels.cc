@@ -7,7 +7,8 @@
 // b[o] (= beta[o]). Follow it through what preserves the channel index:
 //   activations (Relu: relu(b) is 0 for b <= 0, the constant relu(b) else),
 //   residual Adds (c1 + c2), depthwise convs (group o: in*sum(Wdw[o]) + bdw[o]),
-//   GlobalAveragePool and Flatten (c)
+//   max and average pools, global pools and Flatten (c; an average pool that
+//   counts its zero padding keeps only c == 0)
 // until it reaches the convs (group 1) and Gemms that mix channels. The
 // tensors so coupled form a *component*: every tensor in it has the same
 // channel axis, and a channel leaves all of them or none. Channel o is
@@ -240,7 +241,14 @@ class ComponentBuilder {
         if (auto why = add_value(x); !why.empty()) return why;
       return "";
     }
-    if (n->kind() == OpKind::kGlobalAveragePool ||
+    if (n->kind() == OpKind::kMaxPool || n->kind() == OpKind::kAveragePool) {
+      if (via != 0 && via != -1) return str_cat("the channels are ", what, n->describe(), " as its indices");
+      if (n->num_outputs() > 1 && n->output(1)) return str_cat(n->describe(), " also returns indices");
+      member(n, Kind::kElementwise);
+      if (auto why = add_value(n->input(0)); !why.empty()) return why;
+      return add_value(n->output(0));
+    }
+    if (n->kind() == OpKind::kGlobalAveragePool || n->kind() == OpKind::kGlobalMaxPool ||
         (n->kind() == OpKind::kFlatten && n->attr_int("axis", 1) == 1 && n->input(0)->has_shape() &&
          shape_numel(Shape(n->input(0)->shape().begin() + 2, n->input(0)->shape().end())) == 1)) {
       member(n, Kind::kElementwise);
@@ -274,6 +282,16 @@ bool has_padding(const Node& conv) {
   auto geo = conv_geometry(conv, &why);
   if (!geo) return true;
   for (int64_t p : geo->pads)
+    if (p != 0) return true;
+  return false;
+}
+
+// AveragePool counting pad positions (count_include_pad=1 with pads).
+bool averages_padding(const Node& pool) {
+  if (pool.attr_int("count_include_pad", 0) == 0) return false;
+  std::string ap = pool.attr_string("auto_pad", "NOTSET");
+  if (ap == "SAME_UPPER" || ap == "SAME_LOWER") return true;
+  for (int64_t p : pool.attr_ints("pads"))
     if (p != 0) return true;
   return false;
 }
@@ -340,7 +358,11 @@ class ChannelValues {
     } else if (is_unary(n->kind())) {
       out = of(n->input(0));
       apply_unary(*n, &out);
-    } else {  // GlobalAveragePool, Flatten
+    } else if (n->kind() == OpKind::kAveragePool && averages_padding(*n)) {
+      // The padded border averages c with zeros: constant only for c == 0.
+      out = of(n->input(0));
+      for (int64_t o = 0; o < C; ++o) out.known[o] = out.known[o] && out.value[o] == 0.f;
+    } else {  // MaxPool (pads are -inf), AveragePool, global pools, Flatten: c stays c
       out = of(n->input(0));
     }
     ch_[vi] = std::move(out);
