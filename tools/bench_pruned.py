@@ -3,6 +3,7 @@
 
     PYTHONPATH=. python3 tools/bench_pruned.py                  # 224x224, batch 1 and 8, 2 threads
     PYTHONPATH=. python3 tools/bench_pruned.py --batches 1 --runs 5 --layers
+    PYTHONPATH=. python3 tools/bench_pruned.py --cpu-time     # 1 thread, process CPU time (busy machines)
 
 The model is tests/torch_models.py's ``resnet50_pruned`` (half the bn1/bn2
 scales of every bottleneck zero, betas of both signs; in layer2 and layer3
@@ -34,6 +35,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 import onnx
@@ -108,12 +110,34 @@ def model_rows(paths: dict) -> list:
     return out
 
 
+def cpu_time_samples(calls: dict, runs: int, warmup: int, seed: int = 0) -> dict:
+    """{label: [ms, ...]} of process CPU time per call, rounds in random order.
+    On a machine shared with other jobs the wall clock measures the other jobs
+    too; the CPU time of a single-threaded run measures the work."""
+    labels = list(calls)
+    rng = np.random.default_rng(seed)
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    samples = {k: [] for k in calls}
+    for _ in range(runs):
+        for label in rng.permutation(labels):
+            t0 = time.process_time()
+            calls[label]()
+            samples[label].append((time.process_time() - t0) * 1e3)
+    return samples
+
+
 def rows(batches=(1, 8), threads: int = 2, runs: int = 10, warmup: int = 2, size: int = 224, settle: float = 0.1,
-         seed: int = 0, layers: bool = False, tmp: str | None = None) -> dict:
+         seed: int = 0, layers: bool = False, tmp: str | None = None, cpu_time: bool = False) -> dict:
     """Measures everything; returns {"model": [...], "latency": [...], "layers": [...]}.
 
-    latency rows: {"batch", "runtime", "median_ms", "p90_ms", "vs_pyengine_unpruned"}.
+    latency rows: {"batch", "runtime", "median_ms", "p90_ms", "vs_pyengine_unpruned", "clock"}.
+    cpu_time: time process CPU time on one thread (``threads`` is ignored)
+    instead of the wall clock on ``threads`` threads.
     """
+    if cpu_time:
+        threads = 1
     import onnxruntime as ort
     from bench import interleaved
 
@@ -134,23 +158,52 @@ def rows(batches=(1, 8), threads: int = 2, runs: int = 10, warmup: int = 2, size
             x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
             calls = {k: (lambda e=e: e.run({"input": x})) for k, e in engines.items()}
             calls.update({k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()})
-            samples = interleaved(calls, runs, warmup, settle_s=settle, seed=seed)
+            if cpu_time:
+                samples = cpu_time_samples(calls, runs, warmup, seed=seed)
+            else:
+                samples = interleaved(calls, runs, warmup, settle_s=settle, seed=seed)
             med = {k: float(np.median(v)) for k, v in samples.items()}
             for k, v in samples.items():
                 result["latency"].append({"batch": batch, "runtime": k, "median_ms": med[k],
                                           "p90_ms": float(np.percentile(v, 90)),
-                                          "vs_pyengine_unpruned": med[k] / med["pyengine unpruned"]})
+                                          "vs_pyengine_unpruned": med[k] / med["pyengine unpruned"],
+                                          "clock": "cpu, 1 thread" if cpu_time else f"wall, {threads} threads"})
         if layers:
-            x = rng.standard_normal((batches[0], 3, size, size), dtype=np.float32)
-            for k, e in engines.items():
-                for layer in e.profile({"input": x}, runs=max(3, runs // 2)):
-                    if layer.get("flops"):
-                        result["layers"].append({"engine": k, "name": layer["name"], "op": layer.get("op", ""),
-                                                 "ms": layer["ms"], "flops": layer["flops"]})
+            result["layers"] = layer_rows(engines, rng.standard_normal((batches[0], 3, size, size), dtype=np.float32),
+                                          runs)
         return result
     finally:
         if own_tmp is not None:
             own_tmp.cleanup()
+
+
+def layer_rows(engines: dict, x: np.ndarray, runs: int) -> list:
+    """Per layer of the pruned engine: the best-of-``runs`` profile time of
+    both engines, their FLOPs (the profile's counts, 2 per multiply-add) and
+    what the pruned layer would take at the unpruned layer's GFLOP/s
+    (``ideal_ms``). Their sums split the gap between speed-up and FLOP
+    reduction into kernel efficiency lost on the narrowed shapes
+    (ms - ideal_ms) and the mix of layers (pruning removes FLOPs unevenly
+    from layers that run at different GFLOP/s)."""
+    best = {}
+    for k, e in engines.items():
+        b = {}
+        for _ in range(max(3, runs)):
+            for layer in e.profile({"input": x}, runs=1):
+                prev = b.get(layer["name"])
+                if prev is None or layer["ms"] < prev["ms"]:
+                    b[layer["name"]] = layer
+        best[k] = b
+    out = []
+    for name, p in best["pyengine pruned"].items():
+        u = best["pyengine unpruned"].get(name)
+        if u is None:
+            continue
+        ideal = p["ms"] if not u.get("flops") else (p.get("flops") or 0) / (u["flops"] / u["ms"])
+        out.append({"name": name, "op": p.get("op", ""), "kernel": p.get("kernel", ""), "unpruned_ms": u["ms"],
+                    "ms": p["ms"], "unpruned_flops": u.get("flops") or 0, "flops": p.get("flops") or 0,
+                    "ideal_ms": ideal})
+    return out
 
 
 def issue_example(size: int = 224) -> dict:
@@ -202,11 +255,13 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--settle", type=float, default=0.1)
     p.add_argument("--layers", action="store_true", help="per-conv GFLOP/s of both pyengine engines")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="process CPU time on 1 thread instead of the wall clock (for a machine shared with other jobs)")
     args = p.parse_args(argv)
     res = rows(tuple(int(b) for b in args.batches.split(",")), args.threads, args.runs, args.warmup, args.size,
-               args.settle, layers=args.layers)
-
-    print(f"## Pruned ResNet-50 ({args.size}x{args.size}, {args.threads} threads, {args.runs} interleaved runs)\n")
+               args.settle, layers=args.layers, cpu_time=args.cpu_time)
+    clock = "CPU time, 1 thread" if args.cpu_time else f"wall clock, {args.threads} threads"
+    print(f"## Pruned ResNet-50 ({args.size}x{args.size}, {clock}, {args.runs} interleaved runs)\n")
     print("| model | graph | ONNX params | Conv/Gemm params | GMACs/image |")
     print("|---|---|---:|---:|---:|")
     for r in res["model"]:
@@ -230,10 +285,19 @@ def main(argv=None) -> int:
               f"({100 * speed / flop_ratio:.0f}% of the FLOP reduction); pyengine pruned vs ort pruned "
               f"{med['pyengine pruned'] / med['ort pruned']:.2f}x")
     if res["layers"]:
-        print("\n| engine | layer | ms | GFLOP/s |")
-        print("|---|---|---:|---:|")
-        for r in res["layers"]:
-            print(f"| {r['engine']} | {r['name'][:40]} | {r['ms']:.3f} | {r['flops'] / r['ms'] / 1e6:.1f} |")
+        ls = res["layers"]
+        tu, tp, ti = (sum(r[k] for r in ls) for k in ("unpruned_ms", "ms", "ideal_ms"))
+        fu, fp = sum(r["unpruned_flops"] for r in ls), sum(r["flops"] for r in ls)
+        print(f"\nper-layer profile (best of {max(3, args.runs)}, batch {res['latency'][0]['batch']}): "
+              f"layers sum {tu:.2f} -> {tp:.2f} ms ({tu / tp:.2f}x) for {fu / fp:.2f}x fewer FLOPs; at the "
+              f"unpruned layers' own GFLOP/s the pruned layers would take {ti:.2f} ms ({tu / ti:.2f}x): "
+              f"{tp - ti:+.2f} ms is kernel efficiency on the narrowed shapes, the rest is the layer mix\n")
+        print("| layer | kernel | unpruned ms | pruned ms | at unpruned GFLOP/s | FLOPs ratio |")
+        print("|---|---|---:|---:|---:|---:|")
+        for r in sorted(ls, key=lambda r: r["ms"] - r["ideal_ms"], reverse=True)[:12]:
+            ratio = r["unpruned_flops"] / r["flops"] if r["flops"] else float("nan")
+            print(f"| {r['name'][:40]} | {r['kernel'][:36]} | {r['unpruned_ms']:.3f} | {r['ms']:.3f} | "
+                  f"{r['ideal_ms']:.3f} | {ratio:.2f}x |")
     ex = issue_example(args.size)
     print(f"\n## Issue 12's example: zoo ResNet-18, half the scales of six BNs zeroed ({ex['zeroed_scales']} "
           f"scales)\n")
