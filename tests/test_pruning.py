@@ -361,6 +361,18 @@ def test_depthwise_constant_input_with_padding_refused():
     assert has_reason(rep, "channel 2 of 'd' is not a constant"), reasons(rep)
 
 
+def test_depthwise_multiplier_refused():
+    """group == Cin with two outputs per group: a channel cannot leave alone."""
+    c = 4
+    w, b = zero_rows(weight(c, 3, 1, 1), weight(c), [1], [-0.5])
+    inits = {"w": w, "b": b, "dw": weight(2 * c, 1, 3, 3), "v": weight(3, 2 * c, 1, 1)}
+    nodes = [node("Conv", ["x", "w", "b"], "c"), node("Relu", ["c"], "r"),
+             node("Conv", ["r", "dw"], "d", group=c, pads=[1, 1, 1, 1]), node("Conv", ["d", "v"], "y")]
+    g, rep, removed = prune(make_model(nodes, {"x": ["N", 3, 6, 6]}, ["y"], inits))
+    assert removed == 0
+    assert has_reason(rep, "grouped node 'd' (Conv) (group 4)"), reasons(rep)
+
+
 def test_depthwise_constant_input_unpadded_folds():
     c = 6
     w, b = zero_rows(weight(c, 3, 1, 1), weight(c), [2, 5], [0.8, 0.3])
