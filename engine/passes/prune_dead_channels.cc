@@ -444,7 +444,7 @@ std::string channel_problem(const Plan& pl, int64_t o) {
   return "";
 }
 
-// New weight/bias constants for one conv or gemm member.
+// The given rows of a weight (first axis), in order.
 std::vector<float> gather_rows(const Tensor& w, const std::vector<int64_t>& rows) {
   int64_t per = w.dim(0) ? w.numel() / w.dim(0) : 0;
   std::vector<float> out;
