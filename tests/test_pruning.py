@@ -205,6 +205,7 @@ def test_refusals(case, reason):
     w, b = zero_rows(weight(c, 3, 3, 3), weight(c), [1, 4], [-0.1, -0.2])
     if case == "all":
         w[:] = 0.0
+        b[0] = 0.5  # some channel nonzero after the Relu, so the output is not all zero
     inits = {"w": w, "b": b, "v": weight(4, c // (2 if case == "grouped" else 1), 1, 1)}
     nodes = [node("Conv", ["x", "w", "b"], "c", pads=[1, 1, 1, 1]), node("Relu", ["c"], "r")]
     outputs = ["y"]
