@@ -550,9 +550,10 @@ def test_prune_dead_channels():
     assert shapes[convs[0].input[1]][0] == 4 and shapes[convs[1].input[1]][1] == 4
 
 
+# More rules and refusals (constants folded into biases, residual stages,
+# depthwise groups) are in test_pruning.py.
 @pytest.mark.parametrize("between, reason", [
-    ("sigmoid", "not a Conv or an activation with act(0) = 0"),
-    ("add", "has other users or is a graph output"),
+    ("sigmoid", "is the constant 0.5 (not 0) where padded node 'y' (Conv) reads it"),
 ])
 def test_prune_dead_channels_refusals(between, reason):
     g, rep, _ = run_passes(dead_channel_model(between), ["prune_dead_channels"])

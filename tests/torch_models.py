@@ -149,3 +149,50 @@ def register(family: Family) -> Family:
 
 register(Family("resnet50", lambda full: randomize_(resnet50(1000 if full else 10)),
                 (3, 64, 64), (3, 224, 224), notes="torchvision layout"))
+
+
+# ---------------------------------------------------------------------------
+# Pruned ResNet-50 (prune)
+#
+# A ResNet-50 as network slimming / polarization pruning leaves it: half the
+# BN scales (gamma) of every BN inside a residual branch before the last one
+# (bn1, bn2 of each bottleneck) are exactly zero, their betas kept (both
+# signs), and in layer2 and layer3 half the channels of the residual stream
+# are pruned too: the same channels of every block's bn3 and of the stage's
+# downsample BN, so the whole stage agrees on them. The optimizer's
+# prune_dead_channels removes what that makes constant.
+
+
+@torch.no_grad()
+def polarize_(model, seed=0, fraction=0.5, stream_stages=("layer2", "layer3")):
+    """Zeroes ``fraction`` of the BN scales of ``model`` (a ``ResNet``) in place;
+    returns it. bn1/bn2 of every bottleneck: a random subset each; the residual
+    stream of ``stream_stages``: one random subset per stage, zeroed in every
+    block's bn3 and the downsample BN. Betas stay as they are."""
+    gen = torch.Generator().manual_seed(seed + 1000)
+
+    def pick(c):
+        return torch.randperm(c, generator=gen)[: int(round(fraction * c))]
+
+    for stage_name in ("layer1", "layer2", "layer3", "layer4"):
+        stage = getattr(model, stage_name)
+        stream = pick(stage[0].bn3.num_features) if stage_name in stream_stages else None
+        for block in stage:
+            for bn in (block.bn1, block.bn2):
+                bn.weight[pick(bn.num_features)] = 0.0
+            if stream is not None:
+                block.bn3.weight[stream] = 0.0
+                if block.downsample is not None:
+                    block.downsample[1].weight[stream] = 0.0
+    return model
+
+
+def resnet50_pruned(full=False, pruned=True, seed=0):
+    """The polarization-pruned ResNet-50 (``pruned=False``: the same weights
+    without the zeroed scales, the unpruned baseline)."""
+    model = randomize_(resnet50(1000 if full else 10), seed=seed)
+    return polarize_(model, seed=seed) if pruned else model
+
+
+register(Family("resnet50_pruned", lambda full: resnet50_pruned(full), (3, 64, 64), (3, 224, 224),
+                notes="polarization-pruned: 50% of bn1/bn2 scales zero, layer2/3 stream halved"))

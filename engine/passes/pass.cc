@@ -62,6 +62,21 @@ void Rewriter::set_constant(Value* v, std::shared_ptr<const Tensor> t) {
 
 void Rewriter::set_input(Node* n, int index, Value* v) { g_.set_input(n, index, v); }
 
+void Rewriter::set_inputs(Node* n, const std::vector<Value*>& inputs) { g_.set_inputs(n, inputs); }
+
+void Rewriter::narrow(Value* v, const Shape& shape) {
+  ENGINE_CHECK(!v->is_constant() && !v->is_graph_input() && !v->is_graph_output(), record_.pattern,
+               ": narrowing '", v->name(), "', which is not an intermediate value");
+  ENGINE_CHECK(!v->has_shape() || v->shape().size() == shape.size(), record_.pattern, ": narrowing '", v->name(),
+               "' ", shape_str(v->shape()), " to ", shape_str(shape), " changes its rank");
+  v->set_shape(shape);
+}
+
+void Rewriter::changed(const Node* n) {
+  record_.removed.push_back(n->name());
+  record_.added.push_back(n->name());
+}
+
 void Rewriter::set_attr(Node* n, const std::string& name, Attribute a) { n->set_attr(name, std::move(a)); }
 
 void Rewriter::remove(Node* n) {

@@ -117,6 +117,15 @@ class Rewriter {
   // Makes a value whose producer was removed a constant (folding).
   void set_constant(Value* v, std::shared_ptr<const Tensor> t);
   void set_input(Node* n, int index, Value* v);
+  void set_inputs(Node* n, const std::vector<Value*>& inputs);
+  // Gives a computed value a new shape in place. Only for rewrites that
+  // change its producer and every reader consistently in the same rewrite
+  // (channel pruning narrows whole residual stages this way); a dtype change
+  // or a rank change is a pattern bug (kInternal).
+  void narrow(Value* v, const Shape& shape);
+  // Records a node rewritten in place (inputs or attributes changed) in the
+  // log, as removed and added under the same name.
+  void changed(const Node* n);
   void set_attr(Node* n, const std::string& name, Attribute a);
   // Detaches and deletes the node; its outputs must be unused by then (or
   // replaced), else the graph would read a value nobody computes.
