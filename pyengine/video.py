@@ -815,6 +815,7 @@ class _Loop:
             return
         self._closed = True
         self._stop.set()
+        self._buffer.clear()
         if not self._pipelined:
             self._gen.close()
             return
