@@ -48,12 +48,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import (BackendUnavailableError, DTypeError, InternalError, InvalidArgumentError, PyengineError,
-                     ShapeError)
+from .errors import BackendUnavailableError, DTypeError, InternalError, InvalidArgumentError, ShapeError
 
 __all__ = ["VideoFile", "Capture", "Frames", "as_source", "FrameTransform", "default_transform",
-           "ClipAssembler", "Result", "StreamStats", "VideoStream", "stream", "write_video", "moving_shapes",
-           "panning"]
+           "ClipAssembler", "Result", "StreamStats", "VideoStream", "stream", "check_options", "write_video",
+           "moving_shapes", "panning"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -502,6 +501,39 @@ def _layout(engine, transform) -> _Layout:
     return _Layout(clips, shape[2] if clips else None, size, False, spec.name, np.dtype(spec.dtype))
 
 
+def check_options(engine, *, clip=None, stride=None, sample_rate=1, partial="drop", transform=None, max_batch=8,
+                  max_wait=0.05, **_):
+    """Validates :func:`stream`'s options for an engine (raises as stream would)."""
+    _configure(engine, clip, stride, sample_rate, partial, transform, max_batch, max_wait)
+
+
+def _configure(engine, clip, stride, sample_rate, partial, transform, max_batch, max_wait):
+    """(layout, clip arguments or None, transform or None) for stream's options."""
+    if transform is not None and not callable(transform):
+        raise InvalidArgumentError(f"transform must be callable, got {type(transform).__name__}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
+        raise InvalidArgumentError(f"max_batch must be a positive integer, got {max_batch!r}")
+    if not isinstance(max_wait, (int, float)) or max_wait < 0:
+        raise InvalidArgumentError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
+    layout = _layout(engine, transform)
+    if layout.clips:
+        length = clip if clip is not None else layout.length
+        if length is None:
+            raise InvalidArgumentError(f"input '{layout.input_name}' has a dynamic clip length: pass clip=")
+        if layout.length is not None and length != layout.length:
+            raise ShapeError(f"clip={length}, but input '{layout.input_name}' takes clips of "
+                             f"{layout.length} frames")
+        ClipAssembler(length, stride, sample_rate, partial)  # validates the arguments
+        clip_args = (length, stride, sample_rate, partial)
+    else:
+        if clip is not None or stride is not None:
+            raise InvalidArgumentError(f"clip/stride are for 3-D models; input '{layout.input_name}' "
+                                       "takes single frames (N, C, H, W)")
+        clip_args = None
+    transform = None if layout.uint8 else (transform or FrameTransform(layout.size))
+    return layout, clip_args, transform
+
+
 # -- the loop ----------------------------------------------------------------------
 class VideoStream:
     """An iterator of :class:`Result` over one or several sources; see
@@ -555,29 +587,9 @@ class _Loop:
 
     def __init__(self, engine, sources, *, clip=None, stride=None, sample_rate=1, partial="drop", transform=None,
                  max_batch=8, max_wait=0.05, queue_size=None, realtime=False, pipelined=True):
-        if transform is not None and not callable(transform):
-            raise InvalidArgumentError(f"transform must be callable, got {type(transform).__name__}")
-        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
-            raise InvalidArgumentError(f"max_batch must be a positive integer, got {max_batch!r}")
-        if not isinstance(max_wait, (int, float)) or max_wait < 0:
-            raise InvalidArgumentError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
         self.engine = engine
-        self.layout = _layout(engine, transform)
-        if self.layout.clips:
-            length = clip if clip is not None else self.layout.length
-            if length is None:
-                raise InvalidArgumentError(f"input '{self.layout.input_name}' has a dynamic clip length: pass clip=")
-            if self.layout.length is not None and length != self.layout.length:
-                raise ShapeError(f"clip={length}, but input '{self.layout.input_name}' takes clips of "
-                                 f"{self.layout.length} frames")
-            ClipAssembler(length, stride, sample_rate, partial)  # validates the arguments
-            self._clip_args = (length, stride, sample_rate, partial)
-        else:
-            if clip is not None or stride is not None:
-                raise InvalidArgumentError(f"clip/stride are for 3-D models; input '{self.layout.input_name}' "
-                                           "takes single frames (N, C, H, W)")
-            self._clip_args = None
-        self.transform = None if self.layout.uint8 else (transform or FrameTransform(self.layout.size))
+        self.layout, self._clip_args, self.transform = _configure(engine, clip, stride, sample_rate, partial,
+                                                                  transform, max_batch, max_wait)
         self.max_batch, self.max_wait, self.realtime = int(max_batch), float(max_wait), bool(realtime)
         self._streams = [_StreamState(s) for s in sources]
         if not self._streams:
