@@ -908,6 +908,11 @@ def _sources(source):
         for i, s in enumerate(srcs):
             if not isinstance(source[i], (str, bytes, os.PathLike, _Source)):
                 s.name = f"{s.name}{i}"
+        seen = collections.Counter()
+        for i, s in enumerate(srcs):  # the same file twice: "a.mp4" and "a.mp4#1"
+            seen[s.name] += 1
+            if seen[s.name] > 1:
+                s.name = f"{s.name}#{seen[s.name] - 1}"
         return srcs
     return [as_source(source)]
 
