@@ -58,6 +58,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _CAP_PROP_POS_MSEC, _CAP_PROP_FPS, _CAP_PROP_FRAME_COUNT = 0, 5, 7  # OpenCV's property ids
+_LATENCY_WINDOW = 10000  # latency percentiles cover a stream's most recent results (bounded memory)
 
 
 # -- sources ------------------------------------------------------------------
@@ -418,7 +419,8 @@ class StreamStats:
         results: samples that came out of the engine. dropped: samples dropped
             because the queue was full (realtime mode only).
         elapsed_s: from the stream's start to its last result.
-        fps: frames / elapsed_s. latency_ms: p50, p90, p99 of arrival -> result.
+        fps: frames / elapsed_s. latency_ms: p50, p90, p99 of arrival -> result
+            (over the stream's last 10000 results).
     """
 
     name: str
@@ -438,7 +440,7 @@ class _StreamState:
         self.start = None
         self.last = None
         self.frames = self.samples = self.results = self.dropped = 0
-        self.latencies = []
+        self.latencies = collections.deque(maxlen=_LATENCY_WINDOW)
 
 
 class _Sample:
@@ -575,7 +577,10 @@ class VideoStream:
     def __del__(self):
         loop = getattr(self, "_loop", None)
         if loop is not None:
-            loop.close()
+            try:
+                loop.close()
+            except Exception:  # interpreter shutdown: nothing left to stop
+                pass
 
     def stats(self) -> dict:
         """stream name -> :class:`StreamStats` (so far)."""
@@ -724,8 +729,9 @@ class _Loop:
         return False
 
     def _decode_worker(self, s):
+        samples = self._samples(s)
         try:
-            for smp in self._samples(s):
+            for smp in samples:
                 smp.ready = time.perf_counter()
                 s.samples += 1
                 if self.realtime:
@@ -740,6 +746,8 @@ class _Loop:
         except BaseException as exc:  # noqa: B902 -- handed to the consumer
             _note(exc, f"pyengine.video: raised while reading stream '{s.name}'")
             self._put(self._q, _Failure(exc))
+        finally:
+            samples.close()  # closes the source (a PyAV container) in this thread
 
     def _infer_worker(self):
         pending = None
