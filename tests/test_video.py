@@ -267,8 +267,8 @@ def test_batching_max_batch_and_wait():
     np.testing.assert_array_equal(np.concatenate(eng.batches), V.FrameTransform((8, 8))(frames))
     # A slow source and no waiting: each sample runs alone as soon as it is ready.
     eng = FakeEngine()
-    list(V.stream(eng, _slow(frames[:6], 0.03), max_batch=4, max_wait=0.0))
-    assert [len(b) for b in eng.batches] == [1] * 6
+    list(V.stream(eng, _slow(frames[:5], 0.08), max_batch=4, max_wait=0.0))
+    assert [len(b) for b in eng.batches] == [1] * 5
     # A slow source and a generous budget: batches still fill.
     eng = FakeEngine()
     list(V.stream(eng, _slow(frames[:8], 0.01), max_batch=4, max_wait=2.0))
