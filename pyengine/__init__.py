@@ -29,3 +29,4 @@ from .engine import Engine, TensorSpec  # noqa: E402,F401
 from .export import check_tensorrt, export  # noqa: E402,F401
 from .optimizer import optimize  # noqa: E402,F401
 from .quantize import quantize  # noqa: E402,F401
+from . import video  # noqa: E402,F401  (streaming; PyAV is imported only to read video files)

@@ -1,4 +1,4 @@
-"""The `pyengine` command line: demo, build, run, profile, compare, inspect, export-triton.
+"""The `pyengine` command line: demo, build, run, profile, compare, inspect, video, export-triton.
 
 Every command fails with a one-line message (no traceback) and a non-zero
 exit code on a missing file, a bad model or a bad option.
@@ -547,6 +547,87 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def _expected_results(sources, clip_args, total_frames) -> int | None:
+    """How many results the streams will give (for the progress bar), or None if unknown."""
+    if total_frames is None:
+        return None
+    if clip_args is None:
+        return total_frames
+    n = 0
+    length, stride, rate, partial = clip_args
+    stride = stride or length * rate
+    span = (length - 1) * rate
+    for src in sources:
+        f = src.frame_count or 0
+        full = (f - span - 1) // stride + 1 if f > span else 0
+        n += full + (1 if partial == "pad" and full * stride < f else 0)
+    return n
+
+
+def cmd_video(args) -> int:
+    import time
+
+    from . import video
+
+    engine = load_engine(args.model, None, args.threads)
+    sources = [video.VideoFile(_check_file(p)) for p in args.inputs]
+    transform = None
+    if args.mean or args.std:
+        layout = video._layout(engine, None)
+        if layout.uint8:
+            raise InvalidArgumentError("--mean/--std: this engine preprocesses its input itself")
+        transform = video.FrameTransform(layout.size, _parse_list(args.mean or "0.485,0.456,0.406", float),
+                                         _parse_list(args.std or "0.229,0.224,0.225", float))
+    t0 = time.perf_counter()
+    results = video.stream(engine, sources, clip=args.clip, stride=args.stride, sample_rate=args.sample_rate,
+                           partial=args.partial, transform=transform, max_batch=args.batch, max_wait=args.max_wait,
+                           realtime=args.realtime, pipelined=not args.sequential)
+    loop = results._loop
+    frames = [s.frame_count for s in sources]
+    total = _expected_results(sources, loop._clip_args, None if None in frames else sum(frames))
+    bar = None
+    if not args.no_progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="clip" if loop._clip_args else "frame", desc="pyengine video",
+                       file=sys.stderr)
+        except ImportError:
+            pass
+    out = open(args.json, "w") if args.json else None
+    count = 0
+    try:
+        with results:
+            for r in results:
+                count += 1
+                if out is not None:
+                    out.write(json.dumps({"stream": r.stream, "index": r.index, "timestamp": r.timestamp,
+                                          "padded": r.padded,
+                                          "topk": [{"class": c, "score": v} for c, v in r.topk(args.topk)]}) + "\n")
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if out is not None:
+            out.close()
+    wall = time.perf_counter() - t0
+    stats = results.stats()
+    nframes = sum(s.frames for s in stats.values())
+    kind = "clips" if loop._clip_args else "frames"
+    mode = "sequential" if args.sequential else "pipelined"
+    print(f"{os.path.basename(args.model)} ({engine.backend}/{engine.precision}, {engine.num_threads} threads), "
+          f"{mode}, batch <= {args.batch}: {nframes} frames decoded, {count} {kind} run in {wall:.2f} s: "
+          f"{nframes / wall:.1f} frames/s, {count / wall:.1f} {kind}/s")
+    for s in stats.values():
+        lat = "  ".join(f"{k} {v:.1f} ms" for k, v in s.latency_ms.items())
+        print(f"  {s.name}: {s.frames} frames, {s.results} results, {s.fps:.1f} frames/s, latency {lat}, "
+              f"dropped {s.dropped}")
+    if out is not None:
+        print(f"wrote {count} JSON lines to {args.json}")
+    return EXIT_OK
+
+
 def cmd_export_triton(args) -> int:
     from .integrations.triton import export_repository
 
@@ -649,6 +730,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.add_argument("--no-optimize", action="store_true")
     i.set_defaults(fn=cmd_inspect)
+
+    v = sub.add_parser("video", help="run a model over video files (frames or clips), batched and pipelined")
+    v.add_argument("model", help="a plan file or an .onnx model")
+    v.add_argument("inputs", nargs="+", help="video files; several are batched together (results tagged by file)")
+    v.add_argument("--clip", type=int, help="frames per clip, 3-D models (default: the model's T)")
+    v.add_argument("--stride", type=int, help="source frames between clip starts (default: clip x sample rate)")
+    v.add_argument("--sample-rate", type=int, default=1, help="take every k-th frame into a clip")
+    v.add_argument("--partial", choices=("drop", "pad"), default="drop",
+                   help="the last incomplete clip: drop it, or pad it by repeating its last frame")
+    v.add_argument("--batch", type=int, default=8, help="max batch (frames or clips of all streams)")
+    v.add_argument("--max-wait", type=float, default=0.05, help="seconds a batch waits for more samples")
+    v.add_argument("--mean", help="per-channel mean after /255 (default ImageNet's 0.485,0.456,0.406)")
+    v.add_argument("--std", help="per-channel std (default ImageNet's 0.229,0.224,0.225)")
+    v.add_argument("--topk", type=int, default=5, help="classes per result in --json")
+    v.add_argument("--json", help="write one JSON line per result: stream, index, timestamp, topk")
+    v.add_argument("--threads", type=int, default=0, help="engine threads (0: all cores)")
+    v.add_argument("--sequential", action="store_true", help="decode and infer in one thread (no pipelining)")
+    v.add_argument("--realtime", action="store_true", help="drop samples when the inference queue is full")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar (tqdm)")
+    v.set_defaults(fn=cmd_video)
 
     t = sub.add_parser("export-triton", help="write a Triton Inference Server model repository entry")
     t.add_argument("model", help="a pyengine plan (CPU or TensorRT) or an ONNX model")

@@ -1,6 +1,6 @@
-"""pyengine.integrations.ray: the map_batches class, alone and on a local Ray
+"""pyengine.integrations.ray: the map_batches classes, alone and on a local Ray
 instance (issue 14, item 2). Ray's results must equal a plain loop that reads
-the same files and calls engine.run on one image at a time."""
+the same files and calls engine.run on one image (or one video clip) at a time."""
 
 import os
 
@@ -10,7 +10,7 @@ import pytest
 
 import pyengine
 from pyengine import zoo
-from pyengine.integrations.ray import ImagePreprocess, PyengineMapper
+from pyengine.integrations.ray import ImagePreprocess, PyengineMapper, VideoMapper
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -171,3 +171,94 @@ def _logits(table):
     col = table["logits"].combine_chunks()
     storage = getattr(col, "storage", col)
     return np.asarray(storage.to_pylist(), dtype=np.float32)
+
+
+# -- a folder of videos (pyengine.video) -------------------------------------------
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    pytest.importorskip("av", reason="reading videos needs PyAV: pip install av")
+    import pyengine.video as V
+
+    folder = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng()
+    for i, n in enumerate((21, 14, 30)):  # clips of 8 every 4 frames: 4, 2 and 6 clips
+        V.write_video(folder / f"{i}.mp4", V.moving_shapes(n, 40, 48, seed=int(rng.integers(1 << 30))))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plan3d(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ray_plan3d") / "r2plus1d.plan")
+    pyengine.build(zoo.build_model("r2plus1d"), backend="cpu", num_threads=1).save(path)
+    return path
+
+
+def _video_plain_loop(folder, plan):
+    """(file name, first frame) -> (logits, timestamp): PyAV decode, the default
+    transform, clips of 8 frames every 4 assembled by hand, engine.run per clip."""
+    import av
+    import pyengine.video as V
+
+    engine = pyengine.load(plan, num_threads=1)
+    transform = V.FrameTransform((32, 32))
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        with av.open(os.path.join(folder, name)) as c:
+            decoded = [(f.to_ndarray(format="rgb24"), f.time) for f in c.decode(video=0)]
+        x = transform(np.stack([f for f, _ in decoded]))
+        for start in range(0, len(x) - 7, 4):
+            clip = x[start:start + 8].transpose(1, 0, 2, 3)[None]
+            out[(name, start)] = (engine.run({"input": clip})["output"][0], decoded[start][1])
+    return out
+
+
+def test_video_mapper_equals_plain_loop(videos, plan3d):
+    ref = _video_plain_loop(videos, plan3d)
+    paths = np.array(sorted(str(p) for p in videos.iterdir()))
+    out = VideoMapper(plan3d, stride=4)({"path": paths, "id": np.arange(len(paths))})
+    assert sorted(out) == ["class", "id", "index", "logits", "path", "timestamp"]
+    assert len(out["path"]) == len(ref) == 12
+    for p, i, t, logits, c, vid in zip(out["path"], out["index"], out["timestamp"], out["logits"], out["class"],
+                                       out["id"]):
+        r, ts = ref[(os.path.basename(p), i)]
+        np.testing.assert_allclose(logits, r, rtol=1e-5, atol=1e-5)
+        assert c == r.argmax() and t == pytest.approx(ts) and paths[vid] == p
+    empty = VideoMapper(plan3d, stride=4)({"path": np.array([], dtype=object)})
+    assert empty["logits"].shape == (0, 10) and len(empty["index"]) == 0
+    with pytest.raises(pyengine.ShapeError, match="clip=6"):
+        VideoMapper(plan3d, clip=6)
+    with pytest.raises(pyengine.InvalidArgumentError, match="no column 'path'"):
+        VideoMapper(plan3d)({"file": paths})
+
+
+def test_ray_videos_equal_plain_loop(ray_local, videos, plan3d, tmp_path):
+    import signal
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(300)
+    try:
+        import pyarrow.parquet as pq
+
+        ray = ray_local
+        out_dir = str(tmp_path / "video_predictions")
+        paths = sorted(str(p) for p in videos.iterdir())
+        ds = ray.data.from_items([{"path": p} for p in paths])
+        preds = ds.map_batches(VideoMapper, fn_constructor_kwargs={"model": plan3d, "stride": 4},
+                               compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1, batch_size=1,
+                               batch_format="numpy")
+        preds.write_parquet(out_dir)
+        table = pq.read_table(out_dir)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    ref = _video_plain_loop(videos, plan3d)
+    assert sorted(table.column_names) == ["class", "index", "logits", "path", "timestamp"]
+    got = {(os.path.basename(p), i): (l, c, t) for p, i, l, c, t in zip(
+        table["path"].to_pylist(), table["index"].to_pylist(), _logits(table), table["class"].to_pylist(),
+        table["timestamp"].to_pylist())}
+    assert sorted(got) == sorted(ref)
+    for key, (r, ts) in ref.items():
+        logits, cls, t = got[key]
+        np.testing.assert_allclose(logits, r, rtol=1e-5, atol=1e-5, err_msg=str(key))
+        assert cls == r.argmax() and t == pytest.approx(ts), key

@@ -16,10 +16,18 @@ the engine once, in ``__init__``, and then runs every batch it is given::
 
 Images are (N, C, H, W) batches, clips for 3-D models (N, C, T, H, W); the
 rank must match the engine's input. This module does not import ray: the
-mapper is a plain class (it runs on a dict of numpy arrays, with or without
+mappers are plain classes (they run on a dict of numpy arrays, with or without
 Ray), so ``pip install pyengine[ray]`` is needed only for the Dataset side.
-Video files are not read here yet (pyengine has no video API so far): decode
-clips yourself into an (N, C, T, H, W) column.
+
+A folder of videos goes through :class:`VideoMapper`: a column of file paths
+in, one row per clip (3-D models) or frame (2-D models) out, decoded, cut into
+clips and run by :mod:`pyengine.video`::
+
+    paths = sorted(glob.glob("videos/*.mp4"))
+    ds = ray.data.from_items([{"path": p} for p in paths])
+    preds = ds.map_batches(VideoMapper, fn_constructor_kwargs={"model": "r2plus1d.plan", "stride": 4},
+                           concurrency=2, batch_size=1, batch_format="numpy")
+    preds.write_parquet("video_predictions/")    # path, index, timestamp, logits, class
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, ShapeError
 
-__all__ = ["ImagePreprocess", "PyengineMapper"]
+__all__ = ["ImagePreprocess", "PyengineMapper", "VideoMapper"]
 
 
 class ImagePreprocess:
@@ -174,4 +182,69 @@ class PyengineMapper:
         out[self.output_column] = y
         if self.class_column is not None:
             out[self.class_column] = y.reshape(len(y), -1).argmax(axis=1).astype(np.int64)
+        return out
+
+
+class VideoMapper:
+    """A ``map_batches`` class that runs a pyengine engine over video files.
+
+    Each call takes a batch whose ``column`` holds video file paths, streams
+    each file through :func:`pyengine.video.stream` (PyAV decoding, clip
+    assembly, the default or given transform, batched inference) and returns
+    one row per result: ``path``, ``index`` (the clip's first frame, or the
+    frame), ``timestamp`` (seconds; NaN where the file has none), the output
+    column and the top-1 class. The batch's other columns are repeated on
+    each of their file's rows. The engine is built or loaded once per actor.
+
+    Args:
+        model: a plan file, an .onnx file or an ``onnx.ModelProto`` (as
+            :class:`PyengineMapper`).
+        column: the column of video paths.
+        clip, stride, sample_rate, partial, transform, max_batch, pipelined:
+            as in :func:`pyengine.video.stream`.
+        output_column, class_column: names of the logits and top-1 columns
+            (class_column None: no class column).
+        num_threads: CPU threads per actor.
+        build_options: passed to :func:`pyengine.build` for ONNX models.
+    """
+
+    def __init__(self, model, column: str = "path", clip: int | None = None, stride: int | None = None,
+                 sample_rate: int = 1, partial: str = "drop", transform=None, max_batch: int = 8,
+                 pipelined: bool = True, output_column: str = "logits", class_column: str | None = "class",
+                 num_threads: int = 1, build_options: dict | None = None):
+        from .. import video
+
+        self.engine = _open_engine(model, num_threads, dict(build_options or {}))
+        self.options = dict(clip=clip, stride=stride, sample_rate=sample_rate, partial=partial,
+                            transform=transform, max_batch=max_batch, pipelined=pipelined)
+        video.check_options(self.engine, **self.options)  # bad options fail here, once per actor
+        self.column, self.output_column, self.class_column = column, output_column, class_column
+        out = self.engine.outputs[0]
+        self._row_shape = tuple(1 if d is None else d for d in (out.shape or (None, 1))[1:])
+
+    def __call__(self, batch: dict) -> dict:
+        from .. import video
+
+        if self.column not in batch:
+            raise InvalidArgumentError(f"the batch has no column '{self.column}' (it has {sorted(batch)}); "
+                                       f"pass column= to name the column of video paths")
+        paths, index, stamps, rows, counts = [], [], [], [], []
+        for p in batch[self.column]:
+            path = p.decode() if isinstance(p, bytes) else str(p)
+            n = 0
+            with video.stream(self.engine, path, **self.options) as results:
+                for r in results:
+                    paths.append(path)
+                    index.append(r.index)
+                    stamps.append(np.nan if r.timestamp is None else r.timestamp)
+                    rows.append(r.output)
+                    n += 1
+            counts.append(n)
+        logits = np.stack(rows) if rows else np.zeros((0,) + self._row_shape, np.float32)
+        out = {k: np.repeat(np.asarray(v), counts, axis=0) for k, v in batch.items() if k != self.column}
+        out.update({"path": np.asarray(paths, dtype=object), "index": np.asarray(index, np.int64),
+                    "timestamp": np.asarray(stamps, np.float64), self.output_column: logits})
+        if self.class_column is not None:
+            flat = logits.reshape(len(logits), int(np.prod(logits.shape[1:])))
+            out[self.class_column] = flat.argmax(axis=1).astype(np.int64) if len(flat) else np.zeros(0, np.int64)
         return out
