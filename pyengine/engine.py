@@ -93,6 +93,17 @@ class Engine:
         return dict(self._metadata)
 
     @property
+    def preprocess(self):
+        """The :class:`pyengine.Preprocess` compiled into the plan (the engine
+        then takes uint8 frames), or None."""
+        d = self._metadata.get("preprocess")
+        if d is None:
+            return None
+        from .preprocess import Preprocess
+
+        return Preprocess.from_json(d)
+
+    @property
     def precision(self) -> str:
         return self._metadata.get("precision", "fp32")
 

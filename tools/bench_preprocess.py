@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Benchmark: preprocessing inside the engine vs the same transform in numpy
+and in Pillow + numpy.
+
+The transform is the ImageNet evaluation one (shorter side 256, centre crop
+224, mean/std, HWC uint8 -> NCHW float32), on 1080p and 480p frames at batch
+1 and 8. Columns, all medians of --repeat runs in one process (same-run
+ratios; absolute times depend on the machine and its load):
+
+  engine T=k      pyengine.build(identity model, preprocess=...) on uint8
+                  frames, k threads (the model is an Identity, so this is the
+                  Preprocess op plus one output copy)
+  numpy           Preprocess.apply_numpy(frames, float32): the same
+                  separable resampling written with numpy gathers
+  pillow+numpy    per frame Image.resize(BILINEAR) (antialiased, as the
+                  engine's default), crop, then normalize and transpose in numpy
+
+Usage: python3 tools/bench_preprocess.py [--repeat 15] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import pyengine  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+
+def identity_model(h: int, w: int):
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "ident",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, h, w])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, h, w])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def pillow_numpy(frames, pre):
+    from PIL import Image
+
+    mean = np.asarray(pre.mean, np.float32)
+    std = np.asarray(pre.std, np.float32)
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        rh, rw = pre.resized_size(h, w)
+        img = Image.fromarray(f).resize((rw, rh), Image.BILINEAR)
+        ch, cw = pre.crop
+        top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+        a = np.asarray(img.crop((left, top, left + cw, top + ch)), np.float32)
+        out.append(((a / 255.0 - mean) / std).transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm-up (tables, arena)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--antialias", choices=["on", "off", "both"], default="both")
+    args = ap.parse_args(argv)
+    try:
+        import PIL  # noqa: F401
+        have_pil = True
+    except ImportError:
+        have_pil = False
+
+    sizes = {"1080p": (1080, 1920), "480p": (480, 640)}
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.antialias]
+    rng = np.random.default_rng()
+    print(f"pyengine {pyengine.__version__}, ISA {pyengine._core.cpu_info()['max_isa']}, "
+          f"median of {args.repeat} runs, ms per batch")
+    head = ["frames", "batch", "antialias"] + [f"engine T={t}" for t in args.threads] + ["numpy", "pillow+numpy",
+                                                                                         "numpy/engine", "pillow/engine"]
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    for aa in modes:
+        pre = pyengine.Preprocess.imagenet(antialias=aa)
+        engines = {t: pyengine.build(identity_model(224, 224), optimize=False, num_threads=t, preprocess=pre)
+                   for t in args.threads}
+        for label, (h, w) in sizes.items():
+            for n in args.batches:
+                frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+                eng_ms = {t: median_ms(lambda e=e: e(frames), args.repeat) for t, e in engines.items()}
+                np_ms = median_ms(lambda: pre.apply_numpy(frames, np.float32), max(3, args.repeat // 3))
+                pil_ms = (median_ms(lambda: pillow_numpy(frames, pre), max(3, args.repeat // 3))
+                          if have_pil and aa else float("nan"))
+                best = min(eng_ms.values())
+                row = [label, str(n), "on" if aa else "off"] + [f"{eng_ms[t]:.2f}" for t in args.threads]
+                row += [f"{np_ms:.1f}", "-" if pil_ms != pil_ms else f"{pil_ms:.1f}",
+                        f"{np_ms / best:.0f}x", "-" if pil_ms != pil_ms else f"{pil_ms / best:.1f}x"]
+                print(" | ".join(row), flush=True)
+    print("ratios use the fastest engine column; Pillow has no two-tap bilinear, so it runs only with antialias on")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
