@@ -79,20 +79,25 @@ class Preprocess final : public Kernel {
       uint8_t* pad = reinterpret_cast<uint8_t*>(hbuf + max_band_rows_ * row_floats);
       for (int64_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
         const int64_t img = u / bands, oy0 = (u % bands) * kBandRows, oy1 = std::min(oy0 + kBandRows, oh);
-        const int64_t r0 = yt.start[oy0], r1 = yt.start[oy1 - 1] + yt.taps;
+        const int64_t r0 = yt.start[oy0];
         const uint8_t* image = src + img * h * row_bytes;
-        for (int64_t iy = r0; iy < r1; ++iy) {
-          const uint8_t* row = image + iy * row_bytes;
-          if (avx2_ && row + row_bytes + kRowSlack > src_end) {  // the vector loads would leave the buffer
-            std::memcpy(pad, row, static_cast<size_t>(row_bytes));
-            std::memset(pad + row_bytes, 0, kRowSlack);
-            row = pad;
-          }
-          hpass(row, xt.start.data(), xt.w.data(), xt.taps, xt.stride, ow, spec_.bgr, hbuf + (iy - r0) * row_floats, ld);
-        }
-        // Output planes: [N, 3, H, W] or [N, 3, T, H, W].
         const int64_t n = img / frames_per_clip, t = img % frames_per_clip;
+        // Convert input rows as output rows first need them; rows no window
+        // touches (a two-tap downscale skips most) are never read.
+        int64_t done = r0;  // rows [r0, done) are converted
         for (int64_t oy = oy0; oy < oy1; ++oy) {
+          for (int64_t iy = std::max<int64_t>(done, yt.start[oy]); iy < yt.start[oy] + yt.taps; ++iy) {
+            const uint8_t* row = image + iy * row_bytes;
+            if (avx2_ && row + row_bytes + kRowSlack > src_end) {  // the vector loads would leave the buffer
+              std::memcpy(pad, row, static_cast<size_t>(row_bytes));
+              std::memset(pad + row_bytes, 0, kRowSlack);
+              row = pad;
+            }
+            hpass(row, xt.start.data(), xt.w.data(), xt.taps, xt.stride, ow, spec_.bgr,
+                  hbuf + (iy - r0) * row_floats, ld);
+          }
+          done = std::max<int64_t>(done, yt.start[oy] + yt.taps);
+          // Output planes: [N, 3, H, W] or [N, 3, T, H, W].
           float* planes[3];
           for (int p = 0; p < 3; ++p) planes[p] = dst + (((n * 3 + p) * frames_per_clip + t) * oh + oy) * ow;
           vpass(hbuf + (yt.start[oy] - r0) * row_floats, row_floats, yt.w.data() + oy * yt.stride, yt.taps, ow, ld,
