@@ -294,6 +294,9 @@ def parse_spec(text: str) -> Preprocess:
         key, sep, value = item.partition("=")
         if not sep:
             raise InvalidArgumentError(f"preprocess spec item {item!r} is not key=value (in {text!r})")
+        if key not in ("resize", "crop", "mean", "std", "antialias", "color", "interpolation", "layout", "input"):
+            raise InvalidArgumentError(f"unknown preprocess spec key {key!r} (in {text!r}); keys: imagenet, resize, "
+                                       f"crop, mean, std, color, interpolation, antialias, layout, input")
         try:
             if key in ("resize", "crop"):
                 parts = [int(v) for v in value.lower().split("x")]
@@ -307,11 +310,8 @@ def parse_spec(text: str) -> Preprocess:
                 if value not in ("0", "1", "true", "false"):
                     raise ValueError(value)
                 kwargs[key] = value in ("1", "true")
-            elif key in ("color", "interpolation", "layout", "input"):
-                kwargs[key] = value
             else:
-                raise InvalidArgumentError(f"unknown preprocess spec key {key!r} (in {text!r}); keys: resize, crop, "
-                                           f"mean, std, color, interpolation, antialias, layout, input")
+                kwargs[key] = value
         except ValueError:
             raise InvalidArgumentError(f"preprocess spec {key}={value!r} is malformed (in {text!r})") from None
     return Preprocess(**kwargs)

@@ -339,3 +339,39 @@ def test_json_round_trip_and_frozen():
     assert pre.crop == (224, 224) and pre.resize == 256
     with pytest.raises(Exception):
         pre.resize = 10
+
+
+def test_video_model_end_to_end():
+    """A 3-D zoo model (R(2+1)D, input [N, 3, 8, 32, 32]) fed clips of 8 BGR frames."""
+    from pyengine import zoo
+
+    model = zoo.build_model("r2plus1d")
+    pre = pyengine.Preprocess(resize=36, crop=32, layout="NCTHW", color="bgr", mean=(0.43, 0.4, 0.37),
+                              std=(0.23, 0.22, 0.22))
+    eng = pyengine.build(model, num_threads=2, preprocess=pre)
+    plain = pyengine.build(model, num_threads=2)
+    assert eng.inputs[0].shape == (None, 8, None, None, 3)
+    clips = _smooth(np.random.default_rng(), 16, 48, 64).reshape(2, 8, 48, 64, 3)
+    want = plain(pre.apply_numpy(clips))
+    np.testing.assert_allclose(eng(clips), want, rtol=1e-4, atol=np.abs(want).max() * 1e-4)
+    with pytest.raises(pyengine.ShapeError, match="'input'"):
+        eng(clips[:, :4])  # the model takes clips of 8 frames
+
+
+def test_cli_build_with_preprocess(tmp_path, capsys):
+    from pyengine import cli
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_conv_model(56, 56), str(path))
+    plan = tmp_path / "m.plan"
+    assert cli.main(["build", str(path), "-o", str(plan), "--backend", "cpu",
+                     "--preprocess", "resize=64,crop=56,mean=imagenet,std=imagenet,color=bgr"]) == 0
+    eng = pyengine.load(plan)
+    assert eng.preprocess == pyengine.Preprocess.imagenet(resize=64, crop=56, color="bgr")
+    frames = np.random.default_rng().integers(0, 256, (1, 70, 90, 3), dtype=np.uint8)
+    assert eng(frames).shape == (1, 8, 1, 1)
+    assert cli.main(["build", str(path), "-o", str(plan), "--preprocess", "size=64"]) != 0
+    assert "unknown preprocess spec key 'size'" in capsys.readouterr().err
+    assert pyengine.preprocess.parse_spec("imagenet,interpolation=nearest,antialias=0") == pyengine.Preprocess.imagenet(
+        interpolation="nearest", antialias=False)
