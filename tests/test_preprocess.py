@@ -107,7 +107,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("tier", tier_params(("ref", "avx2")))
+@pytest.mark.parametrize("tier", tier_params(("ref", "avx2", "avx512")))
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_kernel_matches_numpy_reference(case, tier):
     kwargs, sizes = CASES[case]
@@ -127,7 +127,7 @@ def test_kernel_matches_numpy_reference(case, tier):
             assert _kernel_name(eng, frames) == f"preprocess_u8_{tier}"
 
 
-@pytest.mark.parametrize("tier", tier_params(("avx2",)))
+@pytest.mark.parametrize("tier", tier_params(("avx2", "avx512")))
 def test_simd_tier_matches_reference_kernel(tier):
     """Each SIMD tier against the ref kernel on the same frames, over many
     random geometries (every tail length of the 4-pixel and 8-float loops)."""
@@ -224,7 +224,7 @@ def test_geometry_matches_torchvision_rules():
         assert noresize.output_size(h, w) == (224, 224)
 
 
-@pytest.mark.parametrize("tier", tier_params(("ref", "avx2")))
+@pytest.mark.parametrize("tier", tier_params(("ref", "avx2", "avx512")))
 def test_video_clips(tier):
     pre = pyengine.Preprocess(resize=40, crop=(32, 36), layout="NCTHW", color="bgr", mean=0.45, std=0.225)
     eng = _pre_engine(pre, (32, 36), tier)

@@ -46,14 +46,19 @@ void hpass_u8_ref(const uint8_t* row, const int32_t* start, const float* w, int 
                   bool bgr, float* out, int64_t ld);
 void hpass_u8_avx2(const uint8_t* row, const int32_t* start, const float* w, int taps, int stride, int64_t out_w,
                    bool bgr, float* out, int64_t ld);
+void hpass_u8_avx512(const uint8_t* row, const int32_t* start, const float* w, int taps, int stride, int64_t out_w,
+                     bool bgr, float* out, int64_t ld);
 
 // Vertical pass: rows k = 0 .. taps-1 start at src + k * row_stride, each
-// three planes of ld floats;
+// three planes of ld floats (ld a multiple of 16: the SIMD forms load whole
+// vectors past out_w);
 //   dst[p][o] = (sum_k wy[k] * src[k * row_stride + p * ld + o]) * scale[p] + bias[p].
 void vpass_f32_ref(const float* src, int64_t row_stride, const float* wy, int taps, int64_t out_w, int64_t ld,
                    const float* scale, const float* bias, float* const* dst);
 void vpass_f32_avx2(const float* src, int64_t row_stride, const float* wy, int taps, int64_t out_w, int64_t ld,
                     const float* scale, const float* bias, float* const* dst);
+void vpass_f32_avx512(const float* src, int64_t row_stride, const float* wy, int taps, int64_t out_w, int64_t ld,
+                      const float* scale, const float* bias, float* const* dst);
 
 std::unique_ptr<Kernel> create_preprocess(const Node& node);
 
