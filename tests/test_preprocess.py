@@ -375,3 +375,20 @@ def test_cli_build_with_preprocess(tmp_path, capsys):
     assert "unknown preprocess spec key 'size'" in capsys.readouterr().err
     assert pyengine.preprocess.parse_spec("imagenet,interpolation=nearest,antialias=0") == pyengine.Preprocess.imagenet(
         interpolation="nearest", antialias=False)
+
+
+def test_int8_build_with_preprocess():
+    """Calibration sees the float model input; the Preprocess op goes in front
+    of the quantized graph."""
+    model = _conv_model(56, 56)
+    pre = pyengine.Preprocess.imagenet(resize=64, crop=56)
+    rng = np.random.default_rng()
+    calib = rng.standard_normal((16, 3, 56, 56)).astype(np.float32)
+    eng = pyengine.build(model, precision="int8", calibration_data=calib, preprocess=pre, progress=False)
+    plain = pyengine.build(model, precision="int8", calibration_data=calib, progress=False)
+    assert eng.precision == "int8" and eng.inputs[0].dtype == np.uint8
+    frames = _frames(rng, 2, 70, 90, "smooth")
+    want = plain(pre.apply_numpy(frames))
+    # Inputs within 2e-3 uint8 steps may still round to neighbouring int8
+    # codes at the first QuantizeLinear; allow a few output codes' worth.
+    np.testing.assert_allclose(eng(frames), want, atol=np.abs(want).max() * 0.02 + 1e-4)
