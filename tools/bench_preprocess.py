@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--antialias", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--tiers", default="",
+                    help="also time the kernel variants, e.g. ref,avx2,avx512 (ISA cap per engine, 1 thread, batch 1)")
     args = ap.parse_args(argv)
     try:
         import PIL  # noqa: F401
@@ -116,7 +118,35 @@ def main(argv=None) -> int:
                         f"{ms['numpy'] / best:.0f}x", "-" if pil is None else f"{pil / best:.1f}x"]
                 print(" | ".join(row), flush=True)
     print("ratios use the fastest engine column; Pillow has no two-tap bilinear, so it runs only with antialias on")
+    if args.tiers:
+        tier_table(args.tiers.split(","), modes, sizes, args.repeat, rng)
     return 0
+
+
+def tier_table(tiers, modes, sizes, repeat, rng) -> None:
+    """Engine time per kernel variant (ISA cap at build), 1 thread, batch 1."""
+    from pyengine import _core
+
+    have = _core.cpu_info()["max_isa"]
+    print()
+    print(" | ".join(["frames", "antialias"] + [f"{t} ms" for t in tiers] + [f"{t} / {tiers[-1]}" for t in tiers[:-1]]))
+    print(" | ".join("---" for _ in range(2 + 2 * len(tiers) - 1)))
+    for aa in modes:
+        pre = pyengine.Preprocess.imagenet(antialias=aa)
+        engines = {}
+        prev = _core.isa_cap()
+        try:
+            for t in tiers:
+                _core.set_isa_cap(t)
+                engines[t] = pyengine.build(pool_model(224, 224), optimize=False, num_threads=1, preprocess=pre)
+        finally:
+            _core.set_isa_cap(prev)
+        for label, (h, w) in sizes.items():
+            frames = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+            ms = interleaved_medians({t: (lambda e=e: e(frames)) for t, e in engines.items()}, repeat)
+            print(" | ".join([label, "on" if aa else "off"] + [f"{ms[t]:.2f}" for t in tiers]
+                             + [f"{ms[t] / ms[tiers[-1]]:.2f}x" for t in tiers[:-1]]), flush=True)
+    print(f"(tiers above the CPU's ({have}) run the highest one it has)")
 
 
 if __name__ == "__main__":
