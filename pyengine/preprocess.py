@@ -9,7 +9,8 @@ Conventions (the same in the C++ kernel, engine/ir/preprocess.h, and in
 :meth:`Preprocess.apply_numpy`):
 
 * frames are uint8 ``(N, H, W, 3)`` (``(N, T, H, W, 3)`` clips for
-  ``layout="NCTHW"``), RGB or BGR; H and W may change between calls.
+  ``layout="NCTHW"``), RGB or BGR, or NV12 ``(N, H * 3 // 2, W)``; H and W
+  may change between calls.
 * ``resize=(h, w)`` resizes exactly; ``resize=s`` resizes the shorter side to
   ``s`` and the longer to ``int(s * long / short)``, as torchvision's
   ``Resize(s)``.
@@ -92,7 +93,10 @@ class Preprocess:
         mean: per-channel mean in 0-1 units (RGB order), one number or three.
         std: per-channel std in 0-1 units, in (0, 1].
         color: the frames' channel order, "rgb" or "bgr" (OpenCV); the model
-            gets RGB.
+            gets RGB. "nv12": YUV 4:2:0 frames ``(N, H * 3 // 2, W)`` (the Y
+            plane, then interleaved U, V at half resolution; H and W even),
+            converted with BT.601 limited-range coefficients as OpenCV's
+            ``COLOR_YUV2RGB_NV12`` (see :func:`nv12_to_rgb`).
         interpolation: "bilinear" or "nearest".
         antialias: bilinear downscaling with Pillow's widened triangle filter
             (True, the default) or two-tap sampling as OpenCV (False).
@@ -132,8 +136,8 @@ class Preprocess:
             raise InvalidArgumentError(
                 f"Preprocess std {std} must be in (0, 1] in 0-1 units (e.g. {IMAGENET_STD}); divide 0-255 "
                 f"values by 255")
-        if self.color not in ("rgb", "bgr"):
-            raise InvalidArgumentError(f"Preprocess color must be 'rgb' or 'bgr', got {self.color!r}")
+        if self.color not in ("rgb", "bgr", "nv12"):
+            raise InvalidArgumentError(f"Preprocess color must be 'rgb', 'bgr' or 'nv12', got {self.color!r}")
         if self.interpolation not in ("bilinear", "nearest"):
             raise InvalidArgumentError(
                 f"Preprocess interpolation must be 'bilinear' or 'nearest', got {self.interpolation!r}")
@@ -217,6 +221,11 @@ class Preprocess:
         rank = 5 if video else 4
         if frames.dtype != np.uint8:
             raise DTypeError(f"frames must be uint8, got {frames.dtype}")
+        if self.color == "nv12":
+            if frames.ndim != rank - 1:
+                want = "(N, T, H * 3 // 2, W)" if video else "(N, H * 3 // 2, W)"
+                raise ShapeError(f"NV12 frames must have shape {want}, got {frames.shape}")
+            frames = nv12_to_rgb(frames)
         if frames.ndim != rank or frames.shape[-1] != 3:
             want = "(N, T, H, W, 3)" if video else "(N, H, W, 3)"
             raise ShapeError(f"frames must have shape {want}, got {frames.shape}")
@@ -243,6 +252,27 @@ class Preprocess:
         # (N, oh, ow, 3) -> (N, 3, oh, ow); (N, T, oh, ow, 3) -> (N, 3, T, oh, ow)
         t = np.moveaxis(t, -1, 1)
         return np.ascontiguousarray(t)
+
+
+def nv12_to_rgb(frames) -> np.ndarray:
+    """NV12 frames ``(..., H * 3 // 2, W)`` to RGB ``(..., H, W, 3)`` uint8, with
+    the kernel's formula: BT.601 limited range in 20-bit fixed point (OpenCV's
+    ``COLOR_YUV2RGB_NV12``), each 2x2 block sharing its chroma sample."""
+    frames = np.asarray(frames)
+    rows, w = frames.shape[-2:]
+    if frames.dtype != np.uint8 or rows % 6 or w % 2:
+        raise ShapeError(f"NV12 frames are uint8 (..., H * 3 // 2, W) with H and W even, got {frames.dtype} "
+                         f"{frames.shape}")
+    h = rows // 3 * 2
+    y = frames[..., :h, :].astype(np.int64)
+    uv = frames[..., h:, :].reshape(frames.shape[:-2] + (h // 2, w // 2, 2)).astype(np.int64) - 128
+    u = np.repeat(np.repeat(uv[..., 0], 2, axis=-2), 2, axis=-1)
+    v = np.repeat(np.repeat(uv[..., 1], 2, axis=-2), 2, axis=-1)
+    yy = np.maximum(y - 16, 0) * 1220542
+    r = (yy + 1673527 * v + (1 << 19)) >> 20
+    g = (yy - 852492 * v - 409993 * u + (1 << 19)) >> 20
+    b = (yy + 2116026 * u + (1 << 19)) >> 20
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
 
 
 def _half_even(x: float) -> int:

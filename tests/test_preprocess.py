@@ -392,3 +392,55 @@ def test_int8_build_with_preprocess():
     # Inputs within 2e-3 uint8 steps may still round to neighbouring int8
     # codes at the first QuantizeLinear; allow a few output codes' worth.
     np.testing.assert_allclose(eng(frames), want, atol=np.abs(want).max() * 0.02 + 1e-4)
+
+
+def _nv12(rng, n, h, w, lead=()):
+    """Random NV12 frames (smooth luma, noisy chroma) of shape lead + (n, h * 3 // 2, w)."""
+    y = _smooth(rng, n, h, w)[..., 0]
+    uv = rng.integers(16, 241, (n, h // 2, w), dtype=np.uint8)
+    return np.concatenate([y, uv], axis=1).reshape(lead + (n, h * 3 // 2, w))
+
+
+@pytest.mark.parametrize("tier", tier_params(("ref", "avx2", "avx512")))
+def test_nv12_frames(tier):
+    rng = np.random.default_rng()
+    pre = pyengine.Preprocess.imagenet(resize=64, crop=(56, 50), color="nv12")
+    eng = _pre_engine(pre, (56, 50), tier)
+    for h, w in ((120, 160), (72, 58), (240, 426)):
+        frames = _nv12(rng, 2, h, w)
+        rgb = pyengine.preprocess.nv12_to_rgb(frames)
+        assert rgb.shape == (2, h, w, 3)
+        got = eng(frames)
+        want = pyengine.Preprocess.imagenet(resize=64, crop=(56, 50)).apply_numpy(rgb)
+        assert _steps(got, want, pre).max() <= STEP_FLOAT
+        np.testing.assert_allclose(pre.apply_numpy(frames), want, atol=1e-6)
+    assert eng.inputs[0].shape == (None, None, None)
+    with pytest.raises(pyengine.ShapeError, match="'x'.*H even"):
+        eng(rng.integers(0, 256, (1, 100, 64), dtype=np.uint8))  # 100 rows: not H * 3 / 2 with H even
+    with pytest.raises(pyengine.ShapeError, match="'x'.*even width"):
+        eng(rng.integers(0, 256, (1, 120, 63), dtype=np.uint8))
+    with pytest.raises(pyengine.ShapeError, match="'x'"):  # RGB frames to an NV12 engine
+        eng(rng.integers(0, 256, (1, 120, 64, 3), dtype=np.uint8))
+
+
+def test_nv12_formula_matches_bt601():
+    """The fixed-point conversion against the BT.601 limited-range equations
+    in float (within the rounding of 20-bit coefficients) and known colours."""
+    rng = np.random.default_rng()
+    frames = _nv12(rng, 1, 16, 32)
+    rgb = pyengine.preprocess.nv12_to_rgb(frames)[0].astype(np.float64)
+    y = frames[0, :16].astype(np.float64)
+    uv = frames[0, 16:].reshape(8, 16, 2).astype(np.float64) - 128
+    u = uv[..., 0].repeat(2, 0).repeat(2, 1)
+    v = uv[..., 1].repeat(2, 0).repeat(2, 1)
+    c = 1.164 * np.maximum(y - 16, 0)
+    want = np.clip(np.stack([c + 1.596 * v, c - 0.813 * v - 0.391 * u, c + 2.018 * u], -1), 0, 255)
+    assert np.abs(rgb - want).max() <= 0.51 + 1e-3 * 255
+    grey = np.concatenate([np.full((1, 4, 4), 235, np.uint8), np.full((1, 2, 4), 128, np.uint8)], axis=1)
+    assert (pyengine.preprocess.nv12_to_rgb(grey) == 255).all()   # video white
+    # Video clips of NV12 frames.
+    pre = pyengine.Preprocess(resize=(24, 30), color="nv12", layout="NCTHW")
+    clips = _nv12(rng, 4, 40, 50, lead=(1,)).reshape(1, 4, 60, 50)
+    got = _pre_engine(pre, (24, 30))(clips)
+    assert got.shape == (1, 3, 4, 24, 30)
+    assert _steps(got, pre.apply_numpy(clips), pre).max() <= STEP_FLOAT

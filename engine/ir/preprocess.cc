@@ -13,9 +13,10 @@ PreprocessSpec preprocess_spec(const Node& node) {
   const std::string d = node.describe();
   PreprocessSpec s;
   const std::string color = node.attr_string("color", "rgb");
-  ENGINE_ENFORCE(color == "rgb" || color == "bgr", kInvalidModel, d, ": color must be 'rgb' or 'bgr', got '", color,
-                 "'");
+  ENGINE_ENFORCE(color == "rgb" || color == "bgr" || color == "nv12", kInvalidModel, d,
+                 ": color must be 'rgb', 'bgr' or 'nv12', got '", color, "'");
   s.bgr = color == "bgr";
+  s.nv12 = color == "nv12";
   const std::string mode = node.attr_string("resize_mode", "none");
   const std::vector<int64_t> size = node.attr_ints("size");
   auto check_sizes = [&](const char* attr, const std::vector<int64_t>& v) {
@@ -77,6 +78,30 @@ int64_t half_round_even(int64_t d) {
 }
 
 }  // namespace
+
+FrameDims frame_dims(const PreprocessSpec& s, const Shape& x, const std::string& what) {
+  FrameDims f;
+  if (s.nv12) {
+    const size_t rank = s.video ? 4 : 3;
+    ENGINE_ENFORCE(x.size() == rank, kShape, what, " must be NV12 frames ",
+                   s.video ? "[N, T, H * 3 / 2, W]" : "[N, H * 3 / 2, W]", " (uint8), got shape ", shape_str(x));
+    const int64_t rows = x[rank - 2];
+    f.w = x[rank - 1];
+    ENGINE_ENFORCE(rows < 0 || rows % 6 == 0, kShape, what, ": NV12 frames have H * 3 / 2 rows with H even, got ",
+                   rows, " rows (shape ", shape_str(x), ")");
+    ENGINE_ENFORCE(f.w < 0 || f.w % 2 == 0, kShape, what, ": NV12 frames need an even width, got ", f.w);
+    if (rows >= 0) f.h = rows / 3 * 2;
+    return f;
+  }
+  const size_t rank = s.video ? 5 : 4;
+  ENGINE_ENFORCE(x.size() == rank, kShape, what, " must have shape ", s.video ? "[N, T, H, W, 3]" : "[N, H, W, 3]",
+                 ", got ", shape_str(x));
+  ENGINE_ENFORCE(x[rank - 1] < 0 || x[rank - 1] == 3, kShape, what,
+                 " must have 3 channels (RGB or BGR, last axis), got shape ", shape_str(x));
+  f.h = x[rank - 3];
+  f.w = x[rank - 2];
+  return f;
+}
 
 PreprocessGeometry preprocess_geometry(const PreprocessSpec& s, int64_t h, int64_t w, const std::string& what) {
   ENGINE_ENFORCE(h > 0 && w > 0, kShape, what, ": frames of ", h, "x", w, " pixels are empty");
@@ -155,9 +180,14 @@ Node* insert_preprocess(Graph& g, const std::string& input, Attributes attrs) {
   const bool passthrough = spec.resize == PreprocessSpec::Resize::kNone && spec.crop_h == 0;
   Shape fs = {xs[0]};
   if (spec.video) fs.push_back(xs[2]);
-  fs.push_back(passthrough ? mh : -1);
-  fs.push_back(passthrough ? mw : -1);
-  fs.push_back(3);
+  if (spec.nv12) {
+    fs.push_back(passthrough && mh >= 0 ? mh * 3 / 2 : -1);
+    fs.push_back(passthrough ? mw : -1);
+  } else {
+    fs.push_back(passthrough ? mh : -1);
+    fs.push_back(passthrough ? mw : -1);
+    fs.push_back(3);
+  }
   // What the op produces for frames of any size.
   int64_t oh = -1, ow = -1;
   if (spec.crop_h > 0) {

@@ -1,7 +1,10 @@
 // Preprocess: camera frames to a model input, as the plan's first op.
 //
 //   frames uint8 [N, H, W, 3]      (layout "NCHW")  or
-//          uint8 [N, T, H, W, 3]   (layout "NCTHW": clips of T frames)
+//          uint8 [N, T, H, W, 3]   (layout "NCTHW": clips of T frames);
+//          NV12 (color "nv12"): [N, H * 3 / 2, W] or [N, T, H * 3 / 2, W],
+//          the Y plane's H rows then H / 2 rows of interleaved U, V
+//          (H and W even)
 //   -> x float32 [N, 3, h, w]  or  [N, 3, T, h, w]
 //
 // Per image: swap BGR to RGB (color "bgr"); resize to (RH, RW); take the
@@ -11,7 +14,14 @@
 // shorter side without a crop (then they follow the frame's aspect ratio).
 //
 // Attributes (all written by pyengine.Preprocess, pyengine/preprocess.py):
-//   color          "rgb" | "bgr"                      (the frames' channel order)
+//   color          "rgb" | "bgr" (the frames' channel order) | "nv12": YUV 4:2:0
+//                  converted per pixel with BT.601 limited-range coefficients
+//                  in 20-bit fixed point (chroma of each 2x2 block shared),
+//                  R = sat((1220542 * max(Y - 16, 0) + 1673527 * V' + 2^19) >> 20),
+//                  G = sat((1220542 * max(Y - 16, 0) - 852492 * V' - 409993 * U' + 2^19) >> 20),
+//                  B = sat((1220542 * max(Y - 16, 0) + 2116026 * U' + 2^19) >> 20),
+//                  U' = U - 128, V' = V - 128 (OpenCV's COLOR_YUV2RGB_NV12),
+//                  then resampled as RGB
 //   resize_mode    "none" | "exact" | "shorter"
 //   size           ints: [h, w] (exact) or [s] (shorter side; the longer is
 //                  floor(s * long / short), as torchvision's Resize(int))
@@ -48,6 +58,7 @@ namespace engine {
 
 struct PreprocessSpec {
   bool bgr = false;
+  bool nv12 = false;
   enum class Resize { kNone, kExact, kShorter } resize = Resize::kNone;
   int64_t size_h = 0, size_w = 0;  // exact: both; shorter: size_h
   bool nearest = false;
@@ -61,6 +72,14 @@ struct PreprocessSpec {
 // Reads and validates the node's attributes; throws kInvalidModel naming the
 // node for a missing or malformed one.
 PreprocessSpec preprocess_spec(const Node& node);
+
+// A frames tensor's frame height and width (-1 where the shape leaves them
+// unknown). Throws kShape (message prefixed by `what`) for a wrong rank or
+// channel count, or NV12 frames whose H or W is odd.
+struct FrameDims {
+  int64_t h = -1, w = -1;
+};
+FrameDims frame_dims(const PreprocessSpec& s, const Shape& frames, const std::string& what);
 
 // Where one frame of H x W lands: the resized size, the crop's offset in it,
 // and the output size.

@@ -21,13 +21,8 @@ void infer_preprocess(InferContext& ctx) {
     ctx.output(0) = out;
     return;
   }
-  const int rank = s.video ? 5 : 4;
-  if (x.rank() != rank)
-    fail(ErrorKind::kShape, what, " must have shape ", s.video ? "[N, T, H, W, 3]" : "[N, H, W, 3]", ", got ",
-         shape_str(x.shape));
-  if (x.shape[rank - 1] >= 0 && x.shape[rank - 1] != 3)
-    fail(ErrorKind::kShape, what, " must have 3 channels (RGB or BGR, last axis), got shape ", shape_str(x.shape));
-  const int64_t h = x.shape[rank - 3], w = x.shape[rank - 2];
+  const FrameDims f = frame_dims(s, x.shape, what);
+  const int64_t h = f.h, w = f.w;
   int64_t oh = -1, ow = -1;
   if (h >= 0 && w >= 0) {
     const PreprocessGeometry g = preprocess_geometry(s, h, w, what);

@@ -46,22 +46,22 @@ class Preprocess final : public Kernel {
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
     const Tensor& f = *in[0];
     Tensor& y = *out[0];
-    const int r = f.rank();
-    ENGINE_ENFORCE(f.dtype() == DType::kUInt8 && r == (spec_.video ? 5 : 4) && f.shape()[r - 1] == 3, kShape, what_,
-                   " must be uint8 frames ", spec_.video ? "[N, T, H, W, 3]" : "[N, H, W, 3]", ", got ",
-                   dtype_name(f.dtype()), shape_str(f.shape()));
-    const int64_t h = f.shape()[r - 3], w = f.shape()[r - 2];
+    ENGINE_ENFORCE(f.dtype() == DType::kUInt8, kDType, what_, " must be uint8 frames, got ", dtype_name(f.dtype()));
+    const FrameDims fd = frame_dims(spec_, f.shape(), what_);
+    const int64_t h = fd.h, w = fd.w;
     const int64_t images = spec_.video ? f.shape()[0] * f.shape()[1] : f.shape()[0];
     const int64_t frames_per_clip = spec_.video ? f.shape()[1] : 1;
     if (h != cached_h_ || w != cached_w_) prepare(h, w);
     const int64_t oh = geom_.out_h, ow = geom_.out_w;
     if (images == 0 || oh == 0 || ow == 0) return;
-    ENGINE_CHECK(y.rank() == (spec_.video ? 5 : 4) && y.shape()[r - 2] == oh && y.shape()[r - 1] == ow);
+    const int yr = y.rank();
+    ENGINE_CHECK(yr == (spec_.video ? 5 : 4) && y.shape()[yr - 2] == oh && y.shape()[yr - 1] == ow);
     const int64_t ld = (ow + 15) / 16 * 16;
     const int64_t row_floats = 3 * ld;
     const int64_t bands = (oh + kBandRows - 1) / kBandRows;
     const int64_t units = images * bands;
-    const int64_t row_bytes = 3 * w;
+    const int64_t row_bytes = 3 * w;                                  // an RGB row (NV12: after conversion)
+    const int64_t image_bytes = spec_.nv12 ? h * w * 3 / 2 : h * row_bytes;
     const int64_t pad_bytes = (row_bytes + kRowSlack + 63) / 64 * 64;
     const int64_t slot_floats = max_band_rows_ * row_floats + pad_bytes / 4;
     int threads = ctx.pool().num_threads();
@@ -85,7 +85,7 @@ class Preprocess final : public Kernel {
       for (int64_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
         const int64_t img = u / bands, oy0 = (u % bands) * kBandRows, oy1 = std::min(oy0 + kBandRows, oh);
         const int64_t r0 = yt.start[oy0];
-        const uint8_t* image = src + img * h * row_bytes;
+        const uint8_t* image = src + img * image_bytes;
         const int64_t n = img / frames_per_clip, t = img % frames_per_clip;
         // Convert input rows as output rows first need them; rows no window
         // touches (a two-tap downscale skips most) are never read.
@@ -93,7 +93,10 @@ class Preprocess final : public Kernel {
         for (int64_t oy = oy0; oy < oy1; ++oy) {
           for (int64_t iy = std::max<int64_t>(done, yt.start[oy]); iy < yt.start[oy] + yt.taps; ++iy) {
             const uint8_t* row = image + iy * row_bytes;
-            if (simd_ && row + row_bytes + kRowSlack > src_end) {  // the vector loads would leave the buffer
+            if (spec_.nv12) {  // convert the columns the windows read into the slot's row buffer
+              nv12_row_to_rgb_ref(image + iy * w, image + (h + iy / 2) * w, x_lo_, x_hi_, pad);
+              row = pad;
+            } else if (simd_ && row + row_bytes + kRowSlack > src_end) {  // the vector loads would leave the buffer
               std::memcpy(pad, row, static_cast<size_t>(row_bytes));
               std::memset(pad + row_bytes, 0, kRowSlack);
               row = pad;
@@ -129,6 +132,8 @@ class Preprocess final : public Kernel {
       const int64_t oy1 = std::min(oy0 + kBandRows, geom_.out_h);
       max_band_rows_ = std::max<int64_t>(max_band_rows_, yt_.start[oy1 - 1] + yt_.taps - yt_.start[oy0]);
     }
+    x_lo_ = xt_.start.front();
+    x_hi_ = xt_.start.back() + xt_.taps;
     cached_h_ = h;
     cached_w_ = w;
   }
@@ -144,6 +149,7 @@ class Preprocess final : public Kernel {
   PreprocessGeometry geom_;
   AxisTable xt_, yt_;
   int64_t max_band_rows_ = 0;
+  int64_t x_lo_ = 0, x_hi_ = 0;  // input columns the horizontal windows read
 };
 
 }  // namespace

@@ -84,6 +84,23 @@ void hpass_u8_ref(const uint8_t* row, const int32_t* start, const float* w, int 
   }
 }
 
+namespace {
+inline uint8_t sat_u8(int v) { return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v); }
+}  // namespace
+
+void nv12_row_to_rgb_ref(const uint8_t* y, const uint8_t* uv, int64_t x0, int64_t x1, uint8_t* rgb) {
+  // BT.601 limited range in 20-bit fixed point: 1.164, 1.596, -0.813, -0.391, 2.018.
+  constexpr int kCy = 1220542, kCvr = 1673527, kCvg = -852492, kCug = -409993, kCub = 2116026;
+  constexpr int kRound = 1 << 19;
+  for (int64_t x = x0; x < x1; ++x) {
+    const int u = uv[x & ~int64_t{1}] - 128, v = uv[(x & ~int64_t{1}) + 1] - 128;
+    const int yy = std::max(static_cast<int>(y[x]) - 16, 0) * kCy;
+    rgb[3 * x] = sat_u8((yy + kCvr * v + kRound) >> 20);
+    rgb[3 * x + 1] = sat_u8((yy + kCvg * v + kCug * u + kRound) >> 20);
+    rgb[3 * x + 2] = sat_u8((yy + kCub * u + kRound) >> 20);
+  }
+}
+
 void vpass_f32_ref(const float* src, int64_t row_stride, const float* wy, int taps, int64_t out_w, int64_t ld,
                    const float* scale, const float* bias, float* const* dst) {
   for (int p = 0; p < 3; ++p) {
