@@ -102,3 +102,82 @@ void vpass_f32_avx2(const float* src, int64_t row_stride, const float* wy, int t
 
 }  // namespace preprocess
 }  // namespace engine
+
+namespace engine {
+namespace preprocess {
+namespace {
+
+// pshufb masks that interleave 16 R, G and B bytes into 48 RGB bytes: output
+// block j (16 bytes) takes byte i from plane (3j*16 + i) % 3 at index
+// (16j + i) / 3, and -1 (zero) from the other two planes.
+struct InterleaveMasks {
+  alignas(16) int8_t m[3][3][16];  // [block][plane][byte]
+  InterleaveMasks() {
+    for (int j = 0; j < 3; ++j)
+      for (int p = 0; p < 3; ++p)
+        for (int i = 0; i < 16; ++i) {
+          const int k = 16 * j + i;  // byte in the 48-byte output
+          m[j][p][i] = static_cast<int8_t>(k % 3 == p ? k / 3 : -1);
+        }
+  }
+};
+
+const InterleaveMasks& interleave_masks() {
+  static const InterleaveMasks masks;
+  return masks;
+}
+
+// 8 pixels' R, G, B as int32 (before the >> 20) for Y bytes y8 and per-pixel
+// U', V' (already minus 128).
+inline void yuv8(__m256i y, __m256i u, __m256i v, __m256i* r, __m256i* g, __m256i* b) {
+  const __m256i yy = _mm256_add_epi32(
+      _mm256_mullo_epi32(_mm256_max_epi32(_mm256_sub_epi32(y, _mm256_set1_epi32(16)), _mm256_setzero_si256()),
+                         _mm256_set1_epi32(1220542)),
+      _mm256_set1_epi32(1 << 19));
+  *r = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(v, _mm256_set1_epi32(1673527))), 20);
+  *g = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_add_epi32(_mm256_mullo_epi32(v, _mm256_set1_epi32(-852492)),
+                                                               _mm256_mullo_epi32(u, _mm256_set1_epi32(-409993)))),
+                         20);
+  *b = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(u, _mm256_set1_epi32(2116026))), 20);
+}
+
+// Two vectors of 8 int32 to 16 saturated bytes, in order.
+inline __m128i pack16(__m256i lo, __m256i hi) {
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);  // 16 x int16, in order
+  return _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+}  // namespace
+
+// NV12 row to RGB, 16 pixels per step in int32 (the reference's fixed-point
+// formula exactly); packs saturate, so no clamps. Scalar tail: the ref.
+void nv12_row_to_rgb_avx2(const uint8_t* y, const uint8_t* uv, int64_t x0, int64_t x1, uint8_t* rgb) {
+  const InterleaveMasks& im = interleave_masks();
+  const __m128i u_lo = _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m128i v_lo = _mm_setr_epi8(1, 1, 3, 3, 5, 5, 7, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m128i u_hi = _mm_setr_epi8(8, 8, 10, 10, 12, 12, 14, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m128i v_hi = _mm_setr_epi8(9, 9, 11, 11, 13, 13, 15, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i c128 = _mm256_set1_epi32(128);
+  int64_t x = x0 & ~int64_t{1};  // start on a chroma pair (one extra pixel is harmless)
+  for (; x + 16 <= x1; x += 16) {
+    const __m128i yb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(y + x));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(uv + x));
+    __m256i r0, g0, b0, r1, g1, b1;
+    yuv8(_mm256_cvtepu8_epi32(yb), _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_shuffle_epi8(c, u_lo)), c128),
+         _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_shuffle_epi8(c, v_lo)), c128), &r0, &g0, &b0);
+    yuv8(_mm256_cvtepu8_epi32(_mm_srli_si128(yb, 8)),
+         _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_shuffle_epi8(c, u_hi)), c128),
+         _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_shuffle_epi8(c, v_hi)), c128), &r1, &g1, &b1);
+    const __m128i planes[3] = {pack16(r0, r1), pack16(g0, g1), pack16(b0, b1)};
+    for (int j = 0; j < 3; ++j) {
+      __m128i o = _mm_shuffle_epi8(planes[0], _mm_load_si128(reinterpret_cast<const __m128i*>(im.m[j][0])));
+      o = _mm_or_si128(o, _mm_shuffle_epi8(planes[1], _mm_load_si128(reinterpret_cast<const __m128i*>(im.m[j][1]))));
+      o = _mm_or_si128(o, _mm_shuffle_epi8(planes[2], _mm_load_si128(reinterpret_cast<const __m128i*>(im.m[j][2]))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(rgb + 3 * x + 16 * j), o);
+    }
+  }
+  if (x < x1) nv12_row_to_rgb_ref(y, uv, x, x1, rgb);
+}
+
+}  // namespace preprocess
+}  // namespace engine

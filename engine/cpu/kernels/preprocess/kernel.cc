@@ -25,17 +25,19 @@ constexpr int64_t kRowSlack = 16;
 
 using HPass = decltype(&hpass_u8_ref);
 using VPass = decltype(&vpass_f32_ref);
+using Nv12Row = decltype(&nv12_row_to_rgb_ref);
 
 class Preprocess final : public Kernel {
  public:
   // hpass_narrow serves two-tap windows (stride 2), hpass the rest.
-  Preprocess(const Node& node, const char* symbol, HPass hpass, HPass hpass_narrow, VPass vpass)
+  Preprocess(const Node& node, const char* symbol, HPass hpass, HPass hpass_narrow, VPass vpass, Nv12Row nv12)
       : what_(str_cat(node.describe(), ": input '", node.input(0)->name(), "'")),
         spec_(preprocess_spec(node)),
         symbol_(symbol),
         simd_(std::string(symbol) != "preprocess_u8_ref"),
         hpass_(hpass),
         hpass_narrow_(hpass_narrow),
+        nv12_(nv12),
         vpass_(vpass) {
     for (int c = 0; c < 3; ++c) {
       scale_[c] = 1.0f / (255.0f * spec_.std[c]);
@@ -94,7 +96,7 @@ class Preprocess final : public Kernel {
           for (int64_t iy = std::max<int64_t>(done, yt.start[oy]); iy < yt.start[oy] + yt.taps; ++iy) {
             const uint8_t* row = image + iy * row_bytes;
             if (spec_.nv12) {  // convert the columns the windows read into the slot's row buffer
-              nv12_row_to_rgb_ref(image + iy * w, image + (h + iy / 2) * w, x_lo_, x_hi_, pad);
+              nv12_(image + iy * w, image + (h + iy / 2) * w, x_lo_, x_hi_, pad);
               row = pad;
             } else if (simd_ && row + row_bytes + kRowSlack > src_end) {  // the vector loads would leave the buffer
               std::memcpy(pad, row, static_cast<size_t>(row_bytes));
@@ -143,6 +145,7 @@ class Preprocess final : public Kernel {
   std::string symbol_;
   bool simd_;  // a SIMD variant: its loads need kRowSlack bytes past a row
   HPass hpass_, hpass_narrow_;
+  Nv12Row nv12_;
   VPass vpass_;
   float scale_[3], bias_[3];
   int64_t cached_h_ = -1, cached_w_ = -1;
@@ -161,11 +164,13 @@ std::unique_ptr<Kernel> create_preprocess(const Node& node) {
     // Two-tap windows fill half a zmm: there the AVX2 pass is faster
     // (0.93x with AVX-512 at 1080p -> 224, measured).
     return std::make_unique<Preprocess>(node, "preprocess_u8_avx512", hpass_u8_avx512, hpass_u8_avx2,
-                                        vpass_f32_avx512);
+                                        vpass_f32_avx512, nv12_row_to_rgb_avx2);
   if (kernel_usable("preprocess_u8_avx2"))
-    return std::make_unique<Preprocess>(node, "preprocess_u8_avx2", hpass_u8_avx2, hpass_u8_avx2, vpass_f32_avx2);
+    return std::make_unique<Preprocess>(node, "preprocess_u8_avx2", hpass_u8_avx2, hpass_u8_avx2, vpass_f32_avx2,
+                                        nv12_row_to_rgb_avx2);
 #endif
-  return std::make_unique<Preprocess>(node, "preprocess_u8_ref", hpass_u8_ref, hpass_u8_ref, vpass_f32_ref);
+  return std::make_unique<Preprocess>(node, "preprocess_u8_ref", hpass_u8_ref, hpass_u8_ref, vpass_f32_ref,
+                                      nv12_row_to_rgb_ref);
 }
 
 }  // namespace preprocess

@@ -53,6 +53,7 @@ void hpass_u8_avx512(const uint8_t* row, const int32_t* start, const float* w, i
 // gives the fixed-point BT.601 formula): y is the row of the Y plane, uv the
 // row of the chroma plane that covers it.
 void nv12_row_to_rgb_ref(const uint8_t* y, const uint8_t* uv, int64_t x0, int64_t x1, uint8_t* rgb);
+void nv12_row_to_rgb_avx2(const uint8_t* y, const uint8_t* uv, int64_t x0, int64_t x1, uint8_t* rgb);
 
 // Vertical pass: rows k = 0 .. taps-1 start at src + k * row_stride, each
 // three planes of ld floats (ld a multiple of 16: the SIMD forms load whole

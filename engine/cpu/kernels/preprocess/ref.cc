@@ -85,19 +85,41 @@ void hpass_u8_ref(const uint8_t* row, const int32_t* start, const float* w, int 
 }
 
 namespace {
+
 inline uint8_t sat_u8(int v) { return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v); }
+
+// BT.601 limited range in 20-bit fixed point: 1.164, 1.596, -0.813, -0.391,
+// 2.018. The per-byte terms come from tables built once, so a pixel costs
+// three adds, shifts and clamps (the chroma terms are shared by two pixels).
+struct Nv12Tables {
+  int y[256], rv[256], gv[256], gu[256], bu[256];
+  Nv12Tables() {
+    constexpr int kCy = 1220542, kCvr = 1673527, kCvg = -852492, kCug = -409993, kCub = 2116026;
+    for (int i = 0; i < 256; ++i) {
+      y[i] = std::max(i - 16, 0) * kCy + (1 << 19);  // with the rounding term
+      rv[i] = kCvr * (i - 128);
+      gv[i] = kCvg * (i - 128);
+      gu[i] = kCug * (i - 128);
+      bu[i] = kCub * (i - 128);
+    }
+  }
+};
+
+const Nv12Tables& nv12_tables() {
+  static const Nv12Tables t;
+  return t;
+}
+
 }  // namespace
 
 void nv12_row_to_rgb_ref(const uint8_t* y, const uint8_t* uv, int64_t x0, int64_t x1, uint8_t* rgb) {
-  // BT.601 limited range in 20-bit fixed point: 1.164, 1.596, -0.813, -0.391, 2.018.
-  constexpr int kCy = 1220542, kCvr = 1673527, kCvg = -852492, kCug = -409993, kCub = 2116026;
-  constexpr int kRound = 1 << 19;
+  const Nv12Tables& t = nv12_tables();
   for (int64_t x = x0; x < x1; ++x) {
-    const int u = uv[x & ~int64_t{1}] - 128, v = uv[(x & ~int64_t{1}) + 1] - 128;
-    const int yy = std::max(static_cast<int>(y[x]) - 16, 0) * kCy;
-    rgb[3 * x] = sat_u8((yy + kCvr * v + kRound) >> 20);
-    rgb[3 * x + 1] = sat_u8((yy + kCvg * v + kCug * u + kRound) >> 20);
-    rgb[3 * x + 2] = sat_u8((yy + kCub * u + kRound) >> 20);
+    const int64_t c = x & ~int64_t{1};
+    const int yy = t.y[y[x]], r = t.rv[uv[c + 1]], g = t.gv[uv[c + 1]] + t.gu[uv[c]], b = t.bu[uv[c]];
+    rgb[3 * x] = sat_u8((yy + r) >> 20);
+    rgb[3 * x + 1] = sat_u8((yy + g) >> 20);
+    rgb[3 * x + 2] = sat_u8((yy + b) >> 20);
   }
 }
 
