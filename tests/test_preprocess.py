@@ -13,7 +13,9 @@ in the normalized model input):
     its two passes and the kernel does not, so up to one step of difference
     is expected (exactly 1.0 occurs on photos);
   - end to end: engine(frames) vs engine_without_preprocess(reference(frames)):
-    the same 2e-3 steps on the input, propagated through a small conv net.
+    the same 2e-3 steps on the input, propagated through a small conv net;
+  - NV12 frames: converted to RGB exactly (integer formula, numpy
+    nv12_to_rgb), then as above.
 Frames are fresh random noise (worst case for resampling), smooth random
 images and scikit-image's photos, at several sizes and aspect ratios.
 """

@@ -1,6 +1,6 @@
 // The Preprocess kernel driver (preprocess.h describes the algorithm):
 // tables per frame size, bands of output rows claimed by the pool's threads,
-// and the choice of row passes (ref or AVX2) made once at create().
+// and the choice of row passes (ref, AVX2 or AVX-512) made once at create().
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -20,7 +20,7 @@ namespace {
 constexpr int64_t kBandRows = 16;
 // Below this many output floats a run stays on the calling thread.
 constexpr int64_t kParallelFloats = 32 * 1024;
-// Bytes the AVX2 horizontal pass may read past a row's last used pixel.
+// Bytes the SIMD horizontal passes may read past a row's last used pixel.
 constexpr int64_t kRowSlack = 16;
 
 using HPass = decltype(&hpass_u8_ref);
@@ -73,8 +73,6 @@ class Preprocess final : public Kernel {
     const uint8_t* src = f.data<uint8_t>();
     const uint8_t* src_end = src + f.numel();
     float* dst = y.data<float>();
-    // Two-tap windows (bilinear without antialias, nearest) fill only half a
-    // zmm; the AVX2 pass is faster there (measured: 0.93x with AVX-512).
     const HPass hpass = xt_.stride <= 2 ? hpass_narrow_ : hpass_;
     const VPass vpass = vpass_;
     const AxisTable& xt = xt_;

@@ -14,7 +14,8 @@
 // row a band needs into three planar float rows (RGB order, width ow), the
 // vertical pass blends `taps` of them per output row and applies
 // v * scale[c] + bias[c] (scale = 1 / (255 std), bias = -mean / std). Bands
-// of all images are claimed dynamically by the pool's threads.
+// of all images are claimed dynamically by the pool's threads. NV12 frames
+// are first converted to RGB, row by row, for the columns the windows read.
 #pragma once
 
 #include <cstdint>
@@ -40,7 +41,7 @@ void build_axis_table(bool nearest, bool antialias, int64_t in_len, int64_t resi
 // Horizontal pass over one row of interleaved 3-byte pixels:
 //   out[p * ld + o] = sum_{k < taps} w[o * stride + k] * row[3 * (start[o] + k) + ch(p)]
 // for planes p = 0, 1, 2 and o < out_w, where ch(p) = bgr ? 2 - p : p.
-// The AVX2 version reads up to 16 bytes past the last pixel it uses: the
+// The SIMD versions read up to 16 bytes past the last pixel they use: the
 // caller pads the row when that could leave the buffer.
 void hpass_u8_ref(const uint8_t* row, const int32_t* start, const float* w, int taps, int stride, int64_t out_w,
                   bool bgr, float* out, int64_t ld);
