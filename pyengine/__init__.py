@@ -28,5 +28,6 @@ from .backends.tensorrt import TensorRTEngine  # noqa: E402,F401  (tensorrt itse
 from .engine import Engine, TensorSpec  # noqa: E402,F401
 from .export import check_tensorrt, export  # noqa: E402,F401
 from .optimizer import optimize  # noqa: E402,F401
+from .preprocess import Preprocess  # noqa: E402,F401
 from .quantize import quantize  # noqa: E402,F401
 from . import video  # noqa: E402,F401  (streaming; PyAV is imported only to read video files)

@@ -8,14 +8,14 @@ import os
 from . import __version__, _core, onnx_io, qdq
 from .backends import tensorrt
 from .engine import Engine, load_engine
-from .errors import CalibrationError, InvalidArgumentError
+from .errors import CalibrationError, InvalidArgumentError, UnsupportedOperatorError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "cpu", "tensorrt")
 
 
 def build(model, precision: str | None = None, backend: str = "auto", optimize: bool = True,
-          num_threads: int = 0, memory_limit: int | None = None, **options):
+          num_threads: int = 0, memory_limit: int | None = None, preprocess=None, **options):
     """Builds an engine from an ONNX model.
 
     Args:
@@ -48,15 +48,55 @@ def build(model, precision: str | None = None, backend: str = "auto", optimize: 
             "same_compute_capability"), ``progress``, ``cuda_graph``.
         memory_limit: bytes one run may allocate (activation arena + outputs), or
             None (no limit); a run that needs more raises ShapeError before allocating.
+        preprocess: a :class:`pyengine.Preprocess`: the plan's first op turns
+            uint8 frames (N, H, W, 3) into the model input (resize, centre
+            crop, mean/std, BGR to RGB), so the engine takes frames and
+            ``engine.preprocess`` returns it. CPU runtime only:
+            backend="auto" then builds for the CPU; "tensorrt" raises
+            UnsupportedOperatorError. A preprocess whose output cannot feed
+            the model input raises ShapeError naming the input.
 
     Returns:
         An :class:`Engine` (CPU) or a ``TensorRTEngine``; both run ``engine(x)``
         and ``engine.run({...})`` and save with ``engine.save(path)``.
     """
+    if preprocess is not None:
+        backend = _check_preprocess(preprocess, backend)
     engine = _build(model, precision, backend, optimize, num_threads, **options)
+    if preprocess is not None:
+        engine = _attach_preprocess(engine, preprocess, num_threads)
     if memory_limit is not None:
         engine.memory_limit = memory_limit
     return engine
+
+
+def _check_preprocess(preprocess, backend: str) -> str:
+    from .preprocess import Preprocess
+
+    if not isinstance(preprocess, Preprocess):
+        raise InvalidArgumentError(f"preprocess must be a pyengine.Preprocess, got {type(preprocess).__name__}")
+    if backend == "tensorrt":
+        raise UnsupportedOperatorError(
+            "preprocess= runs in the CPU runtime only (the Preprocess op has no TensorRT plugin); build with "
+            "backend='cpu', or preprocess in Python with Preprocess.apply_numpy and run the TensorRT engine on floats")
+    return "cpu" if backend == "auto" else backend
+
+
+def _attach_preprocess(engine: Engine, preprocess, num_threads: int) -> Engine:
+    """The engine's graph with a Preprocess node in front of the chosen input,
+    compiled again (the model's own ops are unchanged)."""
+    graph = engine._graph.clone()
+    name = preprocess.input
+    if name is None:
+        names = [n for n, _, _ in graph.inputs()]
+        if len(names) != 1:
+            raise InvalidArgumentError(f"the model has {len(names)} inputs {names}: name the one to preprocess "
+                                       f"with Preprocess(input=...)")
+        name = names[0]
+    graph.insert_preprocess(name, preprocess._attrs())
+    meta = dict(engine._metadata)
+    meta["preprocess"] = preprocess.to_json()
+    return Engine(graph, meta, num_threads)
 
 
 def _build(model, precision, backend, optimize, num_threads, **options):

@@ -239,6 +239,10 @@ def cmd_build(args) -> int:
         raise InvalidArgumentError(f"{sorted(trt)} are TensorRT options; the CPU plan takes any batch size")
     if args.precision == "fp16" and args.backend == "cpu":
         raise InvalidArgumentError("--precision fp16 needs --backend tensorrt (or auto on a GPU machine)")
+    if args.preprocess:
+        from .preprocess import parse_spec
+
+        options["preprocess"] = parse_spec(args.preprocess)
     engine = load_engine(_check_file(args.model), args.precision, args.threads, not args.no_optimize,
                          backend=args.backend, **options, **trt)
     engine.save(args.output)
@@ -675,6 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--raw-engine", help="TensorRT: also write the bare engine (trtexec, Triton) here")
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--no-optimize", action="store_true")
+    b.add_argument("--preprocess", metavar="SPEC",
+                   help="compile an input transform into the plan, which then takes uint8 frames (N, H, W, 3): "
+                        "'imagenet' or key=value items such as resize=256,crop=224,mean=imagenet,std=imagenet,"
+                        "color=bgr (README: Preprocessing in the engine)")
     b.set_defaults(fn=cmd_build)
 
     r = sub.add_parser("run", help="run a plan or model on given or random inputs")

@@ -79,6 +79,17 @@ class EngineBase:
     def precision(self) -> str:
         return self._metadata.get("precision", "fp32")
 
+    @property
+    def preprocess(self):
+        """The :class:`pyengine.Preprocess` compiled into the plan (the engine
+        then takes uint8 frames), or None."""
+        d = self._metadata.get("preprocess")
+        if d is None:
+            return None
+        from .preprocess import Preprocess
+
+        return Preprocess.from_json(d)
+
 
 class Engine(EngineBase):
     """A compiled model. Create with :func:`pyengine.build` or :func:`pyengine.load`.

@@ -2,7 +2,8 @@
 FP32 line runs against its op's reference on a small model with awkward
 sizes, with the ISA cap set to the line's tier, and the per-layer profile
 must name that tier (so dispatch really used the line). INT8 lines are
-checked bit-exactly by test_int8_kernels.py; here only their format.
+checked bit-exactly by test_int8_kernels.py and the u8 preprocess lines by
+test_preprocess.py; here only their format.
 
 Adding a line to kernels.def without a model for its op here fails
 test_every_op_has_a_model, so every kernel gets tested.
@@ -110,7 +111,7 @@ def test_table_format():
     assert TABLE, "kernels.def is empty"
     seen = set()
     for e in TABLE:
-        assert e["dtype"] in ("f32", "s8"), e
+        assert e["dtype"] in ("f32", "s8", "u8"), e
         assert e["tier"] in ("ref", "avx2", "avx512", "vnni", "amx"), e
         # The ISA part names the tier, or the instruction set within it that
         # the kernel needs (STYLE.md: conv2d_s8_avx512vnni for the vnni tier).

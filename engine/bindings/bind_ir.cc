@@ -3,6 +3,7 @@
 #include "core/checked_math.h"
 #include "ir/graph.h"
 #include "ir/infer.h"
+#include "ir/preprocess.h"
 
 namespace engine::py_bind {
 namespace {
@@ -180,6 +181,20 @@ void register_ir(py::module_& m) {
              if (!v->is_constant()) return py::none();
              return array_from_tensor(*v->constant());
            })
+      .def("insert_preprocess",
+           [](Graph& g, const std::string& input, const py::dict& attrs) {
+             Attributes as;
+             for (auto kv : attrs) {
+               std::string an = py::cast<std::string>(kv.first);
+               as[an] = attr_from("preprocess", an, py::cast<py::tuple>(kv.second));
+             }
+             insert_preprocess(g, input, std::move(as));
+             verify(g);
+             infer_shapes(g);
+           },
+           py::arg("input"), py::arg("attrs"),
+           "Puts a Preprocess node (ir/preprocess.h) in front of graph input `input`; the new uint8 "
+           "frames input takes its name. Attributes as (onnx type, value) pairs.")
       .def("metadata", [](const Graph& g) { return g.metadata(); })
       .def("set_metadata", [](Graph& g, const std::string& k, const std::string& v) { g.metadata()[k] = v; });
 }

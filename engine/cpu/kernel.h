@@ -81,6 +81,7 @@ void register_elementwise_kernels(KernelRegistry& r);
 void register_norm_pool_kernels(KernelRegistry& r);
 void register_shape_ops_kernels(KernelRegistry& r);
 void register_quant_kernels(KernelRegistry& r);
+void register_preprocess_kernels(KernelRegistry& r);
 
 // A kernel from a lambda, for simple ops.
 template <typename F>

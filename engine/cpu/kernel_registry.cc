@@ -8,6 +8,7 @@ KernelRegistry::KernelRegistry() {
   register_norm_pool_kernels(*this);
   register_shape_ops_kernels(*this);
   register_quant_kernels(*this);
+  register_preprocess_kernels(*this);
 }
 
 KernelRegistry& KernelRegistry::get() {

@@ -100,6 +100,13 @@ void Graph::add_input(Value* v) {
   inputs_.push_back(v);
 }
 
+void Graph::replace_input(Value* from, Value* to) {
+  ENGINE_CHECK(from->is_input_ && !to->is_input_, "replace_input('", from->name_, "', '", to->name_, "')");
+  std::replace(inputs_.begin(), inputs_.end(), from, to);
+  from->is_input_ = false;
+  to->is_input_ = true;
+}
+
 void Graph::add_output(Value* v) {
   if (v->is_output_) return;
   v->is_output_ = true;

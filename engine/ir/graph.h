@@ -145,6 +145,9 @@ class Graph {
   // Turns a value into a constant (constant folding) or replaces its data.
   void set_constant(Value* v, std::shared_ptr<const Tensor> t);
   void add_input(Value* v);
+  // Puts `to` in `from`'s place among the graph inputs (same position);
+  // `from` stops being an input (insert_preprocess gives it a producer).
+  void replace_input(Value* from, Value* to);
   void add_output(Value* v);
   // Adds a node; inputs/outputs may contain nullptr for omitted optionals.
   // Outputs must not have a producer yet.

@@ -20,6 +20,7 @@ InferRegistry::InferRegistry() {
   register_norm_pool_infer(*this);
   register_shape_ops_infer(*this);
   register_quant_infer(*this);
+  register_preprocess_infer(*this);
 }
 
 InferRegistry& InferRegistry::get() {

@@ -95,6 +95,7 @@ void register_elementwise_infer(InferRegistry& r);
 void register_norm_pool_infer(InferRegistry& r);
 void register_shape_ops_infer(InferRegistry& r);
 void register_quant_infer(InferRegistry& r);
+void register_preprocess_infer(InferRegistry& r);
 
 // Runs inference for one node, then checks every output shape against the
 // limits of core/checked_math.h (kShape naming the node and output). Throws
