@@ -476,6 +476,7 @@ class _Layout:
     uint8: bool            # the engine preprocesses: it takes uint8 frames
     input_name: str
     dtype: np.dtype
+    bgr: bool = False      # the engine's Preprocess wants BGR frames (decoded frames are RGB)
 
 
 def _layout(engine, transform) -> _Layout:
@@ -488,10 +489,17 @@ def _layout(engine, transform) -> _Layout:
     if shape is None:
         raise ShapeError(f"input '{spec.name}' has an unknown rank: pyengine.video needs (N, C, H, W) frames or "
                          "(N, C, T, H, W) clips")
-    if getattr(engine, "preprocess", None) is not None:
-        # The engine takes uint8 frames (N, H, W, 3) or clips (N, T, H, W, 3).
+    pre = getattr(engine, "preprocess", None)
+    if pre is not None:
+        # The engine takes uint8 frames (N, H, W, 3) or clips (N, T, H, W, 3),
+        # in the color order its Preprocess declares; sources give RGB.
+        color = getattr(pre, "color", "rgb")
+        if color not in ("rgb", "bgr"):
+            raise InvalidArgumentError(f"input '{spec.name}': the engine's Preprocess takes {color} frames; "
+                                       "pyengine.video decodes to RGB (build the plan with color='rgb' or 'bgr')")
         clips = len(shape) == 5
-        return _Layout(clips, shape[1] if clips else None, None, True, spec.name, np.dtype(np.uint8))
+        return _Layout(clips, shape[1] if clips else None, None, True, spec.name, np.dtype(np.uint8),
+                       bgr=color == "bgr")
     if len(shape) not in (4, 5):
         raise ShapeError(f"input '{spec.name}' has shape {list(shape)}: pyengine.video needs (N, C, H, W) frames "
                          "or (N, C, T, H, W) clips")
@@ -638,7 +646,10 @@ class _Loop:
                 s.frames += 1
                 if asm is None or asm.needed(index):
                     img = _check_frame(src.to_array(raw), s.name, index)
-                    x = img if self.transform is None else self._apply(img, s.name, index)
+                    if self.transform is not None:
+                        x = self._apply(img, s.name, index)
+                    else:
+                        x = img[..., ::-1] if self.layout.bgr else img
                     if asm is None:
                         yield _Sample(s, index, ts, arrival, x)
                     else:

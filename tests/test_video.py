@@ -326,6 +326,29 @@ def test_preprocessing_engine_gets_uint8_clips():
     np.testing.assert_array_equal(np.concatenate(eng2.batches), frames)
 
 
+def test_real_preprocessing_engines_rgb_and_bgr(videos):
+    """Engines with a compiled-in Preprocess: a 3-D one gets clips, and an
+    engine whose Preprocess wants BGR gets the decoded RGB frames flipped, so
+    its results equal the RGB engine's bit for bit and both equal engine.run
+    on the decoded frames; an NV12 engine is refused (sources decode RGB)."""
+    frames, _ = decode(videos["pan"])
+    model = zoo.build_model("r2plus1d")
+    spec = dict(resize=40, crop=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout="NCTHW")
+    rgb = pyengine.build(model, backend="cpu", num_threads=1, preprocess=pyengine.Preprocess(color="rgb", **spec))
+    bgr = pyengine.build(model, backend="cpu", num_threads=1, preprocess=pyengine.Preprocess(color="bgr", **spec))
+    got_rgb = list(V.stream(rgb, videos["pan"], stride=4))
+    got_bgr = list(V.stream(bgr, videos["pan"], stride=4))
+    starts = list(range(0, len(frames) - 8 + 1, 4))
+    assert [r.index for r in got_rgb] == [r.index for r in got_bgr] == starts
+    want = rgb(np.stack([frames[s:s + 8] for s in starts]))
+    np.testing.assert_array_equal(np.stack([r.output for r in got_rgb]), want)
+    np.testing.assert_array_equal(np.stack([r.output for r in got_bgr]), want)
+    nv12 = pyengine.build(zoo.build_model("resnet18"), backend="cpu",
+                          preprocess=pyengine.Preprocess(color="nv12", resize=64, crop=64))
+    with pytest.raises(pyengine.InvalidArgumentError, match="nv12"):
+        V.stream(nv12, videos["pan"])
+
+
 def test_custom_transform_and_bad_arguments(engine2d, engine3d):
     rng = np.random.default_rng()
     frames = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
