@@ -4,8 +4,9 @@ package, used from outside the tree.
 The package (libpyengine, public headers, CMake config) comes from, in order:
 $PYENGINE_EMBED_PREFIX; the one this pyengine was installed with (wheels
 carry it under pyengine/cpp: ``python3 -m pyengine.embed``); or, in a source
-checkout, a ``cmake --install`` of a fresh library-only build into a temp
-prefix. samples/cpp_app and samples/c_app are then configured with
+checkout, ``cmake --install --component cpp`` into a temp prefix, from the
+development build dir build/ when there is one (incremental), else from a
+fresh library-only build. samples/cpp_app and samples/c_app are then configured with
 find_package(pyengine) against it, built, and run on plans Python saved;
 their outputs must equal Python's engine.run bit for bit (same thread
 count). The C API's status codes, last-error text and thread-safety are
@@ -65,9 +66,18 @@ def prefix(tmp_path_factory):
         return Path(bundled)
     if not (REPO / "CMakeLists.txt").is_file():
         pytest.skip("this pyengine has no C++ package and there is no source tree to build one")
-    # A source checkout: the library alone (no Python module, so no pybind11
-    # needed), installed as a C++ user would.
     tmp = tmp_path_factory.mktemp("embed-lib")
+    # A source checkout with the development build (README: build/, whose
+    # _core is the one imported in place): build libpyengine there, from the
+    # same objects (incremental), and install the C++ package alone.
+    dev = REPO / "build"
+    if (dev / "CMakeCache.txt").is_file():
+        built = subprocess.run([CMAKE, "--build", dev, "--target", "pyengine", "-j", "2"], capture_output=True)
+        if built.returncode == 0:
+            _run([CMAKE, "--install", dev, "--component", "cpp", "--prefix", tmp / "prefix"])
+            return tmp / "prefix"
+    # Otherwise the library alone (no Python module, so no pybind11 needed),
+    # built and installed as a C++ user would.
     args = [CMAKE, "-S", REPO, "-B", tmp / "build", *_cmake_generator(), "-DCMAKE_BUILD_TYPE=Release",
             "-DPYENGINE_PYTHON=OFF"]
     if shutil.which("ccache"):
