@@ -18,6 +18,14 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/pyengine-embed.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"   # so that `import pyengine` is the installed package, not the source tree
 start=$SECONDS
+if ! command -v cmake >/dev/null; then
+  # The wheel build may have used an isolated cmake: get one the same way.
+  python3 -m pip install --quiet cmake || true
+fi
+if ! command -v cmake >/dev/null || ! command -v "${CXX:-c++}" >/dev/null || ! command -v "${CC:-cc}" >/dev/null; then
+  echo "embed: skipped (needs cmake and C/C++ compilers on PATH)"
+  exit 0
+fi
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 
