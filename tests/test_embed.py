@@ -466,3 +466,28 @@ def test_c_api_concurrent_runs(capi, plans):
         assert not errors, errors
     finally:
         capi.pyengine_engine_free(handle)
+
+
+@pytest.mark.parametrize("meta, status", [
+    ({"backend": "tensorrt"}, BACKEND),
+    ({"backend": "npu"}, PLAN_FORMAT),
+    ({"a": {"backend": "tensorrt"}, "backend": "cpu"}, OK),  # only the top-level key counts
+    ({"precision": "fp32"}, OK),                             # no backend: a CPU plan
+])
+def test_c_api_plan_backend(capi, plans, tmp_path, meta, status):
+    """A plan's metadata decides whether the C++ runtime may run it, as
+    pyengine.load decides: TensorRT plans are BackendUnavailableError."""
+    import json
+
+    from pyengine import _core
+
+    model, plan = plans["resnet18-fp32"]
+    engine = pyengine.load(plan)
+    path = tmp_path / "m.plan"
+    _core.save_plan(engine._graph, json.dumps(meta, indent=1, sort_keys=True), str(path))
+    handle = ctypes.c_void_p()
+    got = capi.pyengine_engine_load(str(path).encode(), 1, ctypes.byref(handle))
+    assert got == status, capi.pyengine_last_error()
+    capi.pyengine_engine_free(handle)
+    if status != OK:
+        assert str(path).encode() in capi.pyengine_last_error()
