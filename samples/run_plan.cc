@@ -1,11 +1,12 @@
-// Embedding the runtime without Python: load a plan, run it, print the output
-// shapes and a checksum.
+// Embedding the runtime without Python, built in the tree (the out-of-tree
+// samples, built against the installed package, are cpp_app/ and c_app/):
+// load a plan, run it, print the output shapes and a sum.
 //   pyengine_run model.plan [batch] [--input in.f32] [--output out.f32]
 // Without --input the (float32) inputs are drawn at random (seed 0). With it,
 // the first input is read from a raw little-endian float32 file holding
 // exactly batch x (the input's other dims) values; --output writes the first
-// output the same way. tools/ci/arm64.sh uses the two to check an aarch64
-// build under qemu against Python's x86 result.
+// output (float32) the same way. tools/ci/arm64.sh uses the two to check an
+// aarch64 build under qemu against Python's x86 result.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,15 +28,13 @@ bool read_raw(const std::string& path, pyengine::Tensor& t) {
     return false;
   }
   f.seekg(0);
-  return static_cast<bool>(f.read(reinterpret_cast<char*>(t.data<float>()), want));
+  return static_cast<bool>(f.read(reinterpret_cast<char*>(t.data_as<float>()), want));
 }
 
 bool write_raw(const std::string& path, const pyengine::Tensor& t) {
   std::ofstream f(path, std::ios::binary);
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  for (int64_t k = 0; k < t.numel(); ++k) v[static_cast<size_t>(k)] = t.float_at(k);
-  return static_cast<bool>(f.write(reinterpret_cast<const char*>(v.data()),
-                                   static_cast<std::streamsize>(v.size() * sizeof(float))));
+  return static_cast<bool>(f.write(reinterpret_cast<const char*>(t.data_as<float>()),
+                                   static_cast<std::streamsize>(t.numel() * sizeof(float))));
 }
 
 }  // namespace
@@ -67,10 +66,11 @@ int main(int argc, char** argv) {
     std::mt19937 rng(0);
     std::normal_distribution<float> dist;
     std::vector<pyengine::Tensor> inputs;
+    std::vector<pyengine::ConstTensorView> views;
     for (const auto& info : engine.inputs()) {
       pyengine::Shape shape = info.shape;
       for (auto& d : shape) if (d < 0) d = batch;
-      pyengine::Tensor t(info.dtype, shape);
+      pyengine::Tensor t = pyengine::allocate_tensor(info.dtype, shape);
       if (inputs.empty() && !input_path.empty()) {
         if (info.dtype != pyengine::DType::kFloat32) {
           std::fprintf(stderr, "error: --input needs a float32 first input\n");
@@ -81,20 +81,28 @@ int main(int argc, char** argv) {
           return 1;
         }
       } else if (info.dtype == pyengine::DType::kFloat32) {
-        for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+        for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = dist(rng);
       }
       inputs.push_back(t);
+      views.push_back(inputs.back().view());
     }
-    std::vector<pyengine::Tensor> outputs = engine.run(inputs);
+    std::vector<pyengine::Tensor> outputs = engine.run(views);
     for (size_t i = 0; i < outputs.size(); ++i) {
       double sum = 0;
-      for (int64_t k = 0; k < outputs[i].numel(); ++k) sum += outputs[i].float_at(k);
+      if (outputs[i].dtype() == pyengine::DType::kFloat32)
+        for (int64_t k = 0; k < outputs[i].numel(); ++k) sum += outputs[i].data_as<float>()[k];
       std::printf("%s %s sum=%.6f\n", engine.outputs()[i].name.c_str(),
                   pyengine::shape_str(outputs[i].shape()).c_str(), sum);
     }
-    if (!output_path.empty() && !write_raw(output_path, outputs.at(0))) {
-      std::fprintf(stderr, "error: cannot write %s\n", output_path.c_str());
-      return 1;
+    if (!output_path.empty()) {
+      if (outputs.at(0).dtype() != pyengine::DType::kFloat32) {
+        std::fprintf(stderr, "error: --output needs a float32 first output\n");
+        return 1;
+      }
+      if (!write_raw(output_path, outputs[0])) {
+        std::fprintf(stderr, "error: cannot write %s\n", output_path.c_str());
+        return 1;
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -318,9 +318,7 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Tensor>& i
   return plan;
 }
 
-std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
-  check_inputs(inputs);
-  std::lock_guard<std::mutex> lock(mu_);
+std::shared_ptr<Executor::Plan> Executor::plan_for(const std::vector<Tensor>& inputs) {
   std::vector<Shape> key;
   for (size_t i = 0; i < inputs.size(); ++i) {
     key.push_back(inputs[i].shape());
@@ -344,11 +342,50 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     plans_[key] = plan;
     plan_order_.push_back(key);
   }
+  return plan;
+}
+
+std::vector<Shape> Executor::output_shapes(const std::vector<Tensor>& inputs) {
+  check_inputs(inputs);
+  std::lock_guard<std::mutex> lock(mu_);
+  std::shared_ptr<Plan> plan = plan_for(inputs);
+  std::vector<Shape> shapes;
+  for (Value* o : graph_->outputs()) shapes.push_back(plan->infos[value_index_[o]].shape);
+  return shapes;
+}
+
+std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) { return run_impl(inputs, nullptr); }
+
+void Executor::run_into(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs) {
+  run_impl(inputs, &outputs);
+}
+
+std::vector<Tensor> Executor::run_impl(const std::vector<Tensor>& inputs, const std::vector<Tensor>* outputs) {
+  check_inputs(inputs);
+  const auto& gout = graph_->outputs();
+  if (outputs)
+    ENGINE_ENFORCE(outputs->size() == gout.size(), kInvalidArgument, "the model has ", gout.size(),
+                   " outputs but ", outputs->size(), " output buffers were given");
+  std::lock_guard<std::mutex> lock(mu_);
+  std::shared_ptr<Plan> plan = plan_for(inputs);
   last_plan_ = plan;
+  if (outputs)
+    for (size_t k = 0; k < gout.size(); ++k) {
+      const ValueInfo& info = plan->infos[value_index_[gout[k]]];
+      const Tensor& t = (*outputs)[k];
+      ENGINE_ENFORCE(t.dtype() == info.dtype, kDType, "output '", gout[k]->name(), "' is ", dtype_name(info.dtype),
+                     ", but its buffer is ", dtype_name(t.dtype()));
+      ENGINE_ENFORCE(t.shape() == info.shape, kShape, "output '", gout[k]->name(), "' has shape ",
+                     shape_str(info.shape), " for these inputs, but its buffer has shape ", shape_str(t.shape()));
+      ENGINE_ENFORCE(t.raw() || t.nbytes() == 0, kInvalidArgument, "output '", gout[k]->name(),
+                     "': the buffer is null");
+    }
   const int64_t limit = memory_limit_.load();
-  if (limit > 0 && plan->run_bytes > limit)
-    fail(ErrorKind::kShape, "this run needs ", plan->run_bytes, " bytes (activation arena ", plan->arena_bytes,
-         " + outputs ", plan->run_bytes - static_cast<int64_t>(plan->arena_bytes), ") for input shapes ",
+  // Caller-owned outputs (run_into) cost the engine nothing: the arena only.
+  const int64_t need = outputs ? static_cast<int64_t>(plan->arena_bytes) : plan->run_bytes;
+  if (limit > 0 && need > limit)
+    fail(ErrorKind::kShape, "this run needs ", need, " bytes (activation arena ", plan->arena_bytes,
+         " + outputs ", need - static_cast<int64_t>(plan->arena_bytes), ") for input shapes ",
          shape_str(inputs.empty() ? Shape{} : inputs[0].shape()), ", above the engine's memory_limit of ", limit,
          " bytes");
   if (plan->arena_bytes > arena_size_) {
@@ -366,10 +403,11 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
   }
   const auto& gin = graph_->inputs();
   for (size_t i = 0; i < gin.size(); ++i) tensors[value_index_[gin[i]]] = inputs[i];
-  for (Value* o : graph_->outputs()) {
-    int vi = value_index_[o];
-    if (!plan->known[vi] && !o->is_graph_input())
-      tensors[vi] = Tensor(plan->infos[vi].dtype, plan->infos[vi].shape);
+  for (size_t k = 0; k < gout.size(); ++k) {
+    int vi = value_index_[gout[k]];
+    if (plan->known[vi] || gout[k]->is_graph_input()) continue;
+    // Caller-owned buffers (run_into) are written in place; run() allocates.
+    tensors[vi] = outputs ? (*outputs)[k] : Tensor(plan->infos[vi].dtype, plan->infos[vi].shape);
   }
   std::vector<const Tensor*> in;
   std::vector<Tensor*> out;
@@ -400,6 +438,16 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     if (observer_)
       for (int o = 0; o < n.num_outputs(); ++o)
         if (out[o]) observer_(n, o, *out[o]);
+  }
+  if (outputs) {
+    // Constants, folded values and pass-through inputs were not computed
+    // into the caller's buffers: copy them there.
+    for (size_t k = 0; k < gout.size(); ++k) {
+      int vi = value_index_[gout[k]];
+      if ((plan->known[vi] || gout[k]->is_graph_input()) && tensors[vi].nbytes() > 0)
+        std::memcpy(const_cast<void*>((*outputs)[k].raw()), tensors[vi].raw(), tensors[vi].nbytes());
+    }
+    return {};
   }
   std::vector<Tensor> result;
   for (Value* o : graph_->outputs()) {

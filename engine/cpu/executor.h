@@ -54,12 +54,24 @@ class Executor {
   ~Executor();
 
   const Graph& graph() const { return *graph_; }
+  // Whether graph input i is read as a value (a shape operand), not only
+  // for its shape: output_shapes() needs its data.
+  bool input_is_value(size_t i) const { return i < value_input_.size() && value_input_[i]; }
   int num_threads() const { return pool_.num_threads(); }
 
   // Inputs in the order of graph().inputs(); returns outputs in the order of
   // graph().outputs(). Outputs own fresh storage. Throws kShape / kDType for
   // inputs that do not match the model, naming the input.
   std::vector<Tensor> run(const std::vector<Tensor>& inputs);
+  // As run(), but writes output i into outputs[i]: caller-owned storage of
+  // exactly the output's dtype and shape for these inputs (checked: kDType /
+  // kShape naming the output). Nothing is allocated for outputs. The buffers
+  // must not overlap each other or the inputs.
+  void run_into(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs);
+  // The shapes of the outputs run(inputs) returns, in order. Plans (and
+  // caches) as run() does, runs nothing; only inputs that feed a shape
+  // operand are read.
+  std::vector<Shape> output_shapes(const std::vector<Tensor>& inputs);
 
   // The setters and readers below take the run lock, so they may be called
   // while other threads run(): they wait for the run in progress.
@@ -89,6 +101,9 @@ class Executor {
  private:
   struct Plan;
   std::shared_ptr<Plan> make_plan(const std::vector<Tensor>& inputs);
+  // The cached plan for these inputs' shapes, made on a miss. Caller holds mu_.
+  std::shared_ptr<Plan> plan_for(const std::vector<Tensor>& inputs);
+  std::vector<Tensor> run_impl(const std::vector<Tensor>& inputs, const std::vector<Tensor>* outputs);
   void check_inputs(const std::vector<Tensor>& inputs) const;
 
   std::shared_ptr<const Graph> graph_;
