@@ -365,6 +365,17 @@ CONV_SHAPES = [
     # Many column panels (several chunks, M splits) and a deep K.
     (1, 17, 40, 40, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 256, 14, 14, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    # Stride-1 convs on large enough images run "padded" (qconv_tiled.h: the
+    # pack reads a zero-bordered copy of the input, no im2col; every row's
+    # last (kw-1)*dw columns are computed and dropped): several images,
+    # asymmetric pads, dilation, groups, rows shorter and longer than a panel,
+    # a 64-column pack block with a ragged tail, M and K tails.
+    (2, 16, 20, 21, 24, 3, 3, (1, 1), (1, 2, 0, 1), (1, 1), 1, None),
+    (1, 8, 33, 60, 17, 3, 3, (1, 1), (1, 2, 1, 2), (1, 2), 1, None),
+    (3, 12, 24, 24, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2, None),
+    (2, 19, 18, 18, 33, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 5, 70, 17, 11, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 9, 12, 77, 8, 3, 2, (1, 1), (1, 0, 1, 1), (1, 1), 1, None),
 ]
 
 

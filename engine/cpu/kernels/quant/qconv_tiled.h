@@ -174,14 +174,60 @@ struct TileCols {
       count[j] = n;
     }
   }
+
+  // The padded-row column space (TiledPlan::padded): tile columns q ..
+  // q + nr - 1 of image img, column q = oy * wp + ox. Columns with ox >= ow
+  // (the row's padding) or oy >= oh are computed but not stored: they get
+  // no segment.
+  void compute_padded(int64_t q, int nr, int64_t img, int64_t wp, int64_t ow, int64_t oh, int64_t m) {
+    hw = oh * ow;
+    groups = (nr + W - 1) / W;
+    int64_t oy = q / wp, ox = q % wp;
+    for (int j = 0; j < groups; ++j) {
+      const int lanes = std::min(W, nr - j * W);
+      int n = 0;
+      for (int l = 0; l < lanes && oy < oh;) {
+        const int run = static_cast<int>(std::min<int64_t>(lanes - l, wp - ox));
+        const int valid = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(run, ow - ox)));
+        if (valid > 0) {
+          mask[j][n] = (valid == 32 ? ~0u : (1u << valid) - 1u) << l;
+          base[j][n] = img * m * hw + oy * ow + ox - l;
+          ++n;
+        }
+        l += run;
+        ox += run;
+        if (ox == wp) {
+          ox = 0;
+          ++oy;
+        }
+      }
+      count[j] = n;
+    }
+  }
 };
 
 // How one call is cut into tasks (see the top of this file).
+//
+// Stride-1 convs other than the plain 1x1 may instead run "padded": the
+// input is first copied once into a zero-bordered buffer of planes hp x wp
+// (hp = oh + (kh-1)*dh, wp = ow + (kw-1)*dw), and each image's columns are
+// the positions q = oy * wp + ox of that plane's first oh rows. im2col row
+// (ci, ki, kj) over those columns is then the contiguous run starting at
+// plane ci, offset ki*dh*wp + kj*dw: the pack reads the padded input
+// directly, with no im2col pass. The (kw-1)*dw columns at the end of every
+// row are computed and thrown away, so it is used only where that waste is
+// smaller than what the im2col costs (large images; see tiled_plan).
+// Panels and chunks then never straddle two images.
 struct TiledPlan {
   int64_t p, k, groups, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
   int64_t panel_bytes, ld;
   size_t rows_bytes, packed_bytes;
-  size_t workspace(int threads) const { return (rows_bytes + packed_bytes) * static_cast<size_t>(threads); }
+  bool padded = false;
+  int64_t hp = 0, wp = 0, p_img = 0, nt_img = 0, cpi = 0;  // padded: plane, columns, panels, chunks per image
+  size_t pad_bytes = 0;                                     // padded: the shared input copy (+ read slack)
+  size_t workspace(int threads) const {
+    return pad_bytes + (rows_bytes + packed_bytes) * static_cast<size_t>(threads);
+  }
 };
 
 template <class T>
@@ -202,10 +248,32 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   const int64_t all_panels = t.nt_count * t.panel_bytes;
   if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
   const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
-  t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
-  if (t.chunks > 1) t.chunks = round_up(t.chunks, threads);
-  t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
-  t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
+  if (g.sh == 1 && g.sw == 1 && !g.is_pointwise()) {
+    const int64_t wp = g.ow + (g.kw - 1) * g.dw, hp = g.oh + (g.kh - 1) * g.dh;
+    const int64_t nt_img = (g.oh * wp + 15) / 16;
+    // Worth it unless the thrown-away columns (and the per-image panel
+    // rounding) add more than ~15% to the merged im2col's panels.
+    if (100 * g.n * nt_img <= 115 * t.nt_count) {
+      t.padded = true;
+      t.wp = wp;
+      t.hp = hp;
+      t.p_img = g.oh * wp;
+      t.nt_img = nt_img;
+      t.nt_count = g.n * nt_img;
+      t.cpi = (nt_img + max_chunk - 1) / max_chunk;
+      if (t.cpi > 1 && g.n % threads != 0) t.cpi = round_up(t.cpi, threads);
+      t.chunk = (nt_img + t.cpi - 1) / t.cpi;
+      t.cpi = (nt_img + t.chunk - 1) / t.chunk;
+      t.chunks = g.n * t.cpi;
+      t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * hp * wp + (g.kw - 1) * g.dw + 64));
+    }
+  }
+  if (!t.padded) {
+    t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
+    if (t.chunks > 1) t.chunks = round_up(t.chunks, threads);
+    t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
+    t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
+  }
   const int64_t outer = g.group * t.chunks;
   t.msplit = 1;
   if (outer % threads != 0) t.msplit = round_up((4 * threads + outer - 1) / outer, threads);
@@ -218,12 +286,38 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   return t;
 }
 
+// The padded copy of x for TiledPlan::padded: planes hp x wp, input pixel
+// (iy, ix) at row iy + pt, column ix + pl, zeros around.
+inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, int8_t* out) {
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t pl = b; pl < e; ++pl) {
+      const int8_t* src = x + pl * g.h * g.w;
+      int8_t* dst = out + pl * t.hp * t.wp;
+      const int64_t rows = std::min(g.h, t.hp - g.pt), cols = std::min(g.w, t.wp - g.pl);
+      std::memset(dst, 0, static_cast<size_t>(g.pt * t.wp));
+      for (int64_t r = 0; r < rows; ++r) {
+        int8_t* d = dst + (r + g.pt) * t.wp;
+        std::memset(d, 0, static_cast<size_t>(g.pl));
+        std::memcpy(d + g.pl, src + r * g.w, static_cast<size_t>(cols));
+        std::memset(d + g.pl + cols, 0, static_cast<size_t>(t.wp - g.pl - cols));
+      }
+      std::memset(dst + (rows + g.pt) * t.wp, 0, static_cast<size_t>((t.hp - rows - g.pt) * t.wp));
+    }
+  };
+  pool.parallel_for(g.n * g.c, by_ref(body), 8);
+  // Garbage columns of the last plane read up to (kw-1)*dw bytes past it.
+  std::memset(out + g.n * g.c * t.hp * t.wp, 0, static_cast<size_t>((g.kw - 1) * g.dw + 64));
+}
+
 template <class T, class Cols>
 void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, void* ws, const T& tr) {
   const int64_t hw = g.oh * g.ow;
+  int8_t* padded = static_cast<int8_t*>(ws);
+  if (t.padded) pad_input(pool, g, x, t, padded);
+  char* thread_ws = static_cast<char*>(ws) + t.pad_bytes;
   std::atomic<int64_t> next{0};
   auto body = [&](int tid, int) {
-    char* mine = static_cast<char*>(ws) + (t.rows_bytes + t.packed_bytes) * static_cast<size_t>(tid);
+    char* mine = thread_ws + (t.rows_bytes + t.packed_bytes) * static_cast<size_t>(tid);
     auto* rowbuf = reinterpret_cast<int8_t*>(mine);
     auto* packed = reinterpret_cast<uint8_t*>(mine + t.rows_bytes);
     alignas(64) int32_t tile[T::kMR * 16 * T::kNV];
@@ -233,11 +327,44 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
          task = next.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t id = task / t.msplit, ms = task % t.msplit;
       const int64_t ch = id % t.chunks, grp = id / t.chunks;
-      const int64_t nt0 = ch * t.chunk, nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
-      const int64_t p0 = nt0 * 16, p1 = std::min(t.p, (nt0 + nts) * 16), ncols = p1 - p0;
+      int64_t nt0, nts, p0, p1, img = 0;
+      if (t.padded) {  // p0, p1: columns of image img's padded plane
+        img = ch / t.cpi;
+        const int64_t local = ch % t.cpi * t.chunk;
+        nts = std::min(t.chunk, t.nt_img - local);
+        nt0 = img * t.nt_img + local;
+        p0 = local * 16;
+        p1 = std::min(t.p_img, p0 + nts * 16);
+      } else {
+        nt0 = ch * t.chunk;
+        nts = std::min(t.nt_count, nt0 + t.chunk) - nt0;
+        p0 = nt0 * 16;
+        p1 = std::min(t.p, (nt0 + nts) * 16);
+      }
+      const int64_t ncols = p1 - p0;
       // A thread keeps its last chunk: its next task is often another M
       // split of the same chunk.
-      if (id != packed_id) {
+      if (id != packed_id && t.padded) {
+        const int8_t* src = padded + (img * g.c + grp * g.cg()) * t.hp * t.wp + p0;
+        int64_t ci = 0, ki = 0, kj = 0;  // of k row kk0 + i, stepped without divisions
+        for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
+          const int64_t rows = std::min<int64_t>(T::kKGroup, t.k - kk0);
+          const int8_t* r[T::kKGroup];
+          for (int i = 0; i < T::kKGroup; ++i) {
+            r[i] = i < rows ? src + (ci * t.hp + ki * g.dh) * t.wp + kj * g.dw : rowbuf;
+            if (++kj == g.kw) {
+              kj = 0;
+              if (++ki == g.kh) {
+                ki = 0;
+                ++ci;
+              }
+            }
+          }
+          if (rows < T::kKGroup) std::memset(rowbuf, 0, ncols);  // rows past K read zeros
+          tr.pack_group(r, ncols, packed + kk0 / T::kKGroup * 64, t.panel_bytes);
+        }
+        packed_id = id;
+      } else if (id != packed_id) {
         const int64_t img = p0 / hw;
         // A 1x1 conv's im2col is the input itself: pack straight from it
         // while the chunk stays inside one image.
@@ -267,13 +394,16 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
           const int64_t col = p0 + j * 16;
           const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
           tr.kernel(nv, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
-          cols.compute(col, nr, hw, g.m);
+          if (t.padded) cols.compute_padded(col, nr, img, t.wp, g.ow, g.oh, g.m);
+          else cols.compute(col, nr, hw, g.m);
           tr.epilogue(tile, mr, nr, grp * t.mg + mt * T::kMR, cols);
         }
       }
     }
   };
-  pool.run(by_ref(body));
+  // Tasks are claimed from `next`: a worker that starts late (a busy
+  // machine) finds them taken and returns, instead of being waited for.
+  pool.run_any(by_ref(body));
 }
 
 }  // namespace
