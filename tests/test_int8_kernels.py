@@ -376,6 +376,10 @@ CONV_SHAPES = [
     (2, 19, 18, 18, 33, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     (1, 5, 70, 17, 11, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 9, 12, 77, 8, 3, 2, (1, 1), (1, 0, 1, 1), (1, 1), 1, None),
+    # A last panel of 1 and of 4 columns (7x7 = 3 panels + 1; 9x4): the VNNI
+    # tier's narrow tail kernel, with several weight tiles and an M tail.
+    (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 33, 9, 4, 17, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
 ]
 
 

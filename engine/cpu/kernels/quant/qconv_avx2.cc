@@ -193,7 +193,7 @@ struct Avx2Traits {
   void pack_group(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_pair(r, ncols, out, panel_stride);
   }
-  void kernel(int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile) const {
+  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile) const {
     kernel_6x16(reinterpret_cast<const int16_t*>(a), reinterpret_cast<const int16_t*>(b), kp, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {

@@ -79,6 +79,29 @@ void kernel_vnni(const int8_t* a, const uint8_t* b, int64_t bstride, int64_t kq,
     for (int v = 0; v < NV; ++v) _mm512_storeu_si512(c + r * kTileLd + v * 16, acc[r][v]);
 }
 
+// A panel with only nc <= kTailCols valid columns (the last one of a small
+// image at batch 1: 7x7 = 49 = 3 panels + 1 column): one 8-lane vpdpbusd
+// per column and k group, the weight tile's [MR][4] bytes as the vector and
+// the column's 4 activation bytes broadcast, instead of eight 16-lane ones
+// of which nc lanes count. Same int32 sums, so the same bits.
+constexpr int kTailCols = 4;
+void kernel_vnni_cols(const int8_t* a, const uint8_t* b, int64_t kq, int nc, int32_t* c) {
+  static_assert(kVnniMR == 8, "one ymm holds a k group of the 8 rows");
+  __m256i acc[kTailCols];
+  for (int j = 0; j < kTailCols; ++j) acc[j] = _mm256_setzero_si256();
+  for (int64_t p = 0; p < kq; ++p) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + p * kVnniMR * 4));
+#pragma GCC unroll 4
+    for (int j = 0; j < kTailCols; ++j)
+      if (j < nc) acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(load_i32(b + p * 64 + j * 4)), w);
+  }
+  alignas(32) int32_t t[kVnniMR];
+  for (int j = 0; j < nc; ++j) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[j]);
+    for (int r = 0; r < kVnniMR; ++r) c[r * kTileLd + j] = t[r];
+  }
+}
+
 // The epilogue on up to 16 lanes (mask m) of channel c; same operations,
 // same order as epilogue_one().
 inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
@@ -175,9 +198,10 @@ struct VnniTraits {
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad(r, ncols, flip, out, panel_stride);
   }
-  void kernel(int nv, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
+  void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
     const auto* a8 = reinterpret_cast<const int8_t*>(a);
-    if (nv == 3) kernel_vnni<3>(a8, b, bstride, kq, tile);
+    if (nv == 1 && nr <= kTailCols) kernel_vnni_cols(a8, b, kq, nr, tile);
+    else if (nv == 3) kernel_vnni<3>(a8, b, bstride, kq, tile);
     else if (nv == 2) kernel_vnni<2>(a8, b, bstride, kq, tile);
     else kernel_vnni<1>(a8, b, bstride, kq, tile);
   }

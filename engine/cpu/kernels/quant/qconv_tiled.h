@@ -26,9 +26,9 @@
 //                   uint8_t* out, int64_t panel_stride): one k group of every
 //                   panel of the chunk (64 bytes per panel), panel j at
 //                   out + j * panel_stride;
-//   void kernel(int nv, const uint8_t* a, const uint8_t* b, int64_t
-//               panel_stride, int64_t groups, int32_t* tile): tile is
-//               [kMR][16 * kNV] int32;
+//   void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b,
+//               int64_t panel_stride, int64_t groups, int32_t* tile): tile
+//               is [kMR][16 * kNV] int32, of which columns [0, nr) are used;
 //   void epilogue(const int32_t* tile, int mr, int nr, int64_t c0,
 //                 const TileCols<...>& cols): stores the outputs.
 #pragma once
@@ -252,8 +252,17 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
     const int64_t wp = g.ow + (g.kw - 1) * g.dw, hp = g.oh + (g.kh - 1) * g.dh;
     const int64_t nt_img = (g.oh * wp + 15) / 16;
     // Worth it unless the thrown-away columns (and the per-image panel
-    // rounding) add more than ~15% to the merged im2col's panels.
-    if (100 * g.n * nt_img <= 115 * t.nt_count) {
+    // rounding) cost much more than the merged im2col's columns: the im2col
+    // costs per output row and k row, so on small images (7x7, 14x14) it
+    // outweighs 30% more columns (measured on Zen 4, batch 1 and 8). Costs
+    // in 1/16 panels; a last panel of <= 4 columns costs its columns (the
+    // ISA kernels' narrow tail), others a whole panel.
+    auto cost = [](int64_t cols) {
+      const int64_t r = cols % 16;
+      return cols / 16 * 16 + (r == 0 ? 0 : r <= 4 ? r : 16);
+    };
+    const int64_t merged = cost(t.p) * 3, pad = g.n * cost(g.oh * wp) * 2;
+    if (pad <= merged) {
       t.padded = true;
       t.wp = wp;
       t.hp = hp;
@@ -393,7 +402,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
           const int nv = static_cast<int>(std::min<int64_t>(T::kNV, nts - j));
           const int64_t col = p0 + j * 16;
           const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
-          tr.kernel(nv, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+          tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
           if (t.padded) cols.compute_padded(col, nr, img, t.wp, g.ow, g.oh, g.m);
           else cols.compute(col, nr, hw, g.m);
           tr.epilogue(tile, mr, nr, grp * t.mg + mt * T::kMR, cols);
