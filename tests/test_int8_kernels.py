@@ -542,11 +542,15 @@ def _chain_model(x, w1, attrs1, w2, ep2, attrs2):
 @pytest.mark.parametrize("tier", KERNEL_TIERS)
 @pytest.mark.parametrize("epilogue", list(EPILOGUES))
 @pytest.mark.parametrize("shape", [(1, 13, 11, 9, 24, 29, 3, 1), (2, 64, 14, 14, 64, 67, 1, 0),
-                                   (1, 3, 20, 20, 67, 16, 3, 1)], ids=lambda s: "x".join(map(str, s)))
+                                   (1, 3, 20, 20, 67, 16, 3, 1), (2, 16, 30, 30, 24, 40, 3, 1),
+                                   (2, 20, 7, 7, 9, 13, 1, 0)], ids=lambda s: "x".join(map(str, s)))
 def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
     """The u8 path: a QConv reading a requantized Relu output (values 0..127,
     many saturated at 127) uses the int8 values as u8 directly on the VNNI
-    tier (its profile says so); bits equal numpy's on every tier."""
+    tier and through vpmaddubsw on the AVX2 tier (the profiles say so; with
+    edges=True every weight is -128 or 127, so with the inputs at 127 the
+    pair sums reach their extremes, -32512 and 32258); bits equal numpy's on
+    every tier."""
     _require_tier(tier)
     rng = np.random.default_rng()
     n, c, h, w_, m1, m2, k, pad = shape
@@ -575,6 +579,10 @@ def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
             kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
             assert "avx512vnni" in kernels["second"] and "u8 input" in kernels["second"], kernels
             assert "+128 input" in kernels["first"], kernels
+        if tier == "avx2":
+            kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
+            assert "avx2" in kernels["second"] and "maddubsw" in kernels["second"], kernels
+            assert "int16 madd" in kernels["first"], kernels
 
 
 def _available_tiers(tiers):
