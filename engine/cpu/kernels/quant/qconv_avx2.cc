@@ -120,6 +120,31 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
   }
 }
 
+// epilogue8 on the lanes in `mask` only (lane l is output idx + l): the
+// residual lanes are copied in and the results copied out through buffers,
+// so the operations, and the bits, are epilogue8's.
+inline void epilogue8_lanes(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __m256 bf, int64_t idx,
+                            uint32_t mask) {
+  alignas(32) float zf[8] = {}, yf[8];
+  alignas(16) int8_t zs[16] = {}, ys[16];
+  Epilogue b = e;
+  if (e.z_f32) b.z_f32 = zf;
+  if (e.z_s8) b.z_s8 = zs;
+  b.y_f32 = yf;
+  b.y_s8 = ys;
+  for (int l = 0; l < 8; ++l)
+    if (mask >> l & 1u) {
+      if (e.z_f32) zf[l] = e.z_f32[idx + l];
+      else if (e.z_s8) zs[l] = e.z_s8[idx + l];
+    }
+  epilogue8(b, acc, mul, bi, bf, 0);
+  for (int l = 0; l < 8; ++l)
+    if (mask >> l & 1u) {
+      if (e.requant) e.y_s8[idx + l] = ys[l];
+      else e.y_f32[idx + l] = yf[l];
+    }
+}
+
 using Cols = TileCols<8, 2>;
 
 // Conv tile: rows are channels c0..c0+mr-1, columns as `cols` maps them;
@@ -139,9 +164,11 @@ void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int64_t 
                   cols.base[j][0] + coff);
         continue;
       }
-      for (int s = 0; s < cols.count[j]; ++s)
-        for (int l = 0; l < 8; ++l)
-          if (cols.mask[j][s] >> l & 1u) epilogue_one(e, t[8 * j + l], c, cols.base[j][s] + coff + l);
+      // Partial groups (row ends of the padded column space, image
+      // boundaries, tails): the vector epilogue on copies of the valid
+      // lanes, so nothing outside them is read or written.
+      const __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 8 * j));
+      for (int s = 0; s < cols.count[j]; ++s) epilogue8_lanes(e, acc, mul, bi, bf, cols.base[j][s] + coff, cols.mask[j][s]);
     }
   }
 }
