@@ -376,6 +376,12 @@ CONV_SHAPES = [
     (2, 19, 18, 18, 33, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     (1, 5, 70, 17, 11, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 9, 12, 77, 8, 3, 2, (1, 1), (1, 0, 1, 1), (1, 1), 1, None),
+    # Strided convs run padded through phase planes (one per stride phase,
+    # only the phases a tap reads are filled): a stem-like 7x7/2 at batch 2
+    # with an odd width, strides (2, 3) with dilation and groups, stride 3.
+    (2, 5, 40, 41, 16, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1, None),
+    (1, 12, 30, 33, 20, 3, 3, (2, 3), (1, 0, 2, 1), (1, 2), 2, None),
+    (1, 8, 27, 29, 9, 5, 5, (3, 3), (2, 2, 2, 2), (1, 1), 1, None),
     # A last panel of 1 and of 4 columns (7x7 = 3 panels + 1; 9x4): the VNNI
     # tier's narrow tail kernel, with several weight tiles and an M tail.
     (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),

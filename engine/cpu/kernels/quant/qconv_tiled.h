@@ -208,22 +208,28 @@ struct TileCols {
 
 // How one call is cut into tasks (see the top of this file).
 //
-// Stride-1 convs other than the plain 1x1 may instead run "padded": the
-// input is first copied once into a zero-bordered buffer of planes hp x wp
-// (hp = oh + (kh-1)*dh, wp = ow + (kw-1)*dw), and each image's columns are
-// the positions q = oy * wp + ox of that plane's first oh rows. im2col row
-// (ci, ki, kj) over those columns is then the contiguous run starting at
-// plane ci, offset ki*dh*wp + kj*dw: the pack reads the padded input
-// directly, with no im2col pass. The (kw-1)*dw columns at the end of every
-// row are computed and thrown away, so it is used only where that waste is
-// smaller than what the im2col costs (large images; see tiled_plan).
-// Panels and chunks then never straddle two images.
+// Convs other than the plain 1x1 may instead run "padded": the input is
+// first copied once into zero-bordered phase planes, and each image's
+// columns are q = oy * wp + ox, ox < wp. With strides sh x sw, phase (a, b)
+// of a channel holds padded pixels (i * sh + a, j * sw + b) as a plane hp x
+// wp (hp = oh + (kh-1)*dh / sh, wp = ow + (kw-1)*dw / sw; stride 1 has one
+// phase, the zero-bordered input itself). Tap (ki, kj) reads phase
+// ((ki*dh) % sh, (kj*dw) % sw) at row oy + (ki*dh) / sh, column ox +
+// (kj*dw) / sw, so im2col row (ci, ki, kj) over the columns is one
+// contiguous run (tap_off): the pack reads the planes directly, with no
+// im2col pass. The wp - ow columns at the end of every row are computed and
+// thrown away, so it is used only where that costs less than the im2col
+// (see tiled_plan). Panels and chunks then never straddle two images.
+constexpr int kMaxPaddedTaps = 64;
 struct TiledPlan {
   int64_t p, k, groups, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
   int64_t panel_bytes, ld;
   size_t rows_bytes, packed_bytes;
   bool padded = false;
   int64_t hp = 0, wp = 0, p_img = 0, nt_img = 0, cpi = 0;  // padded: plane, columns, panels, chunks per image
+  int64_t phases = 1, chan_bytes = 0;                       // padded: sh * sw planes per channel, their bytes
+  uint64_t used_phases = 0;                                 // padded: bit a * sw + b: a tap reads phase (a, b)
+  int64_t tap_off[kMaxPaddedTaps];                          // padded: tap ki * kw + kj's offset in a channel
   size_t pad_bytes = 0;                                     // padded: the shared input copy (+ read slack)
   size_t workspace(int threads) const {
     return pad_bytes + (rows_bytes + packed_bytes) * static_cast<size_t>(threads);
@@ -248,8 +254,9 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   const int64_t all_panels = t.nt_count * t.panel_bytes;
   if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
   const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
-  if (g.sh == 1 && g.sw == 1 && !g.is_pointwise()) {
-    const int64_t wp = g.ow + (g.kw - 1) * g.dw, hp = g.oh + (g.kh - 1) * g.dh;
+  // (A 1x1 conv's im2col is one gather per k row: no taps to share.)
+  if (g.kh * g.kw > 1 && g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
+    const int64_t wp = g.ow + (g.kw - 1) * g.dw / g.sw, hp = g.oh + (g.kh - 1) * g.dh / g.sh;
     const int64_t nt_img = (g.oh * wp + 15) / 16;
     // Worth it unless the thrown-away columns (and the per-image panel
     // rounding) cost much more than the merged im2col's columns: the im2col
@@ -274,7 +281,15 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
       t.chunk = (nt_img + t.cpi - 1) / t.cpi;
       t.cpi = (nt_img + t.chunk - 1) / t.chunk;
       t.chunks = g.n * t.cpi;
-      t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * hp * wp + (g.kw - 1) * g.dw + 64));
+      t.phases = g.sh * g.sw;
+      t.chan_bytes = t.phases * hp * wp;
+      for (int64_t ki = 0; ki < g.kh; ++ki)
+        for (int64_t kj = 0; kj < g.kw; ++kj) {
+          const int64_t ph = ki * g.dh % g.sh * g.sw + kj * g.dw % g.sw;
+          t.used_phases |= uint64_t{1} << ph;
+          t.tap_off[ki * g.kw + kj] = (ph * hp + ki * g.dh / g.sh) * wp + kj * g.dw / g.sw;
+        }
+      t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * t.chan_bytes + wp + 64));
     }
   }
   if (!t.padded) {
@@ -295,27 +310,58 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   return t;
 }
 
-// The padded copy of x for TiledPlan::padded: planes hp x wp, input pixel
-// (iy, ix) at row iy + pt, column ix + pl, zeros around.
+// The phase planes of x for TiledPlan::padded: channel ci of image i at
+// out + (i * c + ci) * chan_bytes, phase (a, b) at (a * sw + b) * hp * wp
+// in it, row r, column j = input pixel (r * sh + a - pt, j * sw + b - pl),
+// 0 outside the input. Phases no tap reads are left unwritten (only the
+// thrown-away columns may read them).
 inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, int8_t* out) {
-  auto body = [&](int64_t b, int64_t e) {
-    for (int64_t pl = b; pl < e; ++pl) {
+  auto body = [&](int64_t begin, int64_t end) {
+    for (int64_t pl = begin; pl < end; ++pl) {
       const int8_t* src = x + pl * g.h * g.w;
-      int8_t* dst = out + pl * t.hp * t.wp;
-      const int64_t rows = std::min(g.h, t.hp - g.pt), cols = std::min(g.w, t.wp - g.pl);
-      std::memset(dst, 0, static_cast<size_t>(g.pt * t.wp));
-      for (int64_t r = 0; r < rows; ++r) {
-        int8_t* d = dst + (r + g.pt) * t.wp;
-        std::memset(d, 0, static_cast<size_t>(g.pl));
-        std::memcpy(d + g.pl, src + r * g.w, static_cast<size_t>(cols));
-        std::memset(d + g.pl + cols, 0, static_cast<size_t>(t.wp - g.pl - cols));
-      }
-      std::memset(dst + (rows + g.pt) * t.wp, 0, static_cast<size_t>((t.hp - rows - g.pt) * t.wp));
+      for (int64_t a = 0; a < g.sh; ++a)
+        for (int64_t b = 0; b < g.sw; ++b) {
+          if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
+          int8_t* dst = out + pl * t.chan_bytes + (a * g.sw + b) * t.hp * t.wp;
+          // Columns j whose input column j * sw + b - pl lies in [0, w).
+          const int64_t off = g.pl - b;
+          const int64_t jlo = std::min<int64_t>(t.wp, off > 0 ? (off + g.sw - 1) / g.sw : 0);
+          const int64_t jhi = std::max(jlo, std::min<int64_t>(t.wp, g.w + off > 0 ? (g.w + off + g.sw - 1) / g.sw : 0));
+          for (int64_t r = 0; r < t.hp; ++r) {
+            int8_t* d = dst + r * t.wp;
+            const int64_t iy = r * g.sh + a - g.pt;
+            if (iy < 0 || iy >= g.h) {
+              std::memset(d, 0, static_cast<size_t>(t.wp));
+              continue;
+            }
+            const int8_t* srow = src + iy * g.w - off;  // input column of j is srow[j * sw]
+            std::memset(d, 0, static_cast<size_t>(jlo));
+            if (g.sw == 1) {
+              std::memcpy(d + jlo, srow + jlo, static_cast<size_t>(jhi - jlo));
+            } else {
+              int64_t j = jlo;
+              if (g.sw == 2) {
+                // Every other byte, 16 at a time, while the 32-byte load
+                // stays inside this input row (srow[k] is valid for k <
+                // g.w + off).
+                const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                                                      2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+                for (; j + 16 <= jhi && 2 * j + 32 <= g.w + off; j += 16) {
+                  __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(srow + 2 * j));
+                  v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, even), 0x08);
+                  _mm_storeu_si128(reinterpret_cast<__m128i*>(d + j), _mm256_castsi256_si128(v));
+                }
+              }
+              for (; j < jhi; ++j) d[j] = srow[j * g.sw];
+            }
+            std::memset(d + jhi, 0, static_cast<size_t>(t.wp - jhi));
+          }
+        }
     }
   };
   pool.parallel_for(g.n * g.c, by_ref(body), 8);
-  // Garbage columns of the last plane read up to (kw-1)*dw bytes past it.
-  std::memset(out + g.n * g.c * t.hp * t.wp, 0, static_cast<size_t>((g.kw - 1) * g.dw + 64));
+  // Thrown-away columns of the last plane read up to wp bytes past it.
+  std::memset(out + g.n * g.c * t.chan_bytes, 0, static_cast<size_t>(t.wp + 64));
 }
 
 template <class T, class Cols>
@@ -354,19 +400,17 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
       // A thread keeps its last chunk: its next task is often another M
       // split of the same chunk.
       if (id != packed_id && t.padded) {
-        const int8_t* src = padded + (img * g.c + grp * g.cg()) * t.hp * t.wp + p0;
-        int64_t ci = 0, ki = 0, kj = 0;  // of k row kk0 + i, stepped without divisions
+        const int8_t* src = padded + (img * g.c + grp * g.cg()) * t.chan_bytes + p0;
+        const int64_t taps = g.kh * g.kw;
+        int64_t ci = 0, tap = 0;  // of k row kk0 + i, stepped without divisions
         for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
           const int64_t rows = std::min<int64_t>(T::kKGroup, t.k - kk0);
           const int8_t* r[T::kKGroup];
           for (int i = 0; i < T::kKGroup; ++i) {
-            r[i] = i < rows ? src + (ci * t.hp + ki * g.dh) * t.wp + kj * g.dw : rowbuf;
-            if (++kj == g.kw) {
-              kj = 0;
-              if (++ki == g.kh) {
-                ki = 0;
-                ++ci;
-              }
+            r[i] = i < rows ? src + ci * t.chan_bytes + t.tap_off[tap] : rowbuf;
+            if (++tap == taps) {
+              tap = 0;
+              ++ci;
             }
           }
           if (rows < T::kKGroup) std::memset(rowbuf, 0, ncols);  // rows past K read zeros
