@@ -1,7 +1,10 @@
 // QConv and QGemm kernels (ops.def documents both ops): attribute parsing,
 // validation, weight packing in create(), and the choice of tier: the
-// reference loops (qconv_ref.cc), the AVX2 int16 GEMM (qconv_avx2.cc) or,
-// for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc). The tier is
+// reference loops (qconv_ref.cc), the AVX2 GEMMs (qconv_avx2.cc: int16
+// vpmaddwd, or for QConv inputs known to be >= 0 the exact u8 vpmaddubsw
+// path) or, for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc).
+// "planes/im2col" in describe(): most convs read zero-bordered phase planes
+// of the input, the rest an im2col (qconv_tiled.h picks per shape). The tier is
 // fixed when the kernel is created (dispatch.h) and weights are packed for it.
 //
 // Weights are normally constants, packed once here. They may also arrive at
@@ -180,11 +183,11 @@ class QConvKernel final : public Kernel {
   std::string describe() const override {
     switch (tier_) {
       case Tier::kAvx512Vnni:
-        return x_nonneg_ ? "qconv_s8_avx512vnni im2col+gemm(vpdpbusd, u8 input)"
-                         : "qconv_s8_avx512vnni im2col+gemm(vpdpbusd, +128 input)";
+        return x_nonneg_ ? "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, u8 input)"
+                         : "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, +128 input)";
       case Tier::kAvx2:
-        return x_nonneg_ ? "qconv_s8_avx2 im2col+gemm(maddubsw, u8 input >= 0: exact)"
-                         : "qconv_s8_avx2 im2col+gemm(int16 madd)";
+        return x_nonneg_ ? "qconv_s8_avx2 planes/im2col+gemm(maddubsw, u8 input)"
+                         : "qconv_s8_avx2 planes/im2col+gemm(int16 madd)";
       case Tier::kRef: break;
     }
     return "qconv_s8_ref";
