@@ -591,6 +591,28 @@ def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
             assert "int16 madd" in kernels["first"], kernels
 
 
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+def test_nonneg_chain_weights_fed_at_run_time(tier):
+    """The u8 paths (VNNI's u8 input, AVX2's vpmaddubsw) with the second
+    conv's weights fed as a graph input, so they are packed on every call:
+    the same bits as with constant weights."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    x = rng.integers(-128, 128, size=(2, 6, 12, 13)).astype(np.int8)
+    w1 = rng.integers(-128, 128, size=(9, 6, 3, 3)).astype(np.int8)
+    w2 = rng.integers(-128, 128, size=(11, 9, 3, 3)).astype(np.int8)
+    attrs1 = dict(x_scale=0.02, w_scale=[0.004] * 9, activation="Relu", y_scale=0.05, pads=[1, 1, 1, 1])
+    attrs2 = dict(x_scale=0.05, w_scale=[0.003] * 11, activation="Relu", y_scale=0.03, pads=[1, 1, 1, 1])
+    model, feeds = _chain_model(x, w1, attrs1, w2, {}, attrs2)
+    want = _engine(model, tier=tier).run(feeds)["y"]
+    init = next(i for i in model.graph.initializer if i.name == "w2")
+    model.graph.initializer.remove(init)
+    model.graph.input.append(_vi("w2", np.int8, w2.shape))
+    got = _engine(model, tier=tier).run({**feeds, "w2": w2})["y"]
+    assert (want > 0).any() and (want == 127).any()
+    np.testing.assert_array_equal(got, want)
+
+
 def _available_tiers(tiers):
     top = TIERS.index(_core.cpu_info()["max_isa"])
     return [t for t in tiers if TIERS.index(t) <= top]
