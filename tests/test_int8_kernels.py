@@ -365,6 +365,27 @@ CONV_SHAPES = [
     # Many column panels (several chunks, M splits) and a deep K.
     (1, 17, 40, 40, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 256, 14, 14, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    # Stride-1 convs on large enough images run "padded" (qconv_tiled.h: the
+    # pack reads a zero-bordered copy of the input, no im2col; every row's
+    # last (kw-1)*dw columns are computed and dropped): several images,
+    # asymmetric pads, dilation, groups, rows shorter and longer than a panel,
+    # a 64-column pack block with a ragged tail, M and K tails.
+    (2, 16, 20, 21, 24, 3, 3, (1, 1), (1, 2, 0, 1), (1, 1), 1, None),
+    (1, 8, 33, 60, 17, 3, 3, (1, 1), (1, 2, 1, 2), (1, 2), 1, None),
+    (3, 12, 24, 24, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2, None),
+    (2, 19, 18, 18, 33, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 5, 70, 17, 11, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 9, 12, 77, 8, 3, 2, (1, 1), (1, 0, 1, 1), (1, 1), 1, None),
+    # Strided convs run padded through phase planes (one per stride phase,
+    # only the phases a tap reads are filled): a stem-like 7x7/2 at batch 2
+    # with an odd width, strides (2, 3) with dilation and groups, stride 3.
+    (2, 5, 40, 41, 16, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1, None),
+    (1, 12, 30, 33, 20, 3, 3, (2, 3), (1, 0, 2, 1), (1, 2), 2, None),
+    (1, 8, 27, 29, 9, 5, 5, (3, 3), (2, 2, 2, 2), (1, 1), 1, None),
+    # A last panel of 1 and of 4 columns (7x7 = 3 panels + 1; 9x4): the VNNI
+    # tier's narrow tail kernel, with several weight tiles and an M tail.
+    (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 33, 9, 4, 17, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
 ]
 
 
@@ -527,11 +548,15 @@ def _chain_model(x, w1, attrs1, w2, ep2, attrs2):
 @pytest.mark.parametrize("tier", KERNEL_TIERS)
 @pytest.mark.parametrize("epilogue", list(EPILOGUES))
 @pytest.mark.parametrize("shape", [(1, 13, 11, 9, 24, 29, 3, 1), (2, 64, 14, 14, 64, 67, 1, 0),
-                                   (1, 3, 20, 20, 67, 16, 3, 1)], ids=lambda s: "x".join(map(str, s)))
+                                   (1, 3, 20, 20, 67, 16, 3, 1), (2, 16, 30, 30, 24, 40, 3, 1),
+                                   (2, 20, 7, 7, 9, 13, 1, 0)], ids=lambda s: "x".join(map(str, s)))
 def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
     """The u8 path: a QConv reading a requantized Relu output (values 0..127,
     many saturated at 127) uses the int8 values as u8 directly on the VNNI
-    tier (its profile says so); bits equal numpy's on every tier."""
+    tier and through vpmaddubsw on the AVX2 tier (the profiles say so; with
+    edges=True every weight is -128 or 127, so with the inputs at 127 the
+    pair sums reach their extremes, -32512 and 32258); bits equal numpy's on
+    every tier."""
     _require_tier(tier)
     rng = np.random.default_rng()
     n, c, h, w_, m1, m2, k, pad = shape
@@ -560,6 +585,32 @@ def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
             kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
             assert "avx512vnni" in kernels["second"] and "u8 input" in kernels["second"], kernels
             assert "+128 input" in kernels["first"], kernels
+        if tier == "avx2":
+            kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
+            assert "avx2" in kernels["second"] and "maddubsw" in kernels["second"], kernels
+            assert "int16 madd" in kernels["first"], kernels
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+def test_nonneg_chain_weights_fed_at_run_time(tier):
+    """The u8 paths (VNNI's u8 input, AVX2's vpmaddubsw) with the second
+    conv's weights fed as a graph input, so they are packed on every call:
+    the same bits as with constant weights."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    x = rng.integers(-128, 128, size=(2, 6, 12, 13)).astype(np.int8)
+    w1 = rng.integers(-128, 128, size=(9, 6, 3, 3)).astype(np.int8)
+    w2 = rng.integers(-128, 128, size=(11, 9, 3, 3)).astype(np.int8)
+    attrs1 = dict(x_scale=0.02, w_scale=[0.004] * 9, activation="Relu", y_scale=0.05, pads=[1, 1, 1, 1])
+    attrs2 = dict(x_scale=0.05, w_scale=[0.003] * 11, activation="Relu", y_scale=0.03, pads=[1, 1, 1, 1])
+    model, feeds = _chain_model(x, w1, attrs1, w2, {}, attrs2)
+    want = _engine(model, tier=tier).run(feeds)["y"]
+    init = next(i for i in model.graph.initializer if i.name == "w2")
+    model.graph.initializer.remove(init)
+    model.graph.input.append(_vi("w2", np.int8, w2.shape))
+    got = _engine(model, tier=tier).run({**feeds, "w2": w2})["y"]
+    assert (want > 0).any() and (want == 127).any()
+    np.testing.assert_array_equal(got, want)
 
 
 def _available_tiers(tiers):

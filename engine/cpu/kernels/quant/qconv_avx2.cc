@@ -15,6 +15,16 @@
 // The K dimension is consumed in pairs: packed operands hold (k, k+1)
 // adjacently, and an A pair is broadcast as one 32-bit word.
 //
+// The u8 path (qconv_avx2_u8): when the conv's input is known to be >= 0 (a
+// requantized Relu output: int8 values 0..127), vpmaddubsw IS exact: a pair
+// sum x0*w0 + x1*w1 with 0 <= x <= 127 and -128 <= w <= 127 lies in
+// [-32512, 32258], inside int16, so it never saturates. vpmaddwd with ones
+// then adds the two pairs of each 4-byte k group into int32 (the sum
+// vpdpbusd forms in one step), and vpaddd accumulates. The operands stay
+// bytes: B panels are [k/4][16 columns][4] u8 (half the int16 panel, and
+// no widening at pack time), weights [k/4][4 rows][4] s8 tiles. Inputs that
+// may be negative keep the int16 path.
+//
 // Preconditions: K * 128 * 128 fits in int32 (checked in create()); ws as
 // sized by the *_workspace functions; only entered when use_avx2().
 #include <immintrin.h>
@@ -33,6 +43,12 @@ inline __m256 no_contract8(__m256 v) {
 }
 
 inline int32_t load_i32(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return v;
@@ -104,6 +120,31 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
   }
 }
 
+// epilogue8 on the lanes in `mask` only (lane l is output idx + l): the
+// residual lanes are copied in and the results copied out through buffers,
+// so the operations, and the bits, are epilogue8's.
+inline void epilogue8_lanes(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __m256 bf, int64_t idx,
+                            uint32_t mask) {
+  alignas(32) float zf[8] = {}, yf[8];
+  alignas(16) int8_t zs[16] = {}, ys[16];
+  Epilogue b = e;
+  if (e.z_f32) b.z_f32 = zf;
+  if (e.z_s8) b.z_s8 = zs;
+  b.y_f32 = yf;
+  b.y_s8 = ys;
+  for (int l = 0; l < 8; ++l)
+    if (mask >> l & 1u) {
+      if (e.z_f32) zf[l] = e.z_f32[idx + l];
+      else if (e.z_s8) zs[l] = e.z_s8[idx + l];
+    }
+  epilogue8(b, acc, mul, bi, bf, 0);
+  for (int l = 0; l < 8; ++l)
+    if (mask >> l & 1u) {
+      if (e.requant) e.y_s8[idx + l] = ys[l];
+      else e.y_f32[idx + l] = yf[l];
+    }
+}
+
 using Cols = TileCols<8, 2>;
 
 // Conv tile: rows are channels c0..c0+mr-1, columns as `cols` maps them;
@@ -123,9 +164,11 @@ void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int64_t 
                   cols.base[j][0] + coff);
         continue;
       }
-      for (int s = 0; s < cols.count[j]; ++s)
-        for (int l = 0; l < 8; ++l)
-          if (cols.mask[j][s] >> l & 1u) epilogue_one(e, t[8 * j + l], c, cols.base[j][s] + coff + l);
+      // Partial groups (row ends of the padded column space, image
+      // boundaries, tails): the vector epilogue on copies of the valid
+      // lanes, so nothing outside them is read or written.
+      const __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 8 * j));
+      for (int s = 0; s < cols.count[j]; ++s) epilogue8_lanes(e, acc, mul, bi, bf, cols.base[j][s] + coff, cols.mask[j][s]);
     }
   }
 }
@@ -180,6 +223,85 @@ void pack_pair(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t pa
   }
 }
 
+// The u8 path's 4x16 microkernel (see the top of this file): 8
+// accumulators, 2 B vectors, a broadcast, a product and the ones vector.
+void kernel_u8_4x16(const int8_t* a, const uint8_t* b, int64_t kq, int32_t* c) {
+  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+  __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  const __m256i ones = _mm256_set1_epi16(1);
+  auto dot = [&ones](__m256i x, __m256i w) { return _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones); };
+  for (int64_t p = 0; p < kq; ++p) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
+    __m256i av = _mm256_set1_epi32(load_i32(a + 0));
+    c00 = _mm256_add_epi32(c00, dot(b0, av));
+    c01 = _mm256_add_epi32(c01, dot(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 4));
+    c10 = _mm256_add_epi32(c10, dot(b0, av));
+    c11 = _mm256_add_epi32(c11, dot(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 8));
+    c20 = _mm256_add_epi32(c20, dot(b0, av));
+    c21 = _mm256_add_epi32(c21, dot(b1, av));
+    av = _mm256_set1_epi32(load_i32(a + 12));
+    c30 = _mm256_add_epi32(c30, dot(b0, av));
+    c31 = _mm256_add_epi32(c31, dot(b1, av));
+    a += 4 * kU8MR;
+    b += 64;
+  }
+  // Lanes of cX0 are columns 0-7, of cX1 columns 8-15 (a 4-byte k group per
+  // column, in column order: the pack's layout).
+  auto st = [c](int i, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 8 * i), v); };
+  st(0, c00); st(1, c01); st(2, c10); st(3, c11); st(4, c20); st(5, c21); st(6, c30); st(7, c31);
+}
+
+// Packs one k group of 4 rows (ncols columns each) into the [16][4] u8 slot
+// of every panel (panel j's slot at out + j * panel_stride).
+void pack_quad_u8(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) {
+  alignas(16) int8_t tmp[4][16];
+  for (int64_t col = 0, j = 0; col < ncols; col += 16, ++j) {
+    const int8_t* s[4] = {r[0] + col, r[1] + col, r[2] + col, r[3] + col};
+    if (ncols - col < 16) {
+      for (int i = 0; i < 4; ++i) {
+        std::memset(tmp[i], 0, 16);
+        std::memcpy(tmp[i], s[i], ncols - col);
+        s[i] = tmp[i];
+      }
+    }
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[0]));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[1]));
+    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[2]));
+    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[3]));
+    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    __m128i* o = reinterpret_cast<__m128i*>(out + j * panel_stride);
+    _mm_storeu_si128(o + 0, _mm_unpacklo_epi16(t0, t2));  // columns 0-3
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t2));  // columns 4-7
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t1, t3));  // columns 8-11
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t1, t3));  // columns 12-15
+  }
+}
+
+// The u8 path's ISA part of qconv_tiled.h's driver.
+struct Avx2U8Traits {
+  static constexpr int kMR = kU8MR, kKGroup = 4, kNV = 1;
+  const int8_t* packed_w;
+  int64_t group_bytes, a_tile_bytes;
+  const Epilogue* e;
+
+  const uint8_t* a_tile(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
+  }
+  void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
+    pack_quad_u8(r, ncols, out, panel_stride);
+  }
+  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kq, int32_t* tile) const {
+    kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), b, kq, tile);
+  }
+  void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
+    epilogue_tile_rows(*e, tile, mr, c0, cols);
+  }
+};
+
 // The ISA part of qconv_tiled.h's driver.
 struct Avx2Traits {
   static constexpr int kMR = qk::kMR, kKGroup = 2, kNV = 1;
@@ -193,7 +315,7 @@ struct Avx2Traits {
   void pack_group(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_pair(r, ncols, out, panel_stride);
   }
-  void kernel(int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile) const {
+  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile) const {
     kernel_6x16(reinterpret_cast<const int16_t*>(a), reinterpret_cast<const int16_t*>(b), kp, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
@@ -242,6 +364,34 @@ void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int1
   tr.a_tile_elems = t.groups * kMR * 2;
   tr.e = &e;
   run_tiled<Avx2Traits, Cols>(pool, g, x, t, ws, tr);
+}
+
+void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out) {
+  const int64_t kq = round_up(k, 4) / 4;
+  for (int64_t mt = 0; mt < round_up(rows, kU8MR) / kU8MR; ++mt) {
+    int8_t* tile = out + mt * kq * kU8MR * 4;
+    for (int64_t p = 0; p < kq; ++p)
+      for (int r = 0; r < kU8MR; ++r)
+        for (int h = 0; h < 4; ++h) {
+          const int64_t row = mt * kU8MR + r, kk = 4 * p + h;
+          tile[(p * kU8MR + r) * 4 + h] = row < rows && kk < k ? src[row * rs + kk] : 0;
+        }
+  }
+}
+
+size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads) {
+  return tiled_plan<Avx2U8Traits>(g, threads).workspace(std::max(threads, 1));
+}
+
+void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const Epilogue& e,
+                   void* ws) {
+  const TiledPlan t = tiled_plan<Avx2U8Traits>(g, pool.num_threads());
+  Avx2U8Traits tr;
+  tr.packed_w = packed_w;
+  tr.group_bytes = packed_a_u8_bytes(t.mg, t.k);
+  tr.a_tile_bytes = t.groups * kU8MR * 4;
+  tr.e = &e;
+  run_tiled<Avx2U8Traits, Cols>(pool, g, x, t, ws, tr);
 }
 
 size_t qgemm_avx2_workspace(int64_t n, int64_t k) {

@@ -79,6 +79,29 @@ void kernel_vnni(const int8_t* a, const uint8_t* b, int64_t bstride, int64_t kq,
     for (int v = 0; v < NV; ++v) _mm512_storeu_si512(c + r * kTileLd + v * 16, acc[r][v]);
 }
 
+// A panel with only nc <= kTailCols valid columns (the last one of a small
+// image at batch 1: 7x7 = 49 = 3 panels + 1 column): one 8-lane vpdpbusd
+// per column and k group, the weight tile's [MR][4] bytes as the vector and
+// the column's 4 activation bytes broadcast, instead of eight 16-lane ones
+// of which nc lanes count. Same int32 sums, so the same bits.
+constexpr int kTailCols = 4;
+void kernel_vnni_cols(const int8_t* a, const uint8_t* b, int64_t kq, int nc, int32_t* c) {
+  static_assert(kVnniMR == 8, "one ymm holds a k group of the 8 rows");
+  __m256i acc[kTailCols];
+  for (int j = 0; j < kTailCols; ++j) acc[j] = _mm256_setzero_si256();
+  for (int64_t p = 0; p < kq; ++p) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + p * kVnniMR * 4));
+#pragma GCC unroll 4
+    for (int j = 0; j < kTailCols; ++j)
+      if (j < nc) acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(load_i32(b + p * 64 + j * 4)), w);
+  }
+  alignas(32) int32_t t[kVnniMR];
+  for (int j = 0; j < nc; ++j) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[j]);
+    for (int r = 0; r < kVnniMR; ++r) c[r * kTileLd + j] = t[r];
+  }
+}
+
 // The epilogue on up to 16 lanes (mask m) of channel c; same operations,
 // same order as epilogue_one().
 inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
@@ -135,30 +158,28 @@ void epilogue_tile(const Epilogue& e, const int32_t* tile, int mr, int64_t c0, c
 
 // Packs one k group: rows r[0..3] (ncols columns each) into the [16][4]
 // slot of every panel (panel j's slot at out + j * panel_stride), XORing
-// every byte with `flip` (0x80 or 0).
+// every byte with `flip` (0x80 or 0). 64 columns (four panels) at a time:
+// the byte and word unpacks interleave the four rows within each 128-bit
+// lane, then a 4x4 transpose of the lanes gathers each panel's 64 bytes.
+// The last block loads under a mask (zeros past ncols, nothing read there).
 void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* out, int64_t panel_stride) {
-  const __m128i fx = _mm_set1_epi8(static_cast<char>(flip));
-  alignas(16) int8_t tmp[4][16];
-  for (int64_t col = 0, j = 0; col < ncols; col += 16, ++j) {
-    const int8_t* s[4] = {r[0] + col, r[1] + col, r[2] + col, r[3] + col};
-    if (ncols - col < 16) {
-      for (int i = 0; i < 4; ++i) {
-        std::memset(tmp[i], 0, 16);
-        std::memcpy(tmp[i], s[i], ncols - col);
-        s[i] = tmp[i];
-      }
-    }
-    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[0]));
-    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[1]));
-    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[2]));
-    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s[3]));
-    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
-    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-    __m128i* o = reinterpret_cast<__m128i*>(out + j * panel_stride);
-    _mm_storeu_si128(o + 0, _mm_xor_si128(_mm_unpacklo_epi16(t0, t2), fx));  // columns 0-3
-    _mm_storeu_si128(o + 1, _mm_xor_si128(_mm_unpackhi_epi16(t0, t2), fx));  // columns 4-7
-    _mm_storeu_si128(o + 2, _mm_xor_si128(_mm_unpacklo_epi16(t1, t3), fx));  // columns 8-11
-    _mm_storeu_si128(o + 3, _mm_xor_si128(_mm_unpackhi_epi16(t1, t3), fx));  // columns 12-15
+  const __m512i fx = _mm512_set1_epi8(static_cast<char>(flip));
+  for (int64_t col = 0, j = 0; col < ncols; col += 64, j += 4) {
+    const int64_t n = std::min<int64_t>(64, ncols - col);
+    const __mmask64 m = n == 64 ? ~0ull : (1ull << n) - 1;
+    const __m512i r0 = _mm512_maskz_loadu_epi8(m, r[0] + col), r1 = _mm512_maskz_loadu_epi8(m, r[1] + col);
+    const __m512i r2 = _mm512_maskz_loadu_epi8(m, r[2] + col), r3 = _mm512_maskz_loadu_epi8(m, r[3] + col);
+    const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+    const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
+    // Lane L of o0..o3: columns 16L + 0-3, 4-7, 8-11, 12-15 of the block.
+    const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
+    const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
+    const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o0, o1, 0xEE);
+    const __m512i u2 = _mm512_shuffle_i64x2(o2, o3, 0x44), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
+    const __m512i p[4] = {_mm512_shuffle_i64x2(u0, u2, 0x88), _mm512_shuffle_i64x2(u0, u2, 0xDD),
+                          _mm512_shuffle_i64x2(u1, u3, 0x88), _mm512_shuffle_i64x2(u1, u3, 0xDD)};
+    const int panels = static_cast<int>((n + 15) / 16);
+    for (int i = 0; i < panels; ++i) _mm512_storeu_si512(out + (j + i) * panel_stride, _mm512_xor_si512(p[i], fx));
   }
 }
 
@@ -177,9 +198,10 @@ struct VnniTraits {
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad(r, ncols, flip, out, panel_stride);
   }
-  void kernel(int nv, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
+  void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
     const auto* a8 = reinterpret_cast<const int8_t*>(a);
-    if (nv == 3) kernel_vnni<3>(a8, b, bstride, kq, tile);
+    if (nv == 1 && nr <= kTailCols) kernel_vnni_cols(a8, b, kq, nr, tile);
+    else if (nv == 3) kernel_vnni<3>(a8, b, bstride, kq, tile);
     else if (nv == 2) kernel_vnni<2>(a8, b, bstride, kq, tile);
     else kernel_vnni<1>(a8, b, bstride, kq, tile);
   }

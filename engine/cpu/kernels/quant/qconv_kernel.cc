@@ -1,7 +1,10 @@
 // QConv and QGemm kernels (ops.def documents both ops): attribute parsing,
 // validation, weight packing in create(), and the choice of tier: the
-// reference loops (qconv_ref.cc), the AVX2 int16 GEMM (qconv_avx2.cc) or,
-// for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc). The tier is
+// reference loops (qconv_ref.cc), the AVX2 GEMMs (qconv_avx2.cc: int16
+// vpmaddwd, or for QConv inputs known to be >= 0 the exact u8 vpmaddubsw
+// path) or, for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc).
+// "planes/im2col" in describe(): most convs read zero-bordered phase planes
+// of the input, the rest an im2col (qconv_tiled.h picks per shape). The tier is
 // fixed when the kernel is created (dispatch.h) and weights are packed for it.
 //
 // Weights are normally constants, packed once here. They may also arrive at
@@ -166,6 +169,9 @@ class QConvKernel final : public Kernel {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
+      } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
+        packed8_.assign(group_ * packed_a_u8_bytes(mg, k), 0);
+        pack_weights_u8(weights_->data<int8_t>(), mg, k, packed8_.data());
       } else if (tier_ == Tier::kAvx2) {
         packed_.assign(group_ * packed_a_elems(mg, k), 0);
         for (int64_t g = 0; g < group_; ++g)
@@ -177,9 +183,11 @@ class QConvKernel final : public Kernel {
   std::string describe() const override {
     switch (tier_) {
       case Tier::kAvx512Vnni:
-        return x_nonneg_ ? "qconv_s8_avx512vnni im2col+gemm(vpdpbusd, u8 input)"
-                         : "qconv_s8_avx512vnni im2col+gemm(vpdpbusd, +128 input)";
-      case Tier::kAvx2: return "qconv_s8_avx2 im2col+gemm(int16 madd)";
+        return x_nonneg_ ? "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, u8 input)"
+                         : "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, +128 input)";
+      case Tier::kAvx2:
+        return x_nonneg_ ? "qconv_s8_avx2 planes/im2col+gemm(maddubsw, u8 input)"
+                         : "qconv_s8_avx2 planes/im2col+gemm(int16 madd)";
       case Tier::kRef: break;
     }
     return "qconv_s8_ref";
@@ -207,6 +215,9 @@ class QConvKernel final : public Kernel {
       if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
       ws_bytes = qconv_avx512vnni_workspace(g, threads);
+    } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_u8_bytes(mg, k));
+      ws_bytes = qconv_avx2_u8_workspace(g, threads);
     } else if (tier_ == Tier::kAvx2) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
       ws_bytes = qconv_avx2_workspace(g, threads);
@@ -214,8 +225,8 @@ class QConvKernel final : public Kernel {
     const size_t runtime_bytes = weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
-    const void* packed = tier_ == Tier::kAvx512Vnni ? static_cast<const void*>(packed8_.data())
-                                                    : static_cast<const void*>(packed_.data());
+    const bool bytes = tier_ == Tier::kAvx512Vnni || (tier_ == Tier::kAvx2 && x_nonneg_);
+    const void* packed = bytes ? static_cast<const void*>(packed8_.data()) : static_cast<const void*>(packed_.data());
     const int32_t* corr = corr_.data();
     if (!weights_) {
       auto* m = reinterpret_cast<float*>(scratch);
@@ -226,6 +237,8 @@ class QConvKernel final : public Kernel {
         auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
         pack_weights_vnni(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
         corr = c;
+      } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
+        pack_weights_u8(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p));
       } else if (tier_ == Tier::kAvx2) {
         auto* p16 = reinterpret_cast<int16_t*>(p);
         for (int64_t grp = 0; grp < group_; ++grp)
@@ -241,7 +254,8 @@ class QConvKernel final : public Kernel {
                          ws);
         return;
       case Tier::kAvx2:
-        qconv_avx2(ctx.pool(), g, x.data<int8_t>(), static_cast<const int16_t*>(packed), e, ws);
+        if (x_nonneg_) qconv_avx2_u8(ctx.pool(), g, x.data<int8_t>(), static_cast<const int8_t*>(packed), e, ws);
+        else qconv_avx2(ctx.pool(), g, x.data<int8_t>(), static_cast<const int16_t*>(packed), e, ws);
         return;
       case Tier::kRef: break;
     }
@@ -263,6 +277,11 @@ class QConvKernel final : public Kernel {
   void pack_weights_vnni(const int8_t* w, int64_t mg, int64_t k, int8_t* out, int32_t* corr) const {
     for (int64_t g = 0; g < group_; ++g)
       pack_a_vnni(w + g * mg * k, k, mg, k, out + g * packed_a_vnni_bytes(mg, k), corr + g * mg);
+  }
+
+  // AVX2 u8 path: group g's tiles at out + g * packed_a_u8_bytes(mg, k).
+  void pack_weights_u8(const int8_t* w, int64_t mg, int64_t k, int8_t* out) const {
+    for (int64_t g = 0; g < group_; ++g) pack_a_u8(w + g * mg * k, k, mg, k, out + g * packed_a_u8_bytes(mg, k));
   }
 
   ConvGeom geometry(const Tensor& x, const Tensor& w) const {
@@ -317,7 +336,7 @@ class QConvKernel final : public Kernel {
   std::shared_ptr<const Tensor> weights_;
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
-  std::vector<int8_t> packed8_;   // AVX512-VNNI
+  std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
   std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
 };
 

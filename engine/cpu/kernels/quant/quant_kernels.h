@@ -173,6 +173,16 @@ void pack_b(const int8_t* src, int64_t ks, int64_t cs, int64_t k, int64_t cols, 
 size_t qconv_avx2_workspace(const ConvGeom& g, int threads);
 void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int16_t* packed_w, const Epilogue& e,
                 void* ws);
+// The u8 path for inputs known to be >= 0 (vpmaddubsw, exact there: see
+// qconv_avx2.cc). Weights packed per group as ceil(mg/kU8MR) tiles of
+// [ceil(k/4)][kU8MR][4] int8, zero padded (group g at packed_w + g *
+// packed_a_u8_bytes(mg, k)).
+constexpr int kU8MR = 4;
+inline int64_t packed_a_u8_bytes(int64_t rows, int64_t k) { return round_up(rows, kU8MR) * round_up(k, 4); }
+void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out);
+size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads);
+void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const Epilogue& e,
+                   void* ws);
 // QGemm with the weights packed as B: pack_b(w, 1, k, k, m, ...).
 size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
