@@ -15,7 +15,7 @@ pyengine's own ops (domain ``pyengine``) and their standard-ONNX meaning:
 
 ``activation`` is one of "", Relu, Clip [min, max], LeakyRelu [alpha],
 Sigmoid, HardSigmoid [alpha, beta], HardSwish, SiLU (x * Sigmoid(x)), Gelu
-(exact); the bracket lists ``activation_params``.
+(exact), GeluTanh (Gelu with approximate="tanh"); the bracket lists ``activation_params``.
 """
 
 from __future__ import annotations
@@ -221,23 +221,49 @@ class _Expander:
             s = self.fresh(f"{base}_sigmoid")
             nodes.append(helper.make_node("Sigmoid", [x], [s], name=nm(f"{base}_sigmoid")))
             nodes.append(helper.make_node("Mul", [x, s], [y], name=nm(f"{base}_silu")))
-        elif act == "Gelu":
-            if self.opset >= 20:
-                nodes.append(helper.make_node("Gelu", [x], [y], name=nm(f"{base}_gelu")))
-            else:
-                d, e, a, m = (self.fresh(f"{base}_gelu_{s}") for s in ("div", "erf", "add", "mul"))
-                nodes.append(helper.make_node("Div", [x, self.const(f"{base}_sqrt2", np.float32(math.sqrt(2.0)))],
-                                              [d], name=nm(f"{base}_gelu_div")))
-                nodes.append(helper.make_node("Erf", [d], [e], name=nm(f"{base}_gelu_erf")))
-                nodes.append(helper.make_node("Add", [e, self.const(f"{base}_one", np.float32(1.0))], [a],
-                                              name=nm(f"{base}_gelu_add")))
-                nodes.append(helper.make_node("Mul", [x, a], [m], name=nm(f"{base}_gelu_mul")))
-                nodes.append(helper.make_node("Mul", [m, self.const(f"{base}_half", np.float32(0.5))], [y],
-                                              name=nm(f"{base}_gelu")))
+        elif act in ("Gelu", "GeluTanh"):
+            self.gelu(nodes, x, y, act == "GeluTanh", base)
         else:
             raise InvalidModelError(f"node '{base}': unknown fused activation {act!r}")
 
+    def gelu(self, nodes, x: str, y: str, tanh: bool, base: str):
+        """Appends nodes computing y = Gelu(x) (the tanh approximation with
+        ``tanh``): the Gelu op from opset 20, else the exporters' subgraph."""
+        nm = self.fresh_node
+        if self.opset >= 20:
+            nodes.append(helper.make_node("Gelu", [x], [y], name=nm(f"{base}_gelu"),
+                                          approximate="tanh" if tanh else "none"))
+            return
+        if not tanh:
+            d, e, a, m = (self.fresh(f"{base}_gelu_{s}") for s in ("div", "erf", "add", "mul"))
+            nodes.append(helper.make_node("Div", [x, self.const(f"{base}_sqrt2", np.float32(math.sqrt(2.0)))],
+                                          [d], name=nm(f"{base}_gelu_div")))
+            nodes.append(helper.make_node("Erf", [d], [e], name=nm(f"{base}_gelu_erf")))
+        else:
+            c, cc, s_, k, e = (self.fresh(f"{base}_gelu_{s}") for s in ("cube", "cubic", "sum", "arg", "tanh"))
+            a, m = (self.fresh(f"{base}_gelu_{s}") for s in ("add", "mul"))
+            nodes.append(helper.make_node("Pow", [x, self.const(f"{base}_three", np.float32(3.0))], [c],
+                                          name=nm(f"{base}_gelu_pow")))
+            nodes.append(helper.make_node("Mul", [c, self.const(f"{base}_c", np.float32(0.044715))], [cc],
+                                          name=nm(f"{base}_gelu_cubic")))
+            nodes.append(helper.make_node("Add", [x, cc], [s_], name=nm(f"{base}_gelu_sum")))
+            nodes.append(helper.make_node("Mul", [s_, self.const(f"{base}_k", np.float32(math.sqrt(2.0 / math.pi)))],
+                                          [k], name=nm(f"{base}_gelu_arg")))
+            nodes.append(helper.make_node("Tanh", [k], [e], name=nm(f"{base}_gelu_tanh")))
+        nodes.append(helper.make_node("Add", [e, self.const(f"{base}_one", np.float32(1.0))], [a],
+                                      name=nm(f"{base}_gelu_add")))
+        nodes.append(helper.make_node("Mul", [x, a], [m], name=nm(f"{base}_gelu_mul")))
+        nodes.append(helper.make_node("Mul", [m, self.const(f"{base}_half", np.float32(0.5))], [y],
+                                      name=nm(f"{base}_gelu")))
+
     def expand(self, node) -> list:
+        if node.op_type == "Gelu" and node.domain in ("", "ai.onnx"):
+            # A Gelu fuse_gelu made in a model of opset < 20.
+            approx = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("approximate", b"none")
+            approx = approx.decode() if isinstance(approx, bytes) else approx
+            nodes = []
+            self.gelu(nodes, node.input[0], node.output[0], approx == "tanh", node.name or node.output[0])
+            return nodes
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         act = attrs.pop("activation", b"")
         act = act.decode() if isinstance(act, bytes) else act
@@ -296,7 +322,7 @@ class _Expander:
         g = self.model.graph
         nodes = []
         for n in g.node:
-            nodes.extend(self.expand(n) if n.domain == CUSTOM_DOMAIN else [n])
+            nodes.extend(self.expand(n) if _needs_expansion(n, self.opset) else [n])
         # Parameters the custom ops read directly (ChannelAffine's [C]
         # vectors) are dropped when nothing reads them any more.
         used = {i for n in nodes for i in n.input}
@@ -310,9 +336,17 @@ class _Expander:
         return out
 
 
+def _needs_expansion(node, opset: int) -> bool:
+    # pyengine's own ops, and the Gelu nodes fuse_gelu made in models whose
+    # opset (< 20) has no Gelu.
+    return node.domain == CUSTOM_DOMAIN or (node.op_type == "Gelu" and node.domain in ("", "ai.onnx") and opset < 20)
+
+
 def expand_custom_ops(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Returns ``model`` with every pyengine-domain node written as standard ONNX ops."""
-    if not any(n.domain == CUSTOM_DOMAIN for n in model.graph.node):
+    """Returns ``model`` with every pyengine-domain node written as standard
+    ONNX ops (and, below opset 20, every Gelu as the erf/tanh subgraph)."""
+    opset = onnx_io.default_opset(model)
+    if not any(_needs_expansion(n, opset) for n in model.graph.node):
         return model
     return _Expander(model).run()
 

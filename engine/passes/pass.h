@@ -196,6 +196,7 @@ std::unique_ptr<Pass> make_fold_bn_into_conv();
 std::unique_ptr<Pass> make_reparam_branches();
 std::unique_ptr<Pass> make_prune_dead_channels();
 std::unique_ptr<Pass> make_fuse_conv_add_relu();
+std::unique_ptr<Pass> make_fuse_gelu();
 std::unique_ptr<Pass> make_widen_float16();
 std::unique_ptr<Pass> make_elide_float16_round_trips();
 std::unique_ptr<Pass> make_lower_qdq_to_int8();

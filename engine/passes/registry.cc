@@ -33,6 +33,7 @@ struct Registry {
     const Pass* reparam = add(make_reparam_branches());
     const Pass* prune = add(make_prune_dead_channels());
     const Pass* fuse = add(make_fuse_conv_add_relu());
+    const Pass* gelu = add(make_fuse_gelu());
     const Pass* elide16 = add(make_elide_float16_round_trips());
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
@@ -53,6 +54,9 @@ struct Registry {
         dce,
         // Shape plumbing is canonical before the conv passes look through it.
         reshapes,
+        // On folded constants (the exporters' Constant nodes); before BN
+        // folding, which would take GELU's "* 0.5" for a scale to fold.
+        gelu,
         // Before BN folding: the forward fold of an affine into a following
         // Conv needs the conv's final pads; and before fusion, which would
         // hide the Conv inside a FusedConv.
@@ -89,6 +93,8 @@ struct Registry {
         constants,
         dce,
         reshapes,
+        // A GELU in a quantized model runs in float between its DQ and Q.
+        gelu,
         pads,
         // Canonicalizes a BatchNorm left between a DQ'd Conv and the next Q
         // (ModelOpt does not fold it) into a ChannelAffine, which the
