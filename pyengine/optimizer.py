@@ -12,6 +12,11 @@ pyengine's own ops (domain ``pyengine``) and their standard-ONNX meaning:
 * ``FusedGemm(A, B, C?)`` {Gemm attributes, ``activation``, ``activation_params``}
   = ``act(Gemm(A, B, C))``
 * ``ChannelAffine(X, scale, shift)`` = ``X * scale[c] + shift[c]`` along axis 1
+* ``SqueezeExcite(X, W1, B1, W2, B2)`` {``gate``, ``gate_params``} =
+  ``X * gate(W2 Relu(W1 mean(X) + B1) + B2)`` per (image, channel)
+* ``ChannelSplitNorm(X, in_scale, in_bias, scale, shift)`` {``epsilon``,
+  ``instance_channels`` k, ``instance_first``} = InstanceNormalization on k
+  channels and ``X * scale + shift`` on the rest, concatenated along axis 1
 
 ``activation`` is one of "", Relu, Clip [min, max], LeakyRelu [alpha],
 Sigmoid, HardSigmoid [alpha, beta], HardSwish, SiLU (x * Sigmoid(x)), Gelu
@@ -314,8 +319,77 @@ class _Expander:
                 if shift:
                     nodes.append(helper.make_node("Add", [mul_out, self.const(f"{base}_shift", t.reshape(bshape))],
                                                   [out], name=self.fresh_node(f"{base}_shift")))
+        elif node.op_type == "SqueezeExcite":
+            nodes = self.squeeze_excite(node, attrs, base)
+        elif node.op_type == "ChannelSplitNorm":
+            nodes = self.channel_split_norm(node, attrs, base)
         else:
             raise InvalidModelError(f"node '{base}': no standard ONNX form for {CUSTOM_DOMAIN}::{node.op_type}")
+        return nodes
+
+    def rank_of(self, node, base):
+        rank = self.ranks.get(node.input[0]) or self.ranks.get(node.output[0])
+        if rank is None:
+            raise InvalidModelError(f"node '{base}': the input's rank is unknown; {node.op_type} cannot be exported")
+        return rank
+
+    def squeeze_excite(self, node, attrs, base) -> list:
+        """GlobalAveragePool -> Flatten -> Gemm -> Relu -> Gemm -> gate -> Reshape -> Mul."""
+        x, w1, b1, w2, b2 = node.input[:5]
+        y = node.output[0]
+        rank = self.rank_of(node, base)
+        gate = attrs.get("gate", b"Sigmoid")
+        gate = gate.decode() if isinstance(gate, bytes) else gate
+        gp = list(attrs.get("gate_params", []))
+        nm = self.fresh_node
+        pooled, flat, h1, h, g1, g, g4 = (self.fresh(f"{base}_se_{s}") for s in
+                                          ("pool", "flat", "fc1", "relu", "fc2", "gate", "gate4"))
+        nodes = [helper.make_node("GlobalAveragePool", [x], [pooled], name=nm(f"{base}_se_pool")),
+                 helper.make_node("Flatten", [pooled], [flat], name=nm(f"{base}_se_flatten"), axis=1),
+                 helper.make_node("Gemm", [flat, w1, b1], [h1], name=nm(f"{base}_se_fc1"), transB=1),
+                 helper.make_node("Relu", [h1], [h], name=nm(f"{base}_se_relu")),
+                 helper.make_node("Gemm", [h, w2, b2], [g1], name=nm(f"{base}_se_fc2"), transB=1)]
+        if gate == "HardSigmoid":
+            nodes.append(helper.make_node("HardSigmoid", [g1], [g], name=nm(f"{base}_se_gate"),
+                                          alpha=gp[0] if gp else 0.2, beta=gp[1] if len(gp) > 1 else 0.5))
+        else:
+            nodes.append(helper.make_node("Sigmoid", [g1], [g], name=nm(f"{base}_se_gate")))
+        shape = self.const(f"{base}_se_shape", np.array([0, -1] + [1] * (rank - 2), np.int64))
+        nodes.append(helper.make_node("Reshape", [g, shape], [g4], name=nm(f"{base}_se_reshape")))
+        nodes.append(helper.make_node("Mul", [x, g4], [y], name=base))
+        return nodes
+
+    def channel_split_norm(self, node, attrs, base) -> list:
+        """Split -> InstanceNormalization | Mul + Add -> Concat."""
+        x, in_scale, in_bias, scale, shift = node.input[:5]
+        y = node.output[0]
+        rank = self.rank_of(node, base)
+        k = int(attrs["instance_channels"])
+        first = int(attrs.get("instance_first", 1))
+        s = numpy_helper.to_array(self.constants[scale]) if scale in self.constants else None
+        t = numpy_helper.to_array(self.constants[shift]) if shift in self.constants else None
+        if s is None or t is None:
+            raise InvalidModelError(f"node '{base}': ChannelSplitNorm's scale and shift must be constants to export")
+        ca = s.shape[0]
+        sizes = [k, ca] if first else [ca, k]
+        nm = self.fresh_node
+        parts = [self.fresh(f"{base}_part{i}") for i in range(2)]
+        normed = [self.fresh(f"{base}_norm{i}") for i in range(2)]
+        bshape = (ca,) + (1,) * (rank - 2)
+        if self.opset >= 13:
+            split = self.const(f"{base}_split", np.array(sizes, np.int64))
+            nodes = [helper.make_node("Split", [x, split], parts, name=nm(f"{base}_split"), axis=1)]
+        else:
+            nodes = [helper.make_node("Split", [x], parts, name=nm(f"{base}_split"), axis=1, split=sizes)]
+        i_in, i_af = (0, 1) if first else (1, 0)
+        nodes.append(helper.make_node("InstanceNormalization", [parts[i_in], in_scale, in_bias], [normed[i_in]],
+                                      name=nm(f"{base}_instance_norm"), epsilon=float(attrs.get("epsilon", 1e-5))))
+        scaled = self.fresh(f"{base}_scaled")
+        nodes.append(helper.make_node("Mul", [parts[i_af], self.const(f"{base}_scale", s.reshape(bshape))], [scaled],
+                                      name=nm(f"{base}_scale")))
+        nodes.append(helper.make_node("Add", [scaled, self.const(f"{base}_shift", t.reshape(bshape))],
+                                      [normed[i_af]], name=nm(f"{base}_shift")))
+        nodes.append(helper.make_node("Concat", normed, [y], name=base, axis=1))
         return nodes
 
     def run(self) -> onnx.ModelProto:

@@ -20,6 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import pyengine
+from conftest import tier_params
 from test_passes import f32, has_reason, make_model, node, ops, reasons, run_ort, run_passes, weight
 
 ort = pytest.importorskip("onnxruntime")
@@ -296,3 +297,229 @@ def test_scalar_torch_export(dynamo):
     m = torch_export(Block(), x, dynamo)
     _, rep = check_export(m, x.numpy())
     assert rep["ops_after"] == {"FusedConv": 2}, rep["ops_after"]
+
+
+# --- squeeze-excitation (fuse_squeeze_excitation) ------------------------------
+
+
+def se_model(kind="conv", c=12, cr=4, gate="Sigmoid", pool="gap", hw=(5, 7), batch=2, extra=(), outputs=None):
+    """x -> [conv stem] -> SE -> y. kind: conv (1x1 Convs) or gemm (Flatten + Gemm + Reshape)."""
+    nodes = []
+    if pool == "gap":
+        nodes.append(node("GlobalAveragePool", ["x"], "p"))
+    else:
+        nodes.append(node("ReduceMean", ["x", "axes"], "p", keepdims=1))
+    if kind == "conv":
+        nodes += [node("Conv", ["p", "W1", "B1"], "h1"), node("Relu", ["h1"], "h"), node("Conv", ["h", "W2", "B2"], "g1")]
+        w1, w2 = weight(cr, c, 1, 1), weight(c, cr, 1, 1)
+        gate_in, gate_out = "g1", "g"
+    else:
+        nodes += [node("Flatten", ["p"], "pf", axis=1), node("Gemm", ["pf", "W1", "B1"], "h1", transB=1),
+                  node("Relu", ["h1"], "h"), node("Gemm", ["h", "W2", "B2"], "g1", transB=1)]
+        w1, w2 = weight(cr, c), weight(c, cr)
+        gate_in, gate_out = "g1", "g2"
+    if gate == "Sigmoid":
+        nodes.append(node("Sigmoid", [gate_in], gate_out))
+    else:
+        nodes.append(node("HardSigmoid", [gate_in], gate_out, alpha=1 / 6, beta=0.5))
+    if kind != "conv":
+        nodes.append(node("Reshape", ["g2", "shape4"], "g"))
+    nodes.append(node("Mul", ["x", "g"], "y"))
+    nodes += list(extra)
+    inits = {"W1": w1, "B1": weight(cr), "W2": w2, "B2": weight(c), "axes": np.array([2, 3], np.int64),
+             "shape4": np.array([0, c, 1, 1], np.int64)}
+    return make_model(nodes, {"x": [batch, c, *hw]}, outputs or {"y": None}, inits)
+
+
+@pytest.mark.parametrize("kind,gate,pool", [("conv", "Sigmoid", "gap"), ("conv", "HardSigmoid", "mean"),
+                                            ("gemm", "Sigmoid", "gap"), ("gemm", "HardSigmoid", "mean")])
+def test_squeeze_excitation_fuses(kind, gate, pool):
+    m = se_model(kind, gate=gate, pool=pool)
+    g, rep, exported = run_passes(m, ["fuse_squeeze_excitation", "eliminate_dead_code"])
+    assert ops(g) == {"SqueezeExcite": 1}, ops(g)
+    engine, rep = check_engine(m)
+    assert rep["ops_after"] == {"SqueezeExcite": 1}
+
+
+@pytest.mark.parametrize("tier", tier_params())
+def test_squeeze_excitation_awkward_sizes_every_tier(tier):
+    # Channel and spatial counts that leave tails at every vector width; the
+    # engine on each tier against onnxruntime on the unfused graph.
+    from pyengine import _core
+
+    m = se_model("conv", c=37, cr=5, hw=(3, 11), batch=3)
+    feeds = feeds_for(m, batch=3)
+    ref = run_ort(m, feeds)["y"]
+    old = _core.isa_cap()
+    _core.set_isa_cap(tier)
+    try:
+        engine = pyengine.build(m, backend="cpu")
+        out = engine.run(feeds)["y"]
+        kernels = [l["kernel"] for l in engine.profile(feeds, runs=1) if l["op"] == "SqueezeExcite"]
+    finally:
+        _core.set_isa_cap(old)
+    assert kernels == [f"squeeze_excite_f32_{tier}"], kernels
+    assert rel_l2(out, ref) <= REL_L2, (tier, rel_l2(out, ref))
+
+
+def test_squeeze_excitation_refusals():
+    # The pooled value has a second reader.
+    m = se_model("conv", extra=[node("Relu", ["p"], "p2")], outputs={"y": None, "p2": None})
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation"])
+    assert "SqueezeExcite" not in ops(g)
+    assert has_reason(rep, "pooled value 'p' has other readers", "fuse_squeeze_excitation"), reasons(rep)
+    # The gate has a second reader.
+    m = se_model("conv", extra=[node("Relu", ["g"], "g2")], outputs={"y": None, "g2": None})
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation"])
+    assert has_reason(rep, "the gate 'g' has other readers", "fuse_squeeze_excitation"), reasons(rep)
+    # The Mul broadcasts the gate differently: a [1, C, 1, 1] gate from a
+    # batch-averaged pool (ReduceMean over axes 0, 2, 3).
+    m = se_model("conv", pool="mean")
+    m.graph.initializer[4].CopyFrom(numpy_helper.from_array(np.array([0, 2, 3], np.int64), "axes"))
+    m = onnx.shape_inference.infer_shapes(m)
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation"])
+    assert "SqueezeExcite" not in ops(g)
+    assert has_reason(rep, "ReduceMean does not average exactly the spatial axes", "fuse_squeeze_excitation"), \
+        reasons(rep)
+    # The pool reads another tensor than the one gated.
+    m = se_model("conv")
+    m.graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 12, 5, 7]))
+    m.graph.node[-1].input[0] = "z"
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation"])
+    assert has_reason(rep, "not the gated tensor", "fuse_squeeze_excitation"), reasons(rep)
+    # A 3x3 "fc".
+    m = se_model("conv")
+    m.graph.node[1].attribute.extend([helper.make_attribute("pads", [1, 1, 1, 1])])
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight(4, 12, 3, 3), "W1"))
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation"])
+    assert has_reason(rep, "is not a 1x1 convolution", "fuse_squeeze_excitation"), reasons(rep)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("linear", [False, True], ids=["conv", "linear"])
+def test_squeeze_excitation_torch_export(dynamo, linear):
+    torch = pytest.importorskip("torch")
+
+    class SE(torch.nn.Module):
+        def __init__(self, c=16, r=4):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(c, c, 3, padding=1)
+            mk = torch.nn.Linear if linear else (lambda i, o: torch.nn.Conv2d(i, o, 1))
+            self.fc1, self.fc2 = mk(c, c // r), mk(c // r, c)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if linear:   # SENet: pool, view, Linear layers, view, expand_as
+                b, c = y.shape[0], y.shape[1]
+                s = torch.nn.functional.adaptive_avg_pool2d(y, 1).view(b, c)
+                s = torch.sigmoid(self.fc2(torch.relu(self.fc1(s)))).view(b, c, 1, 1)
+                return torch.relu(y * s.expand_as(y) + x)
+            s = y.mean((2, 3), keepdim=True)
+            return torch.relu(y * torch.sigmoid(self.fc2(torch.relu(self.fc1(s)))) + x)
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 6, 6)
+    m = torch_export(SE(), x, dynamo)
+    _, rep = check_export(m, x.numpy())
+    assert rep["ops_after"].get("SqueezeExcite") == 1, rep["ops_after"]
+    assert "Sigmoid" not in rep["ops_after"] and "GlobalAveragePool" not in rep["ops_after"], rep["ops_after"]
+
+
+def test_squeeze_excitation_int8():
+    """The SE op stays float between the int8 convs: calibration, Q/DQ
+    placement and the lowering handle it, and the result tracks FP32."""
+    c = 16
+    nodes = [node("Conv", ["x", "Wa", "Ba"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "ar"),
+             node("Conv", ["ar", "Wb", "Bb"], "b", pads=[1, 1, 1, 1]),
+             node("GlobalAveragePool", ["b"], "p"), node("Conv", ["p", "W1", "B1"], "h1"), node("Relu", ["h1"], "h"),
+             node("Conv", ["h", "W2", "B2"], "g1"), node("Sigmoid", ["g1"], "g"), node("Mul", ["b", "g"], "s"),
+             node("Add", ["s", "x"], "r"), node("Relu", ["r"], "y")]
+    inits = {"Wa": weight(c, c, 3, 3, scale=0.1), "Ba": weight(c), "Wb": weight(c, c, 3, 3, scale=0.1),
+             "Bb": weight(c), "W1": weight(4, c, 1, 1), "B1": weight(4), "W2": weight(c, 4, 1, 1), "B2": weight(c)}
+    m = make_model(nodes, {"x": [1, c, 8, 8]}, {"y": None}, inits)
+    r = np.random.default_rng(0)
+    calib = r.standard_normal((16, c, 8, 8)).astype(np.float32)
+    engine = pyengine.build(m, backend="cpu", precision="int8", calibration_data=calib)
+    x = r.standard_normal((1, c, 8, 8)).astype(np.float32)
+    ref = run_ort(m, {"x": x})["y"]
+    out = engine.run({"x": x})["y"]
+    assert rel_l2(out, ref) < 0.05, rel_l2(out, ref)
+    text = engine.graph_text()
+    assert "SqueezeExcite" in text and "QConv" in text, text
+    assert "Sigmoid" not in text and "GlobalAveragePool" not in text, text
+
+
+# --- IBN: Split -> InstanceNorm | BatchNorm -> Concat ---------------------------
+
+
+def ibn_model(k=5, c=12, order="in_bn", hw=(5, 6), extra=(), outputs=None, split_axis=1):
+    r = np.random.default_rng()
+    ca = c - k
+    sizes = [k, ca] if order == "in_bn" else [ca, k]
+    parts = ["s0", "s1"]
+    in_part, bn_part = (("s0", "s1") if order == "in_bn" else ("s1", "s0"))
+    nodes = [node("Split", ["x", "sizes"], parts, name="split", axis=split_axis),
+             node("InstanceNormalization", [in_part, "is", "ib"], "n_in", epsilon=1e-5),
+             node("BatchNormalization", [bn_part, "g", "b", "m", "v"], "n_bn")]
+    cat_in = ["n_in", "n_bn"] if order == "in_bn" else ["n_bn", "n_in"]
+    nodes.append(node("Concat", cat_in, "y", axis=1))
+    nodes += list(extra)
+    inits = {"sizes": np.array(sizes, np.int64), "is": f32(r.uniform(0.5, 1.5, k)), "ib": f32(r.normal(0, 0.3, k)),
+             "g": f32(r.uniform(0.5, 1.5, ca)), "b": f32(r.normal(0, 0.3, ca)), "m": f32(r.normal(0, 0.3, ca)),
+             "v": f32(r.uniform(0.5, 1.5, ca))}
+    return make_model(nodes, {"x": [2, c, *hw]}, outputs or {"y": None}, inits)
+
+
+@pytest.mark.parametrize("order", ["in_bn", "bn_in"])
+def test_channel_split_norm_fuses(order):
+    m = ibn_model(order=order)
+    g, rep, _ = run_passes(m, ["fuse_channel_split_norm", "eliminate_dead_code"])
+    assert ops(g) == {"ChannelSplitNorm": 1}, ops(g)
+    _, rep = check_engine(m)
+    assert rep["ops_after"] == {"ChannelSplitNorm": 1}, rep["ops_after"]
+
+
+def test_channel_split_norm_refusals():
+    m = ibn_model(extra=[node("Relu", ["s1"], "z")], outputs={"y": None, "z": None})
+    g, rep, _ = run_passes(m, ["fuse_channel_split_norm"])
+    assert "ChannelSplitNorm" not in ops(g)
+    assert has_reason(rep, "Split output 's1' has other readers", "fuse_channel_split_norm"), reasons(rep)
+    m = ibn_model(extra=[node("Relu", ["n_in"], "z")], outputs={"y": None, "z": None})
+    g, rep, _ = run_passes(m, ["fuse_channel_split_norm"])
+    assert has_reason(rep, "normalized part 'n_in' has other readers", "fuse_channel_split_norm"), reasons(rep)
+    # Concat in the other order than the Split.
+    m = ibn_model()
+    m.graph.node[3].input[:] = ["n_bn", "n_in"]
+    g, rep, _ = run_passes(m, ["fuse_channel_split_norm"])
+    assert has_reason(rep, "does not keep the Split's order", "fuse_channel_split_norm"), reasons(rep)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_channel_split_norm_torch_export(dynamo):
+    torch = pytest.importorskip("torch")
+
+    class IBN(torch.nn.Module):
+        def __init__(self, planes=12, ratio=0.5):
+            super().__init__()
+            self.half = int(planes * ratio)
+            self.conv = torch.nn.Conv2d(planes, planes, 1)
+            self.IN = torch.nn.InstanceNorm2d(self.half, affine=True)
+            self.BN = torch.nn.BatchNorm2d(planes - self.half)
+
+        def forward(self, x):
+            x = self.conv(x)
+            a, b = torch.split(x, self.half, 1)
+            return torch.relu(torch.cat((self.IN(a.contiguous()), self.BN(b.contiguous())), 1))
+
+    torch.manual_seed(0)
+    mod = IBN()
+    with torch.no_grad():
+        mod.BN.running_mean.normal_(0, 0.3)
+        mod.BN.running_var.uniform_(0.5, 1.5)
+        mod.IN.weight.uniform_(0.5, 1.5)
+        mod.IN.bias.normal_(0, 0.3)
+    x = torch.randn(2, 12, 6, 6)
+    m = torch_export(mod, x, dynamo)
+    _, rep = check_export(m, x.numpy())
+    assert rep["ops_after"].get("ChannelSplitNorm") == 1, rep["ops_after"]
+    assert "Split" not in rep["ops_after"] and "Concat" not in rep["ops_after"], rep["ops_after"]

@@ -25,7 +25,7 @@ float dot(const float* a, const float* b, int64_t n) {
   }
   for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
   if (i < n) a1 = _mm256_fmadd_ps(load_tail(a + i, n - i), load_tail(b + i, n - i), a1);
-  return simd::avx2::hsum(_mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)));
+  return simd::avx2::hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ float dot(const float* a, const float* b, int64_t n) {
   }
   for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), a0);
   if (i < n) a1 = _mm512_fmadd_ps(load_tail(a + i, n - i), load_tail(b + i, n - i), a1);
-  return simd::avx512::hsum(_mm16_add_ps(_mm16_add_ps(a0, a1), _mm16_add_ps(a2, a3)));
+  return simd::avx512::hsum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
 }  // namespace
@@ -34,14 +34,14 @@ float row_sum_f32_avx512(const float* x, int64_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 4 * 16 <= n; i += 4 * 16) {
-    a0 = _mm16_add_ps(a0, _mm512_loadu_ps(x + i));
-    a1 = _mm16_add_ps(a1, _mm512_loadu_ps(x + i + 16));
-    a2 = _mm16_add_ps(a2, _mm512_loadu_ps(x + i + 2 * 16));
-    a3 = _mm16_add_ps(a3, _mm512_loadu_ps(x + i + 3 * 16));
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 2 * 16));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 3 * 16));
   }
-  for (; i + 16 <= n; i += 16) a0 = _mm16_add_ps(a0, _mm512_loadu_ps(x + i));
-  if (i < n) a1 = _mm16_add_ps(a1, load_tail(x + i, n - i));
-  return simd::avx512::hsum(_mm16_add_ps(_mm16_add_ps(a0, a1), _mm16_add_ps(a2, a3)));
+  for (; i + 16 <= n; i += 16) a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+  if (i < n) a1 = _mm512_add_ps(a1, load_tail(x + i, n - i));
+  return simd::avx512::hsum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
 void squeeze_excite_gate_f32_avx512(const float* s, const float* w1, const float* b1, const float* w2,
