@@ -126,13 +126,22 @@ class FuseChannelSplitNorm final : public Pattern {
     }
     NO_MATCH_IF(x->dtype() != DType::kFloat32, "the input is not float32");
     NO_MATCH_IF(!x->has_shape() || x->shape().size() < 3 || x->shape()[1] < 0, "the input's channel count is unknown");
-    const Value* p0 = split->output(0);
-    const Value* p1 = split->output(1);
-    NO_MATCH_IF(!p0->has_shape() || !p1->has_shape() || p0->shape().size() < 2 || p1->shape().size() < 2 ||
-                    p0->shape()[1] < 0 || p1->shape()[1] < 0,
-                "the Split's output channel counts are unknown");
     const int64_t c = x->shape()[1];
-    NO_MATCH_IF(p0->shape()[1] + p1->shape()[1] != c, "the Split does not cover the channels");
+    // Channel counts of the two parts: the Split's sizes (input or
+    // attribute), else an even split.
+    std::vector<int64_t> sizes;
+    if (split->num_inputs() > 1 && split->input(1)) {
+      auto s = int_values(split->input(1));
+      NO_MATCH_IF(!s, "the Split sizes are not constant");
+      sizes = *s;
+    } else if (split->has_attr("split")) {
+      sizes = split->attr_ints("split");
+    } else {
+      NO_MATCH_IF(c % 2 != 0, "an even Split of ", c, " channels");
+      sizes = {c / 2, c / 2};
+    }
+    NO_MATCH_IF(sizes.size() != 2 || sizes[0] < 0 || sizes[1] < 0 || sizes[0] + sizes[1] != c,
+                "the Split sizes ", shape_str(sizes), " do not cover the ", c, " channels");
     const Node* in = norm[in_idx];
     NO_MATCH_IF(in->num_inputs() != 3 || !in->input(1) || !in->input(2), "the InstanceNormalization lacks parameters");
     SplitNormMatch m;
@@ -140,7 +149,7 @@ class FuseChannelSplitNorm final : public Pattern {
     m.in_scale = in->input(1);
     m.in_bias = in->input(2);
     m.eps = in->attr_float("epsilon", 1e-5f);
-    m.k = split->output(in_idx)->shape()[1];
+    m.k = sizes[in_idx];
     m.instance_first = in_idx == 0;
     std::string why;
     NO_MATCH_IF(!affine_params(*other, c - m.k, &m.s, &m.t, &why), why);

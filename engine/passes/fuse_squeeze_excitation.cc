@@ -39,6 +39,54 @@ bool per_image_numel(const Value* v, int64_t* out) {
   return true;
 }
 
+// Whether `g` (the gate as the Mul reads it, below any Expand) has shape
+// [N, C, 1, ...] against x's [N, C, D1, ...]: from its static shape, or, where
+// the importer left dims unknown, from the constant target of the Reshape or
+// the axes of the Unsqueeze that made it. *desc describes what was seen.
+bool gate_shape_ok(const Value* g, const Shape& xs, std::string* desc) {
+  const int64_t c = xs[1];
+  const size_t rank = xs.size();
+  auto tail_ones = [&](const std::vector<int64_t>& s) {
+    for (size_t d = 2; d < s.size(); ++d)
+      if (s[d] != 1) return false;
+    return true;
+  };
+  if (g->has_shape()) {
+    const Shape& gs = g->shape();
+    *desc = shape_str(gs);
+    bool known = gs.size() == rank && gs[1] >= 0;
+    for (size_t d = 2; known && d < gs.size(); ++d) known = gs[d] >= 0;
+    if (known) return gs[1] == c && tail_ones(gs) && (gs[0] < 0 || xs[0] < 0 || gs[0] == xs[0]);
+  }
+  const Node* p = g->producer();
+  if (is_op(p, OpKind::kReshape) && p->num_inputs() > 1) {
+    auto s = int_values(p->input(1));
+    if (!s) return false;
+    *desc = str_cat("(Reshape to ", shape_str(*s), ")");
+    if (s->size() != rank || !tail_ones(*s)) return false;
+    const int64_t n0 = (*s)[0], c1 = (*s)[1];
+    const bool batch_ok = n0 == 0 || n0 == -1 || (xs[0] >= 0 && n0 == xs[0]);
+    return batch_ok && (c1 == c || (c1 == -1 && n0 != -1));
+  }
+  if (is_op(p, OpKind::kUnsqueeze)) {
+    auto axes = p->num_inputs() > 1 && p->input(1) ? int_values(p->input(1))
+                                                  : std::optional<std::vector<int64_t>>(p->attr_ints("axes"));
+    if (!axes) return false;
+    *desc = str_cat("(Unsqueeze of axes ", shape_str(*axes), ")");
+    std::vector<bool> seen(rank, false);
+    for (int64_t a : *axes) {
+      const int64_t ax = a < 0 ? a + static_cast<int64_t>(rank) : a;
+      if (ax < 2 || ax >= static_cast<int64_t>(rank) || seen[ax]) return false;
+      seen[ax] = true;
+    }
+    // The unsqueezed value must be [N, C]: rank 2 with C features.
+    const Value* in = p->input(0);
+    return axes->size() + 2 == rank && (!in->has_shape() || (in->shape().size() == 2 && in->shape()[1] == c));
+  }
+  if (desc->empty()) *desc = "(shape unknown)";
+  return false;
+}
+
 struct Fc {
   std::vector<float> w;  // [out, in] row-major
   std::vector<float> b;  // [out]
@@ -218,11 +266,9 @@ class FuseSqueezeExcitation final : public Pattern {
                 " values per image");
     // The gate must broadcast as [N, C, 1, ...] over x.
     const Value* y = mul.output(0);
-    NO_MATCH_IF(!gv->has_shape() || !y->has_shape(), "the gate's shape is unknown");
-    const Shape& gs = gv->shape();
-    bool bcast = gs.size() == xs.size() && gs[1] == c && y->shape() == xs;
-    for (size_t d = 2; bcast && d < gs.size(); ++d) bcast = gs[d] == 1;
-    NO_MATCH_IF(!bcast, "the Mul broadcasts the gate ", shape_str(gs), " over ", shape_str(xs),
+    NO_MATCH_IF(!y->has_shape() || y->shape() != xs, "the Mul's output does not have the input's shape");
+    std::string gshape;
+    NO_MATCH_IF(!gate_shape_ok(gv, xs, &gshape), "the Mul broadcasts the gate ", gshape, " over ", shape_str(xs),
                 " differently from [N, C, 1, ...]");
     // Channel-wise fc inputs: a Conv on [N, C, 1, 1] or a Gemm on [N, C].
     for (Node* fc : {fc1, fc2}) {
