@@ -12,8 +12,9 @@ pyengine's own ops (domain ``pyengine``) and their standard-ONNX meaning:
 * ``FusedGemm(A, B, C?)`` {Gemm attributes, ``activation``, ``activation_params``}
   = ``act(Gemm(A, B, C))``
 * ``ChannelAffine(X, scale, shift)`` = ``X * scale[c] + shift[c]`` along axis 1
-* ``SqueezeExcite(X, W1, B1, W2, B2)`` {``gate``, ``gate_params``} =
-  ``X * gate(W2 Relu(W1 mean(X) + B1) + B2)`` per (image, channel)
+* ``SqueezeExcite(X, W1, B1, W2, B2, Z?)`` {``gate``, ``gate_params``,
+  ``activation``} = ``act(X * gate(W2 Relu(W1 mean(X) + B1) + B2) + Z)`` per
+  (image, channel)
 * ``ChannelSplitNorm(X, in_scale, in_bias, scale, shift)`` {``epsilon``,
   ``instance_channels`` k, ``instance_first``} = InstanceNormalization on k
   channels and ``X * scale + shift`` on the rest, concatenated along axis 1
@@ -356,7 +357,18 @@ class _Expander:
             nodes.append(helper.make_node("Sigmoid", [g1], [g], name=nm(f"{base}_se_gate")))
         shape = self.const(f"{base}_se_shape", np.array([0, -1] + [1] * (rank - 2), np.int64))
         nodes.append(helper.make_node("Reshape", [g, shape], [g4], name=nm(f"{base}_se_reshape")))
-        nodes.append(helper.make_node("Mul", [x, g4], [y], name=base))
+        z = node.input[5] if len(node.input) > 5 else ""
+        # (expand() has popped "activation" from attrs.)
+        act = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("activation", b"")
+        act = act.decode() if isinstance(act, bytes) else act
+        scaled = y if not z and not act else self.fresh(f"{base}_se_scaled")
+        nodes.append(helper.make_node("Mul", [x, g4], [scaled], name=base))
+        if z:
+            added = y if not act else self.fresh(f"{base}_se_residual")
+            nodes.append(helper.make_node("Add", [scaled, z], [added], name=nm(f"{base}_se_add")))
+            scaled = added
+        if act:
+            self.activation(nodes, scaled, y, act, [], base)
         return nodes
 
     def channel_split_norm(self, node, attrs, base) -> list:

@@ -339,13 +339,39 @@ def test_squeeze_excitation_fuses(kind, gate, pool):
     assert rep["ops_after"] == {"SqueezeExcite": 1}
 
 
+def se_residual_model(**kw):
+    """SE-ResNet's tail: relu(x * gate + x) (the SE output 'y' renamed 's')."""
+    m = se_model(**kw)
+    m.graph.node[-1].output[0] = "s"
+    m.graph.node[-1].name = "s"
+    m.graph.node.extend([node("Add", ["s", "x"], "r"), node("Relu", ["r"], "y")])
+    return m
+
+
+def test_squeeze_excitation_takes_residual_and_relu():
+    m = se_residual_model()
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation", "eliminate_dead_code"])
+    assert ops(g) == {"SqueezeExcite": 1}, ops(g)
+    se = [n for n in g.nodes() if n["op_type"] == "SqueezeExcite"][0]
+    assert len(se["inputs"]) == 6 and se["attrs"]["activation"][1] in ("Relu", b"Relu")
+    _, rep = check_engine(m)
+    assert rep["ops_after"] == {"SqueezeExcite": 1}
+    # A residual that broadcasts is refused.
+    m = se_model(extra=[node("Add", ["y", "bias"], "r")], outputs={"r": None})
+    m.graph.initializer.append(numpy_helper.from_array(weight(12, 1, 1), "bias"))
+    g, rep, _ = run_passes(m, ["fuse_squeeze_excitation"])
+    assert ops(g)["Add"] == 1
+    assert has_reason(rep, "not a float32 tensor", "fuse_squeeze_excitation"), reasons(rep)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual_relu"])
 @pytest.mark.parametrize("tier", tier_params())
-def test_squeeze_excitation_awkward_sizes_every_tier(tier):
+def test_squeeze_excitation_awkward_sizes_every_tier(tier, residual):
     # Channel and spatial counts that leave tails at every vector width; the
     # engine on each tier against onnxruntime on the unfused graph.
     from pyengine import _core
 
-    m = se_model("conv", c=37, cr=5, hw=(3, 11), batch=3)
+    m = (se_residual_model if residual else se_model)(kind="conv", c=37, cr=5, hw=(3, 11), batch=3)
     feeds = feeds_for(m, batch=3)
     ref = run_ort(m, feeds)["y"]
     old = _core.isa_cap()

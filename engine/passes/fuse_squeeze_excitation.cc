@@ -13,6 +13,10 @@
 // folded into the weights); the gate has shape [N, C, 1, ...] against x's
 // [N, C, D1, ...] (no other broadcast); every intermediate value (pooled,
 // hidden, gate) is read only by the chain and is not a graph output.
+// Then, as the epilogue of the fused op (an SE-ResNet bottleneck's tail):
+//   Add(SqueezeExcite(x, ..), z)        ==>  SqueezeExcite(x, .., z)
+//   Relu(SqueezeExcite(..))             ==>  SqueezeExcite(..) {activation="Relu"}
+// (z float32 with exactly the output's shape; the SE output read only there).
 // Why: the unfused block is 6 to 9 nodes, four of them on tiny tensors whose
 // dispatch costs more than their math; fused, x is read once to pool and
 // once to scale (cpu/kernels/norm_pool/squeeze_excite.cc).
@@ -314,11 +318,89 @@ class FuseSqueezeExcitation final : public Pattern {
   }
 };
 
+// An SqueezeExcite output that is not yet a residual or activated.
+Node* bare_se(const Value* v) {
+  Node* p = producer_of(v);
+  if (!is_op(p, OpKind::kSqueezeExcite)) return nullptr;
+  if (p->num_inputs() > 5 || !p->attr_string("activation", "").empty()) return nullptr;
+  return p;
+}
+Node* se_without_activation(const Value* v) {
+  Node* p = producer_of(v);
+  return is_op(p, OpKind::kSqueezeExcite) && p->attr_string("activation", "").empty() ? p : nullptr;
+}
+
+// Add(SqueezeExcite(x, ..), z)  ==>  SqueezeExcite(x, .., z): the residual
+// add of an SE-ResNet bottleneck, in the same pass as the scaling.
+class FuseSeResidual final : public Pattern {
+ public:
+  std::string_view name() const override { return "se_residual"; }
+  OpKind root() const override { return OpKind::kAdd; }
+  MatchResult match(const Graph&, const Node& n) const override {
+    NOT_APPLICABLE_IF(n.num_inputs() != 2 || !n.input(0) || !n.input(1), "not a binary Add");
+    for (int i = 0; i < 2; ++i) {
+      Node* se = bare_se(n.input(i));
+      if (!se) continue;
+      Value* z = n.input(1 - i);
+      NO_MATCH_IF(!single_use(n.input(i)), "the SqueezeExcite output has other readers");
+      NO_MATCH_IF(z->is_constant() || z->dtype() != DType::kFloat32, "the other operand is not a float32 tensor");
+      NO_MATCH_IF(!same_shape(z, n.input(i)) || !same_shape(z, n.output(0)), "the residual's shape is not known to "
+                  "equal the SqueezeExcite output's (no broadcasting in the epilogue)");
+      Match m;
+      m.nodes = {const_cast<Node*>(&n), se};
+      m.data = z;
+      return m;
+    }
+    NOT_APPLICABLE_IF(true, "no operand is a SqueezeExcite output");
+  }
+  void rewrite(Rewriter& rw, const Match& m) const override {
+    Node* add = m.nodes[0];
+    Node* se = m.nodes[1];
+    std::vector<Value*> ins = se->inputs();
+    ins.push_back(std::any_cast<Value*>(m.data));
+    Attributes attrs = se->attrs();
+    std::string name = se->name();
+    Value* y = add->output(0);
+    rw.remove(add);
+    rw.remove(se);
+    rw.add_node(OpKind::kSqueezeExcite, name, ins, {y}, attrs);
+  }
+};
+
+// Relu(SqueezeExcite(..))  ==>  SqueezeExcite(..) {activation="Relu"}.
+class FuseSeRelu final : public Pattern {
+ public:
+  std::string_view name() const override { return "se_relu"; }
+  OpKind root() const override { return OpKind::kRelu; }
+  MatchResult match(const Graph&, const Node& n) const override {
+    Node* se = se_without_activation(n.input(0));
+    NOT_APPLICABLE_IF(!se, "input is not a SqueezeExcite output");
+    NO_MATCH_IF(!single_use(n.input(0)), "the SqueezeExcite output has other readers");
+    Match m;
+    m.nodes = {const_cast<Node*>(&n), se};
+    return m;
+  }
+  void rewrite(Rewriter& rw, const Match& m) const override {
+    Node* relu = m.nodes[0];
+    Node* se = m.nodes[1];
+    std::vector<Value*> ins = se->inputs();
+    Attributes attrs = se->attrs();
+    attrs["activation"] = Attribute::of_string("Relu");
+    std::string name = se->name();
+    Value* y = relu->output(0);
+    rw.remove(relu);
+    rw.remove(se);
+    rw.add_node(OpKind::kSqueezeExcite, name, ins, {y}, attrs);
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Pass> make_fuse_squeeze_excitation() {
   std::vector<std::unique_ptr<Pattern>> p;
   p.push_back(std::make_unique<FuseSqueezeExcitation>());
+  p.push_back(std::make_unique<FuseSeResidual>());
+  p.push_back(std::make_unique<FuseSeRelu>());
   return std::make_unique<PatternPass>(
       "fuse_squeeze_excitation",
       "fuse GlobalAveragePool -> Conv/Gemm -> Relu -> Conv/Gemm -> Sigmoid -> Mul into one SqueezeExcite",

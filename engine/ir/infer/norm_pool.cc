@@ -55,7 +55,8 @@ void infer_instance_norm(InferContext& ctx) {
   same_as_input(ctx);
 }
 
-// SqueezeExcite(X, W1, B1, W2, B2): X's shape; W1 [Cr, C], W2 [C, Cr].
+// SqueezeExcite(X, W1, B1, W2, B2, Z?): X's shape; W1 [Cr, C], W2 [C, Cr];
+// Z, when given, X's shape.
 void infer_squeeze_excite(InferContext& ctx) {
   require_float(ctx);
   const ValueInfo& x = ctx.input(0);
@@ -73,6 +74,8 @@ void infer_squeeze_excite(InferContext& ctx) {
     check_param(ctx, 2, "B1", w1.shape[0]);
     check_param(ctx, 4, "B2", w2.shape[0]);
   }
+  if (ctx.has_input(5) && x.has_shape && ctx.input(5).has_shape && ctx.input(5).shape != x.shape)
+    ctx.fail("the residual Z has shape ", shape_str(ctx.input(5).shape), ", not the input's ", shape_str(x.shape));
   same_as_input(ctx);
 }
 

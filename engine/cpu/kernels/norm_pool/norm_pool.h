@@ -75,10 +75,14 @@ void squeeze_excite_gate_f32_avx2(const float* s, const float* w1, const float* 
                                   const float* b2, int64_t c, int64_t cr, const SeGate& gate, float* h, float* g);
 void squeeze_excite_gate_f32_avx512(const float* s, const float* w1, const float* b1, const float* w2,
                                     const float* b2, int64_t c, int64_t cr, const SeGate& gate, float* h, float* g);
-// y[r, :] = x[r, :] * g[r] for `rows` rows of `n` elements.
-void squeeze_excite_scale_f32_ref(const float* x, const float* g, int64_t rows, int64_t n, float* y);
-void squeeze_excite_scale_f32_avx2(const float* x, const float* g, int64_t rows, int64_t n, float* y);
-void squeeze_excite_scale_f32_avx512(const float* x, const float* g, int64_t rows, int64_t n, float* y);
+// y[r, :] = act(x[r, :] * g[r] (+ z[r, :])) for `rows` rows of `n` elements;
+// z may be null; act is Relu when `relu`, else the identity.
+void squeeze_excite_scale_f32_ref(const float* x, const float* g, const float* z, bool relu, int64_t rows, int64_t n,
+                                  float* y);
+void squeeze_excite_scale_f32_avx2(const float* x, const float* g, const float* z, bool relu, int64_t rows,
+                                   int64_t n, float* y);
+void squeeze_excite_scale_f32_avx512(const float* x, const float* g, const float* z, bool relu, int64_t rows,
+                                     int64_t n, float* y);
 float row_sum_f32_avx512(const float* x, int64_t n);
 
 // --- softmax

@@ -1,7 +1,8 @@
 // SqueezeExcite (domain pyengine; engine/ir/ops.def): squeeze-excitation in
 // one kernel call,
 //   s[n, c] = mean(X[n, c, :]);  h = Relu(W1 s + b1);  g = gate(W2 h + b2);
-//   Y[n, c, :] = X[n, c, :] * g[n, c].
+//   Y[n, c, :] = act(X[n, c, :] * g[n, c] + Z[n, c, :])   (Z, act optional: the
+//   residual Add and Relu of an SE-ResNet bottleneck).
 // Three steps over the batch: the pooled means (rows in parallel), the two
 // small GEMVs and the gate per image (a few hundred thousand MACs at most:
 // one thread), then the scaling (rows in parallel). X is read twice, once to
@@ -33,26 +34,36 @@ void squeeze_excite_gate_f32_ref(const float* s, const float* w1, const float* b
   }
 }
 
-void squeeze_excite_scale_f32_ref(const float* x, const float* g, int64_t rows, int64_t n, float* y) {
+void squeeze_excite_scale_f32_ref(const float* x, const float* g, const float* z, bool relu, int64_t rows, int64_t n,
+                                  float* y) {
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < n; ++i) y[r * n + i] = x[r * n + i] * g[r];
+    for (int64_t i = 0; i < n; ++i) {
+      float v = x[r * n + i] * g[r];
+      if (z) v += z[r * n + i];
+      y[r * n + i] = relu ? simd::scalar::relu(v) : v;
+    }
 }
 
 namespace {
 
 using GateFn = void (*)(const float*, const float*, const float*, const float*, const float*, int64_t, int64_t,
                         const SeGate&, float*, float*);
-using ScaleFn = void (*)(const float*, const float*, int64_t, int64_t, float*);
+using ScaleFn = void (*)(const float*, const float*, const float*, bool, int64_t, int64_t, float*);
 using SumFn = float (*)(const float*, int64_t);
 
 class SqueezeExciteKernel final : public Kernel {
  public:
   explicit SqueezeExciteKernel(const Node& node) : desc_(node.describe()) {
-    ENGINE_ENFORCE(node.num_inputs() == 5, kInvalidModel, desc_, ": expects inputs X, W1, B1, W2, B2");
+    ENGINE_ENFORCE(node.num_inputs() == 5 || node.num_inputs() == 6, kInvalidModel, desc_,
+                   ": expects inputs X, W1, B1, W2, B2 and optionally Z");
     for (int i = 0; i < 5; ++i)
       ENGINE_ENFORCE(node.input(i) && (node.input(i)->dtype() == DType::kFloat32 ||
                                        node.input(i)->dtype() == DType::kUndefined),
                      kUnsupportedOperator, desc_, ": only float32 is supported");
+    const std::string act = node.attr_string("activation", "");
+    ENGINE_ENFORCE(act.empty() || act == "Relu", kUnsupportedOperator, desc_, ": activation '", act,
+                   "' is not supported");
+    relu_ = act == "Relu";
     const std::string gate = node.attr_string("gate", "Sigmoid");
     const std::vector<float> p = node.attr_floats("gate_params");
     if (gate == "HardSigmoid") {
@@ -90,7 +101,11 @@ class SqueezeExciteKernel final : public Kernel {
                    kShape, desc_, ": weights ", shape_str(w1.shape()), ", ", shape_str(w2.shape()),
                    " do not fit ", c, " channels");
     const int64_t cr = w1.dim(0);
+    const Tensor* z = in.size() > 5 ? in[5] : nullptr;
+    ENGINE_ENFORCE(!z || z->shape() == x.shape(), kShape, desc_, ": the residual has shape ", z ? shape_str(z->shape()) : "",
+                   ", not ", shape_str(x.shape()));
     if (x.numel() == 0) return;
+    const float* zp = z ? z->data<float>() : nullptr;
     // Scratch: pooled means s[n * c], gates g[n * c], hidden h[cr].
     float* s = static_cast<float*>(ctx.scratch(sizeof(float) * static_cast<size_t>(2 * n * c + cr + 16)));
     float* g = s + n * c;
@@ -98,15 +113,22 @@ class SqueezeExciteKernel final : public Kernel {
     const float* xp = x.data<float>();
     float* yp = out[0]->data<float>();
     const float inv = 1.f / static_cast<float>(hw);
-    parallel_chunks(ctx, n * c, grain_for(hw), [&](int64_t r0, int64_t r1, int) {
-      for (int64_t r = r0; r < r1; ++r) s[r] = sum_fn_(xp + r * hw, hw) * inv;
-    });
+    // parallel_for: chunks are claimed dynamically, so a worker the OS
+    // descheduled costs nothing (a static split would wait for it).
+    const int64_t grain = grain_for(hw);
+    ctx.pool().parallel_for(
+        n * c, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) s[r] = sum_fn_(xp + r * hw, hw) * inv;
+        },
+        grain);
     for (int64_t i = 0; i < n; ++i)
       gate_fn_(s + i * c, w1.data<float>(), b1.data<float>(), w2.data<float>(), b2.data<float>(), c, cr, gate_, h,
                g + i * c);
-    parallel_chunks(ctx, n * c, grain_for(hw), [&](int64_t r0, int64_t r1, int) {
-      scale_fn_(xp + r0 * hw, g + r0, r1 - r0, hw, yp + r0 * hw);
-    });
+    ctx.pool().parallel_for(
+        n * c, [&](int64_t r0, int64_t r1) {
+          scale_fn_(xp + r0 * hw, g + r0, zp ? zp + r0 * hw : nullptr, relu_, r1 - r0, hw, yp + r0 * hw);
+        },
+        grain);
   }
 
   std::string describe() const override { return str_cat("squeeze_excite_f32_", isa_); }
@@ -115,6 +137,7 @@ class SqueezeExciteKernel final : public Kernel {
   std::string desc_;
   const char* isa_ = "ref";
   SeGate gate_;
+  bool relu_ = false;
   GateFn gate_fn_ = nullptr;
   ScaleFn scale_fn_ = nullptr;
   SumFn sum_fn_ = nullptr;

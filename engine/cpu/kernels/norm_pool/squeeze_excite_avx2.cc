@@ -39,18 +39,38 @@ void squeeze_excite_gate_f32_avx2(const float* s, const float* w1, const float* 
   }
 }
 
-void squeeze_excite_scale_f32_avx2(const float* x, const float* g, int64_t rows, int64_t n, float* y) {
+namespace {
+
+// One row: y = act(x * k (+ z)). Relu as max(0, v), the reference's
+// operand order (simd::scalar::relu maps NaN to NaN; maxps(0, NaN) = NaN).
+template <bool kZ, bool kRelu>
+void scale_row(const float* xr, __m256 k, const float* zr, int64_t n, float* yr) {
+  auto f = [&](__m256 v, int64_t i, bool tail, int64_t r) {
+    v = _mm256_mul_ps(v, k);
+    if constexpr (kZ) v = _mm256_add_ps(v, tail ? load_tail(zr + i, r) : _mm256_loadu_ps(zr + i));
+    if constexpr (kRelu) v = _mm256_max_ps(_mm256_setzero_ps(), v);
+    return v;
+  };
+  int64_t i = 0;
+  for (; i + 2 * 8 <= n; i += 2 * 8) {
+    _mm256_storeu_ps(yr + i, f(_mm256_loadu_ps(xr + i), i, false, 0));
+    _mm256_storeu_ps(yr + i + 8, f(_mm256_loadu_ps(xr + i + 8), i + 8, false, 0));
+  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(yr + i, f(_mm256_loadu_ps(xr + i), i, false, 0));
+  if (i < n) store_tail(yr + i, n - i, f(load_tail(xr + i, n - i), i, true, n - i));
+}
+
+}  // namespace
+
+void squeeze_excite_scale_f32_avx2(const float* x, const float* g, const float* z, bool relu, int64_t rows,
+                                   int64_t n, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * n;
-    float* yr = y + r * n;
     const __m256 k = _mm256_set1_ps(g[r]);
-    int64_t i = 0;
-    for (; i + 2 * 8 <= n; i += 2 * 8) {
-      _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(xr + i), k));
-      _mm256_storeu_ps(yr + i + 8, _mm256_mul_ps(_mm256_loadu_ps(xr + i + 8), k));
-    }
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(xr + i), k));
-    if (i < n) store_tail(yr + i, n - i, _mm256_mul_ps(load_tail(xr + i, n - i), k));
+    const float* zr = z ? z + r * n : nullptr;
+    if (z && relu) scale_row<true, true>(x + r * n, k, zr, n, y + r * n);
+    else if (z) scale_row<true, false>(x + r * n, k, zr, n, y + r * n);
+    else if (relu) scale_row<false, true>(x + r * n, k, zr, n, y + r * n);
+    else scale_row<false, false>(x + r * n, k, zr, n, y + r * n);
   }
 }
 
