@@ -5,6 +5,7 @@ fuse_channel_split_norm, onnxruntime beside them, in one interleaved run.
 
     python tools/bench_fusions.py                       # SE-ResNet-50 and ConvNeXt-T at 224, batch 1, 2 threads
     python tools/bench_fusions.py --size 160 --runs 10 --models se_resnet50
+    python tools/bench_fusions.py --models se_tail_256x56,se_tail_1024x14,se_tail_2048x7 --runs 200
 
 Rows per model: nodes after the optimizer and median ms of
   pyengine (all passes)      the default pipeline
@@ -57,7 +58,18 @@ def convnext_t(size):
     return b.build({"output": b.gemm(head, 1000)})
 
 
-MODELS = {"se_resnet50": se_resnet50, "convnext_t": convnext_t}
+def se_tail(c, hw):
+    """One SE-ResNet bottleneck tail alone: relu(x * SE(x) + x), SE with 1x1 convs, reduction 16."""
+    def build(size):
+        b = zoo.GraphBuilder(f"se_tail_{c}x{hw}", zoo.DEFAULT_OPSET, 0)
+        x = b.input((c, hw, hw))
+        return b.build({"output": b.relu(b.add(zoo._squeeze_excite(b, x, 16, "conv"), x))})
+    return build
+
+
+MODELS = {"se_resnet50": se_resnet50, "convnext_t": convnext_t,
+          # The SE-ResNet-50 stage shapes, the block alone (size ignored).
+          "se_tail_256x56": se_tail(256, 56), "se_tail_1024x14": se_tail(1024, 14), "se_tail_2048x7": se_tail(2048, 7)}
 
 
 def main():
@@ -103,7 +115,8 @@ def main():
                 runners[k]()
                 times[k].append((time.perf_counter() - t0) * 1e3)
         med = {k: float(np.median(v)) for k, v in times.items()}
-        print(f"\n{name} {args.size}x{args.size} batch {args.batch}, {args.threads} threads, {args.runs} runs"
+        where = "" if name.startswith("se_tail") else f" {args.size}x{args.size}"
+        print(f"\n{name}{where} batch {args.batch}, {args.threads} threads, {args.runs} runs"
               f" (ONNX graph: {nodes['onnx']} nodes; input '{iname}')")
         print(f"  {'runtime':28s} {'nodes':>6s} {'median ms':>10s}")
         for k in runners:
