@@ -547,3 +547,34 @@ def test_channel_split_norm_torch_export(dynamo):
     _, rep = check_export(m, x.numpy())
     assert rep["ops_after"].get("ChannelSplitNorm") == 1, rep["ops_after"]
     assert "Split" not in rep["ops_after"] and "Concat" not in rep["ops_after"], rep["ops_after"]
+
+
+def test_channel_split_norm_and_gelu_int8():
+    """IBN's fused op and a GELU between int8 convs: calibrated, lowered, and
+    tracking FP32."""
+    c = 12
+    ibn = ibn_model(c=c, hw=(8, 8))
+    nodes = [node("Conv", ["x", "Wa", "Ba"], "xa", pads=[1, 1, 1, 1])]
+    for n in ibn.graph.node:
+        n = onnx.NodeProto.FromString(n.SerializeToString())
+        n.input[:] = ["xa" if i == "x" else i for i in n.input]
+        if n.output[0] == "y":
+            n.output[0] = n.name = "cat"
+        nodes.append(n)
+    nodes += [node("Conv", ["cat", "Wb", "Bb"], "cb", pads=[1, 1, 1, 1]), node("Div", ["cb", "s2"], "d"),
+              node("Erf", ["d"], "e"), node("Add", ["e", "one"], "a1"), node("Mul", ["cb", "a1"], "gm"),
+              node("Mul", ["gm", "half"], "gl"), node("Conv", ["gl", "Wc", "Bc"], "y")]
+    inits = {i.name: numpy_helper.to_array(i) for i in ibn.graph.initializer}
+    inits.update({"Wa": weight(c, c, 3, 3, scale=0.1), "Ba": weight(c), "Wb": weight(c, c, 3, 3, scale=0.1),
+                  "Bb": weight(c), "Wc": weight(c, c, 1, 1), "Bc": weight(c), "s2": SQRT2, "one": f32(1),
+                  "half": f32(0.5)})
+    m = make_model(nodes, {"x": [1, c, 8, 8]}, {"y": None}, inits)
+    r = np.random.default_rng(0)
+    calib = [r.standard_normal((1, c, 8, 8)).astype(np.float32) for _ in range(8)]
+    engine = pyengine.build(m, backend="cpu", precision="int8", calibration_data=calib)
+    text = engine.graph_text()
+    assert "ChannelSplitNorm" in text and "QConv" in text and "= Split(" not in text and "= Erf(" not in text, text
+    x = r.standard_normal((1, c, 8, 8)).astype(np.float32)
+    ref = run_ort(m, {"x": x})["y"]
+    out = engine.run({"x": x})["y"]
+    assert rel_l2(out, ref) < 0.05, rel_l2(out, ref)
