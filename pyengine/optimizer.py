@@ -12,10 +12,16 @@ pyengine's own ops (domain ``pyengine``) and their standard-ONNX meaning:
 * ``FusedGemm(A, B, C?)`` {Gemm attributes, ``activation``, ``activation_params``}
   = ``act(Gemm(A, B, C))``
 * ``ChannelAffine(X, scale, shift)`` = ``X * scale[c] + shift[c]`` along axis 1
+* ``SqueezeExcite(X, W1, B1, W2, B2, Z?)`` {``gate``, ``gate_params``,
+  ``activation``} = ``act(X * gate(W2 Relu(W1 mean(X) + B1) + B2) + Z)`` per
+  (image, channel)
+* ``ChannelSplitNorm(X, in_scale, in_bias, scale, shift)`` {``epsilon``,
+  ``instance_channels`` k, ``instance_first``} = InstanceNormalization on k
+  channels and ``X * scale + shift`` on the rest, concatenated along axis 1
 
 ``activation`` is one of "", Relu, Clip [min, max], LeakyRelu [alpha],
 Sigmoid, HardSigmoid [alpha, beta], HardSwish, SiLU (x * Sigmoid(x)), Gelu
-(exact); the bracket lists ``activation_params``.
+(exact), GeluTanh (Gelu with approximate="tanh"); the bracket lists ``activation_params``.
 """
 
 from __future__ import annotations
@@ -221,23 +227,49 @@ class _Expander:
             s = self.fresh(f"{base}_sigmoid")
             nodes.append(helper.make_node("Sigmoid", [x], [s], name=nm(f"{base}_sigmoid")))
             nodes.append(helper.make_node("Mul", [x, s], [y], name=nm(f"{base}_silu")))
-        elif act == "Gelu":
-            if self.opset >= 20:
-                nodes.append(helper.make_node("Gelu", [x], [y], name=nm(f"{base}_gelu")))
-            else:
-                d, e, a, m = (self.fresh(f"{base}_gelu_{s}") for s in ("div", "erf", "add", "mul"))
-                nodes.append(helper.make_node("Div", [x, self.const(f"{base}_sqrt2", np.float32(math.sqrt(2.0)))],
-                                              [d], name=nm(f"{base}_gelu_div")))
-                nodes.append(helper.make_node("Erf", [d], [e], name=nm(f"{base}_gelu_erf")))
-                nodes.append(helper.make_node("Add", [e, self.const(f"{base}_one", np.float32(1.0))], [a],
-                                              name=nm(f"{base}_gelu_add")))
-                nodes.append(helper.make_node("Mul", [x, a], [m], name=nm(f"{base}_gelu_mul")))
-                nodes.append(helper.make_node("Mul", [m, self.const(f"{base}_half", np.float32(0.5))], [y],
-                                              name=nm(f"{base}_gelu")))
+        elif act in ("Gelu", "GeluTanh"):
+            self.gelu(nodes, x, y, act == "GeluTanh", base)
         else:
             raise InvalidModelError(f"node '{base}': unknown fused activation {act!r}")
 
+    def gelu(self, nodes, x: str, y: str, tanh: bool, base: str):
+        """Appends nodes computing y = Gelu(x) (the tanh approximation with
+        ``tanh``): the Gelu op from opset 20, else the exporters' subgraph."""
+        nm = self.fresh_node
+        if self.opset >= 20:
+            nodes.append(helper.make_node("Gelu", [x], [y], name=nm(f"{base}_gelu"),
+                                          approximate="tanh" if tanh else "none"))
+            return
+        if not tanh:
+            d, e, a, m = (self.fresh(f"{base}_gelu_{s}") for s in ("div", "erf", "add", "mul"))
+            nodes.append(helper.make_node("Div", [x, self.const(f"{base}_sqrt2", np.float32(math.sqrt(2.0)))],
+                                          [d], name=nm(f"{base}_gelu_div")))
+            nodes.append(helper.make_node("Erf", [d], [e], name=nm(f"{base}_gelu_erf")))
+        else:
+            c, cc, s_, k, e = (self.fresh(f"{base}_gelu_{s}") for s in ("cube", "cubic", "sum", "arg", "tanh"))
+            a, m = (self.fresh(f"{base}_gelu_{s}") for s in ("add", "mul"))
+            nodes.append(helper.make_node("Pow", [x, self.const(f"{base}_three", np.float32(3.0))], [c],
+                                          name=nm(f"{base}_gelu_pow")))
+            nodes.append(helper.make_node("Mul", [c, self.const(f"{base}_c", np.float32(0.044715))], [cc],
+                                          name=nm(f"{base}_gelu_cubic")))
+            nodes.append(helper.make_node("Add", [x, cc], [s_], name=nm(f"{base}_gelu_sum")))
+            nodes.append(helper.make_node("Mul", [s_, self.const(f"{base}_k", np.float32(math.sqrt(2.0 / math.pi)))],
+                                          [k], name=nm(f"{base}_gelu_arg")))
+            nodes.append(helper.make_node("Tanh", [k], [e], name=nm(f"{base}_gelu_tanh")))
+        nodes.append(helper.make_node("Add", [e, self.const(f"{base}_one", np.float32(1.0))], [a],
+                                      name=nm(f"{base}_gelu_add")))
+        nodes.append(helper.make_node("Mul", [x, a], [m], name=nm(f"{base}_gelu_mul")))
+        nodes.append(helper.make_node("Mul", [m, self.const(f"{base}_half", np.float32(0.5))], [y],
+                                      name=nm(f"{base}_gelu")))
+
     def expand(self, node) -> list:
+        if node.op_type == "Gelu" and node.domain in ("", "ai.onnx"):
+            # A Gelu fuse_gelu made in a model of opset < 20.
+            approx = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("approximate", b"none")
+            approx = approx.decode() if isinstance(approx, bytes) else approx
+            nodes = []
+            self.gelu(nodes, node.input[0], node.output[0], approx == "tanh", node.name or node.output[0])
+            return nodes
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         act = attrs.pop("activation", b"")
         act = act.decode() if isinstance(act, bytes) else act
@@ -288,15 +320,95 @@ class _Expander:
                 if shift:
                     nodes.append(helper.make_node("Add", [mul_out, self.const(f"{base}_shift", t.reshape(bshape))],
                                                   [out], name=self.fresh_node(f"{base}_shift")))
+        elif node.op_type == "SqueezeExcite":
+            nodes = self.squeeze_excite(node, attrs, base)
+        elif node.op_type == "ChannelSplitNorm":
+            nodes = self.channel_split_norm(node, attrs, base)
         else:
             raise InvalidModelError(f"node '{base}': no standard ONNX form for {CUSTOM_DOMAIN}::{node.op_type}")
+        return nodes
+
+    def rank_of(self, node, base):
+        rank = self.ranks.get(node.input[0]) or self.ranks.get(node.output[0])
+        if rank is None:
+            raise InvalidModelError(f"node '{base}': the input's rank is unknown; {node.op_type} cannot be exported")
+        return rank
+
+    def squeeze_excite(self, node, attrs, base) -> list:
+        """GlobalAveragePool -> Flatten -> Gemm -> Relu -> Gemm -> gate -> Reshape -> Mul."""
+        x, w1, b1, w2, b2 = node.input[:5]
+        y = node.output[0]
+        rank = self.rank_of(node, base)
+        gate = attrs.get("gate", b"Sigmoid")
+        gate = gate.decode() if isinstance(gate, bytes) else gate
+        gp = list(attrs.get("gate_params", []))
+        nm = self.fresh_node
+        pooled, flat, h1, h, g1, g, g4 = (self.fresh(f"{base}_se_{s}") for s in
+                                          ("pool", "flat", "fc1", "relu", "fc2", "gate", "gate4"))
+        nodes = [helper.make_node("GlobalAveragePool", [x], [pooled], name=nm(f"{base}_se_pool")),
+                 helper.make_node("Flatten", [pooled], [flat], name=nm(f"{base}_se_flatten"), axis=1),
+                 helper.make_node("Gemm", [flat, w1, b1], [h1], name=nm(f"{base}_se_fc1"), transB=1),
+                 helper.make_node("Relu", [h1], [h], name=nm(f"{base}_se_relu")),
+                 helper.make_node("Gemm", [h, w2, b2], [g1], name=nm(f"{base}_se_fc2"), transB=1)]
+        if gate == "HardSigmoid":
+            nodes.append(helper.make_node("HardSigmoid", [g1], [g], name=nm(f"{base}_se_gate"),
+                                          alpha=gp[0] if gp else 0.2, beta=gp[1] if len(gp) > 1 else 0.5))
+        else:
+            nodes.append(helper.make_node("Sigmoid", [g1], [g], name=nm(f"{base}_se_gate")))
+        shape = self.const(f"{base}_se_shape", np.array([0, -1] + [1] * (rank - 2), np.int64))
+        nodes.append(helper.make_node("Reshape", [g, shape], [g4], name=nm(f"{base}_se_reshape")))
+        z = node.input[5] if len(node.input) > 5 else ""
+        # (expand() has popped "activation" from attrs.)
+        act = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("activation", b"")
+        act = act.decode() if isinstance(act, bytes) else act
+        scaled = y if not z and not act else self.fresh(f"{base}_se_scaled")
+        nodes.append(helper.make_node("Mul", [x, g4], [scaled], name=base))
+        if z:
+            added = y if not act else self.fresh(f"{base}_se_residual")
+            nodes.append(helper.make_node("Add", [scaled, z], [added], name=nm(f"{base}_se_add")))
+            scaled = added
+        if act:
+            self.activation(nodes, scaled, y, act, [], base)
+        return nodes
+
+    def channel_split_norm(self, node, attrs, base) -> list:
+        """Split -> InstanceNormalization | Mul + Add -> Concat."""
+        x, in_scale, in_bias, scale, shift = node.input[:5]
+        y = node.output[0]
+        rank = self.rank_of(node, base)
+        k = int(attrs["instance_channels"])
+        first = int(attrs.get("instance_first", 1))
+        s = numpy_helper.to_array(self.constants[scale]) if scale in self.constants else None
+        t = numpy_helper.to_array(self.constants[shift]) if shift in self.constants else None
+        if s is None or t is None:
+            raise InvalidModelError(f"node '{base}': ChannelSplitNorm's scale and shift must be constants to export")
+        ca = s.shape[0]
+        sizes = [k, ca] if first else [ca, k]
+        nm = self.fresh_node
+        parts = [self.fresh(f"{base}_part{i}") for i in range(2)]
+        normed = [self.fresh(f"{base}_norm{i}") for i in range(2)]
+        bshape = (ca,) + (1,) * (rank - 2)
+        if self.opset >= 13:
+            split = self.const(f"{base}_split", np.array(sizes, np.int64))
+            nodes = [helper.make_node("Split", [x, split], parts, name=nm(f"{base}_split"), axis=1)]
+        else:
+            nodes = [helper.make_node("Split", [x], parts, name=nm(f"{base}_split"), axis=1, split=sizes)]
+        i_in, i_af = (0, 1) if first else (1, 0)
+        nodes.append(helper.make_node("InstanceNormalization", [parts[i_in], in_scale, in_bias], [normed[i_in]],
+                                      name=nm(f"{base}_instance_norm"), epsilon=float(attrs.get("epsilon", 1e-5))))
+        scaled = self.fresh(f"{base}_scaled")
+        nodes.append(helper.make_node("Mul", [parts[i_af], self.const(f"{base}_scale", s.reshape(bshape))], [scaled],
+                                      name=nm(f"{base}_scale")))
+        nodes.append(helper.make_node("Add", [scaled, self.const(f"{base}_shift", t.reshape(bshape))],
+                                      [normed[i_af]], name=nm(f"{base}_shift")))
+        nodes.append(helper.make_node("Concat", normed, [y], name=base, axis=1))
         return nodes
 
     def run(self) -> onnx.ModelProto:
         g = self.model.graph
         nodes = []
         for n in g.node:
-            nodes.extend(self.expand(n) if n.domain == CUSTOM_DOMAIN else [n])
+            nodes.extend(self.expand(n) if _needs_expansion(n, self.opset) else [n])
         # Parameters the custom ops read directly (ChannelAffine's [C]
         # vectors) are dropped when nothing reads them any more.
         used = {i for n in nodes for i in n.input}
@@ -310,9 +422,17 @@ class _Expander:
         return out
 
 
+def _needs_expansion(node, opset: int) -> bool:
+    # pyengine's own ops, and the Gelu nodes fuse_gelu made in models whose
+    # opset (< 20) has no Gelu.
+    return node.domain == CUSTOM_DOMAIN or (node.op_type == "Gelu" and node.domain in ("", "ai.onnx") and opset < 20)
+
+
 def expand_custom_ops(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Returns ``model`` with every pyengine-domain node written as standard ONNX ops."""
-    if not any(n.domain == CUSTOM_DOMAIN for n in model.graph.node):
+    """Returns ``model`` with every pyengine-domain node written as standard
+    ONNX ops (and, below opset 20, every Gelu as the erf/tanh subgraph)."""
+    opset = onnx_io.default_opset(model)
+    if not any(_needs_expansion(n, opset) for n in model.graph.node):
         return model
     return _Expander(model).run()
 

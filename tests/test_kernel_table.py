@@ -58,6 +58,16 @@ def _bn():
                    numpy_helper.from_array(np.random.default_rng(1).uniform(0.5, 2, c).astype(np.float32), "v")])
 
 
+def _squeeze_excite():
+    # fuse_squeeze_excitation turns this into one SqueezeExcite (optimize=True).
+    c, cr = 37, 5
+    return _model([helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+                   helper.make_node("Conv", ["p", "W1", "B1"], ["h1"]), helper.make_node("Relu", ["h1"], ["h"]),
+                   helper.make_node("Conv", ["h", "W2", "B2"], ["g1"]), helper.make_node("Sigmoid", ["g1"], ["g"]),
+                   helper.make_node("Mul", ["x", "g"], ["y"])], (3, c, 5, 11),
+                  [_w("W1", cr, c, 1, 1), _w("B1", cr), _w("W2", c, cr, 1, 1), _w("B2", c)], out_shape=[3, c, 5, 11])
+
+
 # op -> (model, optimize): a model whose plan runs the op's kernels.
 OP_MODELS = {
     "conv": lambda: (_conv(13, 19, 3, 11, pads=[1, 1, 1, 1], strides=[2, 2]), False),
@@ -74,6 +84,7 @@ OP_MODELS = {
                                       [_w("s", 19, 1, 1), _w("b", 19, 1, 1)]), True),
     "pool": lambda: (_single("MaxPool", (2, 5, 13, 21), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
                      False),
+    "squeeze_excite": lambda: (_squeeze_excite(), True),
     "row_sum": lambda: (_single("GlobalAveragePool", (2, 5, 13, 21)), False),
     "row_max": lambda: (_single("GlobalMaxPool", (2, 5, 13, 21)), False),
     "row_min": lambda: (_single("ReduceMin", (2, 5, 37), inits=[numpy_helper.from_array(np.array([2], np.int64),

@@ -10,9 +10,14 @@
 //     Gemm(A, B, C) -> affine(axis 1) ==> Gemm(A, B * s[n], beta*C*s + t)
 //     MatMul(A, B) -> affine(last)   ==>  MatMul(A, B * s[n])  (a shift needs 2-D A: Gemm(A, B*s, t))
 //     Add(MatMul(A, B), c) -> affine ==>  Add(MatMul(A, B * s[n]), c * s + t)   (nn.Linear on N-D input)
-//   forward, into consuming convolutions (exact only without padding: zero
-//   padding of the shifted input is not the shift of zero padding):
+//   forward, into consuming convolutions (a shift is exact only without
+//   padding: zero padding of the shifted input is not the shift of zero
+//   padding; a pure scale is exact with any padding, s * 0 = 0):
 //     affine -> Conv(., W, b), pads 0  ==>  Conv(x, W * s[i], b + sum_{i,k} W[o,i,k] * t[i])
+//     scale  -> Conv(., W, b)          ==>  Conv(x, W * s[i], b)
+//   (the affine a BN, a ChannelAffine, or a Mul/Add/Sub/Div by a constant
+//   scalar or [C, 1, ...] tensor: SkipInit/Fixup scalars and input
+//   normalization in front of a conv)
 //     affine -> Gemm(., B, C), transA 0 ==> Gemm(x, s[k] * B, beta*C + alpha * t @ B)
 //   otherwise:
 //     BN(x)                          ==>  ChannelAffine(x, s, t)   (domain pyengine)
@@ -543,18 +548,27 @@ class FoldIntoConsumers final : public Pattern {
   OpKind root() const override { return kind_; }
 
   MatchResult match(const Graph&, const Node& n) const override {
+    // BN and ChannelAffine are expected to fold somewhere: say why not. A
+    // Mul/Add/Sub/Div is usually no affine in front of a conv at all: quiet
+    // unless it is one and a precondition refuses it.
+    bool loud = kind_ == OpKind::kBatchNormalization || kind_ == OpKind::kChannelAffine;
     std::string why;
     auto a = affine_of(n, &why);
-    NO_MATCH_IF(!a, why);
+    if (!a) return fail_with(loud, why);
     const Value* y = n.output(0);
-    NO_MATCH_IF(y->is_graph_output(), "output '", y->name(), "' is a graph output");
-    NO_MATCH_IF(y->uses().empty(), "output unused");
+    if (y->is_graph_output()) return fail_with(loud, str_cat("output '", y->name(), "' is a graph output"));
+    if (y->uses().empty()) return fail_with(loud, "output unused");
+    for (const Use& u : y->uses()) {
+      Node* c = u.node;
+      bool conv = c->kind() == OpKind::kConv || c->kind() == OpKind::kFusedConv;
+      if (!conv && c->kind() != OpKind::kGemm)
+        return fail_with(loud, str_cat("consumer ", c->describe(), " is not a Conv or Gemm"));
+    }
     ForwardFold f;
     f.affine = *a;
     for (const Use& u : y->uses()) {
       Node* c = u.node;
       bool conv = c->kind() == OpKind::kConv || c->kind() == OpKind::kFusedConv;
-      NO_MATCH_IF(!conv && c->kind() != OpKind::kGemm, "consumer ", c->describe(), " is not a Conv or Gemm");
       NO_MATCH_IF(u.index != 0, "consumer ", c->describe(), " reads it as a weight");
       if (const char* w = weight_problem(c->input(1))) return fail_with(true, str_cat(c->describe(), ": ", w));
       NO_MATCH_IF(c->input(2) && !is_float32_constant(c->input(2)), c->describe(), ": bias is not constant");
@@ -562,7 +576,8 @@ class FoldIntoConsumers final : public Pattern {
         auto geo = conv_geometry(*c, &why);
         NO_MATCH_IF(!geo, c->describe(), ": ", why);
         for (int64_t p : geo->pads)
-          NO_MATCH_IF(p != 0, c->describe(), " pads its input (padding zeros are not shifted: not exact)");
+          NO_MATCH_IF(p != 0 && a->has_shift(), c->describe(),
+                      " pads its input (padding zeros are not shifted: not exact)");
         NO_MATCH_IF(!a->per_tensor() && (a->axis != 1 || a->rank != geo->rank + 2),
                     "the affine is not along the conv's input channels");
         NO_MATCH_IF(!a->per_tensor() && a->channels() != geo->in_channels_per_group * geo->group,
@@ -858,8 +873,9 @@ std::unique_ptr<Pass> make_fold_bn_into_conv() {
   for (OpKind k : {OpKind::kBatchNormalization, OpKind::kChannelAffine, OpKind::kMul, OpKind::kAdd, OpKind::kSub,
                    OpKind::kDiv})
     p.push_back(std::make_unique<FoldIntoProducer>(k));
-  p.push_back(std::make_unique<FoldIntoConsumers>(OpKind::kBatchNormalization));
-  p.push_back(std::make_unique<FoldIntoConsumers>(OpKind::kChannelAffine));
+  for (OpKind k : {OpKind::kBatchNormalization, OpKind::kChannelAffine, OpKind::kMul, OpKind::kAdd, OpKind::kSub,
+                   OpKind::kDiv})
+    p.push_back(std::make_unique<FoldIntoConsumers>(k));
   p.push_back(std::make_unique<ScaleThroughActivation>());
   p.push_back(std::make_unique<LowerBatchNorm>());
   return std::make_unique<PatternPass>(

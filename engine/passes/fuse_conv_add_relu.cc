@@ -5,13 +5,14 @@
 //   y * Sigmoid(y), y = Conv(..) ==>  FusedConv(..) {activation="SiLU"}
 //   act(Gemm(A, B, C)), y * Sigmoid(y) with y = Gemm(..)  ==>  FusedGemm(A, B, C) {activation}
 // FusedConv(X, W, B?, Z?) = act(Conv(X, W, B) + Z) (engine/ir/ops.def);
-// act in {Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, SiLU, Gelu},
+// act in {Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, SiLU, Gelu,
+// GeluTanh (Gelu with approximate="tanh")},
 // activation_params: Clip [min, max], LeakyRelu [alpha], HardSigmoid
 // [alpha, beta], others [].
 // Preconditions: the conv (gemm) output is read only by the fused op and is
 // not a graph output; the residual z has exactly the conv output's shape (no
 // broadcasting, which a per-element epilogue cannot do) and is float32;
-// Clip bounds are constants; Gelu is the exact (erf) form.
+// Clip bounds are constants.
 // Why: a residual block's tail (conv, add, relu) becomes one pass over the
 // output instead of three, with the add and activation applied while the
 // conv's output tile is still in registers.
@@ -44,6 +45,10 @@ std::optional<Activation> activation_of(const Node& n, std::string* why) {
       a.params = {n.attr_float("alpha", 0.2f), n.attr_float("beta", 0.5f)};
       break;
     case OpKind::kGelu:
+      if (n.attr_string("approximate", "none") == "tanh") {
+        a.name = "GeluTanh";
+        break;
+      }
       if (n.attr_string("approximate", "none") != "none") {
         *why = "Gelu with approximate=" + n.attr_string("approximate", "");
         return std::nullopt;

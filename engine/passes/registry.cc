@@ -33,6 +33,9 @@ struct Registry {
     const Pass* reparam = add(make_reparam_branches());
     const Pass* prune = add(make_prune_dead_channels());
     const Pass* fuse = add(make_fuse_conv_add_relu());
+    const Pass* gelu = add(make_fuse_gelu());
+    const Pass* se = add(make_fuse_squeeze_excitation());
+    const Pass* ibn = add(make_fuse_channel_split_norm());
     const Pass* elide16 = add(make_elide_float16_round_trips());
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
@@ -53,6 +56,9 @@ struct Registry {
         dce,
         // Shape plumbing is canonical before the conv passes look through it.
         reshapes,
+        // On folded constants (the exporters' Constant nodes); before BN
+        // folding, which would take GELU's "* 0.5" for a scale to fold.
+        gelu,
         // Before BN folding: the forward fold of an affine into a following
         // Conv needs the conv's final pads; and before fusion, which would
         // hide the Conv inside a FusedConv.
@@ -69,6 +75,12 @@ struct Registry {
         // and after reparam (merged convs can be pruned too); before fusion,
         // so the activation between producer and consumer is still a node.
         prune,
+        // After BN folding (the BN of IBN's batch half is then a
+        // ChannelAffine, an SE conv's BN folded) and before fusion, which
+        // would hide the SE's Convs inside FusedConvs. Also in the quantize
+        // pipeline: the fused ops run in float between the int8 convs.
+        se,
+        ibn,
         // Last of the rewrites: fused nodes are opaque to every pass above.
         fuse,
         // Whatever the rewrites orphaned.
@@ -89,11 +101,17 @@ struct Registry {
         constants,
         dce,
         reshapes,
+        // A GELU in a quantized model runs in float between its DQ and Q.
+        gelu,
         pads,
         // Canonicalizes a BatchNorm left between a DQ'd Conv and the next Q
         // (ModelOpt does not fold it) into a ChannelAffine, which the
         // lowering absorbs; BNs on constant float weights fold as usual.
         bn,
+        // Float SE / IBN blocks of a pre-quantized model (those pyengine
+        // quantized were fused before calibration, in the quantize pipeline).
+        se,
+        ibn,
         // Before fusion (FusedConv hides the Conv), after BN handling.
         // reparam_branches and prune_dead_channels are left out: they
         // rewrite float weights, and a quantized model's weights are what

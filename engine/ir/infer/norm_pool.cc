@@ -55,6 +55,47 @@ void infer_instance_norm(InferContext& ctx) {
   same_as_input(ctx);
 }
 
+// SqueezeExcite(X, W1, B1, W2, B2, Z?): X's shape; W1 [Cr, C], W2 [C, Cr];
+// Z, when given, X's shape.
+void infer_squeeze_excite(InferContext& ctx) {
+  require_float(ctx);
+  const ValueInfo& x = ctx.input(0);
+  if (x.has_shape && x.rank() < 3) ctx.fail("input must have rank >= 3 (N, C, D1, ...), got ", shape_str(x.shape));
+  for (int i = 1; i < 5; ++i)
+    if (!ctx.has_input(i)) ctx.fail("expects inputs X, W1, B1, W2, B2");
+  const int64_t c = x.has_shape ? x.shape[1] : -1;
+  const ValueInfo& w1 = ctx.input(1);
+  const ValueInfo& w2 = ctx.input(3);
+  if (w1.has_shape && w2.has_shape) {
+    if (w1.rank() != 2 || w2.rank() != 2 || w1.shape[1] != w2.shape[0] || w1.shape[0] != w2.shape[1] ||
+        (c >= 0 && w1.shape[1] != c))
+      ctx.fail("W1 must be [Cr, C] and W2 [C, Cr] with C = ", c, ", got ", shape_str(w1.shape), " and ",
+               shape_str(w2.shape));
+    check_param(ctx, 2, "B1", w1.shape[0]);
+    check_param(ctx, 4, "B2", w2.shape[0]);
+  }
+  if (ctx.has_input(5) && x.has_shape && ctx.input(5).has_shape && ctx.input(5).shape != x.shape)
+    ctx.fail("the residual Z has shape ", shape_str(ctx.input(5).shape), ", not the input's ", shape_str(x.shape));
+  same_as_input(ctx);
+}
+
+// ChannelSplitNorm(X, in_scale, in_bias, scale, shift): X's shape.
+void infer_channel_split_norm(InferContext& ctx) {
+  require_float(ctx);
+  const ValueInfo& x = ctx.input(0);
+  if (x.has_shape && x.rank() < 3) ctx.fail("input must have rank >= 3 (N, C, D1, ...), got ", shape_str(x.shape));
+  for (int i = 1; i < 5; ++i)
+    if (!ctx.has_input(i)) ctx.fail("expects inputs X, in_scale, in_bias, scale, shift");
+  const int64_t k = ctx.node().attr_int("instance_channels", -1);
+  const int64_t c = x.has_shape ? x.shape[1] : -1;
+  if (k < 0 || (c >= 0 && k > c)) ctx.fail("instance_channels ", k, " is not within the ", c, " channels");
+  check_param(ctx, 1, "in_scale", k);
+  check_param(ctx, 2, "in_bias", k);
+  check_param(ctx, 3, "scale", c < 0 ? -1 : c - k);
+  check_param(ctx, 4, "shift", c < 0 ? -1 : c - k);
+  same_as_input(ctx);
+}
+
 void infer_group_norm(InferContext& ctx) {
   require_float(ctx);
   const ValueInfo& x = ctx.input(0);
@@ -224,6 +265,8 @@ void register_norm_pool_infer(InferRegistry& r) {
   r.add(OpKind::kBatchNormalization, infer_batch_norm);
   r.add(OpKind::kInstanceNormalization, infer_instance_norm);
   r.add(OpKind::kGroupNormalization, infer_group_norm);
+  r.add(OpKind::kSqueezeExcite, infer_squeeze_excite);
+  r.add(OpKind::kChannelSplitNorm, infer_channel_split_norm);
   r.add(OpKind::kLayerNormalization, infer_layer_norm);
   r.add(OpKind::kMaxPool, infer_pool);
   r.add(OpKind::kAveragePool, infer_pool);

@@ -28,6 +28,7 @@ struct ActOp {
     if constexpr (A == Act::kHardSwish) return v::hard_swish(x);
     if constexpr (A == Act::kSiLU) return v::silu(x);
     if constexpr (A == Act::kGelu) return v::gelu(x);
+    if constexpr (A == Act::kGeluTanh) return v::gelu_tanh(x);
     if constexpr (A == Act::kHardSigmoid) return v::hard_sigmoid(x, p0, p1);
     return x;
   }
@@ -45,6 +46,7 @@ inline void with_act(const Activation& act, F&& f) {
     case Act::kHardSwish: f(ActOp<Act::kHardSwish>(act)); break;
     case Act::kSiLU: f(ActOp<Act::kSiLU>(act)); break;
     case Act::kGelu: f(ActOp<Act::kGelu>(act)); break;
+    case Act::kGeluTanh: f(ActOp<Act::kGeluTanh>(act)); break;
     case Act::kHardSigmoid: f(ActOp<Act::kHardSigmoid>(act)); break;
   }
 }

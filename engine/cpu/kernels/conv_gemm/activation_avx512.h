@@ -27,6 +27,7 @@ struct ActOp512 {
     if constexpr (A == Act::kHardSwish) return v::hard_swish(x);
     if constexpr (A == Act::kSiLU) return v::silu(x);
     if constexpr (A == Act::kGelu) return v::gelu(x);
+    if constexpr (A == Act::kGeluTanh) return v::gelu_tanh(x);
     if constexpr (A == Act::kHardSigmoid) return v::hard_sigmoid(x, p0, p1);
     return x;
   }
@@ -44,6 +45,7 @@ inline void with_act512(const Activation& act, F&& f) {
     case Act::kHardSwish: f(ActOp512<Act::kHardSwish>(act)); break;
     case Act::kSiLU: f(ActOp512<Act::kSiLU>(act)); break;
     case Act::kGelu: f(ActOp512<Act::kGelu>(act)); break;
+    case Act::kGeluTanh: f(ActOp512<Act::kGeluTanh>(act)); break;
     case Act::kHardSigmoid: f(ActOp512<Act::kHardSigmoid>(act)); break;
   }
 }

@@ -39,6 +39,8 @@ Activation parse_activation(const Node& node) {
     a.kind = Act::kSiLU;
   } else if (name == "Gelu") {
     a.kind = Act::kGelu;
+  } else if (name == "GeluTanh") {
+    a.kind = Act::kGeluTanh;
   } else if (name == "HardSigmoid") {
     a.kind = Act::kHardSigmoid;
     a.p0 = param(0, 0.2f);
@@ -60,6 +62,7 @@ const char* activation_name(Act a) {
     case Act::kSiLU: return "SiLU";
     case Act::kGelu: return "Gelu";
     case Act::kHardSigmoid: return "HardSigmoid";
+    case Act::kGeluTanh: return "GeluTanh";
   }
   return "";
 }

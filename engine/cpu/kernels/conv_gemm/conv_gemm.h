@@ -31,7 +31,7 @@ namespace conv_gemm {
 // ---------------------------------------------------------------------------
 // Activations fused into the epilogue.
 
-enum class Act { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kHardSwish, kSiLU, kGelu, kHardSigmoid };
+enum class Act { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kHardSwish, kSiLU, kGelu, kHardSigmoid, kGeluTanh };
 
 struct Activation {
   Act kind = Act::kNone;
@@ -57,6 +57,7 @@ inline float activate(float v, const Activation& a) {
     case Act::kSiLU: return s::silu(v);
     case Act::kGelu: return s::gelu(v);
     case Act::kHardSigmoid: return s::hard_sigmoid(v, a.p0, a.p1);
+    case Act::kGeluTanh: return s::gelu_tanh(v);
   }
   return v;
 }

@@ -61,6 +61,30 @@ float row_max_f32_avx2(const float* x, int64_t n);
 float row_min_f32_ref(const float* x, int64_t n);
 float row_min_f32_avx2(const float* x, int64_t n);
 
+// --- squeeze-excitation (SqueezeExcite; squeeze_excite.cc runs them)
+// The gate from the pooled means s[0..c): g = gate(W2 Relu(W1 s + b1) + b2),
+// W1 [cr, c] and W2 [c, cr] row-major; `h` is cr floats of scratch. gate 0:
+// Sigmoid; 1: HardSigmoid(alpha, beta).
+struct SeGate {
+  int kind = 0;
+  float alpha = 0.2f, beta = 0.5f;
+};
+void squeeze_excite_gate_f32_ref(const float* s, const float* w1, const float* b1, const float* w2, const float* b2,
+                                 int64_t c, int64_t cr, const SeGate& gate, float* h, float* g);
+void squeeze_excite_gate_f32_avx2(const float* s, const float* w1, const float* b1, const float* w2,
+                                  const float* b2, int64_t c, int64_t cr, const SeGate& gate, float* h, float* g);
+void squeeze_excite_gate_f32_avx512(const float* s, const float* w1, const float* b1, const float* w2,
+                                    const float* b2, int64_t c, int64_t cr, const SeGate& gate, float* h, float* g);
+// y[r, :] = act(x[r, :] * g[r] (+ z[r, :])) for `rows` rows of `n` elements;
+// z may be null; act is Relu when `relu`, else the identity.
+void squeeze_excite_scale_f32_ref(const float* x, const float* g, const float* z, bool relu, int64_t rows, int64_t n,
+                                  float* y);
+void squeeze_excite_scale_f32_avx2(const float* x, const float* g, const float* z, bool relu, int64_t rows,
+                                   int64_t n, float* y);
+void squeeze_excite_scale_f32_avx512(const float* x, const float* g, const float* z, bool relu, int64_t rows,
+                                     int64_t n, float* y);
+float row_sum_f32_avx512(const float* x, int64_t n);
+
 // --- softmax
 // One contiguous row: y = softmax(x) (or log_softmax when `log`).
 void softmax_row_f32_ref(const float* x, float* y, int64_t n, bool log);
@@ -118,6 +142,8 @@ inline int64_t grain_for(int64_t elems_per_item) {
 // Kernel factories (one file per op group); register.cc wires them up.
 std::unique_ptr<Kernel> make_batch_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_group_norm_kernel(const Node& node);   // also InstanceNormalization
+std::unique_ptr<Kernel> make_squeeze_excite_kernel(const Node& node);
+std::unique_ptr<Kernel> make_channel_split_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_layer_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_pool_kernel(const Node& node);         // MaxPool, AveragePool
 std::unique_ptr<Kernel> make_global_pool_kernel(const Node& node);  // GlobalAveragePool, GlobalMaxPool
