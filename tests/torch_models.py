@@ -781,7 +781,7 @@ class MultiStepNeuron(nn.Module):
     """spikingjelly's IF / LIF node in multi-step mode, unrolled over T.
 
     Input and output [T, N, ...]. Per step (v_reset = 0, v starts at v_reset):
-      IF:  h = v + x            LIF: h = v + (x - (v - v_reset)) / tau
+      IF:  h = v + x            LIF: h = v + (x - (v - v_reset)) / tau   (v_reset = 0 for soft reset)
       s = heaviside(h - v_th)
       hard reset: v = (1 - s) * h + s * v_reset      soft reset: v = h - s * v_th
     """
@@ -791,15 +791,16 @@ class MultiStepNeuron(nn.Module):
         self.tau, self.v_threshold, self.v_reset, self.firing = tau, v_threshold, v_reset, firing
 
     def forward(self, x_seq):
+        vr = 0.0 if self.v_reset is None else self.v_reset  # soft reset: the rest potential is 0
         v, spikes = None, []
         for t in range(x_seq.shape[0]):
             x = x_seq[t]
-            if v is None:  # v = v_reset at t = 0, written out so the exported graph has no zeros tensor
-                h = x + self.v_reset if self.tau is None else self.v_reset + x / self.tau
+            if v is None:  # v = vr at t = 0, folded in: no zeros tensor in the exported graph
+                h = x + vr if self.tau is None else vr + x / self.tau
             elif self.tau is None:
                 h = v + x
             else:
-                h = v + (x - (v - self.v_reset)) / self.tau
+                h = v + (x - (v - vr)) / self.tau
             s = heaviside(h - self.v_threshold, self.firing)
             if self.v_reset is None:
                 v = h - s * self.v_threshold
@@ -849,6 +850,7 @@ class SEWResNet(nn.Module):
         super().__init__()
         self.T = T
         neuron = neuron or MultiStepNeuron
+        self.input_gain = neuron().tau or 1.0  # LIF neurons see x / tau: randomize_famx_ scales BN by tau
         self.conv1 = SeqToANN(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width))
         self.sn1 = neuron()
         self.maxpool = SeqToANN(nn.MaxPool2d(3, 2, 1))
@@ -870,8 +872,8 @@ class SEWResNet(nn.Module):
         # all-silent, not all-firing) through 18 layers of random weights.
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.weight.mul_(0.8)
-                m.bias.add_(0.4)
+                m.weight.mul_(0.8 * self.input_gain)
+                m.bias.add_(0.4 * self.input_gain)
 
     def forward(self, x):
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
