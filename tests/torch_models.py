@@ -164,8 +164,10 @@ register(Family("resnet50", lambda full: randomize_(resnet50(1000 if full else 1
 #                            constant on every branch (linear decay to 0.5).
 #   resnet18_prelu           ResNet-18 with PReLU: one shared slope in the stem
 #                            (nn.PReLU(), slope shape [1]) and per-channel
-#                            slopes in the blocks (exported as [C, 1, 1]).
-#   resnet50_gn              ResNet-50 with GroupNorm(32) after every conv.
+#                            slopes in the blocks (TorchScript: Unsqueeze of
+#                            [C] to [C, 1, 1]; dynamo: [1, C, 1, 1]).
+#   resnet50_gn              ResNet-50 with GroupNorm(32) after every conv (both
+#                            exporters: Reshape -> InstanceNorm -> Reshape -> Mul -> Add).
 #   fixup_resnet50           Fixup (Zhang et al. 2019), no normalization: scalar
 #                            biases (shape [1]) before each conv and activation,
 #                            a scalar multiplier at the end of each branch.
