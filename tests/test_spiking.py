@@ -272,3 +272,64 @@ def test_int8_agreement_is_at_the_models_own_noise_floor(int8_case):
     assert agreement >= floor - 0.05, (agreement, floor)
     # ... and INT8 is not a constant or broken output: it spreads over classes as FP32 does.
     assert len(np.unique(int8.argmax(1))) >= min(3, len(np.unique(fp32.argmax(1))))
+
+
+class SingleStepSNN(torch.nn.Module):
+    """spikingjelly's single-step mode, unrolled: the convs run once per time
+    step and feed the membrane directly, h = v + BN(conv(x)): to the Q/DQ
+    placement this Add looks like a residual Add (a conv output plus a tensor
+    of the same shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 16, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(16)
+        self.conv2, self.bn2 = torch.nn.Conv2d(16, 16, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(16)
+
+    def famx_damp_(self, gen):
+        for bn in (self.bn1, self.bn2):
+            bn.weight.mul_(0.8)
+            bn.bias.add_(0.4)
+
+    def forward(self, x):
+        v1 = v2 = None
+        out = []
+        for _ in range(T):
+            c1 = self.bn1(self.conv1(x))
+            h1 = c1 if v1 is None else v1 + c1
+            s1 = tm.heaviside(h1 - 1.0)
+            v1 = (1.0 - s1) * h1
+            c2 = self.bn2(self.conv2(s1))
+            h2 = c2 if v2 is None else v2 + c2
+            s2 = tm.heaviside(h2 - 1.0)
+            v2 = (1.0 - s2) * h2
+            out.append(s2)
+        return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_int8_keeps_membrane_updates_float(tmp_path, exporter):
+    """The membrane update h = v + conv(x) is not a residual: calibration
+    keeps it float (the membrane state v is not quantized at every step),
+    says why, and still quantizes every conv."""
+    net = tm.randomize_famx_(SingleStepSNN(), seed=5)
+    path = export(net, str(tmp_path / "single_step.onnx"), exporter, (3, 16, 16))
+    rng = np.random.default_rng(6)
+    calib = rng.standard_normal((32, 3, 16, 16)).astype(np.float32)
+    x = rng.standard_normal((16, 3, 16, 16)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = pyengine.build(path, backend="cpu", precision="int8", calibration_data=calib, report=False,
+                              progress=False)
+    meta = int8.metadata["int8"]
+    membrane = [(node, why) for node, why in meta["skipped"] if "membrane" in why]
+    # Layer 2's updates (steps 2..T); layer 1's conv reads the same x at every
+    # step, so its output has T readers and is not an Add-fusion candidate.
+    assert len(membrane) >= T - 1, meta["skipped"]
+    assert not any(op in node for node in meta["quantized_nodes"] for op in ("Add", "add")), meta["quantized_nodes"]
+    assert meta["int8_layers"].get("QConv", 0) >= T + 1 and meta["float_layers"] == []
+    fp32 = pyengine.build(path, backend="cpu")
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    a, b = fp32(x), int8(x)
+    assert np.mean(a != ref) < 1e-3
+    assert 0.05 < a.mean() < 0.95 and np.mean(a != b) < 0.06
