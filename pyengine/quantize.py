@@ -274,13 +274,14 @@ def _to_standard_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     return optimizer.expand_custom_ops(model)
 
 
-def _lower(graph):
+def _lower(graph, with_report=False):
     """The Q/DQ graph through the "int8" pipeline (engine/passes/registry.cc):
-    lowered to pyengine's int8 ops, the layers left in float fused."""
+    lowered to pyengine's int8 ops, the layers left in float fused. With
+    ``with_report``: (graph, optimizer report)."""
     from .optimizer import optimize_graph
 
-    lowered, _ = optimize_graph(graph, pipeline="int8")
-    return lowered
+    lowered, report = optimize_graph(graph, pipeline="int8")
+    return (lowered, report) if with_report else lowered
 
 
 # --------------------------------------------------------------------------
@@ -543,7 +544,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
         evaluator = _Evaluator(session, table, validation_data, batch_size, None, True)
         keep, search_log = _search_keep_fp32(evaluator, target, keep)
     qgraph, summary = session.qdq_graph(table, keep)
-    run_graph = _lower(qgraph)
+    run_graph, lower_report = _lower(qgraph, with_report=True)
     metadata = base_metadata(model, session.source, "int8")
     metadata["source_model_sha256"] = session.model_sha256
     if session.optimizer_report is not None:
@@ -557,6 +558,13 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
         "num_weights": summary["num_weights"],
         "lowered": True,
     }
+    # Quantized layers the int8 kernels cannot take (3-D convolutions, for
+    # one) keep running as float fake-quant (DQ -> op): name them and why.
+    from .qdq import int8_metadata
+
+    lowering = int8_metadata(lower_report)
+    metadata["int8"]["int8_layers"] = lowering["int8_layers"]
+    metadata["int8"]["float_layers"] = lowering["float_layers"]
     if search_log is not None:
         metadata["int8"]["accuracy_search"] = _jsonable(search_log)
     try:

@@ -356,8 +356,9 @@ BROADCAST_SHAPES = [
     ((41, 1, 1001), (1, 3, 1)),
 ]
 FLOAT_BINARY = [("Add", EXACT), ("Sub", EXACT), ("Mul", EXACT), ("Div", EXACT), ("Max", EXACT), ("Min", EXACT),
-                ("Pow", ULP1), ("Equal", EXACT), ("Less", EXACT), ("Greater", EXACT)]
-COMPARE = ("Equal", "Less", "Greater")
+                ("Pow", ULP1), ("Equal", EXACT), ("Less", EXACT), ("Greater", EXACT),
+                ("GreaterOrEqual", EXACT), ("LessOrEqual", EXACT)]
+COMPARE = ("Equal", "Less", "Greater", "GreaterOrEqual", "LessOrEqual")
 
 
 def _binary_inputs(rng, op, sa, sb, dtype=np.float32):
@@ -391,7 +392,8 @@ def test_binary_f32_vs_onnxruntime(rng, op, tol):
             assert_same(got, run(build(model, ref=True), {"a": a, "b": b}), EXACT, f"{op} {sa} {sb} avx2 vs ref")
 
 
-@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater"])
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater",
+                                "GreaterOrEqual", "LessOrEqual"])
 def test_binary_f32_special_values(op):
     # Every pairing of the special values, in both operand orders, through the
     # same-shape, scalar-operand and general broadcast paths.
@@ -410,7 +412,8 @@ def test_binary_f32_special_values(op):
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
-@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Equal", "Less", "Greater"])
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Equal", "Less", "Greater",
+                                "GreaterOrEqual", "LessOrEqual"])
 def test_binary_int_vs_onnxruntime(rng, op, dtype):
     out_type = TP.BOOL if op in COMPARE else None
     for sa, sb in [((3, 17), (3, 17)), ((3, 17), ()), ((), (4,)), ((2, 5, 3, 3), (1, 5, 1, 1)), ((4, 1), (1, 6)),
@@ -430,7 +433,7 @@ def test_binary_other_types(rng, dtype):
     # numpy where onnxruntime has no kernel for the type.
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
     lo = 0 if info is not None and info.min == 0 else -100
-    for op in ["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater"]:
+    for op in ["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Less", "Greater", "GreaterOrEqual", "LessOrEqual"]:
         out_type = TP.BOOL if op in COMPARE else None
         model = make_model(op, [("a", dtype), ("b", dtype)], out_type=out_type, shapes={"a": [3, 1, 7], "b": [5, 1]})
         a = np.asarray(rng.integers(lo, 100, (3, 1, 7))).astype(dtype)
@@ -441,7 +444,8 @@ def test_binary_other_types(rng, dtype):
         except Exception:  # noqa: BLE001 - onnxruntime lacks this type for this op
             with np.errstate(all="ignore"):
                 want = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum,
-                        "Equal": np.equal, "Less": np.less, "Greater": np.greater}[op](a, b) if op != "Div" else (
+                        "Equal": np.equal, "Less": np.less, "Greater": np.greater, "GreaterOrEqual": np.greater_equal,
+                        "LessOrEqual": np.less_equal}[op](a, b) if op != "Div" else (
                     (a / b).astype(dtype) if info is None else np.trunc(a.astype(np.float64) / b).astype(dtype))
         assert_same(got, want, EXACT, f"{op} {np.dtype(dtype).name}")
     if info is not None:  # wrap-around in the narrow types, where C would promote to int
@@ -499,6 +503,20 @@ def test_equal_bool(rng):
     model = make_model("Equal", [("a", np.bool_), ("b", np.bool_)], out_type=TP.BOOL, shapes={"a": [3, 7], "b": [7]})
     a, b = rng.integers(0, 2, (3, 7)).astype(np.bool_), rng.integers(0, 2, 7).astype(np.bool_)
     assert_same(run(build(model), {"a": a, "b": b}), run(ort_session(model), {"a": a, "b": b}), EXACT)
+
+
+@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
+def test_logical_bool(rng, op):
+    # The bool logical ops (what the ONNX reference expands GreaterOrEqual
+    # into), every broadcast pattern; a non-bool input is refused by name.
+    for sa, sb in [((3, 7), (7,)), ((3, 7), (3, 7)), ((), (5,)), ((2, 1, 4), (1, 3, 1)), ((9000,), (1,))]:
+        model = make_model(op, [("a", np.bool_), ("b", np.bool_)], out_type=TP.BOOL,
+                           shapes={"a": list(sa), "b": list(sb)})
+        feeds = {"a": rng.integers(0, 2, sa).astype(np.bool_), "b": rng.integers(0, 2, sb).astype(np.bool_)}
+        assert_same(run(build(model), feeds), run(ort_session(model), feeds), EXACT, f"{op} {sa} {sb}")
+    model = make_model(op, [("a", np.float32), ("b", np.float32)], out_type=TP.BOOL, shapes={"a": [2], "b": [2]})
+    with pytest.raises(pyengine.PyengineError, match="node"):
+        run(build(model), {"a": np.ones(2, np.float32), "b": np.ones(2, np.float32)})
 
 
 # ---- PRelu --------------------------------------------------------------------------

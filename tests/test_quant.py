@@ -8,6 +8,7 @@ similarity of the logits (> 0.99 for a small random-weight ResNet).
 
 import math
 import struct
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -702,3 +703,29 @@ def test_opset_11_model_is_upgraded_for_per_channel_dq(calib_data):
     assert pyengine.onnx_io.default_opset(q) >= 13
     onnx.checker.check_model(q, full_check=True)
     assert cosine(run_ort(q, {"input": calib_data[:4]})[0], run_ort(m, {"input": calib_data[:4]})[0]) > 0.999
+
+
+def test_int8_metadata_names_the_layers_left_in_float():
+    """A calibrated INT8 build says which quantized layers run on the int8
+    kernels and which stay float fake-quant (DQ -> op), with the reason: here
+    a 3-D conv (the int8 conv kernels are 2-D) beside a 2-D one."""
+    rng = np.random.default_rng(8)
+    b = GraphBuilder("mixed", opset=17, seed=8)
+    x = b.input((3, 4, 8, 8))
+    y3 = b.relu(b.conv(x, 6, (3, 1, 1), pad=(1, 0, 0, 1, 0, 0), bias=True))
+    y2 = b.reshape(b.transpose(y3, [0, 2, 1, 3, 4]), [-1, 6, 8, 8])
+    m = b.build({"y": b.relu(b.conv(y2, 5, (3, 3), bias=True))})
+    calib = rng.standard_normal((16, 3, 4, 8, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = pyengine.build(m, backend="cpu", precision="int8", calibration_data=calib, report=False,
+                                progress=False)
+    meta = engine.metadata["int8"]
+    assert meta["int8_layers"] == {"QConv": 1}
+    assert len(meta["float_layers"]) == 1
+    (layer,) = meta["float_layers"]
+    assert layer["op"] in ("Conv", "FusedConv") and "rank 5" in layer["reason"], layer
+    # The float layer still runs quantized (fake-quant): close to FP32, not equal.
+    fp32 = pyengine.build(m, backend="cpu")
+    out, ref = engine(calib[:4]), fp32(calib[:4])
+    assert cosine(out, ref) > 0.99 and not np.array_equal(out, ref)

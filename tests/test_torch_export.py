@@ -62,10 +62,11 @@ def resnet():
     return randomize_(resnet50(NUM_CLASSES), seed=0)
 
 
-def export_dynamo(model, path, optimize=True):
-    """New exporter: opset 18, external data, dynamic batch."""
+def export_dynamo(model, path, optimize=True, shape=IMAGE):
+    """New exporter: opset 18, external data, dynamic batch. ``shape``: one
+    sample's shape (no batch dim)."""
     pytest.importorskip("onnxscript")
-    example = torch.randn(2, *IMAGE)
+    example = torch.randn(2, *shape)
     batch = torch.export.Dim("batch", min=1, max=1024)
     torch.onnx.export(model, (example,), path, dynamo=True, opset_version=OPSETS["dynamo"],
                       external_data=True, optimize=optimize, verbose=False,
@@ -73,9 +74,10 @@ def export_dynamo(model, path, optimize=True):
                       dynamic_shapes=({0: batch},))
 
 
-def export_torchscript(model, path):
-    """TorchScript exporter: opset 17, BatchNormalization kept, dynamic batch."""
-    example = torch.randn(1, *IMAGE)
+def export_torchscript(model, path, shape=IMAGE):
+    """TorchScript exporter: opset 17, BatchNormalization kept, dynamic batch.
+    ``shape``: one sample's shape (no batch dim)."""
+    example = torch.randn(1, *shape)
     torch.onnx.export(model, (example,), path, dynamo=False, opset_version=OPSETS["torchscript"],
                       do_constant_folding=False, training=torch.onnx.TrainingMode.EVAL,
                       input_names=["input"], output_names=["logits"],

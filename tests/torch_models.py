@@ -196,3 +196,767 @@ def resnet50_pruned(full=False, pruned=True, seed=0):
 
 register(Family("resnet50_pruned", lambda full: resnet50_pruned(full), (3, 64, 64), (3, 224, 224),
                 notes="polarization-pruned: 50% of bn1/bn2 scales zero, layer2/3 stream halved"))
+# Video, spiking and scalar-quirk families (famx)
+#
+# Each module below is written the way its reference implementation writes
+# it, so that the exporters emit that family's real quirks:
+#
+#   resnet_stochastic_depth  CIFAR ResNet-110 with stochastic depth, inference
+#                            form (Huang et al. 2016): the residual branch is
+#                            multiplied by its survival probability, a Python
+#                            float, so both exporters emit a `Mul` by a scalar
+#                            constant on every branch (linear decay to 0.5).
+#   resnet18_prelu           ResNet-18 with PReLU: one shared slope in the stem
+#                            (nn.PReLU(), slope shape [1]) and per-channel
+#                            slopes in the blocks (TorchScript: Unsqueeze of
+#                            [C] to [C, 1, 1]; dynamo: [1, C, 1, 1]).
+#   resnet50_gn              ResNet-50 with GroupNorm(32) after every conv (both
+#                            exporters: Reshape -> InstanceNorm -> Reshape -> Mul -> Add).
+#   fixup_resnet50           Fixup (Zhang et al. 2019), no normalization: scalar
+#                            biases (shape [1]) before each conv and activation,
+#                            a scalar multiplier at the end of each branch.
+#   skipinit_resnet50        SkipInit (De & Smith 2020): pre-activation
+#                            bottlenecks without normalization, convs with
+#                            biases, the branch scaled by a 0-d scalar `alpha`.
+#   resnet50_ibn_a           IBN-Net-a (Pan et al. 2018): in stages 1-3 the first
+#                            norm of each bottleneck splits its channels, half
+#                            through InstanceNorm, half through BatchNorm, and
+#                            concatenates them (Split -> IN | BN -> Concat).
+#   resnet_in_resnet         RiR (Targ et al. 2016), CIFAR: a residual and a
+#                            transient stream, four convs per layer crossing
+#                            between them, a shortcut on the residual stream
+#                            only, and an outer shortcut around each 2-layer block.
+#   r2plus1d_18              torchvision's R(2+1)D-18: (1,k,k) spatial then
+#                            (t,1,1) temporal convs, 16x112x112 clips.
+#   p3d_resnet50             Pseudo-3D ResNet (Qiu et al. 2017): bottlenecks
+#                            cycling P3D-A (S then T), -B (S and T in parallel)
+#                            and -C (S, then T plus S), a temporal max pool.
+#   ir_csn50                 Channel-separated networks (Tran et al. 2019):
+#                            ir-CSN bottlenecks, 3x3x3 depthwise convs; the
+#                            small form mixes in ip-CSN (1x1x1 + depthwise).
+#   sew_resnet18             SEW spiking ResNet-18 (Fang et al. 2021) as
+#                            spikingjelly writes it in multi-step mode, unrolled
+#                            over T=4: the image repeated T times, convs over the
+#                            flattened [T*N] batch, IF neurons looping over the
+#                            time steps (membrane, Heaviside firing as
+#                            `(v - v_th >= 0).to(v)`, hard reset), SEW ADD
+#                            residuals, logits averaged over T.
+#
+# Full-size forms are the published sizes (R(2+1)D-18 at 16x112x112, a
+# SEW-ResNet-18 at T=4 on 224x224, ...); small forms keep the structure (every
+# block kind, downsampling, the quirks) with 1 block per stage, narrow widths
+# and small inputs, for the fast tests.
+
+import math  # noqa: E402
+
+
+@torch.no_grad()
+def randomize_famx_(model, seed=0):
+    """``randomize_`` for the modules of this section, in place; returns it in eval mode.
+
+    Convs (2-D and 3-D) and Linear layers get He-normal weights and small
+    random biases; BatchNorm (2-D and 3-D) random gamma, beta and running
+    statistics; affine GroupNorm/InstanceNorm random gamma and beta; PReLU
+    slopes around 0.25 (some negative). Then every module with a
+    ``famx_damp_(gen)`` method shrinks the end of its residual branch (the
+    last norm's gamma, or its scalar multiplier) so that the residual stream
+    stays O(1) through the network, as Fixup/SkipInit initializations intend.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(shape):
+        return torch.randn(shape, generator=gen)
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(randn(m.weight.shape) * (2.0 / fan_in) ** 0.5)
+            if m.bias is not None:
+                m.bias.copy_(randn(m.bias.shape) * 0.1)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            c = m.num_features
+            m.weight.copy_(1.0 + 0.2 * randn(c))
+            m.bias.copy_(0.1 * randn(c))
+            m.running_mean.copy_(0.2 * randn(c))
+            m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+        elif isinstance(m, (nn.GroupNorm, nn.InstanceNorm2d, nn.InstanceNorm3d)) and m.affine:
+            m.weight.copy_(1.0 + 0.2 * randn(m.weight.shape))
+            m.bias.copy_(0.1 * randn(m.bias.shape))
+        elif isinstance(m, nn.PReLU):
+            m.weight.copy_(0.25 + 0.15 * randn(m.weight.shape))
+    for m in model.modules():
+        if hasattr(m, "famx_damp_"):
+            m.famx_damp_(gen)
+    return model.eval()
+
+
+def _bn(dims, c):
+    return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm3d(c)
+
+
+def _conv_bn(cin, cout, k, stride=1, padding=0, dims=2, groups=1):
+    conv = (nn.Conv2d if dims == 2 else nn.Conv3d)(cin, cout, k, stride=stride, padding=padding,
+                                                  groups=groups, bias=False)
+    return nn.Sequential(conv, _bn(dims, cout))
+
+
+# ---- stochastic depth -------------------------------------------------------
+
+
+class StochasticDepthBlock(nn.Module):
+    """CIFAR basic block whose branch is scaled by its survival probability at
+    inference (the expectation of the training-time Bernoulli gate)."""
+
+    def __init__(self, cin, cout, stride, survival):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.survival = float(survival)
+
+    def famx_damp_(self, gen):
+        self.bn2.weight.mul_(0.4)
+
+    def forward(self, x):
+        identity = x if self.shortcut is None else self.shortcut(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(identity + self.survival * out)
+
+
+class StochasticDepthResNet(nn.Module):
+    """CIFAR ResNet-(6n+2) with linearly decaying survival, p_L = 0.5."""
+
+    def __init__(self, n, widths=(16, 32, 64), num_classes=10, p_last=0.5):
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
+        total, blocks, cin, i = 3 * n, [], widths[0], 0
+        for stage, w in enumerate(widths):
+            for j in range(n):
+                i += 1
+                survival = 1.0 - i / total * (1.0 - p_last)
+                blocks.append(StochasticDepthBlock(cin, w, 2 if stage and not j else 1, survival))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+# ---- PReLU and GroupNorm ResNets ---------------------------------------------
+
+
+class PReLUBasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = nn.PReLU(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act2 = nn.PReLU(cout)
+        self.downsample = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        self.bn2.weight.mul_(0.4)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + identity)
+
+
+class GNBottleneck(nn.Module):
+    def __init__(self, cin, planes, stride, groups):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.gn1 = nn.GroupNorm(groups, planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.gn2 = nn.GroupNorm(groups, planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.gn3 = nn.GroupNorm(groups, cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(groups, cout))
+
+    def famx_damp_(self, gen):
+        self.gn3.weight.mul_(0.3)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.gn1(self.conv1(x)))
+        out = self.relu(self.gn2(self.conv2(out)))
+        return self.relu(self.gn3(self.conv3(out)) + identity)
+
+
+class StagedResNet(nn.Module):
+    """torchvision's ResNet skeleton over any block factory:
+    ``block(cin, planes, stride) -> (module, cout)``; ``stem`` maps 3 -> width."""
+
+    def __init__(self, block, layers, width, stem, num_classes, head_channels):
+        super().__init__()
+        self.stem = stem
+        stages, cin = [], width
+        for i, n in enumerate(layers):
+            planes = width * 2 ** i
+            blocks = []
+            for j in range(n):
+                module, cin = block(cin, planes, 2 if i and not j else 1)
+                blocks.append(module)
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = head_channels(cin)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.head(self.stages(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _imagenet_stem(width, norm, act):
+    return nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), norm(width), act(width),
+                         nn.MaxPool2d(3, 2, 1))
+
+
+def resnet18_prelu(full):
+    layers, width = ((2, 2, 2, 2), 64) if full else ((1, 1, 1, 1), 16)
+    return StagedResNet(lambda cin, planes, s: (PReLUBasicBlock(cin, planes, s), planes), layers, width,
+                        _imagenet_stem(width, nn.BatchNorm2d, lambda c: nn.PReLU()),
+                        1000 if full else 10, lambda c: nn.Identity())
+
+
+def resnet50_gn(full):
+    layers, width, groups = ((3, 4, 6, 3), 64, 32) if full else ((1, 1, 1, 1), 16, 8)
+    return StagedResNet(lambda cin, planes, s: (GNBottleneck(cin, planes, s, groups), planes * 4), layers,
+                        width, _imagenet_stem(width, lambda c: nn.GroupNorm(groups, c), lambda c: nn.ReLU()),
+                        1000 if full else 10, lambda c: nn.Identity())
+
+
+# ---- Fixup and SkipInit ------------------------------------------------------
+
+
+def _scalar(shape=(1,)):
+    return nn.Parameter(torch.zeros(shape))
+
+
+class FixupBottleneck(nn.Module):
+    """As in the Fixup reference code: scalar biases (shape [1]) before each
+    conv and after each conv's activation input, a scalar multiplier on the
+    branch; no normalization, bias-less convs."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        for name in ("bias1a", "bias1b", "bias2a", "bias2b", "bias3a", "bias3b"):
+            setattr(self, name, _scalar())
+        self.scale = nn.Parameter(torch.ones(1))
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        for name in ("bias1a", "bias1b", "bias2a", "bias2b", "bias3a", "bias3b"):
+            getattr(self, name).copy_(0.1 * torch.randn(1, generator=gen))
+        self.scale.fill_(0.2 + 0.1 * float(torch.rand(1, generator=gen)))
+
+    def forward(self, x):
+        out = self.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        out = self.relu(self.conv2(out + self.bias2a) + self.bias2b)
+        out = self.conv3(out + self.bias3a) * self.scale + self.bias3b
+        identity = x if self.downsample is None else self.downsample(x + self.bias1a)
+        return self.relu(out + identity)
+
+
+class FixupResNet(nn.Module):
+    def __init__(self, layers, width, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bias1 = _scalar()
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, cin = [], width
+        for i, n in enumerate(layers):
+            planes = width * 2 ** i
+            stages.append(nn.Sequential(*[FixupBottleneck(cin if not j else planes * 4, planes,
+                                                          2 if i and not j else 1) for j in range(n)]))
+            cin = planes * 4
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bias2 = _scalar()
+        self.fc = nn.Linear(cin, num_classes)
+
+    def famx_damp_(self, gen):
+        self.bias1.copy_(0.1 * torch.randn(1, generator=gen))
+        self.bias2.copy_(0.1 * torch.randn(1, generator=gen))
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.conv1(x) + self.bias1))
+        x = torch.flatten(self.pool(self.stages(x)), 1)
+        return self.fc(x + self.bias2)
+
+
+class SkipInitBottleneck(nn.Module):
+    """Pre-activation bottleneck without normalization; the branch is scaled
+    by a 0-d learnable scalar (zero at initialization in the paper)."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = nn.Conv2d(cin, planes, 1)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1)
+        self.conv3 = nn.Conv2d(planes, cout, 1)
+        self.relu = nn.ReLU()
+        self.alpha = _scalar(())
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        self.alpha.fill_(0.15 + 0.1 * float(torch.rand((), generator=gen)))
+
+    def forward(self, x):
+        pre = self.relu(x)
+        identity = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv3(self.relu(self.conv2(self.relu(self.conv1(pre)))))
+        return identity + self.alpha * out
+
+
+def fixup_resnet50(full):
+    layers, width = ((3, 4, 6, 3), 64) if full else ((1, 1, 1, 1), 16)
+    return FixupResNet(layers, width, 1000 if full else 10)
+
+
+def skipinit_resnet50(full):
+    layers, width = ((3, 4, 6, 3), 64) if full else ((1, 1, 1, 1), 16)
+    stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3), nn.MaxPool2d(3, 2, 1))
+    return StagedResNet(lambda cin, planes, s: (SkipInitBottleneck(cin, planes, s), planes * 4), layers, width,
+                        stem, 1000 if full else 10, lambda c: nn.ReLU())
+
+
+# ---- IBN-Net -----------------------------------------------------------------
+
+
+class IBN(nn.Module):
+    """IBN-Net's instance-batch norm: the first `ratio` of the channels through
+    an affine InstanceNorm, the rest through BatchNorm (the reference code)."""
+
+    def __init__(self, planes, ratio=0.5):
+        super().__init__()
+        self.half = int(planes * ratio)
+        self.IN = nn.InstanceNorm2d(self.half, affine=True)
+        self.BN = nn.BatchNorm2d(planes - self.half)
+
+    def forward(self, x):
+        split = torch.split(x, self.half, 1)
+        out1 = self.IN(split[0].contiguous())
+        out2 = self.BN(split[1].contiguous())
+        return torch.cat((out1, out2), 1)
+
+
+class IBNBottleneck(Bottleneck):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, ibn=True):
+        super().__init__(inplanes, planes, stride, downsample)
+        if ibn:
+            self.bn1 = IBN(planes)
+
+    def famx_damp_(self, gen):
+        self.bn3.weight.mul_(0.3)
+
+
+def resnet50_ibn_a(full):
+    layers, width = ((3, 4, 6, 3), 64) if full else ((1, 1, 1, 1), 16)
+
+    def block(cin, planes, stride):
+        ds = _conv_bn(cin, planes * 4, 1, stride) if stride != 1 or cin != planes * 4 else None
+        return IBNBottleneck(cin, planes, stride, ds, ibn=planes < width * 8), planes * 4
+
+    return StagedResNet(block, layers, width, _imagenet_stem(width, nn.BatchNorm2d, lambda c: nn.ReLU()),
+                        1000 if full else 10, lambda c: nn.Identity())
+
+
+# ---- Resnet-in-Resnet ----------------------------------------------------------
+
+
+class RiRLayer(nn.Module):
+    """One generalized residual layer: r' = relu(BN(W_rr r + W_tr t + shortcut(r))),
+    t' = relu(BN(W_rt r + W_tt t)); 3x3 convs, the shortcut on r only."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.rr = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.tr = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.rt = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.tt = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn_r = nn.BatchNorm2d(cout)
+        self.bn_t = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        for conv in (self.rr, self.tr, self.rt, self.tt):
+            conv.weight.mul_(0.5)
+
+    def forward(self, r, t):
+        identity = r if self.shortcut is None else self.shortcut(r)
+        r2 = self.relu(self.bn_r(self.rr(r) + self.tr(t) + identity))
+        t2 = self.relu(self.bn_t(self.rt(r) + self.tt(t)))
+        return r2, t2
+
+
+class RiRBlock(nn.Module):
+    """Two generalized residual layers with an outer shortcut around both streams."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.layer1 = RiRLayer(cin, cout, stride)
+        self.layer2 = RiRLayer(cout, cout, 1)
+        self.outer_r = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+        self.outer_t = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        self.layer2.bn_r.weight.mul_(0.5)
+        self.layer2.bn_t.weight.mul_(0.5)
+
+    def forward(self, r, t):
+        r2, t2 = self.layer2(*self.layer1(r, t))
+        if self.outer_r is not None:
+            r, t = self.outer_r(r), self.outer_t(t)
+        return r2 + r, t2 + t
+
+
+class ResNetInResNet(nn.Module):
+    def __init__(self, blocks, widths, num_classes):
+        super().__init__()
+        self.stem_r = nn.Sequential(*_conv_bn(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
+        self.stem_t = nn.Sequential(*_conv_bn(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
+        layers, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            for j in range(blocks):
+                layers.append(RiRBlock(cin, w, 2 if i and not j else 1))
+                cin = w
+        self.blocks = nn.ModuleList(layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * cin, num_classes)
+
+    def forward(self, x):
+        r, t = self.stem_r(x), self.stem_t(x)
+        for block in self.blocks:
+            r, t = block(r, t)
+        return self.fc(torch.flatten(self.pool(torch.cat((r, t), 1)), 1))
+
+
+def resnet_in_resnet(full):
+    # Full: the paper's 18-layer CIFAR RiR (3 stages x 3 blocks x 2 layers),
+    # streams of 48/96/192 channels (96/192/384 in all, its "wide" widths).
+    return ResNetInResNet(3, (48, 96, 192), 10) if full else ResNetInResNet(1, (8, 16, 32), 10)
+
+
+# ---- 3-D video blocks ------------------------------------------------------------
+
+
+class Conv2Plus1D(nn.Sequential):
+    """torchvision's Conv2Plus1D: (1,3,3) spatial conv -> BN -> ReLU -> (3,1,1) temporal conv."""
+
+    def __init__(self, cin, cout, mid, stride=1):
+        super().__init__(nn.Conv3d(cin, mid, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
+                         nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
+                         nn.Conv3d(mid, cout, (3, 1, 1), (stride, 1, 1), (1, 0, 0), bias=False))
+
+
+class R2Plus1DBlock(nn.Module):
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        mid = (cin * planes * 27) // (cin * 9 + 3 * planes)
+        self.conv1 = nn.Sequential(Conv2Plus1D(cin, planes, mid, stride), nn.BatchNorm3d(planes), nn.ReLU(inplace=True))
+        mid = (planes * planes * 27) // (planes * 9 + 3 * planes)
+        self.conv2 = nn.Sequential(Conv2Plus1D(planes, planes, mid), nn.BatchNorm3d(planes))
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _conv_bn(cin, planes, 1, stride, dims=3) if stride != 1 or cin != planes else None
+
+    def famx_damp_(self, gen):
+        self.conv2[1].weight.mul_(0.4)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv2(self.conv1(x)) + identity)
+
+
+class VideoResNet(nn.Module):
+    """torchvision's VideoResNet skeleton: stem, four stages, AdaptiveAvgPool3d(1), fc."""
+
+    def __init__(self, stem, block, layers, width, expansion, num_classes, between=None):
+        super().__init__()
+        self.stem = stem
+        stages, cin = [], width
+        for i, n in enumerate(layers):
+            planes = width * 2 ** i
+            blocks = []
+            for j in range(n):
+                blocks.append(block(cin, planes, 2 if i and not j else 1, i, j))
+                cin = planes * expansion
+            stages.append(nn.Sequential(*blocks))
+            if between is not None and i == 0:
+                stages.append(between)
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def r2plus1d_18(full):
+    layers, width = ((2, 2, 2, 2), 64) if full else ((1, 1, 1, 1), 16)
+    mid = 45 if full else 12
+    stem = nn.Sequential(nn.Conv3d(3, mid, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False), nn.BatchNorm3d(mid),
+                         nn.ReLU(inplace=True),
+                         nn.Conv3d(mid, width, (3, 1, 1), 1, (1, 0, 0), bias=False), nn.BatchNorm3d(width),
+                         nn.ReLU(inplace=True))
+    return VideoResNet(stem, lambda cin, planes, s, i, j: R2Plus1DBlock(cin, planes, s), layers, width, 1,
+                       400 if full else 10)
+
+
+class P3DBottleneck(nn.Module):
+    """1x1x1 reduce -> P3D-A/B/C unit of a (1,3,3) S conv and a (3,1,1) T conv -> 1x1x1 expand."""
+
+    def __init__(self, cin, planes, stride, kind):
+        super().__init__()
+        cout = planes * 4
+        self.kind = kind
+        # As in the P3D reference code, the spatial stride is on the first 1x1x1 conv.
+        self.conv1 = nn.Conv3d(cin, planes, 1, (1, stride, stride), bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv_s = nn.Conv3d(planes, planes, (1, 3, 3), 1, (0, 1, 1), bias=False)
+        self.bn_s = nn.BatchNorm3d(planes)
+        self.conv_t = nn.Conv3d(planes, planes, (3, 1, 1), 1, (1, 0, 0), bias=False)
+        self.bn_t = nn.BatchNorm3d(planes)
+        self.conv3 = nn.Conv3d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = _conv_bn(cin, cout, 1, (1, stride, stride), dims=3)
+
+    def famx_damp_(self, gen):
+        self.bn3.weight.mul_(0.3)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        s = self.relu(self.bn_s(self.conv_s(out)))
+        if self.kind == "A":
+            out = self.relu(self.bn_t(self.conv_t(s)))
+        elif self.kind == "B":
+            out = s + self.relu(self.bn_t(self.conv_t(out)))
+        else:
+            out = s + self.relu(self.bn_t(self.conv_t(s)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+def p3d_resnet50(full):
+    layers, width = ((3, 4, 6, 3), 64) if full else ((1, 1, 1, 1), 16)
+    stem = nn.Sequential(nn.Conv3d(3, width, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False), nn.BatchNorm3d(width),
+                         nn.ReLU(inplace=True), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+    counter = iter(range(10 ** 6))
+    return VideoResNet(stem, lambda cin, planes, s, i, j: P3DBottleneck(cin, planes, s, "ABC"[next(counter) % 3]),
+                       layers, width, 4, 400 if full else 10, between=nn.MaxPool3d((2, 1, 1), (2, 1, 1)))
+
+
+class CSNBottleneck(nn.Module):
+    """ir-CSN: 1x1x1 -> depthwise 3x3x3 -> 1x1x1; ip-CSN adds a 1x1x1 conv before the depthwise one."""
+
+    def __init__(self, cin, planes, stride, ip=False):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = nn.Conv3d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.pre = nn.Conv3d(planes, planes, 1, bias=False) if ip else None
+        self.conv2 = nn.Conv3d(planes, planes, 3, stride, 1, groups=planes, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv3 = nn.Conv3d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _conv_bn(cin, cout, 1, stride, dims=3) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        self.bn3.weight.mul_(0.3)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        if self.pre is not None:
+            out = self.pre(out)
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+def ir_csn50(full):
+    layers, width = ((3, 4, 6, 3), 64) if full else ((1, 1, 1, 1), 16)
+    stem = nn.Sequential(nn.Conv3d(3, width, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False), nn.BatchNorm3d(width),
+                         nn.ReLU(inplace=True), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+    # The small form makes its odd stages ip-CSN so that both block kinds are tested.
+    return VideoResNet(stem, lambda cin, planes, s, i, j: CSNBottleneck(cin, planes, s, ip=not full and i % 2 == 1),
+                       layers, width, 4, 400 if full else 10)
+
+
+# ---- SEW spiking ResNet -------------------------------------------------------------
+
+
+def heaviside(x, firing="ge_cast"):
+    """The Heaviside step of a spiking neuron's forward pass, in the forms
+    exporters see: spikingjelly's ``(x >= 0).to(x)`` (GreaterOrEqual + Cast),
+    ``(x > 0).float()`` (Greater + Cast) or ``torch.where(x >= 0, 1, 0)``
+    (GreaterOrEqual + Where)."""
+    if firing == "ge_cast":
+        return (x >= 0).to(x)
+    if firing == "gt_cast":
+        return (x > 0).float()
+    if firing == "where":
+        return torch.where(x >= 0, torch.ones_like(x), torch.zeros_like(x))
+    raise ValueError(f"unknown firing form {firing!r}")
+
+
+class MultiStepNeuron(nn.Module):
+    """spikingjelly's IF / LIF node in multi-step mode, unrolled over T.
+
+    Input and output [T, N, ...]. Per step (v_reset = 0, v starts at v_reset):
+      IF:  h = v + x            LIF: h = v + (x - (v - v_reset)) / tau   (v_reset = 0 for soft reset)
+      s = heaviside(h - v_th)
+      hard reset: v = (1 - s) * h + s * v_reset      soft reset: v = h - s * v_th
+    """
+
+    def __init__(self, tau=None, v_threshold=1.0, v_reset=0.0, firing="ge_cast"):
+        super().__init__()
+        self.tau, self.v_threshold, self.v_reset, self.firing = tau, v_threshold, v_reset, firing
+
+    def forward(self, x_seq):
+        vr = 0.0 if self.v_reset is None else self.v_reset  # soft reset: the rest potential is 0
+        v, spikes = None, []
+        for t in range(x_seq.shape[0]):
+            x = x_seq[t]
+            if v is None:  # v = vr at t = 0, folded in: no zeros tensor in the exported graph
+                h = x + vr if self.tau is None else vr + x / self.tau
+            elif self.tau is None:
+                h = v + x
+            else:
+                h = v + (x - (v - vr)) / self.tau
+            s = heaviside(h - self.v_threshold, self.firing)
+            if self.v_reset is None:
+                v = h - s * self.v_threshold
+            else:
+                v = (1.0 - s) * h + s * self.v_reset
+            spikes.append(s)
+        return torch.stack(spikes)
+
+
+class SeqToANN(nn.Module):
+    """spikingjelly's SeqToANNContainer: runs stateless layers on [T*N, ...]."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.module = nn.Sequential(*modules)
+
+    def forward(self, x_seq):
+        y = self.module(x_seq.flatten(0, 1))
+        return y.view((x_seq.shape[0], x_seq.shape[1]) + tuple(y.shape[1:]))
+
+
+class SEWBasicBlock(nn.Module):
+    """SEW residual block, ADD connect: SN(BN(conv(SN(BN(conv(x)))))) + identity spikes."""
+
+    def __init__(self, cin, planes, stride, neuron):
+        super().__init__()
+        self.conv1 = SeqToANN(nn.Conv2d(cin, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes))
+        self.sn1 = neuron()
+        self.conv2 = SeqToANN(nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes))
+        self.sn2 = neuron()
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = SeqToANN(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            self.downsample_sn = neuron()
+
+    def forward(self, x):
+        out = self.sn2(self.conv2(self.sn1(self.conv1(x))))
+        identity = x if self.downsample is None else self.downsample_sn(self.downsample(x))
+        return out + identity
+
+
+class SEWResNet(nn.Module):
+    """SEW-ResNet (spikingjelly layout): image repeated T times, conv stem, SN,
+    max pool, SEW basic blocks, average pool, mean over T, fc."""
+
+    def __init__(self, layers, width, num_classes, T=4, neuron=None):
+        super().__init__()
+        self.T = T
+        neuron = neuron or MultiStepNeuron
+        self.input_gain = neuron().tau or 1.0  # LIF neurons see x / tau: randomize_famx_ scales BN by tau
+        self.conv1 = SeqToANN(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width))
+        self.sn1 = neuron()
+        self.maxpool = SeqToANN(nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], width
+        for i, n in enumerate(layers):
+            planes = width * 2 ** i
+            blocks = []
+            for j in range(n):
+                blocks.append(SEWBasicBlock(cin, planes, 2 if i and not j else 1, neuron))
+                cin = planes
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.pool = SeqToANN(nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(cin, num_classes)
+
+    def famx_damp_(self, gen):
+        # Random BN statistics put about a third of the neurons above threshold
+        # early on; shift each BN so that firing stays in a useful range (not
+        # all-silent, not all-firing) through 18 layers of random weights.
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.mul_(0.8 * self.input_gain)
+                m.bias.add_(0.4 * self.input_gain)
+
+    def forward(self, x):
+        x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        x = self.maxpool(self.sn1(self.conv1(x)))
+        x = self.pool(self.stages(x))
+        # spikingjelly applies fc per step and then averages over T; fc is
+        # linear, so averaging the spike-rate features first is the same
+        # function (and one Gemm instead of T).
+        return self.fc(torch.flatten(x, 2).mean(0))
+
+
+def sew_resnet18(full, firing="ge_cast", tau=None, v_reset=0.0, T=4):
+    layers, width = ((2, 2, 2, 2), 64) if full else ((1, 1, 1, 1), 16)
+
+    def neuron():
+        return MultiStepNeuron(tau=tau, v_reset=v_reset, firing=firing)
+
+    return SEWResNet(layers, width, 1000 if full else 10, T=T, neuron=neuron)
+
+
+def _famx(name, factory, small, full, notes, int8=True):
+    register(Family(name, lambda full_, f=factory: randomize_famx_(f(full_)), small, full, int8, notes))
+
+
+_famx("resnet_stochastic_depth", lambda full: StochasticDepthResNet(18 if full else 1, num_classes=10),
+      (3, 32, 32), (3, 32, 32), "CIFAR ResNet-110, branch x survival (Mul by scalar), p_L = 0.5")
+_famx("resnet18_prelu", resnet18_prelu, (3, 64, 64), (3, 224, 224), "PReLU: shared slope (stem), per-channel (blocks)")
+_famx("resnet50_gn", resnet50_gn, (3, 64, 64), (3, 224, 224), "GroupNorm(32) after every conv")
+_famx("fixup_resnet50", fixup_resnet50, (3, 64, 64), (3, 224, 224), "no norm; scalar biases and multipliers")
+_famx("skipinit_resnet50", skipinit_resnet50, (3, 64, 64), (3, 224, 224), "no norm; 0-d scalar alpha per branch")
+_famx("resnet50_ibn_a", resnet50_ibn_a, (3, 64, 64), (3, 224, 224), "Split -> InstanceNorm | BatchNorm -> Concat")
+_famx("resnet_in_resnet", resnet_in_resnet, (3, 32, 32), (3, 32, 32), "two streams (residual, transient), CIFAR")
+_famx("r2plus1d_18", r2plus1d_18, (3, 4, 32, 32), (3, 16, 112, 112), "(1,3,3) + (3,1,1) Conv3d, 16x112x112 clips")
+_famx("p3d_resnet50", p3d_resnet50, (3, 4, 32, 32), (3, 16, 112, 112), "P3D-A/B/C bottlenecks, temporal max pool")
+_famx("ir_csn50", ir_csn50, (3, 4, 32, 32), (3, 16, 112, 112), "depthwise 3x3x3 Conv3d (ir-CSN; small: + ip-CSN)")
+_famx("sew_resnet18", sew_resnet18, (3, 32, 32), (3, 224, 224),
+      "spiking, T=4 unrolled: IF neurons, (v - v_th >= 0) Heaviside, hard reset, SEW ADD. INT8 builds and runs, "
+      "but no 99% top-1 test: a random-weight spiking net flips its top-1 under input noise far below the INT8 "
+      "step (the generic test's premise fails); tests/test_spiking.py checks INT8 against that noise floor",
+      int8=False)

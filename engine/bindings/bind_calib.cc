@@ -97,6 +97,7 @@ void register_calib(py::module_& m) {
       .def_property_readonly("count", &TensorObserver::count)
       .def_property_readonly("nonfinite", &TensorObserver::nonfinite)
       .def_property_readonly("absmax", &TensorObserver::absmax)
+      .def_property_readonly("integral", &TensorObserver::integral)
       .def_property_readonly("min", &TensorObserver::min)
       .def_property_readonly("max", &TensorObserver::max)
       .def_property_readonly("range", &TensorObserver::range)

@@ -74,6 +74,33 @@ bool is_fusable_conv_output(const Value* v) {
   return false;
 }
 
+// True if `v` reaches a comparison (Greater, GreaterOrEqual, Less,
+// LessOrEqual, Equal) through at most `depth` elementwise arithmetic nodes:
+// the Add that made it is a spiking neuron's membrane update (h = v + I,
+// then h - v_th >= 0), not a residual connection.
+bool feeds_comparison(const Value* v, int depth = 3) {
+  for (const auto& use : v->uses()) {
+    const Node* c = use.node;
+    switch (c->kind()) {
+      case OpKind::kGreater:
+      case OpKind::kGreaterOrEqual:
+      case OpKind::kLess:
+      case OpKind::kLessOrEqual:
+      case OpKind::kEqual:
+        return true;
+      case OpKind::kSub:
+      case OpKind::kAdd:
+      case OpKind::kMul:
+      case OpKind::kDiv:
+        if (depth > 0 && feeds_comparison(c->output(0), depth - 1)) return true;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
 bool same_known_shape(const Value* a, const Value* b) {
   if (!a->has_shape() || !b->has_shape()) return true;  // unknown: assume a residual
   return a->shape() == b->shape();
@@ -230,6 +257,10 @@ class Planner {
     const bool a_main = is_fusable_conv_output(a);
     const bool b_main = is_fusable_conv_output(b);
     if (!a_main && !b_main) return;
+    // A membrane potential is state, not a residual stream: quantizing it
+    // would add an error at every time step right before the threshold.
+    if (feeds_comparison(n->output(0)))
+      return skip(n, "its sum feeds a comparison (a spiking neuron's membrane update, not a residual)");
     const int skip_index = a_main ? 1 : 0;
     activation_if_calibrated(n, skip_index);
   }

@@ -14,7 +14,10 @@
 //     Identity, each read only by the chain), can fuse Conv+Add(+Relu) with
 //     int8 in and out. When both inputs are such Conv outputs (a projection
 //     shortcut), input 0 is the main branch (PyTorch's `out += identity`) and
-//     input 1 the skip. An Add with no Conv input stays float;
+//     input 1 the skip. An Add with no Conv input stays float, and so does
+//     one whose sum reaches a comparison through a few elementwise ops (a
+//     spiking neuron's membrane update h = v + conv(x), then h - v_th >= 0:
+//     the membrane v is state, not a residual stream);
 //   - FusedConv's residual input Z is quantized like a skip input;
 //   - nothing on Conv outputs, so nothing between Conv, BN and ReLU;
 //   - one pair per tensor, shared by all the consumers that want it

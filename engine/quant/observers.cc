@@ -269,6 +269,9 @@ void TensorObserver::update(const float* x, int64_t n) {
   const float batch_absmax = std::max(std::fabs(lo), std::fabs(hi));
   absmax_ = std::max(absmax_, batch_absmax);
   if (batch_absmax > range_) grow_to(batch_absmax);
+  // Integer-valued so far? (Stops looking at the first fraction.)
+  for (int64_t i = 0; integral_ && i < n; ++i)
+    if (std::isfinite(x[i]) && std::floor(x[i]) != x[i]) integral_ = false;
 
   // Pass 2: bin |x|. While the range is 0 every value seen is 0 (bin 0).
   const int bins = num_bins();
@@ -309,6 +312,11 @@ void TensorObserver::update(const Tensor& t) {
 
 float TensorObserver::amax(CalibMethod method, double percentile) const {
   if (count_ == 0 || absmax_ == 0) return 0;
+  if (integral_ && absmax_ <= 127.f) {  // the exact power-of-two grid (observers.h)
+    float scale = 1.f;
+    while (absmax_ / (scale * 0.5f) <= 127.f) scale *= 0.5f;
+    return 127.f * scale;
+  }
   if (method == CalibMethod::kMinMax) return absmax_;
   const double a = amax_from_histogram(hist_, range_, method, percentile);
   return static_cast<float>(std::min<double>(a, absmax_));

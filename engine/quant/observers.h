@@ -46,6 +46,15 @@
 // Histogram-based thresholds are capped at absmax. Everything is
 // deterministic: the same batches in the same order give the same amax.
 //
+// Integer-valued tensors override every method: when every finite value seen
+// is an integer and absmax <= 127 (spikes and spike counts of a spiking
+// network, masks, one-hot codes), amax = 127 * 2^-e with 2^e the largest power
+// of two such that absmax * 2^e <= 127. Every value then quantizes to an
+// integer multiple of the power-of-two scale and dequantizes to itself
+// exactly, and nothing is clipped: no threshold does better. (A histogram
+// threshold lands on a bin edge just below the top value: spikes of 1.0 came
+// back as 0.99976, and a spike count of 1 with amax ~2 as 1.0042.)
+//
 // Thread-safety: TensorObserver has none; ObserverSet serializes updates and
 // reads with a mutex (the executor calls it from the thread running run()).
 #pragma once
@@ -96,6 +105,8 @@ class TensorObserver {
   int num_bins() const { return static_cast<int>(hist_.size()); }
   double range() const { return range_; }
   const std::vector<int64_t>& histogram() const { return hist_; }
+  // Whether every finite value seen so far is an integer (true before any).
+  bool integral() const { return integral_; }
 
   // The clipping threshold of `method` (0 before any nonzero value).
   float amax(CalibMethod method, double percentile = kDefaultPercentile) const;
@@ -120,6 +131,7 @@ class TensorObserver {
   float absmax_ = 0, min_ = 0, max_ = 0;
   float eval_scale_ = 0;
   double signal_ = 0, noise_ = 0;
+  bool integral_ = true;
 };
 
 // The observers of a set of named tensors, fed by the executor's node

@@ -3,7 +3,9 @@
 //   Not:                           bool, x's shape
 //   Cast:                          dtype `to`, x's shape
 //   Add ... Min, Sum, Mean:        numpy broadcast of all inputs, dtype of input 0
-//   Equal, Less, Greater:          broadcast, bool
+//   Equal, Less, Greater,
+//   GreaterOrEqual, LessOrEqual,
+//   And, Or, Xor (bool inputs):    broadcast, bool
 //   Where(c, x, y):                3-way broadcast, dtype of x
 //   PRelu(x, slope):               x's shape; slope must broadcast to it, or be
 //                                  [C] (the per-channel form before opset 7)
@@ -118,7 +120,9 @@ void register_elementwise_infer(InferRegistry& r) {
   for (OpKind k : {OpKind::kAdd, OpKind::kSub, OpKind::kMul, OpKind::kDiv, OpKind::kPow, OpKind::kMax, OpKind::kMin,
                    OpKind::kSum, OpKind::kMean})
     r.add(k, infer_broadcast);
-  for (OpKind k : {OpKind::kEqual, OpKind::kLess, OpKind::kGreater}) r.add(k, infer_compare);
+  for (OpKind k : {OpKind::kEqual, OpKind::kLess, OpKind::kGreater, OpKind::kGreaterOrEqual, OpKind::kLessOrEqual,
+                   OpKind::kAnd, OpKind::kOr, OpKind::kXor})
+    r.add(k, infer_compare);
   r.add(OpKind::kWhere, infer_where);
   r.add(OpKind::kPRelu, infer_prelu);
   r.add(OpKind::kChannelAffine, infer_channel_affine);

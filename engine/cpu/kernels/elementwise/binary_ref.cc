@@ -12,7 +12,8 @@
 //   prelu     a < 0 ? a * slope : a
 // Types: float32, float64 and every integer width for the arithmetic and
 // comparison ops (int64/int32 carry shape arithmetic; the others are cheap
-// template instances that ONNX models use now and then), bool for Equal.
+// template instances that ONNX models use now and then), bool for Equal and
+// the logical And, Or, Xor.
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -102,6 +103,22 @@ struct LessOp {
 struct GreaterOp {
   template <typename T> bool operator()(T a, T b) const { return a > b; }
 };
+// a >= b, not !(a < b): NaN compares false both ways, as in onnxruntime.
+struct GreaterOrEqualOp {
+  template <typename T> bool operator()(T a, T b) const { return a >= b; }
+};
+struct LessOrEqualOp {
+  template <typename T> bool operator()(T a, T b) const { return a <= b; }
+};
+struct AndOp {
+  bool operator()(bool a, bool b) const { return a && b; }
+};
+struct OrOp {
+  bool operator()(bool a, bool b) const { return a || b; }
+};
+struct XorOp {
+  bool operator()(bool a, bool b) const { return a != b; }
+};
 
 template <typename Op, typename T, typename R = T>
 void fn(const void* a, const void* b, void* y, int64_t n, int sa, int sb) {
@@ -176,6 +193,11 @@ BinaryFn numeric(Binary op) {
     case Binary::kEqual: return fn<EqualOp, T, bool>;
     case Binary::kLess: return fn<LessOp, T, bool>;
     case Binary::kGreater: return fn<GreaterOp, T, bool>;
+    case Binary::kGreaterOrEqual: return fn<GreaterOrEqualOp, T, bool>;
+    case Binary::kLessOrEqual: return fn<LessOrEqualOp, T, bool>;
+    case Binary::kAnd:
+    case Binary::kOr:
+    case Binary::kXor: return nullptr;  // bool only
     case Binary::kPRelu:
       if constexpr (std::is_floating_point_v<T>) return fn<PReluOp, T>;
       else return nullptr;
@@ -221,14 +243,22 @@ BinaryFn binary_ref(Binary op, DType a, DType b) {
     case DType::kUInt32: return numeric<uint32_t>(op);
     case DType::kUInt16: return numeric<uint16_t>(op);
     case DType::kUInt8: return numeric<uint8_t>(op);
-    case DType::kBool: return op == Binary::kEqual ? bool_fn<EqualOp> : nullptr;
+    case DType::kBool:
+      switch (op) {
+        case Binary::kEqual: return bool_fn<EqualOp>;
+        case Binary::kAnd: return bool_fn<AndOp>;
+        case Binary::kOr: return bool_fn<OrOp>;
+        case Binary::kXor: return bool_fn<XorOp>;
+        default: return nullptr;
+      }
     default: return nullptr;
   }
 }
 
 const char* binary_name(Binary op) {
   static const char* const kNames[] = {"add", "sub", "mul", "div", "pow", "max", "min", "prelu",
-                                       "equal", "less", "greater"};
+                                       "equal", "less", "greater",
+                                       "greater_or_equal", "less_or_equal", "and", "or", "xor"};
   return kNames[static_cast<int>(op)];
 }
 

@@ -57,6 +57,8 @@ enum class Binary : int {
   kAdd, kSub, kMul, kDiv, kPow, kMax, kMin,
   kPRelu,                   // a < 0 ? a * b : a   (b = slope)
   kEqual, kLess, kGreater,  // bool output
+  kGreaterOrEqual, kLessOrEqual,  // bool output
+  kAnd, kOr, kXor,          // bool inputs and output
 };
 
 // y[i] = f(a[i * sa], b[i * sb]) for i in [0, n); sa, sb are 0 or 1.

@@ -41,6 +41,8 @@ void register_elementwise_kernels(KernelRegistry& r) {
       {OpKind::kAdd, Binary::kAdd},     {OpKind::kSub, Binary::kSub},   {OpKind::kMul, Binary::kMul},
       {OpKind::kDiv, Binary::kDiv},     {OpKind::kPow, Binary::kPow},   {OpKind::kPRelu, Binary::kPRelu},
       {OpKind::kEqual, Binary::kEqual}, {OpKind::kLess, Binary::kLess}, {OpKind::kGreater, Binary::kGreater},
+      {OpKind::kGreaterOrEqual, Binary::kGreaterOrEqual}, {OpKind::kLessOrEqual, Binary::kLessOrEqual},
+      {OpKind::kAnd, Binary::kAnd}, {OpKind::kOr, Binary::kOr}, {OpKind::kXor, Binary::kXor},
   };
   for (const auto& b : binary) {
     const Binary op = b.op;
