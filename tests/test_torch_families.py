@@ -63,6 +63,14 @@ THREADS = 1                # a shared CI machine: no spinning thread pools
 EXPORTERS = ("torchscript", "dynamo")
 FAMILY_NAMES = list(torch_models.FAMILIES)
 
+# Families whose INT8 agreement falls short even on the fitted crops (measured;
+# strict xfails, so a fix shows up as a failure asking to update this list).
+FITTED_FINDINGS = {
+    "rmnet18": "97.5% on fitted crops (FP32 top-1 99.75%), 86% held out; INT8 relative L2 on the logits 11%, "
+               "2-3x other families: each RM block's hidden tensor holds the block input (Dirac channels) next "
+               "to the conv1 outputs, and one per-tensor activation scale serves both ranges",
+}
+
 # Full-size forms checked here (slow): the deepest ResNet and the family with
 # the most exporter-specific ops (LayerNorm, GELU, permutes).
 FULL_SIZE = [("resnet101", "torchscript"), ("resnet101", "dynamo"), ("convnext_t", "torchscript"),
@@ -319,11 +327,13 @@ def check_agreement(case, split):
         f"(FP32 top-1 {head_acc:.2%}, INT8 top-1 {np.mean(int8.argmax(1) == y):.2%})")
 
 
-def test_int8_agrees_with_fp32(case):
+def test_int8_agrees_with_fp32(request, case):
     """INT8 (pyengine's default calibration, on real training crops) picks the
     FP32 engine's class on >= 99% of 200 crops the head was fitted on (real
     images where the head's logits are decisive by construction: a broken or
     badly scaled INT8 op flips them, near-ties do not exist there)."""
+    if case["name"] in FITTED_FINDINGS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{case['name']}: {FITTED_FINDINGS[case['name']]}"))
     check_agreement(case, "fitted")
 
 

@@ -777,10 +777,12 @@ _family("resnext50_32x4d",
         (3, 64, 64), (3, 224, 224), "grouped 3x3 (small: 8 groups)",
         finding="97.3% (onnxruntime 96.7%)")
 _family("wide_resnet28_10", lambda full: WideResNet(28, 10) if full else WideResNet(10, 4),
-        (3, 32, 32), (3, 32, 32), "CIFAR form; small: WRN-10-4")
+        (3, 32, 32), (3, 32, 32), "CIFAR form; small: WRN-10-4",
+        finding="96.0% (small form WRN-10-4)")
 _family("densenet121",
         lambda full: DenseNet(32, (6, 12, 24, 16), 64, 4, 1000) if full else DenseNet(16, (2, 4, 4), 32, 4, 10),
-        (3, 64, 64), (3, 224, 224), "Concat of all earlier maps per layer")
+        (3, 64, 64), (3, 224, 224), "Concat of all earlier maps per layer",
+        finding="96.3%")
 _family("se_resnet50",
         lambda full: ResNetV2Blocks((3, 4, 6, 3), 1000, 64, se="conv") if full
         else ResNetV2Blocks((1, 1, 1, 1), 10, 16, se="conv"),
@@ -802,9 +804,13 @@ _family("residual_attention56",
         finding="89.7% (onnxruntime 89.3%, dynamo export)")
 _family("repvgg_a0",
         lambda full: RepVGG() if full else RepVGG((1, 1, 2, 2, 1), (16, 16, 32, 64, 128), 10),
-        (3, 64, 64), (3, 224, 224), "train-time form: 3x3+BN, 1x1+BN, identity BN")
+        (3, 64, 64), (3, 224, 224), "train-time form: 3x3+BN, 1x1+BN, identity BN",
+        finding="91.7% (onnxruntime 91.0%)")
 register(Family("rmnet18", lambda full: rmnet((2, 2, 2, 2), 64 if full else 16, 1000 if full else 10),
-                (3, 64, 64), (3, 224, 224), notes="RM blocks: residual removed via Dirac channels"))
+                (3, 64, 64), (3, 224, 224), notes="RM blocks: residual removed via Dirac channels",
+                int8_finding="held-out agreement 86.3% (onnxruntime u8s8 90.3%), fitted crops 97.5%: INT8 relative "
+                             "L2 on the logits 11%; each RM block's hidden tensor carries the block input (Dirac "
+                             "channels) beside conv1's outputs under one per-tensor scale"))
 _family("convnext_t",
         lambda full: ConvNeXt() if full else ConvNeXt((1, 1, 2, 1), (16, 32, 64, 128), 10),
         (3, 64, 64), (3, 224, 224), "dwconv 7x7, channels-last LayerNorm, GELU, layer scale")
