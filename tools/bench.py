@@ -4,6 +4,8 @@
     python tools/bench.py                        # ResNet-18/50, 224x224, batch 1 and 8, 2 threads
     python tools/bench.py --tiers avx2,avx512    # also pyengine with PYENGINE_ISA-style caps
     python tools/bench.py --models resnet50 --batches 1 --runs 20 --no-int8
+    python tools/bench.py --families                         # every family of tests/torch_models.py
+    python tools/bench.py --families resnet101,convnext_t --runs 5   # some of them, fewer rounds
 
 Prints, for the machine at hand:
   - the CPU model, its ISA flags and the tier pyengine uses (PYENGINE_ISA caps it);
@@ -25,6 +27,14 @@ Prints, for the machine at hand:
 All INT8 variants calibrate on the same random images: these rows measure
 speed, not accuracy (tests/test_int8_accuracy.py measures accuracy). Read the
 ratios, not the absolute times: shared machines are noisy.
+
+--families (needs torch): each registered model family's full-size form
+(tests/torch_models.FAMILIES), exported by PyTorch (TorchScript by default,
+--exporter dynamo for the new exporter), batch 1, interleaved as above; a
+markdown table with the ONNX file's node count and pyengine's after its
+optimizer, FP32 latency against onnxruntime FP32 and INT8 latency against
+onnxruntime's u8s8 QDQ model (medians, ratios: below 1 is faster than
+onnxruntime).
 """
 
 from __future__ import annotations
@@ -177,8 +187,107 @@ def interleaved(calls: dict, runs: int, warmup: int, settle_s: float = 0.1, seed
     return samples
 
 
+def export_family(family, path: str, exporter: str) -> None:
+    """Writes the family's full-size form, exported as the tests export it
+    (TorchScript: opset 17, BatchNorm kept; dynamo: opset 18, external data)."""
+    import warnings
+
+    import torch
+
+    model = family.build(True)
+    example = torch.randn(1, *family.full_input_shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            torch.onnx.export(model, (example,), path, dynamo=False, opset_version=17, do_constant_folding=False,
+                              training=torch.onnx.TrainingMode.EVAL, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        else:
+            torch.onnx.export(model, (example,), path, dynamo=True, opset_version=18, external_data=True,
+                              verbose=False, input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+
+
+def families_main(args) -> int:
+    """The --families table (see the module docstring)."""
+    import onnx
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import torch
+
+    import torch_models
+
+    torch.set_num_threads(args.threads)
+    names = list(torch_models.FAMILIES) if args.families == "all" else args.families.split(",")
+    unknown = [n for n in names if n not in torch_models.FAMILIES]
+    if unknown:
+        raise SystemExit(f"unknown families {unknown}; registered: {', '.join(torch_models.FAMILIES)}")
+    import onnxruntime as ort
+
+    brand, _ = cpu_description()
+    print(f"cpu: {brand}; pyengine tier {_core.cpu_info()['isa']}; onnxruntime {ort.__version__}; "
+          f"torch {torch.__version__}; exporter {args.exporter}; batch 1; threads={args.threads}; "
+          f"runs={args.runs} (interleaved, medians)", flush=True)
+    rows, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            family = torch_models.FAMILIES[name]
+            path = os.path.join(tmp, f"{name}.onnx")
+            export_family(family, path, args.exporter)
+            nodes_onnx = len(onnx.load(path, load_external_data=False).graph.node)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((1, *family.full_input_shape), dtype=np.float32)
+            calib = [rng.standard_normal((1, *family.full_input_shape), dtype=np.float32)
+                     for _ in range(args.calib_batches)]
+            fp32 = pyengine.build(path, backend="cpu", num_threads=args.threads)
+            calls = {"pyengine fp32": lambda: fp32.run({"input": x}),
+                     "ort fp32": (lambda s: lambda: s.run(None, {"input": x}))(_ort_session(path, args.threads))}
+            int8 = None
+            if family.int8 and not args.no_int8:
+                int8 = pyengine.build(path, backend="cpu", precision="int8", calibration_data=calib, report=False,
+                                      progress=False, num_threads=args.threads)
+                calls["pyengine int8"] = lambda: int8.run({"input": x})
+                try:
+                    q_path = ort_u8s8_model(path, os.path.join(tmp, f"{name}_u8s8.onnx"), "input", calib)
+                    session = _ort_session(q_path, args.threads)
+                    session.run(None, {"input": x})
+                    calls["ort int8 u8s8"] = lambda: session.run(None, {"input": x})
+                except Exception as exc:  # onnxruntime's quantizer or runtime refusing the model
+                    notes.append(f"{name}: onnxruntime INT8 failed: {str(exc).splitlines()[0][:200]}")
+                    print(f"  {notes[-1]}", flush=True)
+            med = {k: float(np.median(v)) for k, v in
+                   interleaved(calls, args.runs, args.warmup, settle_s=args.settle).items()}
+            opt = fp32.metadata.get("optimizer", {})
+            row = (name, "x".join(map(str, family.full_input_shape)), nodes_onnx, opt.get("nodes_after"), med)
+            rows.append(row)
+            print(f"  {name}: {nodes_onnx} -> {row[3]} nodes, " +
+                  ", ".join(f"{k} {v:.1f} ms" for k, v in med.items()), flush=True)
+            del fp32, int8, calls
+    print()
+    print("| family | input | ONNX nodes | after optimizer | pyengine FP32 ms | ORT FP32 ms | FP32 ratio "
+          "| pyengine INT8 ms | ORT INT8 ms | INT8 ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, shape, before, after, med in rows:
+        int8 = "| - | - | -"
+        if "pyengine int8" in med:
+            ort8 = med.get("ort int8 u8s8")
+            int8 = (f"| {med['pyengine int8']:.1f} | {ort8:.1f} | {med['pyengine int8'] / ort8:.2f}x" if ort8
+                    else f"| {med['pyengine int8']:.1f} | failed | -")
+        print(f"| {name} | {shape} | {before} | {after} | {med['pyengine fp32']:.1f} | {med['ort fp32']:.1f} "
+              f"| {med['pyengine fp32'] / med['ort fp32']:.2f}x {int8} |")
+    for note in notes:
+        print(f"\n{note}")
+    print("\nratio = pyengine median / onnxruntime median (below 1: pyengine is faster); INT8 calibrated on "
+          "random images (speed, not accuracy: tests/test_torch_families.py measures that)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", nargs="?", const="all", default=None,
+                   help="benchmark the model families of tests/torch_models.py instead (comma list, or all)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                   help="--families: the PyTorch exporter")
     p.add_argument("--models", default="resnet18,resnet50")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--size", type=int, default=224, help="input height/width")
@@ -193,6 +302,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO even when installed")
     p.add_argument("--calib-batches", type=int, default=4)
     args = p.parse_args(argv)
+    if args.families:
+        return families_main(args)
     tiers = [t for t in args.tiers.split(",") if t]
     ov = None if args.no_openvino else _openvino()
 
