@@ -76,6 +76,9 @@ FITTED_FINDINGS = {
     "rmnet18": "97.5% on fitted crops (FP32 top-1 99.75%), 86% held out; INT8 relative L2 on the logits 11%, "
                "2-3x other families: each RM block's hidden tensor holds the block input (Dirac channels) next "
                "to the conv1 outputs, and one per-tensor activation scale serves both ranges",
+    "resnet_stochastic_depth": "96.5% on fitted crops (FP32 top-1 95.5%), 93.7% held out",
+    "r2plus1d_18": "96.5% on fitted crops (FP32 top-1 98%), 90.3% held out; its Conv3d layers run as float "
+                   "fake-quant",
 }
 
 # Full-size forms checked here (slow, so few): the deepest ResNet from the
