@@ -36,20 +36,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import torch_models as tm  # noqa: E402  (imports torch)
-from test_torch_export import export_dynamo, export_torchscript  # noqa: E402
+from test_torch_export import export  # noqa: E402
 
 EXPORTERS = ("torchscript", "dynamo")
 T = 4
-
-
-def export(model, path, exporter, shape, opset=None):
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            export_torchscript(model, path, shape=shape)
-        else:
-            export_dynamo(model, path, shape=shape)
-    return path
 
 
 class NeuronLayer(torch.nn.Module):

@@ -84,6 +84,20 @@ def export_torchscript(model, path, shape=IMAGE):
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
+def export(model, path, exporter, shape=IMAGE):
+    """Exports with "torchscript" or "dynamo" (as above), exporter warnings
+    silenced; returns ``path``."""
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            export_torchscript(model, path, shape=shape)
+        else:
+            export_dynamo(model, path, shape=shape)
+    return path
+
+
 @pytest.fixture(scope="module", params=EXPORTERS)
 def exported(request, resnet, tmp_path_factory):
     """(exporter name, path of the exported .onnx file); one export per module."""

@@ -41,7 +41,6 @@ are checked against onnxruntime here too (``slow`` marker).
 """
 
 import functools
-import warnings
 
 import numpy as np
 import pytest
@@ -56,7 +55,7 @@ pytest.importorskip("skimage.data")
 
 import torch_models  # noqa: E402  (imports torch)
 from realdata_models import TEXTURE_IMAGES  # noqa: E402
-from test_torch_export import export_dynamo, export_torchscript, ort_session, rel_l2  # noqa: E402
+from test_torch_export import export, ort_session, rel_l2  # noqa: E402
 
 MAX_REL_L2 = 1e-5          # pyengine FP32 vs onnxruntime FP32
 MIN_AGREEMENT = 0.99       # INT8 vs FP32 top-1, held-out real images
@@ -248,15 +247,6 @@ def trained_family(name):
 
 
 # ---------------------------------------------------------------- the cases
-
-
-def export(model, path, exporter, shape):
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            export_torchscript(model, path, shape=shape)
-        else:
-            export_dynamo(model, path, shape=shape)
 
 
 @pytest.fixture(scope="module", params=[(f, e) for f in FAMILY_NAMES for e in EXPORTERS],

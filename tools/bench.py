@@ -166,12 +166,15 @@ def _build(model, tier, threads, **kw):
         _core.set_isa_cap(prev)
 
 
-def interleaved(calls: dict, runs: int, warmup: int, settle_s: float = 0.1, seed: int = 0) -> dict:
+def interleaved(calls: dict, runs: int, warmup: int, settle_s: float = 0.1, seed: int = 0,
+                clock=time.perf_counter) -> dict:
     """{label: [ms, ...]}: each round calls every runtime once, in a fresh
     random order, each call starting `settle_s` after the previous one ended.
     onnxruntime's worker threads keep spinning for a while after a run, and
     on a 2-core machine they slow down whatever runs next: in a fixed cyclic
-    order one runtime would always pay for it."""
+    order one runtime would always pay for it. `clock=time.process_time`
+    measures CPU time instead of the wall clock (single-threaded runs on a
+    machine shared with other jobs)."""
     labels = list(calls)
     rng = np.random.default_rng(seed)
     for _ in range(warmup):
@@ -181,9 +184,9 @@ def interleaved(calls: dict, runs: int, warmup: int, settle_s: float = 0.1, seed
     for _ in range(runs):
         for label in rng.permutation(labels):
             time.sleep(settle_s)
-            t0 = time.perf_counter()
+            t0 = clock()
             calls[label]()
-            samples[label].append((time.perf_counter() - t0) * 1e3)
+            samples[label].append((clock() - t0) * 1e3)
     return samples
 
 

@@ -110,24 +110,6 @@ def model_rows(paths: dict) -> list:
     return out
 
 
-def cpu_time_samples(calls: dict, runs: int, warmup: int, seed: int = 0) -> dict:
-    """{label: [ms, ...]} of process CPU time per call, rounds in random order.
-    On a machine shared with other jobs the wall clock measures the other jobs
-    too; the CPU time of a single-threaded run measures the work."""
-    labels = list(calls)
-    rng = np.random.default_rng(seed)
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    samples = {k: [] for k in calls}
-    for _ in range(runs):
-        for label in rng.permutation(labels):
-            t0 = time.process_time()
-            calls[label]()
-            samples[label].append((time.process_time() - t0) * 1e3)
-    return samples
-
-
 def rows(batches=(1, 8), threads: int = 2, runs: int = 10, warmup: int = 2, size: int = 224, settle: float = 0.1,
          seed: int = 0, layers: bool = False, tmp: str | None = None, cpu_time: bool = False) -> dict:
     """Measures everything; returns {"model": [...], "latency": [...], "layers": [...]}.
@@ -159,7 +141,9 @@ def rows(batches=(1, 8), threads: int = 2, runs: int = 10, warmup: int = 2, size
             calls = {k: (lambda e=e: e.run({"input": x})) for k, e in engines.items()}
             calls.update({k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()})
             if cpu_time:
-                samples = cpu_time_samples(calls, runs, warmup, seed=seed)
+                # CPU time of a single-threaded run: on a machine shared with
+                # other jobs the wall clock measures the other jobs too.
+                samples = interleaved(calls, runs, warmup, settle_s=0.0, seed=seed, clock=time.process_time)
             else:
                 samples = interleaved(calls, runs, warmup, settle_s=settle, seed=seed)
             med = {k: float(np.median(v)) for k, v in samples.items()}
