@@ -958,7 +958,7 @@ def _bn(dims, c):
     return nn.BatchNorm2d(c) if dims == 2 else nn.BatchNorm3d(c)
 
 
-def _conv_bn(cin, cout, k, stride=1, padding=0, dims=2, groups=1):
+def _conv_bn_nd(cin, cout, k, stride=1, padding=0, dims=2, groups=1):
     conv = (nn.Conv2d if dims == 2 else nn.Conv3d)(cin, cout, k, stride=stride, padding=padding,
                                                   groups=groups, bias=False)
     return nn.Sequential(conv, _bn(dims, cout))
@@ -978,7 +978,7 @@ class StochasticDepthBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.shortcut = _conv_bn_nd(cin, cout, 1, stride) if stride != 1 or cin != cout else None
         self.survival = float(survival)
 
     def famx_damp_(self, gen):
@@ -995,7 +995,7 @@ class StochasticDepthResNet(nn.Module):
 
     def __init__(self, n, widths=(16, 32, 64), num_classes=10, p_last=0.5):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(*_conv_bn_nd(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
         total, blocks, cin, i = 3 * n, [], widths[0], 0
         for stage, w in enumerate(widths):
             for j in range(n):
@@ -1023,7 +1023,7 @@ class PReLUBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.act2 = nn.PReLU(cout)
-        self.downsample = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.downsample = _conv_bn_nd(cin, cout, 1, stride) if stride != 1 or cin != cout else None
 
     def famx_damp_(self, gen):
         self.bn2.weight.mul_(0.4)
@@ -1238,7 +1238,7 @@ def resnet50_ibn_a(full):
     layers, width = ((3, 4, 6, 3), 64) if full else ((1, 1, 1, 1), 16)
 
     def block(cin, planes, stride):
-        ds = _conv_bn(cin, planes * 4, 1, stride) if stride != 1 or cin != planes * 4 else None
+        ds = _conv_bn_nd(cin, planes * 4, 1, stride) if stride != 1 or cin != planes * 4 else None
         return IBNBottleneck(cin, planes, stride, ds, ibn=planes < width * 8), planes * 4
 
     return StagedResNet(block, layers, width, _imagenet_stem(width, nn.BatchNorm2d, lambda c: nn.ReLU()),
@@ -1298,8 +1298,8 @@ class RiRBlock(nn.Module):
 class ResNetInResNet(nn.Module):
     def __init__(self, blocks, widths, num_classes):
         super().__init__()
-        self.stem_r = nn.Sequential(*_conv_bn(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
-        self.stem_t = nn.Sequential(*_conv_bn(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
+        self.stem_r = nn.Sequential(*_conv_bn_nd(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
+        self.stem_t = nn.Sequential(*_conv_bn_nd(3, widths[0], 3, 1, 1), nn.ReLU(inplace=True))
         layers, cin = [], widths[0]
         for i, w in enumerate(widths):
             for j in range(blocks):
@@ -1342,7 +1342,7 @@ class R2Plus1DBlock(nn.Module):
         mid = (planes * planes * 27) // (planes * 9 + 3 * planes)
         self.conv2 = nn.Sequential(Conv2Plus1D(planes, planes, mid), nn.BatchNorm3d(planes))
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _conv_bn(cin, planes, 1, stride, dims=3) if stride != 1 or cin != planes else None
+        self.downsample = _conv_bn_nd(cin, planes, 1, stride, dims=3) if stride != 1 or cin != planes else None
 
     def famx_damp_(self, gen):
         self.conv2[1].weight.mul_(0.4)
@@ -1406,7 +1406,7 @@ class P3DBottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = _conv_bn(cin, cout, 1, (1, stride, stride), dims=3)
+            self.downsample = _conv_bn_nd(cin, cout, 1, (1, stride, stride), dims=3)
 
     def famx_damp_(self, gen):
         self.bn3.weight.mul_(0.3)
@@ -1447,7 +1447,7 @@ class CSNBottleneck(nn.Module):
         self.conv3 = nn.Conv3d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _conv_bn(cin, cout, 1, stride, dims=3) if stride != 1 or cin != cout else None
+        self.downsample = _conv_bn_nd(cin, cout, 1, stride, dims=3) if stride != 1 or cin != cout else None
 
     def famx_damp_(self, gen):
         self.bn3.weight.mul_(0.3)
