@@ -151,7 +151,10 @@ def _openvino():
 
 def openvino_call(ov, path: str, in_name: str, threads: int):
     core = ov.Core()
-    compiled = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    # f32: on CPUs with AVX512-BF16 or AMX, OpenVINO's default inference
+    # precision is bf16, which would make its "fp32" row bf16 arithmetic.
+    compiled = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                "INFERENCE_PRECISION_HINT": "f32"})
     req = compiled.create_infer_request()
     return lambda x: req.infer({in_name: x})
 
