@@ -42,9 +42,19 @@ struct Avx2Sweep {
         const float* bq = bp + q * kNR * kc;
         const int64_t row = pi * kMR;
         const int mr = static_cast<int>(std::min<int64_t>(kMR, s.m - row));
+        const float* a = ap + (pi - pb) * kMR * kc;
         set_tile(t, s, it, row, n0 + q * kNR);
-        if (nr <= 4) kColKernels[nr - 1](kc, ap + (pi - pb) * kMR * kc, bq, mr, t);
-        else kKernels[mr - 1][nr > 8 ? 1 : 0](kc, ap + (pi - pb) * kMR * kc, bq, nr, t);
+        if (nr <= 4) {
+          kColKernels[nr - 1](kc, a, bq, mr, t);
+        } else if (nr > 8 && nr <= 12) {
+          // 9-12 columns: one full 8-wide vector, then the column kernel on
+          // the panel's columns 8.. (7-10 FMA cycles per k, not 12).
+          kKernels[mr - 1][0](kc, a, bq, 8, t);
+          set_tile(t, s, it, row, n0 + q * kNR + 8);
+          kColKernels[nr - 9](kc, a, bq + 8, mr, t);
+        } else {
+          kKernels[mr - 1][nr > 8 ? 1 : 0](kc, a, bq, nr, t);
+        }
       }
     }
   }

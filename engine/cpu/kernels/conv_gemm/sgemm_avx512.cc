@@ -9,8 +9,9 @@
 // the tile reads two A panels and two B panels side by side and weights
 // pre-packed in create() serve both tiers. Edges: fewer rows and one vector
 // of columns are the same code instantiated smaller, with masked loads and
-// stores (cheap on AVX-512); column tails of at most 4 use AVX2's
-// row-vectorized kernel (sgemm_tiles_avx2.h), one 6-row panel at a time.
+// stores (cheap on AVX-512); column tails of at most 4 (also after a
+// 16-wide tile, when 17-20 columns are left) use AVX2's row-vectorized
+// kernel (sgemm_tiles_avx2.h), one 6-row panel at a time.
 // The epilogue (alpha, C, bias, residual, activation) runs on the registers
 // after the last k block, with the activations of simd/vec_avx512.h (bit-
 // identical to the AVX2 tier's and the standalone ops').
@@ -141,8 +142,11 @@ struct Avx512Sweep {
           ++q;
           continue;
         }
-        const int nr = static_cast<int>(std::min<int64_t>(2 * kNR, rem));
-        const int nv = nr > kNR ? 2 : 1;
+        // 17-20 columns left: one full vector, then the column kernel for
+        // the last 1-4 (13-16 FMA cycles per k for 12 rows instead of the
+        // 24 of a masked 32-wide tile; a 7x7 output's 49 = 32 + 16 + 1).
+        const int nv = rem > kNR + 4 ? 2 : 1;
+        const int nr = static_cast<int>(std::min<int64_t>(nv * kNR, rem));
         set_tile(t, s, it, row, n0 + q * kNR);
         kKernels512[mr - 1][nv - 1](kc, a0, a1, bq, bq + kNR * kc, nr, t);
         q += nv;
