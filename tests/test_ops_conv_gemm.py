@@ -175,6 +175,10 @@ CONV_CASES = [
     ("wino_big_pads", (1, 16, 5, 4), (16, 16, 3, 3), dict(pads=[2, 2, 2, 2]), "winograd"),
     ("wino_k_blocks", (1, 300, 6, 7), (40, 300, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_wide", (2, 16, 5, 40), (24, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    # Images share the GEMMs in groups (150 tiles per image: groups of 2, 2, 1;
+    # 75 tiles and K blocks: one group of 3, image boundaries inside panels).
+    ("wino_image_groups", (5, 16, 20, 30), (24, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_image_groups_k_blocks", (3, 300, 10, 30), (20, 300, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_in_1x1", (1, 16, 1, 1), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_same_upper", (3, 16, 8, 9), (16, 16, 3, 3), dict(auto_pad="SAME_UPPER"), "winograd"),
     ("wino_not_dilated", (1, 16, 9, 9), (16, 16, 3, 3), dict(dilations=[2, 2], pads=[2, 2, 2, 2]), "im2col"),
