@@ -15,6 +15,9 @@ pyengine's own ops (domain ``pyengine``) and their standard-ONNX meaning:
 * ``SqueezeExcite(X, W1, B1, W2, B2, Z?)`` {``gate``, ``gate_params``,
   ``activation``} = ``act(X * gate(W2 Relu(W1 mean(X) + B1) + B2) + Z)`` per
   (image, channel)
+* ``ChannelLayerNorm(X, scale, bias?)`` {``epsilon``} = LayerNormalization over
+  axis 1 only (per image and position): Transpose to channels-last,
+  LayerNormalization(axis=-1), Transpose back
 * ``ChannelSplitNorm(X, in_scale, in_bias, scale, shift)`` {``epsilon``,
   ``instance_channels`` k, ``instance_first``} = InstanceNormalization on k
   channels and ``X * scale + shift`` on the rest, concatenated along axis 1
@@ -324,6 +327,8 @@ class _Expander:
             nodes = self.squeeze_excite(node, attrs, base)
         elif node.op_type == "ChannelSplitNorm":
             nodes = self.channel_split_norm(node, attrs, base)
+        elif node.op_type == "ChannelLayerNorm":
+            nodes = self.channel_layer_norm(node, attrs, base)
         else:
             raise InvalidModelError(f"node '{base}': no standard ONNX form for {CUSTOM_DOMAIN}::{node.op_type}")
         return nodes
@@ -370,6 +375,22 @@ class _Expander:
         if act:
             self.activation(nodes, scaled, y, act, [], base)
         return nodes
+
+    def channel_layer_norm(self, node, attrs, base) -> list:
+        """Transpose to channels-last -> LayerNormalization(axis=-1) -> Transpose back."""
+        rank = self.rank_of(node, base)
+        if self.opset < 17:
+            raise InvalidModelError(f"node '{base}': ChannelLayerNorm needs opset >= 17 (LayerNormalization) "
+                                    f"to export; the model has opset {self.opset}")
+        last = [0] + list(range(2, rank)) + [1]
+        back = [0, rank - 1] + list(range(1, rank - 1))
+        nm = self.fresh_node
+        t, n = self.fresh(f"{base}_channels_last"), self.fresh(f"{base}_normalized")
+        return [helper.make_node("Transpose", [node.input[0]], [t], name=nm(f"{base}_to_channels_last"), perm=last),
+                helper.make_node("LayerNormalization", [t] + list(node.input[1:3]), [n], name=base, axis=-1,
+                                 epsilon=float(attrs.get("epsilon", 1e-5))),
+                helper.make_node("Transpose", [n], [node.output[0]], name=nm(f"{base}_to_channels_first"),
+                                 perm=back)]
 
     def channel_split_norm(self, node, attrs, base) -> list:
         """Split -> InstanceNormalization | Mul + Add -> Concat."""

@@ -578,3 +578,151 @@ def test_channel_split_norm_and_gelu_int8():
     ref = run_ort(m, {"x": x})["y"]
     out = engine.run({"x": x})["y"]
     assert rel_l2(out, ref) < 0.05, rel_l2(out, ref)
+
+
+# --- channels-last islands (sink_channels_last) --------------------------------
+
+
+def channels_last_model(c=12, hidden=20, hw=(5, 7), batch=2, extra=(), outputs=None, opset=17, scale_shape=None,
+                        residual=True):
+    """ConvNeXt's block after its depthwise conv: Transpose to NHWC,
+    LayerNorm, Linear (MatMul + Add), erf GELU, Linear, layer scale,
+    Transpose back, residual Add."""
+    r = np.random.default_rng()
+    nodes = [node("Transpose", ["x"], "t", perm=[0, 2, 3, 1]),
+             node("LayerNormalization", ["t", "ln_s", "ln_b"], "ln", axis=-1, epsilon=1e-6),
+             node("MatMul", ["ln", "W1"], "m1"), node("Add", ["m1", "b1"], "a1"),
+             node("Div", ["a1", "s2"], "d"), node("Erf", ["d"], "e"), node("Add", ["e", "one"], "e1"),
+             node("Mul", ["a1", "e1"], "gm"), node("Mul", ["gm", "half"], "g"),
+             node("MatMul", ["g", "W2"], "m2"), node("Add", ["b2", "m2"], "a2"), node("Mul", ["a2", "gamma"], "ls"),
+             node("Transpose", ["ls"], "back", perm=[0, 3, 1, 2])]
+    nodes.append(node("Add", ["back", "x"], "y") if residual else node("Identity", ["back"], "y"))
+    nodes += list(extra)
+    gamma = f32(r.uniform(0.1, 1.0, c))
+    inits = {"ln_s": f32(r.uniform(0.5, 1.5, c)), "ln_b": f32(r.normal(0, 0.3, c)), "W1": weight(c, hidden),
+             "b1": weight(hidden), "W2": weight(hidden, c), "b2": weight(c),
+             "gamma": gamma.reshape(scale_shape) if scale_shape else gamma,
+             "s2": SQRT2, "one": f32(1), "half": f32(0.5)}
+    return make_model(nodes, {"x": [batch, c, *hw]}, outputs or {"y": None}, inits, opset=opset)
+
+
+def test_channels_last_island_becomes_nchw():
+    m = channels_last_model()
+    g, rep, _ = run_passes(m, ["fuse_gelu", "sink_channels_last", "eliminate_dead_code"])
+    got = ops(g)
+    assert got["ChannelLayerNorm"] == 1 and got["Conv"] == 2, got
+    assert "Transpose" not in got and "MatMul" not in got and "LayerNormalization" not in got, got
+    # The whole pipeline: the biases and the layer scale fold into the convs,
+    # the GELU and the residual Add go to their epilogues.
+    _, rep = check_engine(m)
+    assert rep["ops_after"] == {"ChannelLayerNorm": 1, "FusedConv": 2}, rep["ops_after"]
+
+
+@pytest.mark.parametrize("tier", tier_params())
+def test_channel_layer_norm_every_tier(tier):
+    # Channel counts and planes that are not multiples of any vector width or
+    # of the kernel's 64-position blocks (5 x 31 = 155 positions).
+    from pyengine import _core
+
+    nodes = [node("Conv", ["x", "W0"], "c0"), node("Transpose", ["c0"], "t", perm=[0, 2, 3, 1]),
+             node("LayerNormalization", ["t", "ln_s", "ln_b"], "ln", axis=-1, epsilon=1e-5),
+             node("Transpose", ["ln"], "back", perm=[0, 3, 1, 2]), node("Conv", ["back", "W1"], "y")]
+    r = np.random.default_rng()
+    c = 37
+    m = make_model(nodes, {"x": [3, 5, 5, 31]}, {"y": None},
+                   {"W0": weight(c, 5, 1, 1), "ln_s": f32(r.uniform(0.5, 1.5, c)), "ln_b": f32(r.normal(0, 0.3, c)),
+                    "W1": weight(6, c, 1, 1)})
+    feeds = feeds_for(m, batch=3)
+    feeds["x"] = feeds["x"] * 3 + 1  # mean and spread away from 0 and 1
+    ref = run_ort(m, feeds)["y"]
+    old = _core.isa_cap()
+    _core.set_isa_cap(tier)
+    try:
+        engine = pyengine.build(m, backend="cpu")
+        out = engine.run(feeds)["y"]
+        kernels = [l["kernel"] for l in engine.profile(feeds, runs=1) if l["op"] == "ChannelLayerNorm"]
+    finally:
+        _core.set_isa_cap(old)
+    assert kernels == [f"layer_norm_f32_{'ref' if tier == 'ref' else 'avx2'} channels"], kernels
+    assert rel_l2(out, ref) <= REL_L2, (tier, rel_l2(out, ref))
+
+
+def test_channels_last_island_refusals():
+    # An island value with a second reader.
+    m = channels_last_model(extra=[node("Relu", ["a1"], "z")], outputs={"y": None, "z": None})
+    g, rep, _ = run_passes(m, ["sink_channels_last"])
+    assert "ChannelLayerNorm" not in ops(g) and ops(g)["Transpose"] == 2
+    assert has_reason(rep, "'a1' has other readers", "sink_channels_last"), reasons(rep)
+    # (fuse_gelu first from here on: the GELU subgraph reads a1 twice.)
+    # A constant that varies along another axis than the channels.
+    m = channels_last_model(scale_shape=None)
+    m.graph.initializer[-4].CopyFrom(numpy_helper.from_array(weight(7, 12), "gamma"))
+    g, rep, _ = run_passes(m, ["fuse_gelu", "sink_channels_last"])
+    assert "ChannelLayerNorm" not in ops(g)
+    assert has_reason(rep, "not a constant scalar or per-channel vector", "sink_channels_last"), reasons(rep)
+    # A MatMul whose weight is an input.
+    m = channels_last_model()
+    m.graph.initializer.remove(next(i for i in m.graph.initializer if i.name == "W2"))
+    m.graph.input.append(helper.make_tensor_value_info("W2", TensorProto.FLOAT, [20, 12]))
+    g, rep, _ = run_passes(m, ["fuse_gelu", "sink_channels_last"], feeds={**feeds_for(channels_last_model()),
+                                                            "W2": weight(20, 12)})
+    assert has_reason(rep, "the weight is not a constant matrix", "sink_channels_last"), reasons(rep)
+    # An op with no channels-first form here (Softmax over the channels).
+    m = channels_last_model(residual=False)
+    m.graph.node[-2].input[0] = "sm"
+    m.graph.node.insert(len(m.graph.node) - 2, node("Softmax", ["ls"], "sm", axis=-1))
+    g, rep, _ = run_passes(m, ["fuse_gelu", "sink_channels_last"])
+    assert has_reason(rep, "has no channels-first form here", "sink_channels_last"), reasons(rep)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_channels_last_torch_export(dynamo):
+    """torchvision's ConvNeXt block and LayerNorm2d, as both exporters write
+    them: every Transpose and MatMul gone."""
+    torch = pytest.importorskip("torch")
+    import torch_models
+
+    class Net(torch.nn.Module):
+        def __init__(self, c=16):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, c, 2, 2)
+            self.norm = torch_models.LayerNorm2d(c, eps=1e-6)
+            self.block = torch_models.ConvNeXtBlock(c)
+
+        def forward(self, x):
+            return self.block(self.norm(self.stem(x)))
+
+    torch.manual_seed(0)
+    mod = Net()
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 3, 16, 18)
+    m = torch_export(mod, x, dynamo)
+    _, rep = check_export(m, x.numpy())
+    after = rep["ops_after"]
+    assert after.get("ChannelLayerNorm") == 2, after
+    assert not {"Transpose", "MatMul", "LayerNormalization"} & set(after), after
+
+
+def test_channels_last_island_int8():
+    """The island's 1x1 convs run as int8 QConvs, tracking FP32."""
+    c = 16
+    nodes = [node("Conv", ["x", "Wa", "Ba"], "xa", pads=[1, 1, 1, 1])]
+    blk = channels_last_model(c=c, hidden=32, hw=(8, 8), batch=1)
+    for n in blk.graph.node:
+        n = onnx.NodeProto.FromString(n.SerializeToString())
+        n.input[:] = ["xa" if i == "x" else i for i in n.input]
+        nodes.append(n)
+    inits = {i.name: numpy_helper.to_array(i) for i in blk.graph.initializer}
+    inits.update({"Wa": weight(c, c, 3, 3, scale=0.1), "Ba": weight(c)})
+    m = make_model(nodes, {"x": [1, c, 8, 8]}, {"y": None}, inits)
+    r = np.random.default_rng(0)
+    calib = [r.standard_normal((1, c, 8, 8)).astype(np.float32) for _ in range(8)]
+    engine = pyengine.build(m, backend="cpu", precision="int8", calibration_data=calib)
+    text = engine.graph_text()
+    assert "ChannelLayerNorm" in text and text.count("QConv") >= 3 and "MatMul" not in text, text
+    x = r.standard_normal((1, c, 8, 8)).astype(np.float32)
+    ref = run_ort(m, {"x": x})["y"]
+    out = engine.run({"x": x})["y"]
+    assert rel_l2(out, ref) < 0.05, rel_l2(out, ref)

@@ -36,6 +36,7 @@ struct Registry {
     const Pass* gelu = add(make_fuse_gelu());
     const Pass* se = add(make_fuse_squeeze_excitation());
     const Pass* ibn = add(make_fuse_channel_split_norm());
+    const Pass* channels_last = add(make_sink_channels_last());
     const Pass* elide16 = add(make_elide_float16_round_trips());
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
@@ -59,6 +60,10 @@ struct Registry {
         // On folded constants (the exporters' Constant nodes); before BN
         // folding, which would take GELU's "* 0.5" for a scale to fold.
         gelu,
+        // After gelu (a GELU is then one elementwise node of the island),
+        // before BN folding, which folds the island's bias Adds and layer
+        // scale into its new 1x1 convs, and before fusion.
+        channels_last,
         // Before BN folding: the forward fold of an affine into a following
         // Conv needs the conv's final pads; and before fusion, which would
         // hide the Conv inside a FusedConv.

@@ -96,6 +96,18 @@ void infer_channel_split_norm(InferContext& ctx) {
   same_as_input(ctx);
 }
 
+// ChannelLayerNorm(X, scale, bias?): X's shape.
+void infer_channel_layer_norm(InferContext& ctx) {
+  require_float(ctx);
+  const ValueInfo& x = ctx.input(0);
+  if (x.has_shape && x.rank() < 2) ctx.fail("input must have rank >= 2 (N, C, ...), got ", shape_str(x.shape));
+  if (!ctx.has_input(1)) ctx.fail("expects inputs X, scale and an optional bias");
+  const int64_t c = x.has_shape ? x.shape[1] : -1;
+  check_param(ctx, 1, "scale", c);
+  if (ctx.has_input(2)) check_param(ctx, 2, "bias", c);
+  same_as_input(ctx);
+}
+
 void infer_group_norm(InferContext& ctx) {
   require_float(ctx);
   const ValueInfo& x = ctx.input(0);
@@ -267,6 +279,7 @@ void register_norm_pool_infer(InferRegistry& r) {
   r.add(OpKind::kGroupNormalization, infer_group_norm);
   r.add(OpKind::kSqueezeExcite, infer_squeeze_excite);
   r.add(OpKind::kChannelSplitNorm, infer_channel_split_norm);
+  r.add(OpKind::kChannelLayerNorm, infer_channel_layer_norm);
   r.add(OpKind::kLayerNormalization, infer_layer_norm);
   r.add(OpKind::kMaxPool, infer_pool);
   r.add(OpKind::kAveragePool, infer_pool);

@@ -10,6 +10,7 @@
 // scratch when they broadcast from fewer elements.
 // Rows run in parallel; ConvNeXt's channels-last LayerNorm is the hot case.
 #include <algorithm>
+#include <atomic>
 
 #include "cpu/kernels/norm_pool/norm_pool.h"
 
@@ -105,8 +106,79 @@ class LayerNormKernel final : public Kernel {
   void (*row_)(const float*, float*, int64_t, const float*, const float*, float, float*, float*) = nullptr;
 };
 
+// ChannelLayerNorm: the LayerNorm over axis 1 of [N, C, S...]. Each image's
+// positions are taken kBlock at a time: the [C, kBlock] block is transposed
+// into a channels-last tile (kBlock rows of C), the row kernel of
+// LayerNormalization normalizes each row into a second tile, and that is
+// transposed back. So every position gets exactly the arithmetic that
+// Transpose -> LayerNormalization(axis=-1) -> Transpose gives it, without the
+// two full passes of the Transposes; the tiles (2 x 64 x C floats) stay in
+// L2. Blocks of all images run in parallel.
+class ChannelLayerNormKernel final : public Kernel {
+ public:
+  static constexpr int64_t kBlock = 64;
+
+  explicit ChannelLayerNormKernel(const Node& node) : desc_(node.describe()) {
+    ENGINE_ENFORCE(node.num_inputs() >= 2 && node.input(1), kInvalidModel, desc_, ": expects inputs X and scale");
+    eps_ = node.attr_float("epsilon", 1e-5f);
+    row_ = NORM_POOL_PICK(layer_norm_row_f32);
+    isa_ = NORM_POOL_TIER(layer_norm_row_f32);
+  }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& x = *in[0];
+    ENGINE_ENFORCE(x.dtype() == DType::kFloat32, kUnsupportedOperator, desc_, ": only float32 is supported");
+    ENGINE_ENFORCE(x.rank() >= 2, kShape, desc_, ": input of rank ", x.rank(), ", expected (N, C, ...)");
+    const int64_t n = x.dim(0), c = x.dim(1), s = c > 0 && n > 0 ? x.numel() / (n * c) : 0;
+    const Tensor* scale = in[1];
+    const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+    ENGINE_ENFORCE(scale->numel() == c, kShape, desc_, ": scale has ", scale->numel(), " elements for ", c,
+                   " channels");
+    ENGINE_ENFORCE(!bias || bias->numel() == c, kShape, desc_, ": bias has ", bias->numel(), " elements for ", c,
+                   " channels");
+    if (x.numel() == 0) return;
+    const int64_t blocks = (s + kBlock - 1) / kBlock, tasks = n * blocks;
+    const int threads = ctx.pool().num_threads();
+    const size_t per_thread = static_cast<size_t>(2 * kBlock * c + 2 * kBlock);
+    float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
+    const float* gamma = scale->data<float>();
+    const float* beta = bias ? bias->data<float>() : nullptr;
+    const float* xp = x.data<float>();
+    float* yp = out[0]->data<float>();
+    std::atomic<int64_t> next{0};
+    ctx.pool().run([&](int tid, int) {
+      float* a = scratch + tid * per_thread;  // channels-last input tile
+      float* b = a + kBlock * c;              // normalized tile
+      float* stats = b + kBlock * c;          // mean, inverse deviation
+      for (;;) {
+        const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
+        if (t >= tasks) return;
+        const int64_t img = t / blocks, p0 = (t % blocks) * kBlock, len = std::min(kBlock, s - p0);
+        const float* src = xp + img * c * s + p0;
+        float* dst = yp + img * c * s + p0;
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t p = 0; p < len; ++p) a[p * c + ch] = src[ch * s + p];
+        for (int64_t p = 0; p < len; ++p) row_(a + p * c, b + p * c, c, gamma, beta, eps_, stats, stats + 1);
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t p = 0; p < len; ++p) dst[ch * s + p] = b[p * c + ch];
+      }
+    });
+  }
+
+  std::string describe() const override { return str_cat("layer_norm_f32_", isa_, " channels"); }
+
+ private:
+  std::string desc_;
+  const char* isa_ = "ref";
+  float eps_ = 1e-5f;
+  void (*row_)(const float*, float*, int64_t, const float*, const float*, float, float*, float*) = nullptr;
+};
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_layer_norm_kernel(const Node& node) { return std::make_unique<LayerNormKernel>(node); }
+std::unique_ptr<Kernel> make_channel_layer_norm_kernel(const Node& node) {
+  return std::make_unique<ChannelLayerNormKernel>(node);
+}
 
 }  // namespace engine

@@ -145,6 +145,7 @@ std::unique_ptr<Kernel> make_group_norm_kernel(const Node& node);   // also Inst
 std::unique_ptr<Kernel> make_squeeze_excite_kernel(const Node& node);
 std::unique_ptr<Kernel> make_channel_split_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_layer_norm_kernel(const Node& node);
+std::unique_ptr<Kernel> make_channel_layer_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_pool_kernel(const Node& node);         // MaxPool, AveragePool
 std::unique_ptr<Kernel> make_global_pool_kernel(const Node& node);  // GlobalAveragePool, GlobalMaxPool
 std::unique_ptr<Kernel> make_reduce_kernel(const Node& node);       // ReduceMean/Sum/Max/Min

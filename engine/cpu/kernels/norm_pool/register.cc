@@ -30,6 +30,7 @@ void register_norm_pool_kernels(KernelRegistry& r) {
   r.add(OpKind::kSqueezeExcite, {make_squeeze_excite_kernel, false});
   r.add(OpKind::kChannelSplitNorm, {make_channel_split_norm_kernel, false});
   r.add(OpKind::kLayerNormalization, {make_layer_norm_kernel, false});
+  r.add(OpKind::kChannelLayerNorm, {make_channel_layer_norm_kernel, false});
   r.add(OpKind::kMaxPool, {make_pool_kernel, false});
   r.add(OpKind::kAveragePool, {make_pool_kernel, false});
   r.add(OpKind::kGlobalAveragePool, {make_global_pool_kernel, false});
