@@ -386,6 +386,14 @@ CONV_SHAPES = [
     # tier's narrow tail kernel, with several weight tiles and an M tail.
     (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     (1, 33, 9, 4, 17, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    # Depthwise (group == C == M): the direct kernel of the AVX2 and VNNI
+    # tiers. ConvNeXt's 7x7 on odd planes and rows past 16 outputs, stride 2,
+    # an even kernel with dilation and asymmetric pads, rows narrower than a
+    # vector with a W stride of 2.
+    (2, 24, 9, 21, 24, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1), 24, None),
+    (1, 16, 15, 15, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 16, None),
+    (1, 8, 11, 26, 8, 4, 2, (1, 1), (1, 0, 2, 1), (2, 3), 8, None),
+    (1, 5, 5, 3, 5, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1), 5, None),
 ]
 
 

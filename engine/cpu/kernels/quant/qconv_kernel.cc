@@ -158,6 +158,10 @@ class QConvKernel final : public Kernel {
     for (int64_t v : pads_) ENGINE_ENFORCE(v >= 0, kInvalidModel, desc_, ": pads must be >= 0");
     ENGINE_ENFORCE(group_ >= 1, kInvalidModel, desc_, ": group must be >= 1");
     Value* w = node.input(1);
+    // Depthwise (one input and one output channel per group): the direct
+    // kernel, on the AVX2 and VNNI tiers (a GEMM per channel has M = 1).
+    depthwise_ = tier_ != Tier::kRef && group_ > 1 && w && w->has_shape() && w->shape().size() == 4 &&
+                 w->shape()[0] == group_ && w->shape()[1] == 1;
     if (w && w->is_constant()) {
       weights_ = w->constant();
       check_weights(*weights_);
@@ -165,7 +169,9 @@ class QConvKernel final : public Kernel {
       mul_.resize(m);
       ep_.fill_mul(mul_.data(), m, desc_);
       const int64_t mg = m / group_, k = weights_->numel() / m;
-      if (tier_ == Tier::kAvx512Vnni) {
+      if (depthwise_) {
+        // The depthwise kernel reads the weights as they are.
+      } else if (tier_ == Tier::kAvx512Vnni) {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
@@ -181,6 +187,7 @@ class QConvKernel final : public Kernel {
   }
 
   std::string describe() const override {
+    if (depthwise_) return "qconv_s8_avx2 depthwise(vpmaddwd tap pairs)";
     switch (tier_) {
       case Tier::kAvx512Vnni:
         return x_nonneg_ ? "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, u8 input)"
@@ -207,6 +214,20 @@ class QConvKernel final : public Kernel {
     const Tensor* z = in.size() > 3 ? in[3] : nullptr;
     const int64_t mg = g.mg(), k = g.k();
     const int threads = ctx.pool().num_threads();
+    if (depthwise_) {
+      // One channel per group: the direct kernel on the plain weights.
+      ENGINE_ENFORCE(g.cg() == 1 && mg == 1, kInternal, desc_, ": not a depthwise convolution");
+      const size_t mul_bytes = weights_ ? 0 : align64(g.m * sizeof(float));
+      char* scratch = static_cast<char*>(ctx.scratch(mul_bytes + qconv_depthwise_avx2_workspace(g, threads)));
+      const float* mul = mul_.data();
+      if (!weights_) {
+        ep_.fill_mul(reinterpret_cast<float*>(scratch), g.m, desc_);
+        mul = reinterpret_cast<float*>(scratch);
+      }
+      qconv_depthwise_avx2(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), ep_.make(mul, b, z, *out[0], g.m, desc_),
+                           scratch + mul_bytes);
+      return;
+    }
     // Run-time weights are packed into scratch on every call: multipliers,
     // then the tier's packed weights (and, for VNNI, the +128 corrections).
     const size_t mul_bytes = align64(g.m * sizeof(float));
@@ -329,6 +350,7 @@ class QConvKernel final : public Kernel {
   std::string desc_;
   Tier tier_;
   bool x_nonneg_;
+  bool depthwise_ = false;
   EpilogueAttrs ep_;
   int64_t group_ = 1;
   std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;

@@ -188,6 +188,13 @@ size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
                 const Epilogue& e, void* ws);
 
+// Depthwise QConv (group == C == M), any kernel, strides, dilations and pads
+// (see qdepthwise_avx2.cc); w is the plain [M, 1, kh, kw] int8 weight;
+// bit-identical to qconv_ref. ws: qconv_depthwise_avx2_workspace bytes.
+size_t qconv_depthwise_avx2_workspace(const ConvGeom& g, int threads);
+void qconv_depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e,
+                          void* ws);
+
 // ---------------------------------------------------------------------------
 // AVX512-VNNI int8 conv (see qconv_avx512vnni.cc). vpdpbusd multiplies
 // unsigned by signed bytes and sums groups of 4 into int32 lanes, exactly
