@@ -16,10 +16,10 @@
 // epilogue takes the bias, the GELU and the residual Add (FusedConv), and
 // whose INT8 form is the QConv kernel; the layer scale and the bias fold
 // into the conv (fold_bn_into_conv, next in the pipeline); and the two
-// Transposes, each a full pass over the tensor, are gone. The channel
-// LayerNorm runs the same row kernel as LayerNormalization on channels-
-// last blocks of each image (ChannelLayerNorm's kernel), so it computes
-// bit for bit what the Transpose-LayerNorm-Transpose did.
+// Transposes, each a full pass over the tensor, are gone. ChannelLayerNorm
+// normalizes each position over the channels in the NCHW layout (moments in
+// double, as LayerNormalization's kernels), within the FP32 tolerance of
+// the Transpose-LayerNorm-Transpose it replaces.
 // Preconditions: x is 4-D float32; every value of the island (the first
 // Transpose's output included) is read by exactly the next op and is not a
 // graph output; constants as listed; at most kMaxOps ops. Anything else in

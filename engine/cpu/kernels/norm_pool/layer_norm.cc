@@ -107,7 +107,9 @@ class LayerNormKernel final : public Kernel {
 };
 
 // ChannelLayerNorm: the LayerNorm over axis 1 of [N, C, S...]. Each image's
-// positions are taken kBlock at a time: the [C, kBlock] block is transposed
+// positions are taken kBlock at a time. The AVX2 tier normalizes them in
+// place in the image layout (layer_norm_channels_f32_avx2: vectors across
+// positions, moments in double). The reference tier: the [C, kBlock] block is transposed
 // into a channels-last tile (kBlock rows of C), the row kernel of
 // LayerNormalization normalizes each row into a second tile, and that is
 // transposed back. So every position gets exactly the arithmetic that
@@ -123,6 +125,7 @@ class ChannelLayerNormKernel final : public Kernel {
     eps_ = node.attr_float("epsilon", 1e-5f);
     row_ = NORM_POOL_PICK(layer_norm_row_f32);
     isa_ = NORM_POOL_TIER(layer_norm_row_f32);
+    direct_ = std::string(isa_) == "avx2";
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
@@ -156,6 +159,12 @@ class ChannelLayerNormKernel final : public Kernel {
         const int64_t img = t / blocks, p0 = (t % blocks) * kBlock, len = std::min(kBlock, s - p0);
         const float* src = xp + img * c * s + p0;
         float* dst = yp + img * c * s + p0;
+#if !defined(ENGINE_FORCE_REF)
+        if (direct_) {
+          layer_norm_channels_f32_avx2(src, dst, c, s, len, gamma, beta, eps_);
+          continue;
+        }
+#endif
         for (int64_t ch = 0; ch < c; ++ch)
           for (int64_t p = 0; p < len; ++p) a[p * c + ch] = src[ch * s + p];
         for (int64_t p = 0; p < len; ++p) row_(a + p * c, b + p * c, c, gamma, beta, eps_, stats, stats + 1);
@@ -170,6 +179,7 @@ class ChannelLayerNormKernel final : public Kernel {
  private:
   std::string desc_;
   const char* isa_ = "ref";
+  bool direct_ = false;  // AVX2: layer_norm_channels_f32_avx2 on the image layout, no tiles
   float eps_ = 1e-5f;
   void (*row_)(const float*, float*, int64_t, const float*, const float*, float, float*, float*) = nullptr;
 };

@@ -146,6 +146,11 @@ std::unique_ptr<Kernel> make_squeeze_excite_kernel(const Node& node);
 std::unique_ptr<Kernel> make_channel_split_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_layer_norm_kernel(const Node& node);
 std::unique_ptr<Kernel> make_channel_layer_norm_kernel(const Node& node);
+// ChannelLayerNorm of `len` positions of one image stored channel-major
+// (channel ch of position p at x[ch * stride + p]), vectorized across the
+// positions (layer_norm_avx2.cc); the ref tier transposes to rows instead.
+void layer_norm_channels_f32_avx2(const float* x, float* y, int64_t c, int64_t stride, int64_t len,
+                                  const float* gamma, const float* beta, float eps);
 std::unique_ptr<Kernel> make_pool_kernel(const Node& node);         // MaxPool, AveragePool
 std::unique_ptr<Kernel> make_global_pool_kernel(const Node& node);  // GlobalAveragePool, GlobalMaxPool
 std::unique_ptr<Kernel> make_reduce_kernel(const Node& node);       // ReduceMean/Sum/Max/Min
