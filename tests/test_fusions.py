@@ -54,6 +54,22 @@ def check_engine(model, feeds=None, **build):
     return engine, engine.metadata.get("optimizer")
 
 
+def run_on_tier(model, feeds, tier, op):
+    """pyengine on `model` with the ISA tier capped at `tier`: (outputs, the
+    kernel descriptions of the `op` nodes)."""
+    from pyengine import _core
+
+    old = _core.isa_cap()
+    _core.set_isa_cap(tier)
+    try:
+        engine = pyengine.build(model, backend="cpu")
+        out = engine.run(feeds)
+        kernels = [l["kernel"] for l in engine.profile(feeds, runs=1) if l["op"] == op]
+    finally:
+        _core.set_isa_cap(old)
+    return out, kernels
+
+
 # --- torch export helpers -----------------------------------------------------
 
 
@@ -369,19 +385,11 @@ def test_squeeze_excitation_takes_residual_and_relu():
 def test_squeeze_excitation_awkward_sizes_every_tier(tier, residual):
     # Channel and spatial counts that leave tails at every vector width; the
     # engine on each tier against onnxruntime on the unfused graph.
-    from pyengine import _core
-
     m = (se_residual_model if residual else se_model)(kind="conv", c=37, cr=5, hw=(3, 11), batch=3)
     feeds = feeds_for(m, batch=3)
     ref = run_ort(m, feeds)["y"]
-    old = _core.isa_cap()
-    _core.set_isa_cap(tier)
-    try:
-        engine = pyengine.build(m, backend="cpu")
-        out = engine.run(feeds)["y"]
-        kernels = [l["kernel"] for l in engine.profile(feeds, runs=1) if l["op"] == "SqueezeExcite"]
-    finally:
-        _core.set_isa_cap(old)
+    out, kernels = run_on_tier(m, feeds, tier, "SqueezeExcite")
+    out = out["y"]
     assert kernels == [f"squeeze_excite_f32_{tier}"], kernels
     assert rel_l2(out, ref) <= REL_L2, (tier, rel_l2(out, ref))
 
@@ -622,8 +630,6 @@ def test_channels_last_island_becomes_nchw():
 def test_channel_layer_norm_every_tier(tier):
     # Channel counts and planes that are not multiples of any vector width or
     # of the kernel's 64-position blocks (5 x 31 = 155 positions).
-    from pyengine import _core
-
     nodes = [node("Conv", ["x", "W0"], "c0"), node("Transpose", ["c0"], "t", perm=[0, 2, 3, 1]),
              node("LayerNormalization", ["t", "ln_s", "ln_b"], "ln", axis=-1, epsilon=1e-5),
              node("Transpose", ["ln"], "back", perm=[0, 3, 1, 2]), node("Conv", ["back", "W1"], "y")]
@@ -635,14 +641,8 @@ def test_channel_layer_norm_every_tier(tier):
     feeds = feeds_for(m, batch=3)
     feeds["x"] = feeds["x"] * 3 + 1  # mean and spread away from 0 and 1
     ref = run_ort(m, feeds)["y"]
-    old = _core.isa_cap()
-    _core.set_isa_cap(tier)
-    try:
-        engine = pyengine.build(m, backend="cpu")
-        out = engine.run(feeds)["y"]
-        kernels = [l["kernel"] for l in engine.profile(feeds, runs=1) if l["op"] == "ChannelLayerNorm"]
-    finally:
-        _core.set_isa_cap(old)
+    out, kernels = run_on_tier(m, feeds, tier, "ChannelLayerNorm")
+    out = out["y"]
     assert kernels == [f"layer_norm_f32_{'ref' if tier == 'ref' else 'avx2'} channels"], kernels
     assert rel_l2(out, ref) <= REL_L2, (tier, rel_l2(out, ref))
 

@@ -23,23 +23,6 @@ namespace {
 constexpr int64_t kNcMax = 256;   // columns per task block (B~ = kc x nc <= 256 KB)
 constexpr int64_t kMcBlock = 96;  // rows per A~ block (96 x 256 floats = 96 KB)
 
-inline void put_run(float* drow, int64_t kc, int64_t i, const float* src, int64_t len) {
-  while (len > 0) {
-    const int64_t j = i % kNR;
-    const int64_t l = std::min(len, kNR - j);
-    float* d = drow + (i / kNR) * kNR * kc + j;
-    if (l == kNR) {
-      _mm256_store_ps(d, _mm256_loadu_ps(src));
-      _mm256_store_ps(d + 8, _mm256_loadu_ps(src + 8));
-    } else {
-      for (int64_t e = 0; e < l; ++e) d[e] = src[e];
-    }
-    i += l;
-    src += l;
-    len -= l;
-  }
-}
-
 // B block [k0, k0+kc) x [n0, n0+nc) of a strided matrix into panels.
 void pack_b_block(const float* b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                   float* dst) {

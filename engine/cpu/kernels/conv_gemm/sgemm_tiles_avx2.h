@@ -178,7 +178,26 @@ const MicroKernel kKernels[kMR][2] = {
     {micro_kernel<5, 1>, micro_kernel<5, 2>}, {micro_kernel<6, 1>, micro_kernel<6, 2>},
 };
 
-// Copies len contiguous floats into B panels starting at column i of the
+// drow[panel layout] = src[0, len), starting at column i of a row of B
+// panels (panel i / kNR, lane i % kNR; panels kNR * kc floats apart): whole
+// panels as vector copies, partial ones element by element, so columns
+// outside [i, i + len) are not written.
+inline void put_run(float* drow, int64_t kc, int64_t i, const float* src, int64_t len) {
+  while (len > 0) {
+    const int64_t j = i % kNR;
+    const int64_t l = std::min(len, kNR - j);
+    float* d = drow + (i / kNR) * kNR * kc + j;
+    if (l == kNR) {
+      _mm256_store_ps(d, _mm256_loadu_ps(src));
+      _mm256_store_ps(d + 8, _mm256_loadu_ps(src + 8));
+    } else {
+      for (int64_t e = 0; e < l; ++e) d[e] = src[e];
+    }
+    i += l;
+    src += l;
+    len -= l;
+  }
+}
 
 // Points t at the output tile whose top-left element is (row, col).
 inline void set_tile(TileArgs& t, const GemmSpec& s, const GemmItem& it, int64_t row, int64_t col) {

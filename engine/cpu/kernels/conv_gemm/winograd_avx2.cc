@@ -37,6 +37,7 @@
 
 #include "cpu/kernels/conv_gemm/activation_avx2.h"
 #include "cpu/kernels/conv_gemm/conv_gemm.h"
+#include "cpu/kernels/conv_gemm/sgemm_tiles_avx2.h"
 
 namespace engine {
 namespace conv_gemm {
@@ -123,27 +124,6 @@ bool any_nonfinite(const float* x, int64_t n) {
   return _mm256_movemask_ps(_mm256_cmp_ps(acc, acc, _CMP_UNORD_Q)) != 0 || t != t;
 }
 
-// dst[i] = src[i] for i in [0, len) of a row of panels, dst at column `col`
-// of the row (panel col / kNR, lane col % kNR; panels kNR * kc floats apart).
-// Runs that cover a whole panel are vector copies; partial ones (an image's
-// first and last columns, which share a panel with its neighbours) go
-// element by element, so no other image's columns are written.
-inline void put_columns(float* row, int64_t kc, int64_t col, const float* src, int64_t len) {
-  while (len > 0) {
-    const int64_t lane = col % kNR, l = std::min(len, kNR - lane);
-    float* dst = row + (col / kNR) * kNR * kc + lane;
-    if (l == kNR) {
-      _mm256_store_ps(dst, _mm256_loadu_ps(src));
-      _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + 8));
-    } else {
-      for (int64_t e = 0; e < l; ++e) dst[e] = src[e];
-    }
-    col += l;
-    src += l;
-    len -= l;
-  }
-}
-
 // Pass 1 for channel c of image j of a group of `images`: V_i[c, j*t ..]
 // into the packed B matrices at v (the last image also zeroes the columns
 // past the group's end in the last panel: never stored, but kept finite for
@@ -193,7 +173,7 @@ bool input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int6
     float* row = v + i * d.v_stride + k0 * npad + (c - k0) * kNR;
     if (last)
       for (int64_t e = d.t; e < d.t + (npad - cols); ++e) line[e] = 0.f;
-    put_columns(row, kc, j * d.t, line, d.t + (last ? npad - cols : 0));
+    put_run(row, kc, j * d.t, line, d.t + (last ? npad - cols : 0));
   }
   return true;
 }
