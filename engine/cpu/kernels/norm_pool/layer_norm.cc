@@ -149,7 +149,7 @@ class ChannelLayerNormKernel final : public Kernel {
     const float* xp = x.data<float>();
     float* yp = out[0]->data<float>();
     std::atomic<int64_t> next{0};
-    ctx.pool().run([&](int tid, int) {
+    ctx.pool().run_any([&](int tid, int) {
       float* a = scratch + tid * per_thread;  // channels-last input tile
       float* b = a + kBlock * c;              // normalized tile
       float* stats = b + kBlock * c;          // mean, inverse deviation

@@ -128,9 +128,10 @@ size_t pool_work_bytes_avx2(const PoolGeom& g);
 void init_pool_work_avx2(const PoolGeom& g, float* work);
 void pool_plane_f32_avx2(const PoolGeom& g, const float* x, float* y, const float* inv_cnt, float* work);
 
-// Splits [0, n) into one contiguous chunk per thread when every chunk gets
-// at least `grain` items; fn(begin, end, tid) with tid < pool threads (so
-// that per-thread scratch can be indexed by it).
+// Splits [0, n) into contiguous chunks of at least `grain` items (up to 4
+// per thread), claimed dynamically; fn(begin, end, tid) with tid < pool
+// threads (so that per-thread scratch can be indexed by it; one thread runs
+// its chunks one after another).
 void parallel_chunks(KernelContext& ctx, int64_t n, int64_t grain,
                      const std::function<void(int64_t, int64_t, int)>& fn);
 // Items per chunk so that a chunk carries about 32K elements of work.

@@ -2,6 +2,7 @@
 // contract; the kernels live in the files named after their op), and the
 // threading helper they share.
 #include <algorithm>
+#include <atomic>
 
 #include "cpu/kernels/norm_pool/norm_pool.h"
 
@@ -11,15 +12,23 @@ void parallel_chunks(KernelContext& ctx, int64_t n, int64_t grain,
                      const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  const int64_t chunks = std::min<int64_t>(ctx.pool().num_threads(), (n + grain - 1) / grain);
-  if (chunks <= 1) {
+  const int threads = ctx.pool().num_threads();
+  if (threads <= 1 || n <= grain) {
     fn(0, n, 0);
     return;
   }
-  ctx.pool().run([&](int tid, int) {
-    if (tid >= chunks) return;
-    const int64_t begin = n * tid / chunks, end = n * (tid + 1) / chunks;
-    if (begin < end) fn(begin, end, tid);
+  // Up to 4 chunks per thread, claimed dynamically (run_any): a worker that
+  // is late (descheduled on a busy machine) leaves its share to the others
+  // instead of stalling the whole op, as a fixed chunk per thread would.
+  const int64_t chunks = std::min<int64_t>(4 * threads, (n + grain - 1) / grain);
+  std::atomic<int64_t> next{0};
+  ctx.pool().run_any([&](int tid, int) {
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return;
+      const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
+      if (begin < end) fn(begin, end, tid);
+    }
   });
 }
 

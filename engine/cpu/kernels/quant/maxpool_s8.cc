@@ -6,6 +6,7 @@
 // AVX2 path (maxpool_s8_avx2.cc) equals these loops bit for bit.
 // Indices (MaxPool's second output) are not supported for int8.
 #include <algorithm>
+#include <atomic>
 
 #include "cpu/dispatch.h"
 #include "cpu/kernel_table.h"
@@ -83,14 +84,17 @@ class MaxPoolS8Kernel final : public Kernel {
     int8_t* yp = y.data<int8_t>();
     const size_t per_thread = avx2_ ? maxpool_s8_avx2_workspace(g) : 0;
     char* ws = per_thread ? static_cast<char*>(ctx.scratch(per_thread * ctx.pool().num_threads())) : nullptr;
-    auto body = [&](int tid, int nthreads) {
-      const int64_t begin = planes * tid / nthreads, end = planes * (tid + 1) / nthreads;
-      for (int64_t p = begin; p < end; ++p) {
+    // Planes claimed dynamically (run_any): a late worker stalls nothing.
+    std::atomic<int64_t> next{0};
+    auto body = [&](int tid, int) {
+      for (;;) {
+        const int64_t p = next.fetch_add(1, std::memory_order_relaxed);
+        if (p >= planes) return;
         if (avx2_) maxpool_s8_avx2(g, xp + p * in_plane, yp + p * out_plane, ws + per_thread * tid);
         else maxpool_s8_ref(g, xp + p * in_plane, yp + p * out_plane);
       }
     };
-    ctx.pool().run(by_ref(body));
+    ctx.pool().run_any(by_ref(body));
   }
 
  private:
