@@ -586,3 +586,37 @@ def test_matmul_non_float_is_unsupported():
         opset_imports=[helper.make_opsetid("", OPSET)])
     with pytest.raises(pyengine.UnsupportedOperatorError, match="float32"):
         pyengine.build(model, optimize=False)
+
+
+BATCH_INVARIANT_CASES = [
+    # Winograd on small planes, where images share the GEMMs in groups (14x14:
+    # 49 tiles a image, 7x7: 16), and pointwise convs with column tails (7x7 =
+    # 49 columns: a 32-wide tile, a 16-wide one, then the column kernel).
+    ("winograd_14", (5, 24, 14, 14), (20, 24, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ("winograd_7", (9, 32, 7, 7), (16, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ("pointwise_7", (3, 40, 7, 7), (30, 40, 1, 1), {}),
+]
+
+
+@pytest.mark.parametrize("case", BATCH_INVARIANT_CASES, ids=[c[0] for c in BATCH_INVARIANT_CASES])
+def test_conv_batch_invariant(case):
+    """An image's output does not depend on the batch around it, bit for bit,
+    on every tier (video pipelines batch frames as they come)."""
+    from pyengine import _core
+
+    _, x_shape, w_shape, attrs = case
+    conv, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, True, False)
+    inputs[0] = _vi("x", ("N",) + tuple(x_shape[1:]))  # any batch
+    model = _model([helper.make_node("Conv", conv.input, ["y"], **attrs)], inputs, [_vi("y", None)], inits)
+    x = feeds["x"]
+    old = _core.isa_cap()
+    try:
+        for tier in isa_tiers():
+            _core.set_isa_cap(tier)
+            engine = pyengine.build(model, backend="cpu")
+            whole = engine.run({"x": x})["y"]
+            for i in range(len(x)):
+                np.testing.assert_array_equal(engine.run({"x": x[i:i + 1]})["y"][0], whole[i], err_msg=tier)
+            np.testing.assert_array_equal(engine.run({"x": x[1:4]})["y"], whole[1:4], err_msg=tier)
+    finally:
+        _core.set_isa_cap(old)

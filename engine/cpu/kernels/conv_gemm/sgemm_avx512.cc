@@ -11,7 +11,8 @@
 // of columns are the same code instantiated smaller, with masked loads and
 // stores (cheap on AVX-512); column tails of at most 4 (also after a
 // 16-wide tile, when 17-20 columns are left) use AVX2's row-vectorized
-// kernel (sgemm_tiles_avx2.h), one 6-row panel at a time.
+// kernel (sgemm_tiles_avx2.h) on both 6-row panels at once; it computes
+// each element as the tiles do (same bits).
 // The epilogue (alpha, C, bias, residual, activation) runs on the registers
 // after the last k block, with the activations of simd/vec_avx512.h (bit-
 // identical to the AVX2 tier's and the standalone ops').
@@ -135,10 +136,8 @@ struct Avx512Sweep {
         const int64_t rem = nc - q * kNR;
         const float* bq = bp + q * kNR * kc;
         if (rem <= 4) {
-          for (int j = 0; j * kMR < mr; ++j) {
-            set_tile(t, s, it, row + j * kMR, n0 + q * kNR);
-            kColKernels[rem - 1](kc, j == 0 ? a0 : a1, bq, std::min(kMR, mr - j * kMR), t);
-          }
+          set_tile(t, s, it, row, n0 + q * kNR);
+          kColKernels2[rem - 1](kc, a0, a1, bq, mr, t);
           ++q;
           continue;
         }

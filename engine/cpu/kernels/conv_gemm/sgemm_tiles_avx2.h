@@ -107,67 +107,85 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int nr, const Tile
 
 // Narrow column tails (nr <= 4, e.g. the 49th column of a 7x7 output): the
 // 6x8 kernel would spend 6 FMAs per k on mostly dead columns. Here the six
-// rows of A form one vector and each column j accumulates A_k * B[k, j] in
-// U independent chains (k unrolled) to cover the FMA latency. mr rows valid.
-#define ENGINE_COL(j, u)                                                                       \
-  if constexpr (NRT > j && U > u)                                                              \
-    c##j##u = _mm256_fmadd_ps(av##u, _mm256_broadcast_ss(b + (k + u) * kNR + j), c##j##u);
-
+// rows of a panel form one vector and each column j accumulates
+// A_k * B[k, j] over k in order, one FMA per k into one accumulator: the
+// same operations, in the same order, as the wide tiles perform for every
+// output element, so a column gets the same bits whichever kernel computes
+// it (a tail in one call, inside a wide tile in another: batches merged
+// into one column space must not change an image's results). P panels
+// (1 or 2: 12 rows, the AVX-512 tile's height) and NRT columns give P * NRT
+// independent chains to cover the FMA latency.
 template <int NRT>
-void micro_kernel_cols(int64_t kc, const float* a, const float* b, int mr, const TileArgs& t) {
-  constexpr int U = NRT <= 2 ? 4 : 2;
-  const __m256i rows = tail_mask(kMR);  // never read past the panel's end
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-  __m256 c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-  int64_t k = 0;
-  for (; k + U <= kc; k += U) {
-    const __m256 av0 = _mm256_maskload_ps(a + k * kMR, rows);
-    const __m256 av1 = _mm256_maskload_ps(a + (k + 1) * kMR, rows);
-    __m256 av2 = av0, av3 = av0;
-    if constexpr (U == 4) {
-      av2 = _mm256_maskload_ps(a + (k + 2) * kMR, rows);
-      av3 = _mm256_maskload_ps(a + (k + 3) * kMR, rows);
-    }
-    ENGINE_COL(0, 0) ENGINE_COL(0, 1) ENGINE_COL(0, 2) ENGINE_COL(0, 3)
-    ENGINE_COL(1, 0) ENGINE_COL(1, 1) ENGINE_COL(1, 2) ENGINE_COL(1, 3)
-    ENGINE_COL(2, 0) ENGINE_COL(2, 1)
-    ENGINE_COL(3, 0) ENGINE_COL(3, 1)
-  }
-  for (; k < kc; ++k) {
-    const __m256 av0 = _mm256_maskload_ps(a + k * kMR, rows);
-    ENGINE_COL(0, 0) ENGINE_COL(1, 0) ENGINE_COL(2, 0) ENGINE_COL(3, 0)
-  }
-  alignas(32) float acc[4][8];
-  _mm256_store_ps(acc[0], _mm256_add_ps(_mm256_add_ps(c00, c01), _mm256_add_ps(c02, c03)));
-  _mm256_store_ps(acc[1], _mm256_add_ps(_mm256_add_ps(c10, c11), _mm256_add_ps(c12, c13)));
-  _mm256_store_ps(acc[2], _mm256_add_ps(c20, c21));
-  _mm256_store_ps(acc[3], _mm256_add_ps(c30, c31));
+inline void col_epilogue(__m256* acc, int mr, const TileArgs& t) {
+  alignas(32) float v[4][8];
+  // alpha on vectors, as the tiles do (a scalar product could be contracted
+  // into an FMA with the next add).
+  const __m256 al = _mm256_set1_ps(t.alpha);
+  for (int j = 0; j < NRT; ++j) _mm256_store_ps(v[j], t.alpha != 1.f ? _mm256_mul_ps(acc[j], al) : acc[j]);
   for (int j = 0; j < NRT; ++j)
     for (int r = 0; r < mr; ++r) {
-      float v = acc[j][r] * t.alpha;
-      if (t.load_c) v += t.c[r * t.ldc + j];
+      float x = v[j][r];
+      if (t.load_c) x += t.c[r * t.ldc + j];
       if (t.last) {
-        if (t.bias_m) v += t.bias_m[r];
-        if (t.bias_n) v += t.bias_n[j];
-        if (t.z) v += t.z[r * t.ldz + j];
+        if (t.bias_m) x += t.bias_m[r];
+        if (t.bias_n) x += t.bias_n[j];
+        if (t.z) x += t.z[r * t.ldz + j];
       }
-      acc[j][r] = v;
+      v[j][r] = x;
     }
   // The activation runs on vectors (one column's rows per vector), the same
   // code as the wide tiles and the standalone ops, not the scalar formula.
   if (t.last && t.act->kind != Act::kNone)
     with_act(*t.act, [&](const auto& op) {
-      for (int j = 0; j < NRT; ++j) _mm256_store_ps(acc[j], op(_mm256_load_ps(acc[j])));
+      for (int j = 0; j < NRT; ++j) _mm256_store_ps(v[j], op(_mm256_load_ps(v[j])));
     });
   for (int r = 0; r < mr; ++r)
-    for (int j = 0; j < NRT; ++j) t.c[r * t.ldc + j] = acc[j][r];
+    for (int j = 0; j < NRT; ++j) t.c[r * t.ldc + j] = v[j][r];
+}
+
+#define ENGINE_COL(p, j) \
+  if constexpr (NRT > j && P > p) c##p##j = _mm256_fmadd_ps(av##p, _mm256_broadcast_ss(b + k * kNR + j), c##p##j);
+
+// mr rows valid in all (<= 6 * P); panel 1's rows start at t's row 6.
+template <int NRT, int P>
+void micro_kernel_cols2(int64_t kc, const float* a0, const float* a1, const float* b, int mr, const TileArgs& t) {
+  const __m256i rows = tail_mask(kMR);  // never read past the panel's end
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 av0 = _mm256_maskload_ps(a0 + k * kMR, rows);
+    const __m256 av1 = P > 1 ? _mm256_maskload_ps(a1 + k * kMR, rows) : av0;
+    ENGINE_COL(0, 0) ENGINE_COL(0, 1) ENGINE_COL(0, 2) ENGINE_COL(0, 3)
+    ENGINE_COL(1, 0) ENGINE_COL(1, 1) ENGINE_COL(1, 2) ENGINE_COL(1, 3)
+  }
+  __m256 acc0[4] = {c00, c01, c02, c03};
+  col_epilogue<NRT>(acc0, std::min(mr, kMR), t);
+  if constexpr (P > 1) {
+    if (mr > kMR) {
+      TileArgs t1 = t;
+      t1.c += kMR * t.ldc;
+      if (t.bias_m) t1.bias_m += kMR;
+      if (t.z) t1.z += kMR * t.ldz;
+      __m256 acc1[4] = {c10, c11, c12, c13};
+      col_epilogue<NRT>(acc1, mr - kMR, t1);
+    }
+  }
 }
 
 #undef ENGINE_COL
 
+template <int NRT>
+void micro_kernel_cols(int64_t kc, const float* a, const float* b, int mr, const TileArgs& t) {
+  micro_kernel_cols2<NRT, 1>(kc, a, a, b, mr, t);
+}
+
 using ColKernel = void (*)(int64_t, const float*, const float*, int, const TileArgs&);
 const ColKernel kColKernels[4] = {micro_kernel_cols<1>, micro_kernel_cols<2>, micro_kernel_cols<3>,
                                   micro_kernel_cols<4>};
+// Two panels (12 rows) at once, for the AVX-512 sweep.
+using ColKernel2 = void (*)(int64_t, const float*, const float*, const float*, int, const TileArgs&);
+const ColKernel2 kColKernels2[4] = {micro_kernel_cols2<1, 2>, micro_kernel_cols2<2, 2>, micro_kernel_cols2<3, 2>,
+                                    micro_kernel_cols2<4, 2>};
 
 using MicroKernel = void (*)(int64_t, const float*, const float*, int, const TileArgs&);
 
