@@ -126,19 +126,28 @@ static inline void epilogue_one(const Epilogue& e, int32_t acc, int64_t c, int64
   }
 }
 
-// Geometry of one QConv call (2-D, NCHW). Pads are the resolved top/left
-// pads (auto_pad already applied); bottom/right pads only shape oh/ow.
+// Geometry of one QConv call, 2-D (NCHW) or 3-D (NCDHW: depth d = frames).
+// Pads are the resolved front/top/left pads (auto_pad already applied);
+// back/bottom/right pads only shape od/oh/ow. A 2-D conv is the 3-D one with
+// d = kd = od = sd = dd = 1 and pf = 0 (the defaults), so every kernel reads
+// one geometry. Per channel the input holds d*h*w values and the output
+// od*oh*ow (ihw(), ohw()).
 struct ConvGeom {
   int64_t n = 0, c = 0, h = 0, w = 0;   // input
-  int64_t m = 0, kh = 0, kw = 0;        // weights [m, c/group, kh, kw]
+  int64_t m = 0, kh = 0, kw = 0;        // weights [m, c/group, (kd,) kh, kw]
   int64_t oh = 0, ow = 0;               // output spatial
   int64_t group = 1;
   int64_t sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t d = 1, kd = 1, od = 1, sd = 1, dd = 1, pf = 0;  // the depth axis (3-D only)
   int64_t cg() const { return c / group; }
   int64_t mg() const { return m / group; }
-  int64_t k() const { return cg() * kh * kw; }
+  int64_t k() const { return cg() * kd * kh * kw; }
+  int64_t ihw() const { return d * h * w; }
+  int64_t ohw() const { return od * oh * ow; }
+  bool is_3d() const { return d != 1 || kd != 1 || od != 1; }
   bool is_pointwise() const {
-    return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w;
+    return kd == 1 && kh == 1 && kw == 1 && sd == 1 && sh == 1 && sw == 1 && pf == 0 && pt == 0 && pl == 0 &&
+           od == d && oh == h && ow == w;
   }
 };
 
