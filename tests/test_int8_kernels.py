@@ -1308,3 +1308,44 @@ def test_zoo_resnet18_int8_identical_across_tiers():
     for tier, out in outs.items():
         for key in out:
             np.testing.assert_array_equal(out[key], outs["ref"][key], err_msg=f"{tier} vs ref, output {key}")
+
+
+@pytest.mark.parametrize("family", ["r2plus1d", "p3d", "csn"])
+def test_zoo_video_int8_every_conv3d_lowered_and_identical_across_tiers(family):
+    """The zoo's video families (R(2+1)D, P3D, CSN) in int8: every Conv3d is
+    a 3-D QConv (no float conv left between Q/DQ), and every QConv output is
+    bit-identical on each tier the CPU has (ref, avx2, vnni), at batch 2."""
+    from pyengine import zoo
+
+    model = zoo.build_model(family)
+    name = model.graph.input[0].name
+    calib = [zoo.make_input(model, 1, seed=100 + i)[name] for i in range(2)]
+    base = pyengine.build(model, precision="int8", calibration_data=calib, report=False, progress=False)
+    ops = _op_types(base._graph)
+    n_conv = sum(n.op_type == "Conv" for n in model.graph.node)
+    assert ops.count("QConv") == n_conv and "Conv" not in ops and "FusedConv" not in ops, ops
+    m = onnx_io.graph_to_onnx(base._graph)
+    outs = [n.output[0] for n in m.graph.node if n.op_type == "QConv"]
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs)
+    x = zoo.make_input(model, 2, seed=7)[name]
+    saved = _core.isa_cap()
+    got, kernels = {}, {}
+    try:
+        for tier in _available_tiers(KERNEL_TIERS):
+            _core.set_isa_cap(tier)
+            graph, _ = onnx_io.graph_from_onnx(m)
+            eng = pyengine.Engine(graph, base.metadata, num_threads=2)
+            got[tier] = eng.run({name: x})
+            kernels[tier] = {p["kernel"].split(" planes")[0] for p in eng.profile({name: x}, runs=1)
+                             if p["op"] == "QConv"}
+    finally:
+        _core.set_isa_cap(saved)
+    assert kernels["ref"] == {"qconv_s8_ref 3-D"}, kernels
+    if "avx2" in got:
+        assert kernels["avx2"] == {"qconv_s8_avx2 3-D"}, kernels
+    if "vnni" in got and _core.cpu_info()["avx512vnni"]:
+        assert kernels["vnni"] == {"qconv_s8_avx512vnni 3-D"}, kernels
+    for tier, out in got.items():
+        for key in outs:
+            np.testing.assert_array_equal(out[key], got["ref"][key], err_msg=f"{tier} vs ref, {key}")
