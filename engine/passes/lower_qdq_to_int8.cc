@@ -6,6 +6,8 @@
 //     ==>  QConv(x_q, w_q, b', z) {x_scale=sx, w_scale=sw*s, z_scale=sz, y_scale=sy,
 //                                  activation=Relu|Clip},  b' = b*s + t
 //   (Gemm ==> QGemm likewise, weights transposed to [M, K] once.)
+//   The Conv may be 2-D (NCHW) or 3-D (NCDHW: the video families' Conv3d);
+//   QConv takes both, so 3-D layers no longer run as float fake-quant.
 //
 // Preconditions, checked as a flat list of guards with a reason each (a
 // refusal leaves the node alone and is not an error):
