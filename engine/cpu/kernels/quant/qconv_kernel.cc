@@ -6,6 +6,9 @@
 // "planes/im2col" in describe(): most convs read zero-bordered phase planes
 // of the input, the rest an im2col (qconv_tiled.h picks per shape). The tier is
 // fixed when the kernel is created (dispatch.h) and weights are packed for it.
+// QConv is 2-D (NCHW) or 3-D (NCDHW); the weights' rank says which, and
+// both run the same tier code through one ConvGeom (a 2-D conv is the 3-D
+// one with a single frame); describe() adds "3-D" for the latter.
 //
 // Weights are normally constants, packed once here. They may also arrive at
 // run time (a model feeding everything as inputs); then they are packed into

@@ -144,7 +144,6 @@ struct ConvGeom {
   int64_t k() const { return cg() * kd * kh * kw; }
   int64_t ihw() const { return d * h * w; }
   int64_t ohw() const { return od * oh * ow; }
-  bool is_3d() const { return d != 1 || kd != 1 || od != 1; }
   bool is_pointwise() const {
     return kd == 1 && kh == 1 && kw == 1 && sd == 1 && sh == 1 && sw == 1 && pf == 0 && pt == 0 && pl == 0 &&
            od == d && oh == h && ow == w;
