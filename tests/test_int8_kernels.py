@@ -386,6 +386,10 @@ CONV_SHAPES = [
     # tier's narrow tail kernel, with several weight tiles and an M tail.
     (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     (1, 33, 9, 4, 17, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    # Depthwise with stride 2 and rows longer than 16 (the SIMD tiers' own
+    # depthwise kernel), a 7x7 one (49 taps, ConvNeXt) with odd pads.
+    (2, 24, 19, 37, 24, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 24, None),
+    (1, 16, 12, 20, 16, 7, 7, (1, 1), (3, 2, 3, 4), (1, 1), 16, None),
 ]
 
 
@@ -498,6 +502,10 @@ CONV3D_SHAPES = [
     (1, 40, 4, 14, 14, 20, 3, 1, 1, (1, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), 1, None),
     (1, 3, 5, 7, 7, 4, 3, 3, 3, (2, 2, 2), (0,) * 6, (1, 1, 1), 1, "SAME_UPPER"),
     (1, 3, 5, 7, 7, 4, 3, 2, 3, (1, 2, 1), (0,) * 6, (1, 1, 1), 1, "VALID"),
+    # Depthwise (the AVX2/VNNI tiers' own kernel): strides in H and W with
+    # dilation, an odd tap count with stride 3 and rows longer than 16.
+    (1, 8, 5, 9, 10, 8, 3, 3, 3, (1, 2, 2), (1, 1, 1, 1, 1, 1), (1, 2, 1), 8, None),
+    (2, 6, 4, 7, 37, 6, 1, 3, 5, (2, 1, 3), (0, 1, 2, 0, 0, 1), (1, 1, 2), 6, None),
 ]
 
 
@@ -542,6 +550,8 @@ def test_qconv3d_tier_vs_numpy_bit_exact(shape, epilogue, tier):
     kernel = engine.profile(feeds, runs=1)[0]["kernel"]
     name = {"ref": "qconv_s8_ref", "avx2": "qconv_s8_avx2", "vnni": "qconv_s8_avx512vnni"}[tier]
     assert kernel.startswith(name + " 3-D"), kernel
+    depthwise = shape[12] == shape[1] == shape[5]
+    assert ("depthwise" in kernel) == (depthwise and tier != "ref"), kernel
 
 
 @pytest.mark.parametrize("tier", KERNEL_TIERS)
@@ -1337,7 +1347,7 @@ def test_zoo_video_int8_every_conv3d_lowered_and_identical_across_tiers(family):
             graph, _ = onnx_io.graph_from_onnx(m)
             eng = pyengine.Engine(graph, base.metadata, num_threads=2)
             got[tier] = eng.run({name: x})
-            kernels[tier] = {p["kernel"].split(" planes")[0] for p in eng.profile({name: x}, runs=1)
+            kernels[tier] = {" ".join(p["kernel"].split()[:2]) for p in eng.profile({name: x}, runs=1)
                              if p["op"] == "QConv"}
     finally:
         _core.set_isa_cap(saved)

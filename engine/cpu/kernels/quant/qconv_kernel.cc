@@ -173,6 +173,15 @@ class QConvKernel final : public Kernel {
     for (int64_t v : dilations_) ENGINE_ENFORCE(v >= 1, kInvalidModel, desc_, ": dilations must be >= 1");
     for (int64_t v : pads_) ENGINE_ENFORCE(v >= 0, kInvalidModel, desc_, ": pads must be >= 0");
     ENGINE_ENFORCE(group_ >= 1, kInvalidModel, desc_, ": group must be >= 1");
+    // Depthwise (one input and output channel per group) runs its own SIMD
+    // kernel on the AVX2 and VNNI tiers (qconv_depthwise_applies).
+    if (w && w->has_shape() && w->shape().size() >= 4) {
+      const Shape& ws = w->shape();
+      int64_t taps = 1;
+      for (size_t i = 2; i < ws.size(); ++i) taps *= ws[i];
+      depthwise_ = tier_ != Tier::kRef && group_ > 1 && ws[0] == group_ && ws[1] == 1 && taps > 1 &&
+                   taps <= kDwMaxTaps;
+    }
     if (w && w->is_constant()) {
       weights_ = w->constant();
       check_weights(*weights_);
@@ -199,6 +208,9 @@ class QConvKernel final : public Kernel {
     // 3-D convs run the same GEMMs over a 3-D im2col / frame planes
     // (qconv_tiled.h); the profile says which form a layer took.
     const std::string dims = spatial_ == 3 ? " 3-D" : "";
+    if (depthwise_)
+      return (tier_ == Tier::kAvx512Vnni ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims +
+             " depthwise(int16 madd)";
     switch (tier_) {
       case Tier::kAvx512Vnni:
         return "qconv_s8_avx512vnni" + dims +
@@ -242,6 +254,8 @@ class QConvKernel final : public Kernel {
       if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
       ws_bytes = qconv_avx2_workspace(g, threads);
     }
+    const bool dw = tier_ != Tier::kRef && qconv_depthwise_applies(g);
+    if (dw) ws_bytes = std::max(ws_bytes, qconv_depthwise_workspace(g, threads));
     const size_t runtime_bytes = weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
@@ -268,6 +282,11 @@ class QConvKernel final : public Kernel {
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
     void* ws = scratch + runtime_bytes;
+    if (dw) {
+      if (tier_ == Tier::kAvx512Vnni) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
+      else qconv_depthwise_avx2(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
+      return;
+    }
     switch (tier_) {
       case Tier::kAvx512Vnni:
         qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr, e,
@@ -364,7 +383,8 @@ class QConvKernel final : public Kernel {
   bool x_nonneg_;
   EpilogueAttrs ep_;
   int64_t group_ = 1;
-  int64_t spatial_ = 0;  // 2 or 3; 0 until known (no attribute set, weights fed at run time)
+  int64_t spatial_ = 0;
+  bool depthwise_ = false;  // for describe(); run() decides from the geometry  // 2 or 3; 0 until known (no attribute set, weights fed at run time)
   std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;
   std::string auto_pad_;
   std::shared_ptr<const Tensor> weights_;

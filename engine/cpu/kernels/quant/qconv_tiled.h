@@ -495,5 +495,92 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
   pool.run_any(by_ref(body));
 }
 
+
+// ---------------------------------------------------------------------------
+// Depthwise convs (one input and one output channel per group: ir-CSN's
+// 3x3x3, MobileNet-style 3x3), 2-D or 3-D, outside the GEMM: there each
+// channel would be a GEMM with one weight row, so 7 of the 8 VNNI rows (5 of
+// 6, 3 of 4 on AVX2) would multiply zeros. Here a task is one (image,
+// channel): its input is copied into a zero-bordered buffer (frames x rows x
+// sw column phases, so every tap reads a contiguous run for stride sw), then
+// each output row of 16 columns sums its taps two at a time with vpmaddwd:
+// the two taps' int8 inputs widened to int16 and interleaved, times the
+// (w0, w1) pair, summed into int32. Exact (|x * w| <= 2^14, a pair sum fits
+// int32), so the accumulators are the reference's; the row then goes
+// through the ISA file's vector epilogue (`row_epilogue(acc, n, c, idx)`).
+template <class RowEpilogue>
+void run_depthwise(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, void* ws,
+                   const RowEpilogue& row_epilogue) {
+  const DwPlan p = dw_plan(g);
+  ENGINE_CHECK(p.taps <= kDwMaxTaps, "depthwise conv with too many taps");
+  const int64_t tasks = g.n * g.c, ohw = g.ohw();
+  std::atomic<int64_t> next{0};
+  auto body = [&](int tid, int) {
+    int8_t* buf = static_cast<int8_t*>(ws) + p.per_thread * static_cast<size_t>(tid);
+    auto* acc = reinterpret_cast<int32_t*>(buf + p.acc_offset);
+    // Tap t's offset in buf relative to output (oz, oy, ox) = (0, 0, 0),
+    // and the weights of taps (2i, 2i+1) as one int32 of two int16.
+    int64_t off[kDwMaxTaps + 1];
+    int32_t wpair[(kDwMaxTaps + 1) / 2];
+    for (int64_t task = next.fetch_add(1, std::memory_order_relaxed); task < tasks;
+         task = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t img = task / g.c, ch = task % g.c;
+      const int8_t* src = x + task * g.ihw();
+      // The zero-bordered copy: padded pixel (pz, pr, pc) is input (pz - pf,
+      // pr - pt, pc - pl); column pc = j * sw + b lives in phase b at j.
+      for (int64_t pz = 0; pz < p.dp; ++pz)
+        for (int64_t pr = 0; pr < p.hp; ++pr) {
+          int8_t* row = buf + (pz * p.hp + pr) * p.row_bytes;
+          std::memset(row, 0, static_cast<size_t>(p.row_bytes));
+          const int64_t iz = pz - g.pf, iy = pr - g.pt;
+          if (iz < 0 || iz >= g.d || iy < 0 || iy >= g.h) continue;
+          const int8_t* in = src + (iz * g.h + iy) * g.w;
+          if (g.sw == 1) {
+            const int64_t lo = std::max<int64_t>(0, g.pl), hi = std::min<int64_t>(p.wq, g.w + g.pl);
+            if (hi > lo) std::memcpy(row + lo, in + lo - g.pl, static_cast<size_t>(hi - lo));
+            continue;
+          }
+          for (int64_t b = 0; b < g.sw; ++b)
+            for (int64_t j = 0; j < p.wq; ++j) {
+              const int64_t ic = j * g.sw + b - g.pl;
+              if (ic >= 0 && ic < g.w) row[b * p.wq + j] = in[ic];
+            }
+        }
+      const int8_t* wc = w + ch * p.taps;
+      int64_t t = 0;
+      for (int64_t kz = 0; kz < g.kd; ++kz)
+        for (int64_t ki = 0; ki < g.kh; ++ki)
+          for (int64_t kj = 0; kj < g.kw; ++kj, ++t)
+            off[t] = ((kz * g.dd) * p.hp + ki * g.dh) * p.row_bytes + (kj * g.dw) % g.sw * p.wq + (kj * g.dw) / g.sw;
+      const int64_t pairs = (p.taps + 1) / 2;
+      if (p.taps % 2) off[p.taps] = off[p.taps - 1];  // the odd tap's partner: weight 0, a valid read
+      for (int64_t i = 0; i < pairs; ++i) {
+        const int32_t w0 = wc[2 * i], w1 = 2 * i + 1 < p.taps ? wc[2 * i + 1] : 0;
+        wpair[i] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(w1)) << 16) |
+                                        static_cast<uint16_t>(w0));
+      }
+      for (int64_t oz = 0; oz < g.od; ++oz)
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+          const int8_t* base = buf + ((oz * g.sd) * p.hp + oy * g.sh) * p.row_bytes;
+          for (int64_t ox = 0; ox < g.ow; ox += 16) {
+            // lo: columns 0-3 | 8-11, hi: 4-7 | 12-15 (vpunpck* work per 128-bit lane).
+            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+            for (int64_t i = 0; i < pairs; ++i) {
+              const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[2 * i] + ox)));
+              const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[2 * i + 1] + ox)));
+              const __m256i wv = _mm256_set1_epi32(wpair[i]);
+              lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), wv));
+              hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), wv));
+            }
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + ox), _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + ox + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+          }
+          row_epilogue(acc, g.ow, ch, (img * g.c + ch) * ohw + (oz * g.oh + oy) * g.ow);
+        }
+    }
+  };
+  pool.run_any(by_ref(body));
+}
+
 }  // namespace
 }  // namespace engine::qk

@@ -218,6 +218,45 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
                       const int32_t* corr, const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
+// Depthwise int8 conv (one input and one output channel per group), 2-D or
+// 3-D, on the AVX2 and VNNI tiers (qconv_tiled.h, run_depthwise): per (image,
+// channel) a zero-bordered copy of the input, then vpmaddwd over pairs of
+// taps, 16 output columns at a time. Taken for depthwise convs with 2 to
+// kDwMaxTaps taps; others stay on the GEMM. w: the raw [c, 1, kd, kh, kw]
+// weights. ws: qconv_depthwise_workspace(g, threads) bytes, 64-byte aligned.
+constexpr int64_t kDwMaxTaps = 127;
+struct DwPlan {
+  int64_t dp = 0, hp = 0, wq = 0, row_bytes = 0, chan_bytes = 0, taps = 0;
+  size_t acc_offset = 0, per_thread = 0;
+};
+// Buffer per thread: frames dp x rows hp x sw phases of wq columns (ow, the
+// widest tap offset and 16 more, so a row's last 16-column load stays in
+// it), then one output row of int32 accumulators.
+inline DwPlan dw_plan(const ConvGeom& g) {
+  DwPlan p;
+  p.dp = (g.od - 1) * g.sd + (g.kd - 1) * g.dd + 1;
+  p.hp = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  p.wq = g.ow + (g.kw - 1) * g.dw / g.sw + 16;
+  p.row_bytes = g.sw * p.wq;
+  p.chan_bytes = p.dp * p.hp * p.row_bytes;
+  p.taps = g.kd * g.kh * g.kw;
+  p.acc_offset = static_cast<size_t>(round_up(p.chan_bytes, 64));
+  p.per_thread = p.acc_offset + static_cast<size_t>(round_up(round_up(g.ow, 16) * 4, 64));
+  return p;
+}
+inline bool qconv_depthwise_applies(const ConvGeom& g) {
+  const int64_t taps = g.kd * g.kh * g.kw;
+  return g.cg() == 1 && g.mg() == 1 && taps > 1 && taps <= kDwMaxTaps;
+}
+inline size_t qconv_depthwise_workspace(const ConvGeom& g, int threads) {
+  return dw_plan(g).per_thread * static_cast<size_t>(threads < 1 ? 1 : threads);
+}
+void qconv_depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e,
+                          void* ws);
+void qconv_depthwise_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w,
+                                const Epilogue& e, void* ws);
+
+// ---------------------------------------------------------------------------
 // int8 MaxPool on one NCHW plane (maxpool_s8.cc). pt/pl are the top/left
 // pads; oh/ow come from the output (ceil_mode and end pads only shape them).
 struct PoolS8Geom {
