@@ -394,6 +394,10 @@ CONV_SHAPES = [
     (1, 16, 15, 15, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 16, None),
     (1, 8, 11, 26, 8, 4, 2, (1, 1), (1, 0, 2, 1), (2, 3), 8, None),
     (1, 5, 5, 3, 5, 3, 3, (1, 2), (1, 1, 1, 1), (1, 1), 5, None),
+    # Depthwise with stride 2 and rows longer than 16 (the SIMD tiers' own
+    # depthwise kernel), a 7x7 one (49 taps, ConvNeXt) with odd pads.
+    (2, 24, 19, 37, 24, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 24, None),
+    (1, 16, 12, 20, 16, 7, 7, (1, 1), (3, 2, 3, 4), (1, 1), 16, None),
 ]
 
 
@@ -442,6 +446,183 @@ def test_qconv_tier_vs_numpy_bit_exact(shape, epilogue, tier):
         np.testing.assert_array_equal(got, want, err_msg=f"{tier} vs numpy, edges={edges}")
         if ep.get("y_scale") is not None and np.any(want != 0):
             assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
+
+
+def _np_conv3d_acc(x, w, strides, pads, dilations, group):
+    """int64 accumulators of a grouped 3-D convolution (NCDHW); pads are
+    ONNX's [front, top, left, back, bottom, right]."""
+    n, c, d, h, wd = x.shape
+    m, cg, kd, kh, kw = w.shape
+    sizes, ks = (d, h, wd), (kd, kh, kw)
+    outs = [(sizes[i] + pads[i] + pads[i + 3] - (ks[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(3)]
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0)) + tuple((pads[i], pads[i + 3]) for i in range(3)))
+    acc = np.zeros((n, m, *outs), np.int64)
+    mg = m // group
+    for g in range(group):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        for a in range(kd):
+            for i in range(kh):
+                for j in range(kw):
+                    sl = [slice(t * dilations[e], t * dilations[e] + (outs[e] - 1) * strides[e] + 1, strides[e])
+                          for e, t in enumerate((a, i, j))]
+                    patch = xs[:, :, sl[0], sl[1], sl[2]]
+                    wk = w[g * mg:(g + 1) * mg, :, a, i, j].astype(np.int64)
+                    acc[:, g * mg:(g + 1) * mg] += np.einsum("ncdhw,mc->nmdhw", patch, wk)
+    return acc
+
+
+def _resolved_pads3d(sizes, ks, strides, dil, auto_pad, pads):
+    if auto_pad in (None, "NOTSET"):
+        return pads
+    if auto_pad == "VALID":
+        return (0,) * 6
+    begin, end = [], []
+    for size, k, st, d in zip(sizes, ks, strides, dil):
+        total = max(0, (-(-size // st) - 1) * st + (k - 1) * d + 1 - size)
+        lo = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+        begin.append(lo)
+        end.append(total - lo)
+    return tuple(begin + end)
+
+
+# 3-D (video) convs: (N, C, D, H, W, M, KD, KH, KW, strides, pads [f, t, l, bk, b, r], dilations, group,
+# auto_pad). The families' shapes: R(2+1)D's (1,3,3) spatial and (3,1,1)
+# temporal convs (stride 1 and 2), P3D's, ir-CSN's depthwise and grouped
+# 3x3x3, plain 3x3x3, the 1x1x1 bottleneck and strided shortcut convs; and
+# the kernels' paths: frame planes (stride-1 and strided phases), temporal
+# convs read straight from the input, the merged 3-D im2col (small frames),
+# depth padding, dilation, asymmetric pads, auto_pad, M/K tails, batches.
+CONV3D_SHAPES = [
+    (1, 3, 4, 9, 9, 13, 1, 3, 3, (1, 1, 1), (0, 1, 1, 0, 1, 1), (1, 1, 1), 1, None),
+    (2, 8, 5, 7, 7, 12, 3, 1, 1, (1, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), 1, None),
+    (1, 6, 8, 6, 6, 5, 3, 1, 1, (2, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), 1, None),
+    (1, 4, 8, 12, 12, 6, 1, 3, 3, (1, 2, 2), (0, 1, 1, 0, 1, 1), (1, 1, 1), 1, None),
+    (1, 6, 6, 10, 11, 9, 3, 3, 3, (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 1, None),
+    (2, 5, 6, 9, 9, 7, 3, 3, 3, (2, 2, 2), (1, 1, 1, 1, 1, 1), (1, 1, 1), 1, None),
+    (1, 16, 4, 6, 6, 16, 3, 3, 3, (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 16, None),
+    (2, 24, 4, 5, 5, 24, 3, 3, 3, (2, 2, 2), (1, 1, 1, 1, 1, 1), (1, 1, 1), 24, None),
+    (1, 12, 5, 8, 8, 12, 3, 3, 3, (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 4, None),
+    (1, 20, 3, 5, 5, 17, 1, 1, 1, (1, 1, 1), (0, 0, 0, 0, 0, 0), (1, 1, 1), 1, None),
+    (2, 9, 5, 7, 6, 11, 1, 1, 1, (2, 2, 2), (0, 0, 0, 0, 0, 0), (1, 1, 1), 1, None),
+    (1, 5, 7, 8, 9, 6, 2, 3, 2, (1, 1, 2), (1, 0, 2, 0, 1, 1), (2, 1, 2), 1, None),
+    (3, 7, 2, 3, 3, 9, 3, 3, 3, (1, 1, 1), (1, 1, 1, 1, 1, 1), (1, 1, 1), 1, None),
+    (1, 16, 6, 14, 14, 24, 1, 3, 3, (1, 1, 1), (0, 1, 1, 0, 1, 1), (1, 1, 1), 1, None),
+    (1, 40, 4, 14, 14, 20, 3, 1, 1, (1, 1, 1), (1, 0, 0, 1, 0, 0), (1, 1, 1), 1, None),
+    (1, 3, 5, 7, 7, 4, 3, 3, 3, (2, 2, 2), (0,) * 6, (1, 1, 1), 1, "SAME_UPPER"),
+    (1, 3, 5, 7, 7, 4, 3, 2, 3, (1, 2, 1), (0,) * 6, (1, 1, 1), 1, "VALID"),
+    # Depthwise (the AVX2/VNNI tiers' own kernel): strides in H and W with
+    # dilation, an odd tap count with stride 3 and rows longer than 16.
+    (1, 8, 5, 9, 10, 8, 3, 3, 3, (1, 2, 2), (1, 1, 1, 1, 1, 1), (1, 2, 1), 8, None),
+    (2, 6, 4, 7, 37, 6, 1, 3, 5, (2, 1, 3), (0, 1, 2, 0, 0, 1), (1, 1, 2), 6, None),
+]
+
+
+def _conv3d_case(rng, shape, epilogue, edges):
+    n, c, d, h, w_, m, kd, kh, kw, strides, pads, dil, group, auto_pad = shape
+    x = _int8_data(rng, (n, c, d, h, w_), edges)
+    w = _int8_data(rng, (m, c // group, kd, kh, kw), edges)
+    x_scale = np.float32(rng.uniform(0.01, 0.05))
+    w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
+    mul = x_scale * w_scale
+    rp = _resolved_pads3d((d, h, w_), (kd, kh, kw), strides, dil, auto_pad, pads)
+    acc = _np_conv3d_acc(x, w, strides, rp, dil, group)
+    ep, attrs = _make_epilogue(rng, epilogue, acc, 1, mul, acc.shape, m)
+    attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], strides=list(strides),
+                 dilations=list(dil), group=group, kernel_shape=[kd, kh, kw])
+    if auto_pad:
+        attrs["auto_pad"] = auto_pad
+    else:
+        attrs["pads"] = list(pads)
+    return x, w, ep, attrs, _np_epilogue(acc, 1, mul, ep)
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("epilogue", list(EPILOGUES))
+@pytest.mark.parametrize("shape", CONV3D_SHAPES,
+                         ids=lambda s: "x".join(map(str, s[:9])) + f"_s{''.join(map(str, s[9]))}_g{s[12]}_{s[13]}")
+def test_qconv3d_tier_vs_numpy_bit_exact(shape, epilogue, tier):
+    """3-D QConv on every tier gives numpy's bits (int64 accumulation, the
+    documented float32 epilogue), with full-range and saturation-edge data;
+    the profile names the kernel, its tier and "3-D"."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    for edges in (False, True):
+        x, w, ep, attrs, want = _conv3d_case(rng, shape, epilogue, edges)
+        model, feeds = _custom_model("QConv", x, w, ep, attrs)
+        engine = _engine(model, tier=tier)
+        got = engine.run(feeds)["y"]
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want, err_msg=f"{tier} vs numpy, edges={edges}")
+        if ep.get("y_scale") is not None and np.any(want != 0):
+            assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
+    kernel = engine.profile(feeds, runs=1)[0]["kernel"]
+    name = {"ref": "qconv_s8_ref", "avx2": "qconv_s8_avx2", "vnni": "qconv_s8_avx512vnni"}[tier]
+    assert kernel.startswith(name + " 3-D"), kernel
+    depthwise = shape[12] == shape[1] == shape[5]
+    assert ("depthwise" in kernel) == (depthwise and tier != "ref"), kernel
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("shape", [(1, 6, 4, 9, 9, 16, 12, (1, 3, 3), (0, 1, 1, 0, 1, 1)),
+                                   (2, 8, 5, 7, 7, 24, 10, (3, 1, 1), (1, 0, 0, 1, 0, 0)),
+                                   (1, 5, 4, 6, 6, 12, 9, (3, 3, 3), (1, 1, 1, 1, 1, 1))],
+                         ids=lambda s: "x".join(map(str, s[:7])) + "_k" + "".join(map(str, s[7])))
+def test_qconv3d_nonneg_input_chain_bit_exact(shape, tier):
+    """3-D convs reading a requantized Relu output take the u8 paths (VNNI's
+    u8 input, AVX2's vpmaddubsw): numpy's bits on every tier, and the same
+    bits again with the second conv's weights fed at run time (packed per
+    call, the spatial rank known only from them)."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    n, c, d, h, w_, m1, m2, k, pads = shape
+    x = rng.integers(-128, 128, size=(n, c, d, h, w_)).astype(np.int8)
+    w1 = rng.integers(-128, 128, size=(m1, c, *k)).astype(np.int8)
+    w2 = rng.integers(-128, 128, size=(m2, m1, *k)).astype(np.int8)
+    xs1, ws1 = np.float32(0.02), rng.uniform(0.001, 0.01, size=m1).astype(np.float32)
+    acc1 = _np_conv3d_acc(x, w1, (1, 1, 1), pads, (1, 1, 1), 1)
+    ep1 = {"act": "Relu"}
+    ep1["y_scale"] = np.float32(max(_np_epilogue(acc1, 1, xs1 * ws1, ep1).max(), 1e-3) / 200)
+    h1 = _np_epilogue(acc1, 1, xs1 * ws1, ep1)
+    assert h1.min() >= 0 and (h1 == 127).any()
+    xs2, ws2 = np.float32(ep1["y_scale"]), rng.uniform(0.001, 0.01, size=m2).astype(np.float32)
+    acc2 = _np_conv3d_acc(h1, w2, (1, 1, 1), pads, (1, 1, 1), 1)
+    ep2, attrs2 = _make_epilogue(rng, "i32bias_zs8_relu_requant", acc2, 1, xs2 * ws2, acc2.shape, m2)
+    attrs1 = dict(x_scale=float(xs1), w_scale=[float(v) for v in ws1], activation="Relu",
+                  y_scale=float(ep1["y_scale"]), pads=list(pads))
+    attrs2.update(x_scale=float(xs2), w_scale=[float(v) for v in ws2])
+    want = _np_epilogue(acc2, 1, xs2 * ws2, ep2)
+    # The second conv has no pads attribute when they are all zero: its rank
+    # comes from the weights alone.
+    if any(pads):
+        attrs2["pads"] = list(pads)
+    model, feeds = _chain_model(x, w1, attrs1, w2, ep2, attrs2)
+    engine = _engine(model, tier=tier)
+    np.testing.assert_array_equal(engine.run(feeds)["y"], want, err_msg=tier)
+    kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
+    if tier == "vnni":
+        assert "avx512vnni 3-D" in kernels["second"] and "u8 input" in kernels["second"], kernels
+    elif tier == "avx2":
+        assert "avx2 3-D" in kernels["second"] and "maddubsw" in kernels["second"], kernels
+    init = next(i for i in model.graph.initializer if i.name == "w2")
+    model.graph.initializer.remove(init)
+    model.graph.input.append(_vi("w2", np.int8, w2.shape))
+    got = _engine(model, tier=tier).run({**feeds, "w2": w2})["y"]
+    np.testing.assert_array_equal(got, want, err_msg=f"{tier}, weights at run time")
+
+
+def test_qconv_rank_mismatch_is_an_error():
+    """3-D attributes on 2-D weights (or a 4-D input to 3-D weights) are
+    refused with the node named, not run."""
+    rng = np.random.default_rng()
+    x = rng.integers(-128, 128, size=(1, 3, 7, 7)).astype(np.int8)
+    w = rng.integers(-128, 128, size=(5, 3, 3, 3)).astype(np.int8)
+    model, feeds = _custom_model("QConv", x, w, {}, {"x_scale": 0.1, "w_scale": [0.1], "strides": [1, 1, 1]})
+    with pytest.raises(pyengine.PyengineError, match="qconv"):
+        _engine(model).run(feeds)
+    w5 = rng.integers(-128, 128, size=(5, 3, 1, 3, 3)).astype(np.int8)
+    model, feeds = _custom_model("QConv", x, w5, {}, {"x_scale": 0.1, "w_scale": [0.1]})
+    with pytest.raises(pyengine.PyengineError, match="qconv"):
+        _engine(model).run(feeds)
 
 
 GEMM_SHAPES = [(1, 1, 1), (3, 13, 17), (7, 64, 100), (17, 127, 13), (2, 2048, 10), (6, 3, 16)]
@@ -1016,6 +1197,101 @@ def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
     np.testing.assert_allclose(got, want, rtol=0, atol=0.01 * np.abs(want).max())
 
 
+def _video_block_qdq(rng, c, k1, k2, g1=1, g2=1, t=4, hw=10):
+    """A 3-D residual block with TensorRT-style Q/DQ, scales calibrated on the
+    float model with onnxruntime:
+      x -> Q/DQ -> Conv(k1, group g1) -> Relu -> Q/DQ -> Conv(k2, group g2)
+        -> Add(Q/DQ(x)) -> Relu -> Q/DQ -> y          (NCDHW, "same" pads)."""
+    def wq(m, cg, k):
+        wf = rng.standard_normal((m, cg, *k)) * np.sqrt(2.0 / (cg * np.prod(k)))
+        sc = (np.abs(wf).reshape(m, -1).max(axis=1) / 127).astype(np.float32)
+        return wf.astype(np.float32), np.clip(np.rint(wf / sc.reshape(-1, 1, 1, 1, 1)), -127, 127).astype(np.int8), sc
+
+    w1f, w1, sw1 = wq(c, c // g1, k1)
+    w2f, w2, sw2 = wq(c, c // g2, k2)
+    b1 = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    b2 = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    pads = [[k // 2 for k in kk] * 2 for kk in (k1, k2)]
+
+    def build(q):
+        inits = [_tensor("b1", b1), _tensor("b2", b2)]
+        nodes = []
+        if q:
+            inits += [_tensor("zp", np.array(0, np.int8)), _tensor("zpc", np.zeros(c, np.int8))]
+            inits += [_tensor("w1q", w1), _tensor("w2q", w2), _tensor("sw1", sw1), _tensor("sw2", sw2)]
+            inits += [_tensor(f"s_{k}", v) for k, v in q.items()]
+            nodes += [helper.make_node("DequantizeLinear", [f"w{i}q", f"sw{i}", "zpc"], [f"w{i}"], axis=0)
+                      for i in (1, 2)]
+
+            def qdq(src, dst):
+                nodes.append(helper.make_node("QuantizeLinear", [src, f"s_{src}", "zp"], [f"{src}_q"]))
+                nodes.append(helper.make_node("DequantizeLinear", [f"{src}_q", f"s_{src}", "zp"], [dst]))
+        else:
+            inits += [_tensor("w1", w1f), _tensor("w2", w2f)]
+
+            def qdq(src, dst):
+                nodes.append(helper.make_node("Identity", [src], [dst]))
+        qdq("x", "xd")
+        nodes.append(helper.make_node("Conv", ["xd", "w1", "b1"], ["c1"], pads=pads[0], group=g1, name="conv1"))
+        nodes.append(helper.make_node("Relu", ["c1"], ["r1"]))
+        qdq("r1", "r1d")
+        nodes.append(helper.make_node("Conv", ["r1d", "w2", "b2"], ["c2"], pads=pads[1], group=g2, name="conv2"))
+        nodes.append(helper.make_node("Add", ["c2", "xd"], ["a2"]))
+        nodes.append(helper.make_node("Relu", ["a2"], ["r2"]))
+        if q:
+            qdq("r2", "y")
+        else:
+            nodes.append(helper.make_node("Identity", ["r2"], ["y"]))
+        shape = ("N", c, t, hw, hw)
+        outs = [_vi("y", np.float32, shape)] + ([] if q else [_vi("r1", np.float32, shape)])
+        g = helper.make_graph(nodes, "video_block", [_vi("x", np.float32, ("N", c, t, hw, hw))], outs,
+                              initializer=inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    x_cal = rng.standard_normal((2, c, t, hw, hw)).astype(np.float32)
+    y_cal, r1 = _ort_run(build(None), {"x": x_cal})
+    q = {"x": np.float32(np.abs(x_cal).max() / 127), "r1": np.float32(r1.max() / 127),
+         "r2": np.float32(y_cal.max() / 127 * 0.8)}  # some saturation at the output
+    model = build(q)
+    onnx.checker.check_model(model)
+    return model, q["r2"]
+
+
+VIDEO_BLOCKS = {
+    # name: (channels, first kernel, second kernel, first group, second group)
+    "r2plus1d": (12, (1, 3, 3), (3, 1, 1), 1, 1),
+    "p3d_serial": (16, (1, 3, 3), (3, 1, 1), 1, 1),
+    "csn_depthwise": (16, (1, 1, 1), (3, 3, 3), 1, 16),
+    "grouped_3x3x3": (12, (3, 3, 3), (3, 3, 3), 3, 1),
+}
+
+
+@pytest.mark.parametrize("block", list(VIDEO_BLOCKS))
+def test_video_block_qdq_model_vs_onnxruntime(block):
+    """3-D Q/DQ blocks lower to QConv (no float Conv left) and match
+    onnxruntime running the same Q/DQ model within one int8 step on < 2% of
+    the outputs (the 2-D resblock test's bound); every tier gives the
+    reference kernels' bits."""
+    rng = np.random.default_rng()
+    c, k1, k2, g1, g2 = VIDEO_BLOCKS[block]
+    model, s_out = _video_block_qdq(rng, c, k1, k2, g1, g2)
+    graph, _ = onnx_io.graph_from_onnx(model)
+    _core.lower_qdq_to_int8(graph)
+    ops = _op_types(graph)
+    assert ops.count("QConv") == 2 and not {"Conv", "Add", "Relu"} & set(ops), ops
+    x = rng.standard_normal((2, c, 4, 10, 10)).astype(np.float32)
+    want_ref = _engine(model, ref=True, lower=True)(x)
+    for tier in _available_tiers(KERNEL_TIERS):
+        np.testing.assert_array_equal(_engine(model, tier=tier, lower=True)(x), want_ref, err_msg=tier)
+    steps = np.rint(want_ref / s_out).astype(np.int32)
+    np.testing.assert_array_equal(want_ref, steps.astype(np.float32) * s_out)  # on the int8 grid
+    for optimize in (True, False):
+        want = _ort_run(model, {"x": x}, optimize=optimize)[0]
+        diff = np.abs(steps - np.rint(want / s_out).astype(np.int32))
+        assert diff.max() <= 1, f"max diff {diff.max()} steps (ORT optimize={optimize})"
+        assert np.mean(diff != 0) < 0.02
+
+
 # ---------------------------------------------------------------------------
 # End to end: the zoo ResNet-18 in int8 gives the same bits on every tier
 
@@ -1050,3 +1326,44 @@ def test_zoo_resnet18_int8_identical_across_tiers():
     for tier, out in outs.items():
         for key in out:
             np.testing.assert_array_equal(out[key], outs["ref"][key], err_msg=f"{tier} vs ref, output {key}")
+
+
+@pytest.mark.parametrize("family", ["r2plus1d", "p3d", "csn"])
+def test_zoo_video_int8_every_conv3d_lowered_and_identical_across_tiers(family):
+    """The zoo's video families (R(2+1)D, P3D, CSN) in int8: every Conv3d is
+    a 3-D QConv (no float conv left between Q/DQ), and every QConv output is
+    bit-identical on each tier the CPU has (ref, avx2, vnni), at batch 2."""
+    from pyengine import zoo
+
+    model = zoo.build_model(family)
+    name = model.graph.input[0].name
+    calib = [zoo.make_input(model, 1, seed=100 + i)[name] for i in range(2)]
+    base = pyengine.build(model, precision="int8", calibration_data=calib, report=False, progress=False)
+    ops = _op_types(base._graph)
+    n_conv = sum(n.op_type == "Conv" for n in model.graph.node)
+    assert ops.count("QConv") == n_conv and "Conv" not in ops and "FusedConv" not in ops, ops
+    m = onnx_io.graph_to_onnx(base._graph)
+    outs = [n.output[0] for n in m.graph.node if n.op_type == "QConv"]
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs)
+    x = zoo.make_input(model, 2, seed=7)[name]
+    saved = _core.isa_cap()
+    got, kernels = {}, {}
+    try:
+        for tier in _available_tiers(KERNEL_TIERS):
+            _core.set_isa_cap(tier)
+            graph, _ = onnx_io.graph_from_onnx(m)
+            eng = pyengine.Engine(graph, base.metadata, num_threads=2)
+            got[tier] = eng.run({name: x})
+            kernels[tier] = {" ".join(p["kernel"].split()[:2]) for p in eng.profile({name: x}, runs=1)
+                             if p["op"] == "QConv"}
+    finally:
+        _core.set_isa_cap(saved)
+    assert kernels["ref"] == {"qconv_s8_ref 3-D"}, kernels
+    if "avx2" in got:
+        assert kernels["avx2"] == {"qconv_s8_avx2 3-D"}, kernels
+    if "vnni" in got and _core.cpu_info()["avx512vnni"]:
+        assert kernels["vnni"] == {"qconv_s8_avx512vnni 3-D"}, kernels
+    for tier, out in got.items():
+        for key in outs:
+            np.testing.assert_array_equal(out[key], got["ref"][key], err_msg=f"{tier} vs ref, {key}")

@@ -708,23 +708,25 @@ def test_opset_11_model_is_upgraded_for_per_channel_dq(calib_data):
 def test_int8_metadata_names_the_layers_left_in_float():
     """A calibrated INT8 build says which quantized layers run on the int8
     kernels and which stay float fake-quant (DQ -> op), with the reason: here
-    a 3-D conv (the int8 conv kernels are 2-D) beside a 2-D one."""
+    a 1-D conv (the int8 conv kernels are 2-D and 3-D) after a 3-D and a 2-D
+    one, which both run as QConv."""
     rng = np.random.default_rng(8)
     b = GraphBuilder("mixed", opset=17, seed=8)
     x = b.input((3, 4, 8, 8))
     y3 = b.relu(b.conv(x, 6, (3, 1, 1), pad=(1, 0, 0, 1, 0, 0), bias=True))
-    y2 = b.reshape(b.transpose(y3, [0, 2, 1, 3, 4]), [-1, 6, 8, 8])
-    m = b.build({"y": b.relu(b.conv(y2, 5, (3, 3), bias=True))})
+    y2 = b.relu(b.conv(b.reshape(b.transpose(y3, [0, 2, 1, 3, 4]), [-1, 6, 8, 8]), 5, (3, 3), bias=True))
+    y1 = b.conv(b.reshape(y2, [-1, 5, 64]), 4, (3,), bias=True)
+    m = b.build({"y": b.relu(y1)})
     calib = rng.standard_normal((16, 3, 4, 8, 8)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         engine = pyengine.build(m, backend="cpu", precision="int8", calibration_data=calib, report=False,
                                 progress=False)
     meta = engine.metadata["int8"]
-    assert meta["int8_layers"] == {"QConv": 1}
+    assert meta["int8_layers"] == {"QConv": 2}
     assert len(meta["float_layers"]) == 1
     (layer,) = meta["float_layers"]
-    assert layer["op"] in ("Conv", "FusedConv") and "rank 5" in layer["reason"], layer
+    assert layer["op"] in ("Conv", "FusedConv") and "rank 3" in layer["reason"], layer
     # The float layer still runs quantized (fake-quant): close to FP32, not equal.
     fp32 = pyengine.build(m, backend="cpu")
     out, ref = engine(calib[:4]), fp32(calib[:4])

@@ -6,6 +6,8 @@
 //     ==>  QConv(x_q, w_q, b', z) {x_scale=sx, w_scale=sw*s, z_scale=sz, y_scale=sy,
 //                                  activation=Relu|Clip},  b' = b*s + t
 //   (Gemm ==> QGemm likewise, weights transposed to [M, K] once.)
+//   The Conv may be 2-D (NCHW) or 3-D (NCDHW: the video families' Conv3d);
+//   QConv takes both, so 3-D layers no longer run as float fake-quant.
 //
 // Preconditions, checked as a flat list of guards with a reason each (a
 // refusal leaves the node alone and is not an error):
@@ -136,6 +138,9 @@ struct Weights {
   const Tensor& tensor() const { return folded ? *folded : *value->constant(); }
 };
 
+// `rank` for a conv's weights: 4 (2-D) or 5 (3-D).
+constexpr int kConvWeightRank = -1;
+
 // `v` = DQ(w_q) with w_q an int8 constant of rank `rank`, per-tensor or per
 // channel along `axis`; or DQ(Q(w_f)) with w_f a float constant and the Q
 // using the DQ's parameters. "" or why not.
@@ -146,6 +151,7 @@ std::string match_weight_dq(const Value* v, int rank, int axis, Weights* out) {
     return "the weight is not produced by a DequantizeLinear";
   }
   if (dq->attr_int("block_size", 0) != 0) return "the weight is block-quantized";
+  auto rank_ok = [rank](int64_t r) { return rank == kConvWeightRank ? r == 4 || r == 5 : r == rank; };
   Value* x = dq->input(0);
   Value* s = dq->input(1);
   if (!x || !const_of(s, DType::kFloat32) || s->constant()->rank() > 1)
@@ -164,7 +170,7 @@ std::string match_weight_dq(const Value* v, int rank, int axis, Weights* out) {
   if (x->is_constant()) {
     if (x->constant()->dtype() != DType::kInt8)
       return str_cat("the weight is stored as ", dtype_name(x->constant()->dtype()), " (int8 only)");
-    if (x->constant()->rank() != rank) return str_cat("the weight has rank ", x->constant()->rank());
+    if (!rank_ok(x->constant()->rank())) return str_cat("the weight has rank ", x->constant()->rank());
     if (!axis_ok(*dq, *x->constant())) return str_cat("the weight scales are not per output channel (axis ", axis, ")");
     out->value = x;
     return "";
@@ -174,7 +180,7 @@ std::string match_weight_dq(const Value* v, int rank, int axis, Weights* out) {
   if (q->attr_int("block_size", 0) != 0) return "the weight is block-quantized";
   if (!const_of(q->input(0), DType::kFloat32)) return "the fake-quantized weight is not a float32 constant";
   const Tensor& wf = *q->input(0)->constant();
-  if (wf.rank() != rank) return str_cat("the weight has rank ", wf.rank());
+  if (!rank_ok(wf.rank())) return str_cat("the weight has rank ", wf.rank());
   if (!axis_ok(*dq, wf) || !axis_ok(*q, wf)) return str_cat("the weight scales are not per output channel (axis ", axis, ")");
   if (!const_of(q->input(1), DType::kFloat32) || floats_of(*q->input(1)->constant()) != out->scale)
     return "the weight QuantizeLinear and DequantizeLinear scales differ";
@@ -185,7 +191,7 @@ std::string match_weight_dq(const Value* v, int rank, int axis, Weights* out) {
   const float* src = wf.data<float>();
   int8_t* dst = t->data<int8_t>();
   int64_t inner = 1;
-  for (int i = axis + 1; i < rank; ++i) inner *= wf.dim(i);
+  for (int64_t i = axis + 1; i < wf.rank(); ++i) inner *= wf.dim(i);
   const int64_t channels = wf.dim(axis);
   for (int64_t i = 0; i < wf.numel(); ++i)
     dst[i] = quantize_s8(src[i], out->scale.size() == 1 ? out->scale[0] : out->scale[(i / inner) % channels]);
@@ -405,8 +411,10 @@ class LowerQdq final : public Pattern {
     int64_t m = 0;
     if (conv()) {
       l.kind = OpKind::kQConv;
-      why = match_weight_dq(n.input(1), 4, 0, &l.w);
-      NO_MATCH_IF(!why.empty(), why, " (QConv takes 2-D convolutions)");
+      // 2-D (NCHW) and 3-D (NCDHW, video) convolutions; the weight's rank
+      // says which (1-D convs stay float).
+      why = match_weight_dq(n.input(1), kConvWeightRank, 0, &l.w);
+      NO_MATCH_IF(!why.empty(), why, " (QConv takes 2-D and 3-D convolutions)");
       m = l.w.tensor().dim(0);
       for (const char* a : {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"})
         if (n.has_attr(a)) l.attrs[a] = n.attrs().at(a);

@@ -74,16 +74,18 @@ void infer_qconv(InferContext& ctx) {
     ctx.output(0) = out;
     return;
   }
-  if (x.rank() != 4 || w.rank() != 4)
-    ctx.fail("only 2-D convolutions are supported: input ", shape_str(x.shape), ", weights ", shape_str(w.shape));
+  if ((x.rank() != 4 && x.rank() != 5) || w.rank() != x.rank())
+    ctx.fail("only 2-D and 3-D convolutions are supported: input ", shape_str(x.shape), ", weights ",
+             shape_str(w.shape));
+  const size_t sp = static_cast<size_t>(x.rank()) - 2;
   const Node& n = ctx.node();
   const int64_t group = n.attr_int("group", 1);
-  const auto strides = n.attr_ints("strides", {1, 1});
-  const auto dil = n.attr_ints("dilations", {1, 1});
-  const auto pads = n.attr_ints("pads", {0, 0, 0, 0});
+  const auto strides = n.attr_ints("strides", std::vector<int64_t>(sp, 1));
+  const auto dil = n.attr_ints("dilations", std::vector<int64_t>(sp, 1));
+  const auto pads = n.attr_ints("pads", std::vector<int64_t>(2 * sp, 0));
   const std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
-  if (strides.size() != 2 || dil.size() != 2 || pads.size() != 4 || group < 1)
-    ctx.fail("strides, dilations, pads or group do not describe a 2-D convolution");
+  if (strides.size() != sp || dil.size() != sp || pads.size() != 2 * sp || group < 1)
+    ctx.fail("strides, dilations, pads or group do not describe a ", sp, "-D convolution");
   // Limits as for Conv (infer/conv_gemm.cc); sizes below are overflow-checked.
   if (group > kMaxDim) ctx.fail("group must be in [1, ", kMaxDim, "], got ", group);
   ctx.check_range("strides", strides, 1);
@@ -93,8 +95,10 @@ void infer_qconv(InferContext& ctx) {
     ctx.fail("input has ", x.shape[1], " channels, weights expect ", w.shape[1] * group);
   if (w.shape[0] >= 0 && w.shape[0] % group != 0)
     ctx.fail(w.shape[0], " output channels are not divisible by group ", group);
-  Shape y = {x.shape[0], w.shape[0], -1, -1};
-  for (int i = 0; i < 2; ++i) {
+  Shape y(x.rank(), -1);
+  y[0] = x.shape[0];
+  y[1] = w.shape[0];
+  for (size_t i = 0; i < sp; ++i) {
     const int64_t in = x.shape[2 + i], k = w.shape[2 + i], s = strides[i];
     if (s < 1 || dil[i] < 1) ctx.fail("strides and dilations must be >= 1");
     if (in < 0 || k < 0) continue;
@@ -102,7 +106,7 @@ void infer_qconv(InferContext& ctx) {
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
       y[2 + i] = ctx.add(in, s - 1) / s;
     } else {
-      const int64_t padded = auto_pad == "VALID" ? in : ctx.add(ctx.add(in, pads[i]), pads[i + 2]);
+      const int64_t padded = auto_pad == "VALID" ? in : ctx.add(ctx.add(in, pads[i]), pads[i + sp]);
       if (padded < dk) ctx.fail("kernel ", shape_str(w.shape), " is larger than the padded input ", shape_str(x.shape));
       y[2 + i] = (padded - dk) / s + 1;
     }

@@ -30,6 +30,12 @@ void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const i
                       const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
+void qconv_depthwise_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
+void qconv_depthwise_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
 void maxpool_s8_avx2(const PoolS8Geom&, const int8_t*, int8_t*, void*) { ENGINE_QK_UNREACHABLE; }
 size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }

@@ -361,4 +361,20 @@ void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t*
   pool.parallel_for(nt_count * mt_count, by_ref(body));
 }
 
+void qconv_depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e,
+                          void* ws) {
+  run_depthwise(pool, g, x, w, ws, [&e](const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
+    const __m256 mul = _mm256_set1_ps(e.mul[c]);
+    const __m256i bi = _mm256_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+    const __m256 bf = _mm256_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+      epilogue8(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j)), mul, bi, bf, idx + j);
+    if (j < n)  // the accumulator row is padded to 16 columns: the load stays inside it
+      epilogue8_lanes(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j)), mul, bi, bf, idx + j,
+                      (1u << (n - j)) - 1u);
+  });
+}
+
 }  // namespace engine::qk
+

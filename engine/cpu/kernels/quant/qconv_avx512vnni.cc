@@ -248,4 +248,18 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
   run_tiled<VnniTraits, Cols>(pool, g, x, t, ws, tr);
 }
 
+void qconv_depthwise_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w,
+                                const Epilogue& e, void* ws) {
+  run_depthwise(pool, g, x, w, ws, [&e](const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
+    const __m512 mul = _mm512_set1_ps(e.mul[c]);
+    const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+    const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+    for (int64_t j = 0; j < n; j += 16) {
+      const int64_t lanes = std::min<int64_t>(16, n - j);
+      const __mmask16 m = lanes == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << lanes) - 1u);
+      epilogue16(e, _mm512_loadu_si512(acc + j), mul, bi, bf, idx + j, m);
+    }
+  });
+}
+
 }  // namespace engine::qk

@@ -6,6 +6,9 @@
 // "planes/im2col" in describe(): most convs read zero-bordered phase planes
 // of the input, the rest an im2col (qconv_tiled.h picks per shape). The tier is
 // fixed when the kernel is created (dispatch.h) and weights are packed for it.
+// QConv is 2-D (NCHW) or 3-D (NCDHW); the weights' rank says which, and
+// both run the same tier code through one ConvGeom (a 2-D conv is the 3-D
+// one with a single frame); describe() adds "3-D" for the latter.
 //
 // Weights are normally constants, packed once here. They may also arrive at
 // run time (a model feeding everything as inputs); then they are packed into
@@ -143,13 +146,26 @@ class QConvKernel final : public Kernel {
         x_nonneg_(known_nonneg(node.input(0))) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
-    strides_ = node.attr_ints("strides", {1, 1});
-    dilations_ = node.attr_ints("dilations", {1, 1});
-    pads_ = node.attr_ints("pads", {0, 0, 0, 0});
+    strides_ = node.attr_ints("strides", {});
+    dilations_ = node.attr_ints("dilations", {});
+    pads_ = node.attr_ints("pads", {});
     auto_pad_ = node.attr_string("auto_pad", "NOTSET");
     kernel_shape_ = node.attr_ints("kernel_shape", {});
-    ENGINE_ENFORCE(strides_.size() == 2 && dilations_.size() == 2 && pads_.size() == 4, kUnsupportedOperator,
-                   desc_, ": only 2-D convolutions are supported");
+    // The spatial rank (2 or 3) comes from the attributes that are set, else
+    // from the weights (constant now, or at run time).
+    Value* w = node.input(1);
+    if (w && w->has_shape() && (w->shape().size() == 4 || w->shape().size() == 5))
+      spatial_ = static_cast<int64_t>(w->shape().size()) - 2;
+    for (const std::vector<int64_t>* a : {&strides_, &dilations_, &kernel_shape_, &pads_}) {
+      if (a->empty()) continue;
+      const int64_t r = static_cast<int64_t>(a->size()) / (a == &pads_ ? 2 : 1);
+      ENGINE_ENFORCE((r == 2 || r == 3) && (spatial_ == 0 || spatial_ == r) &&
+                         static_cast<int64_t>(a->size()) == r * (a == &pads_ ? 2 : 1),
+                     kUnsupportedOperator, desc_,
+                     ": only 2-D and 3-D convolutions are supported (strides, dilations, kernel_shape and pads "
+                     "must agree with the weights' rank)");
+      spatial_ = r;
+    }
     ENGINE_ENFORCE(auto_pad_ == "NOTSET" || auto_pad_ == "VALID" || auto_pad_ == "SAME_UPPER" ||
                        auto_pad_ == "SAME_LOWER",
                    kInvalidModel, desc_, ": unknown auto_pad '", auto_pad_, "'");
@@ -157,11 +173,15 @@ class QConvKernel final : public Kernel {
     for (int64_t v : dilations_) ENGINE_ENFORCE(v >= 1, kInvalidModel, desc_, ": dilations must be >= 1");
     for (int64_t v : pads_) ENGINE_ENFORCE(v >= 0, kInvalidModel, desc_, ": pads must be >= 0");
     ENGINE_ENFORCE(group_ >= 1, kInvalidModel, desc_, ": group must be >= 1");
-    Value* w = node.input(1);
-    // Depthwise (one input and one output channel per group): the direct
-    // kernel, on the AVX2 and VNNI tiers (a GEMM per channel has M = 1).
-    depthwise_ = tier_ != Tier::kRef && group_ > 1 && w && w->has_shape() && w->shape().size() == 4 &&
-                 w->shape()[0] == group_ && w->shape()[1] == 1;
+    // Depthwise (one input and output channel per group) runs its own SIMD
+    // kernel on the AVX2 and VNNI tiers (qconv_depthwise_applies).
+    if (w && w->has_shape() && w->shape().size() >= 4) {
+      const Shape& ws = w->shape();
+      int64_t taps = 1;
+      for (size_t i = 2; i < ws.size(); ++i) taps *= ws[i];
+      depthwise_ = tier_ != Tier::kRef && group_ > 1 && ws[0] == group_ && ws[1] == 1 && taps > 1 &&
+                   taps <= kDwMaxTaps;
+    }
     if (w && w->is_constant()) {
       weights_ = w->constant();
       check_weights(*weights_);
@@ -169,9 +189,7 @@ class QConvKernel final : public Kernel {
       mul_.resize(m);
       ep_.fill_mul(mul_.data(), m, desc_);
       const int64_t mg = m / group_, k = weights_->numel() / m;
-      if (depthwise_) {
-        // The depthwise kernel reads the weights as they are.
-      } else if (tier_ == Tier::kAvx512Vnni) {
+      if (tier_ == Tier::kAvx512Vnni) {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
@@ -187,47 +205,40 @@ class QConvKernel final : public Kernel {
   }
 
   std::string describe() const override {
-    if (depthwise_) return "qconv_s8_avx2 depthwise(vpmaddwd tap pairs)";
+    // 3-D convs run the same GEMMs over a 3-D im2col / frame planes
+    // (qconv_tiled.h); the profile says which form a layer took.
+    const std::string dims = spatial_ == 3 ? " 3-D" : "";
+    if (depthwise_)
+      return (tier_ == Tier::kAvx512Vnni ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims +
+             " depthwise(int16 madd)";
     switch (tier_) {
       case Tier::kAvx512Vnni:
-        return x_nonneg_ ? "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, u8 input)"
-                         : "qconv_s8_avx512vnni planes/im2col+gemm(vpdpbusd, +128 input)";
+        return "qconv_s8_avx512vnni" + dims +
+               (x_nonneg_ ? " planes/im2col+gemm(vpdpbusd, u8 input)" : " planes/im2col+gemm(vpdpbusd, +128 input)");
       case Tier::kAvx2:
-        return x_nonneg_ ? "qconv_s8_avx2 planes/im2col+gemm(maddubsw, u8 input)"
-                         : "qconv_s8_avx2 planes/im2col+gemm(int16 madd)";
+        return "qconv_s8_avx2" + dims +
+               (x_nonneg_ ? " planes/im2col+gemm(maddubsw, u8 input)" : " planes/im2col+gemm(int16 madd)");
       case Tier::kRef: break;
     }
-    return "qconv_s8_ref";
+    return "qconv_s8_ref" + dims;
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
     const Tensor& x = *in[0];
     const Tensor& w = *in[1];
     check_int8(x, desc_, "input");
-    ENGINE_ENFORCE(x.rank() == 4, kShape, desc_, ": input must be 4-D, got ", shape_str(x.shape()));
     if (!weights_) check_weights(w);
+    ENGINE_ENFORCE(x.rank() == w.rank(), kShape, desc_, ": input must be ", w.rank(), "-D for weights ",
+                   shape_str(w.shape()), ", got ", shape_str(x.shape()));
     ConvGeom g = geometry(x, w);
-    ENGINE_ENFORCE(g.oh == out[0]->dim(2) && g.ow == out[0]->dim(3) && g.n == out[0]->dim(0) &&
-                       g.m == out[0]->dim(1),
-                   kInternal, desc_, ": output shape ", shape_str(out[0]->shape()), " disagrees with the kernel");
+    const Tensor& y = *out[0];
+    ENGINE_ENFORCE(y.rank() == x.rank() && g.n == y.dim(0) && g.m == y.dim(1) && g.oh == y.dim(y.rank() - 2) &&
+                       g.ow == y.dim(y.rank() - 1) && (x.rank() == 4 || g.od == y.dim(2)),
+                   kInternal, desc_, ": output shape ", shape_str(y.shape()), " disagrees with the kernel");
     const Tensor* b = in.size() > 2 ? in[2] : nullptr;
     const Tensor* z = in.size() > 3 ? in[3] : nullptr;
     const int64_t mg = g.mg(), k = g.k();
     const int threads = ctx.pool().num_threads();
-    if (depthwise_) {
-      // One channel per group: the direct kernel on the plain weights.
-      ENGINE_ENFORCE(g.cg() == 1 && mg == 1, kInternal, desc_, ": not a depthwise convolution");
-      const size_t mul_bytes = weights_ ? 0 : align64(g.m * sizeof(float));
-      char* scratch = static_cast<char*>(ctx.scratch(mul_bytes + qconv_depthwise_avx2_workspace(g, threads)));
-      const float* mul = mul_.data();
-      if (!weights_) {
-        ep_.fill_mul(reinterpret_cast<float*>(scratch), g.m, desc_);
-        mul = reinterpret_cast<float*>(scratch);
-      }
-      qconv_depthwise_avx2(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), ep_.make(mul, b, z, *out[0], g.m, desc_),
-                           scratch + mul_bytes);
-      return;
-    }
     // Run-time weights are packed into scratch on every call: multipliers,
     // then the tier's packed weights (and, for VNNI, the +128 corrections).
     const size_t mul_bytes = align64(g.m * sizeof(float));
@@ -243,6 +254,8 @@ class QConvKernel final : public Kernel {
       if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
       ws_bytes = qconv_avx2_workspace(g, threads);
     }
+    const bool dw = tier_ != Tier::kRef && qconv_depthwise_applies(g);
+    if (dw) ws_bytes = std::max(ws_bytes, qconv_depthwise_workspace(g, threads));
     const size_t runtime_bytes = weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
@@ -269,6 +282,11 @@ class QConvKernel final : public Kernel {
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
     void* ws = scratch + runtime_bytes;
+    if (dw) {
+      if (tier_ == Tier::kAvx512Vnni) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
+      else qconv_depthwise_avx2(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
+      return;
+    }
     switch (tier_) {
       case Tier::kAvx512Vnni:
         qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr, e,
@@ -286,11 +304,13 @@ class QConvKernel final : public Kernel {
  private:
   void check_weights(const Tensor& w) const {
     check_int8(w, desc_, "weights");
-    ENGINE_ENFORCE(w.rank() == 4, kUnsupportedOperator, desc_, ": only 2-D convolutions are supported (weights ",
-                   shape_str(w.shape()), ")");
-    ENGINE_ENFORCE(w.dim(0) % group_ == 0, kInvalidModel, desc_, ": ", w.dim(0),
+    ENGINE_ENFORCE(w.rank() == 4 || w.rank() == 5, kUnsupportedOperator, desc_,
+                   ": only 2-D and 3-D convolutions are supported (weights ", shape_str(w.shape()), ")");
+    ENGINE_ENFORCE(spatial_ == 0 || spatial_ == w.rank() - 2, kInvalidModel, desc_, ": weights ",
+                   shape_str(w.shape()), " do not match the ", spatial_, "-D attributes");
+    ENGINE_ENFORCE(w.dim(0) > 0 && w.dim(0) % group_ == 0, kInvalidModel, desc_, ": ", w.dim(0),
                    " output channels are not divisible by group ", group_);
-    ENGINE_ENFORCE(w.dim(1) * w.dim(2) * w.dim(3) <= kMaxK, kUnsupportedOperator, desc_,
+    ENGINE_ENFORCE(w.numel() / w.dim(0) <= kMaxK, kUnsupportedOperator, desc_,
                    ": reduction size too large for int32 accumulation");
   }
 
@@ -306,24 +326,28 @@ class QConvKernel final : public Kernel {
   }
 
   ConvGeom geometry(const Tensor& x, const Tensor& w) const {
+    const int sp = static_cast<int>(w.rank()) - 2;  // 2 or 3 (check_weights)
+    const int z = sp - 2;                           // index of H among the spatial axes
+    auto at = [&](const std::vector<int64_t>& v, int i, int64_t def) { return v.empty() ? def : v[i]; };
     ConvGeom g;
     g.n = x.dim(0);
     g.c = x.dim(1);
-    g.h = x.dim(2);
-    g.w = x.dim(3);
+    g.h = x.dim(2 + z);
+    g.w = x.dim(3 + z);
     g.m = w.dim(0);
-    g.kh = w.dim(2);
-    g.kw = w.dim(3);
+    g.kh = w.dim(2 + z);
+    g.kw = w.dim(3 + z);
     g.group = group_;
     ENGINE_ENFORCE(g.c == w.dim(1) * group_, kShape, desc_, ": input has ", g.c, " channels, weights expect ",
                    w.dim(1) * group_);
     if (!kernel_shape_.empty())
-      ENGINE_ENFORCE(kernel_shape_.size() == 2 && kernel_shape_[0] == g.kh && kernel_shape_[1] == g.kw, kInvalidModel,
-                     desc_, ": kernel_shape does not match the weights ", shape_str(w.shape()));
-    g.sh = strides_[0];
-    g.sw = strides_[1];
-    g.dh = dilations_[0];
-    g.dw = dilations_[1];
+      for (int i = 0; i < sp; ++i)
+        ENGINE_ENFORCE(static_cast<int>(kernel_shape_.size()) == sp && kernel_shape_[i] == w.dim(2 + i), kInvalidModel,
+                       desc_, ": kernel_shape does not match the weights ", shape_str(w.shape()));
+    g.sh = at(strides_, z, 1);
+    g.sw = at(strides_, z + 1, 1);
+    g.dh = at(dilations_, z, 1);
+    g.dw = at(dilations_, z + 1, 1);
     auto axis = [&](int64_t in, int64_t k, int64_t s, int64_t d, int64_t pb, int64_t pe, int64_t* pad_begin) {
       const int64_t dk = (k - 1) * d + 1;
       int64_t o;
@@ -342,17 +366,25 @@ class QConvKernel final : public Kernel {
       }
       return o;
     };
-    g.oh = axis(g.h, g.kh, g.sh, g.dh, pads_[0], pads_[2], &g.pt);
-    g.ow = axis(g.w, g.kw, g.sw, g.dw, pads_[1], pads_[3], &g.pl);
+    if (sp == 3) {
+      g.d = x.dim(2);
+      g.kd = w.dim(2);
+      g.sd = at(strides_, 0, 1);
+      g.dd = at(dilations_, 0, 1);
+      g.od = axis(g.d, g.kd, g.sd, g.dd, at(pads_, 0, 0), at(pads_, 3, 0), &g.pf);
+    }
+    g.oh = axis(g.h, g.kh, g.sh, g.dh, at(pads_, z, 0), at(pads_, z + sp, 0), &g.pt);
+    g.ow = axis(g.w, g.kw, g.sw, g.dw, at(pads_, z + 1, 0), at(pads_, z + 1 + sp, 0), &g.pl);
     return g;
   }
 
   std::string desc_;
   Tier tier_;
   bool x_nonneg_;
-  bool depthwise_ = false;
   EpilogueAttrs ep_;
   int64_t group_ = 1;
+  int64_t spatial_ = 0;     // 2 or 3; 0 until known (no attribute set, weights fed at run time)
+  bool depthwise_ = false;  // for describe(); run() decides from the geometry
   std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;
   std::string auto_pad_;
   std::shared_ptr<const Tensor> weights_;

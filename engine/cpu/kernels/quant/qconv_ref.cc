@@ -1,8 +1,9 @@
 // int8 convolution and gemm, reference loops: the fallback and the oracle
 // the AVX2 kernels are tested against bit for bit.
-//   acc[n, m, oy, ox] = sum_{ci, ki, kj} x[n, g*cg + ci, iy, ix] * w[m, ci, ki, kj]
-//   with iy = oy*sh - pt + ki*dh, ix = ox*sw - pl + kj*dw (0 outside the
-//   input), g = m / mg; then epilogue_one() (quant_kernels.h).
+//   acc[n, m, oz, oy, ox] = sum_{ci, kz, ki, kj} x[n, g*cg + ci, iz, iy, ix] * w[m, ci, kz, ki, kj]
+//   with iz = oz*sd - pf + kz*dd, iy = oy*sh - pt + ki*dh, ix = ox*sw - pl +
+//   kj*dw (0 outside the input), g = m / mg; then epilogue_one()
+//   (quant_kernels.h). A 2-D conv is the case d = kd = od = 1.
 // Products and sums are exact in int32 (K * 128 * 128 < 2^31 is checked in
 // create()), so the summation order does not matter.
 #include "cpu/kernels/quant/quant_kernels.h"
@@ -10,28 +11,34 @@
 namespace engine::qk {
 
 void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e) {
-  const int64_t cg = g.cg(), mg = g.mg();
+  const int64_t cg = g.cg(), mg = g.mg(), ihw = g.ihw(), taps = g.kd * g.kh * g.kw;
   for (int64_t img = 0; img < g.n; ++img)
     for (int64_t m = 0; m < g.m; ++m) {
       const int64_t grp = m / mg;
-      const int8_t* wm = w + m * cg * g.kh * g.kw;
-      for (int64_t oy = 0; oy < g.oh; ++oy)
-        for (int64_t ox = 0; ox < g.ow; ++ox) {
-          int32_t acc = 0;
-          for (int64_t ci = 0; ci < cg; ++ci) {
-            const int8_t* plane = x + (img * g.c + grp * cg + ci) * g.h * g.w;
-            for (int64_t ki = 0; ki < g.kh; ++ki) {
-              const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
-              if (iy < 0 || iy >= g.h) continue;
-              for (int64_t kj = 0; kj < g.kw; ++kj) {
-                const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
-                if (ix < 0 || ix >= g.w) continue;
-                acc += static_cast<int32_t>(plane[iy * g.w + ix]) * wm[(ci * g.kh + ki) * g.kw + kj];
+      const int8_t* wm = w + m * cg * taps;
+      for (int64_t oz = 0; oz < g.od; ++oz)
+        for (int64_t oy = 0; oy < g.oh; ++oy)
+          for (int64_t ox = 0; ox < g.ow; ++ox) {
+            int32_t acc = 0;
+            for (int64_t ci = 0; ci < cg; ++ci) {
+              const int8_t* chan = x + (img * g.c + grp * cg + ci) * ihw;
+              for (int64_t kz = 0; kz < g.kd; ++kz) {
+                const int64_t iz = oz * g.sd - g.pf + kz * g.dd;
+                if (iz < 0 || iz >= g.d) continue;
+                const int8_t* plane = chan + iz * g.h * g.w;
+                for (int64_t ki = 0; ki < g.kh; ++ki) {
+                  const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
+                  if (iy < 0 || iy >= g.h) continue;
+                  for (int64_t kj = 0; kj < g.kw; ++kj) {
+                    const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
+                    if (ix < 0 || ix >= g.w) continue;
+                    acc += static_cast<int32_t>(plane[iy * g.w + ix]) * wm[((ci * g.kd + kz) * g.kh + ki) * g.kw + kj];
+                  }
+                }
               }
             }
+            epilogue_one(e, acc, m, (((img * g.m + m) * g.od + oz) * g.oh + oy) * g.ow + ox);
           }
-          epilogue_one(e, acc, m, ((img * g.m + m) * g.oh + oy) * g.ow + ox);
-        }
     }
 }
 

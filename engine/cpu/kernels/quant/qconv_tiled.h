@@ -96,14 +96,17 @@ inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64
 }
 
 // im2col rows [kk0, kk1) of merged columns [p0, p1) for one group: row kk =
-// (ci, ki, kj) of the group's K rows lands at out + (kk - kk0) * ld.
-// Counters step through (ci, ki, kj) and (image, oy, ox): no divisions in
-// the loops.
+// (ci, kz, ki, kj) of the group's K rows lands at out + (kk - kk0) * ld.
+// Column q is output position (oz, oy, ox) of image q / ohw() (oz = 0 for
+// 2-D). Counters step through (ci, kz, ki, kj) and (image, oz, oy, ox): no
+// divisions in the loops. A tap whose input frame iz lies in the depth
+// padding reads zeros for the whole output row.
 inline void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, int64_t p1, int64_t kk0,
                         int64_t kk1, int8_t* out, int64_t ld) {
-  const int64_t hw = g.oh * g.ow, khw = g.kh * g.kw;
-  const int64_t img_start = p0 / hw, oy_start = (p0 % hw) / g.ow, ox_start = p0 % g.ow;
-  int64_t ci = grp * g.cg() + kk0 / khw, ki = (kk0 / g.kw) % g.kh, kj = kk0 % g.kw;
+  const int64_t hw = g.ohw(), ohw2 = g.oh * g.ow, khw = g.kh * g.kw, taps = g.kd * khw;
+  const int64_t img_start = p0 / hw, rem = p0 % hw;
+  const int64_t oz_start = rem / ohw2, oy_start = (rem % ohw2) / g.ow, ox_start = rem % g.ow;
+  int64_t ci = grp * g.cg() + kk0 / taps, kz = (kk0 / khw) % g.kd, ki = (kk0 / g.kw) % g.kh, kj = kk0 % g.kw;
   for (int64_t kk = kk0; kk < kk1; ++kk) {
     const int64_t col_off = kj * g.dw - g.pl;
     // Output columns whose input column ox * sw + col_off is in [0, w).
@@ -112,23 +115,34 @@ inline void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t
     if (g.w - col_off > 0) hi = std::min<int64_t>(g.ow, (g.w - col_off + g.sw - 1) / g.sw);
     hi = std::max(hi, lo);
     int8_t* row = out + (kk - kk0) * ld;
-    int64_t img = img_start, oy = oy_start, ox0 = ox_start;
+    int64_t img = img_start, oz = oz_start, oy = oy_start, ox0 = ox_start;
     for (int64_t q = p0; q < p1;) {
       const int64_t run = std::min(g.ow - ox0, p1 - q);
-      const int8_t* plane = x + (img * g.c + ci) * g.h * g.w;
-      im2col_run(g, plane, oy * g.sh - g.pt + ki * g.dh, col_off, lo, hi, ox0, run, row + (q - p0));
+      const int64_t iz = oz * g.sd - g.pf + kz * g.dd;
+      if (iz < 0 || iz >= g.d) {
+        std::memset(row + (q - p0), 0, static_cast<size_t>(run));
+      } else {
+        const int8_t* plane = x + ((img * g.c + ci) * g.d + iz) * g.h * g.w;
+        im2col_run(g, plane, oy * g.sh - g.pt + ki * g.dh, col_off, lo, hi, ox0, run, row + (q - p0));
+      }
       q += run;
       ox0 = 0;
       if (++oy == g.oh) {
         oy = 0;
-        ++img;
+        if (++oz == g.od) {
+          oz = 0;
+          ++img;
+        }
       }
     }
     if (++kj == g.kw) {
       kj = 0;
       if (++ki == g.kh) {
         ki = 0;
-        ++ci;
+        if (++kz == g.kd) {
+          kz = 0;
+          ++ci;
+        }
       }
     }
   }
@@ -176,11 +190,13 @@ struct TileCols {
   }
 
   // The padded-row column space (TiledPlan::padded): tile columns q ..
-  // q + nr - 1 of image img, column q = oy * wp + ox. Columns with ox >= ow
-  // (the row's padding) or oy >= oh are computed but not stored: they get
-  // no segment.
-  void compute_padded(int64_t q, int nr, int64_t img, int64_t wp, int64_t ow, int64_t oh, int64_t m) {
-    hw = oh * ow;
+  // q + nr - 1 of one output frame, column q = oy * wp + ox, the frame's
+  // first output at frame_base, channels chan_stride apart. Columns with
+  // ox >= ow (the row's padding) or oy >= oh are computed but not stored:
+  // they get no segment.
+  void compute_padded(int64_t q, int nr, int64_t frame_base, int64_t chan_stride, int64_t wp, int64_t ow,
+                      int64_t oh) {
+    hw = chan_stride;
     groups = (nr + W - 1) / W;
     int64_t oy = q / wp, ox = q % wp;
     for (int j = 0; j < groups; ++j) {
@@ -191,7 +207,7 @@ struct TileCols {
         const int valid = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(run, ow - ox)));
         if (valid > 0) {
           mask[j][n] = (valid == 32 ? ~0u : (1u << valid) - 1u) << l;
-          base[j][n] = img * m * hw + oy * ow + ox - l;
+          base[j][n] = frame_base + oy * ow + ox - l;
           ++n;
         }
         l += run;
@@ -220,13 +236,22 @@ struct TileCols {
 // im2col pass. The wp - ow columns at the end of every row are computed and
 // thrown away, so it is used only where that costs less than the im2col
 // (see tiled_plan). Panels and chunks then never straddle two images.
+// 3-D convs run padded frame by frame: every (image, output frame oz) is one
+// column space as above, the planes are made per input frame (d of them per
+// channel), and k row (ci, kz, ki, kj) reads frame iz = oz*sd - pf + kz*dd
+// of channel ci at tap (ki, kj), or a zero row when iz is in the depth
+// padding. When the planes would equal the input (1x1 taps, stride 1 and
+// no pads in H and W: a (kt, 1, 1) temporal conv) no copy is made: the pack
+// reads the input's frames directly.
 constexpr int kMaxPaddedTaps = 64;
 struct TiledPlan {
   int64_t p, k, groups, mg, mt_count, nt_count, chunk, chunks, msplit, tasks;
   int64_t panel_bytes, ld;
   size_t rows_bytes, packed_bytes;
   bool padded = false;
-  int64_t hp = 0, wp = 0, p_img = 0, nt_img = 0, cpi = 0;  // padded: plane, columns, panels, chunks per image
+  int64_t hp = 0, wp = 0, p_img = 0, nt_img = 0, cpi = 0;  // padded: plane, columns, panels, chunks per frame
+  int64_t frames = 0;                                       // padded: n * od column spaces
+  bool direct = false;                                      // padded: the planes are the input itself
   int64_t phases = 1, chan_bytes = 0;                       // padded: sh * sw planes per channel, their bytes
   uint64_t used_phases = 0;                                 // padded: bit a * sw + b: a tap reads phase (a, b)
   int64_t tap_off[kMaxPaddedTaps];                          // padded: tap ki * kw + kj's offset in a channel
@@ -240,7 +265,7 @@ template <class T>
 TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   TiledPlan t;
   threads = std::max(threads, 1);
-  t.p = g.n * g.oh * g.ow;
+  t.p = g.n * g.ohw();
   t.k = g.k();
   t.groups = (t.k + T::kKGroup - 1) / T::kKGroup;
   t.mg = g.mg();
@@ -255,7 +280,7 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
   const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
   // (A 1x1 conv's im2col is one gather per k row: no taps to share.)
-  if (g.kh * g.kw > 1 && g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
+  if (g.kd * g.kh * g.kw > 1 && g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
     const int64_t wp = g.ow + (g.kw - 1) * g.dw / g.sw, hp = g.oh + (g.kh - 1) * g.dh / g.sh;
     const int64_t nt_img = (g.oh * wp + 15) / 16;
     // Worth it unless the thrown-away columns (and the per-image panel
@@ -268,19 +293,21 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
       const int64_t r = cols % 16;
       return cols / 16 * 16 + (r == 0 ? 0 : r <= 4 ? r : 16);
     };
-    const int64_t merged = cost(t.p) * 3, pad = g.n * cost(g.oh * wp) * 2;
+    const int64_t frames = g.n * g.od;
+    const int64_t merged = cost(t.p) * 3, pad = frames * cost(g.oh * wp) * 2;
     if (pad <= merged) {
       t.padded = true;
+      t.frames = frames;
       t.wp = wp;
       t.hp = hp;
       t.p_img = g.oh * wp;
       t.nt_img = nt_img;
-      t.nt_count = g.n * nt_img;
+      t.nt_count = frames * nt_img;
       t.cpi = (nt_img + max_chunk - 1) / max_chunk;
-      if (t.cpi > 1 && g.n % threads != 0) t.cpi = round_up(t.cpi, threads);
+      if (t.cpi > 1 && frames % threads != 0) t.cpi = round_up(t.cpi, threads);
       t.chunk = (nt_img + t.cpi - 1) / t.cpi;
       t.cpi = (nt_img + t.chunk - 1) / t.chunk;
-      t.chunks = g.n * t.cpi;
+      t.chunks = frames * t.cpi;
       t.phases = g.sh * g.sw;
       t.chan_bytes = t.phases * hp * wp;
       for (int64_t ki = 0; ki < g.kh; ++ki)
@@ -289,7 +316,9 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
           t.used_phases |= uint64_t{1} << ph;
           t.tap_off[ki * g.kw + kj] = (ph * hp + ki * g.dh / g.sh) * wp + kj * g.dw / g.sw;
         }
-      t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * t.chan_bytes + wp + 64));
+      // (kw == 1: no thrown-away columns, so no read past the last frame.)
+      t.direct = t.phases == 1 && hp == g.h && wp == g.w && g.pt == 0 && g.pl == 0 && g.kw == 1;
+      if (!t.direct) t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * g.d * t.chan_bytes + wp + 64));
     }
   }
   if (!t.padded) {
@@ -310,8 +339,8 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
   return t;
 }
 
-// The phase planes of x for TiledPlan::padded: channel ci of image i at
-// out + (i * c + ci) * chan_bytes, phase (a, b) at (a * sw + b) * hp * wp
+// The phase planes of x for TiledPlan::padded: channel ci of image i (frame
+// z of it, 3-D) at out + ((i * c + ci) * d + z) * chan_bytes, phase (a, b) at (a * sw + b) * hp * wp
 // in it, row r, column j = input pixel (r * sh + a - pt, j * sw + b - pl),
 // 0 outside the input. Phases no tap reads are left unwritten (only the
 // thrown-away columns may read them).
@@ -359,16 +388,16 @@ inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, cons
         }
     }
   };
-  pool.parallel_for(g.n * g.c, by_ref(body), 8);
+  pool.parallel_for(g.n * g.c * g.d, by_ref(body), 8);
   // Thrown-away columns of the last plane read up to wp bytes past it.
-  std::memset(out + g.n * g.c * t.chan_bytes, 0, static_cast<size_t>(t.wp + 64));
+  std::memset(out + g.n * g.c * g.d * t.chan_bytes, 0, static_cast<size_t>(t.wp + 64));
 }
 
 template <class T, class Cols>
 void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, void* ws, const T& tr) {
-  const int64_t hw = g.oh * g.ow;
-  int8_t* padded = static_cast<int8_t*>(ws);
-  if (t.padded) pad_input(pool, g, x, t, padded);
+  const int64_t hw = g.ohw();
+  const int8_t* padded = t.direct ? x : static_cast<const int8_t*>(ws);
+  if (t.padded && !t.direct) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
   char* thread_ws = static_cast<char*>(ws) + t.pad_bytes;
   std::atomic<int64_t> next{0};
   auto body = [&](int tid, int) {
@@ -382,12 +411,14 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
          task = next.fetch_add(1, std::memory_order_relaxed)) {
       const int64_t id = task / t.msplit, ms = task % t.msplit;
       const int64_t ch = id % t.chunks, grp = id / t.chunks;
-      int64_t nt0, nts, p0, p1, img = 0;
-      if (t.padded) {  // p0, p1: columns of image img's padded plane
-        img = ch / t.cpi;
+      int64_t nt0, nts, p0, p1, img = 0, oz = 0;
+      if (t.padded) {  // p0, p1: columns of frame oz of image img's padded plane
+        const int64_t frame = ch / t.cpi;
+        img = frame / g.od;
+        oz = frame % g.od;
         const int64_t local = ch % t.cpi * t.chunk;
         nts = std::min(t.chunk, t.nt_img - local);
-        nt0 = img * t.nt_img + local;
+        nt0 = frame * t.nt_img + local;
         p0 = local * 16;
         p1 = std::min(t.p_img, p0 + nts * 16);
       } else {
@@ -400,20 +431,25 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
       // A thread keeps its last chunk: its next task is often another M
       // split of the same chunk.
       if (id != packed_id && t.padded) {
-        const int8_t* src = padded + (img * g.c + grp * g.cg()) * t.chan_bytes + p0;
-        const int64_t taps = g.kh * g.kw;
-        int64_t ci = 0, tap = 0;  // of k row kk0 + i, stepped without divisions
+        // Frame iz of channel ci at src + (ci * d + iz) * chan_bytes.
+        const int8_t* src = padded + (img * g.c + grp * g.cg()) * g.d * t.chan_bytes + p0;
+        const int64_t taps = g.kh * g.kw, iz0 = oz * g.sd - g.pf;
+        std::memset(rowbuf, 0, ncols);  // rows past K and taps in the depth padding read zeros
+        int64_t ci = 0, kz = 0, tap = 0;  // of k row kk0 + i, stepped without divisions
         for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
           const int64_t rows = std::min<int64_t>(T::kKGroup, t.k - kk0);
           const int8_t* r[T::kKGroup];
           for (int i = 0; i < T::kKGroup; ++i) {
-            r[i] = i < rows ? src + ci * t.chan_bytes + t.tap_off[tap] : rowbuf;
+            const int64_t iz = iz0 + kz * g.dd;
+            r[i] = i < rows && iz >= 0 && iz < g.d ? src + (ci * g.d + iz) * t.chan_bytes + t.tap_off[tap] : rowbuf;
             if (++tap == taps) {
               tap = 0;
-              ++ci;
+              if (++kz == g.kd) {
+                kz = 0;
+                ++ci;
+              }
             }
           }
-          if (rows < T::kKGroup) std::memset(rowbuf, 0, ncols);  // rows past K read zeros
           tr.pack_group(r, ncols, packed + kk0 / T::kKGroup * 64, t.panel_bytes);
         }
         packed_id = id;
@@ -447,7 +483,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
           const int64_t col = p0 + j * 16;
           const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
           tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
-          if (t.padded) cols.compute_padded(col, nr, img, t.wp, g.ow, g.oh, g.m);
+          if (t.padded) cols.compute_padded(col, nr, img * g.m * hw + oz * g.oh * g.ow, hw, t.wp, g.ow, g.oh);
           else cols.compute(col, nr, hw, g.m);
           tr.epilogue(tile, mr, nr, grp * t.mg + mt * T::kMR, cols);
         }
@@ -456,6 +492,93 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
   };
   // Tasks are claimed from `next`: a worker that starts late (a busy
   // machine) finds them taken and returns, instead of being waited for.
+  pool.run_any(by_ref(body));
+}
+
+
+// ---------------------------------------------------------------------------
+// Depthwise convs (one input and one output channel per group: ir-CSN's
+// 3x3x3, MobileNet-style 3x3), 2-D or 3-D, outside the GEMM: there each
+// channel would be a GEMM with one weight row, so 7 of the 8 VNNI rows (5 of
+// 6, 3 of 4 on AVX2) would multiply zeros. Here a task is one (image,
+// channel): its input is copied into a zero-bordered buffer (frames x rows x
+// sw column phases, so every tap reads a contiguous run for stride sw), then
+// each output row of 16 columns sums its taps two at a time with vpmaddwd:
+// the two taps' int8 inputs widened to int16 and interleaved, times the
+// (w0, w1) pair, summed into int32. Exact (|x * w| <= 2^14, a pair sum fits
+// int32), so the accumulators are the reference's; the row then goes
+// through the ISA file's vector epilogue (`row_epilogue(acc, n, c, idx)`).
+template <class RowEpilogue>
+void run_depthwise(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, void* ws,
+                   const RowEpilogue& row_epilogue) {
+  const DwPlan p = dw_plan(g);
+  ENGINE_CHECK(p.taps <= kDwMaxTaps, "depthwise conv with too many taps");
+  const int64_t tasks = g.n * g.c, ohw = g.ohw();
+  std::atomic<int64_t> next{0};
+  auto body = [&](int tid, int) {
+    int8_t* buf = static_cast<int8_t*>(ws) + p.per_thread * static_cast<size_t>(tid);
+    auto* acc = reinterpret_cast<int32_t*>(buf + p.acc_offset);
+    // Tap t's offset in buf relative to output (oz, oy, ox) = (0, 0, 0),
+    // and the weights of taps (2i, 2i+1) as one int32 of two int16.
+    int64_t off[kDwMaxTaps + 1];
+    int32_t wpair[(kDwMaxTaps + 1) / 2];
+    for (int64_t task = next.fetch_add(1, std::memory_order_relaxed); task < tasks;
+         task = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t img = task / g.c, ch = task % g.c;
+      const int8_t* src = x + task * g.ihw();
+      // The zero-bordered copy: padded pixel (pz, pr, pc) is input (pz - pf,
+      // pr - pt, pc - pl); column pc = j * sw + b lives in phase b at j.
+      for (int64_t pz = 0; pz < p.dp; ++pz)
+        for (int64_t pr = 0; pr < p.hp; ++pr) {
+          int8_t* row = buf + (pz * p.hp + pr) * p.row_bytes;
+          std::memset(row, 0, static_cast<size_t>(p.row_bytes));
+          const int64_t iz = pz - g.pf, iy = pr - g.pt;
+          if (iz < 0 || iz >= g.d || iy < 0 || iy >= g.h) continue;
+          const int8_t* in = src + (iz * g.h + iy) * g.w;
+          if (g.sw == 1) {
+            const int64_t lo = std::max<int64_t>(0, g.pl), hi = std::min<int64_t>(p.wq, g.w + g.pl);
+            if (hi > lo) std::memcpy(row + lo, in + lo - g.pl, static_cast<size_t>(hi - lo));
+            continue;
+          }
+          for (int64_t b = 0; b < g.sw; ++b)
+            for (int64_t j = 0; j < p.wq; ++j) {
+              const int64_t ic = j * g.sw + b - g.pl;
+              if (ic >= 0 && ic < g.w) row[b * p.wq + j] = in[ic];
+            }
+        }
+      const int8_t* wc = w + ch * p.taps;
+      int64_t t = 0;
+      for (int64_t kz = 0; kz < g.kd; ++kz)
+        for (int64_t ki = 0; ki < g.kh; ++ki)
+          for (int64_t kj = 0; kj < g.kw; ++kj, ++t)
+            off[t] = ((kz * g.dd) * p.hp + ki * g.dh) * p.row_bytes + (kj * g.dw) % g.sw * p.wq + (kj * g.dw) / g.sw;
+      const int64_t pairs = (p.taps + 1) / 2;
+      if (p.taps % 2) off[p.taps] = off[p.taps - 1];  // the odd tap's partner: weight 0, a valid read
+      for (int64_t i = 0; i < pairs; ++i) {
+        const int32_t w0 = wc[2 * i], w1 = 2 * i + 1 < p.taps ? wc[2 * i + 1] : 0;
+        wpair[i] = static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(w1)) << 16) |
+                                        static_cast<uint16_t>(w0));
+      }
+      for (int64_t oz = 0; oz < g.od; ++oz)
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+          const int8_t* base = buf + ((oz * g.sd) * p.hp + oy * g.sh) * p.row_bytes;
+          for (int64_t ox = 0; ox < g.ow; ox += 16) {
+            // lo: columns 0-3 | 8-11, hi: 4-7 | 12-15 (vpunpck* work per 128-bit lane).
+            __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+            for (int64_t i = 0; i < pairs; ++i) {
+              const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[2 * i] + ox)));
+              const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + off[2 * i + 1] + ox)));
+              const __m256i wv = _mm256_set1_epi32(wpair[i]);
+              lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), wv));
+              hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), wv));
+            }
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + ox), _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + ox + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+          }
+          row_epilogue(acc, g.ow, ch, (img * g.c + ch) * ohw + (oz * g.oh + oy) * g.ow);
+        }
+    }
+  };
   pool.run_any(by_ref(body));
 }
 

@@ -126,19 +126,27 @@ static inline void epilogue_one(const Epilogue& e, int32_t acc, int64_t c, int64
   }
 }
 
-// Geometry of one QConv call (2-D, NCHW). Pads are the resolved top/left
-// pads (auto_pad already applied); bottom/right pads only shape oh/ow.
+// Geometry of one QConv call, 2-D (NCHW) or 3-D (NCDHW: depth d = frames).
+// Pads are the resolved front/top/left pads (auto_pad already applied);
+// back/bottom/right pads only shape od/oh/ow. A 2-D conv is the 3-D one with
+// d = kd = od = sd = dd = 1 and pf = 0 (the defaults), so every kernel reads
+// one geometry. Per channel the input holds d*h*w values and the output
+// od*oh*ow (ihw(), ohw()).
 struct ConvGeom {
   int64_t n = 0, c = 0, h = 0, w = 0;   // input
-  int64_t m = 0, kh = 0, kw = 0;        // weights [m, c/group, kh, kw]
+  int64_t m = 0, kh = 0, kw = 0;        // weights [m, c/group, (kd,) kh, kw]
   int64_t oh = 0, ow = 0;               // output spatial
   int64_t group = 1;
   int64_t sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t d = 1, kd = 1, od = 1, sd = 1, dd = 1, pf = 0;  // the depth axis (3-D only)
   int64_t cg() const { return c / group; }
   int64_t mg() const { return m / group; }
-  int64_t k() const { return cg() * kh * kw; }
+  int64_t k() const { return cg() * kd * kh * kw; }
+  int64_t ihw() const { return d * h * w; }
+  int64_t ohw() const { return od * oh * ow; }
   bool is_pointwise() const {
-    return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w;
+    return kd == 1 && kh == 1 && kw == 1 && sd == 1 && sh == 1 && sw == 1 && pf == 0 && pt == 0 && pl == 0 &&
+           od == d && oh == h && ow == w;
   }
 };
 
@@ -188,13 +196,6 @@ size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
                 const Epilogue& e, void* ws);
 
-// Depthwise QConv (group == C == M), any kernel, strides, dilations and pads
-// (see qdepthwise_avx2.cc); w is the plain [M, 1, kh, kw] int8 weight;
-// bit-identical to qconv_ref. ws: qconv_depthwise_avx2_workspace bytes.
-size_t qconv_depthwise_avx2_workspace(const ConvGeom& g, int threads);
-void qconv_depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e,
-                          void* ws);
-
 // ---------------------------------------------------------------------------
 // AVX512-VNNI int8 conv (see qconv_avx512vnni.cc). vpdpbusd multiplies
 // unsigned by signed bytes and sums groups of 4 into int32 lanes, exactly
@@ -215,6 +216,45 @@ void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t*
 size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads);
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
                       const int32_t* corr, const Epilogue& e, void* ws);
+
+// ---------------------------------------------------------------------------
+// Depthwise int8 conv (one input and one output channel per group), 2-D or
+// 3-D, on the AVX2 and VNNI tiers (qconv_tiled.h, run_depthwise): per (image,
+// channel) a zero-bordered copy of the input, then vpmaddwd over pairs of
+// taps, 16 output columns at a time. Taken for depthwise convs with 2 to
+// kDwMaxTaps taps; others stay on the GEMM. w: the raw [c, 1, kd, kh, kw]
+// weights. ws: qconv_depthwise_workspace(g, threads) bytes, 64-byte aligned.
+constexpr int64_t kDwMaxTaps = 127;
+struct DwPlan {
+  int64_t dp = 0, hp = 0, wq = 0, row_bytes = 0, chan_bytes = 0, taps = 0;
+  size_t acc_offset = 0, per_thread = 0;
+};
+// Buffer per thread: frames dp x rows hp x sw phases of wq columns (ow, the
+// widest tap offset and 16 more, so a row's last 16-column load stays in
+// it), then one output row of int32 accumulators.
+inline DwPlan dw_plan(const ConvGeom& g) {
+  DwPlan p;
+  p.dp = (g.od - 1) * g.sd + (g.kd - 1) * g.dd + 1;
+  p.hp = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  p.wq = g.ow + (g.kw - 1) * g.dw / g.sw + 16;
+  p.row_bytes = g.sw * p.wq;
+  p.chan_bytes = p.dp * p.hp * p.row_bytes;
+  p.taps = g.kd * g.kh * g.kw;
+  p.acc_offset = static_cast<size_t>(round_up(p.chan_bytes, 64));
+  p.per_thread = p.acc_offset + static_cast<size_t>(round_up(round_up(g.ow, 16) * 4, 64));
+  return p;
+}
+inline bool qconv_depthwise_applies(const ConvGeom& g) {
+  const int64_t taps = g.kd * g.kh * g.kw;
+  return g.cg() == 1 && g.mg() == 1 && taps > 1 && taps <= kDwMaxTaps;
+}
+inline size_t qconv_depthwise_workspace(const ConvGeom& g, int threads) {
+  return dw_plan(g).per_thread * static_cast<size_t>(threads < 1 ? 1 : threads);
+}
+void qconv_depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e,
+                          void* ws);
+void qconv_depthwise_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w,
+                                const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
 // int8 MaxPool on one NCHW plane (maxpool_s8.cc). pt/pl are the top/left
