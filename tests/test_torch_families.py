@@ -35,7 +35,7 @@ one-cycle learning rate, TRAIN_STEPS batches of 16 crops, seeded, PyTorch on
 one thread), cached per family so both exporters export the same network.
 Exceptions (``TRAINING``): the two full-width ResNet-50s train only layer4
 and fc on their frozen random stem and layer1-3 (23.5M parameters are too
-slow to train end to end here), WRN-10-4 trains half the steps; the SEW
+slow to train end to end here), WRN-10-4 trains 80 steps; the SEW
 spiking ResNet trains through ``torch_models.SurrogateHeaviside`` (eval mode,
 and so the export, keeps the plain Heaviside). Pruned BatchNorm scales (exact
 zeros) and the RM blocks' Dirac channels stay fixed. onnxruntime's own INT8
@@ -67,9 +67,9 @@ from test_torch_export import export, ort_session, rel_l2  # noqa: E402
 MAX_REL_L2 = 1e-5          # pyengine FP32 vs onnxruntime FP32
 MIN_AGREEMENT = 0.99       # INT8 vs FP32 top-1, held-out real images
 MIN_ACCURACY = 0.5         # the trained network's FP32 top-1 on the held-out crops (chance: 1 / 10)
-TRAIN_PER_CLASS = 80       # crops per picture: training (left 60% of the picture)
+TRAIN_PER_CLASS = 80       # crops per picture: training (from 60% of its tiles)
 CALIB_SAMPLES = 128        # of the training crops: INT8 calibration
-TEST_PER_CLASS = 30        # crops per picture: the held-out INT8 check (300 images, right 40%)
+TEST_PER_CLASS = 30        # crops per picture: the held-out INT8 check (300 images, the other tiles)
 SCALE = 2                  # crop windows are 1x to SCALE x the input size
 TRAIN_STEPS = 120          # Adam steps of TRAIN_BATCH crops (2.4 epochs of the training crops)
 TRAIN_BATCH = 16
@@ -86,7 +86,7 @@ TRAINING = {
     # and layer1-3's outputs of half the training crops.
     "resnet50": dict(steps=120, lr=1e-3, split=lambda m: _resnet_layer4(m)),
     "resnet50_pruned": dict(steps=120, lr=1e-3, split=lambda m: _resnet_layer4(m)),
-    # WRN-10-4 at 32 px: 16 ms a crop, 4x the median family: half the steps.
+    # WRN-10-4 at 32 px: 16 ms a crop, 4x the median family: two thirds of the steps.
     "wide_resnet28_10": dict(steps=80),
 }
 
