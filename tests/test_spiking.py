@@ -173,12 +173,14 @@ def test_calibration_quantizes_spikes_exactly():
 
 
 @pytest.fixture(scope="module")
-def int8_case(tmp_path_factory, sew):
+def int8_case(tmp_path_factory):
+    """The small form trained on real crops (as test_torch_families trains it:
+    a random-weight SEW net predicts one or two classes on them)."""
     family = tm.FAMILIES["sew_resnet18"]
-    from test_torch_families import photo_data
+    from test_torch_families import trained_family
 
-    data = photo_data(tuple(family.input_shape))
-    path = export(sew, str(tmp_path_factory.mktemp("sew") / "sew.onnx"), "torchscript", family.input_shape)
+    trained, data, _ = trained_family("sew_resnet18")
+    path = export(trained, str(tmp_path_factory.mktemp("sew") / "sew.onnx"), "torchscript", family.input_shape)
     fp32 = pyengine.build(path, backend="cpu", num_threads=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the clip warnings of the membrane tensors that are calibrated, not quantized

@@ -129,9 +129,9 @@ class Family:
     the per-sample shapes (no batch dim) of each form. ``int8`` says whether
     the INT8 agreement test applies; ``notes`` is shown in the family table.
     ``int8_finding`` records a measured shortfall of INT8 top-1 agreement on
-    held-out real images (tests/test_torch_families.py runs that check as a
-    strict xfail with this reason). The classifier must be the last
-    ``nn.Linear`` the forward calls (the tests retrain it on real images).
+    held-out real images of the small form trained on real images
+    (tests/test_torch_families.py trains it and runs that check as a strict
+    xfail with this reason). The small form has 10 classes.
     """
 
     name: str
@@ -162,8 +162,8 @@ register(Family("resnet50", lambda full: randomize_(resnet50(1000 if full else 1
 # reference implementation writes it (so the exporters see the same ops), with
 # a small form (narrow, shallow where the family allows, 32-64 px, 10 classes)
 # for the tests and the real network (224 px, or 32 px for CIFAR forms, 1000
-# or 10 classes) for the benchmark. Every family's classifier is its last
-# nn.Linear (tests/test_torch_families.py retrains it on real images).
+# or 10 classes) for the benchmark. tests/test_torch_families.py trains each
+# small form on real images before its INT8 check.
 
 
 @torch.no_grad()
@@ -652,6 +652,16 @@ class RMBlock(nn.Module):
                 dst.bias.copy_(torch.cat([b, torch.zeros(c)]))
         return self
 
+    def grad_masks(self):
+        """(parameter, mask) pairs for training: only the basic block's own
+        weights learn (conv1's first C outputs, conv2's first C inputs, the
+        biases); the Dirac channels that carry the identity stay as they are,
+        so the block stays a residual block through training."""
+        c = self.conv2.weight.shape[0]
+        w1, b1, w2 = (torch.ones_like(t) for t in (self.conv1.weight, self.conv1.bias, self.conv2.weight))
+        w1[c:], b1[c:], w2[:, c:] = 0.0, 0.0, 0.0
+        return [(self.conv1.weight, w1), (self.conv1.bias, b1), (self.conv2.weight, w2)]
+
     def forward(self, x):
         return torch.relu(self.conv2(torch.relu(self.conv1(x))))
 
@@ -750,72 +760,46 @@ class ConvNeXt(nn.Module):
 # --- the 2-D registrations ----------------------------------------------------
 
 
-def _family(name, make, small_shape, full_shape, notes="", finding=""):
-    register(Family(name, lambda full: _randomize_all_(make(full)), small_shape, full_shape, True, notes,
-                    _held_out(finding) if finding else ""))
+def _family(name, make, small_shape, full_shape, notes=""):
+    register(Family(name, lambda full: _randomize_all_(make(full)), small_shape, full_shape, True, notes))
 
 
-def _held_out(measured):
-    """The int8_finding text: INT8 top-1 agreement with FP32 on held-out crops
-    as measured (pyengine default calibration, then onnxruntime's u8s8 QDQ on
-    the same file and calibration crops, TorchScript export, 300 crops)."""
-    return (f"held-out agreement {measured} below 99%: a linear head on random-weight features is right on "
-            "60-80% of held-out crops, so many lie near a decision boundary where INT8 noise (3-8% relative L2 "
-            "on the logits) flips them; >= 99% on the crops the head was fitted on")
-
-
-FAMILIES["resnet50"] = dataclasses.replace(FAMILIES["resnet50"], int8_finding=_held_out("98.0% (onnxruntime 95.3%)"))
 _family("resnet101", lambda full: ResNet((3, 4, 23, 3), 1000) if full else ResNetV2Blocks((1, 2, 6, 1), 10, 16),
-        (3, 64, 64), (3, 224, 224), "torchvision layout; small: [1,2,6,1] blocks, width 16",
-        finding="94.3% (onnxruntime 94.0%)")
+        (3, 64, 64), (3, 224, 224), "torchvision layout; small: [1,2,6,1] blocks, width 16")
 _family("preact_resnet50", lambda full: PreActResNet((3, 4, 6, 3), 1000 if full else 10, 64 if full else 16),
-        (3, 64, 64), (3, 224, 224), "identity mappings (He et al. 2016)",
-        finding="94.7% (onnxruntime 91.3%)")
+        (3, 64, 64), (3, 224, 224), "identity mappings (He et al. 2016)")
 _family("resnext50_32x4d",
         lambda full: ResNetV2Blocks((3, 4, 6, 3), 1000, 64, groups=32, base_width=4) if full
         else ResNetV2Blocks((1, 1, 2, 1), 10, 32, groups=8, base_width=8),
-        (3, 64, 64), (3, 224, 224), "grouped 3x3 (small: 8 groups)",
-        finding="97.3% (onnxruntime 96.7%)")
+        (3, 64, 64), (3, 224, 224), "grouped 3x3 (small: 8 groups)")
 _family("wide_resnet28_10", lambda full: WideResNet(28, 10) if full else WideResNet(10, 4),
-        (3, 32, 32), (3, 32, 32), "CIFAR form; small: WRN-10-4",
-        finding="96.0% (small form WRN-10-4)")
+        (3, 32, 32), (3, 32, 32), "CIFAR form; small: WRN-10-4")
 _family("densenet121",
         lambda full: DenseNet(32, (6, 12, 24, 16), 64, 4, 1000) if full else DenseNet(16, (2, 4, 4), 32, 4, 10),
-        (3, 64, 64), (3, 224, 224), "Concat of all earlier maps per layer",
-        finding="96.3%")
+        (3, 64, 64), (3, 224, 224), "Concat of all earlier maps per layer")
 _family("se_resnet50",
         lambda full: ResNetV2Blocks((3, 4, 6, 3), 1000, 64, se="conv") if full
         else ResNetV2Blocks((1, 1, 1, 1), 10, 16, se="conv"),
-        (3, 64, 64), (3, 224, 224), "SE as GlobalAveragePool-Conv-Relu-Conv-Sigmoid-Mul",
-        finding="94.0% (onnxruntime 94.0%)")
+        (3, 64, 64), (3, 224, 224), "SE as GlobalAveragePool-Conv-Relu-Conv-Sigmoid-Mul")
 _family("se_resnet50_linear",
         lambda full: ResNetV2Blocks((3, 4, 6, 3), 1000, 64, se="linear") if full
         else ResNetV2Blocks((1, 1, 1, 1), 10, 16, se="linear"),
-        (3, 64, 64), (3, 224, 224), "SE as pool-view-Linear-ReLU-Linear-Sigmoid-view-Mul",
-        finding="94.7% (onnxruntime 95.3%)")
+        (3, 64, 64), (3, 224, 224), "SE as pool-view-Linear-ReLU-Linear-Sigmoid-view-Mul")
 _family("sk_resnet50",
         lambda full: ResNetV2Blocks((3, 4, 6, 3), 1000, 64, groups=32, base_width=4, sk=True) if full
         else ResNetV2Blocks((1, 1, 1, 1), 10, 32, groups=8, base_width=8, sk=True),
-        (3, 64, 64), (3, 224, 224), "selective kernel: 2 branches, 5-D softmax",
-        finding="98.7% (onnxruntime 96.7%)")
+        (3, 64, 64), (3, 224, 224), "selective kernel: 2 branches, 5-D softmax")
 _family("residual_attention56",
         lambda full: ResidualAttentionNet(1000, 64) if full else ResidualAttentionNet(10, 8, (2, 1, 1)),
-        (3, 64, 64), (3, 224, 224), "(1 + sigmoid mask) * trunk; MaxPool/Upsample hourglass",
-        finding="89.7% (onnxruntime 89.3%, dynamo export)")
+        (3, 64, 64), (3, 224, 224), "(1 + sigmoid mask) * trunk; MaxPool/Upsample hourglass")
 _family("repvgg_a0",
         lambda full: RepVGG() if full else RepVGG((1, 1, 2, 2, 1), (16, 16, 32, 64, 128), 10),
-        (3, 64, 64), (3, 224, 224), "train-time form: 3x3+BN, 1x1+BN, identity BN",
-        finding="91.7% (onnxruntime 91.0%)")
+        (3, 64, 64), (3, 224, 224), "train-time form: 3x3+BN, 1x1+BN, identity BN")
 register(Family("rmnet18", lambda full: rmnet((2, 2, 2, 2), 64 if full else 16, 1000 if full else 10),
-                (3, 64, 64), (3, 224, 224), notes="RM blocks: residual removed via Dirac channels",
-                int8_finding="held-out agreement 86.3% (onnxruntime u8s8 90.3%), fitted crops 97.5%: INT8 relative "
-                             "L2 on the logits 11%; each RM block's hidden tensor carries the block input (Dirac "
-                             "channels) beside conv1's outputs under one per-tensor scale"))
+                (3, 64, 64), (3, 224, 224), notes="RM blocks: residual removed via Dirac channels"))
 _family("convnext_t",
         lambda full: ConvNeXt() if full else ConvNeXt((1, 1, 2, 1), (16, 32, 64, 128), 10),
-        (3, 64, 64), (3, 224, 224), "dwconv 7x7, channels-last LayerNorm, GELU, layer scale",
-        finding="97.3% (FP32 top-1 51.7%; since sink_channels_last its pointwise layers, 2/3 of the FLOPs, run "
-                "as int8 QConvs: before, they were float MatMuls the INT8 build left unquantized)")
+        (3, 64, 64), (3, 224, 224), "dwconv 7x7, channels-last LayerNorm, GELU, layer scale")
 
 # ---------------------------------------------------------------------------
 # Pruned ResNet-50 (prune)
@@ -1489,6 +1473,26 @@ def heaviside(x, firing="ge_cast"):
     raise ValueError(f"unknown firing form {firing!r}")
 
 
+class SurrogateHeaviside(torch.autograd.Function):
+    """The Heaviside firing with a surrogate gradient, for training (as
+    spikingjelly's ``surrogate.Sigmoid``): the forward is ``heaviside(x,
+    firing)`` itself, the backward the derivative of sigmoid(alpha x). Only
+    used in train mode: eval mode (and so every export) calls ``heaviside``."""
+
+    ALPHA = 4.0
+
+    @staticmethod
+    def forward(ctx, x, firing):
+        ctx.save_for_backward(x)
+        return heaviside(x, firing)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        sg = torch.sigmoid(SurrogateHeaviside.ALPHA * x)
+        return grad * SurrogateHeaviside.ALPHA * sg * (1.0 - sg), None
+
+
 class MultiStepNeuron(nn.Module):
     """spikingjelly's IF / LIF node in multi-step mode, unrolled over T.
 
@@ -1513,7 +1517,10 @@ class MultiStepNeuron(nn.Module):
                 h = v + x
             else:
                 h = v + (x - (v - vr)) / self.tau
-            s = heaviside(h - self.v_threshold, self.firing)
+            if self.training:  # the same step, with a surrogate gradient
+                s = SurrogateHeaviside.apply(h - self.v_threshold, self.firing)
+            else:
+                s = heaviside(h - self.v_threshold, self.firing)
             if self.v_reset is None:
                 v = h - s * self.v_threshold
             else:
@@ -1622,29 +1629,44 @@ _famx("r2plus1d_18", r2plus1d_18, (3, 4, 32, 32), (3, 16, 112, 112), "(1,3,3) + 
 _famx("p3d_resnet50", p3d_resnet50, (3, 4, 32, 32), (3, 16, 112, 112), "P3D-A/B/C bottlenecks, temporal max pool")
 _famx("ir_csn50", ir_csn50, (3, 4, 32, 32), (3, 16, 112, 112), "depthwise 3x3x3 Conv3d (ir-CSN; small: + ip-CSN)")
 _famx("sew_resnet18", sew_resnet18, (3, 32, 32), (3, 224, 224),
-      "spiking, T=4 unrolled: IF neurons, (v - v_th >= 0) Heaviside, hard reset, SEW ADD. INT8 builds and runs, "
-      "but no 99% top-1 test: a random-weight spiking net flips its top-1 under input noise far below the INT8 "
-      "step (the generic test's premise fails); tests/test_spiking.py checks INT8 against that noise floor",
-      int8=False)
+      "spiking, T=4 unrolled: IF neurons, (v - v_th >= 0) Heaviside, hard reset, SEW ADD; trained with a "
+      "surrogate gradient (SurrogateHeaviside); tests/test_spiking.py checks its spikes and INT8 noise floor")
 
 
 # ---------------------------------------------------------------------------
-# Measured INT8 findings of the families registered above by the prune and
-# famx sections (tests/test_torch_families.py, pyengine's default calibration,
-# TorchScript export, 300 held-out crops; see the 2-D section for the why).
-_HELD_OUT = {
-    "resnet50_pruned": "96.0%", "resnet18_prelu": "94.3%", "resnet50_gn": "97.0%", "fixup_resnet50": "97.0%",
-    "skipinit_resnet50": "97.0%", "resnet50_ibn_a": "96.7%", "resnet_in_resnet": "96.3%", "p3d_resnet50": "92.3%",
-    "ir_csn50": "90.3%",
+# Measured INT8 shortfalls (tests/test_torch_families.py: each family's small
+# form trained on real crops, pyengine's default calibration, INT8 vs FP32
+# top-1 on 300 held-out crops; onnxruntime's u8s8 QDQ INT8 on the same file,
+# calibration and crops from tools/family_agreement.py). The test runs these
+# families as strict xfails.
+def _shortfall(measured, ort, fp32, why=""):
+    return (f"held-out agreement {measured} (onnxruntime u8s8 INT8 {ort}), FP32 top-1 {fp32}: "
+            + (why or "a few crops near a decision boundary of a network trained for 120 steps flip; no outlier "
+                      "layer (per-tensor SQNR 27-35 dB) and onnxruntime's INT8 flips about as many"))
+
+
+_INT8_FINDINGS = {
+    "resnet50": _shortfall("97.67% (dynamo 97.33%)", "98.33%", "81.0%",
+                           "only layer4 and fc are trained (the full-width stem and layer1-3 keep random weights, "
+                           "too slow to train in the test), so the logits rest on random features and are less "
+                           "decisive; no outlier layer, onnxruntime's INT8 flips about as many"),
+    "resnet50_pruned": _shortfall("98.33%", "98.33%", "80.7%",
+                                  "only layer4 and fc are trained, as for resnet50; onnxruntime's INT8 flips as many"),
+    "preact_resnet50": _shortfall("98.67%", "98.00%", "77.3%"),
+    "rmnet18": _shortfall("98.67%", "99.00%", "68.0%",
+                          "its least accurate tensors are the last blocks' conv2 weights (SQNR 24.5 dB, every other "
+                          "tensor >= 27.5): each output channel of [W2 | Dirac] holds the Dirac 1.0 beside the "
+                          "trained W2, one per-channel scale covers both, and W2 gets the coarse steps; onnxruntime's "
+                          "per-channel INT8 has the same limit"),
+    "resnet_stochastic_depth": _shortfall("98.67%", "98.67%", "82.0%"),
+    "resnet50_ibn_a": _shortfall("98.33%", "99.00%", "80.0%"),
+    "ir_csn50": _shortfall("98.00%", "98.00%", "63.7%"),
+    "sew_resnet18": _shortfall(
+        "86.67%", "87.67%", "69.3% (INT8's is the same)",
+        "a membrane within INT8 error of the threshold flips its spike, and the flip travels through the "
+        "T=4 steps and the layers: the FP32 network itself changes its top-1 on 9-11% of these crops when "
+        "its input moves by +-0.1 to +-0.5 INT8 input steps (tests/test_spiking.py checks INT8 against "
+        "that floor), so 99% is out of reach for any INT8 of this network"),
 }
-for _name, _measured in _HELD_OUT.items():
-    FAMILIES[_name] = dataclasses.replace(FAMILIES[_name], int8_finding=_held_out(_measured))
-FAMILIES["resnet_stochastic_depth"] = dataclasses.replace(
-    FAMILIES["resnet_stochastic_depth"],
-    int8_finding="held-out agreement 93.7% below 99%, and 96.5% on the fitted crops: a 110-layer-deep (small form: "
-                 "deep and thin) residual stream accumulates INT8 noise through its survival-scaled branches")
-FAMILIES["r2plus1d_18"] = dataclasses.replace(
-    FAMILIES["r2plus1d_18"],
-    int8_finding="held-out agreement 89.3% below 99%, and 96.5% on the fitted crops (FP32 top-1 98%): every Conv3d "
-                 "runs as an int8 QConv whose int8 outputs equal onnxruntime's Q/DQ run bit for bit (that run "
-                 "agrees 90.0%), so the error is the Q/DQ rounding at each layer")
+for _name, _finding in _INT8_FINDINGS.items():
+    FAMILIES[_name] = dataclasses.replace(FAMILIES[_name], int8_finding=_finding)
