@@ -159,9 +159,15 @@ def _build_cpu(model, proto, precision, optimize, num_threads, **options) -> Eng
         return build_int8(model, optimize=optimize, num_threads=num_threads, **options)
     if options:
         raise InvalidArgumentError(f"unexpected options for an fp32 CPU build: {sorted(options)}")
-    graph, proto = onnx_io.graph_from_onnx(proto)
+    from .optimizer import _with_inferred_shapes, optimize_graph
+
+    # ONNX shape inference with data propagation first, as pyengine.optimize
+    # does: exported shape plumbing (x.view(b, c) as Shape -> Gather ->
+    # Concat -> Reshape on a dynamic batch) then carries the shapes the
+    # patterns need (the Linear-form squeeze-excitation). It only adds
+    # value_info: the metadata hashes the model as given.
+    graph, _ = onnx_io.graph_from_onnx(_with_inferred_shapes(proto) if optimize else proto)
     metadata = base_metadata(model, proto, "fp32")
-    from .optimizer import optimize_graph
 
     if optimize:
         graph, report = optimize_graph(graph)

@@ -151,9 +151,26 @@ def _with_inferred_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     if proto.ByteSize() > 1_500_000_000:
         return proto
     try:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:  # inference is an aid, not a requirement
         return proto
+    # Inferred shapes pyengine could not hold (absurd sizes a malformed model
+    # implies) are left out: the op that would produce them then fails with
+    # its own, node-specific message at import.
+    limit = 2**31 - 1
+
+    def sane(v):
+        return all(not d.HasField("dim_value") or 0 <= d.dim_value <= limit for d in v.type.tensor_type.shape.dim)
+
+    given = {v.name for v in proto.graph.value_info}
+    keep = [v for v in inferred.graph.value_info if v.name in given or sane(v)]
+    if len(keep) != len(inferred.graph.value_info):
+        del inferred.graph.value_info[:]
+        inferred.graph.value_info.extend(keep)
+    for out, src in zip(inferred.graph.output, proto.graph.output):
+        if not sane(out):
+            out.CopyFrom(src)
+    return inferred
 
 
 # --- standard-ONNX export of pyengine's ops --------------------------------

@@ -300,7 +300,10 @@ class _Session:
         self.source = source
         self.model_sha256 = onnx_io.model_sha256(source)
         self.proto = prepare_float_model(_ensure_opset(source, QDQ_MIN_OPSET))
-        graph, _ = onnx_io.graph_from_onnx(self.proto)
+        # Shapes inferred first, as for FP32 builds (api._build_cpu).
+        from .optimizer import _with_inferred_shapes
+
+        graph, _ = onnx_io.graph_from_onnx(_with_inferred_shapes(self.proto) if optimize else self.proto)
         graph, report = _optimize_for_quantization(graph, optimize)
         self.optimizer_report = report if optimize else None
         self.graph = graph
