@@ -143,16 +143,14 @@ class ChannelLayerNormKernel final : public Kernel {
     const int64_t blocks = (s + kBlock - 1) / kBlock, tasks = n * blocks;
     const int threads = ctx.pool().num_threads();
     const size_t per_thread = static_cast<size_t>(2 * kBlock * c + 2 * kBlock);
-    float* scratch = static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
+    // Tiles only for the reference tier; the AVX2 path works in place.
+    float* scratch = direct_ ? nullptr : static_cast<float*>(ctx.scratch(per_thread * threads * sizeof(float)));
     const float* gamma = scale->data<float>();
     const float* beta = bias ? bias->data<float>() : nullptr;
     const float* xp = x.data<float>();
     float* yp = out[0]->data<float>();
     std::atomic<int64_t> next{0};
     ctx.pool().run_any([&](int tid, int) {
-      float* a = scratch + tid * per_thread;  // channels-last input tile
-      float* b = a + kBlock * c;              // normalized tile
-      float* stats = b + kBlock * c;          // mean, inverse deviation
       for (;;) {
         const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
         if (t >= tasks) return;
@@ -165,6 +163,9 @@ class ChannelLayerNormKernel final : public Kernel {
           continue;
         }
 #endif
+        float* a = scratch + tid * per_thread;  // channels-last input tile
+        float* b = a + kBlock * c;              // normalized tile
+        float* stats = b + kBlock * c;          // mean, inverse deviation
         for (int64_t ch = 0; ch < c; ++ch)
           for (int64_t p = 0; p < len; ++p) a[p * c + ch] = src[ch * s + p];
         for (int64_t p = 0; p < len; ++p) row_(a + p * c, b + p * c, c, gamma, beta, eps_, stats, stats + 1);
