@@ -139,3 +139,34 @@ def test_introspection_during_runs(resnet18):
     for layers in profiles:
         assert layers and all(layer["ms"] >= 0 for layer in layers)
         assert any(layer["op"] == "Conv" and layer["executed"] for layer in layers)
+
+
+# ------------------------------------------------- the kernels' task claims
+
+
+@pytest.mark.parametrize("n,threads", [(0, 2), (1, 2), (7, 3), (12, 2), (100, 4), (33, 9), (5, 16)])
+def test_affine_tasks_claim_each_task_once(n, threads):
+    """AffineTasks (thread_pool.h), which the int8 conv, SGEMM and
+    parallel_for kernels claim their tasks from: on a real pool every task is
+    claimed by exactly one slot (the hook raises on a double claim), and a
+    slot 0 left alone (workers too late to start) takes them all: its own
+    range in order, then each other range from its back, nearest slot first."""
+    from pyengine import _core
+
+    by, _ = _core._affine_claims(n, threads, True, 20.0)
+    assert len(by) == n and all(0 <= s < threads for s in by)
+    by, order = _core._affine_claims(n, threads, False)
+    assert by == [0] * n and sorted(order) == list(range(n))
+    homes = [list(range(n * s // threads, n * (s + 1) // threads)) for s in range(threads)]
+    assert order == homes[0] + [t for home in homes[1:] for t in reversed(home)]
+
+
+def test_affine_tasks_keep_each_slot_on_its_range():
+    """With both slots present and tasks long enough for the worker to wake
+    up (2 ms each), the worker takes tasks from its own half."""
+    from pyengine import _core
+
+    if _core.cpu_info()["hardware_threads"] < 2:
+        pytest.skip("one hardware thread: the worker shares the core with slot 0")
+    by, _ = _core._affine_claims(10, 2, True, 2000.0)
+    assert 1 in by[5:], f"slot 1 claimed none of its home tasks 5..9: {by}"

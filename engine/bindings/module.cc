@@ -1,4 +1,7 @@
 // pyengine._core: thin bindings only; the Python API lives in pyengine/.
+#include <atomic>
+#include <chrono>
+
 #include "bindings/common.h"
 #include "core/checked_math.h"
 #include "core/error.h"
@@ -129,6 +132,46 @@ PYBIND11_MODULE(_core, m) {
     d["hardware_threads"] = ThreadPool::hardware_threads();
     return d;
   });
+
+  // Testing hook for AffineTasks (thread_pool.h), n tasks over `threads`
+  // slots: (which slot claimed each task, the order of slot 0's claims),
+  // either on a real pool where every slot claims (all_slots; each task
+  // then busy-waits task_us) or with slot 0 alone, as when the workers start
+  // too late to take any.
+  m.def(
+      "_affine_claims",
+      [](int64_t n, int threads, bool all_slots, double task_us) {
+        std::vector<int> by(static_cast<size_t>(n), -1);
+        std::vector<int64_t> order;
+        {
+          py::gil_scoped_release release;
+          AffineTasks tasks(n, threads);
+          if (all_slots) {
+            ThreadPool pool(threads);
+            std::vector<std::atomic<int>> who(static_cast<size_t>(n));
+            for (auto& w : who) w.store(-1);
+            std::atomic<int> twice{0};
+            pool.run([&](int slot, int) {
+              for (int64_t t = tasks.claim(slot); t >= 0; t = tasks.claim(slot)) {
+                if (who[t].exchange(slot) != -1) twice.fetch_add(1);
+                const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double, std::micro>(task_us);
+                while (std::chrono::steady_clock::now() < until) {
+                }
+              }
+            });
+            ENGINE_ENFORCE(twice.load() == 0, kInternal, "a task was claimed twice");
+            for (int64_t t = 0; t < n; ++t) by[t] = who[t].load();
+          } else {
+            for (int64_t t = tasks.claim(0); t >= 0; t = tasks.claim(0)) {
+              ENGINE_ENFORCE(by[t] == -1, kInternal, "task ", t, " was claimed twice");
+              by[t] = 0;
+              order.push_back(t);
+            }
+          }
+        }
+        return py::make_tuple(by, order);
+      },
+      py::arg("n"), py::arg("threads"), py::arg("all_slots"), py::arg("task_us") = 0.0);
 
   m.def(
       "kernel_table",

@@ -1,6 +1,15 @@
 #include "cpu/thread_pool.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+
+#include "core/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -13,6 +22,33 @@
 
 namespace engine {
 
+AffineTasks::AffineTasks(int64_t n, int slots) : slots_(std::max(slots, 1)) {
+  ENGINE_ENFORCE(n >= 0 && n < (int64_t{1} << 32), kInternal, "AffineTasks: ", n, " tasks");
+  if (slots_ > kInline) heap_.reset(new Range[slots_]);
+  ranges_ = heap_ ? heap_.get() : inline_;
+  for (int s = 0; s < slots_; ++s) {
+    const uint64_t lo = static_cast<uint64_t>(n * s / slots_), hi = static_cast<uint64_t>(n * (s + 1) / slots_);
+    ranges_[s].v.store(lo | hi << 32, std::memory_order_relaxed);
+  }
+}
+
+int64_t AffineTasks::claim(int slot) {
+  // Own range: from the front.
+  std::atomic<uint64_t>& own = ranges_[slot].v;
+  uint64_t v = own.load(std::memory_order_relaxed);
+  while ((v & 0xffffffffu) < (v >> 32))
+    if (own.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return static_cast<int64_t>(v & 0xffffffffu);
+  // Others': from the back, nearest slot first.
+  for (int d = 1; d < slots_; ++d) {
+    std::atomic<uint64_t>& other = ranges_[(slot + d) % slots_].v;
+    uint64_t w = other.load(std::memory_order_relaxed);
+    while ((w & 0xffffffffu) < (w >> 32))
+      if (other.compare_exchange_weak(w, w - (uint64_t{1} << 32), std::memory_order_relaxed))
+        return static_cast<int64_t>((w >> 32) - 1);
+  }
+  return -1;
+}
+
 int ThreadPool::hardware_threads() {
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
@@ -21,6 +57,37 @@ int ThreadPool::hardware_threads() {
 ThreadPool::ThreadPool(int num_threads)
     : num_threads_(num_threads <= 0 ? hardware_threads() : num_threads) {
   for (int t = 1; t < num_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
+#if defined(__linux__)
+  const char* env = std::getenv("PYENGINE_THREAD_STEERING");
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (!threads_.empty() && !(env && std::strcmp(env, "0") == 0) && sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) allowed_cpus_.push_back(c);
+  steer_ = allowed_cpus_.size() > 1;
+#endif
+}
+
+// Restricts the workers to the allowed CPUs but the caller's current one,
+// when that changed since the last job (one getcpu per job, a few
+// sched_setaffinity calls when the caller moved).
+void ThreadPool::steer_workers() {
+#if defined(__linux__)
+  if (!steer_) return;
+  const int cpu = sched_getcpu();
+  if (cpu < 0 || cpu == steered_from_) return;
+  steered_from_ = cpu;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  bool excluded = false;
+  for (int c : allowed_cpus_) {
+    if (c == cpu) excluded = true;
+    else CPU_SET(c, &set);
+  }
+  if (!excluded)  // the caller runs outside the pool's CPUs: the workers may use them all
+    for (int c : allowed_cpus_) CPU_SET(c, &set);
+  for (std::thread& t : threads_) pthread_setaffinity_np(t.native_handle(), sizeof set, &set);
+#endif
 }
 
 ThreadPool::~ThreadPool() {
@@ -66,6 +133,7 @@ void ThreadPool::run_impl(const std::function<void(int, int)>& fn, bool all) {
     fn(0, 1);
     return;
   }
+  steer_workers();
   // The previous job is closed and no worker is inside it (see below).
   task_ = &fn;
   all_ = all;
@@ -96,21 +164,19 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n);
     return;
   }
-  // Chunks of at least `grain` items, up to 4 per thread, claimed
-  // dynamically (run_any): a late worker leaves its share to the others.
+  // Chunks of at least `grain` items, up to 4 per thread, claimed as
+  // AffineTasks (run_any): a late worker leaves its share to the others.
   chunks = std::min<int64_t>(4 * num_threads_, (n + grain - 1) / grain);
   // One pointer of capture keeps the std::function in its inline storage:
   // no heap allocation per kernel call.
   struct Job {
     int64_t n, chunks;
     const std::function<void(int64_t, int64_t)>* fn;
-    std::atomic<int64_t> next{0};
-  } job{n, chunks, &fn};
+    AffineTasks tasks;
+  } job{n, chunks, &fn, AffineTasks(chunks, num_threads_)};
   Job* j = &job;
-  run_any([j](int, int) {
-    for (;;) {
-      const int64_t c = j->next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= j->chunks) return;
+  run_any([j](int slot, int) {
+    for (int64_t c = j->tasks.claim(slot); c >= 0; c = j->tasks.claim(slot)) {
       const int64_t begin = j->n * c / j->chunks, end = j->n * (c + 1) / j->chunks;
       if (begin < end) (*j->fn)(begin, end);
     }

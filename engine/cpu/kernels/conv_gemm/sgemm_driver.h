@@ -187,9 +187,12 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
   float* shared = reinterpret_cast<float*>(base + threads * per_thread);
   const int64_t block_floats = spec.k * p.nc;
   const int64_t pack_tasks = p.shared_b ? spec.items * p.nblocks * p.kblocks : 0;
-  std::atomic<int64_t> next_pack{0}, packed{0}, next{0};
-  // Tasks are handed out dynamically: cores shared with other work and
-  // uneven last blocks then cost less than a static split would.
+  std::atomic<int64_t> packed{0};
+  // Tasks are handed out as AffineTasks: thread t starts on the t-th run of
+  // (item, column block) tasks, and packs the B blocks of about that run;
+  // cores shared with other work and uneven last blocks then cost less than
+  // a static split would.
+  AffineTasks pack_claims(pack_tasks, threads), claims(p.tasks, threads);
   auto worker = [&](int tid, int) {
     float* buf_a = reinterpret_cast<float*>(base + tid * per_thread);
     float* buf_b = reinterpret_cast<float*>(base + tid * per_thread + aligned_bytes(p.a_floats));
@@ -204,9 +207,7 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
     };
     if (pack_tasks > 0) {
       // Phase 1: every (item, column block, k block) of B, once.
-      for (;;) {
-        const int64_t t = next_pack.fetch_add(1, std::memory_order_relaxed);
-        if (t >= pack_tasks) break;
+      for (int64_t t = pack_claims.claim(tid); t >= 0; t = pack_claims.claim(tid)) {
         const int64_t ib = t / p.kblocks, k0 = (t % p.kblocks) * p.kc_max;
         pack_b_any(spec, p, item_at(ib / p.nblocks), ib % p.nblocks, k0, std::min(p.kc_max, spec.k - k0),
                    shared + ib * block_floats + k0 * p.nc);
@@ -214,9 +215,7 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
       }
       while (packed.load(std::memory_order_acquire) < pack_tasks) _mm_pause();
     }
-    for (;;) {
-      const int64_t task = next.fetch_add(1, std::memory_order_relaxed);
-      if (task >= p.tasks) break;
+    for (int64_t task = claims.claim(tid); task >= 0; task = claims.claim(tid)) {
       // Order: item, column block, row chunk (row chunks of one block adjacent).
       const int64_t item = task / (p.nblocks * p.mchunks);
       const int64_t rest = task % (p.nblocks * p.mchunks);

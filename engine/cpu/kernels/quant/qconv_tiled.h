@@ -345,50 +345,65 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
 // 0 outside the input. Phases no tap reads are left unwritten (only the
 // thrown-away columns may read them).
 inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, int8_t* out) {
+  // Items are (image, block of padded rows, block of channels and frames),
+  // in that order: the tile tasks that read a row block are ordered the
+  // same way, so the thread that pads rows is the one that (mostly) packs
+  // them (AffineTasks). Rows are split only where a block spans >= 512
+  // bytes of a plane: the rows of small planes share cache lines, and two
+  // threads writing one line is slower than no split (7x7 planes: 8-byte
+  // rows, a whole plane per line).
+  const int64_t planes = g.c * g.d, want = 4 * pool.num_threads();
+  const int64_t blocks = std::max<int64_t>(1, std::min({t.hp, t.hp * t.wp / 512, (want + g.n - 1) / g.n}));
+  const int64_t cblocks = std::max<int64_t>(1, std::min(planes, (want + g.n * blocks - 1) / (g.n * blocks)));
   auto body = [&](int64_t begin, int64_t end) {
-    for (int64_t pl = begin; pl < end; ++pl) {
-      const int8_t* src = x + pl * g.h * g.w;
-      for (int64_t a = 0; a < g.sh; ++a)
-        for (int64_t b = 0; b < g.sw; ++b) {
-          if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
-          int8_t* dst = out + pl * t.chan_bytes + (a * g.sw + b) * t.hp * t.wp;
-          // Columns j whose input column j * sw + b - pl lies in [0, w).
-          const int64_t off = g.pl - b;
-          const int64_t jlo = std::min<int64_t>(t.wp, off > 0 ? (off + g.sw - 1) / g.sw : 0);
-          const int64_t jhi = std::max(jlo, std::min<int64_t>(t.wp, g.w + off > 0 ? (g.w + off + g.sw - 1) / g.sw : 0));
-          for (int64_t r = 0; r < t.hp; ++r) {
-            int8_t* d = dst + r * t.wp;
-            const int64_t iy = r * g.sh + a - g.pt;
-            if (iy < 0 || iy >= g.h) {
-              std::memset(d, 0, static_cast<size_t>(t.wp));
-              continue;
-            }
-            const int8_t* srow = src + iy * g.w - off;  // input column of j is srow[j * sw]
-            std::memset(d, 0, static_cast<size_t>(jlo));
-            if (g.sw == 1) {
-              std::memcpy(d + jlo, srow + jlo, static_cast<size_t>(jhi - jlo));
-            } else {
-              int64_t j = jlo;
-              if (g.sw == 2) {
-                // Every other byte, 16 at a time, while the 32-byte load
-                // stays inside this input row (srow[k] is valid for k <
-                // g.w + off).
-                const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0,
-                                                      2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
-                for (; j + 16 <= jhi && 2 * j + 32 <= g.w + off; j += 16) {
-                  __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(srow + 2 * j));
-                  v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, even), 0x08);
-                  _mm_storeu_si128(reinterpret_cast<__m128i*>(d + j), _mm256_castsi256_si128(v));
-                }
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t img = item / (blocks * cblocks), rb = item / cblocks % blocks, cb = item % cblocks;
+      const int64_t r_begin = t.hp * rb / blocks, r_end = t.hp * (rb + 1) / blocks;
+      const int64_t pl_begin = img * planes + planes * cb / cblocks, pl_end = img * planes + planes * (cb + 1) / cblocks;
+      for (int64_t pl = pl_begin; pl < pl_end; ++pl) {
+        const int8_t* src = x + pl * g.h * g.w;
+        for (int64_t a = 0; a < g.sh; ++a)
+          for (int64_t b = 0; b < g.sw; ++b) {
+            if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
+            int8_t* dst = out + pl * t.chan_bytes + (a * g.sw + b) * t.hp * t.wp;
+            // Columns j whose input column j * sw + b - pl lies in [0, w).
+            const int64_t off = g.pl - b;
+            const int64_t jlo = std::min<int64_t>(t.wp, off > 0 ? (off + g.sw - 1) / g.sw : 0);
+            const int64_t jhi = std::max(jlo, std::min<int64_t>(t.wp, g.w + off > 0 ? (g.w + off + g.sw - 1) / g.sw : 0));
+            for (int64_t r = r_begin; r < r_end; ++r) {
+              int8_t* d = dst + r * t.wp;
+              const int64_t iy = r * g.sh + a - g.pt;
+              if (iy < 0 || iy >= g.h) {
+                std::memset(d, 0, static_cast<size_t>(t.wp));
+                continue;
               }
-              for (; j < jhi; ++j) d[j] = srow[j * g.sw];
+              const int8_t* srow = src + iy * g.w - off;  // input column of j is srow[j * sw]
+              std::memset(d, 0, static_cast<size_t>(jlo));
+              if (g.sw == 1) {
+                std::memcpy(d + jlo, srow + jlo, static_cast<size_t>(jhi - jlo));
+              } else {
+                int64_t j = jlo;
+                if (g.sw == 2) {
+                  // Every other byte, 16 at a time, while the 32-byte load
+                  // stays inside this input row (srow[k] is valid for k <
+                  // g.w + off).
+                  const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                                                        2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+                  for (; j + 16 <= jhi && 2 * j + 32 <= g.w + off; j += 16) {
+                    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(srow + 2 * j));
+                    v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, even), 0x08);
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + j), _mm256_castsi256_si128(v));
+                  }
+                }
+                for (; j < jhi; ++j) d[j] = srow[j * g.sw];
+              }
+              std::memset(d + jhi, 0, static_cast<size_t>(t.wp - jhi));
             }
-            std::memset(d + jhi, 0, static_cast<size_t>(t.wp - jhi));
           }
-        }
+      }
     }
   };
-  pool.parallel_for(g.n * g.c * g.d, by_ref(body), 8);
+  pool.parallel_for(g.n * blocks * cblocks, by_ref(body));
   // Thrown-away columns of the last plane read up to wp bytes past it.
   std::memset(out + g.n * g.c * g.d * t.chan_bytes, 0, static_cast<size_t>(t.wp + 64));
 }
@@ -399,7 +414,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
   const int8_t* padded = t.direct ? x : static_cast<const int8_t*>(ws);
   if (t.padded && !t.direct) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
   char* thread_ws = static_cast<char*>(ws) + t.pad_bytes;
-  std::atomic<int64_t> next{0};
+  AffineTasks tasks(t.tasks, pool.num_threads());
   auto body = [&](int tid, int) {
     char* mine = thread_ws + (t.rows_bytes + t.packed_bytes) * static_cast<size_t>(tid);
     auto* rowbuf = reinterpret_cast<int8_t*>(mine);
@@ -407,8 +422,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
     alignas(64) int32_t tile[T::kMR * 16 * T::kNV];
     Cols cols;
     int64_t packed_id = -1;
-    for (int64_t task = next.fetch_add(1, std::memory_order_relaxed); task < t.tasks;
-         task = next.fetch_add(1, std::memory_order_relaxed)) {
+    for (int64_t task = tasks.claim(tid); task >= 0; task = tasks.claim(tid)) {
       const int64_t id = task / t.msplit, ms = task % t.msplit;
       const int64_t ch = id % t.chunks, grp = id / t.chunks;
       int64_t nt0, nts, p0, p1, img = 0, oz = 0;
@@ -490,8 +504,10 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
       }
     }
   };
-  // Tasks are claimed from `next`: a worker that starts late (a busy
-  // machine) finds them taken and returns, instead of being waited for.
+  // Tasks are claimed as AffineTasks: thread t takes the t-th run of chunks
+  // (all their M splits, so a chunk is packed once) and then helps the
+  // others; a worker that starts late (a busy machine) finds them taken and
+  // returns, instead of being waited for.
   pool.run_any(by_ref(body));
 }
 
