@@ -291,6 +291,34 @@ def test_winograd_residual_one_nonfinite_image(tier, value):
     _assert_same_nonfinite(got, _ort(model).run(None, {"x": x})[0])
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
+def test_winograd_row_units_nonfinite(tier, threads):
+    """A 40x40 plane (400 tiles) is cut into one run of tile rows per thread,
+    each transformed, multiplied and inverse-transformed by one thread. A NaN
+    in image 1's last rows is seen by the last run only and an +inf in image
+    2's first row by the first only; each image still goes whole to the
+    direct fallback, and image 0 stays on Winograd."""
+    cin, cout, hw = 16, 24, 40
+    rng = np.random.default_rng(12)
+    inits = [numpy_helper.from_array((rng.standard_normal((cout, cin, 3, 3)) * 0.2).astype(np.float32), "W"),
+             numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), "B")]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "W", "B"], ["y"], pads=[1, 1, 1, 1])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cin, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    eng = pyengine.build(model, num_threads=threads)
+    x = rng.standard_normal((3, cin, hw, hw)).astype(np.float32)
+    x[1, 5, hw - 2, 7] = np.nan
+    x[2, 9, 0, 30] = np.inf
+    got = eng(x)
+    if tier != "ref":
+        assert any("winograd" in layer["kernel"] for layer in eng.profile({"x": x}, runs=1))
+    want = _ort(model).run(None, {"x": x})[0]
+    assert np.isnan(want[1]).any() and np.isinf(want[2]).any()  # the case is not trivial
+    _assert_same_nonfinite(got, want)
+
+
 @pytest.mark.parametrize("value", SPECIALS, ids=SPECIAL_IDS)
 @pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
 def test_grouped_residual_nonfinite(tier, value):

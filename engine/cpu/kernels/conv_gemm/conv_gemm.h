@@ -173,6 +173,9 @@ struct GemmItem {
 struct GemmSpec {
   int64_t m = 0, n = 0, k = 0, items = 1;
   bool a_packed = false;
+  // a_packed: the m rows are rows [a_row0, a_row0 + m) of a packed A of
+  // a_rows rows (0: m); a_row0 is a multiple of kMR.
+  int64_t a_row0 = 0, a_rows = 0;
   int64_t a_rs = 0, a_cs = 0;
   bool b_packed = false;
   int64_t b_rs = 0, b_cs = 0;

@@ -142,7 +142,7 @@ void run_task(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t mchu
   int64_t n0, nc, p0, p1;
   p.block(nblock, s.n, &n0, &nc);
   p.chunk(mchunk, &p0, &p1);
-  const int64_t mpad = p.mpanels * kMR;
+  const int64_t mpad = s.a_rows > 0 ? round_up(s.a_rows, kMR) : p.mpanels * kMR;
   const int64_t block_panels = round_up(kMcBlock, kMR) / kMR;
   for (int64_t k0 = 0; k0 < s.k; k0 += p.kc_max) {
     const int64_t kc = std::min(p.kc_max, s.k - k0);
@@ -166,7 +166,7 @@ void run_task(const GemmSpec& s, const Plan& p, const GemmItem& it, int64_t mchu
       const int64_t pe = std::min(p1, pb + block_panels);
       const float* ap;
       if (s.a_packed) {
-        ap = it.a + k0 * mpad + pb * kMR * kc;
+        ap = it.a + k0 * mpad + (s.a_row0 / kMR + pb) * kMR * kc;
       } else {
         pack_a_block(it.a, s.a_rs, s.a_cs, pb * kMR, std::min(s.m, pe * kMR), k0, kc, buf_a);
         ap = buf_a;

@@ -8,17 +8,25 @@
 // the result is as accurate as direct convolution (larger tiles, F(4x4,
 // 3x3), would save more but lose about two digits).
 //
-// Per group of images, three parallel passes:
-//  1. input transform, per (image, channel): the plane is copied into a
-//     zero-padded buffer (pads cost nothing after that), 8 tiles at a time
-//     are read as even/odd columns of two 16-float loads per row, and the 16
-//     V_i values go to line buffers that are then copied into packed B
-//     panels, the group's images side by side (image j's tiles are columns
-//     [j*T, j*T + T) of the GEMMs);
-//  2. the 16 GEMMs on the packed SGEMM (U_i pre-packed in create(), V_i
-//     pre-packed by pass 1), into M_i;
-//  3. output transform, per (image, output channel), 8 tiles at a time, with
-//     bias, residual and activation applied before the only store of Y.
+// Images go in groups (below); a group's work is cut into one unit per
+// thread, and each unit runs the whole pipeline on its own buffers:
+//  1. input transform: per input channel, the unit's input rows are copied
+//     into a zero-padded plane (pads cost nothing after that), 8 tiles at a
+//     time are read as even/odd columns of two 16-float loads per row, and
+//     the 16 V_i values go to line buffers, then into the unit's packed B
+//     panels;
+//  2. the 16 GEMMs on the packed SGEMM, one thread (U_i pre-packed in
+//     create()), into the unit's M_i;
+//  3. output transform, per output channel, 8 tiles at a time, with bias,
+//     residual and activation applied before the only store of Y.
+// A unit is a run of tile rows (all output channels) where the group has
+// >= kUnitColumns tiles per unit (large planes), else a run of output
+// channels (all tiles; each such unit transforms the whole input, cheap on
+// small planes). Either way no data passes between threads inside a conv,
+// and a thread's tile rows are the image rows it wrote in the layer before:
+// where the cores do not share a cache, the three passes handing their data
+// from thread to thread (each split its own way) made a 3x3 conv at batch 1
+// barely faster on 2 threads than on 1.
 // A group holds as many images as keep the GEMMs near kGroupColumns
 // columns: small planes (14x14 -> 49 tiles, 7x7 -> 16) would otherwise give
 // GEMMs too narrow to fill the tiles, and every image would stream all of
@@ -31,7 +39,7 @@
 // result). Pass 1 therefore notes any non-finite input (x * 0 is NaN
 // exactly for +-inf and NaN, one FMA per input vector while the plane is
 // copied), and such an image goes to the caller's fallback (the direct
-// im2col GEMM) before any of its output is written.
+// im2col GEMM); pass 3 runs after every unit's pass 1 and skips it.
 #include <atomic>
 #include <cstring>
 
@@ -44,15 +52,13 @@ namespace conv_gemm {
 namespace {
 
 constexpr int64_t kGroupColumns = 192;
+constexpr int64_t kUnitColumns = 128;
 
 struct WinoDims {
-  int64_t th, tw, t, tpad;  // tiles per image (rows, columns, total, padded to kNR)
-  int64_t group;            // images per group (GEMM columns: group * t)
-  int64_t rows, pitch;      // zero-padded input plane
-  int64_t line;             // floats per line buffer
-  int64_t v_stride;         // floats per packed V_i (a full group)
-  int64_t m_stride;         // floats per M_i (row stride: the group's columns, slack for 8-tile reads)
-  size_t per_thread;        // bytes: padded plane + 16 lines
+  int64_t th, tw, t;     // tiles per image (rows, columns, total)
+  int64_t group;         // images per group (GEMM columns: group * t)
+  int64_t rows, pitch;   // zero-padded input plane
+  int64_t line;          // floats per line buffer
 };
 
 size_t align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -62,30 +68,80 @@ WinoDims wino_dims(const ConvGeom& g) {
   d.th = (g.oh + 1) / 2;
   d.tw = (g.ow + 1) / 2;
   d.t = d.th * d.tw;
-  d.tpad = round_up(d.t, kNR);
   d.group = std::max<int64_t>(1, std::min(g.batch, kGroupColumns / d.t));
   // Tile (ty, tx) reads padded rows 2ty..2ty+3; a chunk of 8 tiles from tx0
   // reads padded columns 2tx0 .. 2tx0+17.
   d.rows = 2 * d.th + 2;
   d.pitch = round_up(2 * d.tw + 16, 8);
-  d.line = d.tpad + 16;
-  d.v_stride = packed_b_size(g.cin, d.group * d.t);
-  d.m_stride = g.cout * d.group * d.t + 16;
-  d.per_thread = align64(static_cast<size_t>(d.rows * d.pitch + 16 * d.line) * sizeof(float));
+  d.line = round_up(d.t, kNR) + 16;
   return d;
 }
 
-// The GEMMs of a group of `images` images.
-GemmSpec wino_spec(const ConvGeom& g, const WinoDims& d, int64_t images) {
+// One unit of a group of `images` images: tile rows [r0, r1) of the group
+// (row r is tile row r % th of image r / th) for output channels [m0, m1).
+struct WinoUnit {
+  int64_t r0, r1, m0, m1;
+};
+
+// The units of a group: at most `threads`, by tile rows or by channels.
+int64_t wino_units(const ConvGeom& g, const WinoDims& d, int64_t images, int threads, WinoUnit* out) {
+  const int64_t rows = images * d.th;
+  if (images * d.t >= kUnitColumns * threads || threads == 1) {
+    const int64_t n = std::min<int64_t>(threads, rows);
+    for (int64_t u = 0; u < n; ++u) out[u] = {rows * u / n, rows * (u + 1) / n, 0, g.cout};
+    return n;
+  }
+  const int64_t panels = (g.cout + kMR - 1) / kMR, n = std::min<int64_t>(threads, panels);
+  for (int64_t u = 0; u < n; ++u)
+    out[u] = {0, rows, panels * u / n * kMR, std::min(g.cout, panels * (u + 1) / n * kMR)};
+  return n;
+}
+
+// A unit's buffers: the padded plane and 16 lines, V_i (packed B, Cin rows,
+// the unit's columns), M_i (m1 - m0 rows of the unit's columns, slack for
+// 8-tile reads past the last), the one-thread SGEMM's scratch.
+struct UnitLayout {
+  int64_t cols, npad, v_stride, m_stride;
+  size_t plane_off, v_off, m_off, gemm_off, bytes;
+};
+
+GemmSpec wino_spec(const ConvGeom& g, const WinoUnit& u, int64_t cols) {
   GemmSpec s;
-  s.m = g.cout;
-  s.n = images * d.t;
+  s.m = u.m1 - u.m0;
+  s.n = cols;
   s.k = g.cin;
   s.items = 16;
   s.a_packed = true;
+  s.a_row0 = u.m0;
+  s.a_rows = g.cout;
   s.b_packed = true;
   s.ldc = s.n;
   return s;
+}
+
+UnitLayout unit_layout(const ConvGeom& g, const WinoDims& d, const WinoUnit& u) {
+  UnitLayout l;
+  l.cols = (u.r1 - u.r0) * d.tw;
+  l.npad = round_up(l.cols, kNR);
+  l.v_stride = packed_b_size(g.cin, l.cols);
+  l.m_stride = (u.m1 - u.m0) * l.cols + 16;
+  l.plane_off = 0;
+  l.v_off = align64(static_cast<size_t>(d.rows * d.pitch + 16 * d.line) * sizeof(float));
+  l.m_off = l.v_off + align64(16 * static_cast<size_t>(l.v_stride) * sizeof(float));
+  l.gemm_off = l.m_off + align64(16 * static_cast<size_t>(l.m_stride) * sizeof(float));
+  l.bytes = l.gemm_off + align64(sgemm_scratch_bytes(wino_spec(g, u, l.cols), 1));
+  return l;
+}
+
+// The bytes each of `threads` units needs, over the full and the last group.
+size_t unit_bytes(const ConvGeom& g, const WinoDims& d, int threads) {
+  std::vector<WinoUnit> units(static_cast<size_t>(threads));
+  size_t most = 0;
+  for (int64_t images : {d.group, (g.batch - 1) % d.group + 1}) {
+    const int64_t n = wino_units(g, d, images, threads, units.data());
+    for (int64_t u = 0; u < n; ++u) most = std::max(most, unit_layout(g, d, units[u]).bytes);
+  }
+  return most;
 }
 
 struct WinoItems {
@@ -124,23 +180,25 @@ bool any_nonfinite(const float* x, int64_t n) {
   return _mm256_movemask_ps(_mm256_cmp_ps(acc, acc, _CMP_UNORD_Q)) != 0 || t != t;
 }
 
-// Pass 1 for channel c of image j of a group of `images`: V_i[c, j*t ..]
-// into the packed B matrices at v (the last image also zeroes the columns
-// past the group's end in the last panel: never stored, but kept finite for
-// the FMAs). Returns false (and skips the transform) when the plane holds a
+// Pass 1 for channel c of image j, tile rows [ty0, ty1), into the unit's
+// packed B matrices at v (npad columns; these tiles from column col0;
+// `pad` more zero columns after them, kept finite for the FMAs). Returns
+// false (and skips the transform) when the input rows it reads hold a
 // non-finite value.
-bool input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int64_t c, int64_t j, int64_t images,
-                     float* buf, float* lines, float* v) {
-  if (any_nonfinite(xc, g.ih * g.iw)) return false;
+bool input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int64_t c, int64_t ty0, int64_t ty1,
+                     float* buf, float* lines, float* v, int64_t v_stride, int64_t npad, int64_t col0, int64_t pad) {
+  // Input rows of padded rows [2 ty0, 2 ty1 + 2), within the plane.
+  const int64_t ih0 = std::max<int64_t>(0, 2 * ty0 - g.ph);
+  const int64_t ih1 = std::min({g.ih, d.rows - g.ph, 2 * ty1 + 2 - g.ph});
+  if (ih1 > ih0 && any_nonfinite(xc + ih0 * g.iw, (ih1 - ih0) * g.iw)) return false;
   // Interior of the padded plane (its border is zero from the start of the
   // call and never written).
   const int64_t lead = std::min(g.pw, d.pitch);
   const int64_t copy_w = std::max<int64_t>(0, std::min(g.iw, d.pitch - lead));
-  const int64_t ih_end = std::min(g.ih, d.rows - g.ph);
-  for (int64_t ih = 0; ih < ih_end; ++ih)
+  for (int64_t ih = ih0; ih < ih1; ++ih)
     std::memcpy(buf + (ih + g.ph) * d.pitch + lead, xc + ih * g.iw, copy_w * sizeof(float));
 
-  for (int64_t ty = 0; ty < d.th; ++ty) {
+  for (int64_t ty = ty0; ty < ty1; ++ty) {
     const float* row = buf + 2 * ty * d.pitch;
     for (int64_t tx0 = 0; tx0 < d.tw; tx0 += 8) {
       // e[r][nu] = (d_r B)[nu] for input row r: d0-d2, d1+d2, d2-d1, d1-d3.
@@ -154,7 +212,7 @@ bool input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int6
         e[r][2] = _mm256_sub_ps(d2, d1);
         e[r][3] = _mm256_sub_ps(d1, d3);
       }
-      float* out = lines + ty * d.tw + tx0;
+      float* out = lines + (ty - ty0) * d.tw + tx0;
       for (int nu = 0; nu < 4; ++nu) {
         _mm256_storeu_ps(out + (0 * 4 + nu) * d.line, _mm256_sub_ps(e[0][nu], e[2][nu]));
         _mm256_storeu_ps(out + (1 * 4 + nu) * d.line, _mm256_add_ps(e[1][nu], e[2][nu]));
@@ -163,17 +221,15 @@ bool input_transform(const ConvGeom& g, const WinoDims& d, const float* xc, int6
       }
     }
   }
-  // Lines -> packed panels (the group's layout: npad columns per k row).
+  // Lines -> packed panels (npad columns per k row).
   const int64_t kc_max = gemm_kc(g.cin);
   const int64_t k0 = c / kc_max * kc_max, kc = std::min(kc_max, g.cin - k0);
-  const int64_t cols = images * d.t, npad = round_up(cols, kNR);
-  const bool last = j == images - 1;
+  const int64_t count = (ty1 - ty0) * d.tw;
   for (int i = 0; i < 16; ++i) {
     float* line = lines + i * d.line;
-    float* row = v + i * d.v_stride + k0 * npad + (c - k0) * kNR;
-    if (last)
-      for (int64_t e = d.t; e < d.t + (npad - cols); ++e) line[e] = 0.f;
-    put_run(row, kc, j * d.t, line, d.t + (last ? npad - cols : 0));
+    float* row = v + i * v_stride + k0 * npad + (c - k0) * kNR;
+    for (int64_t e = count; e < count + pad; ++e) line[e] = 0.f;
+    put_run(row, kc, col0, line, count + pad);
   }
   return true;
 }
@@ -202,26 +258,25 @@ inline void store_row(float* y, const float* z, __m256 lo, __m256 hi, __m256 bia
   for (int64_t e = 0; e < count; ++e) y[e] = tmp[e];
 }
 
-// Pass 3 for output channel m of image j of the group (M_i rows of ldm
-// floats, image j's tiles from column j*t).
+// Pass 3 for output channel m of image j, tile rows [ty0, ty1): tile (ty, tx)
+// of M_i at src + i * m_stride + (ty - ty0) * tw + tx.
 template <typename Op>
-void output_transform(const ConvGeom& g, const WinoDims& d, const float* mbuf, int64_t ldm, int64_t j, int64_t m,
-                      float bias_v, const float* z, float* y, const Op& op) {
+void output_transform(const ConvGeom& g, const WinoDims& d, const float* src, int64_t m_stride, int64_t ty0,
+                      int64_t ty1, float bias_v, const float* z, float* y, const Op& op) {
   const __m256 bias = _mm256_set1_ps(bias_v);
-  const int64_t plane = g.oh * g.ow;
-  for (int64_t ty = 0; ty < d.th; ++ty) {
+  for (int64_t ty = ty0; ty < ty1; ++ty) {
     const int64_t oy = 2 * ty;
-    float* y0 = y + m * plane + oy * g.ow;
-    const float* z0 = z ? z + m * plane + oy * g.ow : nullptr;
+    float* y0 = y + oy * g.ow;
+    const float* z0 = z ? z + oy * g.ow : nullptr;
     const bool second = oy + 1 < g.oh;
     for (int64_t tx0 = 0; tx0 < d.tw; tx0 += 8) {
-      const float* src = mbuf + m * ldm + j * d.t + ty * d.tw + tx0;
+      const float* t0 = src + (ty - ty0) * d.tw + tx0;
       __m256 s0[4], s1[4];
       for (int nu = 0; nu < 4; ++nu) {
-        const __m256 m0 = _mm256_loadu_ps(src + (0 * 4 + nu) * d.m_stride);
-        const __m256 m1 = _mm256_loadu_ps(src + (1 * 4 + nu) * d.m_stride);
-        const __m256 m2 = _mm256_loadu_ps(src + (2 * 4 + nu) * d.m_stride);
-        const __m256 m3 = _mm256_loadu_ps(src + (3 * 4 + nu) * d.m_stride);
+        const __m256 m0 = _mm256_loadu_ps(t0 + (0 * 4 + nu) * m_stride);
+        const __m256 m1 = _mm256_loadu_ps(t0 + (1 * 4 + nu) * m_stride);
+        const __m256 m2 = _mm256_loadu_ps(t0 + (2 * 4 + nu) * m_stride);
+        const __m256 m3 = _mm256_loadu_ps(t0 + (3 * 4 + nu) * m_stride);
         s0[nu] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
         s1[nu] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
       }
@@ -240,22 +295,29 @@ void output_transform(const ConvGeom& g, const WinoDims& d, const float* mbuf, i
   }
 }
 
-// Runs fn(index) for index in [0, n) on the pool, dynamically.
+// Runs fn(slot, unit) for every unit, a thread on its own first (AffineTasks).
 template <typename F>
-void parallel_dynamic(ThreadPool& pool, int64_t n, const F& fn) {
-  std::atomic<int64_t> next{0};
-  auto worker = [&](int tid, int) {
-    for (;;) {
-      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= n) break;
-      fn(tid, i);
-    }
-  };
+void for_units(ThreadPool& pool, int64_t n, const F& fn) {
   if (n <= 1 || pool.num_threads() == 1) {
-    worker(0, 1);
-  } else {
-    const auto* w = &worker;  // one-pointer capture: no std::function allocation
-    pool.run_any([w](int tid, int nt) { (*w)(tid, nt); });
+    for (int64_t u = 0; u < n; ++u) fn(0, u);
+    return;
+  }
+  AffineTasks claims(n, pool.num_threads());
+  auto worker = [&](int slot, int) {
+    for (int64_t u = claims.claim(slot); u >= 0; u = claims.claim(slot)) fn(slot, u);
+  };
+  const auto* w = &worker;  // one-pointer capture: no std::function allocation
+  pool.run_any([w](int slot, int nt) { (*w)(slot, nt); });
+}
+
+// Calls fn(j, ty0, ty1, col) for the tile-row runs of unit u, image by
+// image: tile rows [ty0, ty1) of image j are the unit's columns from col.
+template <typename F>
+void for_segments(const WinoDims& d, const WinoUnit& u, const F& fn) {
+  for (int64_t r = u.r0; r < u.r1;) {
+    const int64_t j = r / d.th, ty0 = r % d.th, ty1 = std::min(d.th, ty0 + (u.r1 - r));
+    fn(j, ty0, ty1, (r - u.r0) * d.tw);
+    r += ty1 - ty0;
   }
 }
 
@@ -263,59 +325,62 @@ void parallel_dynamic(ThreadPool& pool, int64_t n, const F& fn) {
 
 size_t winograd_scratch_bytes(const ConvGeom& g, int threads) {
   const WinoDims d = wino_dims(g);
-  return align64(16 * static_cast<size_t>(d.v_stride) * sizeof(float)) +
-         align64(16 * static_cast<size_t>(d.m_stride) * sizeof(float)) +
-         sgemm_scratch_bytes(wino_spec(g, d, d.group), threads) +
-         static_cast<size_t>(threads) * d.per_thread + 64;
+  return static_cast<size_t>(std::max(threads, 1)) * align64(unit_bytes(g, d, std::max(threads, 1))) + 64;
 }
 
 void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* u, const float* b,
                    const float* z, const Activation& act, float* y, void* scratch, SgemmFn gemm,
                    WinogradFallback fallback, const void* fallback_ctx) {
+  static ThreadPool serial(1);  // each unit's GEMMs run on the thread that owns the unit
   const WinoDims d = wino_dims(g);
   const int threads = pool.num_threads();
-  char* p = static_cast<char*>(scratch);
-  float* v = reinterpret_cast<float*>(p);
-  p += align64(16 * static_cast<size_t>(d.v_stride) * sizeof(float));
-  float* mbuf = reinterpret_cast<float*>(p);
-  p += align64(16 * static_cast<size_t>(d.m_stride) * sizeof(float));
-  void* gemm_scratch = p;
-  p += sgemm_scratch_bytes(wino_spec(g, d, d.group), threads);
-  char* thread_bufs = p;
-  for (int t = 0; t < threads; ++t) std::memset(thread_bufs + t * d.per_thread, 0, d.rows * d.pitch * sizeof(float));
+  const size_t per_unit = align64(unit_bytes(g, d, threads));
+  char* base = static_cast<char*>(scratch);
+  for (int t = 0; t < threads; ++t) std::memset(base + t * per_unit, 0, d.rows * d.pitch * sizeof(float));
 
   const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
-  const WinoItems items{u, packed_a_size(g.cout, g.cin), v, d.v_stride, mbuf, d.m_stride};
+  const int64_t u_stride = packed_a_size(g.cout, g.cin);
+  std::vector<WinoUnit> units(static_cast<size_t>(threads));
   for (int64_t n0 = 0; n0 < g.batch; n0 += d.group) {
     const int64_t images = std::min(d.group, g.batch - n0);
-    const GemmSpec spec = wino_spec(g, d, images);
-    // Per image of the group: whether a plane held an infinity or a NaN.
+    const int64_t nunits = wino_units(g, d, images, threads, units.data());
+    // Per image of the group: whether its input held an infinity or a NaN.
     std::atomic<bool> nonfinite[kGroupColumns];
     for (int64_t j = 0; j < images; ++j) nonfinite[j].store(false, std::memory_order_relaxed);
-    parallel_dynamic(pool, images * g.cin, [&](int tid, int64_t task) {
-      const int64_t j = task / g.cin, c = task % g.cin;
-      if (nonfinite[j].load(std::memory_order_relaxed)) return;
-      float* buf = reinterpret_cast<float*>(thread_bufs + tid * d.per_thread);
-      if (!input_transform(g, d, x + ((n0 + j) * g.cin + c) * in_plane, c, j, images, buf, buf + d.rows * d.pitch,
-                           v))
-        nonfinite[j].store(true, std::memory_order_relaxed);
+    // Passes 1 and 2, unit by unit.
+    for_units(pool, nunits, [&](int, int64_t ui) {
+      const WinoUnit& un = units[ui];
+      const UnitLayout l = unit_layout(g, d, un);
+      char* mine = base + ui * per_unit;
+      auto* plane = reinterpret_cast<float*>(mine + l.plane_off);
+      auto* v = reinterpret_cast<float*>(mine + l.v_off);
+      for_segments(d, un, [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
+        const int64_t pad = col + (ty1 - ty0) * d.tw == l.cols ? l.npad - l.cols : 0;
+        for (int64_t c = 0; c < g.cin && !nonfinite[j].load(std::memory_order_relaxed); ++c)
+          if (!input_transform(g, d, x + ((n0 + j) * g.cin + c) * in_plane, c, ty0, ty1, plane,
+                               plane + d.rows * d.pitch, v, l.v_stride, l.npad, col, pad))
+            nonfinite[j].store(true, std::memory_order_relaxed);
+      });
+      // The GEMMs also run over the columns of an image with a non-finite
+      // input; those results are never read.
+      const WinoItems items{u, u_stride, v, l.v_stride, reinterpret_cast<float*>(mine + l.m_off), l.m_stride};
+      gemm(serial, wino_spec(g, un, l.cols), wino_item, &items, mine + l.gemm_off);
     });
-    // Images with a non-finite input take the fallback; the GEMMs still run
-    // over their (unfinished) columns, whose results are never read.
-    int64_t finite = 0;
-    for (int64_t j = 0; j < images; ++j) {
+    for (int64_t j = 0; j < images; ++j)
       if (nonfinite[j].load()) fallback(fallback_ctx, n0 + j);
-      else ++finite;
-    }
-    if (finite == 0) continue;
-    gemm(pool, spec, wino_item, &items, gemm_scratch);
+    // Pass 3, unit by unit (the same thread as its passes 1 and 2, mostly).
     with_act(act, [&](const auto& op) {
-      parallel_dynamic(pool, images * g.cout, [&](int, int64_t task) {
-        const int64_t j = task / g.cout, m = task % g.cout;
-        if (nonfinite[j].load(std::memory_order_relaxed)) return;
-        const int64_t n = n0 + j;
-        output_transform(g, d, mbuf, spec.ldc, j, m, b ? b[m] : 0.f, z ? z + n * g.cout * out_plane : nullptr,
-                         y + n * g.cout * out_plane, op);
+      for_units(pool, nunits, [&](int, int64_t ui) {
+        const WinoUnit& un = units[ui];
+        const UnitLayout l = unit_layout(g, d, un);
+        const auto* mbuf = reinterpret_cast<const float*>(base + ui * per_unit + l.m_off);
+        for_segments(d, un, [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
+          if (nonfinite[j].load(std::memory_order_relaxed)) return;
+          const int64_t n = n0 + j;
+          for (int64_t m = un.m0; m < un.m1; ++m)
+            output_transform(g, d, mbuf + (m - un.m0) * l.cols + col, l.m_stride, ty0, ty1, b ? b[m] : 0.f,
+                             z ? z + (n * g.cout + m) * out_plane : nullptr, y + (n * g.cout + m) * out_plane, op);
+        });
       });
     });
   }
