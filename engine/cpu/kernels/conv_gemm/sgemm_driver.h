@@ -65,6 +65,11 @@ struct Plan {
   // at k0 * nc within.
   bool shared_b;
   size_t shared_floats;
+  // Task order within an item: row chunk major when A outweighs B (M > N:
+  // deep layers at small batch), so that a thread's run of tasks
+  // (AffineTasks) covers its rows for every column block and reads its part
+  // of A only; column block major otherwise (its columns of B only).
+  bool rows_major = false;
 
   // Column block b and row chunk c, split at panel granularity into parts
   // that differ by at most one panel.
@@ -110,6 +115,7 @@ Plan make_plan(const GemmSpec& s, int threads) {
     while ((base * p.mchunks) % threads != 0 && p.mchunks < most) ++p.mchunks;
   }
   p.tasks = base * p.mchunks;
+  p.rows_major = p.mchunks > 1 && s.m > s.n;
   p.shared_b = !s.b_packed && p.mchunks > 1;
   p.shared_floats = p.shared_b ? static_cast<size_t>(s.items * p.nblocks * s.k * p.nc) : 0;
   p.b_floats = s.b_packed || p.shared_b ? 0 : static_cast<size_t>(p.kc_max * p.nc);
@@ -216,12 +222,13 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
       while (packed.load(std::memory_order_acquire) < pack_tasks) _mm_pause();
     }
     for (int64_t task = claims.claim(tid); task >= 0; task = claims.claim(tid)) {
-      // Order: item, column block, row chunk (row chunks of one block adjacent).
+      // Order: item, then column block and row chunk (Plan::rows_major).
       const int64_t item = task / (p.nblocks * p.mchunks);
       const int64_t rest = task % (p.nblocks * p.mchunks);
-      const int64_t nblock = rest / p.mchunks;
+      const int64_t nblock = p.rows_major ? rest % p.nblocks : rest / p.mchunks;
+      const int64_t mchunk = p.rows_major ? rest / p.nblocks : rest % p.mchunks;
       const float* sb = p.shared_b ? shared + (item * p.nblocks + nblock) * block_floats : nullptr;
-      run_task<Sweep>(spec, p, item_at(item), rest % p.mchunks, nblock, buf_a, buf_b, sb);
+      run_task<Sweep>(spec, p, item_at(item), mchunk, nblock, buf_a, buf_b, sb);
     }
   };
   if (p.tasks == 1) {
