@@ -22,6 +22,11 @@
 
 namespace engine {
 
+void spin_wait_step(int64_t step) {
+  if ((step & 63) == 63) std::this_thread::yield();
+  else ENGINE_PAUSE();
+}
+
 AffineTasks::AffineTasks(int64_t n, int slots) : slots_(std::max(slots, 1)) {
   ENGINE_ENFORCE(n >= 0 && n < (int64_t{1} << 32), kInternal, "AffineTasks: ", n, " tasks");
   if (slots_ > kInline) heap_.reset(new Range[slots_]);
@@ -106,7 +111,7 @@ void ThreadPool::worker(int tid) {
     // Spin first: kernels come in quick succession during a run.
     uint64_t gen = generation_.load(std::memory_order_acquire);
     for (int spin = 0; gen == seen && spin < 20000; ++spin) {
-      ENGINE_PAUSE();
+      spin_wait_step(spin);
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -147,9 +152,9 @@ void ThreadPool::run_impl(const std::function<void(int, int)>& fn, bool all) {
   cv_.notify_all();
   fn(0, num_threads_);
   if (all)
-    while (pending_.load(std::memory_order_acquire) != 0) ENGINE_PAUSE();
+    for (int64_t i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) spin_wait_step(i);
   open_gen_.store(0, std::memory_order_seq_cst);
-  while (active_.load(std::memory_order_acquire) != 0) ENGINE_PAUSE();
+  for (int64_t i = 0; active_.load(std::memory_order_acquire) != 0; ++i) spin_wait_step(i);
 }
 
 void ThreadPool::run(const std::function<void(int, int)>& fn) { run_impl(fn, true); }

@@ -30,6 +30,11 @@ namespace engine {
 // share a cache: measured on a 2-vCPU VM whose vCPUs sat on cores 350 ns
 // apart (55 ns when they share the L3), dynamic first-come claims (each
 // kernel's data bouncing between the cores) ran ResNet-18 1.5x slower there.
+// One step of a spin-wait: a pause, and every 64th step a yield, so that
+// with more threads than cores the thread being waited for (queued on this
+// core) gets to run.
+void spin_wait_step(int64_t step);
+
 class AffineTasks {
  public:
   AffineTasks(int64_t n, int slots);

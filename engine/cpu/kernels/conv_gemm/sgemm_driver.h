@@ -219,7 +219,7 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
                    shared + ib * block_floats + k0 * p.nc);
         packed.fetch_add(1, std::memory_order_release);
       }
-      while (packed.load(std::memory_order_acquire) < pack_tasks) _mm_pause();
+      for (int64_t i = 0; packed.load(std::memory_order_acquire) < pack_tasks; ++i) spin_wait_step(i);
     }
     for (int64_t task = claims.claim(tid); task >= 0; task = claims.claim(tid)) {
       // Order: item, then column block and row chunk (Plan::rows_major).
