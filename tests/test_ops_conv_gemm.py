@@ -178,8 +178,9 @@ CONV_CASES = [
     # Images share the GEMMs in groups (150 tiles per image: groups of 2, 2, 1;
     # 75 tiles and K blocks: one group of 3, image boundaries inside panels).
     ("wino_image_groups", (5, 16, 20, 30), (24, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
-    # 20x18 = 360 tiles: on 2+ threads a run of tile rows per thread (split mid-image).
-    ("wino_row_units", (2, 16, 40, 36), (24, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    # 20x18 = 360 tiles, 8.8M multiply-adds: on 2+ threads a run of tile rows per thread (split
+    # mid-image).
+    ("wino_row_units", (2, 32, 40, 36), (48, 32, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_image_groups_k_blocks", (3, 300, 10, 30), (20, 300, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_in_1x1", (1, 16, 1, 1), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_same_upper", (3, 16, 8, 9), (16, 16, 3, 3), dict(auto_pad="SAME_UPPER"), "winograd"),

@@ -53,6 +53,10 @@ namespace {
 
 constexpr int64_t kGroupColumns = 192;
 constexpr int64_t kUnitColumns = 128;
+// A unit has at least this many multiply-adds: below it, a second thread
+// costs more than it saves (CIFAR-size layers, 16-64 channels at 8x8-32x32:
+// ~1M each, 20 us on one thread, were slower on 2 threads than on 1).
+constexpr int64_t kMinUnitMacs = int64_t{2} << 20;
 
 struct WinoDims {
   int64_t th, tw, t;     // tiles per image (rows, columns, total)
@@ -86,6 +90,7 @@ struct WinoUnit {
 // The units of a group: at most `threads`, by tile rows or by channels.
 int64_t wino_units(const ConvGeom& g, const WinoDims& d, int64_t images, int threads, WinoUnit* out) {
   const int64_t rows = images * d.th;
+  threads = static_cast<int>(std::clamp<int64_t>(16 * g.cout * g.cin * images * d.t / kMinUnitMacs, 1, threads));
   if (images * d.t >= kUnitColumns * threads || threads == 1) {
     const int64_t n = std::min<int64_t>(threads, rows);
     for (int64_t u = 0; u < n; ++u) out[u] = {rows * u / n, rows * (u + 1) / n, 0, g.cout};
