@@ -170,3 +170,18 @@ def test_affine_tasks_keep_each_slot_on_its_range():
         pytest.skip("one hardware thread: the worker shares the core with slot 0")
     by, _ = _core._affine_claims(10, 2, True, 2000.0)
     assert 1 in by[5:], f"slot 1 claimed none of its home tasks 5..9: {by}"
+
+
+def test_core_to_core_probe():
+    """The machine-state probe tools/bench.py prints: a cache-line round trip
+    between the first two CPUs this process may use, in ns (a real, finite
+    time: at least a few ns, far below a millisecond), or -1 on one CPU."""
+    import os
+
+    from pyengine import _core
+
+    ns = _core.core_to_core_ns()
+    if len(os.sched_getaffinity(0)) < 2:
+        assert ns == -1
+    else:
+        assert 5.0 < ns < 1e6, ns

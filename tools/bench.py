@@ -9,6 +9,10 @@
 
 Prints, for the machine at hand:
   - the CPU model, its ISA flags and the tier pyengine uses (PYENGINE_ISA caps it);
+  - the round trip of a cache line between the first two CPUs, before and after
+    the runs (_core.core_to_core_ns): ~50 ns where they share a cache; several
+    hundred on a VM whose vCPUs sit apart (or on busy CPUs), where every
+    multi-threaded runtime is slower, so compare runs only in one state;
   - the attainable FP32 GEMM rate: numpy sgemm (OpenBLAS) GFLOP/s on the same
     thread count, and for each FP32 row the share of it the model reaches
     (model FLOPs / latency / sgemm rate);
@@ -234,6 +238,7 @@ def families_main(args) -> int:
     print(f"cpu: {brand}; pyengine tier {_core.cpu_info()['isa']}; onnxruntime {ort.__version__}; "
           f"torch {torch.__version__}; exporter {args.exporter}; batch 1; threads={args.threads}; "
           f"runs={args.runs} (interleaved, medians)", flush=True)
+    print(core_to_core_line("before the runs"), flush=True)
     rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -285,7 +290,18 @@ def families_main(args) -> int:
         print(f"\n{note}")
     print("\nratio = pyengine median / onnxruntime median (below 1: pyengine is faster); INT8 calibrated on "
           "random images (speed, not accuracy: tests/test_torch_families.py measures that)")
+    print(core_to_core_line("after the runs"))
     return 0
+
+
+def core_to_core_line(when: str) -> str:
+    """The machine-state line: the cache-line round trip between two CPUs."""
+    ns = _core.core_to_core_ns()
+    if ns < 0:
+        return f"cross-core cache-line round trip ({when}): n/a (one CPU)"
+    far = ("  (cores without a shared cache, or busy ones: multi-threaded timings are slower in this state)"
+           if ns > 200 else "")
+    return f"cross-core cache-line round trip ({when}): {ns:.0f} ns{far}"
 
 
 def main(argv=None) -> int:
@@ -323,6 +339,7 @@ def main(argv=None) -> int:
 
     print(f"onnxruntime {ort.__version__}; openvino {ov.__version__ if ov else 'not installed'}; "
           f"threads={args.threads}; size={args.size}; runs={args.runs} (interleaved)")
+    print(core_to_core_line("before the runs"))
     peak = sgemm_gflops(args.threads)
 
     rows = []
@@ -383,6 +400,7 @@ def main(argv=None) -> int:
         print(f"{name:<9} {batch:>5} {label:<24} {med:>10.2f} {p90:>9.2f} {ratio:>10.2f}x {vs_q:>11} {share:>10}")
     print(f"\nmodel FLOPs are pyengine's per-layer counts (2 per multiply-add); % of sgemm = "
           f"FLOPs / latency / {peak:.1f} GFLOP/s")
+    print(core_to_core_line("after the runs"))
     return 0
 
 

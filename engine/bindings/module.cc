@@ -1,6 +1,14 @@
 // pyengine._core: thin bindings only; the Python API lives in pyengine/.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 
 #include "bindings/common.h"
 #include "core/checked_math.h"
@@ -131,6 +139,65 @@ PYBIND11_MODULE(_core, m) {
     d["use_amx"] = s.amx;
     d["hardware_threads"] = ThreadPool::hardware_threads();
     return d;
+  });
+
+  // The machine-state probe tools/bench.py prints: the round trip of one
+  // cache line between two threads on the first two CPUs the process may use
+  // (ns, median of 5 rounds of 20000), or -1 with fewer than two CPUs. About
+  // 50 ns where the cores share a cache; VMs whose vCPUs land on cores that
+  // do not, and multi-die CPUs across dies, read several hundred, and
+  // multi-threaded runs slow down with it.
+  m.def("core_to_core_ns", [] {
+    double result = -1.0;
+#if defined(__linux__)
+    py::gil_scoped_release release;
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    int cpus[2], found = 0;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+      for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
+        if (CPU_ISSET(c, &allowed)) cpus[found++] = c;
+    if (found < 2) return result;
+    auto pin = [](int cpu) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    };
+    constexpr int kRounds = 5, kTrips = 20000;
+    std::vector<double> ns;
+    for (int r = 0; r < kRounds; ++r) {
+      alignas(64) std::atomic<int> flag{0};
+      std::thread echo([&] {
+        pin(cpus[1]);
+        for (int i = 0; i < kTrips; ++i) {
+          while (flag.load(std::memory_order_acquire) != 2 * i + 1) {
+          }
+          flag.store(2 * i + 2, std::memory_order_release);
+        }
+      });
+      cpu_set_t before;
+      pthread_getaffinity_np(pthread_self(), sizeof before, &before);
+      pin(cpus[0]);
+      // Wait for the echo thread to start before timing.
+      flag.store(1, std::memory_order_release);
+      while (flag.load(std::memory_order_acquire) != 2) {
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 1; i < kTrips; ++i) {
+        flag.store(2 * i + 1, std::memory_order_release);
+        while (flag.load(std::memory_order_acquire) != 2 * i + 2) {
+        }
+      }
+      const auto t1 = std::chrono::steady_clock::now();
+      echo.join();
+      pthread_setaffinity_np(pthread_self(), sizeof before, &before);
+      ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / (kTrips - 1));
+    }
+    std::sort(ns.begin(), ns.end());
+    result = ns[ns.size() / 2];
+#endif
+    return result;
   });
 
   // Testing hook for AffineTasks (thread_pool.h), n tasks over `threads`
