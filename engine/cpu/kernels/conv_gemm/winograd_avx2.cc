@@ -9,7 +9,8 @@
 // 3x3), would save more but lose about two digits).
 //
 // Images go in groups (below); a group's work is cut into one unit per
-// thread, and each unit runs the whole pipeline on its own buffers:
+// thread (fewer for small convs: kMinUnitMacs), and each unit runs the whole
+// pipeline on its own buffers:
 //  1. input transform: per input channel, the unit's input rows are copied
 //     into a zero-padded plane (pads cost nothing after that), 8 tiles at a
 //     time are read as even/odd columns of two 16-float loads per row, and
@@ -87,7 +88,8 @@ struct WinoUnit {
   int64_t r0, r1, m0, m1;
 };
 
-// The units of a group: at most `threads`, by tile rows or by channels.
+// The units of a group: at most `threads` and one per kMinUnitMacs
+// multiply-adds, by tile rows or by channels.
 int64_t wino_units(const ConvGeom& g, const WinoDims& d, int64_t images, int threads, WinoUnit* out) {
   const int64_t rows = images * d.th;
   threads = static_cast<int>(std::clamp<int64_t>(16 * g.cout * g.cin * images * d.t / kMinUnitMacs, 1, threads));
@@ -138,7 +140,7 @@ UnitLayout unit_layout(const ConvGeom& g, const WinoDims& d, const WinoUnit& u) 
   return l;
 }
 
-// The bytes each of `threads` units needs, over the full and the last group.
+// The bytes the largest unit needs, over the full and the last group.
 size_t unit_bytes(const ConvGeom& g, const WinoDims& d, int threads) {
   std::vector<WinoUnit> units(static_cast<size_t>(threads));
   size_t most = 0;
