@@ -195,9 +195,9 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
   const int64_t pack_tasks = p.shared_b ? spec.items * p.nblocks * p.kblocks : 0;
   std::atomic<int64_t> packed{0};
   // Tasks are handed out as AffineTasks: thread t starts on the t-th run of
-  // (item, column block) tasks, and packs the B blocks of about that run;
-  // cores shared with other work and uneven last blocks then cost less than
-  // a static split would.
+  // tasks (in the order Plan::rows_major picks) and on the t-th run of B
+  // blocks to pack; cores shared with other work and uneven last blocks
+  // then cost less than a static split would.
   AffineTasks pack_claims(pack_tasks, threads), claims(p.tasks, threads);
   auto worker = [&](int tid, int) {
     float* buf_a = reinterpret_cast<float*>(base + tid * per_thread);
