@@ -203,7 +203,9 @@ def test_instance_norm_large_mean_small_spread():
     # Data far from zero with a small spread: a one-pass E[x^2] - E[x]^2, or
     # folding the mean into the bias, loses most digits. onnxruntime does the
     # latter (its result is off by ~1e-3 here), so the oracle is float64 numpy;
-    # onnxruntime only bounds the result loosely.
+    # onnxruntime only bounds the result loosely: its error is a few float32
+    # ulps of 100 (7.6e-6 each) over a spread of 0.01, times |scale|, and
+    # went past 5e-3 on some draws (5.004e-3 in a CI run), hence 2e-2.
     x = randn(3, 3, 17, 17, scale=0.01, offset=100.0)
     scale, b = randn(3), randn(3)
     inputs = [("x", x), ("scale", scale), ("B", b)]
@@ -216,7 +218,7 @@ def test_instance_norm_large_mean_small_spread():
     for ref in (True, False):
         got, _ = run_pyengine(model, feeds_of(inputs, ["scale", "B"]), ref=ref)
         np.testing.assert_allclose(got[0], want, rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(got[0], ort_y, rtol=0, atol=5e-3)
+        np.testing.assert_allclose(got[0], ort_y, rtol=0, atol=2e-2)
 
 
 def test_layer_norm_large_mean_small_spread():
