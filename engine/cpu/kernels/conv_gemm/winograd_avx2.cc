@@ -9,8 +9,7 @@
 // 3x3), would save more but lose about two digits).
 //
 // Images go in groups (below); a group's work is cut into one unit per
-// thread (fewer for small convs: kMinUnitMacs), and each unit runs the whole
-// pipeline on its own buffers:
+// thread, and each unit runs the whole pipeline on its own buffers:
 //  1. input transform: per input channel, the unit's input rows are copied
 //     into a zero-padded plane (pads cost nothing after that), 8 tiles at a
 //     time are read as even/odd columns of two 16-float loads per row, and
@@ -54,10 +53,6 @@ namespace {
 
 constexpr int64_t kGroupColumns = 192;
 constexpr int64_t kUnitColumns = 128;
-// A unit has at least this many multiply-adds: below it, a second thread
-// costs more than it saves (CIFAR-size layers, 16-64 channels at 8x8-32x32:
-// ~1M each, 20 us on one thread, were slower on 2 threads than on 1).
-constexpr int64_t kMinUnitMacs = int64_t{2} << 20;
 
 struct WinoDims {
   int64_t th, tw, t;     // tiles per image (rows, columns, total)
@@ -88,11 +83,12 @@ struct WinoUnit {
   int64_t r0, r1, m0, m1;
 };
 
-// The units of a group: at most `threads` and one per kMinUnitMacs
-// multiply-adds, by tile rows or by channels.
+// The units of a group: at most `threads`, by tile rows or by channels.
+// (Small convs are split too: a floor of 2M multiply-adds per unit, which
+// kept CIFAR-size layers on one thread, helped only where the cores do not
+// share a cache and cost 30-45% where they do.)
 int64_t wino_units(const ConvGeom& g, const WinoDims& d, int64_t images, int threads, WinoUnit* out) {
   const int64_t rows = images * d.th;
-  threads = static_cast<int>(std::clamp<int64_t>(16 * g.cout * g.cin * images * d.t / kMinUnitMacs, 1, threads));
   if (images * d.t >= kUnitColumns * threads || threads == 1) {
     const int64_t n = std::min<int64_t>(threads, rows);
     for (int64_t u = 0; u < n; ++u) out[u] = {rows * u / n, rows * (u + 1) / n, 0, g.cout};
