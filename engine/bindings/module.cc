@@ -151,13 +151,8 @@ PYBIND11_MODULE(_core, m) {
     double result = -1.0;
 #if defined(__linux__)
     py::gil_scoped_release release;
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    int cpus[2], found = 0;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
-      for (int c = 0; c < CPU_SETSIZE && found < 2; ++c)
-        if (CPU_ISSET(c, &allowed)) cpus[found++] = c;
-    if (found < 2) return result;
+    const std::vector<int> cpus = process_cpus();
+    if (cpus.size() < 2) return result;
     auto pin = [](int cpu) {
       cpu_set_t one;
       CPU_ZERO(&one);

@@ -27,6 +27,18 @@ void spin_wait_step(int64_t step) {
   else ENGINE_PAUSE();
 }
 
+std::vector<int> process_cpus() {
+  std::vector<int> cpus;
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+#endif
+  return cpus;
+}
+
 AffineTasks::AffineTasks(int64_t n, int slots) : slots_(std::max(slots, 1)) {
   ENGINE_ENFORCE(n >= 0 && n < (int64_t{1} << 32), kInternal, "AffineTasks: ", n, " tasks");
   if (slots_ > kInline) heap_.reset(new Range[slots_]);
@@ -64,11 +76,7 @@ ThreadPool::ThreadPool(int num_threads)
   for (int t = 1; t < num_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
 #if defined(__linux__)
   const char* env = std::getenv("PYENGINE_THREAD_STEERING");
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (!threads_.empty() && !(env && std::strcmp(env, "0") == 0) && sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set)) allowed_cpus_.push_back(c);
+  if (!threads_.empty() && !(env && std::strcmp(env, "0") == 0)) allowed_cpus_ = process_cpus();
   steer_ = allowed_cpus_.size() > 1;
 #endif
 }

@@ -19,6 +19,23 @@
 
 namespace engine {
 
+// One step of a spin-wait: a pause, and every 64th step a yield, so that
+// with more threads than cores the thread being waited for (queued on this
+// core) gets to run.
+void spin_wait_step(int64_t step);
+
+// The CPUs this process may run on (Linux: its affinity mask, in order);
+// empty where that is not known.
+std::vector<int> process_cpus();
+
+// A callable as a lambda holding one pointer to it: small enough for
+// std::function's inline buffer, so handing it to the thread pool does not
+// allocate on every call. `f` must outlive the call.
+template <typename F>
+auto by_ref(F& f) {
+  return [p = &f](auto... args) { (*p)(args...); };
+}
+
 // Tasks [0, n) for the slots of one run_any call, claimed with locality:
 // slot s owns the contiguous home range [s * n / slots, (s + 1) * n / slots)
 // and takes it in order from the front; once it is empty, the slot steals
@@ -30,11 +47,6 @@ namespace engine {
 // share a cache: measured on a 2-vCPU VM whose vCPUs sat on cores 350 ns
 // apart (55 ns when they share the L3), dynamic first-come claims (each
 // kernel's data bouncing between the cores) ran ResNet-18 1.5x slower there.
-// One step of a spin-wait: a pause, and every 64th step a yield, so that
-// with more threads than cores the thread being waited for (queued on this
-// core) gets to run.
-void spin_wait_step(int64_t step);
-
 class AffineTasks {
  public:
   AffineTasks(int64_t n, int slots);

@@ -259,10 +259,7 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
   if (planes == 1 || pool.num_threads() == 1) {
     worker(0, 1);
   } else {
-    // A one-pointer capture keeps std::function in its inline storage: no
-    // heap allocation per call.
-    const auto* w = &worker;
-    pool.run_any([w](int tid, int n) { (*w)(tid, n); });
+    pool.run_any(by_ref(worker));
   }
 }
 

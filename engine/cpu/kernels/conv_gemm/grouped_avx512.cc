@@ -179,8 +179,7 @@ void grouped_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const f
   if (tasks == 1 || threads == 1) {
     worker(0, 1);
   } else {
-    const auto* w = &worker;
-    pool.run_any([w](int tid, int n) { (*w)(tid, n); });
+    pool.run_any(by_ref(worker));
   }
 }
 

@@ -234,10 +234,7 @@ void sgemm_run(ThreadPool& pool, const GemmSpec& spec, GemmItemFn item_fn, const
   if (p.tasks == 1) {
     worker(0, 1);
   } else {
-    // A one-pointer capture keeps std::function in its inline storage: no
-    // heap allocation per call.
-    const auto* w = &worker;
-    pool.run_any([w](int tid, int n) { (*w)(tid, n); });
+    pool.run_any(by_ref(worker));
   }
 }
 

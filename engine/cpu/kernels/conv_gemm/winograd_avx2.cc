@@ -298,19 +298,14 @@ void output_transform(const ConvGeom& g, const WinoDims& d, const float* src, in
   }
 }
 
-// Runs fn(slot, unit) for every unit, a thread on its own first (AffineTasks).
+// Runs fn(unit) for every unit; parallel_for's AffineTasks give thread t
+// unit t first.
 template <typename F>
 void for_units(ThreadPool& pool, int64_t n, const F& fn) {
-  if (n <= 1 || pool.num_threads() == 1) {
-    for (int64_t u = 0; u < n; ++u) fn(0, u);
-    return;
-  }
-  AffineTasks claims(n, pool.num_threads());
-  auto worker = [&](int slot, int) {
-    for (int64_t u = claims.claim(slot); u >= 0; u = claims.claim(slot)) fn(slot, u);
+  auto body = [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) fn(u);
   };
-  const auto* w = &worker;  // one-pointer capture: no std::function allocation
-  pool.run_any([w](int slot, int nt) { (*w)(slot, nt); });
+  pool.parallel_for(n, by_ref(body));
 }
 
 // Calls fn(j, ty0, ty1, col) for the tile-row runs of unit u, image by
@@ -351,7 +346,7 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
     std::atomic<bool> nonfinite[kGroupColumns];
     for (int64_t j = 0; j < images; ++j) nonfinite[j].store(false, std::memory_order_relaxed);
     // Passes 1 and 2, unit by unit.
-    for_units(pool, nunits, [&](int, int64_t ui) {
+    for_units(pool, nunits, [&](int64_t ui) {
       const WinoUnit& un = units[ui];
       const UnitLayout l = unit_layout(g, d, un);
       char* mine = base + ui * per_unit;
@@ -373,7 +368,7 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
       if (nonfinite[j].load()) fallback(fallback_ctx, n0 + j);
     // Pass 3, unit by unit (the same thread as its passes 1 and 2, mostly).
     with_act(act, [&](const auto& op) {
-      for_units(pool, nunits, [&](int, int64_t ui) {
+      for_units(pool, nunits, [&](int64_t ui) {
         const WinoUnit& un = units[ui];
         const UnitLayout l = unit_layout(g, d, un);
         const auto* mbuf = reinterpret_cast<const float*>(base + ui * per_unit + l.m_off);

@@ -36,14 +36,6 @@ static inline float no_contract(float v) {
   return v;
 }
 
-// A callable as a lambda holding one pointer to it: small enough for
-// std::function's inline buffer, so handing it to the thread pool does not
-// allocate on every call. `f` must outlive the call.
-template <typename F>
-auto by_ref(F& f) {
-  return [p = &f](auto... args) { (*p)(args...); };
-}
-
 // maxps/minps semantics (the second operand wins on NaN and on equal zeros),
 // so the scalar and vector paths agree even there.
 static inline float max_ps1(float a, float b) { return a > b ? a : b; }
