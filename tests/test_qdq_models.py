@@ -132,17 +132,21 @@ def test_explicit_int8_matches_default(trained):
     np.testing.assert_array_equal(a, b)
 
 
-def test_asymmetric_uint8_runs_exactly_in_float(trained):
+def test_asymmetric_uint8_runs_on_the_int8_kernels(trained):
+    """onnxruntime's default Q/DQ (uint8 activations with zero points): the
+    u8 Q/DQ pairs become int8 ones (zero point - 128) and every Conv and the
+    Gemm run on the int8 kernels with zero points, as accurate as the
+    symmetric form."""
     model = _model(trained, "ort_u8")
     x = trained["x"]
     assert any(t.data_type == TensorProto.UINT8 for t in model.graph.initializer)
     engine = pyengine.build(model)
     info = engine.metadata["int8"]
-    # The int8 kernels take symmetric int8 only: every Conv stays float
-    # fake-quant, and says why.
-    assert info["int8_layers"] == {}
-    assert len(info["float_layers"]) == NUM_CONVS + 1  # and the Gemm
-    assert all("uint8" in f["reason"] for f in info["float_layers"]), info["float_layers"]
+    assert info["float_layers"] == [], info["float_layers"]
+    assert sum(info["int8_layers"].values()) == NUM_CONVS + 1, info["int8_layers"]  # and the Gemm
+    ops = engine.metadata["optimizer"]["ops_after"]
+    assert "Conv" not in ops and "Gemm" not in ops, ops
+    assert any("zero-point input" in p["kernel"] for p in engine.profile({"input": x[:4]}, runs=1))
     agreement, _ = _agreement(model, engine, x)
     assert agreement >= MIN_AGREEMENT
     for t, (steps, share, _) in qm.per_layer_steps(model, {"input": x[:128]}, pyengine.build).items():
@@ -175,7 +179,7 @@ def test_qdq_model_rejects_calibration_options(trained):
 # Hand-made graphs: BatchNorm with negative gamma between a DQ'd Conv and its
 # Q, refusal reasons, float16 layers.
 
-def _qdq_conv_bn(rng, gamma_sign=-1.0, act_u8=False):
+def _qdq_conv_bn(rng, gamma_sign=-1.0, act_u8=False, weight_zp=0):
     c_in, c_out = 5, 7
     w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
     ws = (np.abs(w).max(axis=(1, 2, 3)) / 127).astype(np.float32)
@@ -185,7 +189,7 @@ def _qdq_conv_bn(rng, gamma_sign=-1.0, act_u8=False):
     inits = [
         numpy_helper.from_array(np.float32(0.03), "xs"), numpy_helper.from_array(zt(3 if act_u8 else 0), "xz"),
         numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(ws, "ws"),
-        numpy_helper.from_array(np.zeros(c_out, np.int8), "wz"),
+        numpy_helper.from_array(np.full(c_out, weight_zp, np.int8), "wz"),
         numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "b"),
         numpy_helper.from_array(gamma, "g"), numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "be"),
         numpy_helper.from_array(rng.standard_normal(c_out).astype(np.float32), "mu"),
@@ -218,12 +222,27 @@ def test_batchnorm_between_dq_conv_and_q_is_absorbed(rng=np.random.default_rng(3
     assert steps.max() <= 1 + 1e-4 and np.mean(steps > 0.5) <= MAX_LAYER_DIFF_SHARE
 
 
+def test_uint8_input_activation_is_lowered_with_its_zero_point(rng=np.random.default_rng(6)):
+    """A u8 input Q/DQ (zero point 3) in front of a symmetric int8 layer: the
+    conv is lowered with x_zero_point 3 - 128, within one output step of
+    onnxruntime on the same Q/DQ model."""
+    model = _qdq_conv_bn(rng, act_u8=True)
+    engine = pyengine.build(model)
+    assert engine.metadata["int8"]["float_layers"] == []
+    assert engine.metadata["optimizer"]["ops_after"].get("QConv") == 1
+    assert "x_zero_point=-125" in engine.graph_text()
+    x = (rng.standard_normal((4, 5, 9, 9)) * 2).astype(np.float32)
+    steps = np.abs(engine(x) - qm.ort_session(model).run(None, {"x": x})[0]) / 0.05
+    assert steps.max() <= 1 + 1e-4 and np.mean(steps > 0.5) <= MAX_LAYER_DIFF_SHARE
+
+
 def test_lowering_refusals_have_reasons():
-    model = _qdq_conv_bn(np.random.default_rng(4), act_u8=True)
+    # Asymmetric weights (zero point 2): the int8 kernels take symmetric weights only.
+    model = _qdq_conv_bn(np.random.default_rng(4), weight_zp=2)
     engine = pyengine.build(model)
     refused = engine.metadata["int8"]["float_layers"]
     assert [r["node"] for r in refused] == ["conv"]
-    assert "uint8" in refused[0]["reason"]
+    assert "weight has a non-zero zero point" in refused[0]["reason"]
     x = np.random.default_rng(5).standard_normal((2, 5, 9, 9)).astype(np.float32)
     np.testing.assert_allclose(engine(x), qm.ort_session(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
     # The pass under the PassManager's verifier, explaining: the same reason,
@@ -235,7 +254,7 @@ def test_lowering_refusals_have_reasons():
     _, report = optimize_graph(graph, pipeline="int8", verify=True, explain=True)
     mine = [r for r in report["refused"] if r["pass"] == "lower_qdq_to_int8"]
     assert [(r["node"], r["pattern"], r["quiet"]) for r in mine] == [("conv", "qconv", False)]
-    assert "dequantized from uint8" in mine[0]["reason"]
+    assert "weight has a non-zero zero point" in mine[0]["reason"]
     assert not any(r["pass"] == "lower_qdq_to_int8" for r in report["rewrites"])
 
 

@@ -3,7 +3,7 @@
 //   QConv(...) [float out] -> MaxPool -> Q(s) -> ...
 //     ==>  QConv(...) {y_scale = s} [int8 out] -> MaxPool [int8] -> ...
 //
-// Exact: quantization q(v) = saturate(round_half_even(v / s)) is monotone
+// Exact: quantization q(v) = saturate(round_half_even(v / s) + zp) is monotone
 // non-decreasing, so q(max(window)) = max(q(window)); the int8 MaxPool skips
 // padded positions as the float one does (a window with no input position,
 // impossible for a valid geometry, gives -128 = q(-inf)). The requantize that
@@ -15,7 +15,7 @@
 // Guards: a 2-D MaxPool with one output (no Indices), auto_pad NOTSET or
 // VALID; its input is a float QConv output used only by the MaxPool and not a
 // graph output; every user of the MaxPool's output is a QuantizeLinear to
-// int8 with zero point 0 and the same scalar scale, none a graph output.
+// int8 with the same scalar scale and zero point, none a graph output.
 // Why: in torchvision ResNets the stem's conv -> relu -> maxpool would
 // otherwise write and re-read a float tensor 4x the int8 size, and the next
 // conv could not see that its input is >= 0 (the u8 VNNI path).
@@ -28,15 +28,17 @@
 namespace engine {
 namespace {
 
-// A QuantizeLinear to int8 with zero point 0 and one positive scale.
-bool int8_q(const Node* q, float* scale) {
+// A QuantizeLinear to int8 with one positive scale and one zero point.
+bool int8_q(const Node* q, float* scale, int64_t* zero_point) {
   if (q->kind() != OpKind::kQuantizeLinear || q->attr_int("block_size", 0) != 0) return false;
   const Value* s = q->input(1);
   if (!s || !s->is_constant() || s->constant()->dtype() != DType::kFloat32 || s->constant()->numel() != 1)
     return false;
   const Value* zp = q->input(2);
+  *zero_point = 0;
   if (zp) {
-    if (!zp->is_constant() || zp->constant()->dtype() != DType::kInt8 || zp->constant()->int_at(0) != 0) return false;
+    if (!zp->is_constant() || zp->constant()->dtype() != DType::kInt8 || zp->constant()->numel() != 1) return false;
+    *zero_point = zp->constant()->int_at(0);
   } else if (q->attr_int("output_dtype", 0) != static_cast<int64_t>(DType::kInt8)) {
     return false;
   }
@@ -57,14 +59,18 @@ bool try_rewrite(Graph& g, Node* mp) {
   if (!y || y->is_graph_output() || y->uses().empty()) return false;
   std::vector<Node*> qs;
   float scale = 0.f;
+  int64_t zero_point = 0;
   for (const auto& use : y->uses()) {
     float s = 0.f;
-    if (!int8_q(use.node, &s) || use.index != 0) return false;
-    if (!qs.empty() && s != scale) return false;
+    int64_t zp = 0;
+    if (!int8_q(use.node, &s, &zp) || use.index != 0) return false;
+    if (!qs.empty() && (s != scale || zp != zero_point)) return false;
     scale = s;
+    zero_point = zp;
     qs.push_back(use.node);
   }
   conv->set_attr("y_scale", Attribute::of_float(scale));
+  if (zero_point) conv->set_attr("y_zero_point", Attribute::of_int(zero_point));
   x->set_type(DType::kInt8);
   y->set_type(DType::kInt8);
   for (Node* q : qs) {

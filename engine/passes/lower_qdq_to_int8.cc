@@ -12,9 +12,10 @@
 // Preconditions, checked as a flat list of guards with a reason each (a
 // refusal leaves the node alone and is not an error):
 //  - activation input and int8 residual: DequantizeLinear of int8 data with
-//    one positive scale and zero point 0 (symmetric, as TensorRT requires);
-//    uint8 / non-zero zero points are refused: the int8 kernels take
-//    symmetric int8 only, and the float Q/DQ kernels run such layers exactly;
+//    one positive scale and one constant zero point (0, as TensorRT
+//    requires, or any int8 value: onnxruntime's asymmetric u8 activations,
+//    which the first rewrite here turns into int8 ones, arrive so); the zero
+//    points become the fused node's x/z/y_zero_point attributes;
 //  - weights: an int8 constant behind DQ, or a float constant under Q -> DQ
 //    with the same parameters (fake-quant exports; folded to int8 here with
 //    the QuantizeLinear kernel's own rounding), one scale or one per output
@@ -22,8 +23,8 @@
 //  - bias: absent, a float constant, or DQ of an int32 constant;
 //  - every value swallowed into the fused node has exactly one use and is
 //    not a graph output;
-//  - the requantize step needs every user of the last value to be a Q with
-//    the same int8 scale and zero point 0; those Qs disappear, their users
+//  - the requantize step needs every user of the last value to be a Q to
+//    int8 with the same scale and zero point; those Qs disappear, their users
 //    read the int8 output directly (a Q whose output is a graph output may
 //    be folded when it is the only user: the graph output keeps its name).
 // The ChannelAffine is what fold_bn_into_conv makes of a BatchNormalization
@@ -36,6 +37,13 @@
 // Why: this is the placement TensorRT and ModelOpt use for residual CNNs
 // (quantize every Conv/Gemm input and each residual Add's skip input), so
 // one pattern covers conv-bn-relu chains and residual blocks.
+// uint8 activations (onnxruntime's quantize_static default: QUInt8, zero
+// point z in 0..255) are rewritten first, exactly: a Q to uint8 whose users
+// are all DequantizeLinear nodes with its scale and zero point becomes a Q
+// to int8 with zero point z - 128, and its DQs read that: q8 = q_u8 - 128
+// for every value (saturate(round(x / s) + z) - 128 = saturate_int8(round(x
+// / s) + z - 128)), and (q8 - (z - 128)) * s = (q_u8 - z) * s. The int8
+// kernels then see one form. A uint8 graph input or output stays as it is.
 // Pipeline position (registry.cc, "int8"): after fold_bn_into_conv (BN is a
 // ChannelAffine by then) and before fuse_conv_add_relu (which would hide the
 // Conv inside a FusedConv); eliminate_dead_code then removes the Q/DQ nodes
@@ -66,7 +74,7 @@ std::vector<float> floats_of(const Tensor& t) {
 }
 
 // "" when the zero point is absent or a constant of type `t` holding zeros;
-// else why not.
+// else why not (weights and biases: symmetric only).
 std::string zero_point_problem(const Value* zp, DType t, const char* what) {
   if (!zp) return "";
   if (!zp->is_constant()) return str_cat(what, " zero point is not a constant");
@@ -90,8 +98,21 @@ int8_t quantize_s8(float x, float scale) {
   return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(v)));
 }
 
-// `v` = DQ(q) with q int8, one positive scale, zero point 0. "" or why not.
-std::string match_act_dq(const Value* v, const char* what, Value** q, float* scale) {
+// "" when the zero point is absent (0) or one int8 constant, in *zp; else why not.
+std::string act_zero_point(const Value* zp, const char* what, int32_t* out) {
+  *out = 0;
+  if (!zp) return "";
+  if (!zp->is_constant()) return str_cat(what, " zero point is not a constant");
+  if (zp->constant()->dtype() != DType::kInt8)
+    return str_cat(what, " is quantized to ", dtype_name(zp->constant()->dtype()), " (the int8 kernels take int8, ",
+                   "and uint8 where it can be rewritten to int8)");
+  if (zp->constant()->numel() != 1) return str_cat(what, " has more than one zero point (per-tensor only)");
+  *out = static_cast<int32_t>(zp->constant()->int_at(0));
+  return "";
+}
+
+// `v` = DQ(q) with q int8, one positive scale, one zero point. "" or why not.
+std::string match_act_dq(const Value* v, const char* what, Value** q, float* scale, int32_t* zero_point) {
   Node* dq = producer_of_kind(v, OpKind::kDequantizeLinear);
   if (!dq) return str_cat(what, " is not produced by a DequantizeLinear");
   if (dq->attr_int("block_size", 0) != 0) return str_cat(what, " is block-quantized");
@@ -99,10 +120,10 @@ std::string match_act_dq(const Value* v, const char* what, Value** q, float* sca
   Value* s = dq->input(1);
   if (!x || x->dtype() != DType::kInt8)
     return str_cat(what, " is dequantized from ", x ? dtype_name(x->dtype()) : "nothing",
-                   " (the int8 kernels take symmetric int8 only)");
+                   " (the int8 kernels take int8 only)");
   if (!const_of(s, DType::kFloat32)) return str_cat(what, " scale is not a float32 constant");
   if (s->constant()->numel() != 1) return str_cat(what, " has more than one scale (per-tensor only)");
-  std::string zp = zero_point_problem(dq->input(2), DType::kInt8, what);
+  std::string zp = act_zero_point(dq->input(2), what, zero_point);
   if (!zp.empty()) return zp;
   *scale = s->constant()->data<float>()[0];
   if (!positive_finite(*scale)) return str_cat(what, " scale is not positive and finite");
@@ -110,8 +131,8 @@ std::string match_act_dq(const Value* v, const char* what, Value** q, float* sca
   return "";
 }
 
-// A Q node quantizing to int8 with one scale and zero point 0; its scale.
-std::string requant_problem(const Node* q, float* scale) {
+// A Q node quantizing to int8 with one scale and one zero point; both.
+std::string requant_problem(const Node* q, float* scale, int32_t* zero_point) {
   if (q->kind() != OpKind::kQuantizeLinear) return str_cat("it is read by ", q->describe(), ", not a QuantizeLinear");
   if (q->attr_int("block_size", 0) != 0) return str_cat(q->describe(), " is block-quantized");
   const Value* s = q->input(1);
@@ -119,7 +140,7 @@ std::string requant_problem(const Node* q, float* scale) {
     return str_cat(q->describe(), " does not have one float32 constant scale");
   const Value* zp = q->input(2);
   if (zp) {
-    std::string why = zero_point_problem(zp, DType::kInt8, q->describe().c_str());
+    std::string why = act_zero_point(zp, q->describe().c_str(), zero_point);
     if (!why.empty()) return why;
   } else if (q->attr_int("output_dtype", 0) != 0 && q->attr_int("output_dtype", 0) != static_cast<int64_t>(DType::kInt8)) {
     return str_cat(q->describe(), " does not quantize to int8");
@@ -264,11 +285,13 @@ struct Epilogue {
   Value* z = nullptr;
   bool z_int8 = false;
   float z_scale = 1.f;
+  int32_t z_zp = 0;
   std::string act;
   std::vector<float> act_params;
   Value* last = nullptr;       // the float value the fused node replaces
   std::vector<Node*> requant;  // Q nodes folded in
   float y_scale = 1.f;
+  int32_t y_zp = 0;
   std::string no_requant;      // why the output stays float
 };
 
@@ -320,10 +343,12 @@ Epilogue match_epilogue(Value* y, int64_t m) {
         shapes_may_match(other, ep.last) && shapes_may_match(add->output(0), ep.last)) {
       Value* zq = nullptr;
       float zs = 1.f;
-      if (match_act_dq(other, "the residual", &zq, &zs).empty()) {
+      int32_t zz = 0;
+      if (match_act_dq(other, "the residual", &zq, &zs, &zz).empty()) {
         ep.z = zq;
         ep.z_int8 = true;
         ep.z_scale = zs;
+        ep.z_zp = zz;
       } else {
         ep.z = other;
       }
@@ -355,11 +380,14 @@ Epilogue match_epilogue(Value* y, int64_t m) {
   }
   std::set<Node*> qs;
   float scale = 0.f;
+  int32_t zero_point = 0;
   for (const Use& u : ep.last->uses()) {
     float s = 0.f;
+    int32_t zp = 0;
     std::string why = u.index != 0 ? str_cat("it is read by ", u.node->describe(), " as a parameter")
-                                   : requant_problem(u.node, &s);
-    if (why.empty() && !qs.empty() && s != scale) why = "its QuantizeLinear users use different scales";
+                                   : requant_problem(u.node, &s, &zp);
+    if (why.empty() && !qs.empty() && (s != scale || zp != zero_point))
+      why = "its QuantizeLinear users use different scales or zero points";
     if (why.empty() && u.node->output(0)->is_graph_output() && ep.last->uses().size() > 1)
       why = "a QuantizeLinear output is a graph output and there are other users";
     if (!why.empty()) {
@@ -367,10 +395,12 @@ Epilogue match_epilogue(Value* y, int64_t m) {
       return ep;
     }
     scale = s;
+    zero_point = zp;
     qs.insert(u.node);
   }
   ep.requant.assign(qs.begin(), qs.end());
   ep.y_scale = scale;
+  ep.y_zp = zero_point;
   return ep;
 }
 
@@ -380,6 +410,7 @@ struct Lowering {
   Attributes attrs;
   Value* xq = nullptr;
   float x_scale = 0.f;
+  int32_t x_zp = 0;
   Weights w;
   Bias bias;
   Epilogue ep;
@@ -406,7 +437,7 @@ class LowerQdq final : public Pattern {
                       "neither input is dequantized");
     NO_MATCH_IF(n.output(0)->dtype() != DType::kFloat32, "the output is ", dtype_name(n.output(0)->dtype()),
                 ", not float32");
-    std::string why = match_act_dq(n.input(0), "the input", &l.xq, &l.x_scale);
+    std::string why = match_act_dq(n.input(0), "the input", &l.xq, &l.x_scale, &l.x_zp);
     NO_MATCH_IF(!why.empty(), why);
     int64_t m = 0;
     if (conv()) {
@@ -487,6 +518,10 @@ class LowerQdq final : public Pattern {
     attrs["w_scale"] = Attribute::of_floats(w_scale);
     if (ep.z_int8) attrs["z_scale"] = Attribute::of_float(ep.z_scale);
     if (!ep.requant.empty()) attrs["y_scale"] = Attribute::of_float(ep.y_scale);
+    // Zero points only where they are not 0: symmetric graphs keep their form.
+    if (l.x_zp) attrs["x_zero_point"] = Attribute::of_int(l.x_zp);
+    if (ep.z_int8 && ep.z_zp) attrs["z_zero_point"] = Attribute::of_int(ep.z_zp);
+    if (!ep.requant.empty() && ep.y_zp) attrs["y_zero_point"] = Attribute::of_int(ep.y_zp);
     if (!ep.act.empty()) attrs["activation"] = Attribute::of_string(ep.act);
     if (!ep.act_params.empty()) attrs["activation_params"] = Attribute::of_floats(ep.act_params);
 
@@ -511,7 +546,89 @@ class LowerQdq final : public Pattern {
   OpKind root_;
 };
 
+// The uint8 -> int8 rewrite of activations (see the top of the file). Root:
+// the QuantizeLinear.
+struct U8Activation {
+  Node* q = nullptr;
+  std::vector<Node*> dqs;
+  int32_t zp = 0;  // the uint8 zero point
+};
+
+class U8ActivationToInt8 final : public Pattern {
+ public:
+  std::string_view name() const override { return "uint8_activation"; }
+  OpKind root() const override { return OpKind::kQuantizeLinear; }
+
+  MatchResult match(const Graph&, const Node& n) const override {
+    Node* q = const_cast<Node*>(&n);
+    Value* y = q->output(0);
+    NOT_APPLICABLE_IF(!y || y->dtype() != DType::kUInt8, "not a QuantizeLinear to uint8");
+    NO_MATCH_IF(q->attr_int("block_size", 0) != 0, "block-quantized");
+    NO_MATCH_IF(y->is_graph_output(), "its uint8 output is a graph output");
+    NO_MATCH_IF(y->uses().empty(), "its output is unused");
+    const Value* s = q->input(1);
+    NO_MATCH_IF(!const_of(s, DType::kFloat32) || s->constant()->numel() != 1, "the scale is not one float32 constant");
+    const Value* zp = q->input(2);
+    NO_MATCH_IF(zp && (!const_of(zp, DType::kUInt8) || zp->constant()->numel() != 1),
+                "the zero point is not one uint8 constant");
+    U8Activation u;
+    u.q = q;
+    u.zp = zp ? static_cast<int32_t>(zp->constant()->int_at(0)) : 0;
+    const float scale = s->constant()->data<float>()[0];
+    for (const Use& use : y->uses()) {
+      Node* dq = use.node;
+      NO_MATCH_IF(dq->kind() != OpKind::kDequantizeLinear || use.index != 0, "it is read by ", dq->describe(),
+                  ", not only by DequantizeLinear nodes");
+      NO_MATCH_IF(dq->attr_int("block_size", 0) != 0 || !dq->output(0), dq->describe(), " is block-quantized");
+      const Value* ds = dq->input(1);
+      const Value* dz = dq->input(2);
+      NO_MATCH_IF(!const_of(ds, DType::kFloat32) || ds->constant()->numel() != 1 ||
+                      ds->constant()->data<float>()[0] != scale,
+                  dq->describe(), " does not use the QuantizeLinear's scale");
+      NO_MATCH_IF(dz ? !const_of(dz, DType::kUInt8) || dz->constant()->numel() != 1 ||
+                           dz->constant()->int_at(0) != u.zp
+                     : u.zp != 0,
+                  dq->describe(), " does not use the QuantizeLinear's zero point");
+      u.dqs.push_back(dq);
+    }
+    return Match{{q}, std::move(u)};
+  }
+
+  void rewrite(Rewriter& rw, const Match& mt) const override {
+    const U8Activation& u = std::any_cast<const U8Activation&>(mt.data);
+    Tensor zt(DType::kInt8, Shape{});
+    zt.data<int8_t>()[0] = static_cast<int8_t>(u.zp - 128);
+    Value* zp = rw.add_constant(u.q->name() + "_zero_point_int8", std::move(zt));
+    Value* y = u.q->output(0);
+    Value* y8 = rw.add_value(y->name() + "_int8", DType::kInt8, y->has_shape() ? &y->shape() : nullptr);
+    Value* x = u.q->input(0);
+    Value* scale = u.q->input(1);
+    const std::string qname = u.q->name();
+    for (Node* dq : u.dqs) {
+      Value* out = dq->output(0);
+      Attributes attrs = dq->attrs();
+      const std::string name = dq->name();
+      Value* f = rw.add_value(out->name() + "_from_int8", out->dtype(), out->has_shape() ? &out->shape() : nullptr);
+      rw.replace(out, f);
+      rw.remove(dq);
+      rw.add_node(OpKind::kDequantizeLinear, name, {y8, scale, zp}, {f}, attrs);
+    }
+    Attributes qattrs = u.q->attrs();
+    qattrs.erase("output_dtype");
+    rw.remove(u.q);
+    rw.add_node(OpKind::kQuantizeLinear, qname, {x, scale, zp}, {y8}, std::move(qattrs));
+  }
+};
+
 }  // namespace
+
+std::unique_ptr<Pass> make_u8_activations_to_int8() {
+  std::vector<std::unique_ptr<Pattern>> p;
+  p.push_back(std::make_unique<U8ActivationToInt8>());
+  return std::make_unique<PatternPass>("u8_activations_to_int8",
+                                       "uint8 activation Q/DQ (zero point z) as int8 ones (zero point z - 128)",
+                                       std::move(p));
+}
 
 std::unique_ptr<Pass> make_lower_qdq_to_int8() {
   std::vector<std::unique_ptr<Pattern>> p;
@@ -526,7 +643,7 @@ std::unique_ptr<Pass> make_lower_qdq_to_int8() {
 
 void lower_qdq_to_int8(Graph& g) {
   PassManagerOptions o;
-  o.passes = {"lower_qdq_to_int8", "lower_int8_maxpool", "eliminate_dead_code"};
+  o.passes = {"u8_activations_to_int8", "lower_qdq_to_int8", "lower_int8_maxpool", "eliminate_dead_code"};
   run_passes(g, o);
   infer_shapes(g);
   verify(g);

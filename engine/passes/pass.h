@@ -211,6 +211,7 @@ std::unique_ptr<Pass> make_fuse_channel_split_norm();
 std::unique_ptr<Pass> make_sink_channels_last();
 std::unique_ptr<Pass> make_widen_float16();
 std::unique_ptr<Pass> make_elide_float16_round_trips();
+std::unique_ptr<Pass> make_u8_activations_to_int8();
 std::unique_ptr<Pass> make_lower_qdq_to_int8();
 std::unique_ptr<Pass> make_lower_int8_maxpool();
 

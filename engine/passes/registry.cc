@@ -38,6 +38,7 @@ struct Registry {
     const Pass* ibn = add(make_fuse_channel_split_norm());
     const Pass* channels_last = add(make_sink_channels_last());
     const Pass* elide16 = add(make_elide_float16_round_trips());
+    const Pass* u8 = add(make_u8_activations_to_int8());
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
     pipeline = {
@@ -121,6 +122,9 @@ struct Registry {
         // reparam_branches and prune_dead_channels are left out: they
         // rewrite float weights, and a quantized model's weights are what
         // its Q/DQ say.
+        // uint8 activations (onnxruntime's) as int8 with zero point - 128,
+        // the one form the lowering and the int8 kernels take.
+        u8,
         lower,
         // After the lowering (it needs QConvs): the stem's MaxPool runs on
         // the QConv's requantized int8 output.

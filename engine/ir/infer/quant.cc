@@ -13,7 +13,13 @@ namespace {
 void check_qparams(InferContext& ctx) {
   const ValueInfo& x = ctx.input(0);
   const ValueInfo& s = ctx.input(1);
-  if (ctx.has_input(2) && ctx.input(2).has_shape && s.has_shape && ctx.input(2).shape != s.shape)
+  // A scalar and a one-element 1-D parameter are both per tensor
+  // (onnxruntime's quantizer writes a [1] scale with a scalar zero point).
+  auto one = [](const ValueInfo& v) {
+    return v.rank() == 0 || (v.rank() == 1 && v.shape[0] == 1);
+  };
+  if (ctx.has_input(2) && ctx.input(2).has_shape && s.has_shape && ctx.input(2).shape != s.shape &&
+      !(one(ctx.input(2)) && one(s)))
     ctx.fail("zero point shape ", shape_str(ctx.input(2).shape), " differs from scale shape ", shape_str(s.shape));
   if (!x.has_shape || !s.has_shape) return;
   const int64_t block = ctx.node().attr_int("block_size", 0);

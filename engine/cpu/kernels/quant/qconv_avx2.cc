@@ -103,7 +103,7 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
     v = _mm256_add_ps(v, _mm256_loadu_ps(e.z_f32 + idx));
   } else if (e.z_s8) {
     __m128i z8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(e.z_s8 + idx));
-    __m256 z = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(z8));
+    __m256 z = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(z8), _mm256_set1_epi32(e.z_zp)));
     v = _mm256_add_ps(v, no_contract8(_mm256_mul_ps(z, _mm256_set1_ps(e.z_scale))));
   }
   if (e.act == Act::kRelu) {
@@ -113,8 +113,9 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
   }
   if (e.requant) {
     __m256 q = _mm256_div_ps(v, _mm256_set1_ps(e.y_scale));
-    q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(-128.f)), _mm256_set1_ps(127.f));
-    __m256i qi = _mm256_cvtps_epi32(q);
+    q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(static_cast<float>(-128 - e.y_zp))),
+                      _mm256_set1_ps(static_cast<float>(127 - e.y_zp)));
+    __m256i qi = _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(e.y_zp));
     __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(e.y_s8 + idx), _mm_packs_epi16(w, w));
   } else {

@@ -113,7 +113,7 @@ inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, _
     v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.z_f32 + idx));
   } else if (e.z_s8) {
     const __m128i z8 = _mm_maskz_loadu_epi8(m, e.z_s8 + idx);
-    const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(z8));
+    const __m512 z = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(z8), _mm512_set1_epi32(e.z_zp)));
     v = _mm512_add_ps(v, no_contract16(_mm512_mul_ps(z, _mm512_set1_ps(e.z_scale))));
   }
   if (e.act == Act::kRelu) {
@@ -123,10 +123,13 @@ inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, _
   }
   if (e.requant) {
     __m512 q = _mm512_div_ps(v, _mm512_set1_ps(e.y_scale));
-    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-128.f)), _mm512_set1_ps(127.f));
-    // cvtps2dq rounds half to even (MXCSR default), as nearbyint does; the
-    // value is already in [-128, 127], so the narrowing is plain truncation.
-    _mm512_mask_cvtepi32_storeu_epi8(e.y_s8 + idx, m, _mm512_cvtps_epi32(q));
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(static_cast<float>(-128 - e.y_zp))),
+                      _mm512_set1_ps(static_cast<float>(127 - e.y_zp)));
+    // cvtps2dq rounds half to even (MXCSR default), as nearbyint does; with
+    // the zero point added the value is in [-128, 127], so the narrowing is
+    // plain truncation.
+    const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(e.y_zp));
+    _mm512_mask_cvtepi32_storeu_epi8(e.y_s8 + idx, m, qi);
   } else {
     _mm512_mask_storeu_ps(e.y_f32 + idx, m, v);
   }

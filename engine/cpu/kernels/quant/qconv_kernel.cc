@@ -24,8 +24,10 @@
 namespace engine::qk {
 namespace {
 
-// The int32 accumulator must not overflow: |x * w| <= 128 * 128.
+// The int32 accumulator must not overflow: |x * w| <= 128 * 128, or with an
+// input zero point |(x - x_zp) * w| <= 255 * 128.
 constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 128);
+constexpr int64_t kMaxKZeroPoint = std::numeric_limits<int32_t>::max() / (255 * 128);
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -37,11 +39,17 @@ struct EpilogueAttrs {
   float z_scale = 1.f;
   bool requant = false;
   float y_scale = 1.f;
+  int32_t x_zp = 0, z_zp = 0, y_zp = 0;  // int8 zero points (asymmetric activations)
   Act act = Act::kNone;
   float lo = 0.f, hi = 0.f;
 
   void parse(const Node& node) {
     const std::string d = node.describe();
+    for (auto [name, zp] : {std::pair{"x_zero_point", &x_zp}, {"z_zero_point", &z_zp}, {"y_zero_point", &y_zp}}) {
+      const int64_t v = node.attr_int(name, 0);
+      ENGINE_ENFORCE(v >= -128 && v <= 127, kInvalidModel, d, ": ", name, " ", v, " is not an int8 value");
+      *zp = static_cast<int32_t>(v);
+    }
     ENGINE_ENFORCE(node.has_attr("x_scale"), kInvalidModel, d, ": attribute x_scale is required");
     x_scale = node.attr_float("x_scale", 0.f);
     w_scale = node.attr_floats("w_scale");
@@ -93,6 +101,7 @@ struct EpilogueAttrs {
         ENGINE_ENFORCE(has_z_scale, kInvalidModel, d, ": an int8 residual needs attribute z_scale");
         e.z_s8 = z->data<int8_t>();
         e.z_scale = z_scale;
+        e.z_zp = z_zp;
       } else {
         fail(ErrorKind::kDType, d, ": residual must be float32 or int8, got ", dtype_name(z->dtype()));
       }
@@ -102,6 +111,7 @@ struct EpilogueAttrs {
     e.act_hi = hi;
     e.requant = requant;
     e.y_scale = y_scale;
+    e.y_zp = y_zp;
     if (requant) {
       ENGINE_ENFORCE(y.dtype() == DType::kInt8, kInternal, d, ": output must be int8");
       e.y_s8 = y.data<int8_t>();
@@ -111,20 +121,41 @@ struct EpilogueAttrs {
     }
     return e;
   }
+
+  // The SIMD tiers sum x * w with the padding at x_zp, so they need
+  // -x_zp * wsum[c] added to the accumulator: writes bias + that (wrapping
+  // int32, exact) to `out` and points e.bias_i32 at it. The reference
+  // subtracts x_zp from each input instead (the same int32 sums).
+  void fold_input_zero_point(Epilogue& e, const int32_t* wsum, int64_t m, int32_t* out) const {
+    for (int64_t c = 0; c < m; ++c)
+      out[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
+                                    static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(wsum[c]));
+    e.bias_i32 = out;
+  }
 };
+
+// wsum[r] = sum_k w[r, k] for rows x k int8 weights.
+void weight_sums(const int8_t* w, int64_t rows, int64_t k, int32_t* wsum) {
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) s += w[r * k + kk];
+    wsum[r] = s;
+  }
+}
 
 enum class Tier { kRef, kAvx2, kAvx512Vnni };
 
 // True when every value of `v` is known to be >= 0 before the run: the int8
 // output of a QConv/QGemm that requantizes after a Relu (or a Clip with
-// bounds >= 0), or an int8 MaxPool of such a tensor. Such activations feed
-// vpdpbusd's unsigned operand as they are, without the +128 shift.
+// bounds >= 0) with a zero point >= 0 (the values are >= it), or an int8
+// MaxPool of such a tensor. Such activations feed vpdpbusd's unsigned
+// operand as they are, without the +128 shift.
 bool known_nonneg(const Value* v) {
   const Node* p = v ? v->producer() : nullptr;
   if (!p || v->dtype() != DType::kInt8) return false;
   if (p->kind() == OpKind::kMaxPool) return known_nonneg(p->input(0));
   if (p->kind() != OpKind::kQConv && p->kind() != OpKind::kQGemm) return false;
-  if (!p->has_attr("y_scale")) return false;
+  if (!p->has_attr("y_scale") || p->attr_int("y_zero_point", 0) < 0) return false;
   const std::string a = p->attr_string("activation", "");
   if (a == "Relu") return true;
   if (a == "Clip") {
@@ -143,7 +174,7 @@ class QConvKernel final : public Kernel {
   explicit QConvKernel(const Node& node)
       : desc_(node.describe()),
         tier_(kernel_usable("qconv_s8_avx512vnni") ? Tier::kAvx512Vnni : kernel_usable("qconv_s8_avx2") ? Tier::kAvx2 : Tier::kRef),
-        x_nonneg_(known_nonneg(node.input(0))) {
+        x_nonneg_(known_nonneg(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
     strides_ = node.attr_ints("strides", {});
@@ -189,6 +220,10 @@ class QConvKernel final : public Kernel {
       mul_.resize(m);
       ep_.fill_mul(mul_.data(), m, desc_);
       const int64_t mg = m / group_, k = weights_->numel() / m;
+      if (ep_.x_zp != 0 && tier_ != Tier::kRef) {
+        wsum_.resize(m);
+        weight_sums(weights_->data<int8_t>(), m, k, wsum_.data());
+      }
       if (tier_ == Tier::kAvx512Vnni) {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
@@ -207,7 +242,7 @@ class QConvKernel final : public Kernel {
   std::string describe() const override {
     // 3-D convs run the same GEMMs over a 3-D im2col / frame planes
     // (qconv_tiled.h); the profile says which form a layer took.
-    const std::string dims = spatial_ == 3 ? " 3-D" : "";
+    const std::string dims = std::string(spatial_ == 3 ? " 3-D" : "") + (ep_.x_zp ? " zero-point input" : "");
     if (depthwise_)
       return (tier_ == Tier::kAvx512Vnni ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims +
              " depthwise(int16 madd)";
@@ -256,7 +291,11 @@ class QConvKernel final : public Kernel {
     }
     const bool dw = tier_ != Tier::kRef && qconv_depthwise_applies(g);
     if (dw) ws_bytes = std::max(ws_bytes, qconv_depthwise_workspace(g, threads));
-    const size_t runtime_bytes = weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes;
+    // An input zero point on a SIMD tier: the folded bias (and, for run-time
+    // weights, their sums) per call.
+    const bool fold = ep_.x_zp != 0 && tier_ != Tier::kRef;
+    const size_t fold_bytes = fold ? align64(g.m * sizeof(int32_t)) * (weights_ ? 1 : 2) : 0;
+    const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
     const bool bytes = tier_ == Tier::kAvx512Vnni || (tier_ == Tier::kAvx2 && x_nonneg_);
@@ -281,6 +320,16 @@ class QConvKernel final : public Kernel {
       packed = p;
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
+    if (fold) {
+      auto* f = reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes);
+      const int32_t* wsum = wsum_.data();
+      if (!weights_) {
+        int32_t* s = f + align64(g.m * sizeof(int32_t)) / sizeof(int32_t);
+        weight_sums(w.data<int8_t>(), g.m, g.m ? w.numel() / g.m : 0, s);
+        wsum = s;
+      }
+      ep_.fold_input_zero_point(e, wsum, g.m, f);
+    }
     void* ws = scratch + runtime_bytes;
     if (dw) {
       if (tier_ == Tier::kAvx512Vnni) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
@@ -310,7 +359,7 @@ class QConvKernel final : public Kernel {
                    shape_str(w.shape()), " do not match the ", spatial_, "-D attributes");
     ENGINE_ENFORCE(w.dim(0) > 0 && w.dim(0) % group_ == 0, kInvalidModel, desc_, ": ", w.dim(0),
                    " output channels are not divisible by group ", group_);
-    ENGINE_ENFORCE(w.numel() / w.dim(0) <= kMaxK, kUnsupportedOperator, desc_,
+    ENGINE_ENFORCE(w.numel() / w.dim(0) <= (ep_.x_zp ? kMaxKZeroPoint : kMaxK), kUnsupportedOperator, desc_,
                    ": reduction size too large for int32 accumulation");
   }
 
@@ -338,6 +387,7 @@ class QConvKernel final : public Kernel {
     g.kh = w.dim(2 + z);
     g.kw = w.dim(3 + z);
     g.group = group_;
+    g.x_zp = static_cast<int8_t>(ep_.x_zp);
     ENGINE_ENFORCE(g.c == w.dim(1) * group_, kShape, desc_, ": input has ", g.c, " channels, weights expect ",
                    w.dim(1) * group_);
     if (!kernel_shape_.empty())
@@ -392,6 +442,7 @@ class QConvKernel final : public Kernel {
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
   std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
+  std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };
 
 class QGemmKernel final : public Kernel {
@@ -408,6 +459,10 @@ class QGemmKernel final : public Kernel {
       if (avx2_) {
         packed_.assign(packed_b_elems(k, m), 0);
         pack_b(weights_->data<int8_t>(), 1, k, k, m, packed_.data());
+        if (ep_.x_zp != 0) {
+          wsum_.resize(m);
+          weight_sums(weights_->data<int8_t>(), m, k, wsum_.data());
+        }
       }
     }
   }
@@ -429,6 +484,9 @@ class QGemmKernel final : public Kernel {
       runtime_bytes = align64(m * sizeof(float));
       if (avx2_) runtime_bytes += align64(packed_b_elems(k, m) * sizeof(int16_t));
     }
+    const bool fold = avx2_ && ep_.x_zp != 0;
+    const size_t fold_bytes = fold ? align64(m * sizeof(int32_t)) * (weights_ ? 1 : 2) : 0;
+    runtime_bytes += fold_bytes;
     const size_t ws_bytes = avx2_ ? qgemm_avx2_workspace(n, k) : 0;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
@@ -444,15 +502,26 @@ class QGemmKernel final : public Kernel {
       }
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], m, desc_);
+    if (fold) {
+      auto* f = reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes);
+      const int32_t* wsum = wsum_.data();
+      if (!weights_) {
+        int32_t* s = f + align64(m * sizeof(int32_t)) / sizeof(int32_t);
+        weight_sums(w.data<int8_t>(), m, k, s);
+        wsum = s;
+      }
+      ep_.fold_input_zero_point(e, wsum, m, f);
+    }
     if (avx2_) qgemm_avx2(ctx.pool(), n, m, k, a.data<int8_t>(), packed, e, scratch + runtime_bytes);
-    else qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e);
+    else qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e, ep_.x_zp);
   }
 
  private:
   void check_weights(const Tensor& w) const {
     check_int8(w, desc_, "weights");
     ENGINE_ENFORCE(w.rank() == 2, kInvalidModel, desc_, ": weights must be 2-D [M, K], got ", shape_str(w.shape()));
-    ENGINE_ENFORCE(w.dim(1) <= kMaxK, kUnsupportedOperator, desc_, ": reduction size too large for int32 accumulation");
+    ENGINE_ENFORCE(w.dim(1) <= (ep_.x_zp ? kMaxKZeroPoint : kMaxK), kUnsupportedOperator, desc_,
+                   ": reduction size too large for int32 accumulation");
   }
 
   std::string desc_;
@@ -461,6 +530,7 @@ class QGemmKernel final : public Kernel {
   std::shared_ptr<const Tensor> weights_;
   std::vector<float> mul_;
   std::vector<int16_t> packed_;
+  std::vector<int32_t> wsum_;  // AVX2 with an input zero point: sum_k w[m, k]
 };
 
 }  // namespace

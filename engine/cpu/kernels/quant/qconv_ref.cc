@@ -2,10 +2,11 @@
 // the AVX2 kernels are tested against bit for bit.
 //   acc[n, m, oz, oy, ox] = sum_{ci, kz, ki, kj} x[n, g*cg + ci, iz, iy, ix] * w[m, ci, kz, ki, kj]
 //   with iz = oz*sd - pf + kz*dd, iy = oy*sh - pt + ki*dh, ix = ox*sw - pl +
-//   kj*dw (0 outside the input), g = m / mg; then epilogue_one()
+//   kj*dw (0 outside the input), g = m / mg, x taken as x - x_zp; then epilogue_one()
 //   (quant_kernels.h). A 2-D conv is the case d = kd = od = 1.
-// Products and sums are exact in int32 (K * 128 * 128 < 2^31 is checked in
-// create()), so the summation order does not matter.
+// Products and sums are exact in int32 (K * 256 * 128 < 2^31 is checked in
+// create() when there is a zero point, K * 128 * 128 otherwise), so the
+// summation order does not matter.
 #include "cpu/kernels/quant/quant_kernels.h"
 
 namespace engine::qk {
@@ -32,7 +33,7 @@ void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilog
                   for (int64_t kj = 0; kj < g.kw; ++kj) {
                     const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
                     if (ix < 0 || ix >= g.w) continue;
-                    acc += static_cast<int32_t>(plane[iy * g.w + ix]) * wm[((ci * g.kd + kz) * g.kh + ki) * g.kw + kj];
+                    acc += (static_cast<int32_t>(plane[iy * g.w + ix]) - g.x_zp) * wm[((ci * g.kd + kz) * g.kh + ki) * g.kw + kj];
                   }
                 }
               }
@@ -42,11 +43,12 @@ void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilog
     }
 }
 
-void qgemm_ref(int64_t n, int64_t m, int64_t k, const int8_t* a, const int8_t* w, const Epilogue& e) {
+void qgemm_ref(int64_t n, int64_t m, int64_t k, const int8_t* a, const int8_t* w, const Epilogue& e,
+               int32_t a_zp) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < m; ++j) {
       int32_t acc = 0;
-      for (int64_t kk = 0; kk < k; ++kk) acc += static_cast<int32_t>(a[i * k + kk]) * w[j * k + kk];
+      for (int64_t kk = 0; kk < k; ++kk) acc += (static_cast<int32_t>(a[i * k + kk]) - a_zp) * w[j * k + kk];
       epilogue_one(e, acc, j, i * m + j);
     }
 }

@@ -18,6 +18,12 @@
 // holds the others up for one task at most; every output is written by one
 // task with exact integer sums, so the bits never depend on the schedule.
 //
+// Padding: every padded input position (borders, depth padding) holds the
+// input's zero point g.x_zp, the int8 value of a real 0 ("zero-bordered"
+// below means that). The sums then include x_zp * w for those taps, which
+// the caller removes with the -x_zp * sum_k w bias (qconv_kernel.cc). For
+// symmetric inputs x_zp is 0 and nothing changes.
+//
 // A Traits class supplies the ISA part:
 //   static constexpr int kMR (weight rows per tile), kKGroup (k rows packed
 //   together: 4 for vpdpbusd, 2 for vpmaddwd), kNV (panels per kernel call);
@@ -48,12 +54,12 @@ inline size_t tiled_align64(size_t n) { return (n + 63) / 64 * 64; }
 
 // Fills dst[0, run) with what one kernel tap reads for output positions
 // ox0 .. ox0 + run - 1 of one output row: input row iy of `plane` (one
-// channel of one image) at columns ox * sw + col_off, 0 in the padding.
+// channel of one image) at columns ox * sw + col_off, g.x_zp (the real 0) in the padding.
 // [lo, hi) are the output columns whose input column lies inside the row.
 inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64_t col_off, int64_t lo,
                        int64_t hi, int64_t ox0, int64_t run, int8_t* dst) {
   if (iy < 0 || iy >= g.h) {
-    std::memset(dst, 0, run);
+    std::memset(dst, g.x_zp, run);
     return;
   }
   const int8_t* src = plane + iy * g.w + col_off;
@@ -68,13 +74,13 @@ inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64
       const __mmask64 all = n == 64 ? ~0ull : (1ull << n) - 1;
       __mmask64 valid = 0;
       if (b > a) valid = (b - a == 64 ? ~0ull : ((1ull << (b - a)) - 1)) << a;
-      _mm512_mask_storeu_epi8(dst + o, all, _mm512_maskz_loadu_epi8(valid, src + first));
+      _mm512_mask_storeu_epi8(dst + o, all, _mm512_mask_loadu_epi8(_mm512_set1_epi8(g.x_zp), valid, src + first));
     }
     return;
   }
 #endif
   const int64_t vlo = std::min(std::max(lo, ox0), ox0 + run), vhi = std::max(std::min(hi, ox0 + run), vlo);
-  std::memset(dst, 0, vlo - ox0);
+  std::memset(dst, g.x_zp, vlo - ox0);
   if (g.sw == 1) {
     std::memcpy(dst + (vlo - ox0), src + vlo, vhi - vlo);
   } else if (g.sw == 2) {
@@ -92,7 +98,7 @@ inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64
   } else {
     for (int64_t ox = vlo; ox < vhi; ++ox) dst[ox - ox0] = src[ox * g.sw];
   }
-  std::memset(dst + (vhi - ox0), 0, ox0 + run - vhi);
+  std::memset(dst + (vhi - ox0), g.x_zp, ox0 + run - vhi);
 }
 
 // im2col rows [kk0, kk1) of merged columns [p0, p1) for one group: row kk =
@@ -100,7 +106,7 @@ inline void im2col_run(const ConvGeom& g, const int8_t* plane, int64_t iy, int64
 // Column q is output position (oz, oy, ox) of image q / ohw() (oz = 0 for
 // 2-D). Counters step through (ci, kz, ki, kj) and (image, oz, oy, ox): no
 // divisions in the loops. A tap whose input frame iz lies in the depth
-// padding reads zeros for the whole output row.
+// padding reads g.x_zp for the whole output row.
 inline void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t p0, int64_t p1, int64_t kk0,
                         int64_t kk1, int8_t* out, int64_t ld) {
   const int64_t hw = g.ohw(), ohw2 = g.oh * g.ow, khw = g.kh * g.kw, taps = g.kd * khw;
@@ -120,7 +126,7 @@ inline void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t
       const int64_t run = std::min(g.ow - ox0, p1 - q);
       const int64_t iz = oz * g.sd - g.pf + kz * g.dd;
       if (iz < 0 || iz >= g.d) {
-        std::memset(row + (q - p0), 0, static_cast<size_t>(run));
+        std::memset(row + (q - p0), g.x_zp, static_cast<size_t>(run));
       } else {
         const int8_t* plane = x + ((img * g.c + ci) * g.d + iz) * g.h * g.w;
         im2col_run(g, plane, oy * g.sh - g.pt + ki * g.dh, col_off, lo, hi, ox0, run, row + (q - p0));
@@ -374,11 +380,11 @@ inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, cons
               int8_t* d = dst + r * t.wp;
               const int64_t iy = r * g.sh + a - g.pt;
               if (iy < 0 || iy >= g.h) {
-                std::memset(d, 0, static_cast<size_t>(t.wp));
+                std::memset(d, g.x_zp, static_cast<size_t>(t.wp));
                 continue;
               }
               const int8_t* srow = src + iy * g.w - off;  // input column of j is srow[j * sw]
-              std::memset(d, 0, static_cast<size_t>(jlo));
+              std::memset(d, g.x_zp, static_cast<size_t>(jlo));
               if (g.sw == 1) {
                 std::memcpy(d + jlo, srow + jlo, static_cast<size_t>(jhi - jlo));
               } else {
@@ -397,7 +403,7 @@ inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, cons
                 }
                 for (; j < jhi; ++j) d[j] = srow[j * g.sw];
               }
-              std::memset(d + jhi, 0, static_cast<size_t>(t.wp - jhi));
+              std::memset(d + jhi, g.x_zp, static_cast<size_t>(t.wp - jhi));
             }
           }
       }
@@ -448,7 +454,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
         // Frame iz of channel ci at src + (ci * d + iz) * chan_bytes.
         const int8_t* src = padded + (img * g.c + grp * g.cg()) * g.d * t.chan_bytes + p0;
         const int64_t taps = g.kh * g.kw, iz0 = oz * g.sd - g.pf;
-        std::memset(rowbuf, 0, ncols);  // rows past K and taps in the depth padding read zeros
+        std::memset(rowbuf, g.x_zp, ncols);  // rows past K (weights 0) and taps in the depth padding (x_zp)
         int64_t ci = 0, kz = 0, tap = 0;  // of k row kk0 + i, stepped without divisions
         for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
           const int64_t rows = std::min<int64_t>(T::kKGroup, t.k - kk0);
@@ -547,7 +553,7 @@ void run_depthwise(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const i
       for (int64_t pz = 0; pz < p.dp; ++pz)
         for (int64_t pr = 0; pr < p.hp; ++pr) {
           int8_t* row = buf + (pz * p.hp + pr) * p.row_bytes;
-          std::memset(row, 0, static_cast<size_t>(p.row_bytes));
+          std::memset(row, g.x_zp, static_cast<size_t>(p.row_bytes));
           const int64_t iz = pz - g.pf, iy = pr - g.pt;
           if (iz < 0 || iz >= g.d || iy < 0 || iy >= g.h) continue;
           const int8_t* in = src + (iz * g.h + iy) * g.w;

@@ -73,7 +73,8 @@ class QdqKernel final : public Kernel {
     ENGINE_ENFORCE(s.dtype() == DType::kFloat32, kUnsupportedOperator, desc_, ": scale must be float32, got ",
                    dtype_name(s.dtype()));
     if (zp) {
-      ENGINE_ENFORCE(zp->shape() == s.shape(), kShape, desc_, ": zero point shape ", shape_str(zp->shape()),
+      ENGINE_ENFORCE(zp->shape() == s.shape() || (zp->numel() == 1 && s.numel() == 1 && zp->rank() <= 1 && s.rank() <= 1),
+                     kShape, desc_, ": zero point shape ", shape_str(zp->shape()),
                      " differs from scale shape ", shape_str(s.shape()));
     }
     if (quantize_) {

@@ -80,11 +80,18 @@ void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, 
 //   acc += bias_i32[c]                        (wrapping int32 add)
 //   v  = float(acc) * mul[c]                  (mul[c] = x_scale * w_scale[c])
 //   v += bias_f32[c]
-//   v += z_f32[idx]   or   v += float(z_s8[idx]) * z_scale
+//   v += z_f32[idx]   or   v += float(z_s8[idx] - z_zp) * z_scale
 //   v  = act(v)                               (Relu: max(v, 0); Clip: min(max(v, lo), hi))
-//   y_s8[idx] = saturate(round_half_even(v / y_scale))   or   y_f32[idx] = v
+//   y_s8[idx] = saturate(round_half_even(v / y_scale) + y_zp)   or   y_f32[idx] = v
 // Tensors are addressed by flat index over the whole output (conv: NCHW,
 // gemm: [N, M]); residuals have the output's shape.
+// Zero points (asymmetric activations: onnxruntime's u8 Q/DQ, stored here as
+// int8 with zero point - 128; see lower_qdq_to_int8.cc): the requantize is
+// quantize_one()'s formula, clamp(v / y_scale, -128 - y_zp, 127 - y_zp),
+// round, add y_zp, which for y_zp = 0 is the symmetric one. The input's zero
+// point x_zp (ConvGeom::x_zp) never reaches the epilogue: the reference
+// subtracts it from every input value, the SIMD tiers pad with it and fold
+// -x_zp * sum_k w[c, k] into bias_i32 (exact in wrapping int32).
 enum class Act : int { kNone = 0, kRelu = 1, kClip = 2 };
 
 struct Epilogue {
@@ -94,10 +101,12 @@ struct Epilogue {
   const float* z_f32 = nullptr;
   const int8_t* z_s8 = nullptr;
   float z_scale = 1.f;
+  int32_t z_zp = 0;
   Act act = Act::kNone;
   float act_lo = 0.f, act_hi = 0.f;
   bool requant = false;
   float y_scale = 1.f;
+  int32_t y_zp = 0;
   float* y_f32 = nullptr;
   int8_t* y_s8 = nullptr;
 };
@@ -107,12 +116,12 @@ static inline void epilogue_one(const Epilogue& e, int32_t acc, int64_t c, int64
   float v = no_contract(static_cast<float>(acc) * e.mul[c]);
   if (e.bias_f32) v = v + e.bias_f32[c];
   if (e.z_f32) v = v + e.z_f32[idx];
-  else if (e.z_s8) v = v + no_contract(static_cast<float>(e.z_s8[idx]) * e.z_scale);
+  else if (e.z_s8) v = v + no_contract(static_cast<float>(static_cast<int32_t>(e.z_s8[idx]) - e.z_zp) * e.z_scale);
   if (e.act == Act::kRelu) v = max_ps1(v, 0.f);
   else if (e.act == Act::kClip) v = min_ps1(max_ps1(v, e.act_lo), e.act_hi);
   if (e.requant) {
-    float q = min_ps1(max_ps1(v / e.y_scale, -128.f), 127.f);
-    e.y_s8[idx] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(q)));
+    float q = min_ps1(max_ps1(v / e.y_scale, static_cast<float>(-128 - e.y_zp)), static_cast<float>(127 - e.y_zp));
+    e.y_s8[idx] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(q)) + e.y_zp);
   } else {
     e.y_f32[idx] = v;
   }
@@ -131,6 +140,7 @@ struct ConvGeom {
   int64_t group = 1;
   int64_t sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
   int64_t d = 1, kd = 1, od = 1, sd = 1, dd = 1, pf = 0;  // the depth axis (3-D only)
+  int8_t x_zp = 0;  // the input's zero point: the value the SIMD tiers pad with (real 0)
   int64_t cg() const { return c / group; }
   int64_t mg() const { return m / group; }
   int64_t k() const { return cg() * kd * kh * kw; }
@@ -144,8 +154,9 @@ struct ConvGeom {
 
 // References: plain loops, single-threaded; the test oracle.
 void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e);
-// y[n, m] = epilogue(sum_k a[n, k] * w[m, k]).
-void qgemm_ref(int64_t n, int64_t m, int64_t k, const int8_t* a, const int8_t* w, const Epilogue& e);
+// y[n, m] = epilogue(sum_k (a[n, k] - a_zp) * w[m, k]).
+void qgemm_ref(int64_t n, int64_t m, int64_t k, const int8_t* a, const int8_t* w, const Epilogue& e,
+               int32_t a_zp = 0);
 
 // ---------------------------------------------------------------------------
 // AVX2 int8 GEMM (see qconv_avx2.cc). Operands are widened to int16 and
