@@ -26,6 +26,8 @@ Prints, for the machine at hand:
       ort fp32                 onnxruntime, ORT_ENABLE_ALL
       ort int8 u8s8            onnxruntime on its own quantize_static model: QDQ, QUInt8
                                activations, QInt8 per-channel weights (its fastest CPU form)
+      pyengine int8 ort-file   pyengine on that same onnxruntime file (its u8 Q/DQ lowered to the
+                               int8 kernels with zero points)
       openvino fp32 / int8     when `openvino` is installed (pip install openvino); INT8 runs the
                                same u8s8 QDQ model
 All INT8 variants calibrate on the same random images: these rows measure
@@ -366,6 +368,7 @@ def main(argv=None) -> int:
                     pe[f"pyengine int8 [{t}]"] = _build(model, t, args.threads, **kw)
                 q_path = ort_u8s8_model(fp32_path, os.path.join(tmp, f"{name}_u8s8.onnx"), in_name, calib)
                 ort_calls["ort int8 u8s8"] = _ort_session(q_path, args.threads)
+                pe["pyengine int8 ort-file"] = _build(q_path, None, args.threads)
                 if ov:
                     ov_calls["openvino int8 u8s8"] = openvino_call(ov, q_path, in_name, args.threads)
             flops1 = model_flops(pe["pyengine fp32"], zoo.make_input(model, 1))
