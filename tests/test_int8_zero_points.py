@@ -10,10 +10,10 @@ Oracles and tolerances:
   - The uint8 -> int8 rewrite of Q/DQ pairs vs onnxruntime on the same u8
     model: bit-exact (it changes the storage, not a value).
   - onnxruntime's own quantize_static model (u8 activations) built by
-    pyengine vs onnxruntime running it with its graph optimizations off (the
-    Q/DQ reference semantics): top-1 agreement >= 99% and the logits within
-    the difference onnxruntime's own int8 kernels show against that
-    reference (x 1.5).
+    pyengine vs onnxruntime running it with its graph rewrites off (the Q/DQ
+    reference semantics), layer by layer from onnxruntime's own int8 inputs:
+    at most one int8 step on at most 1% of each tensor (test_qdq_models'
+    bounds). QAdd: bit-exact with that reference.
 """
 
 import numpy as np
@@ -226,9 +226,9 @@ def test_onnxruntime_u8_model_runs_on_the_int8_kernels(tmp_path):
     """onnxruntime's quantize_static output (QUInt8 activations, QInt8
     per-channel weights, BatchNorm left in) of a zoo ResNet: every Conv and
     the Gemm lowered; the logits as close to onnxruntime's reference
-    semantics as onnxruntime's own int8 kernels are."""
+    semantics (without graph rewrites) as the symmetric forms are."""
     ortq = pytest.importorskip("onnxruntime.quantization")
-    import onnxruntime as ort
+    import qdq_models as qm
 
     model = zoo.resnet18()
     src = tmp_path / "f.onnx"
@@ -250,13 +250,13 @@ def test_onnxruntime_u8_model_runs_on_the_int8_kernels(tmp_path):
     ops = engine.metadata["optimizer"]["ops_after"]
     convs = sum(n.op_type == "Conv" for n in model.graph.node)
     assert ops.get("QConv") == convs and ops.get("QGemm") == 1 and "Conv" not in ops, ops
-    x = rng.standard_normal((16, *shape)).astype(np.float32)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    ref = ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
-    fast = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
-    got = engine(x)
-    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
-    ort_err = np.linalg.norm(fast - ref) / np.linalg.norm(ref)
-    assert err <= 1.5 * ort_err + 1e-4, (err, ort_err)
-    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.99
+    # Each quantized tensor, computed from onnxruntime's own int8 inputs of
+    # its layer (qdq_models.per_layer_steps; reference: onnxruntime without
+    # graph rewrites): at most one step apart on at most 1% of its elements,
+    # as test_qdq_models asserts for the symmetric forms.
+    x = rng.standard_normal((4, *shape)).astype(np.float32)
+    steps = qm.per_layer_steps(onnx.load(str(dst)), {name: x}, lambda m: pyengine.build(m, num_threads=2))
+    assert len(steps) >= convs
+    for t, (most, share, _) in steps.items():
+        assert most <= 1 and share <= 0.01, (t, most, share)
+    assert np.all(np.isfinite(engine(x)))

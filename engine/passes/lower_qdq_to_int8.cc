@@ -546,6 +546,88 @@ class LowerQdq final : public Pattern {
   OpKind root_;
 };
 
+// DQ(a) + DQ(b) -> [Relu] -> Q  ==>  QAdd(a, b): the residual Add of
+// onnxruntime's Q/DQ graphs, whose convs requantize before the Add (so the
+// conv lowering above cannot take the Add into its epilogue). Exact: QAdd
+// performs the DQ, Add, Relu and Q kernels' operations (ops.def). Guards:
+// both inputs DQs of int8 with one scale and zero point, the same static
+// shape (no broadcasting); the Add (and Relu) outputs used once, not graph
+// outputs; every user of the last value a Q to int8 with one scale and
+// zero point.
+struct QAddMatch {
+  Node* add = nullptr;
+  Node* relu = nullptr;
+  Value* a = nullptr;
+  Value* b = nullptr;
+  float a_scale = 1.f, b_scale = 1.f, y_scale = 1.f;
+  int32_t a_zp = 0, b_zp = 0, y_zp = 0;
+  std::vector<Node*> qs;
+};
+
+class LowerQAdd final : public Pattern {
+ public:
+  std::string_view name() const override { return "qadd"; }
+  OpKind root() const override { return OpKind::kAdd; }
+
+  MatchResult match(const Graph&, const Node& n) const override {
+    Node* add = const_cast<Node*>(&n);
+    NOT_APPLICABLE_IF(n.num_inputs() != 2 || !n.output(0) ||
+                          !producer_of_kind(n.input(0), OpKind::kDequantizeLinear) ||
+                          !producer_of_kind(n.input(1), OpKind::kDequantizeLinear),
+                      "not an Add of two dequantized tensors");
+    QAddMatch m;
+    m.add = add;
+    std::string why = match_act_dq(n.input(0), "the first input", &m.a, &m.a_scale, &m.a_zp);
+    if (why.empty()) why = match_act_dq(n.input(1), "the second input", &m.b, &m.b_scale, &m.b_zp);
+    NO_MATCH_IF(!why.empty(), why);
+    const Value* x = n.input(0);
+    const Value* y = n.input(1);
+    // Equal shapes (an unknown dim, the batch, on both sides alike): a
+    // residual's two branches. QAdd checks the run-time shapes too.
+    NO_MATCH_IF(!x->has_shape() || !y->has_shape() || x->shape() != y->shape(),
+                "the inputs' shapes are not known to be equal (QAdd does not broadcast)");
+    Value* last = add->output(0);
+    if (swallowable(last) && last->uses()[0].node->kind() == OpKind::kRelu && last->uses()[0].node->output(0)) {
+      m.relu = last->uses()[0].node;
+      last = m.relu->output(0);
+    }
+    NO_MATCH_IF(last->is_graph_output() || last->uses().empty(), "the sum is a graph output or unused");
+    for (const Use& u : last->uses()) {
+      float s = 0.f;
+      int32_t zp = 0;
+      why = u.index != 0 ? str_cat("the sum is read by ", u.node->describe(), " as a parameter")
+                         : requant_problem(u.node, &s, &zp);
+      if (why.empty() && !m.qs.empty() && (s != m.y_scale || zp != m.y_zp))
+        why = "its QuantizeLinear users use different scales or zero points";
+      NO_MATCH_IF(!why.empty(), why);
+      m.y_scale = s;
+      m.y_zp = zp;
+      m.qs.push_back(u.node);
+    }
+    return Match{{add}, std::move(m)};
+  }
+
+  void rewrite(Rewriter& rw, const Match& mt) const override {
+    const QAddMatch& m = std::any_cast<const QAddMatch&>(mt.data);
+    Attributes attrs;
+    attrs["a_scale"] = Attribute::of_float(m.a_scale);
+    attrs["b_scale"] = Attribute::of_float(m.b_scale);
+    attrs["y_scale"] = Attribute::of_float(m.y_scale);
+    if (m.a_zp) attrs["a_zero_point"] = Attribute::of_int(m.a_zp);
+    if (m.b_zp) attrs["b_zero_point"] = Attribute::of_int(m.b_zp);
+    if (m.y_zp) attrs["y_zero_point"] = Attribute::of_int(m.y_zp);
+    if (m.relu) attrs["activation"] = Attribute::of_string("Relu");
+    const Value* last = m.relu ? m.relu->output(0) : m.add->output(0);
+    const std::string name = m.add->name();
+    Value* out = rw.add_value(name + "_int8", DType::kInt8, last->has_shape() ? &last->shape() : nullptr);
+    for (Node* q : m.qs) rw.replace(q->output(0), out);
+    for (Node* q : m.qs) rw.remove(q);
+    if (m.relu) rw.remove(m.relu);
+    rw.remove(m.add);
+    rw.add_node(OpKind::kQAdd, name, {m.a, m.b}, {out}, std::move(attrs));
+  }
+};
+
 // The uint8 -> int8 rewrite of activations (see the top of the file). Root:
 // the QuantizeLinear.
 struct U8Activation {
@@ -636,6 +718,7 @@ std::unique_ptr<Pass> make_lower_qdq_to_int8() {
   p.push_back(std::make_unique<LowerQdq>(OpKind::kGemm));
   p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedConv));
   p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedGemm));
+  p.push_back(std::make_unique<LowerQAdd>());
   return std::make_unique<PatternPass>("lower_qdq_to_int8",
                                        "run DQ -> Conv/Gemm -> [BN] [Add] [Relu] -> Q groups on the int8 kernels",
                                        std::move(p));

@@ -142,6 +142,20 @@ void infer_qgemm(InferContext& ctx) {
   ctx.output(0) = out;
 }
 
+void infer_qadd(InferContext& ctx) {
+  const ValueInfo& a = ctx.input(0);
+  const ValueInfo& b = ctx.input(1);
+  if (a.has_shape && b.has_shape) {
+    bool ok = a.shape.size() == b.shape.size();
+    for (size_t i = 0; ok && i < a.shape.size(); ++i) ok = a.shape[i] < 0 || b.shape[i] < 0 || a.shape[i] == b.shape[i];
+    if (!ok) ctx.fail("inputs ", shape_str(a.shape), " and ", shape_str(b.shape), " differ (QAdd does not broadcast)");
+  }
+  ValueInfo out = a.has_shape ? a : b;
+  out.value = nullptr;
+  out.dtype = DType::kInt8;
+  ctx.output(0) = out;
+}
+
 }  // namespace
 
 void register_quant_infer(InferRegistry& r) {
@@ -149,6 +163,7 @@ void register_quant_infer(InferRegistry& r) {
   r.add(OpKind::kDequantizeLinear, infer_dequantize);
   r.add(OpKind::kQConv, infer_qconv);
   r.add(OpKind::kQGemm, infer_qgemm);
+  r.add(OpKind::kQAdd, infer_qadd);
 }
 
 }  // namespace engine

@@ -38,6 +38,7 @@ void qconv_depthwise_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, con
 }
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
 void maxpool_s8_avx2(const PoolS8Geom&, const int8_t*, int8_t*, void*) { ENGINE_QK_UNREACHABLE; }
+void qadd_run_s8_avx2(const int8_t*, const int8_t*, int8_t*, int64_t, const QAddParams&) { ENGINE_QK_UNREACHABLE; }
 size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }
 void qgemm_avx2(ThreadPool&, int64_t, int64_t, int64_t, const int8_t*, const int16_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;

@@ -270,11 +270,29 @@ void maxpool_s8_ref(const PoolS8Geom& g, const int8_t* x, int8_t* y);
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom& g);
 void maxpool_s8_avx2(const PoolS8Geom& g, const int8_t* x, int8_t* y, void* ws);
 
-// Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc), registered in register.cc.
+// ---------------------------------------------------------------------------
+// QAdd (ops.def): y = Q(DQ(a) + DQ(b) [, Relu]) over n elements, the Q/DQ
+// kernels' own operations (dequantize_one, a float add, quantize_one).
+struct QAddParams {
+  float a_scale = 1.f, b_scale = 1.f, y_scale = 1.f;
+  int32_t a_zp = 0, b_zp = 0, y_zp = 0;
+  bool relu = false;
+};
+static inline int8_t qadd_one(int8_t a, int8_t b, const QAddParams& p) {
+  // no_contract: in the AVX2 file (-mfma) the product and the add must not fuse.
+  float v = no_contract(dequantize_one<int8_t>(a, p.a_scale, p.a_zp)) +
+            no_contract(dequantize_one<int8_t>(b, p.b_scale, p.b_zp));
+  if (p.relu) v = max_ps1(v, 0.f);
+  return quantize_one<int8_t>(v, p.y_scale, p.y_zp);
+}
+void qadd_run_s8_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p);
+
+// Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc, qadd.cc), registered in register.cc.
 std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_dequantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_qconv(const Node& node);
 std::unique_ptr<Kernel> create_qgemm(const Node& node);
 std::unique_ptr<Kernel> create_maxpool_s8(const Node& node);
+std::unique_ptr<Kernel> create_qadd(const Node& node);
 
 }  // namespace engine::qk

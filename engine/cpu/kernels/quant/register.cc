@@ -9,6 +9,7 @@ void register_quant_kernels(KernelRegistry& r) {
   r.add(OpKind::kDequantizeLinear, {qk::create_dequantize_linear, false});
   r.add(OpKind::kQConv, {qk::create_qconv, false});
   r.add(OpKind::kQGemm, {qk::create_qgemm, false});
+  r.add(OpKind::kQAdd, {qk::create_qadd, false});
   // MaxPool on int8 data (lower_int8_maxpool) is this family's; float
   // MaxPool stays with the norm_pool family, registered before this one.
   const KernelInfo* pool = r.find(OpKind::kMaxPool);
