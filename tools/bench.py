@@ -124,8 +124,12 @@ def _ort_session(path_or_model, threads):
 
 def ort_u8s8_model(fp32_path: str, out_path: str, in_name: str, calib: list) -> str:
     """onnxruntime's static QDQ quantization: QUInt8 activations, QInt8
-    per-channel weights (u8s8, its fastest CPU form)."""
+    per-channel weights (u8s8, its fastest CPU form), after its own
+    quant_pre_process as its documentation asks (it folds BatchNorm into the
+    convs; without it each BN stays a separate DQ -> BN -> Q step, and
+    onnxruntime's INT8 ResNet-18 runs 1.6x slower)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -140,7 +144,9 @@ def ort_u8s8_model(fp32_path: str, out_path: str, in_name: str, calib: list) -> 
     level = root.level
     root.setLevel(logging.ERROR)  # its per-tensor notes (BatchNorm gammas, pre-processing advice)
     try:
-        quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ,
+        pre_path = out_path + ".pre.onnx"
+        quant_pre_process(fp32_path, pre_path, skip_symbolic_shape=True)
+        quantize_static(pre_path, out_path, Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
