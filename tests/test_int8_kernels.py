@@ -382,6 +382,13 @@ CONV_SHAPES = [
     (2, 5, 40, 41, 16, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1, None),
     (1, 12, 30, 33, 20, 3, 3, (2, 3), (1, 0, 2, 1), (1, 2), 2, None),
     (1, 8, 27, 29, 9, 5, 5, (3, 3), (2, 2, 2, 2), (1, 1), 1, None),
+    # Whole channel quads (cg % 4 == 0): the VNNI tier reads the quad planes
+    # (4 channels interleaved, no per-task pack): stride 2 with an odd width
+    # at batch 2, groups of 4 channels, a 5x5 with dilation, x_zp padding in
+    # test_int8_zero_points.
+    (2, 8, 30, 31, 12, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 16, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, None),
+    (1, 12, 26, 23, 10, 5, 5, (1, 1), (2, 3, 1, 0), (2, 1), 1, None),
     # A last panel of 1 and of 4 columns (7x7 = 3 panels + 1; 9x4): the VNNI
     # tier's narrow tail kernel, with several weight tiles and an M tail.
     (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),

@@ -287,6 +287,7 @@ void pack_quad_u8(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t
 // The u8 path's ISA part of qconv_tiled.h's driver.
 struct Avx2U8Traits {
   static constexpr int kMR = kU8MR, kKGroup = 4, kNV = 1;
+  static constexpr bool kQuads = false;
   const int8_t* packed_w;
   int64_t group_bytes, a_tile_bytes;
   const Epilogue* e;
@@ -308,6 +309,7 @@ struct Avx2U8Traits {
 // The ISA part of qconv_tiled.h's driver.
 struct Avx2Traits {
   static constexpr int kMR = qk::kMR, kKGroup = 2, kNV = 1;
+  static constexpr bool kQuads = false;
   const int16_t* packed_w;
   int64_t group_elems, a_tile_elems;
   const Epilogue* e;

@@ -102,6 +102,50 @@ void kernel_vnni_cols(const int8_t* a, const uint8_t* b, int64_t kq, int nc, int
   }
 }
 
+// kernel_vnni and kernel_vnni_cols reading B where it lies: k group p's
+// panel v at b + off[p] + 64 * v (the quad planes of qconv_tiled.h, 16
+// consecutive columns x 4 channels per 64 bytes), not in a packed buffer.
+template <int NV>
+void kernel_vnni_quads(const int8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* c) {
+  __m512i acc[kVnniMR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+  for (int64_t p = 0; p < kq; ++p) {
+    const uint8_t* bp = b + off[p];
+    __m512i bv[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(bp + v * 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < kVnniMR; ++r) {
+      const __m512i av = _mm512_set1_epi32(load_i32(a + (p * kVnniMR + r) * 4));
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], bv[v], av);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(c + r * kTileLd + v * 16, acc[r][v]);
+}
+
+void kernel_vnni_quads_cols(const int8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int nc, int32_t* c) {
+  __m256i acc[kTailCols];
+  for (int j = 0; j < kTailCols; ++j) acc[j] = _mm256_setzero_si256();
+  for (int64_t p = 0; p < kq; ++p) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + p * kVnniMR * 4));
+#pragma GCC unroll 4
+    for (int j = 0; j < kTailCols; ++j)
+      if (j < nc) acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(load_i32(b + off[p] + j * 4)), w);
+  }
+  alignas(32) int32_t t[kVnniMR];
+  for (int j = 0; j < nc; ++j) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[j]);
+    for (int r = 0; r < kVnniMR; ++r) c[r * kTileLd + j] = t[r];
+  }
+}
+
 // The epilogue on up to 16 lanes (mask m) of channel c; same operations,
 // same order as epilogue_one().
 inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
@@ -186,10 +230,66 @@ void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* o
   }
 }
 
+// The quad planes of qconv_tiled.h (TiledPlan::quads): channel quad q of
+// image i at out + (i * c / 4 + q) * 4 * chan_bytes, phase (a, b) at
+// (a * sw + b) * hp * wp * 4 in it, padded pixel (row r, column j) at
+// (r * wp + j) * 4, its 4 channels' bytes in order, XORed with `flip`;
+// positions outside the input hold x_zp (^ flip). Each padded row is built
+// per channel in a row buffer and interleaved by pack_quad.
+void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, uint8_t flip, int8_t* out) {
+  const int64_t quads = g.n * g.c / 4, wp = t.wp, row_bytes = wp * 4;
+  const int64_t want = 4 * pool.num_threads();
+  const int64_t blocks = std::max<int64_t>(1, std::min({t.hp, t.hp * row_bytes / 2048, (want + quads - 1) / quads}));
+  const int64_t wp16 = round_up(wp, 16);
+  auto body = [&](int64_t begin, int64_t end) {
+    std::vector<int8_t> rows(static_cast<size_t>(4 * wp16 + 64));
+    std::vector<uint8_t> inter(static_cast<size_t>(wp16 * 4 + 256));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t qd = item / blocks, rb = item % blocks;
+      const int64_t r_begin = t.hp * rb / blocks, r_end = t.hp * (rb + 1) / blocks;
+      const int64_t img = qd / (g.c / 4), c0 = qd % (g.c / 4) * 4;
+      for (int64_t a = 0; a < g.sh; ++a)
+        for (int64_t b = 0; b < g.sw; ++b) {
+          if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
+          int8_t* dst = out + qd * 4 * t.chan_bytes + (a * g.sw + b) * t.hp * row_bytes;
+          const int64_t off = g.pl - b;
+          const int64_t jlo = std::min<int64_t>(wp, off > 0 ? (off + g.sw - 1) / g.sw : 0);
+          const int64_t jhi = std::max(jlo, std::min<int64_t>(wp, g.w + off > 0 ? (g.w + off + g.sw - 1) / g.sw : 0));
+          for (int64_t r = r_begin; r < r_end; ++r) {
+            const int64_t iy = r * g.sh + a - g.pt;
+            const int8_t* rp[4];
+            for (int h = 0; h < 4; ++h) {
+              int8_t* d = rows.data() + h * wp16;
+              rp[h] = d;
+              if (iy < 0 || iy >= g.h) {
+                std::memset(d, g.x_zp, static_cast<size_t>(wp));
+                continue;
+              }
+              const int8_t* srow = x + ((img * g.c + c0 + h) * g.h + iy) * g.w - off;
+              std::memset(d, g.x_zp, static_cast<size_t>(jlo));
+              if (g.sw == 1) std::memcpy(d + jlo, srow + jlo, static_cast<size_t>(jhi - jlo));
+              else for (int64_t j = jlo; j < jhi; ++j) d[j] = srow[j * g.sw];
+              std::memset(d + jhi, g.x_zp, static_cast<size_t>(wp - jhi));
+            }
+            // pack_quad writes whole 64-byte panels: into `inter`, then the
+            // row's own wp * 4 bytes (a neighbour row may be another thread's).
+            pack_quad(rp, wp, flip, inter.data(), 64);
+            std::memcpy(dst + r * row_bytes, inter.data(), static_cast<size_t>(row_bytes));
+          }
+        }
+    }
+  };
+  pool.parallel_for(quads * blocks, by_ref(body));
+  // The last frame's last panels read past its planes (the slack).
+  std::memset(out + g.n * g.c * t.chan_bytes, 0, static_cast<size_t>(4 * (wp + 64)));
+}
+
 // The ISA part of qconv_tiled.h's driver.
 struct VnniTraits {
   static constexpr int kMR = kVnniMR, kKGroup = 4, kNV = 3;
+  static constexpr bool kQuads = true;
   const int8_t* packed_w;
+  const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
   int64_t group_bytes, a_tile_bytes;
   uint8_t flip;
   const Epilogue* e;
@@ -198,8 +298,22 @@ struct VnniTraits {
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }
+  const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
+  }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad(r, ncols, flip, out, panel_stride);
+  }
+  void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, int8_t* out) const {
+    qk::pad_quads(pool, g, x, t, flip, out);
+  }
+  void kernel_quads(int nv, int nr, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
+                    int32_t* tile) const {
+    const auto* a8 = reinterpret_cast<const int8_t*>(a);
+    if (nv == 1 && nr <= kTailCols) kernel_vnni_quads_cols(a8, b, off, kq, nr, tile);
+    else if (nv == 3) kernel_vnni_quads<3>(a8, b, off, kq, tile);
+    else if (nv == 2) kernel_vnni_quads<2>(a8, b, off, kq, tile);
+    else kernel_vnni_quads<1>(a8, b, off, kq, tile);
   }
   void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
     const auto* a8 = reinterpret_cast<const int8_t*>(a);
@@ -215,6 +329,19 @@ struct VnniTraits {
 static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must agree");
 
 }  // namespace
+
+void pack_a_vnni_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {
+  const int64_t kq = cg / 4 * taps;
+  for (int64_t mt = 0; mt < round_up(rows, kVnniMR) / kVnniMR; ++mt) {
+    int8_t* tile = out + mt * kq * kVnniMR * 4;
+    for (int64_t p = 0; p < kq; ++p)
+      for (int r = 0; r < kVnniMR; ++r)
+        for (int h = 0; h < 4; ++h) {
+          const int64_t row = mt * kVnniMR + r, ci = p / taps * 4 + h, tap = p % taps;
+          tile[(p * kVnniMR + r) * 4 + h] = row < rows ? src[row * rs + ci * taps + tap] : 0;
+        }
+  }
+}
 
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
   const int64_t kq = round_up(k, 4) / 4;
@@ -234,15 +361,16 @@ void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t*
   }
 }
 
-size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads) {
-  return tiled_plan<VnniTraits>(g, threads).workspace(std::max(threads, 1));
+size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads, bool quads) {
+  return tiled_plan<VnniTraits>(g, threads, quads).workspace(std::max(threads, 1));
 }
 
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
-                      const int32_t* corr, const Epilogue& e, void* ws) {
-  const TiledPlan t = tiled_plan<VnniTraits>(g, pool.num_threads());
+                      const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws) {
+  const TiledPlan t = tiled_plan<VnniTraits>(g, pool.num_threads(), packed_w_quads != nullptr);
   VnniTraits tr;
   tr.packed_w = packed_w;
+  tr.packed_w_quads = packed_w_quads;
   tr.group_bytes = packed_a_vnni_bytes(t.mg, t.k);
   tr.a_tile_bytes = t.groups * kVnniMR * 4;
   tr.flip = x_nonneg ? 0 : 0x80;

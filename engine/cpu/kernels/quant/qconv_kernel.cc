@@ -228,6 +228,15 @@ class QConvKernel final : public Kernel {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
+        // 2-D k x k convs with whole channel quads may read the quad planes
+        // (qconv_tiled.h): their weights in that k order too.
+        const int64_t cg = weights_->dim(1), taps = k / cg;
+        if (weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
+          packed8q_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
+          for (int64_t g = 0; g < group_; ++g)
+            pack_a_vnni_quads(weights_->data<int8_t>() + g * mg * k, k, mg, cg, taps,
+                              packed8q_.data() + g * packed_a_vnni_bytes(mg, k));
+        }
       } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
         packed8_.assign(group_ * packed_a_u8_bytes(mg, k), 0);
         pack_weights_u8(weights_->data<int8_t>(), mg, k, packed8_.data());
@@ -281,7 +290,7 @@ class QConvKernel final : public Kernel {
     if (tier_ == Tier::kAvx512Vnni) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
-      ws_bytes = qconv_avx512vnni_workspace(g, threads);
+      ws_bytes = qconv_avx512vnni_workspace(g, threads, weights_ && !packed8q_.empty());
     } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_u8_bytes(mg, k));
       ws_bytes = qconv_avx2_u8_workspace(g, threads);
@@ -338,8 +347,8 @@ class QConvKernel final : public Kernel {
     }
     switch (tier_) {
       case Tier::kAvx512Vnni:
-        qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr, e,
-                         ws);
+        qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
+                         weights_ && !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws);
         return;
       case Tier::kAvx2:
         if (x_nonneg_) qconv_avx2_u8(ctx.pool(), g, x.data<int8_t>(), static_cast<const int8_t*>(packed), e, ws);
@@ -441,6 +450,7 @@ class QConvKernel final : public Kernel {
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
+  std::vector<int8_t> packed8q_;  // AVX512-VNNI, (channel quad, tap) k order (pack_a_vnni_quads), or empty
   std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
   std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };

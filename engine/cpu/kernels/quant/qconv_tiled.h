@@ -44,6 +44,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "cpu/kernels/quant/quant_kernels.h"
 
@@ -262,13 +263,21 @@ struct TiledPlan {
   uint64_t used_phases = 0;                                 // padded: bit a * sw + b: a tap reads phase (a, b)
   int64_t tap_off[kMaxPaddedTaps];                          // padded: tap ki * kw + kj's offset in a channel
   size_t pad_bytes = 0;                                     // padded: the shared input copy (+ read slack)
+  // Quad planes (T::kQuads, 2-D padded convs with cg % 4 == 0, when the
+  // caller has weights packed in (channel quad, tap) k order): the padded
+  // copy interleaves 4 channels, [c/4][phases][hp][wp][4] per image, so the
+  // 64 bytes of one k group (4 channels at one tap) for 16 consecutive
+  // columns are already one panel slot. The kernel reads them there (at
+  // quad_off[group] from the chunk's first column): no per-task packing.
+  bool quads = false;
+  std::vector<int64_t> quad_off;                            // quads: k group p's byte offset
   size_t workspace(int threads) const {
     return pad_bytes + (rows_bytes + packed_bytes) * static_cast<size_t>(threads);
   }
 };
 
 template <class T>
-TiledPlan tiled_plan(const ConvGeom& g, int threads) {
+TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   TiledPlan t;
   threads = std::max(threads, 1);
   t.p = g.n * g.ohw();
@@ -324,7 +333,19 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads) {
         }
       // (kw == 1: no thrown-away columns, so no read past the last frame.)
       t.direct = t.phases == 1 && hp == g.h && wp == g.w && g.pt == 0 && g.pl == 0 && g.kw == 1;
-      if (!t.direct) t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * g.d * t.chan_bytes + wp + 64));
+      t.quads = T::kQuads && quads_ok && g.d == 1 && g.kd == 1 && g.cg() % 4 == 0;
+      if (t.quads) {
+        // Group p = quad * taps + tap (the weights' k order then).
+        const int64_t taps = g.kh * g.kw;
+        t.direct = false;
+        t.quad_off.resize(static_cast<size_t>(t.groups));
+        for (int64_t p = 0; p < t.groups; ++p) t.quad_off[p] = (p / taps * t.chan_bytes + t.tap_off[p % taps]) * 4;
+        // Slack: a frame's last panels read up to 16 columns past its
+        // plane's last row, plus the widest tap offset.
+        t.pad_bytes = tiled_align64(static_cast<size_t>(4 * (g.n * g.c * t.chan_bytes + wp + 64)));
+      } else if (!t.direct) {
+        t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * g.d * t.chan_bytes + wp + 64));
+      }
     }
   }
   if (!t.padded) {
@@ -418,7 +439,10 @@ template <class T, class Cols>
 void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, void* ws, const T& tr) {
   const int64_t hw = g.ohw();
   const int8_t* padded = t.direct ? x : static_cast<const int8_t*>(ws);
-  if (t.padded && !t.direct) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
+  if constexpr (T::kQuads) {
+    if (t.quads) tr.pad_quads(pool, g, x, t, static_cast<int8_t*>(ws));
+  }
+  if (t.padded && !t.direct && !t.quads) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
   char* thread_ws = static_cast<char*>(ws) + t.pad_bytes;
   AffineTasks tasks(t.tasks, pool.num_threads());
   auto body = [&](int tid, int) {
@@ -450,7 +474,11 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
       const int64_t ncols = p1 - p0;
       // A thread keeps its last chunk: its next task is often another M
       // split of the same chunk.
-      if (id != packed_id && t.padded) {
+      if (t.quads) {
+        // Nothing to pack: the kernel reads the quad planes of image img,
+        // group grp, from the chunk's first column.
+        packed_id = -1;
+      } else if (id != packed_id && t.padded) {
         // Frame iz of channel ci at src + (ci * d + iz) * chan_bytes.
         const int8_t* src = padded + (img * g.c + grp * g.cg()) * g.d * t.chan_bytes + p0;
         const int64_t taps = g.kh * g.kw, iz0 = oz * g.sd - g.pf;
@@ -502,7 +530,18 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
           const int nv = static_cast<int>(std::min<int64_t>(T::kNV, nts - j));
           const int64_t col = p0 + j * 16;
           const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
-          tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+          if constexpr (T::kQuads) {
+            if (t.quads) {
+              // Channel quad (img * c + grp * cg) / 4, 4 * chan_bytes each.
+              const int8_t* b = padded + (img * g.c + grp * g.cg()) * t.chan_bytes + col * 4;
+              tr.kernel_quads(nv, nr, tr.a_tile_quads(grp, mt), reinterpret_cast<const uint8_t*>(b),
+                              t.quad_off.data(), t.groups, tile);
+            } else {
+              tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+            }
+          } else {
+            tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+          }
           if (t.padded) cols.compute_padded(col, nr, img * g.m * hw + oz * g.oh * g.ow, hw, t.wp, g.ow, g.oh);
           else cols.compute(col, nr, hw, g.m);
           tr.epilogue(tile, mr, nr, grp * t.mg + mt * T::kMR, cols);

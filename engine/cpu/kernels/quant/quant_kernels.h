@@ -214,11 +214,18 @@ constexpr int kVnniMR = 8;
 inline int64_t packed_a_vnni_bytes(int64_t rows, int64_t k) { return round_up(rows, kVnniMR) * round_up(k, 4); }
 // Packs rows x k int8 weights (row stride rs) and writes corr[r] = 128 * sum_k w[r, k].
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
-// ws: qconv_avx512vnni_workspace(g, threads) bytes, 64-byte aligned.
-// x_nonneg: every input value is >= 0 (then corr is not used).
-size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads);
+// The same weights in (channel quad, tap) k order, for 2-D convs with
+// cg % 4 == 0 (group g at out + g * packed_a_vnni_bytes(mg, k)): the k
+// order of the quad planes (qconv_tiled.h, TiledPlan::quads), which such a
+// conv reads instead of packing its input per task. Same sums, so corr is
+// pack_a_vnni's.
+void pack_a_vnni_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out);
+// ws: qconv_avx512vnni_workspace(g, threads, packed_w_quads != nullptr)
+// bytes, 64-byte aligned. x_nonneg: every input value is >= 0 (then corr is
+// not used). packed_w_quads: pack_a_vnni_quads' weights, or null.
+size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads, bool quads);
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
-                      const int32_t* corr, const Epilogue& e, void* ws);
+                      const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
 // Depthwise int8 conv (one input and one output channel per group), 2-D or
