@@ -234,49 +234,60 @@ void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* o
 // image i at out + (i * c / 4 + q) * 4 * chan_bytes, phase (a, b) at
 // (a * sw + b) * hp * wp * 4 in it, padded pixel (row r, column j) at
 // (r * wp + j) * 4, its 4 channels' bytes in order, XORed with `flip`;
-// positions outside the input hold x_zp (^ flip). Each padded row is built
-// per channel in a row buffer and interleaved by pack_quad.
+// positions outside the input hold x_zp (^ flip). Per padded input row
+// (row r of the phases a) the 4 channels' rows are copied with their
+// borders into a row buffer and interleaved once by pack_quad; each column
+// phase b then takes every sw-th 4-byte column of it.
 void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, uint8_t flip, int8_t* out) {
   const int64_t quads = g.n * g.c / 4, wp = t.wp, row_bytes = wp * 4;
   const int64_t want = 4 * pool.num_threads();
   const int64_t blocks = std::max<int64_t>(1, std::min({t.hp, t.hp * row_bytes / 2048, (want + quads - 1) / quads}));
-  const int64_t wp16 = round_up(wp, 16);
+  // Padded columns 0 .. wfull - 1: every column some phase reads (column
+  // j * sw + b of the padded row for phase b, j < wp).
+  const int64_t wfull = wp * g.sw, wf64 = round_up(wfull, 64);
+  // Input columns [lo, hi) of the padded row hold input column jj - pl.
+  const int64_t lo = std::min<int64_t>(wfull, g.pl), hi = std::max(lo, std::min<int64_t>(wfull, g.w + g.pl));
   auto body = [&](int64_t begin, int64_t end) {
-    std::vector<int8_t> rows(static_cast<size_t>(4 * wp16 + 64));
-    std::vector<uint8_t> inter(static_cast<size_t>(wp16 * 4 + 256));
+    std::vector<int8_t> rows(static_cast<size_t>(4 * wf64));
+    std::vector<uint8_t> inter(static_cast<size_t>(4 * wf64));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t qd = item / blocks, rb = item % blocks;
       const int64_t r_begin = t.hp * rb / blocks, r_end = t.hp * (rb + 1) / blocks;
       const int64_t img = qd / (g.c / 4), c0 = qd % (g.c / 4) * 4;
-      for (int64_t a = 0; a < g.sh; ++a)
-        for (int64_t b = 0; b < g.sw; ++b) {
-          if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
-          int8_t* dst = out + qd * 4 * t.chan_bytes + (a * g.sw + b) * t.hp * row_bytes;
-          const int64_t off = g.pl - b;
-          const int64_t jlo = std::min<int64_t>(wp, off > 0 ? (off + g.sw - 1) / g.sw : 0);
-          const int64_t jhi = std::max(jlo, std::min<int64_t>(wp, g.w + off > 0 ? (g.w + off + g.sw - 1) / g.sw : 0));
-          for (int64_t r = r_begin; r < r_end; ++r) {
-            const int64_t iy = r * g.sh + a - g.pt;
-            const int8_t* rp[4];
-            for (int h = 0; h < 4; ++h) {
-              int8_t* d = rows.data() + h * wp16;
-              rp[h] = d;
-              if (iy < 0 || iy >= g.h) {
-                std::memset(d, g.x_zp, static_cast<size_t>(wp));
-                continue;
-              }
-              const int8_t* srow = x + ((img * g.c + c0 + h) * g.h + iy) * g.w - off;
-              std::memset(d, g.x_zp, static_cast<size_t>(jlo));
-              if (g.sw == 1) std::memcpy(d + jlo, srow + jlo, static_cast<size_t>(jhi - jlo));
-              else for (int64_t j = jlo; j < jhi; ++j) d[j] = srow[j * g.sw];
-              std::memset(d + jhi, g.x_zp, static_cast<size_t>(wp - jhi));
+      for (int64_t a = 0; a < g.sh; ++a) {
+        bool used = false;
+        for (int64_t b = 0; b < g.sw; ++b) used |= (t.used_phases >> (a * g.sw + b) & 1u) != 0;
+        if (!used) continue;
+        for (int64_t r = r_begin; r < r_end; ++r) {
+          const int64_t iy = r * g.sh + a - g.pt;
+          const int8_t* rp[4];
+          for (int h = 0; h < 4; ++h) {
+            int8_t* d = rows.data() + h * wf64;
+            rp[h] = d;
+            if (iy < 0 || iy >= g.h) {
+              std::memset(d, g.x_zp, static_cast<size_t>(wfull));
+              continue;
             }
-            // pack_quad writes whole 64-byte panels: into `inter`, then the
-            // row's own wp * 4 bytes (a neighbour row may be another thread's).
-            pack_quad(rp, wp, flip, inter.data(), 64);
-            std::memcpy(dst + r * row_bytes, inter.data(), static_cast<size_t>(row_bytes));
+            const int8_t* srow = x + ((img * g.c + c0 + h) * g.h + iy) * g.w;
+            std::memset(d, g.x_zp, static_cast<size_t>(lo));
+            std::memcpy(d + lo, srow + (lo - g.pl), static_cast<size_t>(hi - lo));
+            std::memset(d + hi, g.x_zp, static_cast<size_t>(wfull - hi));
+          }
+          // pack_quad writes whole 64-byte panels, so into `inter`; the
+          // plane rows get exactly their wp * 4 bytes (a neighbour row may
+          // be another thread's).
+          pack_quad(rp, wfull, flip, inter.data(), 64);
+          for (int64_t b = 0; b < g.sw; ++b) {
+            if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
+            int8_t* dst = out + qd * 4 * t.chan_bytes + ((a * g.sw + b) * t.hp + r) * row_bytes;
+            if (g.sw == 1) {
+              std::memcpy(dst, inter.data(), static_cast<size_t>(row_bytes));
+            } else {
+              for (int64_t j = 0; j < wp; ++j) std::memcpy(dst + 4 * j, inter.data() + 4 * (j * g.sw + b), 4);
+            }
           }
         }
+      }
     }
   };
   pool.parallel_for(quads * blocks, by_ref(body));
