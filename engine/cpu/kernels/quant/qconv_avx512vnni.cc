@@ -173,7 +173,12 @@ inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, _
     // the zero point added the value is in [-128, 127], so the narrowing is
     // plain truncation.
     const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(e.y_zp));
-    _mm512_mask_cvtepi32_storeu_epi8(e.y_s8 + idx, m, qi);
+    // Narrowed in a register, then a plain (or byte-masked) 16-byte store
+    // rather than the masked narrowing store vpmovdb m128{k} (0-6% faster
+    // on Zen 4's 1x1 convs, the same bytes).
+    const __m128i b = _mm512_cvtepi32_epi8(qi);
+    if (m == 0xffff) _mm_storeu_si128(reinterpret_cast<__m128i*>(e.y_s8 + idx), b);
+    else _mm_mask_storeu_epi8(e.y_s8 + idx, m, b);
   } else {
     _mm512_mask_storeu_ps(e.y_f32 + idx, m, v);
   }
