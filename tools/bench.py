@@ -25,7 +25,8 @@ Prints, for the machine at hand:
       pyengine fp32 [avx2]...  the same with the ISA tier capped (--tiers)
       ort fp32                 onnxruntime, ORT_ENABLE_ALL
       ort int8 u8s8            onnxruntime on its own quantize_static model: QDQ, QUInt8
-                               activations, QInt8 per-channel weights (its fastest CPU form)
+                               activations, QInt8 per-channel weights (its fastest CPU form),
+                               after quant_pre_process (BatchNorm folded), as its docs ask
       pyengine int8 ort-file   pyengine on that same onnxruntime file (its u8 Q/DQ lowered to the
                                int8 kernels with zero points)
       openvino fp32 / int8     when `openvino` is installed (pip install openvino); INT8 runs the

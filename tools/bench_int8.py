@@ -47,22 +47,16 @@ def _ort_session(model_bytes, threads):
 
 
 def _ort_u8s8(model, calib, in_name):
-    """onnxruntime's static QDQ quantization, u8 activations, s8 per-channel weights."""
+    """onnxruntime's static QDQ quantization, u8 activations, s8 per-channel
+    weights, after its quant_pre_process (bench.ort_u8s8_model)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{in_name: c} for c in calib])
-
-        def get_next(self):
-            return next(self.it, None)
+    from bench import ort_u8s8_model
 
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "f.onnx"), os.path.join(d, "q.onnx")
         onnx.save(model, src)
-        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        ort_u8s8_model(src, dst, in_name, calib)
         with open(dst, "rb") as f:
             return f.read()
 
