@@ -407,8 +407,12 @@ def test_c_api(capi, plans):
         assert capi.pyengine_engine_run(handle, ctypes.byref(_tensor(xo)), 1, ctypes.byref(t_out), 1) \
             == INVALID_ARGUMENT
         assert b"overlaps" in capi.pyengine_last_error()
-        assert capi.pyengine_engine_run(handle, ctypes.byref(_tensor(x)), 2, ctypes.byref(_tensor(out)), 1) \
-            == INVALID_ARGUMENT  # two inputs for a one-input model
+        # Two inputs for a one-input model. The array must really hold two
+        # tensors: the count is the caller's promise, and reading a second
+        # struct past a single one read the stack (a rare segfault in CI).
+        t0, t1 = _tensor(x), _tensor(x)  # kept alive: the array copies their pointers
+        two = (Tensor * 2)(t0, t1)
+        assert capi.pyengine_engine_run(handle, two, 2, ctypes.byref(_tensor(out)), 1) == INVALID_ARGUMENT
         assert capi.pyengine_engine_run(None, None, 0, None, 0) == INVALID_ARGUMENT
         assert capi.pyengine_status_name(SHAPE) == b"PYENGINE_ERROR_SHAPE"
 
