@@ -340,9 +340,10 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
         t.direct = false;
         t.quad_off.resize(static_cast<size_t>(t.groups));
         for (int64_t p = 0; p < t.groups; ++p) t.quad_off[p] = (p / taps * t.chan_bytes + t.tap_off[p % taps]) * 4;
-        // Slack: a frame's last panels read up to 16 columns past its
-        // plane's last row, plus the widest tap offset.
-        t.pad_bytes = tiled_align64(static_cast<size_t>(4 * (g.n * g.c * t.chan_bytes + wp + 64)));
+        // n * c / 4 quads of 4 * chan_bytes. Slack: the last quad's last
+        // panels read up to 16 columns past its plane, beyond the widest
+        // tap offset (less than a row).
+        t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * t.chan_bytes + 4 * (wp + 64)));
       } else if (!t.direct) {
         t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * g.d * t.chan_bytes + wp + 64));
       }
