@@ -107,9 +107,18 @@ def _build(model, precision, backend, optimize, num_threads, **options):
     proto = onnx_io.load_model(model)
     if precision is None:
         precision = "int8" if qdq.has_qdq(proto) else "fp32"
+    fallback = None
+    if options.get("int8_activations", "symmetric") != "symmetric":
+        # Zero points: the CPU runtime's (and onnxruntime's), not TensorRT's.
+        if backend == "tensorrt":
+            raise InvalidArgumentError(f"int8_activations={options['int8_activations']!r} is for the CPU backend: "
+                                       "TensorRT takes symmetric int8 activations (zero point 0) only")
+        if backend == "auto":
+            backend = "cpu"
+            fallback = {"requested_backend": "auto",
+                        "reason": "int8_activations='asymmetric' runs on the CPU backend only"}
     if backend == "tensorrt":
         return tensorrt.build(model, precision=precision, optimize=optimize, **options)
-    fallback = None
     if backend == "auto":
         engine, reason = tensorrt.try_build(model, precision, optimize, **options)
         if engine is not None:

@@ -289,7 +289,8 @@ def _lower(graph, with_report=False):
 # --------------------------------------------------------------------------
 
 class _Session:
-    def __init__(self, model, optimize: bool = True, num_threads: int = 0):
+    def __init__(self, model, optimize: bool = True, num_threads: int = 0, int8_activations: str = "symmetric"):
+        self.asymmetric = _check_activations(int8_activations)
         source = onnx_io.load_model(model)
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
                for n in source.graph.node):
@@ -399,7 +400,7 @@ class _Session:
 
     def qdq_graph(self, table: CalibrationTable, keep_fp32=()):
         g = self.graph.clone()
-        summary = _core.insert_qdq(g, dict(table.amax), list(keep_fp32))
+        summary = _core.insert_qdq(g, dict(table.amax), list(keep_fp32), self.asymmetric)
         return g, summary
 
     def qdq_onnx(self, qgraph, table: CalibrationTable) -> onnx.ModelProto:
@@ -430,6 +431,16 @@ class _Session:
 # --------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------
+
+INT8_ACTIVATIONS = ("symmetric", "asymmetric")
+
+
+def _check_activations(int8_activations) -> bool:
+    """True for "asymmetric" (see quantize())."""
+    if int8_activations not in INT8_ACTIVATIONS:
+        raise InvalidArgumentError(f"int8_activations must be one of {INT8_ACTIVATIONS}, got {int8_activations!r}")
+    return int8_activations == "asymmetric"
+
 
 def calibrate(model, calibration_data, calibration_method: str = DEFAULT_METHOD,
               percentile: float = DEFAULT_PERCENTILE,
@@ -465,11 +476,12 @@ def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_MET
              percentile: float = DEFAULT_PERCENTILE, keep_fp32=(), calibration_cache=None,
              num_batches: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE, optimize: bool = True,
              num_bins: int = DEFAULT_NUM_BINS, accuracy_target: dict | None = None, validation_data=None,
-             progress: bool = True, num_threads: int = 0) -> onnx.ModelProto:
+             progress: bool = True, num_threads: int = 0, int8_activations: str = "symmetric") -> onnx.ModelProto:
     """Post-training INT8 quantization to a standard Q/DQ ONNX model.
 
     The result passes ``onnx.checker``, runs in onnxruntime, and is what the
-    TensorRT backend builds from: symmetric int8 (zero points 0), weights per
+    TensorRT backend builds from: symmetric int8 (zero points 0; see
+    ``int8_activations`` for the CPU's asymmetric option), weights per
     output channel, activations per tensor, Q/DQ placed as TensorRT wants
     for residual networks.
 
@@ -493,11 +505,18 @@ def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_MET
         validation_data: held-out batches for ``accuracy_target``.
         progress: show progress bars (tqdm, when installed).
         num_threads: CPU threads for calibration (0: all cores).
+        int8_activations: "symmetric" (default: zero point 0, the form
+            TensorRT takes) or "asymmetric": tensors that are non-negative by
+            construction (Relu, Clip(min >= 0), Sigmoid outputs and poolings
+            of them) use the whole int8 range for [0, amax] (scale amax / 255,
+            zero point -128, onnxruntime's u8 form stored as int8): one more
+            bit where a symmetric scale wastes the negative half. For the CPU
+            runtime and onnxruntime; TensorRT rejects zero points.
 
     Returns:
         The Q/DQ ``onnx.ModelProto``.
     """
-    session = _Session(model, optimize, num_threads)
+    session = _Session(model, optimize, num_threads, int8_activations)
     table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
                           batch_size, num_bins, progress)
     keep = session.check_keep(keep_fp32)
@@ -515,7 +534,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
                calibration_method: str = DEFAULT_METHOD, percentile: float = DEFAULT_PERCENTILE, keep_fp32=(),
                calibration_cache=None, num_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                num_bins: int = DEFAULT_NUM_BINS, validation_data=None, accuracy_target: dict | None = None,
-               report: bool = True, progress: bool = True):
+               report: bool = True, progress: bool = True, int8_activations: str = "symmetric"):
     """Calibrates, quantizes and compiles an INT8 CPU engine
     (``pyengine.build(model, precision="int8", ...)`` lands here).
 
@@ -534,7 +553,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
     from .api import base_metadata
     from .engine import Engine
 
-    session = _Session(model, optimize, num_threads)
+    session = _Session(model, optimize, num_threads, int8_activations)
     table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
                           batch_size, num_bins, progress)
     keep = session.check_keep(keep_fp32)
@@ -560,6 +579,8 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
         "num_activation_pairs": summary["num_activation_pairs"],
         "num_weights": summary["num_weights"],
         "lowered": True,
+        "activations": int8_activations,
+        "asymmetric_tensors": len(summary["activation_zero_points"]),
     }
     # Quantized layers the int8 kernels cannot take (3-D convolutions, for
     # one) keep running as float fake-quant (DQ -> op): name them and why.

@@ -377,6 +377,38 @@ def test_int8_agrees_with_fp32(request, case):
         f"(FP32 top-1 {accuracy:.2%}, INT8 top-1 {np.mean(int8.argmax(1) == y):.2%})")
 
 
+# Families whose symmetric INT8 falls short (int8_finding) and that reach
+# MIN_AGREEMENT with asymmetric activations on both exporters (measured: the
+# others are resnet50 98.33% / 98.67%, resnet50_pruned 99.00% / 98.67% and
+# sew_resnet18, whose spikes have no Relu output to widen, 86.67%).
+ASYMMETRIC_REACHES = {"preact_resnet50", "rmnet18", "resnet_stochastic_depth", "resnet50_ibn_a", "ir_csn50"}
+
+
+def test_int8_asymmetric_activations(case):
+    """``int8_activations="asymmetric"`` (CPU only: the non-negative tensors
+    quantized over [0, amax] with zero point -128) on the families whose
+    symmetric INT8 falls short: never less accurate than the symmetric form
+    (agreement within one crop, logits error no larger), and >= 99%
+    agreement on the families listed in ASYMMETRIC_REACHES."""
+    if not case["family"].int8 or not case["family"].int8_finding:
+        pytest.skip(f"{case['name']}: symmetric INT8 already meets the bound (or no INT8 test)")
+    where = f"{case['name']} ({case['exporter']})"
+    fp32, int8, _ = int8_outputs(case)
+    x = case["data"]["test"][0]
+    asym_engine = pyengine.build(case["path"], backend="cpu", precision="int8",
+                                 calibration_data=case["data"]["calib"], report=False, progress=False,
+                                 num_threads=THREADS, int8_activations="asymmetric")
+    asym = run_batched(asym_engine, x)
+    rel = lambda a: float(np.linalg.norm(a - fp32) / np.linalg.norm(fp32))  # noqa: E731
+    agree = lambda a: float(np.mean(a.argmax(1) == fp32.argmax(1)))  # noqa: E731
+    print(f"{where}: agreement symmetric {agree(int8):.2%} asymmetric {agree(asym):.2%}; logits rel. L2 "
+          f"{rel(int8):.4f} -> {rel(asym):.4f} ({asym_engine.metadata['int8']['asymmetric_tensors']} tensors)")
+    assert agree(asym) >= agree(int8) - 1.0 / len(x) - 1e-9, where
+    assert rel(asym) <= rel(int8) * 1.01 + 1e-6, where
+    if case["name"] in ASYMMETRIC_REACHES:
+        assert agree(asym) >= MIN_AGREEMENT, where
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_plan_round_trip(case, precision, tmp_path):
     """Saved and loaded, the engine gives bit-identical outputs."""

@@ -165,9 +165,11 @@ void register_calib(py::module_& m) {
 
   m.def(
       "insert_qdq",
-      [](Graph& g, const std::map<std::string, float>& amax, const std::vector<std::string>& keep_fp32) {
+      [](Graph& g, const std::map<std::string, float>& amax, const std::vector<std::string>& keep_fp32,
+         bool asymmetric) {
         InsertQdqOptions options;
         options.amax = amax;
+        options.asymmetric_nonnegative = asymmetric;
         options.keep_fp32.insert(keep_fp32.begin(), keep_fp32.end());
         InsertQdqResult r = insert_qdq(g, options);
         py::dict d;
@@ -176,6 +178,7 @@ void register_calib(py::module_& m) {
         for (auto& [node, reason] : r.skipped) skipped.append(py::make_tuple(node, reason));
         d["skipped"] = skipped;
         d["activation_scales"] = r.activation_scales;
+        d["activation_zero_points"] = r.activation_zero_points;
         d["activation_consumers"] = r.activation_consumers;
         d["weight_consumers"] = r.weight_consumers;
         d["num_activation_pairs"] = r.num_activation_pairs;
@@ -183,6 +186,7 @@ void register_calib(py::module_& m) {
         return d;
       },
       py::arg("graph"), py::arg("amax"), py::arg("keep_fp32") = std::vector<std::string>{},
+      py::arg("asymmetric") = false,
       "Places Q/DQ pairs in `graph` (in place) as TensorRT wants them (quant/insert_qdq.h).");
 }
 

@@ -9,6 +9,7 @@
 #include "quant/insert_qdq.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -131,18 +132,49 @@ std::shared_ptr<const Tensor> int8_zeros(const Shape& shape) {
   return t;
 }
 
+// True when every value of v is >= 0 by construction (see
+// InsertQdqOptions::asymmetric_nonnegative).
+bool nonnegative_by_construction(const Value* v, int depth = 0) {
+  const Node* p = v ? v->producer() : nullptr;
+  if (!p || depth > 8) return false;
+  switch (p->kind()) {
+    case OpKind::kRelu:
+    case OpKind::kSigmoid:
+      return true;
+    case OpKind::kClip: {
+      const Value* lo = p->num_inputs() > 1 ? p->input(1) : nullptr;
+      if (lo && lo->is_constant() && lo->constant()->dtype() == DType::kFloat32 && lo->constant()->numel() == 1)
+        return lo->constant()->data<float>()[0] >= 0.f;
+      return !lo && p->attr_float("min", -1.f) >= 0.f;
+    }
+    case OpKind::kMaxPool:
+    case OpKind::kAveragePool:
+    case OpKind::kGlobalAveragePool:
+    case OpKind::kGlobalMaxPool:
+      return nonnegative_by_construction(p->input(0), depth + 1);
+    default:
+      return false;
+  }
+}
+
 class QdqBuilder {
  public:
-  QdqBuilder(Graph& g, InsertQdqResult& result) : g_(g), result_(result) {}
+  QdqBuilder(Graph& g, InsertQdqResult& result, bool asymmetric) : g_(g), result_(result), asymmetric_(asymmetric) {}
 
   // Q -> DQ on an activation; returns the dequantized value.
   Value* activation(Value* x, float amax) {
     auto it = activations_.find(x);
     if (it != activations_.end()) return it->second;
     const std::string& name = x->name();
-    const float scale = scale_from_amax(amax);
+    const bool unsigned_range = asymmetric_ && nonnegative_by_construction(x);
+    // [0, amax] over the int8 values -128 .. 127 (zero point -128).
+    const float scale = unsigned_range ? (amax > 0.f && std::isfinite(amax) ? amax / 255.f : 1.f)
+                                       : scale_from_amax(amax);
+    auto zt = std::make_shared<Tensor>(DType::kInt8, Shape{});
+    zt->data<int8_t>()[0] = static_cast<int8_t>(unsigned_range ? -128 : 0);
+    if (unsigned_range) result_.activation_zero_points[name] = -128;
     Value* s = g_.add_constant(fresh_name(g_, name + "_scale"), scalar_float(scale));
-    Value* zp = g_.add_constant(fresh_name(g_, name + "_zero_point"), int8_zeros({}));
+    Value* zp = g_.add_constant(fresh_name(g_, name + "_zero_point"), zt);
     const Shape* shape = x->has_shape() ? &x->shape() : nullptr;
     Value* q = g_.add_value(fresh_name(g_, name + "_quantized"), DType::kInt8, shape);
     Value* dq = g_.add_value(fresh_name(g_, name + "_dequantized"), DType::kFloat32, shape);
@@ -181,6 +213,7 @@ class QdqBuilder {
  private:
   Graph& g_;
   InsertQdqResult& result_;
+  bool asymmetric_;
   std::map<const Value*, Value*> activations_;
   std::map<std::pair<const Value*, int>, Value*> weights_;
 };
@@ -292,7 +325,7 @@ InsertQdqResult insert_qdq(Graph& g, const InsertQdqOptions& options) {
     planner.plan(n);
   }
 
-  QdqBuilder builder(g, result);
+  QdqBuilder builder(g, result, options.asymmetric_nonnegative);
   std::vector<Node*> identities;  // weight Identity chains that may lose their readers
   for (const Request& r : planner.requests()) {
     Value* in = r.node->input(r.input);

@@ -48,6 +48,13 @@ struct InsertQdqOptions {
   // Node names (or ONNX names a fused node was made from) left in float:
   // neither their activations, weights nor skip inputs are quantized.
   std::set<std::string> keep_fp32;
+  // Asymmetric activations (a CPU option; TensorRT takes symmetric only):
+  // a tensor that is non-negative by construction (a Relu output, a
+  // Clip(min >= 0) or Sigmoid output, a pooling of one) is quantized over
+  // [0, amax] with scale amax / 255 and int8 zero point -128 (onnxruntime's
+  // u8 with zero point 0, stored as int8): one more bit than the symmetric
+  // form spends on values that never occur. Others stay symmetric.
+  bool asymmetric_nonnegative = false;
 };
 
 struct InsertQdqResult {
@@ -57,6 +64,8 @@ struct InsertQdqResult {
   std::vector<std::pair<std::string, std::string>> skipped;
   // Activation tensor -> per-tensor scale of its Q/DQ pair.
   std::map<std::string, float> activation_scales;
+  // Activation tensor -> its zero point, where it is not 0 (asymmetric).
+  std::map<std::string, int> activation_zero_points;
   // Activation tensor -> nodes reading its dequantized value.
   std::map<std::string, std::vector<std::string>> activation_consumers;
   // Weight tensor (the float constant's name) -> nodes reading it quantized.
