@@ -152,6 +152,28 @@ std::string requant_problem(const Node* q, float* scale, int32_t* zero_point) {
   return "";
 }
 
+// Every user of `v` is a Q to int8 with one scale and zero point (the
+// fused node's requantize): those Qs, the scale and zero point; or why not.
+std::string requant_users(const Value* v, std::vector<Node*>* qs, float* scale, int32_t* zero_point) {
+  std::set<Node*> found;
+  for (const Use& u : v->uses()) {
+    float s = 0.f;
+    int32_t zp = 0;
+    std::string why = u.index != 0 ? str_cat("it is read by ", u.node->describe(), " as a parameter")
+                                   : requant_problem(u.node, &s, &zp);
+    if (why.empty() && !found.empty() && (s != *scale || zp != *zero_point))
+      why = "its QuantizeLinear users use different scales or zero points";
+    if (why.empty() && u.node->output(0)->is_graph_output() && v->uses().size() > 1)
+      why = "a QuantizeLinear output is a graph output and there are other users";
+    if (!why.empty()) return why;
+    *scale = s;
+    *zero_point = zp;
+    found.insert(u.node);
+  }
+  qs->assign(found.begin(), found.end());
+  return "";
+}
+
 struct Weights {
   Value* value = nullptr;                // an existing int8 constant, or
   std::shared_ptr<const Tensor> folded;  // int8 made here from float weights
@@ -378,29 +400,8 @@ Epilogue match_epilogue(Value* y, int64_t m) {
     ep.no_requant = "the float output is also a graph output";
     return ep;
   }
-  std::set<Node*> qs;
-  float scale = 0.f;
-  int32_t zero_point = 0;
-  for (const Use& u : ep.last->uses()) {
-    float s = 0.f;
-    int32_t zp = 0;
-    std::string why = u.index != 0 ? str_cat("it is read by ", u.node->describe(), " as a parameter")
-                                   : requant_problem(u.node, &s, &zp);
-    if (why.empty() && !qs.empty() && (s != scale || zp != zero_point))
-      why = "its QuantizeLinear users use different scales or zero points";
-    if (why.empty() && u.node->output(0)->is_graph_output() && ep.last->uses().size() > 1)
-      why = "a QuantizeLinear output is a graph output and there are other users";
-    if (!why.empty()) {
-      ep.no_requant = why;
-      return ep;
-    }
-    scale = s;
-    zero_point = zp;
-    qs.insert(u.node);
-  }
-  ep.requant.assign(qs.begin(), qs.end());
-  ep.y_scale = scale;
-  ep.y_zp = zero_point;
+  ep.no_requant = requant_users(ep.last, &ep.requant, &ep.y_scale, &ep.y_zp);
+  if (!ep.no_requant.empty()) ep.requant.clear();
   return ep;
 }
 
@@ -592,18 +593,8 @@ class LowerQAdd final : public Pattern {
       last = m.relu->output(0);
     }
     NO_MATCH_IF(last->is_graph_output() || last->uses().empty(), "the sum is a graph output or unused");
-    for (const Use& u : last->uses()) {
-      float s = 0.f;
-      int32_t zp = 0;
-      why = u.index != 0 ? str_cat("the sum is read by ", u.node->describe(), " as a parameter")
-                         : requant_problem(u.node, &s, &zp);
-      if (why.empty() && !m.qs.empty() && (s != m.y_scale || zp != m.y_zp))
-        why = "its QuantizeLinear users use different scales or zero points";
-      NO_MATCH_IF(!why.empty(), why);
-      m.y_scale = s;
-      m.y_zp = zp;
-      m.qs.push_back(u.node);
-    }
+    why = requant_users(last, &m.qs, &m.y_scale, &m.y_zp);
+    NO_MATCH_IF(!why.empty(), "the sum: ", why);
     return Match{{add}, std::move(m)};
   }
 

@@ -54,18 +54,22 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
-// MR x (16 * NV) tile over kq groups of 4; b panels are bstride bytes apart.
-template <int NV>
-void kernel_vnni(const int8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* c) {
+// MR x (16 * NV) tile over kq groups of 4. bptr(p) is k group p's first
+// panel; its panel v lies at bptr(p) + v * bstride: packed panels
+// (bptr(p) = b + 64 p, bstride = the panel size) or the quad planes of
+// qconv_tiled.h (bptr(p) = b + off[p], bstride = 64).
+template <int NV, class BPtr>
+void kernel_vnni(const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, int32_t* c) {
   __m512i acc[kVnniMR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < kVnniMR; ++r)
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
   for (int64_t p = 0; p < kq; ++p) {
+    const uint8_t* bp = bptr(p);
     __m512i bv[NV];
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + v * bstride + p * 64);
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(bp + v * bstride);
 #pragma GCC unroll 8
     for (int r = 0; r < kVnniMR; ++r) {
       const __m512i av = _mm512_set1_epi32(load_i32(a + (p * kVnniMR + r) * 4));
@@ -83,17 +87,19 @@ void kernel_vnni(const int8_t* a, const uint8_t* b, int64_t bstride, int64_t kq,
 // image at batch 1: 7x7 = 49 = 3 panels + 1 column): one 8-lane vpdpbusd
 // per column and k group, the weight tile's [MR][4] bytes as the vector and
 // the column's 4 activation bytes broadcast, instead of eight 16-lane ones
-// of which nc lanes count. Same int32 sums, so the same bits.
+// of which nc lanes count. Same int32 sums, so the same bits. bptr as above.
 constexpr int kTailCols = 4;
-void kernel_vnni_cols(const int8_t* a, const uint8_t* b, int64_t kq, int nc, int32_t* c) {
+template <class BPtr>
+void kernel_vnni_cols(const int8_t* a, BPtr bptr, int64_t kq, int nc, int32_t* c) {
   static_assert(kVnniMR == 8, "one ymm holds a k group of the 8 rows");
   __m256i acc[kTailCols];
   for (int j = 0; j < kTailCols; ++j) acc[j] = _mm256_setzero_si256();
   for (int64_t p = 0; p < kq; ++p) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + p * kVnniMR * 4));
+    const uint8_t* bp = bptr(p);
 #pragma GCC unroll 4
     for (int j = 0; j < kTailCols; ++j)
-      if (j < nc) acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(load_i32(b + p * 64 + j * 4)), w);
+      if (j < nc) acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(load_i32(bp + j * 4)), w);
   }
   alignas(32) int32_t t[kVnniMR];
   for (int j = 0; j < nc; ++j) {
@@ -102,48 +108,13 @@ void kernel_vnni_cols(const int8_t* a, const uint8_t* b, int64_t kq, int nc, int
   }
 }
 
-// kernel_vnni and kernel_vnni_cols reading B where it lies: k group p's
-// panel v at b + off[p] + 64 * v (the quad planes of qconv_tiled.h, 16
-// consecutive columns x 4 channels per 64 bytes), not in a packed buffer.
-template <int NV>
-void kernel_vnni_quads(const int8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* c) {
-  __m512i acc[kVnniMR][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < kVnniMR; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
-  for (int64_t p = 0; p < kq; ++p) {
-    const uint8_t* bp = b + off[p];
-    __m512i bv[NV];
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(bp + v * 64);
-#pragma GCC unroll 8
-    for (int r = 0; r < kVnniMR; ++r) {
-      const __m512i av = _mm512_set1_epi32(load_i32(a + (p * kVnniMR + r) * 4));
-#pragma GCC unroll 3
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], bv[v], av);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kVnniMR; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(c + r * kTileLd + v * 16, acc[r][v]);
-}
-
-void kernel_vnni_quads_cols(const int8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int nc, int32_t* c) {
-  __m256i acc[kTailCols];
-  for (int j = 0; j < kTailCols; ++j) acc[j] = _mm256_setzero_si256();
-  for (int64_t p = 0; p < kq; ++p) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + p * kVnniMR * 4));
-#pragma GCC unroll 4
-    for (int j = 0; j < kTailCols; ++j)
-      if (j < nc) acc[j] = _mm256_dpbusd_epi32(acc[j], _mm256_set1_epi32(load_i32(b + off[p] + j * 4)), w);
-  }
-  alignas(32) int32_t t[kVnniMR];
-  for (int j = 0; j < nc; ++j) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[j]);
-    for (int r = 0; r < kVnniMR; ++r) c[r * kTileLd + j] = t[r];
-  }
+// Dispatches a tile to the kernels above by its width.
+template <class BPtr>
+void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, int32_t* tile) {
+  if (nv == 1 && nr <= kTailCols) kernel_vnni_cols(a, bptr, kq, nr, tile);
+  else if (nv == 3) kernel_vnni<3>(a, bptr, bstride, kq, tile);
+  else if (nv == 2) kernel_vnni<2>(a, bptr, bstride, kq, tile);
+  else kernel_vnni<1>(a, bptr, bstride, kq, tile);
 }
 
 // The epilogue on up to 16 lanes (mask m) of channel c; same operations,
@@ -325,18 +296,10 @@ struct VnniTraits {
   }
   void kernel_quads(int nv, int nr, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
                     int32_t* tile) const {
-    const auto* a8 = reinterpret_cast<const int8_t*>(a);
-    if (nv == 1 && nr <= kTailCols) kernel_vnni_quads_cols(a8, b, off, kq, nr, tile);
-    else if (nv == 3) kernel_vnni_quads<3>(a8, b, off, kq, tile);
-    else if (nv == 2) kernel_vnni_quads<2>(a8, b, off, kq, tile);
-    else kernel_vnni_quads<1>(a8, b, off, kq, tile);
+    kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, 64, kq, tile);
   }
   void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
-    const auto* a8 = reinterpret_cast<const int8_t*>(a);
-    if (nv == 1 && nr <= kTailCols) kernel_vnni_cols(a8, b, kq, nr, tile);
-    else if (nv == 3) kernel_vnni<3>(a8, b, bstride, kq, tile);
-    else if (nv == 2) kernel_vnni<2>(a8, b, bstride, kq, tile);
-    else kernel_vnni<1>(a8, b, bstride, kq, tile);
+    kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + p * 64; }, bstride, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
     epilogue_tile(*e, tile, mr, c0, cols, corr);

@@ -362,8 +362,9 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   t.msplit = std::max<int64_t>(1, std::min(t.msplit, t.mt_count));
   t.tasks = outer * t.msplit;
   t.ld = t.chunk * 16;
-  t.rows_bytes = tiled_align64(static_cast<size_t>(T::kKGroup * t.ld));
-  t.packed_bytes = tiled_align64(static_cast<size_t>(t.chunk * t.panel_bytes));
+  // (Quad planes pack nothing per task: no row or panel buffers.)
+  t.rows_bytes = t.quads ? 0 : tiled_align64(static_cast<size_t>(T::kKGroup * t.ld));
+  t.packed_bytes = t.quads ? 0 : tiled_align64(static_cast<size_t>(t.chunk * t.panel_bytes));
   return t;
 }
 
