@@ -341,15 +341,24 @@ def test_registry_entries_are_well_formed():
 
 def test_fp32_matches_onnxruntime(case):
     """pyengine FP32 on the exported file vs onnxruntime on the same file,
-    batch 2, fresh random inputs."""
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    x = np.random.default_rng(seed).standard_normal((2, *case["family"].input_shape), dtype=np.float32)
-    out = engine(case, "fp32").run({"input": x})["logits"]
-    (ref,) = ort_session(case["path"]).run(None, {"input": x})
-    where = f"{case['name']} ({case['exporter']}), seed {seed}"
-    assert out.shape == ref.shape, where
-    err = rel_l2(out, ref)
-    assert err <= MAX_REL_L2, f"{where}: relative L2 error {err:.3g} vs onnxruntime"
+    batch 2, fresh random inputs. A discontinuous family (SEW's Heaviside
+    spikes) may flip a spike whose membrane lies within rounding of the
+    threshold: there 3 of 4 fresh draws must match (test_spiking.py checks
+    the threshold decisions themselves bit for bit)."""
+    draws = 4 if case["family"].discontinuous else 1
+    failures = []
+    for _ in range(draws):
+        seed = int(np.random.SeedSequence().entropy % 2**32)
+        x = np.random.default_rng(seed).standard_normal((2, *case["family"].input_shape), dtype=np.float32)
+        out = engine(case, "fp32").run({"input": x})["logits"]
+        (ref,) = ort_session(case["path"]).run(None, {"input": x})
+        where = f"{case['name']} ({case['exporter']}), seed {seed}"
+        assert out.shape == ref.shape and np.all(np.isfinite(out)), where
+        err = rel_l2(out, ref)
+        if err > MAX_REL_L2:
+            failures.append(f"{where}: relative L2 error {err:.3g} vs onnxruntime")
+    print("\n".join(failures))
+    assert len(failures) <= (1 if case["family"].discontinuous else 0), failures
 
 
 def test_int8_agrees_with_fp32(request, case):

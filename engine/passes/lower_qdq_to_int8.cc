@@ -711,7 +711,8 @@ std::unique_ptr<Pass> make_lower_qdq_to_int8() {
   p.push_back(std::make_unique<LowerQdq>(OpKind::kFusedGemm));
   p.push_back(std::make_unique<LowerQAdd>());
   return std::make_unique<PatternPass>("lower_qdq_to_int8",
-                                       "run DQ -> Conv/Gemm -> [BN] [Add] [Relu] -> Q groups on the int8 kernels",
+                                       "run DQ -> Conv/Gemm -> [BN] [Add] [Relu] -> Q groups, and DQ + DQ -> Add -> Q, "
+                                       "on the int8 kernels",
                                        std::move(p));
 }
 
