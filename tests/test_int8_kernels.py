@@ -227,7 +227,8 @@ def _np_conv_acc(x, w, strides, pads, dilations, group):
 
 
 def _np_epilogue(acc, ch_axis, mul, ep):
-    """The documented epilogue in float32 numpy (no FMA, IEEE rounding)."""
+    """The documented epilogue in float32 numpy (no FMA, IEEE rounding);
+    with zero points (ep "z_zp", "y_zp", default 0) as ops.def states it."""
     bshape = [1] * acc.ndim
     bshape[ch_axis] = -1
     acc = acc.astype(np.int32)
@@ -238,7 +239,8 @@ def _np_epilogue(acc, ch_axis, mul, ep):
         v = v + ep["bias_f32"].reshape(bshape)
     if ep.get("z") is not None:
         z = ep["z"]
-        v = v + (z if z.dtype == np.float32 else z.astype(np.float32) * np.float32(ep["z_scale"]))
+        v = v + (z if z.dtype == np.float32 else
+                 (z.astype(np.int32) - ep.get("z_zp", 0)).astype(np.float32) * np.float32(ep["z_scale"]))
     act = ep.get("act", "")
     if act == "Relu":
         v = np.where(v > 0, v, np.float32(0))
@@ -248,10 +250,11 @@ def _np_epilogue(acc, ch_axis, mul, ep):
         v = np.where(v < hi, v, hi)
     if ep.get("y_scale") is None:
         return v
+    zy = ep.get("y_zp", 0)
     q = v / np.float32(ep["y_scale"])
-    q = np.where(q > -128, q, np.float32(-128))
-    q = np.where(q < 127, q, np.float32(127))
-    return np.rint(q).astype(np.int8)
+    q = np.where(q > -128 - zy, q, np.float32(-128 - zy))
+    q = np.where(q < 127 - zy, q, np.float32(127 - zy))
+    return (np.rint(q).astype(np.int32) + zy).astype(np.int8)
 
 
 EPILOGUES = {

@@ -3,7 +3,8 @@ activations: onnxruntime's u8 Q/DQ, stored as int8 with zero point - 128).
 
 Oracles and tolerances:
   - QConv/QGemm with x/z/y_zero_point on every tier vs an independent numpy
-    implementation: bit-exact. numpy subtracts the input zero point from
+    implementation (test_int8_kernels' _np_conv_acc and _np_epilogue):
+    bit-exact. numpy subtracts the input zero point from
     every input value and pads with real zeros; the SIMD tiers pad with the
     zero point and fold -x_zp * sum(w) into the int32 bias, so both sides
     of the comparison are computed differently.
@@ -24,30 +25,7 @@ from onnx import helper
 import pyengine
 from pyengine import zoo
 from test_int8_kernels import (CONV_SHAPES, KERNEL_TIERS, _custom_model, _engine, _int8_data, _np_conv_acc,
-                               _ort_run, _require_tier, _resolved_pads, _tensor, _vi)
-
-
-def _np_epilogue_zp(acc, mul, ep):
-    """The documented epilogue (ops.def, QConv) with zero points, float32 numpy."""
-    bshape = [1] * acc.ndim
-    bshape[1] = -1
-    acc = acc.astype(np.int32)
-    if ep.get("bias_i32") is not None:
-        acc = (acc.astype(np.int64) + ep["bias_i32"].reshape(bshape)).astype(np.int32)
-    v = acc.astype(np.float32) * mul.reshape(bshape)
-    if ep.get("bias_f32") is not None:
-        v = v + ep["bias_f32"].reshape(bshape)
-    if ep.get("z") is not None:
-        v = v + (ep["z"].astype(np.int32) - ep["z_zp"]).astype(np.float32) * np.float32(ep["z_scale"])
-    if ep.get("relu"):
-        v = np.where(v > 0, v, np.float32(0))
-    if ep.get("y_scale") is None:
-        return v
-    zy = ep["y_zp"]
-    q = v / np.float32(ep["y_scale"])
-    q = np.where(q > -128 - zy, q, np.float32(-128 - zy))
-    q = np.where(q < 127 - zy, q, np.float32(127 - zy))
-    return (np.rint(q).astype(np.int32) + zy).astype(np.int8)
+                               _np_epilogue, _ort_run, _require_tier, _resolved_pads, _tensor, _vi)
 
 
 def _inputs(ep):
@@ -69,10 +47,10 @@ def _epilogue(rng, kind, acc, mul, m):
     ep["z"] = rng.integers(-128, 128, size=acc.shape).astype(np.int8)
     ep["z_scale"] = np.float32(spread / 300)
     ep["z_zp"] = int(rng.integers(-128, 128))
-    ep["relu"] = True
+    ep["act"] = "Relu"
     ep["y_zp"] = int(rng.choice([-128, int(rng.integers(-100, 100))]))
     ep["y_scale"] = None
-    vmax = np.abs(_np_epilogue_zp(acc, mul, ep)).max()
+    vmax = np.abs(_np_epilogue(acc, 1, mul, ep)).max()
     # The largest values saturate at 127 whatever the zero point.
     ep["y_scale"] = np.float32(vmax / (1.25 * (127 - ep["y_zp"])) if vmax > 0 else 1)
     attrs.update(z_scale=float(ep["z_scale"]), z_zero_point=ep["z_zp"], activation="Relu",
@@ -105,7 +83,7 @@ def test_qconv_zero_points_vs_numpy_bit_exact(shape, kind, tier):
             attrs["auto_pad"] = auto_pad
         else:
             attrs["pads"] = list(pads)
-        want = _np_epilogue_zp(acc, mul, ep)
+        want = _np_epilogue(acc, 1, mul, ep)
         model, feeds = _custom_model("QConv", x, w, _inputs(ep), attrs)
         engine = _engine(model, tier=tier)
         got = engine.run(feeds)["y"]
@@ -132,10 +110,10 @@ def test_qgemm_and_runtime_weights_with_zero_points(tier, weights_as_input):
     attrs.update(x_scale=0.02, w_scale=[float(s / np.float32(0.02)) for s in mul], x_zero_point=x_zp)
     mul = np.float32(0.02) * np.array(attrs["w_scale"], np.float32)  # what the kernel forms
     ep["y_scale"] = None
-    vmax = np.abs(_np_epilogue_zp(acc, mul, ep)).max()
+    vmax = np.abs(_np_epilogue(acc, 1, mul, ep)).max()
     ep["y_scale"] = np.float32(vmax / 200)
     attrs["y_scale"] = float(ep["y_scale"])
-    want = _np_epilogue_zp(acc, mul, ep)
+    want = _np_epilogue(acc, 1, mul, ep)
     model, feeds = _custom_model("QGemm", a, w, _inputs(ep), attrs,
                                  weights_as_input=weights_as_input)
     np.testing.assert_array_equal(_engine(model, tier=tier).run(feeds)["y"], want)
@@ -148,7 +126,7 @@ def test_qgemm_and_runtime_weights_with_zero_points(tier, weights_as_input):
     attrsc.update(x_scale=0.02, w_scale=[0.004] * 16, x_zero_point=x_zp, pads=[1, 1, 1, 1])
     model, feeds = _custom_model("QConv", x, wc, _inputs(epc), attrsc,
                                  weights_as_input=weights_as_input)
-    np.testing.assert_array_equal(_engine(model, tier=tier).run(feeds)["y"], _np_epilogue_zp(accc, mulc, epc))
+    np.testing.assert_array_equal(_engine(model, tier=tier).run(feeds)["y"], _np_epilogue(accc, 1, mulc, epc))
 
 
 @pytest.mark.parametrize("tier", KERNEL_TIERS)
@@ -166,15 +144,15 @@ def test_zero_point_chain_bit_exact(tier, y_zp):
     w2 = _int8_data(rng, (17, 20, 3, 3), False)
     mul1 = np.float32(0.02) * np.full(20, 0.004, np.float32)
     acc1 = _np_conv_acc(x, w1, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    ep1 = {"relu": True, "y_zp": y_zp, "y_scale": None}
-    ep1["y_scale"] = np.float32(np.abs(_np_epilogue_zp(acc1, mul1, ep1)).max() / (1.25 * (127 - y_zp)))
-    h = _np_epilogue_zp(acc1, mul1, ep1)
+    ep1 = {"act": "Relu", "y_zp": y_zp, "y_scale": None}
+    ep1["y_scale"] = np.float32(np.abs(_np_epilogue(acc1, 1, mul1, ep1)).max() / (1.25 * (127 - y_zp)))
+    h = _np_epilogue(acc1, 1, mul1, ep1)
     assert h.min() == y_zp and h.max() == 127
     mul2 = np.float32(ep1["y_scale"]) * np.full(17, 0.003, np.float32)
     acc2 = _np_conv_acc(h.astype(np.int64) - y_zp, w2, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    ep2 = {"relu": True, "y_zp": -128, "y_scale": None}
-    ep2["y_scale"] = np.float32(np.abs(_np_epilogue_zp(acc2, mul2, ep2)).max() / 200)
-    want = _np_epilogue_zp(acc2, mul2, ep2)
+    ep2 = {"act": "Relu", "y_zp": -128, "y_scale": None}
+    ep2["y_scale"] = np.float32(np.abs(_np_epilogue(acc2, 1, mul2, ep2)).max() / 200)
+    want = _np_epilogue(acc2, 1, mul2, ep2)
     a1 = dict(x_scale=0.02, w_scale=[0.004] * 20, activation="Relu", y_scale=float(ep1["y_scale"]),
               y_zero_point=y_zp, pads=[1, 1, 1, 1])
     a2 = dict(x_scale=float(ep1["y_scale"]), w_scale=[0.003] * 17, activation="Relu", y_scale=float(ep2["y_scale"]),

@@ -31,6 +31,15 @@ constexpr int64_t kMaxKZeroPoint = std::numeric_limits<int32_t>::max() / (255 * 
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
+// wsum[r] = sum_k w[r, k] for rows x k int8 weights.
+void weight_sums(const int8_t* w, int64_t rows, int64_t k, int32_t* wsum) {
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) s += w[r * k + kk];
+    wsum[r] = s;
+  }
+}
+
 // The epilogue attributes shared by QConv and QGemm.
 struct EpilogueAttrs {
   float x_scale = 0.f;
@@ -122,26 +131,31 @@ struct EpilogueAttrs {
     return e;
   }
 
+  // Scratch bytes fold_input_zero_point needs: the folded bias, and the
+  // weight sums when the weights arrive at run time (wsum == nullptr).
+  static size_t fold_bytes(int64_t m, bool constant_weights) {
+    return align64(m * sizeof(int32_t)) * (constant_weights ? 1 : 2);
+  }
+
   // The SIMD tiers sum x * w with the padding at x_zp, so they need
   // -x_zp * wsum[c] added to the accumulator: writes bias + that (wrapping
-  // int32, exact) to `out` and points e.bias_i32 at it. The reference
-  // subtracts x_zp from each input instead (the same int32 sums).
-  void fold_input_zero_point(Epilogue& e, const int32_t* wsum, int64_t m, int32_t* out) const {
+  // int32, exact) to `scratch` and points e.bias_i32 at it. wsum: the
+  // weights' row sums, or nullptr to take them from the m x k weights `w`
+  // into scratch. The reference subtracts x_zp from each input instead (the
+  // same int32 sums).
+  void fold_input_zero_point(Epilogue& e, const int32_t* wsum, const int8_t* w, int64_t m, int64_t k,
+                             int32_t* scratch) const {
+    if (!wsum) {
+      int32_t* sums = scratch + align64(m * sizeof(int32_t)) / sizeof(int32_t);
+      weight_sums(w, m, k, sums);
+      wsum = sums;
+    }
     for (int64_t c = 0; c < m; ++c)
-      out[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
-                                    static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(wsum[c]));
-    e.bias_i32 = out;
+      scratch[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
+                                        static_cast<uint32_t>(x_zp) * static_cast<uint32_t>(wsum[c]));
+    e.bias_i32 = scratch;
   }
 };
-
-// wsum[r] = sum_k w[r, k] for rows x k int8 weights.
-void weight_sums(const int8_t* w, int64_t rows, int64_t k, int32_t* wsum) {
-  for (int64_t r = 0; r < rows; ++r) {
-    int32_t s = 0;
-    for (int64_t kk = 0; kk < k; ++kk) s += w[r * k + kk];
-    wsum[r] = s;
-  }
-}
 
 enum class Tier { kRef, kAvx2, kAvx512Vnni };
 
@@ -290,7 +304,7 @@ class QConvKernel final : public Kernel {
     if (tier_ == Tier::kAvx512Vnni) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
-      ws_bytes = qconv_avx512vnni_workspace(g, threads, weights_ && !packed8q_.empty());
+      ws_bytes = qconv_avx512vnni_workspace(g, threads, !packed8q_.empty());
     } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_u8_bytes(mg, k));
       ws_bytes = qconv_avx2_u8_workspace(g, threads);
@@ -303,7 +317,7 @@ class QConvKernel final : public Kernel {
     // An input zero point on a SIMD tier: the folded bias (and, for run-time
     // weights, their sums) per call.
     const bool fold = ep_.x_zp != 0 && tier_ != Tier::kRef;
-    const size_t fold_bytes = fold ? align64(g.m * sizeof(int32_t)) * (weights_ ? 1 : 2) : 0;
+    const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(g.m, weights_ != nullptr) : 0;
     const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
@@ -329,16 +343,9 @@ class QConvKernel final : public Kernel {
       packed = p;
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
-    if (fold) {
-      auto* f = reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes);
-      const int32_t* wsum = wsum_.data();
-      if (!weights_) {
-        int32_t* s = f + align64(g.m * sizeof(int32_t)) / sizeof(int32_t);
-        weight_sums(w.data<int8_t>(), g.m, g.m ? w.numel() / g.m : 0, s);
-        wsum = s;
-      }
-      ep_.fold_input_zero_point(e, wsum, g.m, f);
-    }
+    if (fold)
+      ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), g.m, w.numel() / g.m,
+                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes));
     void* ws = scratch + runtime_bytes;
     if (dw) {
       if (tier_ == Tier::kAvx512Vnni) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
@@ -348,7 +355,7 @@ class QConvKernel final : public Kernel {
     switch (tier_) {
       case Tier::kAvx512Vnni:
         qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
-                         weights_ && !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws);
+                         !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws);
         return;
       case Tier::kAvx2:
         if (x_nonneg_) qconv_avx2_u8(ctx.pool(), g, x.data<int8_t>(), static_cast<const int8_t*>(packed), e, ws);
@@ -450,7 +457,7 @@ class QConvKernel final : public Kernel {
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
-  std::vector<int8_t> packed8q_;  // AVX512-VNNI, (channel quad, tap) k order (pack_a_vnni_quads), or empty
+  std::vector<int8_t> packed8q_;  // AVX512-VNNI, (quad, tap) k order (pack_a_vnni_quads); empty: run-time weights
   std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
   std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };
@@ -495,7 +502,7 @@ class QGemmKernel final : public Kernel {
       if (avx2_) runtime_bytes += align64(packed_b_elems(k, m) * sizeof(int16_t));
     }
     const bool fold = avx2_ && ep_.x_zp != 0;
-    const size_t fold_bytes = fold ? align64(m * sizeof(int32_t)) * (weights_ ? 1 : 2) : 0;
+    const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(m, weights_ != nullptr) : 0;
     runtime_bytes += fold_bytes;
     const size_t ws_bytes = avx2_ ? qgemm_avx2_workspace(n, k) : 0;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
@@ -512,16 +519,9 @@ class QGemmKernel final : public Kernel {
       }
     }
     Epilogue e = ep_.make(mul, b, z, *out[0], m, desc_);
-    if (fold) {
-      auto* f = reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes);
-      const int32_t* wsum = wsum_.data();
-      if (!weights_) {
-        int32_t* s = f + align64(m * sizeof(int32_t)) / sizeof(int32_t);
-        weight_sums(w.data<int8_t>(), m, k, s);
-        wsum = s;
-      }
-      ep_.fold_input_zero_point(e, wsum, m, f);
-    }
+    if (fold)
+      ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), m, k,
+                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes));
     if (avx2_) qgemm_avx2(ctx.pool(), n, m, k, a.data<int8_t>(), packed, e, scratch + runtime_bytes);
     else qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e, ep_.x_zp);
   }
