@@ -227,32 +227,43 @@ def _np_conv_acc(x, w, strides, pads, dilations, group):
 
 
 def _np_epilogue(acc, ch_axis, mul, ep):
-    """The documented epilogue in float32 numpy (no FMA, IEEE rounding);
-    with zero points (ep "z_zp", "y_zp", default 0) as ops.def states it."""
+    """The documented epilogue (quant_kernels.h) in float32 numpy (no FMA,
+    IEEE rounding); with zero points (ep "z_zp", "y_zp", default 0) as
+    ops.def states it. A requantized output has its float terms in output
+    units: mul, the float bias, the residual's scale and the Clip bounds
+    divided by y_scale once, then round(v)."""
     bshape = [1] * acc.ndim
     bshape[ch_axis] = -1
+    requant = ep.get("y_scale") is not None
+    ys = np.float32(ep["y_scale"]) if requant else np.float32(1)
+
+    def out_units(a):
+        a = np.asarray(a, np.float32)
+        return a / ys if requant else a
+
     acc = acc.astype(np.int32)
     if ep.get("bias_i32") is not None:
         acc = (acc.astype(np.int64) + ep["bias_i32"].reshape(bshape)).astype(np.int32)
-    v = acc.astype(np.float32) * mul.reshape(bshape)
+    v = acc.astype(np.float32) * out_units(mul).reshape(bshape)
     if ep.get("bias_f32") is not None:
-        v = v + ep["bias_f32"].reshape(bshape)
+        v = v + out_units(ep["bias_f32"]).reshape(bshape)
     if ep.get("z") is not None:
         z = ep["z"]
-        v = v + (z if z.dtype == np.float32 else
-                 (z.astype(np.int32) - ep.get("z_zp", 0)).astype(np.float32) * np.float32(ep["z_scale"]))
+        if z.dtype == np.float32:
+            v = v + z * out_units(np.float32(1))
+        else:
+            v = v + (z.astype(np.int32) - ep.get("z_zp", 0)).astype(np.float32) * out_units(ep["z_scale"])
     act = ep.get("act", "")
     if act == "Relu":
         v = np.where(v > 0, v, np.float32(0))
     elif act == "Clip":
-        lo, hi = (np.float32(a) for a in ep["clip"])
+        lo, hi = (out_units(a) for a in ep["clip"])
         v = np.where(v > lo, v, lo)
         v = np.where(v < hi, v, hi)
-    if ep.get("y_scale") is None:
+    if not requant:
         return v
     zy = ep.get("y_zp", 0)
-    q = v / np.float32(ep["y_scale"])
-    q = np.where(q > -128 - zy, q, np.float32(-128 - zy))
+    q = np.where(v > -128 - zy, v, np.float32(-128 - zy))
     q = np.where(q < 127 - zy, q, np.float32(127 - zy))
     return (np.rint(q).astype(np.int32) + zy).astype(np.int8)
 

@@ -390,7 +390,9 @@ def test_int8_agrees_with_fp32(request, case):
 # MIN_AGREEMENT with asymmetric activations on both exporters (measured: the
 # others are resnet50 98.33% / 98.67%, resnet50_pruned 99.00% / 98.67% and
 # sew_resnet18, whose spikes have no Relu output to widen, 86.67%).
-ASYMMETRIC_REACHES = {"preact_resnet50", "rmnet18", "resnet_stochastic_depth", "resnet50_ibn_a", "ir_csn50"}
+# (rmnet18 was one of them until its symmetric INT8 reached 99.00% with the
+# epilogue's requantize in output units.)
+ASYMMETRIC_REACHES = {"preact_resnet50", "resnet_stochastic_depth", "resnet50_ibn_a", "ir_csn50"}
 
 
 def test_int8_asymmetric_activations(case):

@@ -1658,11 +1658,6 @@ _INT8_FINDINGS = {
     "resnet50_pruned": _shortfall("98.33%", "98.33%", "80.7%",
                                   "only layer4 and fc are trained, as for resnet50; onnxruntime's INT8 flips as many"),
     "preact_resnet50": _shortfall("98.67%", "98.00%", "77.3%"),
-    "rmnet18": _shortfall("98.67%", "99.00%", "68.0%",
-                          "its least accurate tensors are the last blocks' conv2 weights (SQNR 24.5 dB, every other "
-                          "tensor >= 27.5): each output channel of [W2 | Dirac] holds the Dirac 1.0 beside the "
-                          "trained W2, one per-channel scale covers both, and W2 gets the coarse steps; onnxruntime's "
-                          "per-channel INT8 has the same limit"),
     "resnet_stochastic_depth": _shortfall("98.67%", "98.67%", "82.0%"),
     "resnet50_ibn_a": _shortfall("98.33%", "99.00%", "80.0%"),
     "ir_csn50": _shortfall("98.00%", "98.00%", "63.7%"),

@@ -100,7 +100,7 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
   __m256 v = no_contract8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), mul));
   if (e.bias_f32) v = _mm256_add_ps(v, bf);
   if (e.z_f32) {
-    v = _mm256_add_ps(v, _mm256_loadu_ps(e.z_f32 + idx));
+    v = _mm256_add_ps(v, no_contract8(_mm256_mul_ps(_mm256_loadu_ps(e.z_f32 + idx), _mm256_set1_ps(e.z_scale))));
   } else if (e.z_s8) {
     __m128i z8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(e.z_s8 + idx));
     __m256 z = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(z8), _mm256_set1_epi32(e.z_zp)));
@@ -112,9 +112,8 @@ inline void epilogue8(const Epilogue& e, __m256i acc, __m256 mul, __m256i bi, __
     v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(e.act_lo)), _mm256_set1_ps(e.act_hi));
   }
   if (e.requant) {
-    __m256 q = _mm256_div_ps(v, _mm256_set1_ps(e.y_scale));
-    q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps(static_cast<float>(-128 - e.y_zp))),
-                      _mm256_set1_ps(static_cast<float>(127 - e.y_zp)));
+    const __m256 q = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(static_cast<float>(-128 - e.y_zp))),
+                                   _mm256_set1_ps(static_cast<float>(127 - e.y_zp)));
     __m256i qi = _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(e.y_zp));
     __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(e.y_s8 + idx), _mm_packs_epi16(w, w));
@@ -153,7 +152,8 @@ using Cols = TileCols<8, 2>;
 // Conv tile: rows are channels c0..c0+mr-1, columns as `cols` maps them;
 // 8-lane groups inside one image take the vector path, the rest (tails,
 // groups that cross images) the scalar one.
-void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
+void epilogue_tile_rows(const Epilogue& e0, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
+  const Epilogue e = e0;  // a local copy: the int8 stores may alias any memory, so e0's fields would be reloaded
   for (int r = 0; r < mr; ++r) {
     const int64_t c = c0 + r;
     const int32_t* t = tile + r * kNR;
@@ -178,8 +178,9 @@ void epilogue_tile_rows(const Epilogue& e, const int32_t* tile, int mr, int64_t 
 
 // Gemm tile: rows are batch rows, columns channels c0..; row r's outputs
 // start at idx0 + r * row_stride.
-void epilogue_tile_cols(const Epilogue& e, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
+void epilogue_tile_cols(const Epilogue& e0, const int32_t* tile, int mr, int nr, int64_t c0, int64_t idx0,
                         int64_t row_stride) {
+  const Epilogue e = e0;  // (as in epilogue_tile_rows)
   for (int r = 0; r < mr; ++r) {
     const int64_t idx = idx0 + r * row_stride;
     const int32_t* t = tile + r * kNR;

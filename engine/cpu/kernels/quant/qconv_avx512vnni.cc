@@ -117,37 +117,74 @@ void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, in
   else kernel_vnni<1>(a, bptr, bstride, kq, tile);
 }
 
-// The epilogue on up to 16 lanes (mask m) of channel c; same operations,
-// same order as epilogue_one().
-inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
-                       __mmask16 m) {
-  if (e.bias_i32) acc = _mm512_add_epi32(acc, bi);
+// The epilogue, vectorized: epilogue_one()'s operations in the same order.
+// EpiConst holds what one call needs, read once: the int8 output stores may
+// alias any memory, so fields read through the Epilogue would be reloaded
+// after every store.
+struct EpiConst {
+  Epilogue e;
+  bool relu_bytes;  // Relu before a requantize: applied to the int8 bytes (see narrow48)
+  __m512 q_hi, z_scale;
+  __m512i z_zp, y_zp16, y_zp8;
+  explicit EpiConst(const Epilogue& ep)
+      : e(ep),
+        relu_bytes(ep.requant && ep.act == Act::kRelu),
+        q_hi(_mm512_set1_ps(static_cast<float>(127 - ep.y_zp))),
+        z_scale(_mm512_set1_ps(ep.z_scale)),
+        z_zp(_mm512_set1_epi32(ep.z_zp)),
+        y_zp16(_mm512_set1_epi16(static_cast<int16_t>(ep.y_zp))),
+        y_zp8(_mm512_set1_epi8(static_cast<char>(ep.y_zp))) {}
+};
+
+// v of epilogue_one() from acc (bias_i32 already added) and the residual z
+// as a float (z_f32, or z_s8 - z_zp; ignored without one). A Relu before a
+// requantize is left to narrow48.
+inline __m512 epi_value(const EpiConst& k, __m512i acc, __m512 mul, __m512 bf, __m512 z) {
+  const Epilogue& e = k.e;
   __m512 v = no_contract16(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), mul));
   if (e.bias_f32) v = _mm512_add_ps(v, bf);
-  if (e.z_f32) {
-    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e.z_f32 + idx));
-  } else if (e.z_s8) {
-    const __m128i z8 = _mm_maskz_loadu_epi8(m, e.z_s8 + idx);
-    const __m512 z = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(z8), _mm512_set1_epi32(e.z_zp)));
-    v = _mm512_add_ps(v, no_contract16(_mm512_mul_ps(z, _mm512_set1_ps(e.z_scale))));
-  }
-  if (e.act == Act::kRelu) {
+  if (e.z_f32 || e.z_s8) v = _mm512_add_ps(v, no_contract16(_mm512_mul_ps(z, k.z_scale)));
+  if (e.act == Act::kRelu && !k.relu_bytes) {
     v = _mm512_max_ps(v, _mm512_setzero_ps());
   } else if (e.act == Act::kClip) {
     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(e.act_lo)), _mm512_set1_ps(e.act_hi));
   }
+  return v;
+}
+
+// round(min(v, 127 - y_zp)) in int32, the zero point not yet added. The
+// lower clamp is narrow48's saturation: clamping to integer bounds commutes
+// with rounding, and a v below -128 - y_zp (or a NaN, which cvtps2dq turns
+// into INT32_MIN as the clamp turned it into the lower bound; the min keeps
+// it, returning its second operand) saturates to -128 there.
+inline __m512i quantize16(const EpiConst& k, __m512 v) { return _mm512_cvtps_epi32(_mm512_min_ps(k.q_hi, v)); }
+
+// Three lane groups of quantize16 values -> their 48 int8 outputs in order
+// (bytes 48-63 repeat c), the zero point added: saturating packs to int16,
+// a saturating add, a saturating pack to int8 (so each is exactly
+// clamp(round(v) + y_zp, -128, 127)), and one dword permutation to undo the
+// packs' per-128-bit-lane interleave. A Relu before the requantize is
+// max(y, y_zp) here: round(max(v, 0)) + y_zp clamped is exactly that (also
+// for a NaN v, which ends at y_zp both ways).
+inline __m512i narrow48(const EpiConst& k, __m512i a, __m512i b, __m512i c) {
+  const __m512i ab = _mm512_adds_epi16(_mm512_packs_epi32(a, b), k.y_zp16);
+  const __m512i cc = _mm512_adds_epi16(_mm512_packs_epi32(c, c), k.y_zp16);
+  __m512i bytes = _mm512_packs_epi16(ab, cc);  // 128-bit lane L: a, b, c, c blocks L
+  if (k.relu_bytes) bytes = _mm512_max_epi8(bytes, k.y_zp8);
+  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
+}
+
+// Up to 16 lanes (mask m) of channel c at idx: the depthwise rows.
+inline void epilogue16(const EpiConst& k, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,
+                       __mmask16 m) {
+  const Epilogue& e = k.e;
+  __m512 z = _mm512_setzero_ps();
+  if (e.z_f32) z = _mm512_maskz_loadu_ps(m, e.z_f32 + idx);
+  else if (e.z_s8) z = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, e.z_s8 + idx)), k.z_zp));
+  const __m512 v = epi_value(k, e.bias_i32 ? _mm512_add_epi32(acc, bi) : acc, mul, bf, z);
   if (e.requant) {
-    __m512 q = _mm512_div_ps(v, _mm512_set1_ps(e.y_scale));
-    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(static_cast<float>(-128 - e.y_zp))),
-                      _mm512_set1_ps(static_cast<float>(127 - e.y_zp)));
-    // cvtps2dq rounds half to even (MXCSR default), as nearbyint does; with
-    // the zero point added the value is in [-128, 127], so the narrowing is
-    // plain truncation.
-    const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(e.y_zp));
-    // Narrowed in a register, then a plain (or byte-masked) 16-byte store
-    // rather than the masked narrowing store vpmovdb m128{k} (0-6% faster
-    // on Zen 4's 1x1 convs, the same bytes).
-    const __m128i b = _mm512_cvtepi32_epi8(qi);
+    const __m512i q = quantize16(k, v);
+    const __m128i b = _mm512_castsi512_si128(narrow48(k, q, q, q));
     if (m == 0xffff) _mm_storeu_si128(reinterpret_cast<__m128i*>(e.y_s8 + idx), b);
     else _mm_mask_storeu_epi8(e.y_s8 + idx, m, b);
   } else {
@@ -157,25 +194,102 @@ inline void epilogue16(const Epilogue& e, __m512i acc, __m512 mul, __m512i bi, _
 
 using Cols = TileCols<16, kNV>;
 
-// Tile rows are channels c0..c0+mr-1; columns as `cols` maps them.
-void epilogue_tile(const Epilogue& e, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
-                   const int32_t* corr) {
-  for (int r = 0; r < mr; ++r) {
-    const int64_t c = c0 + r;
-    const int32_t* t = tile + r * kTileLd;
-    const __m512 mul = _mm512_set1_ps(e.mul[c]);
-    const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
-    const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
-    const __m512i cr = _mm512_set1_epi32(corr ? corr[c] : 0);
-    const int64_t coff = c * cols.hw;
-    for (int j = 0; j < cols.groups; ++j) {
-      const __m512i acc = _mm512_sub_epi32(_mm512_loadu_si512(t + 16 * j), cr);
-      // Usually one segment; a group that crosses images is stored as
-      // masked segments, each with its own base (masked-off lanes never
-      // touch memory, so a shifted base is harmless).
-      for (int s = 0; s < cols.count[j]; ++s)
-        epilogue16(e, acc, mul, bi, bf, cols.base[j][s] + coff, static_cast<__mmask16>(cols.mask[j][s]));
+// Where a tile's columns go, the same for each of its rows (channel c adds
+// c * hw): lane group j (16 columns) lies in cols.count[j] segments, usually
+// one (a group that crosses images or padded-row ends has several). Byte
+// lane 16 j + l of a row goes to off[r] + 16 j + l for the run r whose mask
+// holds that lane: consecutive segments that continue one another share a
+// run, so a row of 48 one-image columns is one run. Masked-off lanes never
+// touch memory, so the shifted offsets are harmless.
+struct TileRuns {
+  int n = 0;
+  int64_t off[kNV * 16];
+  uint64_t mask[kNV * 16];
+  explicit TileRuns(const Cols& cols) {
+    for (int j = 0; j < cols.groups; ++j)
+      for (int s = 0; s < cols.count[j]; ++s) {
+        const int64_t o = cols.base[j][s] - 16 * j;
+        if (n == 0 || off[n - 1] != o) {
+          off[n] = o;
+          mask[n++] = 0;
+        }
+        mask[n - 1] |= static_cast<uint64_t>(cols.mask[j][s] & 0xffffu) << (16 * j);
+      }
+  }
+  static __mmask16 group(uint64_t m, int j) { return static_cast<__mmask16>(m >> (16 * j)); }
+};
+
+// One tile row's epilogue: the tile's 48 accumulators of channel c, `at` =
+// c * hw. Z: the residual (0 none, 1 float, 2 int8), a template argument
+// with the requantize so the row is straight-line code.
+template <bool kRequant, int kZ>
+inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t at, const TileRuns& runs,
+                         const int32_t* corr) {
+  const Epilogue& e = k.e;
+  const __m512 mul = _mm512_set1_ps(e.mul[c]);
+  const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+  // bias_i32 and the +128 correction in one add (wrapping int32).
+  const __m512i add = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
+                                                             static_cast<uint32_t>(corr ? corr[c] : 0)));
+  __m512 z[kNV];
+  if constexpr (kZ == 1) {
+    for (int j = 0; j < kNV; ++j) z[j] = _mm512_setzero_ps();
+    for (int r = 0; r < runs.n; ++r)
+#pragma GCC unroll 3
+      for (int j = 0; j < kNV; ++j)
+        z[j] = _mm512_mask_loadu_ps(z[j], TileRuns::group(runs.mask[r], j), e.z_f32 + runs.off[r] + at + 16 * j);
+  } else if constexpr (kZ == 2) {
+    __m512i zb = _mm512_setzero_si512();
+    for (int r = 0; r < runs.n; ++r) zb = _mm512_mask_loadu_epi8(zb, runs.mask[r], e.z_s8 + runs.off[r] + at);
+    z[0] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(zb)), k.z_zp));
+    z[1] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 1)), k.z_zp));
+    z[2] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 2)), k.z_zp));
+  } else {
+    for (int j = 0; j < kNV; ++j) z[j] = _mm512_setzero_ps();
+  }
+  __m512 v[kNV];
+#pragma GCC unroll 3
+  for (int j = 0; j < kNV; ++j) v[j] = epi_value(k, _mm512_add_epi32(_mm512_load_si512(t + 16 * j), add), mul, bf, z[j]);
+  if constexpr (kRequant) {
+    const __m512i bytes = narrow48(k, quantize16(k, v[0]), quantize16(k, v[1]), quantize16(k, v[2]));
+    for (int r = 0; r < runs.n; ++r) {
+      int8_t* dst = e.y_s8 + runs.off[r] + at;
+      if (runs.mask[r] == (uint64_t{1} << 48) - 1) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(bytes));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm512_extracti32x4_epi32(bytes, 2));
+      } else {
+        _mm512_mask_storeu_epi8(dst, runs.mask[r], bytes);
+      }
     }
+  } else {
+    for (int r = 0; r < runs.n; ++r)
+#pragma GCC unroll 3
+      for (int j = 0; j < kNV; ++j)
+        _mm512_mask_storeu_ps(e.y_f32 + runs.off[r] + at + 16 * j, TileRuns::group(runs.mask[r], j), v[j]);
+  }
+}
+
+// Tile rows are channels c0..c0+mr-1; columns as `cols` maps them. All
+// three lane groups are computed (a narrower tile's unused columns hold
+// earlier values, and are not stored).
+template <bool kRequant, int kZ>
+void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs,
+                   int64_t hw, const int32_t* corr) {
+  for (int r = 0; r < mr; ++r) epilogue_row<kRequant, kZ>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs, corr);
+}
+
+void epilogue_tile(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
+                   const int32_t* corr) {
+  const TileRuns runs(cols);
+  const int z = k.e.z_f32 ? 1 : k.e.z_s8 ? 2 : 0;
+  if (k.e.requant) {
+    if (z == 0) epilogue_rows<true, 0>(k, tile, mr, c0, runs, cols.hw, corr);
+    else if (z == 1) epilogue_rows<true, 1>(k, tile, mr, c0, runs, cols.hw, corr);
+    else epilogue_rows<true, 2>(k, tile, mr, c0, runs, cols.hw, corr);
+  } else {
+    if (z == 0) epilogue_rows<false, 0>(k, tile, mr, c0, runs, cols.hw, corr);
+    else if (z == 1) epilogue_rows<false, 1>(k, tile, mr, c0, runs, cols.hw, corr);
+    else epilogue_rows<false, 2>(k, tile, mr, c0, runs, cols.hw, corr);
   }
 }
 
@@ -279,7 +393,7 @@ struct VnniTraits {
   const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
   int64_t group_bytes, a_tile_bytes;
   uint8_t flip;
-  const Epilogue* e;
+  const EpiConst* k;
   const int32_t* corr;
 
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
@@ -302,7 +416,7 @@ struct VnniTraits {
     kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + p * 64; }, bstride, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
-    epilogue_tile(*e, tile, mr, c0, cols, corr);
+    epilogue_tile(*k, tile, mr, c0, cols, corr);
   }
 };
 static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must agree");
@@ -353,21 +467,23 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
   tr.group_bytes = packed_a_vnni_bytes(t.mg, t.k);
   tr.a_tile_bytes = t.groups * kVnniMR * 4;
   tr.flip = x_nonneg ? 0 : 0x80;
-  tr.e = &e;
+  const EpiConst k(e);
+  tr.k = &k;
   tr.corr = x_nonneg ? nullptr : corr;
   run_tiled<VnniTraits, Cols>(pool, g, x, t, ws, tr);
 }
 
 void qconv_depthwise_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w,
                                 const Epilogue& e, void* ws) {
-  run_depthwise(pool, g, x, w, ws, [&e](const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
+  const EpiConst k(e);
+  run_depthwise(pool, g, x, w, ws, [&k, &e](const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
     const __m512 mul = _mm512_set1_ps(e.mul[c]);
     const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
     const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
     for (int64_t j = 0; j < n; j += 16) {
       const int64_t lanes = std::min<int64_t>(16, n - j);
       const __mmask16 m = lanes == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << lanes) - 1u);
-      epilogue16(e, _mm512_loadu_si512(acc + j), mul, bi, bf, idx + j, m);
+      epilogue16(k, _mm512_loadu_si512(acc + j), mul, bi, bf, idx + j, m);
     }
   });
 }

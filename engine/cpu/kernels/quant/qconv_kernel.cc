@@ -83,43 +83,63 @@ struct EpilogueAttrs {
     }
   }
 
-  // mul[c] = x_scale * w_scale[c] (w_scale broadcast when it has one entry).
+  // mul[c] = x_scale * w_scale[c] (w_scale broadcast when it has one entry),
+  // divided by y_scale when the output is requantized (quant_kernels.h: the
+  // epilogue's float terms are in output units).
   void fill_mul(float* mul, int64_t m, const std::string& d) const {
     ENGINE_ENFORCE(w_scale.size() == 1 || static_cast<int64_t>(w_scale.size()) == m, kInvalidModel, d,
                    ": w_scale has ", w_scale.size(), " entries for ", m, " output channels");
-    for (int64_t c = 0; c < m; ++c) mul[c] = x_scale * w_scale[w_scale.size() == 1 ? 0 : c];
+    for (int64_t c = 0; c < m; ++c) {
+      mul[c] = x_scale * w_scale[w_scale.size() == 1 ? 0 : c];
+      if (requant) mul[c] = mul[c] / y_scale;
+    }
+  }
+
+  // Scratch bytes make() needs: a float bias divided by y_scale.
+  size_t bias_bytes(const Tensor* b, int64_t m) const {
+    return requant && b && b->dtype() == DType::kFloat32 ? align64(m * sizeof(float)) : 0;
   }
 
   // The epilogue for one call; bias and residual come from run-time tensors.
-  Epilogue make(const float* mul, const Tensor* b, const Tensor* z, Tensor& y, int64_t m,
-                const std::string& d) const {
+  // bias_scratch: bias_bytes(b, m) bytes.
+  Epilogue make(const float* mul, const Tensor* b, const Tensor* z, Tensor& y, int64_t m, const std::string& d,
+                void* bias_scratch) const {
     Epilogue e;
     e.mul = mul;
     if (b) {
       ENGINE_ENFORCE(b->numel() == m, kShape, d, ": bias has ", b->numel(), " elements for ", m, " channels");
-      if (b->dtype() == DType::kInt32) e.bias_i32 = b->data<int32_t>();
-      else if (b->dtype() == DType::kFloat32) e.bias_f32 = b->data<float>();
-      else fail(ErrorKind::kDType, d, ": bias must be int32 or float32, got ", dtype_name(b->dtype()));
+      if (b->dtype() == DType::kInt32) {
+        e.bias_i32 = b->data<int32_t>();
+      } else if (b->dtype() == DType::kFloat32) {
+        e.bias_f32 = b->data<float>();
+        if (requant) {
+          auto* scaled = static_cast<float*>(bias_scratch);
+          for (int64_t c = 0; c < m; ++c) scaled[c] = e.bias_f32[c] / y_scale;
+          e.bias_f32 = scaled;
+        }
+      } else {
+        fail(ErrorKind::kDType, d, ": bias must be int32 or float32, got ", dtype_name(b->dtype()));
+      }
     }
     if (z) {
       ENGINE_ENFORCE(z->shape() == y.shape(), kShape, d, ": residual shape ", shape_str(z->shape()),
                      " differs from the output shape ", shape_str(y.shape()));
       if (z->dtype() == DType::kFloat32) {
         e.z_f32 = z->data<float>();
+        e.z_scale = requant ? 1.f / y_scale : 1.f;
       } else if (z->dtype() == DType::kInt8) {
         ENGINE_ENFORCE(has_z_scale, kInvalidModel, d, ": an int8 residual needs attribute z_scale");
         e.z_s8 = z->data<int8_t>();
-        e.z_scale = z_scale;
+        e.z_scale = requant ? z_scale / y_scale : z_scale;
         e.z_zp = z_zp;
       } else {
         fail(ErrorKind::kDType, d, ": residual must be float32 or int8, got ", dtype_name(z->dtype()));
       }
     }
     e.act = act;
-    e.act_lo = lo;
-    e.act_hi = hi;
+    e.act_lo = requant ? lo / y_scale : lo;
+    e.act_hi = requant ? hi / y_scale : hi;
     e.requant = requant;
-    e.y_scale = y_scale;
     e.y_zp = y_zp;
     if (requant) {
       ENGINE_ENFORCE(y.dtype() == DType::kInt8, kInternal, d, ": output must be int8");
@@ -318,7 +338,8 @@ class QConvKernel final : public Kernel {
     // weights, their sums) per call.
     const bool fold = ep_.x_zp != 0 && tier_ != Tier::kRef;
     const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(g.m, weights_ != nullptr) : 0;
-    const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes;
+    const size_t bias_bytes = ep_.bias_bytes(b, g.m);
+    const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes + bias_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
     const bool bytes = tier_ == Tier::kAvx512Vnni || (tier_ == Tier::kAvx2 && x_nonneg_);
@@ -342,10 +363,10 @@ class QConvKernel final : public Kernel {
       }
       packed = p;
     }
-    Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_);
+    Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_, scratch + runtime_bytes - bias_bytes);
     if (fold)
       ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), g.m, w.numel() / g.m,
-                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes));
+                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - bias_bytes - fold_bytes));
     void* ws = scratch + runtime_bytes;
     if (dw) {
       if (tier_ == Tier::kAvx512Vnni) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
@@ -503,7 +524,8 @@ class QGemmKernel final : public Kernel {
     }
     const bool fold = avx2_ && ep_.x_zp != 0;
     const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(m, weights_ != nullptr) : 0;
-    runtime_bytes += fold_bytes;
+    const size_t bias_bytes = ep_.bias_bytes(b, m);
+    runtime_bytes += fold_bytes + bias_bytes;
     const size_t ws_bytes = avx2_ ? qgemm_avx2_workspace(n, k) : 0;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
@@ -518,10 +540,10 @@ class QGemmKernel final : public Kernel {
         packed = p;
       }
     }
-    Epilogue e = ep_.make(mul, b, z, *out[0], m, desc_);
+    Epilogue e = ep_.make(mul, b, z, *out[0], m, desc_, scratch + runtime_bytes - bias_bytes);
     if (fold)
       ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), m, k,
-                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - fold_bytes));
+                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - bias_bytes - fold_bytes));
     if (avx2_) qgemm_avx2(ctx.pool(), n, m, k, a.data<int8_t>(), packed, e, scratch + runtime_bytes);
     else qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e, ep_.x_zp);
   }

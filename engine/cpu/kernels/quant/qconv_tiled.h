@@ -451,7 +451,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
     char* mine = thread_ws + (t.rows_bytes + t.packed_bytes) * static_cast<size_t>(tid);
     auto* rowbuf = reinterpret_cast<int8_t*>(mine);
     auto* packed = reinterpret_cast<uint8_t*>(mine + t.rows_bytes);
-    alignas(64) int32_t tile[T::kMR * 16 * T::kNV];
+    alignas(64) int32_t tile[T::kMR * 16 * T::kNV] = {};  // (a narrow tile's epilogue may read unused columns)
     Cols cols;
     int64_t packed_id = -1;
     for (int64_t task = tasks.claim(tid); task >= 0; task = tasks.claim(tid)) {

@@ -78,20 +78,29 @@ void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, 
 // The int8 conv / gemm epilogue. For output element `idx` of channel `c`,
 // given the int32 accumulator acc:
 //   acc += bias_i32[c]                        (wrapping int32 add)
-//   v  = float(acc) * mul[c]                  (mul[c] = x_scale * w_scale[c])
+//   v  = float(acc) * mul[c]
 //   v += bias_f32[c]
-//   v += z_f32[idx]   or   v += float(z_s8[idx] - z_zp) * z_scale
-//   v  = act(v)                               (Relu: max(v, 0); Clip: min(max(v, lo), hi))
-//   y_s8[idx] = saturate(round_half_even(v / y_scale) + y_zp)   or   y_f32[idx] = v
+//   v += z_f32[idx] * z_scale   or   v += float(z_s8[idx] - z_zp) * z_scale
+//   v  = act(v)                               (Relu: max(v, 0); Clip: min(max(v, act_lo), act_hi))
+//   y_s8[idx] = saturate(round_half_even(v) + y_zp)   or   y_f32[idx] = v
 // Tensors are addressed by flat index over the whole output (conv: NCHW,
 // gemm: [N, M]); residuals have the output's shape.
+// The float terms are in output units: EpilogueAttrs::make (qconv_kernel.cc)
+// sets mul[c] = x_scale * w_scale[c], and for a requantized output divides
+// mul, bias_f32, z_scale (1 for a float residual) and the Clip bounds by
+// y_scale once per call, so an output costs a multiply where
+// DequantizeLinear -> Conv -> QuantizeLinear would also divide (a vector
+// division costs several multiplies' throughput on every x86 core; with 64
+// input channels the epilogue is as many instructions as the MACs). Against
+// that float graph an output can differ by one step where v / y_scale lies within
+// rounding of a .5 tie; every tier here computes exactly these operations.
 // Zero points (asymmetric activations: onnxruntime's u8 Q/DQ, stored here as
 // int8 with zero point - 128; see lower_qdq_to_int8.cc): the requantize is
-// quantize_one()'s formula, clamp(v / y_scale, -128 - y_zp, 127 - y_zp),
-// round, add y_zp, which for y_zp = 0 is the symmetric one. The input's zero
-// point x_zp (ConvGeom::x_zp) never reaches the epilogue: the reference
-// subtracts it from every input value, the SIMD tiers pad with it and fold
-// -x_zp * sum_k w[c, k] into bias_i32 (exact in wrapping int32).
+// clamp(v, -128 - y_zp, 127 - y_zp), round, add y_zp, which for y_zp = 0 is
+// the symmetric one. The input's zero point x_zp (ConvGeom::x_zp) never
+// reaches the epilogue: the reference subtracts it from every input value,
+// the SIMD tiers pad with it and fold -x_zp * sum_k w[c, k] into bias_i32
+// (exact in wrapping int32).
 enum class Act : int { kNone = 0, kRelu = 1, kClip = 2 };
 
 struct Epilogue {
@@ -105,7 +114,6 @@ struct Epilogue {
   Act act = Act::kNone;
   float act_lo = 0.f, act_hi = 0.f;
   bool requant = false;
-  float y_scale = 1.f;
   int32_t y_zp = 0;
   float* y_f32 = nullptr;
   int8_t* y_s8 = nullptr;
@@ -115,12 +123,12 @@ static inline void epilogue_one(const Epilogue& e, int32_t acc, int64_t c, int64
   if (e.bias_i32) acc = static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(e.bias_i32[c]));
   float v = no_contract(static_cast<float>(acc) * e.mul[c]);
   if (e.bias_f32) v = v + e.bias_f32[c];
-  if (e.z_f32) v = v + e.z_f32[idx];
+  if (e.z_f32) v = v + no_contract(e.z_f32[idx] * e.z_scale);
   else if (e.z_s8) v = v + no_contract(static_cast<float>(static_cast<int32_t>(e.z_s8[idx]) - e.z_zp) * e.z_scale);
   if (e.act == Act::kRelu) v = max_ps1(v, 0.f);
   else if (e.act == Act::kClip) v = min_ps1(max_ps1(v, e.act_lo), e.act_hi);
   if (e.requant) {
-    float q = min_ps1(max_ps1(v / e.y_scale, static_cast<float>(-128 - e.y_zp)), static_cast<float>(127 - e.y_zp));
+    const float q = min_ps1(max_ps1(v, static_cast<float>(-128 - e.y_zp)), static_cast<float>(127 - e.y_zp));
     e.y_s8[idx] = static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(q)) + e.y_zp);
   } else {
     e.y_f32[idx] = v;
