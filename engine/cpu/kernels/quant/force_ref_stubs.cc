@@ -20,12 +20,11 @@ void qconv_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int16_t*, con
   ENGINE_QK_UNREACHABLE;
 }
 void pack_a_u8(const int8_t*, int64_t, int64_t, int64_t, int8_t*) { ENGINE_QK_UNREACHABLE; }
-size_t qconv_avx2_u8_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
-void qconv_avx2_u8(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {
+size_t qconv_avx2_u8_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
+void qconv_avx2_u8(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const int8_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
 void pack_a_vnni(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
-void pack_a_vnni_quads(const int8_t*, int64_t, int64_t, int64_t, int64_t, int8_t*) { ENGINE_QK_UNREACHABLE; }
 size_t qconv_avx512vnni_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
 void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int8_t*, const int32_t*,
                       const Epilogue&, void*) {

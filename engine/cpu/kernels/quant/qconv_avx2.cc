@@ -23,7 +23,9 @@
 // vpdpbusd forms in one step), and vpaddd accumulates. The operands stay
 // bytes: B panels are [k/4][16 columns][4] u8 (half the int16 panel, and
 // no widening at pack time), weights [k/4][4 rows][4] s8 tiles. Inputs that
-// may be negative keep the int16 path.
+// may be negative keep the int16 path. Those panels have the VNNI tier's
+// byte order, so 2-D k x k convs with whole channel quads read the quad
+// planes of qconv_tiled.h instead of packing per task, as VNNI does.
 //
 // Preconditions: K * 128 * 128 fits in int32 (checked in create()); ws as
 // sized by the *_workspace functions; only entered when use_avx2().
@@ -229,12 +231,16 @@ void pack_pair(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t pa
 
 // The u8 path's 4x16 microkernel (see the top of this file): 8
 // accumulators, 2 B vectors, a broadcast, a product and the ones vector.
-void kernel_u8_4x16(const int8_t* a, const uint8_t* b, int64_t kq, int32_t* c) {
+// bptr(p) is k group p's 64 bytes: a packed panel's (b + 64 p) or the quad
+// planes' (b + off[p], qconv_tiled.h).
+template <class BPtr>
+void kernel_u8_4x16(const int8_t* a, BPtr bptr, int64_t kq, int32_t* c) {
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
   __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   const __m256i ones = _mm256_set1_epi16(1);
   auto dot = [&ones](__m256i x, __m256i w) { return _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones); };
   for (int64_t p = 0; p < kq; ++p) {
+    const uint8_t* b = bptr(p);
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
     __m256i av = _mm256_set1_epi32(load_i32(a + 0));
@@ -250,7 +256,6 @@ void kernel_u8_4x16(const int8_t* a, const uint8_t* b, int64_t kq, int32_t* c) {
     c30 = _mm256_add_epi32(c30, dot(b0, av));
     c31 = _mm256_add_epi32(c31, dot(b1, av));
     a += 4 * kU8MR;
-    b += 64;
   }
   // Lanes of cX0 are columns 0-7, of cX1 columns 8-15 (a 4-byte k group per
   // column, in column order: the pack's layout).
@@ -288,19 +293,27 @@ void pack_quad_u8(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t
 // The u8 path's ISA part of qconv_tiled.h's driver.
 struct Avx2U8Traits {
   static constexpr int kMR = kU8MR, kKGroup = 4, kNV = 1;
-  static constexpr bool kQuads = false;
+  static constexpr bool kQuads = true;
   const int8_t* packed_w;
+  const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
   int64_t group_bytes, a_tile_bytes;
   const Epilogue* e;
 
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }
+  const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
+  }
+  void kernel_quads(int, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
+                    int32_t* tile) const {
+    kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, kq, tile);
+  }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad_u8(r, ncols, out, panel_stride);
   }
   void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kq, int32_t* tile) const {
-    kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), b, kq, tile);
+    kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + 64 * p; }, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
     epilogue_tile_rows(*e, tile, mr, c0, cols);
@@ -385,15 +398,16 @@ void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* o
   }
 }
 
-size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads) {
-  return tiled_plan<Avx2U8Traits>(g, threads).workspace(std::max(threads, 1));
+size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads) {
+  return tiled_plan<Avx2U8Traits>(g, threads, quads).workspace(std::max(threads, 1));
 }
 
-void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const Epilogue& e,
-                   void* ws) {
-  const TiledPlan t = tiled_plan<Avx2U8Traits>(g, pool.num_threads());
+void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w,
+                   const int8_t* packed_w_quads, const Epilogue& e, void* ws) {
+  const TiledPlan t = tiled_plan<Avx2U8Traits>(g, pool.num_threads(), packed_w_quads != nullptr);
   Avx2U8Traits tr;
   tr.packed_w = packed_w;
+  tr.packed_w_quads = packed_w_quads;
   tr.group_bytes = packed_a_u8_bytes(t.mg, t.k);
   tr.a_tile_bytes = t.groups * kU8MR * 4;
   tr.e = &e;

@@ -320,71 +320,6 @@ void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* o
   }
 }
 
-// The quad planes of qconv_tiled.h (TiledPlan::quads): channel quad q of
-// image i at out + (i * c / 4 + q) * 4 * chan_bytes, phase (a, b) at
-// (a * sw + b) * hp * wp * 4 in it, padded pixel (row r, column j) at
-// (r * wp + j) * 4, its 4 channels' bytes in order, XORed with `flip`;
-// positions outside the input hold x_zp (^ flip). Per padded input row
-// (row r of the phases a) the 4 channels' rows are copied with their
-// borders into a row buffer and interleaved once by pack_quad; each column
-// phase b then takes every sw-th 4-byte column of it.
-void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, uint8_t flip, int8_t* out) {
-  const int64_t quads = g.n * g.c / 4, wp = t.wp, row_bytes = wp * 4;
-  const int64_t want = 4 * pool.num_threads();
-  const int64_t blocks = std::max<int64_t>(1, std::min({t.hp, t.hp * row_bytes / 2048, (want + quads - 1) / quads}));
-  // Padded columns 0 .. wfull - 1: every column some phase reads (column
-  // j * sw + b of the padded row for phase b, j < wp).
-  const int64_t wfull = wp * g.sw, wf64 = round_up(wfull, 64);
-  // Input columns [lo, hi) of the padded row hold input column jj - pl.
-  const int64_t lo = std::min<int64_t>(wfull, g.pl), hi = std::max(lo, std::min<int64_t>(wfull, g.w + g.pl));
-  auto body = [&](int64_t begin, int64_t end) {
-    std::vector<int8_t> rows(static_cast<size_t>(4 * wf64));
-    std::vector<uint8_t> inter(static_cast<size_t>(4 * wf64));
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t qd = item / blocks, rb = item % blocks;
-      const int64_t r_begin = t.hp * rb / blocks, r_end = t.hp * (rb + 1) / blocks;
-      const int64_t img = qd / (g.c / 4), c0 = qd % (g.c / 4) * 4;
-      for (int64_t a = 0; a < g.sh; ++a) {
-        bool used = false;
-        for (int64_t b = 0; b < g.sw; ++b) used |= (t.used_phases >> (a * g.sw + b) & 1u) != 0;
-        if (!used) continue;
-        for (int64_t r = r_begin; r < r_end; ++r) {
-          const int64_t iy = r * g.sh + a - g.pt;
-          const int8_t* rp[4];
-          for (int h = 0; h < 4; ++h) {
-            int8_t* d = rows.data() + h * wf64;
-            rp[h] = d;
-            if (iy < 0 || iy >= g.h) {
-              std::memset(d, g.x_zp, static_cast<size_t>(wfull));
-              continue;
-            }
-            const int8_t* srow = x + ((img * g.c + c0 + h) * g.h + iy) * g.w;
-            std::memset(d, g.x_zp, static_cast<size_t>(lo));
-            std::memcpy(d + lo, srow + (lo - g.pl), static_cast<size_t>(hi - lo));
-            std::memset(d + hi, g.x_zp, static_cast<size_t>(wfull - hi));
-          }
-          // pack_quad writes whole 64-byte panels, so into `inter`; the
-          // plane rows get exactly their wp * 4 bytes (a neighbour row may
-          // be another thread's).
-          pack_quad(rp, wfull, flip, inter.data(), 64);
-          for (int64_t b = 0; b < g.sw; ++b) {
-            if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
-            int8_t* dst = out + qd * 4 * t.chan_bytes + ((a * g.sw + b) * t.hp + r) * row_bytes;
-            if (g.sw == 1) {
-              std::memcpy(dst, inter.data(), static_cast<size_t>(row_bytes));
-            } else {
-              for (int64_t j = 0; j < wp; ++j) std::memcpy(dst + 4 * j, inter.data() + 4 * (j * g.sw + b), 4);
-            }
-          }
-        }
-      }
-    }
-  };
-  pool.parallel_for(quads * blocks, by_ref(body));
-  // The last frame's last panels read past its planes (the slack).
-  std::memset(out + g.n * g.c * t.chan_bytes, 0, static_cast<size_t>(4 * (wp + 64)));
-}
-
 // The ISA part of qconv_tiled.h's driver.
 struct VnniTraits {
   static constexpr int kMR = kVnniMR, kKGroup = 4, kNV = 3;
@@ -405,9 +340,6 @@ struct VnniTraits {
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad(r, ncols, flip, out, panel_stride);
   }
-  void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, int8_t* out) const {
-    qk::pad_quads(pool, g, x, t, flip, out);
-  }
   void kernel_quads(int nv, int nr, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
                     int32_t* tile) const {
     kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, 64, kq, tile);
@@ -422,19 +354,6 @@ struct VnniTraits {
 static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must agree");
 
 }  // namespace
-
-void pack_a_vnni_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {
-  const int64_t kq = cg / 4 * taps;
-  for (int64_t mt = 0; mt < round_up(rows, kVnniMR) / kVnniMR; ++mt) {
-    int8_t* tile = out + mt * kq * kVnniMR * 4;
-    for (int64_t p = 0; p < kq; ++p)
-      for (int r = 0; r < kVnniMR; ++r)
-        for (int h = 0; h < 4; ++h) {
-          const int64_t row = mt * kVnniMR + r, ci = p / taps * 4 + h, tap = p % taps;
-          tile[(p * kVnniMR + r) * 4 + h] = row < rows ? src[row * rs + ci * taps + tap] : 0;
-        }
-  }
-}
 
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
   const int64_t kq = round_up(k, 4) / 4;

@@ -262,15 +262,6 @@ class QConvKernel final : public Kernel {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
-        // 2-D k x k convs with whole channel quads may read the quad planes
-        // (qconv_tiled.h): their weights in that k order too.
-        const int64_t cg = weights_->dim(1), taps = k / cg;
-        if (weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
-          packed8q_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
-          for (int64_t g = 0; g < group_; ++g)
-            pack_a_vnni_quads(weights_->data<int8_t>() + g * mg * k, k, mg, cg, taps,
-                              packed8q_.data() + g * packed_a_vnni_bytes(mg, k));
-        }
       } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
         packed8_.assign(group_ * packed_a_u8_bytes(mg, k), 0);
         pack_weights_u8(weights_->data<int8_t>(), mg, k, packed8_.data());
@@ -278,6 +269,20 @@ class QConvKernel final : public Kernel {
         packed_.assign(group_ * packed_a_elems(mg, k), 0);
         for (int64_t g = 0; g < group_; ++g)
           pack_a(weights_->data<int8_t>() + g * mg * k, k, 1, mg, k, packed_.data() + g * packed_a_elems(mg, k));
+      }
+      // On the 4-byte k-group kernels (VNNI, AVX2 u8), 2-D k x k convs with
+      // whole channel quads may read the quad planes (qconv_tiled.h): their
+      // weights in that k order too.
+      const int64_t cg = weights_->dim(1), taps = k / cg;
+      const bool vnni = tier_ == Tier::kAvx512Vnni, u8 = tier_ == Tier::kAvx2 && x_nonneg_;
+      if ((vnni || u8) && weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
+        const int64_t bytes = vnni ? packed_a_vnni_bytes(mg, k) : packed_a_u8_bytes(mg, k);
+        packed8q_.assign(group_ * bytes, 0);
+        for (int64_t g = 0; g < group_; ++g) {
+          const int8_t* src = weights_->data<int8_t>() + g * mg * k;
+          if (vnni) pack_a_quads<kVnniMR>(src, k, mg, cg, taps, packed8q_.data() + g * bytes);
+          else pack_a_quads<kU8MR>(src, k, mg, cg, taps, packed8q_.data() + g * bytes);
+        }
       }
     }
   }
@@ -327,7 +332,7 @@ class QConvKernel final : public Kernel {
       ws_bytes = qconv_avx512vnni_workspace(g, threads, !packed8q_.empty());
     } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_u8_bytes(mg, k));
-      ws_bytes = qconv_avx2_u8_workspace(g, threads);
+      ws_bytes = qconv_avx2_u8_workspace(g, threads, !packed8q_.empty());
     } else if (tier_ == Tier::kAvx2) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
       ws_bytes = qconv_avx2_workspace(g, threads);
@@ -379,7 +384,9 @@ class QConvKernel final : public Kernel {
                          !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws);
         return;
       case Tier::kAvx2:
-        if (x_nonneg_) qconv_avx2_u8(ctx.pool(), g, x.data<int8_t>(), static_cast<const int8_t*>(packed), e, ws);
+        if (x_nonneg_)
+          qconv_avx2_u8(ctx.pool(), g, x.data<int8_t>(), static_cast<const int8_t*>(packed),
+                        !packed8q_.empty() ? packed8q_.data() : nullptr, e, ws);
         else qconv_avx2(ctx.pool(), g, x.data<int8_t>(), static_cast<const int16_t*>(packed), e, ws);
         return;
       case Tier::kRef: break;
@@ -478,7 +485,7 @@ class QConvKernel final : public Kernel {
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
-  std::vector<int8_t> packed8q_;  // AVX512-VNNI, (quad, tap) k order (pack_a_vnni_quads); empty: run-time weights
+  std::vector<int8_t> packed8q_;  // VNNI and AVX2 u8, (quad, tap) k order (pack_a_quads); empty: none or run-time weights
   std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
   std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };

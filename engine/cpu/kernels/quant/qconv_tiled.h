@@ -36,7 +36,12 @@
 //               int64_t panel_stride, int64_t groups, int32_t* tile): tile
 //               is [kMR][16 * kNV] int32, of which columns [0, nr) are used;
 //   void epilogue(const int32_t* tile, int mr, int nr, int64_t c0,
-//                 const TileCols<...>& cols): stores the outputs.
+//                 const TileCols<...>& cols): stores the outputs;
+//   static constexpr bool kQuads: the tier reads quad planes (4-byte k
+//   groups, TiledPlan::quads) when its caller packed the weights for them:
+//   then also a_tile_quads(grp, mt) (pack_a_quads' tiles) and
+//   kernel_quads(nv, nr, a, b, off, groups, tile) (k group p at b + off[p]);
+//   pad_quads interleaves the planes with pack_group.
 #pragma once
 
 #include <immintrin.h>
@@ -437,12 +442,80 @@ inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, cons
   std::memset(out + g.n * g.c * g.d * t.chan_bytes, 0, static_cast<size_t>(t.wp + 64));
 }
 
+// The quad planes (TiledPlan::quads): channel quad q of
+// image i at out + (i * c / 4 + q) * 4 * chan_bytes, phase (a, b) at
+// (a * sw + b) * hp * wp * 4 in it, padded pixel (row r, column j) at
+// (r * wp + j) * 4, its 4 channels' bytes in order, XORed with `flip`;
+// positions outside the input hold x_zp (^ flip, where the pack flips). Per padded input row
+// (row r of the phases a) the 4 channels' rows are copied with their
+// borders into a row buffer and interleaved once by pack_quad; each column
+// phase b then takes every sw-th 4-byte column of it.
+// The interleave is the ISA file's k-group pack, tr.pack_group (64-byte
+// [16][4] panel slots of 4 rows, flipped as the tier needs).
+template <class T>
+void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, const T& tr, int8_t* out) {
+  const int64_t quads = g.n * g.c / 4, wp = t.wp, row_bytes = wp * 4;
+  const int64_t want = 4 * pool.num_threads();
+  const int64_t blocks = std::max<int64_t>(1, std::min({t.hp, t.hp * row_bytes / 2048, (want + quads - 1) / quads}));
+  // Padded columns 0 .. wfull - 1: every column some phase reads (column
+  // j * sw + b of the padded row for phase b, j < wp).
+  const int64_t wfull = wp * g.sw, wf64 = round_up(wfull, 64);
+  // Input columns [lo, hi) of the padded row hold input column jj - pl.
+  const int64_t lo = std::min<int64_t>(wfull, g.pl), hi = std::max(lo, std::min<int64_t>(wfull, g.w + g.pl));
+  auto body = [&](int64_t begin, int64_t end) {
+    std::vector<int8_t> rows(static_cast<size_t>(4 * wf64));
+    std::vector<uint8_t> inter(static_cast<size_t>(4 * wf64));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t qd = item / blocks, rb = item % blocks;
+      const int64_t r_begin = t.hp * rb / blocks, r_end = t.hp * (rb + 1) / blocks;
+      const int64_t img = qd / (g.c / 4), c0 = qd % (g.c / 4) * 4;
+      for (int64_t a = 0; a < g.sh; ++a) {
+        bool used = false;
+        for (int64_t b = 0; b < g.sw; ++b) used |= (t.used_phases >> (a * g.sw + b) & 1u) != 0;
+        if (!used) continue;
+        for (int64_t r = r_begin; r < r_end; ++r) {
+          const int64_t iy = r * g.sh + a - g.pt;
+          const int8_t* rp[4];
+          for (int h = 0; h < 4; ++h) {
+            int8_t* d = rows.data() + h * wf64;
+            rp[h] = d;
+            if (iy < 0 || iy >= g.h) {
+              std::memset(d, g.x_zp, static_cast<size_t>(wfull));
+              continue;
+            }
+            const int8_t* srow = x + ((img * g.c + c0 + h) * g.h + iy) * g.w;
+            std::memset(d, g.x_zp, static_cast<size_t>(lo));
+            std::memcpy(d + lo, srow + (lo - g.pl), static_cast<size_t>(hi - lo));
+            std::memset(d + hi, g.x_zp, static_cast<size_t>(wfull - hi));
+          }
+          // The pack writes whole 64-byte panels, so into `inter`; the
+          // plane rows get exactly their wp * 4 bytes (a neighbour row may
+          // be another thread's).
+          tr.pack_group(rp, wfull, inter.data(), 64);
+          for (int64_t b = 0; b < g.sw; ++b) {
+            if (!(t.used_phases >> (a * g.sw + b) & 1u)) continue;
+            int8_t* dst = out + qd * 4 * t.chan_bytes + ((a * g.sw + b) * t.hp + r) * row_bytes;
+            if (g.sw == 1) {
+              std::memcpy(dst, inter.data(), static_cast<size_t>(row_bytes));
+            } else {
+              for (int64_t j = 0; j < wp; ++j) std::memcpy(dst + 4 * j, inter.data() + 4 * (j * g.sw + b), 4);
+            }
+          }
+        }
+      }
+    }
+  };
+  pool.parallel_for(quads * blocks, by_ref(body));
+  // The last frame's last panels read past its planes (the slack).
+  std::memset(out + g.n * g.c * t.chan_bytes, 0, static_cast<size_t>(4 * (wp + 64)));
+}
+
 template <class T, class Cols>
 void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, void* ws, const T& tr) {
   const int64_t hw = g.ohw();
   const int8_t* padded = t.direct ? x : static_cast<const int8_t*>(ws);
   if constexpr (T::kQuads) {
-    if (t.quads) tr.pad_quads(pool, g, x, t, static_cast<int8_t*>(ws));
+    if (t.quads) pad_quads(pool, g, x, t, tr, static_cast<int8_t*>(ws));
   }
   if (t.padded && !t.direct && !t.quads) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
   char* thread_ws = static_cast<char*>(ws) + t.pad_bytes;

@@ -199,9 +199,11 @@ void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int1
 constexpr int kU8MR = 4;
 inline int64_t packed_a_u8_bytes(int64_t rows, int64_t k) { return round_up(rows, kU8MR) * round_up(k, 4); }
 void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out);
-size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads);
-void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const Epilogue& e,
-                   void* ws);
+// ws: qconv_avx2_u8_workspace(g, threads, packed_w_quads != nullptr) bytes;
+// packed_w_quads: pack_a_quads<kU8MR>'s weights, or null.
+size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads);
+void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w,
+                   const int8_t* packed_w_quads, const Epilogue& e, void* ws);
 // QGemm with the weights packed as B: pack_b(w, 1, k, k, m, ...).
 size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
@@ -222,15 +224,27 @@ constexpr int kVnniMR = 8;
 inline int64_t packed_a_vnni_bytes(int64_t rows, int64_t k) { return round_up(rows, kVnniMR) * round_up(k, 4); }
 // Packs rows x k int8 weights (row stride rs) and writes corr[r] = 128 * sum_k w[r, k].
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
-// The same weights in (channel quad, tap) k order, for 2-D convs with
-// cg % 4 == 0 (group g at out + g * packed_a_vnni_bytes(mg, k)): the k
-// order of the quad planes (qconv_tiled.h, TiledPlan::quads), which such a
-// conv reads instead of packing its input per task. Same sums, so corr is
-// pack_a_vnni's.
-void pack_a_vnni_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out);
+// The weights of pack_a_vnni (MR = kVnniMR) or pack_a_u8 (MR = kU8MR) in
+// (channel quad, tap) k order, for 2-D convs with cg % 4 == 0 (one group;
+// the caller steps by packed_a_*_bytes(mg, k)): the k order of the quad
+// planes (qconv_tiled.h, TiledPlan::quads), which such a conv reads instead
+// of packing its input per task. Same sums, so pack_a_vnni's corr holds.
+template <int MR>
+void pack_a_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {
+  const int64_t kq = cg / 4 * taps;
+  for (int64_t mt = 0; mt < round_up(rows, MR) / MR; ++mt) {
+    int8_t* tile = out + mt * kq * MR * 4;
+    for (int64_t p = 0; p < kq; ++p)
+      for (int r = 0; r < MR; ++r)
+        for (int h = 0; h < 4; ++h) {
+          const int64_t row = mt * MR + r, ci = p / taps * 4 + h, tap = p % taps;
+          tile[(p * MR + r) * 4 + h] = row < rows ? src[row * rs + ci * taps + tap] : 0;
+        }
+  }
+}
 // ws: qconv_avx512vnni_workspace(g, threads, packed_w_quads != nullptr)
 // bytes, 64-byte aligned. x_nonneg: every input value is >= 0 (then corr is
-// not used). packed_w_quads: pack_a_vnni_quads' weights, or null.
+// not used). packed_w_quads: pack_a_quads<kVnniMR>'s weights, or null.
 size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads, bool quads);
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
                       const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws);
