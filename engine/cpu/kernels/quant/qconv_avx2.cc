@@ -235,32 +235,30 @@ void pack_pair(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t pa
 // planes' (b + off[p], qconv_tiled.h).
 template <class BPtr>
 void kernel_u8_4x16(const int8_t* a, BPtr bptr, int64_t kq, int32_t* c) {
-  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
-  __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  __m256i acc[kU8MR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < kU8MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
   auto dot = [&ones](__m256i x, __m256i w) { return _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones); };
   for (int64_t p = 0; p < kq; ++p) {
     const uint8_t* b = bptr(p);
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
-    __m256i av = _mm256_set1_epi32(load_i32(a + 0));
-    c00 = _mm256_add_epi32(c00, dot(b0, av));
-    c01 = _mm256_add_epi32(c01, dot(b1, av));
-    av = _mm256_set1_epi32(load_i32(a + 4));
-    c10 = _mm256_add_epi32(c10, dot(b0, av));
-    c11 = _mm256_add_epi32(c11, dot(b1, av));
-    av = _mm256_set1_epi32(load_i32(a + 8));
-    c20 = _mm256_add_epi32(c20, dot(b0, av));
-    c21 = _mm256_add_epi32(c21, dot(b1, av));
-    av = _mm256_set1_epi32(load_i32(a + 12));
-    c30 = _mm256_add_epi32(c30, dot(b0, av));
-    c31 = _mm256_add_epi32(c31, dot(b1, av));
+#pragma GCC unroll 8
+    for (int r = 0; r < kU8MR; ++r) {
+      const __m256i av = _mm256_set1_epi32(load_i32(a + 4 * r));
+      acc[r][0] = _mm256_add_epi32(acc[r][0], dot(b0, av));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], dot(b1, av));
+    }
     a += 4 * kU8MR;
   }
-  // Lanes of cX0 are columns 0-7, of cX1 columns 8-15 (a 4-byte k group per
-  // column, in column order: the pack's layout).
-  auto st = [c](int i, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 8 * i), v); };
-  st(0, c00); st(1, c01); st(2, c10); st(3, c11); st(4, c20); st(5, c21); st(6, c30); st(7, c31);
+  // Lanes of acc[r][0] are columns 0-7, of acc[r][1] columns 8-15 (a 4-byte
+  // k group per column, in column order: the pack's layout).
+#pragma GCC unroll 8
+  for (int r = 0; r < kU8MR; ++r) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 16 * r), acc[r][0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 16 * r + 8), acc[r][1]);
+  }
 }
 
 // Packs one k group of 4 rows (ncols columns each) into the [16][4] u8 slot
