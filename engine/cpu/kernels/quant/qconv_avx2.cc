@@ -151,30 +151,127 @@ inline void epilogue8_lanes(const Epilogue& e, __m256i acc, __m256 mul, __m256i 
 
 using Cols = TileCols<8, 2>;
 
-// Conv tile: rows are channels c0..c0+mr-1, columns as `cols` maps them;
-// 8-lane groups inside one image take the vector path, the rest (tails,
-// groups that cross images) the scalar one.
-void epilogue_tile_rows(const Epilogue& e0, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
-  const Epilogue e = e0;  // a local copy: the int8 stores may alias any memory, so e0's fields would be reloaded
+// Conv tile: rows are channels c0..c0+mr-1, columns as `cols` maps them
+// (TileRunsOf: usually one run of 16 columns per row). epilogue8's
+// operations, a row of 16 outputs at a time as straight-line code (a
+// template on the requantize and the residual kind, Z: 0 none, 1 float, 2
+// int8), and for a requantized row the VNNI tier's narrowing: saturating
+// packs (the lower clamp, and a Relu before the requantize as one byte max
+// with y_zp: both exact, see qconv_avx512vnni.cc's narrow48) and one
+// 16-byte store. AVX2 has no byte-masked loads or stores, so the lanes of a
+// partial run (padded-row ends, image boundaries, tails) go through a
+// buffer; nothing outside them is read or written.
+using TileRuns = TileRunsOf<8, 2>;
+
+// The lanes of group j (8 columns) that mask m holds, as an all-ones lane mask.
+inline __m256i lanes8(uint32_t m) {
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), bit), bit);
+}
+
+// Copies the bytes of src[0..16) that mask m holds to dst (contiguous runs
+// of set bits at a time).
+inline void copy_masked16(int8_t* dst, const int8_t* src, uint32_t m) {
+  while (m) {
+    const int lo = __builtin_ctz(m);
+    const int len = __builtin_ctz(~(m >> lo));
+    std::memcpy(dst + lo, src + lo, static_cast<size_t>(len));
+    m &= ~(((1u << len) - 1u) << lo);
+  }
+}
+
+template <bool kRequant, int kZ>
+void epilogue_rows16(const Epilogue& e, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs, int64_t hw) {
+  const bool full = runs.n == 1 && runs.mask[0] == TileRuns::kAll;
+  const bool relu_bytes = kRequant && e.act == Act::kRelu;
+  const __m256 q_hi = _mm256_set1_ps(static_cast<float>(127 - e.y_zp));
+  const __m256i zp16 = _mm256_set1_epi16(static_cast<int16_t>(e.y_zp));
+  const __m128i zp8 = _mm_set1_epi8(static_cast<char>(e.y_zp));
+  const __m256i z_zp = _mm256_set1_epi32(e.z_zp);
+  const __m256 z_scale = _mm256_set1_ps(e.z_scale);
   for (int r = 0; r < mr; ++r) {
-    const int64_t c = c0 + r;
+    const int64_t c = c0 + r, at = c * hw;
     const int32_t* t = tile + r * kNR;
     const __m256 mul = _mm256_set1_ps(e.mul[c]);
-    const __m256i bi = _mm256_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
     const __m256 bf = _mm256_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
-    const int64_t coff = c * cols.hw;
-    for (int j = 0; j < cols.groups; ++j) {
-      if (cols.count[j] == 1 && cols.mask[j][0] == 0xffu) {
-        epilogue8(e, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 8 * j)), mul, bi, bf,
-                  cols.base[j][0] + coff);
-        continue;
+    const __m256i bi = _mm256_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+    __m256 z[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    if constexpr (kZ == 1) {
+      for (int q = 0; q < runs.n; ++q)
+        for (int j = 0; j < 2; ++j) {
+          const uint32_t m = TileRuns::group(runs.mask[q], j);
+          if (!m) continue;
+          const __m256i lm = lanes8(m);
+          z[j] = _mm256_blendv_ps(z[j], _mm256_maskload_ps(e.z_f32 + runs.off[q] + at + 8 * j, lm),
+                                  _mm256_castsi256_ps(lm));
+        }
+    } else if constexpr (kZ == 2) {
+      __m128i zb;
+      if (full) {
+        zb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(e.z_s8 + runs.off[0] + at));
+      } else {
+        alignas(16) int8_t buf[16] = {};
+        for (int q = 0; q < runs.n; ++q)
+          copy_masked16(buf, e.z_s8 + runs.off[q] + at, static_cast<uint32_t>(runs.mask[q]));
+        zb = _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
       }
-      // Partial groups (row ends of the padded column space, image
-      // boundaries, tails): the vector epilogue on copies of the valid
-      // lanes, so nothing outside them is read or written.
-      const __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 8 * j));
-      for (int s = 0; s < cols.count[j]; ++s) epilogue8_lanes(e, acc, mul, bi, bf, cols.base[j][s] + coff, cols.mask[j][s]);
+      z[0] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(zb), z_zp));
+      z[1] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepi8_epi32(_mm_srli_si128(zb, 8)), z_zp));
     }
+    __m256 v[2];
+    for (int j = 0; j < 2; ++j) {
+      __m256i acc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 8 * j));
+      if (e.bias_i32) acc = _mm256_add_epi32(acc, bi);
+      __m256 x = no_contract8(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), mul));
+      if (e.bias_f32) x = _mm256_add_ps(x, bf);
+      if constexpr (kZ != 0) x = _mm256_add_ps(x, no_contract8(_mm256_mul_ps(z[j], z_scale)));
+      if (e.act == Act::kRelu && !relu_bytes) {
+        x = _mm256_max_ps(x, _mm256_setzero_ps());
+      } else if (e.act == Act::kClip) {
+        x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(e.act_lo)), _mm256_set1_ps(e.act_hi));
+      }
+      v[j] = x;
+    }
+    if constexpr (kRequant) {
+      // round(min(v, 127 - y_zp)); the packs saturate the rest (a NaN
+      // becomes INT32_MIN, then -128: the clamp's lower bound).
+      const __m256i q0 = _mm256_cvtps_epi32(_mm256_min_ps(q_hi, v[0]));
+      const __m256i q1 = _mm256_cvtps_epi32(_mm256_min_ps(q_hi, v[1]));
+      const __m256i w = _mm256_adds_epi16(_mm256_packs_epi32(q0, q1), zp16);  // 128-bit lane L: q0, q1 blocks L
+      const __m256i b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w, w), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      __m128i bytes = _mm256_castsi256_si128(b);
+      if (relu_bytes) bytes = _mm_max_epi8(bytes, zp8);
+      if (full) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(e.y_s8 + runs.off[0] + at), bytes);
+      } else {
+        alignas(16) int8_t buf[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(buf), bytes);
+        for (int q = 0; q < runs.n; ++q) copy_masked16(e.y_s8 + runs.off[q] + at, buf, static_cast<uint32_t>(runs.mask[q]));
+      }
+    } else {
+      for (int q = 0; q < runs.n; ++q)
+        for (int j = 0; j < 2; ++j) {
+          const uint32_t m = TileRuns::group(runs.mask[q], j);
+          float* dst = e.y_f32 + runs.off[q] + at + 8 * j;
+          if (m == 0xffu) _mm256_storeu_ps(dst, v[j]);
+          else if (m) _mm256_maskstore_ps(dst, lanes8(m), v[j]);
+        }
+    }
+  }
+}
+
+void epilogue_tile_rows(const Epilogue& e0, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
+  const Epilogue e = e0;  // a local copy: the int8 stores may alias any memory, so e0's fields would be reloaded
+  const TileRuns runs(cols);
+  const int z = e.z_f32 ? 1 : e.z_s8 ? 2 : 0;
+  if (e.requant) {
+    if (z == 0) epilogue_rows16<true, 0>(e, tile, mr, c0, runs, cols.hw);
+    else if (z == 1) epilogue_rows16<true, 1>(e, tile, mr, c0, runs, cols.hw);
+    else epilogue_rows16<true, 2>(e, tile, mr, c0, runs, cols.hw);
+  } else {
+    if (z == 0) epilogue_rows16<false, 0>(e, tile, mr, c0, runs, cols.hw);
+    else if (z == 1) epilogue_rows16<false, 1>(e, tile, mr, c0, runs, cols.hw);
+    else epilogue_rows16<false, 2>(e, tile, mr, c0, runs, cols.hw);
   }
 }
 

@@ -194,30 +194,7 @@ inline void epilogue16(const EpiConst& k, __m512i acc, __m512 mul, __m512i bi, _
 
 using Cols = TileCols<16, kNV>;
 
-// Where a tile's columns go, the same for each of its rows (channel c adds
-// c * hw): lane group j (16 columns) lies in cols.count[j] segments, usually
-// one (a group that crosses images or padded-row ends has several). Byte
-// lane 16 j + l of a row goes to off[r] + 16 j + l for the run r whose mask
-// holds that lane: consecutive segments that continue one another share a
-// run, so a row of 48 one-image columns is one run. Masked-off lanes never
-// touch memory, so the shifted offsets are harmless.
-struct TileRuns {
-  int n = 0;
-  int64_t off[kNV * 16];
-  uint64_t mask[kNV * 16];
-  explicit TileRuns(const Cols& cols) {
-    for (int j = 0; j < cols.groups; ++j)
-      for (int s = 0; s < cols.count[j]; ++s) {
-        const int64_t o = cols.base[j][s] - 16 * j;
-        if (n == 0 || off[n - 1] != o) {
-          off[n] = o;
-          mask[n++] = 0;
-        }
-        mask[n - 1] |= static_cast<uint64_t>(cols.mask[j][s] & 0xffffu) << (16 * j);
-      }
-  }
-  static __mmask16 group(uint64_t m, int j) { return static_cast<__mmask16>(m >> (16 * j)); }
-};
+using TileRuns = TileRunsOf<16, kNV>;
 
 // One tile row's epilogue: the tile's 48 accumulators of channel c, `at` =
 // c * hw. Z: the residual (0 none, 1 float, 2 int8), a template argument
@@ -237,7 +214,8 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
     for (int r = 0; r < runs.n; ++r)
 #pragma GCC unroll 3
       for (int j = 0; j < kNV; ++j)
-        z[j] = _mm512_mask_loadu_ps(z[j], TileRuns::group(runs.mask[r], j), e.z_f32 + runs.off[r] + at + 16 * j);
+        z[j] = _mm512_mask_loadu_ps(z[j], static_cast<__mmask16>(TileRuns::group(runs.mask[r], j)),
+                                    e.z_f32 + runs.off[r] + at + 16 * j);
   } else if constexpr (kZ == 2) {
     __m512i zb = _mm512_setzero_si512();
     for (int r = 0; r < runs.n; ++r) zb = _mm512_mask_loadu_epi8(zb, runs.mask[r], e.z_s8 + runs.off[r] + at);
@@ -254,7 +232,7 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
     const __m512i bytes = narrow48(k, quantize16(k, v[0]), quantize16(k, v[1]), quantize16(k, v[2]));
     for (int r = 0; r < runs.n; ++r) {
       int8_t* dst = e.y_s8 + runs.off[r] + at;
-      if (runs.mask[r] == (uint64_t{1} << 48) - 1) {
+      if (runs.mask[r] == TileRuns::kAll) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(bytes));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm512_extracti32x4_epi32(bytes, 2));
       } else {
@@ -265,7 +243,8 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
     for (int r = 0; r < runs.n; ++r)
 #pragma GCC unroll 3
       for (int j = 0; j < kNV; ++j)
-        _mm512_mask_storeu_ps(e.y_f32 + runs.off[r] + at + 16 * j, TileRuns::group(runs.mask[r], j), v[j]);
+        _mm512_mask_storeu_ps(e.y_f32 + runs.off[r] + at + 16 * j,
+                              static_cast<__mmask16>(TileRuns::group(runs.mask[r], j)), v[j]);
   }
 }
 

@@ -234,6 +234,35 @@ struct TileCols {
   }
 };
 
+// Where a tile's columns go, the same for each of its rows (channel c adds
+// c * hw): lane group j (W columns) lies in cols.count[j] segments, usually
+// one (a group that crosses images or padded-row ends has several). Lane
+// W j + l of a row goes to off[r] + W j + l for the run r whose mask holds
+// that lane: consecutive segments that continue one another share a run, so
+// a row of one-image columns is one run. (Masked-off lanes never touch
+// memory, so the shifted offsets are harmless.)
+template <int W, int G>
+struct TileRunsOf {
+  static_assert(W * G <= 64, "a row's lanes fit one mask");
+  int n = 0;
+  int64_t off[W * G];
+  uint64_t mask[W * G];
+  explicit TileRunsOf(const TileCols<W, G>& cols) {
+    for (int j = 0; j < cols.groups; ++j)
+      for (int s = 0; s < cols.count[j]; ++s) {
+        const int64_t o = cols.base[j][s] - W * j;
+        if (n == 0 || off[n - 1] != o) {
+          off[n] = o;
+          mask[n++] = 0;
+        }
+        mask[n - 1] |= static_cast<uint64_t>(cols.mask[j][s] & ((uint64_t{1} << W) - 1)) << (W * j);
+      }
+  }
+  // Group j's lanes of mask m.
+  static uint32_t group(uint64_t m, int j) { return static_cast<uint32_t>(m >> (W * j)) & ((uint64_t{1} << W) - 1); }
+  static constexpr uint64_t kAll = W * G == 64 ? ~uint64_t{0} : (uint64_t{1} << (W * G)) - 1;
+};
+
 // How one call is cut into tasks (see the top of this file).
 //
 // Convs other than the plain 1x1 may instead run "padded": the input is
