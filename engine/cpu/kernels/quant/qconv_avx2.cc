@@ -238,7 +238,8 @@ void epilogue_rows16(const Epilogue& e, const int32_t* tile, int mr, int64_t c0,
       const __m256i q0 = _mm256_cvtps_epi32(_mm256_min_ps(q_hi, v[0]));
       const __m256i q1 = _mm256_cvtps_epi32(_mm256_min_ps(q_hi, v[1]));
       const __m256i w = _mm256_adds_epi16(_mm256_packs_epi32(q0, q1), zp16);  // 128-bit lane L: q0, q1 blocks L
-      const __m256i b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w, w), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      const __m256i b =
+          _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w, w), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
       __m128i bytes = _mm256_castsi256_si128(b);
       if (relu_bytes) bytes = _mm_max_epi8(bytes, zp8);
       if (full) {
@@ -246,7 +247,8 @@ void epilogue_rows16(const Epilogue& e, const int32_t* tile, int mr, int64_t c0,
       } else {
         alignas(16) int8_t buf[16];
         _mm_store_si128(reinterpret_cast<__m128i*>(buf), bytes);
-        for (int q = 0; q < runs.n; ++q) copy_masked16(e.y_s8 + runs.off[q] + at, buf, static_cast<uint32_t>(runs.mask[q]));
+        for (int q = 0; q < runs.n; ++q)
+          copy_masked16(e.y_s8 + runs.off[q] + at, buf, static_cast<uint32_t>(runs.mask[q]));
       }
     } else {
       for (int q = 0; q < runs.n; ++q)

@@ -118,9 +118,9 @@ void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, in
 }
 
 // The epilogue, vectorized: epilogue_one()'s operations in the same order.
-// EpiConst holds what one call needs, read once: the int8 output stores may
-// alias any memory, so fields read through the Epilogue would be reloaded
-// after every store.
+// EpiConst holds its vector constants, made once per call (built per output
+// group, they were rebuilt after every int8 store, which may alias the
+// Epilogue's fields).
 struct EpiConst {
   Epilogue e;
   bool relu_bytes;  // Relu before a requantize: applied to the int8 bytes (see narrow48)
@@ -180,7 +180,8 @@ inline void epilogue16(const EpiConst& k, __m512i acc, __m512 mul, __m512i bi, _
   const Epilogue& e = k.e;
   __m512 z = _mm512_setzero_ps();
   if (e.z_f32) z = _mm512_maskz_loadu_ps(m, e.z_f32 + idx);
-  else if (e.z_s8) z = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, e.z_s8 + idx)), k.z_zp));
+  else if (e.z_s8)
+    z = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, e.z_s8 + idx)), k.z_zp));
   const __m512 v = epi_value(k, e.bias_i32 ? _mm512_add_epi32(acc, bi) : acc, mul, bf, z);
   if (e.requant) {
     const __m512i q = quantize16(k, v);
@@ -227,7 +228,8 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
   }
   __m512 v[kNV];
 #pragma GCC unroll 3
-  for (int j = 0; j < kNV; ++j) v[j] = epi_value(k, _mm512_add_epi32(_mm512_load_si512(t + 16 * j), add), mul, bf, z[j]);
+  for (int j = 0; j < kNV; ++j)
+    v[j] = epi_value(k, _mm512_add_epi32(_mm512_load_si512(t + 16 * j), add), mul, bf, z[j]);
   if constexpr (kRequant) {
     const __m512i bytes = narrow48(k, quantize16(k, v[0]), quantize16(k, v[1]), quantize16(k, v[2]));
     for (int r = 0; r < runs.n; ++r) {

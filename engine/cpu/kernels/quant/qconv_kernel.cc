@@ -485,7 +485,7 @@ class QConvKernel final : public Kernel {
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
-  std::vector<int8_t> packed8q_;  // VNNI and AVX2 u8, (quad, tap) k order (pack_a_quads); empty: none or run-time weights
+  std::vector<int8_t> packed8q_;  // VNNI, AVX2 u8: (quad, tap) k order (pack_a_quads); empty: none, run-time weights
   std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
   std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };
