@@ -265,16 +265,9 @@ void epilogue_rows16(const Epilogue& e, const int32_t* tile, int mr, int64_t c0,
 void epilogue_tile_rows(const Epilogue& e0, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
   const Epilogue e = e0;  // a local copy: the int8 stores may alias any memory, so e0's fields would be reloaded
   const TileRuns runs(cols);
-  const int z = e.z_f32 ? 1 : e.z_s8 ? 2 : 0;
-  if (e.requant) {
-    if (z == 0) epilogue_rows16<true, 0>(e, tile, mr, c0, runs, cols.hw);
-    else if (z == 1) epilogue_rows16<true, 1>(e, tile, mr, c0, runs, cols.hw);
-    else epilogue_rows16<true, 2>(e, tile, mr, c0, runs, cols.hw);
-  } else {
-    if (z == 0) epilogue_rows16<false, 0>(e, tile, mr, c0, runs, cols.hw);
-    else if (z == 1) epilogue_rows16<false, 1>(e, tile, mr, c0, runs, cols.hw);
-    else epilogue_rows16<false, 2>(e, tile, mr, c0, runs, cols.hw);
-  }
+  with_epilogue_kind(e, [&](auto requant, auto z) {
+    epilogue_rows16<decltype(requant)::value, decltype(z)::value>(e, tile, mr, c0, runs, cols.hw);
+  });
 }
 
 // Gemm tile: rows are batch rows, columns channels c0..; row r's outputs
@@ -483,16 +476,7 @@ void qconv_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int1
 }
 
 void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out) {
-  const int64_t kq = round_up(k, 4) / 4;
-  for (int64_t mt = 0; mt < round_up(rows, kU8MR) / kU8MR; ++mt) {
-    int8_t* tile = out + mt * kq * kU8MR * 4;
-    for (int64_t p = 0; p < kq; ++p)
-      for (int r = 0; r < kU8MR; ++r)
-        for (int h = 0; h < 4; ++h) {
-          const int64_t row = mt * kU8MR + r, kk = 4 * p + h;
-          tile[(p * kU8MR + r) * 4 + h] = row < rows && kk < k ? src[row * rs + kk] : 0;
-        }
-  }
+  pack_a_k4<kU8MR>(src, rs, rows, k, out);
 }
 
 size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads) {

@@ -262,16 +262,9 @@ void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, c
 void epilogue_tile(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
                    const int32_t* corr) {
   const TileRuns runs(cols);
-  const int z = k.e.z_f32 ? 1 : k.e.z_s8 ? 2 : 0;
-  if (k.e.requant) {
-    if (z == 0) epilogue_rows<true, 0>(k, tile, mr, c0, runs, cols.hw, corr);
-    else if (z == 1) epilogue_rows<true, 1>(k, tile, mr, c0, runs, cols.hw, corr);
-    else epilogue_rows<true, 2>(k, tile, mr, c0, runs, cols.hw, corr);
-  } else {
-    if (z == 0) epilogue_rows<false, 0>(k, tile, mr, c0, runs, cols.hw, corr);
-    else if (z == 1) epilogue_rows<false, 1>(k, tile, mr, c0, runs, cols.hw, corr);
-    else epilogue_rows<false, 2>(k, tile, mr, c0, runs, cols.hw, corr);
-  }
+  with_epilogue_kind(k.e, [&](auto requant, auto z) {
+    epilogue_rows<decltype(requant)::value, decltype(z)::value>(k, tile, mr, c0, runs, cols.hw, corr);
+  });
 }
 
 // Packs one k group: rows r[0..3] (ncols columns each) into the [16][4]
@@ -337,16 +330,7 @@ static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must ag
 }  // namespace
 
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
-  const int64_t kq = round_up(k, 4) / 4;
-  for (int64_t mt = 0; mt < round_up(rows, kVnniMR) / kVnniMR; ++mt) {
-    int8_t* tile = out + mt * kq * kVnniMR * 4;
-    for (int64_t p = 0; p < kq; ++p)
-      for (int r = 0; r < kVnniMR; ++r)
-        for (int h = 0; h < 4; ++h) {
-          const int64_t row = mt * kVnniMR + r, kk = 4 * p + h;
-          tile[(p * kVnniMR + r) * 4 + h] = row < rows && kk < k ? src[row * rs + kk] : 0;
-        }
-  }
+  pack_a_k4<kVnniMR>(src, rs, rows, k, out);
   for (int64_t r = 0; r < rows; ++r) {
     int32_t s = 0;
     for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];

@@ -49,6 +49,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/kernels/quant/quant_kernels.h"
@@ -263,6 +264,26 @@ struct TileRunsOf {
   static constexpr uint64_t kAll = W * G == 64 ? ~uint64_t{0} : (uint64_t{1} << (W * G)) - 1;
 };
 
+// Calls f(requant, z) with the epilogue's kind as compile-time constants
+// (std::bool_constant; z: 0 no residual, 1 float, 2 int8), so the ISA
+// files' tile epilogues can be straight-line code for each kind.
+template <class F>
+void with_epilogue_kind(const Epilogue& e, const F& f) {
+  using Z0 = std::integral_constant<int, 0>;
+  using Z1 = std::integral_constant<int, 1>;
+  using Z2 = std::integral_constant<int, 2>;
+  const int z = e.z_f32 ? 1 : e.z_s8 ? 2 : 0;
+  if (e.requant) {
+    if (z == 0) f(std::true_type{}, Z0{});
+    else if (z == 1) f(std::true_type{}, Z1{});
+    else f(std::true_type{}, Z2{});
+  } else {
+    if (z == 0) f(std::false_type{}, Z0{});
+    else if (z == 1) f(std::false_type{}, Z1{});
+    else f(std::false_type{}, Z2{});
+  }
+}
+
 // How one call is cut into tasks (see the top of this file).
 //
 // Convs other than the plain 1x1 may instead run "padded": the input is
@@ -471,16 +492,15 @@ inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, cons
   std::memset(out + g.n * g.c * g.d * t.chan_bytes, 0, static_cast<size_t>(t.wp + 64));
 }
 
-// The quad planes (TiledPlan::quads): channel quad q of
-// image i at out + (i * c / 4 + q) * 4 * chan_bytes, phase (a, b) at
-// (a * sw + b) * hp * wp * 4 in it, padded pixel (row r, column j) at
-// (r * wp + j) * 4, its 4 channels' bytes in order, XORed with `flip`;
-// positions outside the input hold x_zp (^ flip, where the pack flips). Per padded input row
-// (row r of the phases a) the 4 channels' rows are copied with their
-// borders into a row buffer and interleaved once by pack_quad; each column
-// phase b then takes every sw-th 4-byte column of it.
-// The interleave is the ISA file's k-group pack, tr.pack_group (64-byte
-// [16][4] panel slots of 4 rows, flipped as the tier needs).
+// The quad planes (TiledPlan::quads): channel quad q of image i at out +
+// (i * c / 4 + q) * 4 * chan_bytes, phase (a, b) at (a * sw + b) * hp * wp
+// * 4 in it, padded pixel (row r, column j) at (r * wp + j) * 4, its 4
+// channels' bytes in order as the tier's k-group pack, tr.pack_group, lays
+// them out (VNNI XORs them with 0x80 for signed inputs); positions outside
+// the input hold x_zp. Per padded input row (row r of the phases a) the 4
+// channels' rows are copied with their borders into a row buffer and
+// interleaved once by pack_group; each column phase b then takes every
+// sw-th 4-byte column of it.
 template <class T>
 void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, const T& tr, int8_t* out) {
   const int64_t quads = g.n * g.c / 4, wp = t.wp, row_bytes = wp * 4;

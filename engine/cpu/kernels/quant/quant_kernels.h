@@ -92,8 +92,9 @@ void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, 
 // DequantizeLinear -> Conv -> QuantizeLinear would also divide (a vector
 // division costs several multiplies' throughput on every x86 core; with 64
 // input channels the epilogue is as many instructions as the MACs). Against
-// that float graph an output can differ by one step where v / y_scale lies within
-// rounding of a .5 tie; every tier here computes exactly these operations.
+// that float graph an output can differ by one step where v / y_scale lies
+// within rounding of a .5 tie; every tier here computes exactly these
+// operations.
 // Zero points (asymmetric activations: onnxruntime's u8 Q/DQ, stored here as
 // int8 with zero point - 128; see lower_qdq_to_int8.cc): the requantize is
 // clamp(v, -128 - y_zp, 127 - y_zp), round, add y_zp, which for y_zp = 0 is
@@ -224,23 +225,38 @@ constexpr int kVnniMR = 8;
 inline int64_t packed_a_vnni_bytes(int64_t rows, int64_t k) { return round_up(rows, kVnniMR) * round_up(k, 4); }
 // Packs rows x k int8 weights (row stride rs) and writes corr[r] = 128 * sum_k w[r, k].
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
-// The weights of pack_a_vnni (MR = kVnniMR) or pack_a_u8 (MR = kU8MR) in
-// (channel quad, tap) k order, for 2-D convs with cg % 4 == 0 (one group;
-// the caller steps by packed_a_*_bytes(mg, k)): the k order of the quad
-// planes (qconv_tiled.h, TiledPlan::quads), which such a conv reads instead
-// of packing its input per task. Same sums, so pack_a_vnni's corr holds.
-template <int MR>
-void pack_a_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {
-  const int64_t kq = cg / 4 * taps;
+// The 4-byte k-group weight layout of the VNNI and AVX2 u8 kernels: rows
+// (row r at src + r * rs) as ceil(rows/MR) tiles of [kq][MR][4] int8, zero
+// padded; byte h of k group p of row r is src[r * rs + col(p, h)], or 0
+// where col(p, h) < 0. pack_a_vnni (MR = kVnniMR) and pack_a_u8 (MR =
+// kU8MR) take k in order; pack_a_quads below takes it in quad-plane order.
+template <int MR, class Col>
+void pack_a_groups(const int8_t* src, int64_t rs, int64_t rows, int64_t kq, const Col& col, int8_t* out) {
   for (int64_t mt = 0; mt < round_up(rows, MR) / MR; ++mt) {
     int8_t* tile = out + mt * kq * MR * 4;
     for (int64_t p = 0; p < kq; ++p)
       for (int r = 0; r < MR; ++r)
         for (int h = 0; h < 4; ++h) {
-          const int64_t row = mt * MR + r, ci = p / taps * 4 + h, tap = p % taps;
-          tile[(p * MR + r) * 4 + h] = row < rows ? src[row * rs + ci * taps + tap] : 0;
+          const int64_t row = mt * MR + r, j = col(p, h);
+          tile[(p * MR + r) * 4 + h] = row < rows && j >= 0 ? src[row * rs + j] : 0;
         }
   }
+}
+// k in order: group p holds k = 4p .. 4p + 3 (zeros past k).
+template <int MR>
+void pack_a_k4(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out) {
+  pack_a_groups<MR>(
+      src, rs, rows, round_up(k, 4) / 4, [k](int64_t p, int h) { return 4 * p + h < k ? 4 * p + h : -1; }, out);
+}
+// The same weights in (channel quad, tap) k order, for 2-D convs with
+// cg % 4 == 0 (one group; the caller steps by packed_a_*_bytes(mg, k)): the
+// k order of the quad planes (qconv_tiled.h, TiledPlan::quads), which such
+// a conv reads instead of packing its input per task. Same sums, so
+// pack_a_vnni's corr holds.
+template <int MR>
+void pack_a_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {
+  pack_a_groups<MR>(src, rs, rows, cg / 4 * taps,
+                    [taps](int64_t p, int h) { return (p / taps * 4 + h) * taps + p % taps; }, out);
 }
 // ws: qconv_avx512vnni_workspace(g, threads, packed_w_quads != nullptr)
 // bytes, 64-byte aligned. x_nonneg: every input value is >= 0 (then corr is
