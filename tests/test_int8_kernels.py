@@ -12,6 +12,8 @@ Oracles and tolerances:
     products; only the float rounding before requantization differs).
 """
 
+import contextlib
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -33,31 +35,62 @@ def _ort_run(model, feeds, optimize=True):
     return sess.run(None, feeds)
 
 
+# ISA tiers, lowest first (engine/cpu/dispatch.h). A tier the CPU (or this
+# build) lacks is skipped, saying so.
+TIERS = ["ref", "avx2", "avx512", "vnni", "amx"]
+# The tiers whose int8 kernels differ: ref loops, AVX2 int16 GEMM,
+# AVX512-VNNI, and the AMX kernel, which is off by default until it has run
+# on an AMX CPU (dispatch.h, AmxUse): "amx_emulated" runs its code with the
+# tile instructions emulated in C++ on any VNNI CPU, "amx" the real tiles
+# (switched on here, where the CPU has them).
+KERNEL_TIERS = ["ref", "avx2", "vnni", "amx_emulated", "amx"]
+# The QConv kernel each tier's profile names.
+QCONV_KERNEL = {"ref": "qconv_s8_ref", "avx2": "qconv_s8_avx2", "vnni": "qconv_s8_avx512vnni",
+                "amx_emulated": "qconv_s8_amx(emulated)", "amx": "qconv_s8_amx"}
+
+
+@contextlib.contextmanager
+def _tier(tier):
+    """Executors compiled inside use `tier`'s kernels (a KERNEL_TIERS or
+    TIERS name): the ISA cap, and the AMX switch for the AMX tiers."""
+    saved_cap, saved_amx = _core.isa_cap(), _core.amx_use()
+    _core.set_isa_cap({"amx_emulated": "vnni"}.get(tier, tier))
+    _core.set_amx_use({"amx_emulated": "emulated", "amx": "on"}.get(tier, "off"))
+    try:
+        yield
+    finally:
+        _core.set_isa_cap(saved_cap)
+        _core.set_amx_use(saved_amx)
+
+
 def _engine(model, ref=False, lower=False, tier=None):
     """A CPU engine for `model`; ref=True builds it with reference kernels
-    only, tier="avx2" etc. caps the ISA tier its kernels are chosen from."""
-    saved = _core.isa_cap()
-    _core.set_isa_cap("ref" if ref else tier or saved)
-    try:
+    only, tier="avx2" etc. (a KERNEL_TIERS name) picks the tier its kernels
+    are chosen from."""
+    with _tier("ref" if ref else tier or _core.isa_cap()):
         graph, _ = onnx_io.graph_from_onnx(model)
         if lower:
             _core.lower_qdq_to_int8(graph)
         return pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"})
-    finally:
-        _core.set_isa_cap(saved)
 
 
-# ISA tiers, lowest first (engine/cpu/dispatch.h). A tier the CPU (or this
-# build) lacks is skipped, saying so.
-TIERS = ["ref", "avx2", "avx512", "vnni", "amx"]
-# The tiers whose int8 kernels differ: ref loops, AVX2 int16 GEMM, AVX512-VNNI.
-KERNEL_TIERS = ["ref", "avx2", "vnni"]
+def _tier_missing(tier):
+    """Why this CPU (or build) cannot run `tier`, or None."""
+    info = _core.cpu_info()
+    top = info["max_isa"]
+    if tier == "amx_emulated":
+        if info["avx512vnni"] and TIERS.index(top) >= TIERS.index("vnni"):
+            return None
+        return f"the emulated AMX kernel runs on the VNNI tier, which this CPU ({info['brand']}) or build lacks"
+    if TIERS.index(tier) > TIERS.index(top):
+        return f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {top})"
+    return None
 
 
 def _require_tier(tier):
-    info = _core.cpu_info()
-    if TIERS.index(tier) > TIERS.index(info["max_isa"]):
-        pytest.skip(f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {info['max_isa']})")
+    why = _tier_missing(tier)
+    if why:
+        pytest.skip(why)
 
 
 def _tensor(name, arr):
@@ -577,9 +610,10 @@ def test_qconv3d_tier_vs_numpy_bit_exact(shape, epilogue, tier):
         if ep.get("y_scale") is not None and np.any(want != 0):
             assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
     kernel = engine.profile(feeds, runs=1)[0]["kernel"]
-    name = {"ref": "qconv_s8_ref", "avx2": "qconv_s8_avx2", "vnni": "qconv_s8_avx512vnni"}[tier]
-    assert kernel.startswith(name + " 3-D"), kernel
     depthwise = shape[12] == shape[1] == shape[5]
+    # (The AMX tiers run depthwise convs on VNNI's depthwise kernel.)
+    name = QCONV_KERNEL["vnni" if depthwise and tier.startswith("amx") else tier]
+    assert kernel.startswith(name + " 3-D"), kernel
     assert ("depthwise" in kernel) == (depthwise and tier != "ref"), kernel
 
 
@@ -620,8 +654,8 @@ def test_qconv3d_nonneg_input_chain_bit_exact(shape, tier):
     engine = _engine(model, tier=tier)
     np.testing.assert_array_equal(engine.run(feeds)["y"], want, err_msg=tier)
     kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
-    if tier == "vnni":
-        assert "avx512vnni 3-D" in kernels["second"] and "u8 input" in kernels["second"], kernels
+    if tier in ("vnni", "amx_emulated", "amx"):
+        assert QCONV_KERNEL[tier] + " 3-D" in kernels["second"] and "u8 input" in kernels["second"], kernels
     elif tier == "avx2":
         assert "avx2 3-D" in kernels["second"] and "maddubsw" in kernels["second"], kernels
     init = next(i for i in model.graph.initializer if i.name == "w2")
@@ -791,9 +825,9 @@ def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
         model, feeds = _chain_model(x, w1, attrs1, w2, ep2, attrs2)
         engine = _engine(model, tier=tier)
         np.testing.assert_array_equal(engine.run(feeds)["y"], want, err_msg=f"{tier}, edges={edges}")
-        if tier == "vnni" and _core.cpu_info()["use_avx512_vnni"]:
+        if tier in ("vnni", "amx_emulated", "amx"):
             kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
-            assert "avx512vnni" in kernels["second"] and "u8 input" in kernels["second"], kernels
+            assert kernels["second"].startswith(QCONV_KERNEL[tier] + " ") and "u8 input" in kernels["second"], kernels
             assert "+128 input" in kernels["first"], kernels
         if tier == "avx2":
             kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
@@ -824,8 +858,7 @@ def test_nonneg_chain_weights_fed_at_run_time(tier):
 
 
 def _available_tiers(tiers):
-    top = TIERS.index(_core.cpu_info()["max_isa"])
-    return [t for t in tiers if TIERS.index(t) <= top]
+    return [t for t in tiers if _tier_missing(t) is None]
 
 
 def test_qconv_residual_shape_mismatch_is_an_error():
@@ -1329,21 +1362,20 @@ def test_zoo_resnet18_int8_identical_across_tiers():
     ops = _op_types(base._graph)
     assert ops.count("QConv") == 20
     x = zoo.make_input(model, 2, seed=7)[name]
-    saved = _core.isa_cap()
     outs, kernels = {}, {}
-    try:
-        for tier in _available_tiers(TIERS):
-            _core.set_isa_cap(tier)
+    for tier in _available_tiers(TIERS[:-1] + KERNEL_TIERS[-2:]):
+        with _tier(tier):
             eng = pyengine.Engine(base._graph, base.metadata, num_threads=2)
-            outs[tier] = eng.run({name: x})
-            kernels[tier] = {p["kernel"].split()[0] for p in eng.profile({name: x}, runs=1) if p["op"] == "QConv"}
-    finally:
-        _core.set_isa_cap(saved)
+        outs[tier] = eng.run({name: x})
+        kernels[tier] = {p["kernel"].split()[0] for p in eng.profile({name: x}, runs=1) if p["op"] == "QConv"}
     assert kernels["ref"] == {"qconv_s8_ref"}
     if "avx2" in outs:
         assert kernels["avx2"] == {"qconv_s8_avx2"}
     if "vnni" in outs and _core.cpu_info()["avx512vnni"]:
         assert kernels["vnni"] == {"qconv_s8_avx512vnni"}
+    for tier in ("amx_emulated", "amx"):
+        if tier in outs:
+            assert kernels[tier] == {QCONV_KERNEL[tier]}, kernels
     for tier, out in outs.items():
         for key in out:
             np.testing.assert_array_equal(out[key], outs["ref"][key], err_msg=f"{tier} vs ref, output {key}")
@@ -1368,18 +1400,14 @@ def test_zoo_video_int8_every_conv3d_lowered_and_identical_across_tiers(family):
     del m.graph.output[:]
     m.graph.output.extend(helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs)
     x = zoo.make_input(model, 2, seed=7)[name]
-    saved = _core.isa_cap()
     got, kernels = {}, {}
-    try:
-        for tier in _available_tiers(KERNEL_TIERS):
-            _core.set_isa_cap(tier)
+    for tier in _available_tiers(KERNEL_TIERS):
+        with _tier(tier):
             graph, _ = onnx_io.graph_from_onnx(m)
             eng = pyengine.Engine(graph, base.metadata, num_threads=2)
-            got[tier] = eng.run({name: x})
-            kernels[tier] = {" ".join(p["kernel"].split()[:2]) for p in eng.profile({name: x}, runs=1)
-                             if p["op"] == "QConv"}
-    finally:
-        _core.set_isa_cap(saved)
+        got[tier] = eng.run({name: x})
+        kernels[tier] = {" ".join(p["kernel"].split()[:2]) for p in eng.profile({name: x}, runs=1)
+                         if p["op"] == "QConv"}
     assert kernels["ref"] == {"qconv_s8_ref 3-D"}, kernels
     if "avx2" in got:
         assert kernels["avx2"] == {"qconv_s8_avx2 3-D"}, kernels

@@ -160,3 +160,24 @@ def test_entry_matches_ref(entry):
     # FP32 tolerance: reassociated sums (SIMD lanes, blocked K, Winograd's
     # transforms) and 1-3 ulp transcendental functions.
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4, err_msg=f"{entry['symbol']} vs ref")
+
+
+def test_amx_stays_off_until_switched_on():
+    """The AMX kernel has not run on an AMX CPU yet (dispatch.h, AmxUse): its
+    line is unusable by default whatever the CPU, PYENGINE_AMX / set_amx_use
+    switch it (usable then only where the CPU has AMX and tile permission),
+    and an unknown value is an error naming the choices."""
+    amx = next(e for e in TABLE if e["symbol"] == "qconv_s8_amx")
+    assert amx["tier"] == "amx"
+    saved = _core.amx_use()
+    try:
+        _core.set_amx_use("off")
+        assert not next(e for e in _core.kernel_table() if e["symbol"] == "qconv_s8_amx")["usable"]
+        with pytest.raises(pyengine.InvalidArgumentError, match="off, on or emulated"):
+            _core.set_amx_use("yes")
+        _core.set_amx_use("on")
+        usable = next(e for e in _core.kernel_table() if e["symbol"] == "qconv_s8_amx")["usable"]
+        assert usable == _core.cpu_info()["use_amx"]
+        assert _core.cpu_info()["amx_use"] == "on"
+    finally:
+        _core.set_amx_use(saved)

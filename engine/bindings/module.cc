@@ -137,6 +137,7 @@ PYBIND11_MODULE(_core, m) {
     d["use_avx512_vnni"] = s.avx512vnni;
     d["use_avx_vnni"] = s.avx_vnni;
     d["use_amx"] = s.amx;
+    d["amx_use"] = amx_use_name(amx_use());  // AMX kernels: off until tested on AMX (dispatch.h)
     d["hardware_threads"] = ThreadPool::hardware_threads();
     return d;
   });
@@ -265,6 +266,18 @@ PYBIND11_MODULE(_core, m) {
       },
       "Caps the ISA tier for executors compiled from now on (like PYENGINE_ISA).");
   m.def("isa_cap", [] { return std::string(tier_name(isa_cap())); });
+  m.def(
+      "set_amx_use",
+      [](const std::string& name) {
+        AmxUse u;
+        if (!parse_amx_use(name, &u))
+          throw Error(ErrorKind::kInvalidArgument, "unknown AMX use '" + name + "' (expected off, on or emulated)");
+        set_amx_use(u);
+      },
+      "Whether executors compiled from now on may run the AMX kernels (like PYENGINE_AMX): off (the default: "
+      "they have not run on an AMX CPU yet), on (where the CPU has AMX-INT8), emulated (each tile instruction "
+      "in plain C++, on AVX512-VNNI CPUs: for tests).");
+  m.def("amx_use", [] { return std::string(amx_use_name(amx_use())); });
 
   py_bind::register_ir(m);
   py_bind::register_runtime(m);

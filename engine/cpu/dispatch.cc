@@ -174,4 +174,45 @@ void set_isa_cap(IsaTier cap) { g_cap.store(static_cast<int>(cap), std::memory_o
 
 void set_force_ref(bool on) { set_isa_cap(on ? IsaTier::kRef : env_cap()); }
 
+namespace {
+std::atomic<int> g_amx_use{-1};  // -1: not read from the environment yet
+}  // namespace
+
+const char* amx_use_name(AmxUse use) {
+  switch (use) {
+    case AmxUse::kOff: return "off";
+    case AmxUse::kOn: return "on";
+    case AmxUse::kEmulated: return "emulated";
+  }
+  return "off";
+}
+
+bool parse_amx_use(const std::string& name, AmxUse* out) {
+  for (AmxUse u : {AmxUse::kOff, AmxUse::kOn, AmxUse::kEmulated}) {
+    if (name == amx_use_name(u)) {
+      *out = u;
+      return true;
+    }
+  }
+  if (name == "0" || name == "1") {
+    *out = name == "1" ? AmxUse::kOn : AmxUse::kOff;
+    return true;
+  }
+  return false;
+}
+
+AmxUse amx_use() {
+  int u = g_amx_use.load(std::memory_order_relaxed);
+  if (u < 0) {
+    const char* e = std::getenv("PYENGINE_AMX");
+    AmxUse parsed = AmxUse::kOff;
+    if (e && *e) parse_amx_use(e, &parsed);
+    u = static_cast<int>(parsed);
+    g_amx_use.store(u, std::memory_order_relaxed);
+  }
+  return static_cast<AmxUse>(u);
+}
+
+void set_amx_use(AmxUse use) { g_amx_use.store(static_cast<int>(use), std::memory_order_relaxed); }
+
 }  // namespace engine

@@ -79,4 +79,19 @@ IsaTier isa_cap();
 // cap read from the environment at start-up.
 void set_force_ref(bool on);
 
+// The AMX kernels were written on CPUs without AMX and checked there only
+// with the tile instructions emulated in C++, so they stay off until a run on
+// a CPU with AMX has passed the int8 suite: the `amx` tier's kernel lines are
+// usable only with PYENGINE_AMX=1 (or set_amx_use(kOn)), where the CPU has
+// AMX-INT8 and the kernel granted tile data. kEmulated runs the same AMX
+// kernel code with each tile instruction emulated in plain C++ on any
+// AVX512-VNNI CPU (PYENGINE_AMX=emulated): slow, for the tests. Read at
+// executor compile time, as the cap.
+enum class AmxUse : int { kOff = 0, kOn = 1, kEmulated = 2 };
+AmxUse amx_use();
+void set_amx_use(AmxUse use);
+// "off", "on", "emulated"; parse_amx_use returns false for another name.
+const char* amx_use_name(AmxUse use);
+bool parse_amx_use(const std::string& name, AmxUse* out);
+
 }  // namespace engine

@@ -27,7 +27,7 @@ bool tier_usable(IsaTier t) {
     case IsaTier::kAvx2: return s.avx2;
     case IsaTier::kAvx512: return s.avx512;
     case IsaTier::kVnni: return s.avx512vnni || s.avx_vnni;
-    case IsaTier::kAmx: return s.amx;
+    case IsaTier::kAmx: return s.amx && amx_use() == AmxUse::kOn;  // off until tested (dispatch.h)
   }
   return false;
 }

@@ -1,4 +1,4 @@
-// In ENGINE_FORCE_REF builds the ISA files (*_avx2.cc, *_avx512vnni.cc)
+// In ENGINE_FORCE_REF builds the ISA files (*_avx2.cc, *_avx512vnni.cc, *_amx.cc)
 // are not compiled and use_avx2() / use_avx512_vnni() are always false, so
 // the kernels never call their ISA entry points; these definitions only
 // satisfy the linker.
@@ -28,6 +28,12 @@ void pack_a_vnni(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { 
 size_t qconv_avx512vnni_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
 void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int8_t*, const int32_t*,
                       const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
+void pack_a_amx(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
+size_t qconv_amx_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
+void qconv_amx(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int32_t*, const Epilogue&, void*,
+               bool) {
   ENGINE_QK_UNREACHABLE;
 }
 void qconv_depthwise_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {

@@ -2,7 +2,9 @@
 // validation, weight packing in create(), and the choice of tier: the
 // reference loops (qconv_ref.cc), the AVX2 GEMMs (qconv_avx2.cc: int16
 // vpmaddwd, or for QConv inputs known to be >= 0 the exact u8 vpmaddubsw
-// path) or, for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc).
+// path) or, for QConv, the AVX512-VNNI u8 x s8 GEMM (qconv_avx512vnni.cc),
+// or its panels with AMX tiles as the micro-kernel (qconv_amx.cc: off until
+// tested on an AMX CPU, see AmxUse in dispatch.h).
 // "planes/im2col" in describe(): most convs read zero-bordered phase planes
 // of the input, the rest an im2col (qconv_tiled.h picks per shape). The tier is
 // fixed when the kernel is created (dispatch.h) and weights are packed for it.
@@ -177,7 +179,17 @@ struct EpilogueAttrs {
   }
 };
 
-enum class Tier { kRef, kAvx2, kAvx512Vnni };
+enum class Tier { kRef, kAvx2, kAvx512Vnni, kAmx, kAmxEmulated };
+
+// The QConv tier for executors compiled now: AMX only where it is switched
+// on (dispatch.h, AmxUse; emulated on a VNNI CPU for the tests), else the
+// best usable line of kernels.def.
+Tier qconv_tier() {
+  if (kernel_usable("qconv_s8_amx")) return Tier::kAmx;
+  if (amx_use() == AmxUse::kEmulated && kernel_usable("qconv_s8_avx512vnni")) return Tier::kAmxEmulated;
+  if (kernel_usable("qconv_s8_avx512vnni")) return Tier::kAvx512Vnni;
+  return kernel_usable("qconv_s8_avx2") ? Tier::kAvx2 : Tier::kRef;
+}
 
 // True when every value of `v` is known to be >= 0 before the run: the int8
 // output of a QConv/QGemm that requantizes after a Relu (or a Clip with
@@ -207,7 +219,7 @@ class QConvKernel final : public Kernel {
  public:
   explicit QConvKernel(const Node& node)
       : desc_(node.describe()),
-        tier_(kernel_usable("qconv_s8_avx512vnni") ? Tier::kAvx512Vnni : kernel_usable("qconv_s8_avx2") ? Tier::kAvx2 : Tier::kRef),
+        tier_(qconv_tier()),
         x_nonneg_(known_nonneg(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
@@ -258,7 +270,11 @@ class QConvKernel final : public Kernel {
         wsum_.resize(m);
         weight_sums(weights_->data<int8_t>(), m, k, wsum_.data());
       }
-      if (tier_ == Tier::kAvx512Vnni) {
+      if (amx()) {
+        packed8_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
+        corr_.assign(m, 0);
+        pack_weights_amx(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
+      } else if (tier_ == Tier::kAvx512Vnni) {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_vnni(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
@@ -292,9 +308,12 @@ class QConvKernel final : public Kernel {
     // (qconv_tiled.h); the profile says which form a layer took.
     const std::string dims = std::string(spatial_ == 3 ? " 3-D" : "") + (ep_.x_zp ? " zero-point input" : "");
     if (depthwise_)
-      return (tier_ == Tier::kAvx512Vnni ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims +
-             " depthwise(int16 madd)";
+      return (vnni_family() ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims + " depthwise(int16 madd)";
     switch (tier_) {
+      case Tier::kAmx:
+      case Tier::kAmxEmulated:
+        return std::string(tier_ == Tier::kAmx ? "qconv_s8_amx" : "qconv_s8_amx(emulated)") + dims +
+               (x_nonneg_ ? " planes/im2col+gemm(tdpbsud, u8 input)" : " planes/im2col+gemm(tdpbsud, +128 input)");
       case Tier::kAvx512Vnni:
         return "qconv_s8_avx512vnni" + dims +
                (x_nonneg_ ? " planes/im2col+gemm(vpdpbusd, u8 input)" : " planes/im2col+gemm(vpdpbusd, +128 input)");
@@ -326,7 +345,11 @@ class QConvKernel final : public Kernel {
     // then the tier's packed weights (and, for VNNI, the +128 corrections).
     const size_t mul_bytes = align64(g.m * sizeof(float));
     size_t pack_bytes = 0, corr_bytes = 0, ws_bytes = 0;
-    if (tier_ == Tier::kAvx512Vnni) {
+    if (amx()) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_amx_bytes(mg, k));
+      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
+      ws_bytes = qconv_amx_workspace(g, threads);
+    } else if (tier_ == Tier::kAvx512Vnni) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
       ws_bytes = qconv_avx512vnni_workspace(g, threads, !packed8q_.empty());
@@ -347,7 +370,7 @@ class QConvKernel final : public Kernel {
     const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes + bias_bytes;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
-    const bool bytes = tier_ == Tier::kAvx512Vnni || (tier_ == Tier::kAvx2 && x_nonneg_);
+    const bool bytes = vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
     const void* packed = bytes ? static_cast<const void*>(packed8_.data()) : static_cast<const void*>(packed_.data());
     const int32_t* corr = corr_.data();
     if (!weights_) {
@@ -355,9 +378,10 @@ class QConvKernel final : public Kernel {
       ep_.fill_mul(m, g.m, desc_);
       mul = m;
       char* p = scratch + mul_bytes;
-      if (tier_ == Tier::kAvx512Vnni) {
+      if (vnni_family()) {
         auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
-        pack_weights_vnni(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
+        if (amx()) pack_weights_amx(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
+        else pack_weights_vnni(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
         corr = c;
       } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
         pack_weights_u8(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p));
@@ -374,11 +398,16 @@ class QConvKernel final : public Kernel {
                                 reinterpret_cast<int32_t*>(scratch + runtime_bytes - bias_bytes - fold_bytes));
     void* ws = scratch + runtime_bytes;
     if (dw) {
-      if (tier_ == Tier::kAvx512Vnni) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
+      if (vnni_family()) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
       else qconv_depthwise_avx2(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
       return;
     }
     switch (tier_) {
+      case Tier::kAmx:
+      case Tier::kAmxEmulated:
+        qconv_amx(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr, e, ws,
+                  tier_ == Tier::kAmxEmulated);
+        return;
       case Tier::kAvx512Vnni:
         qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
                          !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws);
@@ -395,6 +424,10 @@ class QConvKernel final : public Kernel {
   }
 
  private:
+  bool amx() const { return tier_ == Tier::kAmx || tier_ == Tier::kAmxEmulated; }
+  // The tiers with VNNI's u8 panels, +128 correction and depthwise kernel.
+  bool vnni_family() const { return tier_ == Tier::kAvx512Vnni || amx(); }
+
   void check_weights(const Tensor& w) const {
     check_int8(w, desc_, "weights");
     ENGINE_ENFORCE(w.rank() == 4 || w.rank() == 5, kUnsupportedOperator, desc_,
@@ -411,6 +444,12 @@ class QConvKernel final : public Kernel {
   void pack_weights_vnni(const int8_t* w, int64_t mg, int64_t k, int8_t* out, int32_t* corr) const {
     for (int64_t g = 0; g < group_; ++g)
       pack_a_vnni(w + g * mg * k, k, mg, k, out + g * packed_a_vnni_bytes(mg, k), corr + g * mg);
+  }
+
+  // AMX: group g's tiles at out + g * packed_a_amx_bytes(mg, k).
+  void pack_weights_amx(const int8_t* w, int64_t mg, int64_t k, int8_t* out, int32_t* corr) const {
+    for (int64_t g = 0; g < group_; ++g)
+      pack_a_amx(w + g * mg * k, k, mg, k, out + g * packed_a_amx_bytes(mg, k), corr + g * mg);
   }
 
   // AVX2 u8 path: group g's tiles at out + g * packed_a_u8_bytes(mg, k).
@@ -484,9 +523,9 @@ class QConvKernel final : public Kernel {
   std::shared_ptr<const Tensor> weights_;
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
-  std::vector<int8_t> packed8_;   // AVX512-VNNI, AVX2 u8 path
+  std::vector<int8_t> packed8_;   // AMX, AVX512-VNNI, AVX2 u8 path
   std::vector<int8_t> packed8q_;  // VNNI, AVX2 u8: (quad, tap) k order (pack_a_quads); empty: none, run-time weights
-  std::vector<int32_t> corr_;     // AVX512-VNNI: 128 * sum_k w[m, k]
+  std::vector<int32_t> corr_;     // AMX, AVX512-VNNI: 128 * sum_k w[m, k]
   std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };
 

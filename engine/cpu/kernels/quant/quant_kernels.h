@@ -266,6 +266,21 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
                       const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
+// AMX-INT8 conv (see qconv_amx.cc; off until tested on an AMX CPU:
+// dispatch.h, AmxUse): the VNNI tier's panels, +128 shift and epilogue, with
+// tdpbsud tiles of 16 output channels x 64 k as the micro-kernel. Weights
+// packed per group as ceil(mg/kAmxMR) tiles of [ceil(k/64)][kAmxMR][64] int8
+// (row-major k, zero padded); corr as pack_a_vnni's.
+constexpr int kAmxMR = 16;
+inline int64_t packed_a_amx_bytes(int64_t rows, int64_t k) { return round_up(rows, kAmxMR) * round_up(k, 64); }
+void pack_a_amx(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
+// ws: qconv_amx_workspace(g, threads) bytes, 64-byte aligned. emulated: the
+// tile instructions emulated in C++ (AmxUse::kEmulated; any VNNI CPU).
+size_t qconv_amx_workspace(const ConvGeom& g, int threads);
+void qconv_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
+               const int32_t* corr, const Epilogue& e, void* ws, bool emulated);
+
+// ---------------------------------------------------------------------------
 // Depthwise int8 conv (one input and one output channel per group), 2-D or
 // 3-D, on the AVX2 and VNNI tiers (qconv_tiled.h, run_depthwise): per (image,
 // channel) a zero-bordered copy of the input, then vpmaddwd over pairs of
