@@ -436,6 +436,11 @@ CONV_SHAPES = [
     (2, 8, 30, 31, 12, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 16, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, None),
     (1, 12, 26, 23, 10, 5, 5, (1, 1), (2, 3, 1, 0), (2, 1), 1, None),
+    # Whole 64-channel blocks (cg % 64 == 0): the AMX tier's quad planes too
+    # (16 quads of one tap per tile): two images with stride 2, two groups of
+    # 64 with 3 k chunks per tap.
+    (2, 64, 15, 13, 24, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 384, 10, 9, 20, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2, None),
     # A last panel of 1 and of 4 columns (7x7 = 3 panels + 1; 9x4): the VNNI
     # tier's narrow tail kernel, with several weight tiles and an M tail.
     (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),

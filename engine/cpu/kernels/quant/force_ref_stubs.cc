@@ -31,9 +31,10 @@ void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const i
   ENGINE_QK_UNREACHABLE;
 }
 void pack_a_amx(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
-size_t qconv_amx_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
-void qconv_amx(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int32_t*, const Epilogue&, void*,
-               bool) {
+void pack_a_amx_quads(const int8_t*, int64_t, int64_t, int64_t, int64_t, int8_t*) { ENGINE_QK_UNREACHABLE; }
+size_t qconv_amx_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
+void qconv_amx(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int8_t*, const int32_t*,
+               const Epilogue&, void*, bool) {
   ENGINE_QK_UNREACHABLE;
 }
 void qconv_depthwise_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {

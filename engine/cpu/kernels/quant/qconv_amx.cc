@@ -132,24 +132,27 @@ void configure_once() {
 }
 
 // The 16 x (16 * NV) tile over `chunks` k chunks: a is the weight tile's
-// [chunks][16][64] bytes, panel v's chunk j at b + v * bstride + j * kChunkBytes;
-// c is [16][kTileLd] int32.
-template <class Tiles, int NV>
-void kernel_amx(const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t chunks, int32_t* c) {
+// [chunks][16][64] bytes; chunk j's activation tile of panel v has its 16
+// rows (k groups) brow bytes apart from bchunk(j) + v * bpanel: packed
+// panels (bchunk(j) = b + j * kChunkBytes, brow = 64, bpanel = the panel
+// size) or the quad planes (bchunk(j) = b + quad_off[16 j], brow = a quad's
+// bytes, bpanel = 64). c is [16][kTileLd] int32.
+template <class Tiles, int NV, class BChunk>
+void kernel_amx(const uint8_t* a, BChunk bchunk, int64_t brow, int64_t bpanel, int64_t chunks, int32_t* c) {
   Tiles::template zero<0>();
   if constexpr (NV > 1) Tiles::template zero<1>();
   if constexpr (NV > 2) Tiles::template zero<2>();
   for (int64_t j = 0; j < chunks; ++j) {
-    const int64_t at = j * kChunkBytes;
-    Tiles::template load<4>(a + at, 64);
-    Tiles::template load<5>(b + at, 64);
+    const uint8_t* b = bchunk(j);
+    Tiles::template load<4>(a + j * kChunkBytes, 64);
+    Tiles::template load<5>(b, brow);
     Tiles::template dpbsud<0, 4, 5>();
     if constexpr (NV > 1) {
-      Tiles::template load<6>(b + bstride + at, 64);
+      Tiles::template load<6>(b + bpanel, brow);
       Tiles::template dpbsud<1, 4, 6>();
     }
     if constexpr (NV > 2) {
-      Tiles::template load<7>(b + 2 * bstride + at, 64);
+      Tiles::template load<7>(b + 2 * bpanel, brow);
       Tiles::template dpbsud<2, 4, 7>();
     }
   }
@@ -159,14 +162,27 @@ void kernel_amx(const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t chu
   if constexpr (NV > 2) Tiles::template store<2>(c + 32, ld);
 }
 
-// The ISA part of qconv_tiled.h's driver: VNNI's panels and epilogue, AMX's
-// micro-kernel.
+template <class Tiles, class BChunk>
+void kernel_tile(int nv, const uint8_t* a, BChunk bchunk, int64_t brow, int64_t bpanel, int64_t kq, int32_t* tile) {
+  configure_once<Tiles>();
+  const int64_t chunks = (kq + kChunkGroups - 1) / kChunkGroups;
+  if (nv == 3) kernel_amx<Tiles, 3>(a, bchunk, brow, bpanel, chunks, tile);
+  else if (nv == 2) kernel_amx<Tiles, 2>(a, bchunk, brow, bpanel, chunks, tile);
+  else kernel_amx<Tiles, 1>(a, bchunk, brow, bpanel, chunks, tile);
+}
+
+// The ISA part of qconv_tiled.h's driver: VNNI's panels, quad planes and
+// epilogue, AMX's micro-kernel. The quad planes' k groups are in (tap,
+// quad) order, and only convs with cg % 64 == 0 read them (the caller packs
+// pack_a_amx_quads weights only for those): a chunk's 16 groups are then 16
+// quads of one tap, a quad's bytes apart.
 template <class Tiles>
 struct AmxTraits {
   static constexpr int kMR = kAmxMR, kKGroup = 4, kNV = 3;
-  static constexpr bool kQuads = false;
+  static constexpr bool kQuads = true, kTapMajorQuads = true;
   const int8_t* packed_w;
-  int64_t group_bytes, a_tile_bytes;
+  const int8_t* packed_w_quads;  // (tap, quad) k order, or null: no quad planes
+  int64_t group_bytes, a_tile_bytes, quad_bytes;
   uint8_t flip;
   const EpiConst* k;
   const int32_t* corr;
@@ -174,15 +190,18 @@ struct AmxTraits {
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }
+  const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
+  }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad(r, ncols, flip, out, panel_stride);
   }
   void kernel(int nv, int, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
-    configure_once<Tiles>();
-    const int64_t chunks = (kq + kChunkGroups - 1) / kChunkGroups;
-    if (nv == 3) kernel_amx<Tiles, 3>(a, b, bstride, chunks, tile);
-    else if (nv == 2) kernel_amx<Tiles, 2>(a, b, bstride, chunks, tile);
-    else kernel_amx<Tiles, 1>(a, b, bstride, chunks, tile);
+    kernel_tile<Tiles>(nv, a, [b](int64_t j) { return b + j * kChunkBytes; }, 64, bstride, kq, tile);
+  }
+  void kernel_quads(int nv, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
+                    int32_t* tile) const {
+    kernel_tile<Tiles>(nv, a, [b, off](int64_t j) { return b + off[j * kChunkGroups]; }, quad_bytes, 64, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const TileCols<16, kNV>& cols) const {
     epilogue_tile(*k, tile, mr, c0, cols, corr);
@@ -191,20 +210,22 @@ struct AmxTraits {
 static_assert(AmxTraits<AmxTiles>::kNV == kNV, "the tile width and the column map must agree");
 
 // tiled_plan with kSlack more bytes after each thread's packed panels.
-TiledPlan amx_plan(const ConvGeom& g, int threads) {
-  TiledPlan t = tiled_plan<AmxTraits<AmxTiles>>(g, threads);
-  t.packed_bytes += kSlack;
+TiledPlan amx_plan(const ConvGeom& g, int threads, bool quads) {
+  TiledPlan t = tiled_plan<AmxTraits<AmxTiles>>(g, threads, quads);
+  if (t.packed_bytes) t.packed_bytes += kSlack;
   return t;
 }
 
 template <class Tiles>
 void run_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
-             const int32_t* corr, const Epilogue& e, void* ws) {
-  const TiledPlan t = amx_plan(g, pool.num_threads());
+             const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws) {
+  const TiledPlan t = amx_plan(g, pool.num_threads(), packed_w_quads != nullptr);
   AmxTraits<Tiles> tr;
   tr.packed_w = packed_w;
+  tr.packed_w_quads = packed_w_quads;
   tr.group_bytes = packed_a_amx_bytes(t.mg, t.k);
   tr.a_tile_bytes = round_up(t.k, 4 * kChunkGroups) * kAmxMR;
+  tr.quad_bytes = 4 * t.chan_bytes;
   tr.flip = x_nonneg ? 0 : 0x80;
   const EpiConst k(e);
   tr.k = &k;
@@ -212,17 +233,27 @@ void run_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg
   run_tiled<AmxTraits<Tiles>, TileCols<16, kNV>>(pool, g, x, t, ws, tr);
 }
 
-}  // namespace
-
-void pack_a_amx(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
-  const int64_t kp = round_up(k, 4 * kChunkGroups), chunks = kp / 64;
+// The weight tiles of rows x k weights (row r at src + r * rs): byte kk of
+// row r's padded k is src[r * rs + col(kk)], or 0 where col(kk) < 0.
+template <class Col>
+void pack_a_amx_cols(const int8_t* src, int64_t rs, int64_t rows, int64_t k, const Col& col, int8_t* out) {
+  const int64_t chunks = round_up(k, 64) / 64;
   for (int64_t mt = 0; mt < round_up(rows, kAmxMR) / kAmxMR; ++mt)
     for (int64_t j = 0; j < chunks; ++j)
       for (int r = 0; r < kAmxMR; ++r) {
         int8_t* dst = out + ((mt * chunks + j) * kAmxMR + r) * 64;
         const int64_t row = mt * kAmxMR + r;
-        for (int64_t b = 0; b < 64; ++b) dst[b] = row < rows && j * 64 + b < k ? src[row * rs + j * 64 + b] : 0;
+        for (int64_t b = 0; b < 64; ++b) {
+          const int64_t c = col(j * 64 + b);
+          dst[b] = row < rows && c >= 0 ? src[row * rs + c] : 0;
+        }
       }
+}
+
+}  // namespace
+
+void pack_a_amx(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
+  pack_a_amx_cols(src, rs, rows, k, [k](int64_t kk) { return kk < k ? kk : -1; }, out);
   for (int64_t r = 0; r < rows; ++r) {
     int32_t s = 0;
     for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];
@@ -230,14 +261,23 @@ void pack_a_amx(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* 
   }
 }
 
-size_t qconv_amx_workspace(const ConvGeom& g, int threads) {
-  return amx_plan(g, threads).workspace(std::max(threads, 1));
+void pack_a_amx_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {
+  const int64_t nq = cg / 4;
+  // Byte kk = 4 p + h of group p = tap * nq + quad: channel 4 quad + h at that tap.
+  pack_a_amx_cols(src, rs, rows, cg * taps, [nq, taps](int64_t kk) {
+    const int64_t p = kk / 4, h = kk % 4;
+    return (p % nq * 4 + h) * taps + p / nq;
+  }, out);
+}
+
+size_t qconv_amx_workspace(const ConvGeom& g, int threads, bool quads) {
+  return amx_plan(g, threads, quads).workspace(std::max(threads, 1));
 }
 
 void qconv_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
-               const int32_t* corr, const Epilogue& e, void* ws, bool emulated) {
-  if (emulated) run_amx<EmulatedTiles>(pool, g, x, x_nonneg, packed_w, corr, e, ws);
-  else run_amx<AmxTiles>(pool, g, x, x_nonneg, packed_w, corr, e, ws);
+               const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws, bool emulated) {
+  if (emulated) run_amx<EmulatedTiles>(pool, g, x, x_nonneg, packed_w, packed_w_quads, corr, e, ws);
+  else run_amx<AmxTiles>(pool, g, x, x_nonneg, packed_w, packed_w_quads, corr, e, ws);
 }
 
 }  // namespace engine::qk

@@ -106,7 +106,7 @@ void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, in
 // The ISA part of qconv_tiled.h's driver.
 struct VnniTraits {
   static constexpr int kMR = kVnniMR, kKGroup = 4, kNV = 3;
-  static constexpr bool kQuads = true;
+  static constexpr bool kQuads = true, kTapMajorQuads = false;
   const int8_t* packed_w;
   const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
   int64_t group_bytes, a_tile_bytes;

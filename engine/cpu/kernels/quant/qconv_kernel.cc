@@ -288,10 +288,16 @@ class QConvKernel final : public Kernel {
       }
       // On the 4-byte k-group kernels (VNNI, AVX2 u8), 2-D k x k convs with
       // whole channel quads may read the quad planes (qconv_tiled.h): their
-      // weights in that k order too.
+      // weights in that k order too. AMX, which loads 16 quads of one tap
+      // as a tile, takes them with whole 64-channel blocks.
       const int64_t cg = weights_->dim(1), taps = k / cg;
       const bool vnni = tier_ == Tier::kAvx512Vnni, u8 = tier_ == Tier::kAvx2 && x_nonneg_;
-      if ((vnni || u8) && weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
+      if (amx() && weights_->rank() == 4 && taps > 1 && cg % 64 == 0) {
+        packed8q_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
+        for (int64_t g = 0; g < group_; ++g)
+          pack_a_amx_quads(weights_->data<int8_t>() + g * mg * k, k, mg, cg, taps,
+                           packed8q_.data() + g * packed_a_amx_bytes(mg, k));
+      } else if ((vnni || u8) && weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
         const int64_t bytes = vnni ? packed_a_vnni_bytes(mg, k) : packed_a_u8_bytes(mg, k);
         packed8q_.assign(group_ * bytes, 0);
         for (int64_t g = 0; g < group_; ++g) {
@@ -348,7 +354,7 @@ class QConvKernel final : public Kernel {
     if (amx()) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_amx_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
-      ws_bytes = qconv_amx_workspace(g, threads);
+      ws_bytes = qconv_amx_workspace(g, threads, !packed8q_.empty());
     } else if (tier_ == Tier::kAvx512Vnni) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
@@ -405,8 +411,8 @@ class QConvKernel final : public Kernel {
     switch (tier_) {
       case Tier::kAmx:
       case Tier::kAmxEmulated:
-        qconv_amx(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr, e, ws,
-                  tier_ == Tier::kAmxEmulated);
+        qconv_amx(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
+                  !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws, tier_ == Tier::kAmxEmulated);
         return;
       case Tier::kAvx512Vnni:
         qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
@@ -524,7 +530,8 @@ class QConvKernel final : public Kernel {
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AMX, AVX512-VNNI, AVX2 u8 path
-  std::vector<int8_t> packed8q_;  // VNNI, AVX2 u8: (quad, tap) k order (pack_a_quads); empty: none, run-time weights
+  std::vector<int8_t> packed8q_;  // VNNI, AVX2 u8: (quad, tap) k order (pack_a_quads); AMX: (tap, quad)
+                                  // (pack_a_amx_quads); empty: none, run-time weights
   std::vector<int32_t> corr_;     // AMX, AVX512-VNNI: 128 * sum_k w[m, k]
   std::vector<int32_t> wsum_;     // SIMD tiers with an input zero point: sum_k w[m, k]
 };

@@ -42,6 +42,9 @@
 //   then also a_tile_quads(grp, mt) (pack_a_quads' tiles) and
 //   kernel_quads(nv, nr, a, b, off, groups, tile) (k group p at b + off[p]);
 //   pad_quads interleaves the planes with pack_group.
+//   static constexpr bool kTapMajorQuads: the quad planes' k groups in
+//   (tap, quad) order instead of (quad, tap): then 16 consecutive groups of
+//   one tap lie 4 * chan_bytes apart (AMX loads them as one strided tile).
 #pragma once
 
 #include <immintrin.h>
@@ -390,11 +393,15 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
       t.direct = t.phases == 1 && hp == g.h && wp == g.w && g.pt == 0 && g.pl == 0 && g.kw == 1;
       t.quads = T::kQuads && quads_ok && g.d == 1 && g.kd == 1 && g.cg() % 4 == 0;
       if (t.quads) {
-        // Group p = quad * taps + tap (the weights' k order then).
-        const int64_t taps = g.kh * g.kw;
+        // Group p = quad * taps + tap, or tap * quads + quad for
+        // kTapMajorQuads (the weights' k order then).
+        const int64_t taps = g.kh * g.kw, nq = g.cg() / 4;
         t.direct = false;
         t.quad_off.resize(static_cast<size_t>(t.groups));
-        for (int64_t p = 0; p < t.groups; ++p) t.quad_off[p] = (p / taps * t.chan_bytes + t.tap_off[p % taps]) * 4;
+        for (int64_t p = 0; p < t.groups; ++p) {
+          const int64_t quad = T::kTapMajorQuads ? p % nq : p / taps, tap = T::kTapMajorQuads ? p / nq : p % taps;
+          t.quad_off[p] = (quad * t.chan_bytes + t.tap_off[tap]) * 4;
+        }
         // n * c / 4 quads of 4 * chan_bytes. Slack: the last quad's last
         // panels read up to 16 columns past its plane, beyond the widest
         // tap offset (less than a row).

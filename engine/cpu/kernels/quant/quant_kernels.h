@@ -274,11 +274,16 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
 constexpr int kAmxMR = 16;
 inline int64_t packed_a_amx_bytes(int64_t rows, int64_t k) { return round_up(rows, kAmxMR) * round_up(k, 64); }
 void pack_a_amx(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr);
-// ws: qconv_amx_workspace(g, threads) bytes, 64-byte aligned. emulated: the
-// tile instructions emulated in C++ (AmxUse::kEmulated; any VNNI CPU).
-size_t qconv_amx_workspace(const ConvGeom& g, int threads);
+// The same weights with k in (tap, channel quad) order, for 2-D convs with
+// cg % 64 == 0 (one group; same size and corr): the quad planes' order on
+// this tier (qconv_tiled.h, kTapMajorQuads).
+void pack_a_amx_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out);
+// ws: qconv_amx_workspace(g, threads, packed_w_quads != nullptr) bytes,
+// 64-byte aligned. emulated: the tile instructions emulated in C++
+// (AmxUse::kEmulated; any VNNI CPU).
+size_t qconv_amx_workspace(const ConvGeom& g, int threads, bool quads);
 void qconv_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
-               const int32_t* corr, const Epilogue& e, void* ws, bool emulated);
+               const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws, bool emulated);
 
 // ---------------------------------------------------------------------------
 // Depthwise int8 conv (one input and one output channel per group), 2-D or
