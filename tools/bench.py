@@ -343,7 +343,8 @@ def main(argv=None) -> int:
     print(f"cpu: {brand}  ({os.cpu_count()} logical CPUs)")
     print(f"isa flags: {' '.join(flags) or '-'}")
     print(f"pyengine tier: {info['isa']} (highest this CPU/build has: {info['max_isa']}; "
-          f"PYENGINE_ISA={os.environ.get('PYENGINE_ISA', '') or 'unset'})")
+          f"PYENGINE_ISA={os.environ.get('PYENGINE_ISA', '') or 'unset'}); AMX int8 kernels: {info['amx_use']} "
+          f"(PYENGINE_AMX=1 switches them on; untested on AMX hardware so far)")
     import onnxruntime as ort
 
     print(f"onnxruntime {ort.__version__}; openvino {ov.__version__ if ov else 'not installed'}; "

@@ -247,7 +247,7 @@ PYBIND11_MODULE(_core, m) {
           d["tier"] = tier_name(e.tier);
           d["symbol"] = e.symbol;
           d["width"] = e.width;
-          d["usable"] = tier_usable(e.tier);  // under the current cap, on this CPU and build
+          d["usable"] = entry_usable(e);  // under the current cap, on this CPU and build
           out.append(d);
         }
         return out;

@@ -38,15 +38,27 @@ const KernelEntry* find_kernel(const std::string& symbol) {
   return nullptr;
 }
 
+// The `vnni` tier is AVX512-VNNI (zmm) or AVX-VNNI (ymm, CPUs without
+// AVX-512: Alder Lake and later clients): a line of that tier names which
+// one it needs (..._avx512vnni, ..._avxvnni), and runs only where it is.
+bool entry_usable(const KernelEntry& e) {
+  if (!tier_usable(e.tier)) return false;
+  if (e.tier != IsaTier::kVnni) return true;
+  const std::string symbol = e.symbol;
+  if (symbol.find("avx512vnni") != std::string::npos) return isa().avx512vnni;
+  if (symbol.find("avxvnni") != std::string::npos) return isa().avx_vnni;
+  return true;
+}
+
 bool kernel_usable(const std::string& symbol) {
   const KernelEntry* e = find_kernel(symbol);
-  return e && tier_usable(e->tier);
+  return e && entry_usable(*e);
 }
 
 const KernelEntry* select_kernel(const std::string& op, const std::string& dtype) {
   const KernelEntry* best = nullptr;
   for (const KernelEntry& e : kernel_table())
-    if (op == e.op && dtype == e.dtype && tier_usable(e.tier) && (!best || e.tier > best->tier)) best = &e;
+    if (op == e.op && dtype == e.dtype && entry_usable(e) && (!best || e.tier > best->tier)) best = &e;
   return best;
 }
 

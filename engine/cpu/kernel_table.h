@@ -33,7 +33,11 @@ bool tier_usable(IsaTier t);
 // The line with this symbol, or nullptr.
 const KernelEntry* find_kernel(const std::string& symbol);
 
-// True when `symbol` is listed and its tier is usable now.
+// True when line e may run now: its tier is usable and, on the vnni tier,
+// the CPU has the VNNI form its symbol names (avx512vnni or avxvnni).
+bool entry_usable(const KernelEntry& e);
+
+// True when `symbol` is listed and usable now (entry_usable).
 bool kernel_usable(const std::string& symbol);
 
 // The usable line of (op, dtype) with the highest tier, or nullptr.
