@@ -17,7 +17,7 @@
 //
 // Tile registers: tmm0-2 the three C tiles, tmm4 the weight tile, tmm5-7 the
 // activation tiles; every tile is 16 rows x 64 bytes, so one configuration
-// (loaded once per thread) serves every conv.
+// serves every conv (loaded by each thread when it starts a call's tasks).
 // Weights: per group ceil(mg/16) tiles of [ceil(k/64)][16][64] s8, row-major
 // k zero-padded to whole chunks (pack_a_amx). The last chunk's activation
 // tile then reads up to 15 k groups past its panel (the next panel's bytes,
@@ -62,6 +62,7 @@ struct AmxTiles {
     }
     _tile_loadconfig(&cfg);
   }
+  static void release() { _tile_release(); }
   template <int T>
   static void zero() {
     __asm__ volatile("tilezero %%tmm%c0" ::"i"(T));
@@ -93,6 +94,7 @@ struct EmulatedTiles {
     return r;
   }
   static void configure() {}
+  static void release() {}
   template <int T>
   static void zero() {
     std::memset(regs().t[T], 0, sizeof(regs().t[T]));
@@ -119,17 +121,6 @@ struct EmulatedTiles {
       }
   }
 };
-
-// The tile configuration is per thread (saved and restored with the
-// thread's state), so each pool thread loads it once.
-template <class Tiles>
-void configure_once() {
-  thread_local bool done = false;
-  if (!done) {
-    Tiles::configure();
-    done = true;
-  }
-}
 
 // The 16 x (16 * NV) tile over `chunks` k chunks: a is the weight tile's
 // [chunks][16][64] bytes; chunk j's activation tile of panel v has its 16
@@ -164,7 +155,6 @@ void kernel_amx(const uint8_t* a, BChunk bchunk, int64_t brow, int64_t bpanel, i
 
 template <class Tiles, class BChunk>
 void kernel_tile(int nv, const uint8_t* a, BChunk bchunk, int64_t brow, int64_t bpanel, int64_t kq, int32_t* tile) {
-  configure_once<Tiles>();
   const int64_t chunks = (kq + kChunkGroups - 1) / kChunkGroups;
   if (nv == 3) kernel_amx<Tiles, 3>(a, bchunk, brow, bpanel, chunks, tile);
   else if (nv == 2) kernel_amx<Tiles, 2>(a, bchunk, brow, bpanel, chunks, tile);
@@ -187,6 +177,11 @@ struct AmxTraits {
   const EpiConst* k;
   const int32_t* corr;
 
+  // The tile configuration is the thread's state, which other code in the
+  // process (oneDNN, PyTorch) may change between calls: loaded at the start
+  // of each call's work on a thread, and the tiles released at its end.
+  void thread_begin() const { Tiles::configure(); }
+  void thread_end() const { Tiles::release(); }
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }

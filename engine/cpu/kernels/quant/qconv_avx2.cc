@@ -389,6 +389,8 @@ struct Avx2U8Traits {
   int64_t group_bytes, a_tile_bytes;
   const Epilogue* e;
 
+  void thread_begin() const {}
+  void thread_end() const {}
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }
@@ -418,6 +420,8 @@ struct Avx2Traits {
   int64_t group_elems, a_tile_elems;
   const Epilogue* e;
 
+  void thread_begin() const {}
+  void thread_end() const {}
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_elems + mt * a_tile_elems);
   }

@@ -114,6 +114,8 @@ struct VnniTraits {
   const EpiConst* k;
   const int32_t* corr;
 
+  void thread_begin() const {}
+  void thread_end() const {}
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }

@@ -42,6 +42,9 @@
 //   then also a_tile_quads(grp, mt) (pack_a_quads' tiles) and
 //   kernel_quads(nv, nr, a, b, off, groups, tile) (k group p at b + off[p]);
 //   pad_quads interleaves the planes with pack_group.
+//   void thread_begin() const, thread_end() const: a thread's first and
+//   last acts in one call's tasks (AMX loads its tile configuration and
+//   releases the tiles; the other tiers do nothing);
 //   static constexpr bool kTapMajorQuads: the quad planes' k groups in
 //   (tap, quad) order instead of (quad, tap): then 16 consecutive groups of
 //   one tap lie 4 * chan_bytes apart (AMX loads them as one strided tile).
@@ -583,7 +586,10 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
     alignas(64) int32_t tile[T::kMR * 16 * T::kNV] = {};  // (a narrow tile's epilogue may read unused columns)
     Cols cols;
     int64_t packed_id = -1;
-    for (int64_t task = tasks.claim(tid); task >= 0; task = tasks.claim(tid)) {
+    int64_t task = tasks.claim(tid);
+    if (task < 0) return;
+    tr.thread_begin();
+    for (; task >= 0; task = tasks.claim(tid)) {
       const int64_t id = task / t.msplit, ms = task % t.msplit;
       const int64_t ch = id % t.chunks, grp = id / t.chunks;
       int64_t nt0, nts, p0, p1, img = 0, oz = 0;
@@ -679,6 +685,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
         }
       }
     }
+    tr.thread_end();
   };
   // Tasks are claimed as AffineTasks: thread t takes the t-th run of chunks
   // (all their M splits, so a chunk is packed once) and then helps the
