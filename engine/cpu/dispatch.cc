@@ -1,6 +1,7 @@
 #include "cpu/dispatch.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -33,7 +34,10 @@ bool request_amx_permission(std::string* note) {
   constexpr long kXfeatureXtiledata = 18;
   long rc = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata);
   if (rc != 0) {
-    *note = "the kernel refused AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM)";
+    // ENOSPC: a thread's alternate signal stack (sigaltstack; Python's
+    // faulthandler sets one) is too small for the tile state.
+    *note = std::string("the kernel refused AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM: ") + std::strerror(errno) +
+            (errno == ENOSPC ? "; an alternate signal stack, such as faulthandler's, is too small for it" : "") + ")";
     return false;
   }
   return true;
