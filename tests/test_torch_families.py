@@ -184,8 +184,9 @@ def _crops(shape, per_class, part, rng):
 
 @functools.lru_cache(maxsize=4)
 def photo_data(shape):
-    """{"train": (x, y), "calib": x, "test": (x, y), "classes"} for one sample
-    shape, normalized per channel by the training crops' mean and std."""
+    """{"train": (x, y), "calib": x, "test": (x, y), "classes", "mean", "std"}
+    for one sample shape, normalized per channel by the training crops' mean
+    and std (the last two)."""
     rng = np.random.default_rng(12)
     x_train, y_train = _crops(shape, TRAIN_PER_CLASS, "train", rng)
     x_test, y_test = _crops(shape, TEST_PER_CLASS, "test", rng)
@@ -195,7 +196,8 @@ def photo_data(shape):
     x_train = ((x_train - mean) / std).astype(np.float32)
     x_test = ((x_test - mean) / std).astype(np.float32)
     calib = x_train[rng.permutation(len(x_train))[:CALIB_SAMPLES]]
-    return {"train": (x_train, y_train), "calib": calib, "test": (x_test, y_test), "classes": len(TEXTURE_IMAGES)}
+    return {"train": (x_train, y_train), "calib": calib, "test": (x_test, y_test), "classes": len(TEXTURE_IMAGES),
+            "mean": mean, "std": std}
 
 
 # ---------------------------------------------------------------- training

@@ -7,11 +7,16 @@ same calibration crops) on the same TorchScript export.
 
     python tools/family_agreement.py                      # every family (about 10 minutes)
     python tools/family_agreement.py rmnet18 sew_resnet18 --tensors 5
+    python tools/family_agreement.py --methods mse,percentile,entropy,minmax --more 100
 
 Prints a markdown table: the trained network's FP32 top-1 on the held-out
 crops, both INT8 agreements, the relative L2 error of pyengine's INT8 logits
 and the training seconds; ``--tensors N`` adds pyengine's N least accurate
-quantized tensors per family (pyengine.quantize.accuracy_report, SQNR in dB).
+quantized tensors per family (pyengine.quantize.accuracy_report, SQNR in dB);
+``--methods`` a second table: pyengine's INT8 agreement per calibration
+method, on the test's 300 held-out crops and on those plus ``--more`` per
+class drawn again from the same held-out tiles (a larger sample: one crop is
+0.33 point of 300).
 Needs torch, onnxruntime and scikit-image.
 """
 
@@ -52,11 +57,32 @@ def ort_agreement(path, calib, x, fp32, tmp):
     return f"{100 * np.mean(out.argmax(1) == fp32.argmax(1)):.2f}%"
 
 
+def method_agreements(path, family, data, fp32_engine, methods, more, ttf):
+    """[(agreement on the 300 held-out crops, on those and `more` per class
+    more), per calibration method] of pyengine's INT8 with its FP32."""
+    x_more, _ = ttf._crops(tuple(family.input_shape), more, "test", np.random.default_rng(777))
+    x = np.concatenate([data["test"][0], ((x_more - data["mean"]) / data["std"]).astype(np.float32)])
+    fp32 = ttf.run_batched(fp32_engine, x).argmax(1)
+    row = []
+    for method in methods:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            eng = pyengine.build(path, backend="cpu", precision="int8", calibration_data=data["calib"], report=False,
+                                 progress=False, num_threads=1, calibration_method=method)
+        int8 = ttf.run_batched(eng, x).argmax(1)
+        n = len(data["test"][0])
+        row.append((100 * np.mean(int8[:n] == fp32[:n]), 100 * np.mean(int8 == fp32)))
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("families", nargs="*", help="family names (default: all)")
     ap.add_argument("--tensors", type=int, default=0, help="also list the N least accurate quantized tensors")
+    ap.add_argument("--methods", default="", help="comma list of calibration methods to compare (second table)")
+    ap.add_argument("--more", type=int, default=100, help="with --methods: more held-out crops per class")
     args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
 
     import torch
 
@@ -68,7 +94,7 @@ def main(argv=None) -> int:
     print("| family | FP32 top-1 (held out) | pyengine INT8 agreement | onnxruntime INT8 agreement "
           "| INT8 logits rel. L2 | training s |")
     print("|---|---|---|---|---|---|")
-    details = []
+    details, by_method = [], []
     for name in names:
         family = ttf.torch_models.FAMILIES[name]
         model, data, train_s = ttf.trained_family(name)
@@ -90,11 +116,19 @@ def main(argv=None) -> int:
                     warnings.simplefilter("ignore")
                     rep = accuracy_report(path, {"input": x}, calibration_data=data["calib"], num_threads=1)
                 details.append((name, rep.get("tensors", [])[:args.tensors]))
+            if methods and family.int8:
+                by_method.append((name, method_agreements(path, family, data, fp32_engine, methods, args.more, ttf)))
         rel = float(np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32))
         print(f"| {name} | {100 * np.mean(fp32.argmax(1) == y):.2f}% "
               f"| {100 * np.mean(int8.argmax(1) == fp32.argmax(1)):.2f}% | {ort} | {rel:.3f} | {train_s:.1f} |",
               flush=True)
         ttf.trained_family.cache_clear()
+    if by_method:
+        print(f"\n| family | {' | '.join(methods)} |  (INT8 agreement: 300 held-out crops / "
+              f"300 + {10 * args.more} more)")
+        print("|---|" + "---|" * len(methods))
+        for name, row in by_method:
+            print(f"| {name} | " + " | ".join(f"{a:.2f}% / {b:.2f}%" for a, b in row) + " |")
     for name, tensors in details:
         print(f"\n{name}: least accurate quantized tensors (SQNR dB)")
         for t in tensors:
