@@ -185,7 +185,9 @@ enum class Tier { kRef, kAvx2, kAvx512Vnni, kAmx, kAmxEmulated };
 // on (dispatch.h, AmxUse; emulated on a VNNI CPU for the tests), else the
 // best usable line of kernels.def.
 Tier qconv_tier() {
-  if (kernel_usable("qconv_s8_amx")) return Tier::kAmx;
+  // (AMX shares VNNI's epilogue and depthwise kernel: every AMX CPU has
+  // AVX512-VNNI, but the check costs nothing.)
+  if (kernel_usable("qconv_s8_amx") && kernel_usable("qconv_s8_avx512vnni")) return Tier::kAmx;
   if (amx_use() == AmxUse::kEmulated && kernel_usable("qconv_s8_avx512vnni")) return Tier::kAmxEmulated;
   if (kernel_usable("qconv_s8_avx512vnni")) return Tier::kAvx512Vnni;
   return kernel_usable("qconv_s8_avx2") ? Tier::kAvx2 : Tier::kRef;
