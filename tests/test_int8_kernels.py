@@ -83,7 +83,8 @@ def _tier_missing(tier):
             return None
         return f"the emulated AMX kernel runs on the VNNI tier, which this CPU ({info['brand']}) or build lacks"
     if TIERS.index(tier) > TIERS.index(top):
-        return f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {top})"
+        note = f": {info['amx_note']}" if tier == "amx" and info.get("amx_note") else ""
+        return f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {top}){note}"
     return None
 
 
