@@ -45,9 +45,11 @@ def _epilogue(rng, kind, acc, mul, m):
         return ep, attrs
     ep["bias_i32"] = rng.integers(-5000, 5000, size=m).astype(np.int32)
     if m > 1:
-        # Channel 0 far below zero (the residual adds at most 0.85 * spread),
-        # so the Relu floor is reached on every draw, not only on most.
-        ep["bias_i32"][0] = -2 * int(np.abs(acc).max()) - 5000
+        # Channel 0 far below zero and channel 1 far above (the residual adds
+        # at most 0.85 * spread either way), so both the Relu floor and the
+        # saturation at 127 are reached on every draw, not only on most.
+        far = 2 * int(np.abs(acc).max()) + 5000
+        ep["bias_i32"][0], ep["bias_i32"][1] = -far, far
     ep["z"] = rng.integers(-128, 128, size=acc.shape).astype(np.int8)
     ep["z_scale"] = np.float32(spread / 300)
     ep["z_zp"] = int(rng.integers(-128, 128))
