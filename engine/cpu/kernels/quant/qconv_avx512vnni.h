@@ -174,8 +174,13 @@ void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, c
   for (int r = 0; r < mr; ++r) epilogue_row<kRequant, kZ>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs, corr);
 }
 
-void epilogue_tile(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
+void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
                    const int32_t* corr) {
+  // A copy whose address never leaves this call: the int8 output stores
+  // may alias any memory whose address escaped (char aliasing), so with the
+  // caller's EpiConst every row would reload its fields and re-test its
+  // flags after the previous row's stores.
+  const EpiConst k = k0;
   const TileRuns runs(cols);
   with_epilogue_kind(k.e, [&](auto requant, auto z) {
     epilogue_rows<decltype(requant)::value, decltype(z)::value>(k, tile, mr, c0, runs, cols.hw, corr);
