@@ -133,8 +133,15 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
         z[j] = _mm512_mask_loadu_ps(z[j], static_cast<__mmask16>(TileRuns::group(runs.mask[r], j)),
                                     e.z_f32 + runs.off[r] + at + 16 * j);
   } else if constexpr (kZ == 2) {
-    __m512i zb = _mm512_setzero_si512();
-    for (int r = 0; r < runs.n; ++r) zb = _mm512_mask_loadu_epi8(zb, runs.mask[r], e.z_s8 + runs.off[r] + at);
+    __m512i zb;
+    if (runs.n == 1 && runs.mask[0] == TileRuns::kAll) {  // the common case: 48 bytes in a row, unmasked
+      const int8_t* src = e.z_s8 + runs.off[0] + at;
+      zb = _mm512_inserti32x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))),
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32)), 2);
+    } else {
+      zb = _mm512_setzero_si512();
+      for (int r = 0; r < runs.n; ++r) zb = _mm512_mask_loadu_epi8(zb, runs.mask[r], e.z_s8 + runs.off[r] + at);
+    }
     z[0] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(zb)), k.z_zp));
     z[1] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 1)), k.z_zp));
     z[2] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 2)), k.z_zp));
