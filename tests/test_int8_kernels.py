@@ -437,6 +437,12 @@ CONV_SHAPES = [
     (2, 8, 30, 31, 12, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 16, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, None),
     (1, 12, 26, 23, 10, 5, 5, (1, 1), (2, 3, 1, 0), (2, 1), 1, None),
+    # Strided 1x1 convs at batch 1 (ResNet's downsampling shortcut) run
+    # padded on their one used phase plane: stride 2, strides (3, 2) with
+    # pads, grouped.
+    (1, 40, 14, 15, 24, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1, None),
+    (1, 12, 11, 13, 20, 1, 1, (3, 2), (1, 0, 0, 1), (1, 1), 1, None),
+    (1, 16, 9, 9, 8, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 2, None),
     # Whole 64-channel blocks (cg % 64 == 0): the AMX tier's quad planes too
     # (16 quads of one tap per tile): two images with stride 2, two groups of
     # 64 with 3 k chunks per tap.
