@@ -320,6 +320,7 @@ struct TiledPlan {
   int64_t hp = 0, wp = 0, p_img = 0, nt_img = 0, cpi = 0;  // padded: plane, columns, panels, chunks per frame
   int64_t frames = 0;                                       // padded: n * od column spaces
   bool direct = false;                                      // padded: the planes are the input itself
+  bool subsampled = false;                                  // strided 1x1: merged columns over the (0, 0) phase plane
   int64_t phases = 1, chan_bytes = 0;                       // padded: sh * sw planes per channel, their bytes
   uint64_t used_phases = 0;                                 // padded: bit a * sw + b: a tap reads phase (a, b)
   int64_t tap_off[kMaxPaddedTaps];                          // padded: tap ki * kw + kj's offset in a channel
@@ -355,15 +356,8 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   const int64_t all_panels = t.nt_count * t.panel_bytes;
   if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
   const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
-  // (A stride-1 1x1 conv's im2col is the input itself: no taps to share. A
-  // strided one, ResNet's downsampling shortcut, runs padded when it is one
-  // frame (batch 1): its one used phase plane is the subsampled input, made
-  // in one pass, where the im2col gathers again for every output row
-  // (ResNet-50 b1, 14x14 and 7x7 outputs: 0.44 -> 0.36 and 0.45 -> 0.39 ms).
-  // With several frames each frame's columns round up to whole panels on
-  // their own: measured slower at batch 8.)
-  const bool strided_1x1 = g.kd * g.kh * g.kw == 1 && g.sh * g.sw > 1 && g.n * g.od == 1;
-  if ((g.kd * g.kh * g.kw > 1 || strided_1x1) && g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
+  // (A 1x1 conv's im2col is one gather per k row: no taps to share.)
+  if (g.kd * g.kh * g.kw > 1 && g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
     const int64_t wp = g.ow + (g.kw - 1) * g.dw / g.sw, hp = g.oh + (g.kh - 1) * g.dh / g.sh;
     const int64_t nt_img = (g.oh * wp + 15) / 16;
     // Worth it unless the thrown-away columns (and the per-image panel
@@ -420,6 +414,23 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
         t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * g.d * t.chan_bytes + wp + 64));
       }
     }
+  }
+  // A strided 2-D 1x1 conv (ResNet's downsampling shortcut) is a pointwise
+  // conv on its input's phase (0, 0) plane, the subsampled input: pad_input
+  // makes that plane once (x_zp where the pads reach), and the merged
+  // columns then pack straight from it as from a pointwise conv's input,
+  // where the im2col would gather again for every output row. ResNet-50's
+  // at batch 8, 2 threads, Zen 4 (three alternating runs each, a noisy VM):
+  // 1024 -> 2048 channels at 14x14 -> 7x7 2.4-4.4 -> 2.5-3.0 ms, 256 -> 512
+  // at 56x56 -> 28x28 3.4-4.0 -> 3.0-3.4 ms; batch 1 as the padded planes.
+  if (!t.padded && g.kd == 1 && g.d == 1 && g.kh == 1 && g.kw == 1 && g.sh * g.sw > 1 && g.sh * g.sw <= 16) {
+    t.subsampled = true;
+    t.hp = g.oh;
+    t.wp = g.ow;
+    t.phases = g.sh * g.sw;
+    t.chan_bytes = g.oh * g.ow;  // only phase (0, 0) is made: the channels' planes back to back
+    t.used_phases = 1;
+    t.pad_bytes = tiled_align64(static_cast<size_t>(g.n * g.c * t.chan_bytes + t.wp + 64));
   }
   if (!t.padded) {
     t.chunks = (t.nt_count + max_chunk - 1) / max_chunk;
@@ -583,7 +594,18 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
   if constexpr (T::kQuads) {
     if (t.quads) pad_quads(pool, g, x, t, tr, static_cast<int8_t*>(ws));
   }
-  if (t.padded && !t.direct && !t.quads) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
+  if ((t.padded && !t.direct && !t.quads) || t.subsampled) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
+  // The merged columns' source: the input, or for a subsampled conv its
+  // (0, 0) phase plane read as the input of a stride-1 pointwise conv.
+  ConvGeom gm = g;
+  const int8_t* xm = x;
+  if (t.subsampled) {
+    gm.h = g.oh;
+    gm.w = g.ow;
+    gm.sh = gm.sw = 1;
+    gm.pt = gm.pl = 0;
+    xm = padded;
+  }
   char* thread_ws = static_cast<char*>(ws) + t.pad_bytes;
   AffineTasks tasks(t.tasks, pool.num_threads());
   auto body = [&](int tid, int) {
@@ -649,8 +671,8 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
         const int64_t img = p0 / hw;
         // A 1x1 conv's im2col is the input itself: pack straight from it
         // while the chunk stays inside one image.
-        const bool direct = g.is_pointwise() && (img + 1) * hw >= p1;
-        const int8_t* src = x + (img * g.c + grp * g.cg()) * hw + (p0 - img * hw);
+        const bool direct = gm.is_pointwise() && (img + 1) * hw >= p1;
+        const int8_t* src = xm + (img * g.c + grp * g.cg()) * hw + (p0 - img * hw);
         for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
           const int64_t rows = std::min<int64_t>(T::kKGroup, t.k - kk0);
           const int8_t* r[T::kKGroup];
@@ -658,7 +680,7 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
             for (int i = 0; i < T::kKGroup; ++i) r[i] = i < rows ? src + (kk0 + i) * hw : rowbuf;
             if (rows < T::kKGroup) std::memset(rowbuf, 0, ncols);  // rows past K read zeros
           } else {
-            im2col_rows(g, x, grp, p0, p1, kk0, kk0 + rows, rowbuf, t.ld);
+            im2col_rows(gm, xm, grp, p0, p1, kk0, kk0 + rows, rowbuf, t.ld);
             for (int i = 0; i < T::kKGroup; ++i) r[i] = rowbuf + i * t.ld;
             for (int64_t i = rows; i < T::kKGroup; ++i) std::memset(rowbuf + i * t.ld, 0, ncols);
           }
