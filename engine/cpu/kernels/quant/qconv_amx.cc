@@ -161,45 +161,29 @@ void kernel_tile(int nv, const uint8_t* a, BChunk bchunk, int64_t brow, int64_t 
   else kernel_amx<Tiles, 1>(a, bchunk, brow, bpanel, chunks, tile);
 }
 
-// The ISA part of qconv_tiled.h's driver: VNNI's panels, quad planes and
-// epilogue, AMX's micro-kernel. The quad planes' k groups are in (tap,
-// quad) order, and only convs with cg % 64 == 0 read them (the caller packs
-// pack_a_amx_quads weights only for those): a chunk's 16 groups are then 16
-// quads of one tap, a quad's bytes apart.
+// The ISA part of qconv_tiled.h's driver: VnniPanels (VNNI's panels, quad
+// planes and epilogue) with AMX's micro-kernel. The quad planes' k groups
+// are in (tap, quad) order, and only convs with cg % 64 == 0 read them (the
+// caller packs pack_a_amx_quads weights only for those): a chunk's 16
+// groups are then 16 quads of one tap, quad_bytes apart.
 template <class Tiles>
-struct AmxTraits {
+struct AmxTraits : VnniPanels {
+  using VnniPanels::VnniPanels;
   static constexpr int kMR = kAmxMR, kKGroup = 4, kNV = 3;
   static constexpr bool kQuads = true, kTapMajorQuads = true;
-  const int8_t* packed_w;
-  const int8_t* packed_w_quads;  // (tap, quad) k order, or null: no quad planes
-  int64_t group_bytes, a_tile_bytes, quad_bytes;
-  uint8_t flip;
-  const EpiConst* k;
-  const int32_t* corr;
+  int64_t quad_bytes = 0;
 
   // The tile configuration is the thread's state, which other code in the
   // process (oneDNN, PyTorch) may change between calls: loaded at the start
   // of each call's work on a thread, and the tiles released at its end.
   void thread_begin() const { Tiles::configure(); }
   void thread_end() const { Tiles::release(); }
-  const uint8_t* a_tile(int64_t grp, int64_t mt) const {
-    return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
-  }
-  const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
-    return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
-  }
-  void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
-    pack_quad(r, ncols, flip, out, panel_stride);
-  }
   void kernel(int nv, int, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
     kernel_tile<Tiles>(nv, a, [b](int64_t j) { return b + j * kChunkBytes; }, 64, bstride, kq, tile);
   }
   void kernel_quads(int nv, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
                     int32_t* tile) const {
     kernel_tile<Tiles>(nv, a, [b, off](int64_t j) { return b + off[j * kChunkGroups]; }, quad_bytes, 64, kq, tile);
-  }
-  void epilogue(const int32_t* tile, int mr, int, int64_t c0, const TileCols<16, kNV>& cols) const {
-    epilogue_tile(*k, tile, mr, c0, cols, corr);
   }
 };
 static_assert(AmxTraits<AmxTiles>::kNV == kNV, "the tile width and the column map must agree");
@@ -215,17 +199,11 @@ template <class Tiles>
 void run_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
              const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws) {
   const TiledPlan t = amx_plan(g, pool.num_threads(), packed_w_quads != nullptr);
-  AmxTraits<Tiles> tr;
-  tr.packed_w = packed_w;
-  tr.packed_w_quads = packed_w_quads;
-  tr.group_bytes = packed_a_amx_bytes(t.mg, t.k);
-  tr.a_tile_bytes = round_up(t.k, 4 * kChunkGroups) * kAmxMR;
-  tr.quad_bytes = 4 * t.chan_bytes;
-  tr.flip = x_nonneg ? 0 : 0x80;
   const EpiConst k(e);
-  tr.k = &k;
-  tr.corr = x_nonneg ? nullptr : corr;
-  run_tiled<AmxTraits<Tiles>, TileCols<16, kNV>>(pool, g, x, t, ws, tr);
+  AmxTraits<Tiles> tr(packed_w, packed_w_quads, packed_a_amx_bytes(t.mg, t.k),
+                      round_up(t.k, 4 * kChunkGroups) * kAmxMR, x_nonneg, k, corr);
+  tr.quad_bytes = 4 * t.chan_bytes;
+  run_tiled<AmxTraits<Tiles>, Cols>(pool, g, x, t, ws, tr);
 }
 
 // The weight tiles of rows x k weights (row r at src + r * rs): byte kk of
@@ -249,11 +227,7 @@ void pack_a_amx_cols(const int8_t* src, int64_t rs, int64_t rows, int64_t k, con
 
 void pack_a_amx(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
   pack_a_amx_cols(src, rs, rows, k, [k](int64_t kk) { return kk < k ? kk : -1; }, out);
-  for (int64_t r = 0; r < rows; ++r) {
-    int32_t s = 0;
-    for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];
-    corr[r] = 128 * s;
-  }
+  weight_sums(src, rs, rows, k, 128, corr);
 }
 
 void pack_a_amx_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64_t taps, int8_t* out) {

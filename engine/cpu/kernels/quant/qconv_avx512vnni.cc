@@ -103,37 +103,21 @@ void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, in
   else kernel_vnni<1>(a, bptr, bstride, kq, tile);
 }
 
-// The ISA part of qconv_tiled.h's driver.
-struct VnniTraits {
+// The ISA part of qconv_tiled.h's driver: VnniPanels with vpdpbusd as the
+// micro-kernel; quad planes in (quad, tap) k order.
+struct VnniTraits : VnniPanels {
+  using VnniPanels::VnniPanels;
   static constexpr int kMR = kVnniMR, kKGroup = 4, kNV = 3;
   static constexpr bool kQuads = true, kTapMajorQuads = false;
-  const int8_t* packed_w;
-  const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
-  int64_t group_bytes, a_tile_bytes;
-  uint8_t flip;
-  const EpiConst* k;
-  const int32_t* corr;
 
   void thread_begin() const {}
   void thread_end() const {}
-  const uint8_t* a_tile(int64_t grp, int64_t mt) const {
-    return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
-  }
-  const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
-    return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
-  }
-  void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
-    pack_quad(r, ncols, flip, out, panel_stride);
-  }
   void kernel_quads(int nv, int nr, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
                     int32_t* tile) const {
     kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, 64, kq, tile);
   }
   void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
     kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + p * 64; }, bstride, kq, tile);
-  }
-  void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
-    epilogue_tile(*k, tile, mr, c0, cols, corr);
   }
 };
 static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must agree");
@@ -142,11 +126,7 @@ static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must ag
 
 void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* out, int32_t* corr) {
   pack_a_k4<kVnniMR>(src, rs, rows, k, out);
-  for (int64_t r = 0; r < rows; ++r) {
-    int32_t s = 0;
-    for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];
-    corr[r] = 128 * s;
-  }
+  weight_sums(src, rs, rows, k, 128, corr);
 }
 
 size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads, bool quads) {
@@ -156,15 +136,9 @@ size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads, bool quads) {
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
                       const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws) {
   const TiledPlan t = tiled_plan<VnniTraits>(g, pool.num_threads(), packed_w_quads != nullptr);
-  VnniTraits tr;
-  tr.packed_w = packed_w;
-  tr.packed_w_quads = packed_w_quads;
-  tr.group_bytes = packed_a_vnni_bytes(t.mg, t.k);
-  tr.a_tile_bytes = t.groups * kVnniMR * 4;
-  tr.flip = x_nonneg ? 0 : 0x80;
   const EpiConst k(e);
-  tr.k = &k;
-  tr.corr = x_nonneg ? nullptr : corr;
+  const VnniTraits tr(packed_w, packed_w_quads, packed_a_vnni_bytes(t.mg, t.k), t.groups * kVnniMR * 4, x_nonneg, k,
+                      corr);
   run_tiled<VnniTraits, Cols>(pool, g, x, t, ws, tr);
 }
 

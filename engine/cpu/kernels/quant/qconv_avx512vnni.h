@@ -221,5 +221,40 @@ void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* o
   }
 }
 
+// What the VNNI and AMX tiers' Traits (qconv_tiled.h) share: the weight
+// tiles by (group, tile), the panel pack with the +128 shift of a signed
+// input, and the tile epilogue with the shift's correction. The tiers
+// differ in the micro-kernel (and AMX in its tile state).
+struct VnniPanels {
+  const int8_t* packed_w;
+  const int8_t* packed_w_quads;       // quad-plane k order, or null: no quad planes
+  int64_t group_bytes, a_tile_bytes;  // one group's tiles, one tile
+  uint8_t flip;                       // 0x80: a signed input, packed as x + 128
+  const EpiConst* k;
+  const int32_t* corr;                // the +128 shift's corrections, or null (an input >= 0)
+
+  VnniPanels(const int8_t* w, const int8_t* w_quads, int64_t group_bytes_, int64_t a_tile_bytes_, bool x_nonneg,
+             const EpiConst& ep, const int32_t* corr_)
+      : packed_w(w),
+        packed_w_quads(w_quads),
+        group_bytes(group_bytes_),
+        a_tile_bytes(a_tile_bytes_),
+        flip(x_nonneg ? 0 : 0x80),
+        k(&ep),
+        corr(x_nonneg ? nullptr : corr_) {}
+  const uint8_t* a_tile(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
+  }
+  const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
+    return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
+  }
+  void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
+    pack_quad(r, ncols, flip, out, panel_stride);
+  }
+  void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
+    epilogue_tile(*k, tile, mr, c0, cols, corr);
+  }
+};
+
 }  // namespace
 }  // namespace engine::qk

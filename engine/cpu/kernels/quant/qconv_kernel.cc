@@ -33,15 +33,6 @@ constexpr int64_t kMaxKZeroPoint = std::numeric_limits<int32_t>::max() / (255 * 
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
-// wsum[r] = sum_k w[r, k] for rows x k int8 weights.
-void weight_sums(const int8_t* w, int64_t rows, int64_t k, int32_t* wsum) {
-  for (int64_t r = 0; r < rows; ++r) {
-    int32_t s = 0;
-    for (int64_t kk = 0; kk < k; ++kk) s += w[r * k + kk];
-    wsum[r] = s;
-  }
-}
-
 // The epilogue attributes shared by QConv and QGemm.
 struct EpilogueAttrs {
   float x_scale = 0.f;
@@ -169,7 +160,7 @@ struct EpilogueAttrs {
                              int32_t* scratch) const {
     if (!wsum) {
       int32_t* sums = scratch + align64(m * sizeof(int32_t)) / sizeof(int32_t);
-      weight_sums(w, m, k, sums);
+      weight_sums(w, k, m, k, 1, sums);
       wsum = sums;
     }
     for (int64_t c = 0; c < m; ++c)
@@ -270,7 +261,7 @@ class QConvKernel final : public Kernel {
       const int64_t mg = m / group_, k = weights_->numel() / m;
       if (ep_.x_zp != 0 && tier_ != Tier::kRef) {
         wsum_.resize(m);
-        weight_sums(weights_->data<int8_t>(), m, k, wsum_.data());
+        weight_sums(weights_->data<int8_t>(), k, m, k, 1, wsum_.data());
       }
       if (amx()) {
         packed8_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
@@ -554,7 +545,7 @@ class QGemmKernel final : public Kernel {
         pack_b(weights_->data<int8_t>(), 1, k, k, m, packed_.data());
         if (ep_.x_zp != 0) {
           wsum_.resize(m);
-          weight_sums(weights_->data<int8_t>(), m, k, wsum_.data());
+          weight_sums(weights_->data<int8_t>(), k, m, k, 1, wsum_.data());
         }
       }
     }

@@ -211,6 +211,18 @@ void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t*
                 const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
+// out[r] = scale * sum_k w[r, k] for rows x k int8 weights (row r at src +
+// r * rs), wrapping int32: the sums an input zero point folds into the bias
+// (scale 1, qconv_kernel.cc) and the +128 shift's corrections (scale 128:
+// pack_a_vnni, pack_a_amx).
+inline void weight_sums(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int32_t scale, int32_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t s = 0;
+    for (int64_t kk = 0; kk < k; ++kk) s += src[r * rs + kk];
+    out[r] = scale * s;
+  }
+}
+
 // AVX512-VNNI int8 conv (see qconv_avx512vnni.cc). vpdpbusd multiplies
 // unsigned by signed bytes and sums groups of 4 into int32 lanes, exactly
 // (no saturation, unlike vpmaddubsw). The activations are the unsigned
