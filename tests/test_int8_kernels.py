@@ -452,6 +452,10 @@ CONV_SHAPES = [
     # tier's narrow tail kernel, with several weight tiles and an M tail.
     (1, 96, 7, 7, 20, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     (1, 33, 9, 4, 17, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
+    # A deep pointwise conv over several images: its chunks (7 panels each at
+    # K = 1024) start and end inside images, so the pack copies each k row
+    # from two images' planes.
+    (3, 1024, 11, 13, 12, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1, None),
     # Depthwise (group == C == M): the direct kernel of the AVX2 and VNNI
     # tiers. ConvNeXt's 7x7 on odd planes and rows past 16 outputs, stride 2,
     # an even kernel with dilation and asymmetric pads, rows narrower than a

@@ -124,6 +124,20 @@ inline void im2col_rows(const ConvGeom& g, const int8_t* x, int64_t grp, int64_t
                         int64_t kk1, int8_t* out, int64_t ld) {
   const int64_t hw = g.ohw(), ohw2 = g.oh * g.ow, khw = g.kh * g.kw, taps = g.kd * khw;
   const int64_t img_start = p0 / hw, rem = p0 % hw;
+  if (g.is_pointwise()) {
+    // Row kk is channel kk's plane of each image the columns span: one copy
+    // per image, where the general walk below goes output row by output row
+    // (14 pixels at a time on a 14x14 image).
+    for (int64_t kk = kk0; kk < kk1; ++kk) {
+      const int8_t* plane = x + (img_start * g.c + grp * g.cg() + kk) * hw;
+      for (int64_t q = p0, off = rem; q < p1; plane += g.c * hw, off = 0) {
+        const int64_t run = std::min(hw - off, p1 - q);
+        std::memcpy(out + (kk - kk0) * ld + (q - p0), plane + off, static_cast<size_t>(run));
+        q += run;
+      }
+    }
+    return;
+  }
   const int64_t oz_start = rem / ohw2, oy_start = (rem % ohw2) / g.ow, ox_start = rem % g.ow;
   int64_t ci = grp * g.cg() + kk0 / taps, kz = (kk0 / khw) % g.kd, ki = (kk0 / g.kw) % g.kh, kj = kk0 % g.kw;
   for (int64_t kk = kk0; kk < kk1; ++kk) {
