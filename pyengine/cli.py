@@ -313,6 +313,7 @@ def cmd_profile(args) -> int:
             raise InvalidArgumentError(f"--compare {args.compare} needs the ONNX model, not a plan")
         sess, ort_label = _ort_session(args.model, args.compare, args.threads)
     name = os.path.basename(args.model)
+    ort_nodes = {}  # batch -> onnxruntime's per-node ms (--per-layer --compare onnxruntime)
     for precision in ([None] if is_plan else precisions):
         options = {}
         if precision == "int8":
@@ -335,9 +336,15 @@ def cmd_profile(args) -> int:
                    "threads": engine.num_threads, "samples_ms": samples,
                    "stats": profile.summarize(samples, batch)}
             if args.per_layer:
-                layers = engine.profile(feeds, runs=max(3, min(20, args.iterations or 10)))
+                runs = max(3, min(20, args.iterations or 10))
+                layers = engine.profile(feeds, runs=runs)
                 total = sum(l["ms"] for l in layers if l.get("executed", True))
                 row["layers"] = profile.layer_table(layers, total)
+                if args.compare == "onnxruntime":
+                    if batch not in ort_nodes:
+                        ort_nodes[batch] = profile.ort_node_times(
+                            lambda so: _ort_session(args.model, "onnxruntime", args.threads, so)[0], feeds, runs)
+                    row["ort_unclaimed_ms"] = profile.attach_ort_layers(row["layers"], ort_nodes[batch])
             results.append(row)
             if sess is not None and precision == (precisions[0] if not is_plan else precision):
                 ort_samples = profile.measure(lambda: sess.run(None, feeds), args.warmup_ms, args.duration,
@@ -358,6 +365,10 @@ def cmd_profile(args) -> int:
         if r.get("layers"):
             print(f"\nper layer: {r['runtime']} {r['precision']} batch {r['batch']} (top {args.top})")
             print(profile.format_layer_table(r["layers"], args.top))
+            if "ort_unclaimed_ms" in r:
+                print(f"(ort ms: onnxruntime's own profiler on the same ONNX file, {ort_label} as timed above, "
+                      f"its nodes summed per pyengine layer by ONNX node name; {r['ort_unclaimed_ms']:.3f} ms "
+                      "in onnxruntime nodes no layer claims)")
     mem = profile.peak_rss_mb()
     print(f"\npeak memory (process RSS): {mem:.0f} MB")
     if args.json:
@@ -373,15 +384,16 @@ def cmd_profile(args) -> int:
     return EXIT_OK
 
 
-def _ort_session(model: str, which: str, threads: int):
+def _ort_session(model: str, which: str, threads: int, so=None):
     """An onnxruntime session: CPU, or with --compare onnxruntime-gpu the
-    TensorRT / CUDA execution providers of onnxruntime-gpu (an optional extra)."""
+    TensorRT / CUDA execution providers of onnxruntime-gpu (an optional extra).
+    ``so``: SessionOptions to start from (the per-layer profiler's)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise InvalidArgumentError(f"--compare {which} needs onnxruntime (pip install onnxruntime"
                                    f"{'-gpu' if which.endswith('gpu') else ''})") from None
-    so = ort.SessionOptions()
+    so = so or ort.SessionOptions()
     so.intra_op_num_threads = threads or os.cpu_count()
     so.inter_op_num_threads = 1
     if which == "onnxruntime":

@@ -118,6 +118,61 @@ def layer_table(layers: list, total_ms: float, top: int | None = None) -> list:
     return rows[:top] if top else rows
 
 
+def ort_node_times(sess_factory, feeds: dict, runs: int = 10) -> dict:
+    """{ONNX node name: mean ms per run} from onnxruntime's own profiler
+    (``enable_profiling``): ``sess_factory(options)`` makes the session with
+    the given SessionOptions, which this function switches profiling on in.
+    onnxruntime names a fused node (Conv + Relu, say) after its first node."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "ort")
+        sess = sess_factory(options)
+        sess.run(None, feeds)  # warm-up (its events are dropped below)
+        for _ in range(runs):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    per_node: dict = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_node.setdefault(e["name"][:-len("_kernel_time")], []).append(e["dur"] / 1e3)
+    return {n: sum(t[-runs:]) / min(runs, len(t)) for n, t in per_node.items()}
+
+
+def attach_ort_layers(rows: list, node_ms: dict) -> float:
+    """Adds ``ort_ms`` to each layer row: the time onnxruntime spent in the
+    ONNX nodes the layer was made from (its ``origin``). onnxruntime renames
+    the nodes it rewrites by appending to one of their names (``relu_0_nchwc``,
+    ``conv_0_token_3``), so a node name is cut back at underscores until it
+    names an origin. Returns the time of the onnxruntime nodes no layer claims
+    (layout reorders it inserted, nodes pyengine folded away)."""
+    owner = {}
+    for i, r in enumerate(rows):
+        for n in r["origin"] or [r["name"]]:
+            owner.setdefault(n, i)
+    ort_ms = [0.0] * len(rows)
+    claimed = [False] * len(rows)
+    unclaimed = 0.0
+    for name, ms in node_ms.items():
+        key = name
+        while key and key not in owner:
+            key = key.rpartition("_")[0]
+        if key:
+            ort_ms[owner[key]] += ms
+            claimed[owner[key]] = True
+        else:
+            unclaimed += ms
+    for r, ms, c in zip(rows, ort_ms, claimed):
+        r["ort_ms"] = ms if c else None
+    return unclaimed
+
+
 def format_latency_table(results: list) -> str:
     head = (f"{'model':<22} {'prec':<5} {'batch':>5} {'runtime':<12} {'median':>8} {'mean':>8} {'p90':>8} "
             f"{'p99':>8} {'min':>8} {'cv%':>5} {'img/s':>8} {'vs ort':>7}")
@@ -132,11 +187,17 @@ def format_latency_table(results: list) -> str:
 
 
 def format_layer_table(rows: list, top: int) -> str:
-    lines = [f"{'layer':<36} {'op':<14} {'ms':>8} {'share':>6} {'GFLOP/s':>8}  from ONNX nodes"]
+    ort = any("ort_ms" in r for r in rows)
+    extra = f" {'ort ms':>8} {'vs ort':>7}" if ort else ""
+    lines = [f"{'layer':<36} {'op':<14} {'ms':>8} {'share':>6} {'GFLOP/s':>8}{extra}  from ONNX nodes"]
     for r in rows[:top]:
         origin = ",".join(r["origin"][:4]) + ("..." if len(r["origin"]) > 4 else "")
+        cols = ""
+        if ort:
+            o = r.get("ort_ms")
+            cols = f" {o:>8.3f} {r['ms'] / o:>6.2f}x" if o else f" {'-':>8} {'':>7}"
         lines.append(f"{r['name'][:36]:<36} {r['op'][:14]:<14} {r['ms']:>8.3f} {100 * r['share']:>5.1f}% "
-                     f"{r['gflops_per_s']:>8.1f}  {origin}")
+                     f"{r['gflops_per_s']:>8.1f}{cols}  {origin}")
     return "\n".join(lines)
 
 

@@ -113,6 +113,26 @@ def test_profile_json(r18, tmp_path):
     assert layers and abs(sum(l["share"] for l in layers) - 1.0) < 1e-6
     assert any(l["op"] in ("Conv", "FusedConv") and l["gflops_per_s"] > 0 for l in layers)
     assert "vs ort" in res.stdout
+    # onnxruntime's own per-node times beside each layer (--per-layer --compare onnxruntime).
+    assert "ort ms" in res.stdout
+    with_ort = [l for l in layers if l.get("ort_ms")]
+    assert any(l["op"] in ("Conv", "FusedConv") for l in with_ort) and all(l["ort_ms"] > 0 for l in with_ort)
+    convs = [l for l in layers if l["op"] in ("Conv", "FusedConv")]
+    assert len([l for l in convs if l.get("ort_ms")]) == len(convs), "every conv layer finds its onnxruntime nodes"
+
+
+def test_ort_nodes_map_to_layers_by_origin():
+    from pyengine.profile import attach_ort_layers
+
+    rows = [{"name": "conv_0", "origin": ["conv_0", "batchnormalization_0", "relu_0"]},
+            {"name": "conv_1", "origin": ["conv_1"]},
+            {"name": "pool", "origin": []}]
+    # onnxruntime's renamed fused nodes (suffixes after a node name), one it
+    # inserted, and a node cut back only as far as a real name.
+    node_ms = {"relu_0_nchwc": 1.5, "conv_1_token_12": 0.25, "conv_1": 0.5, "ReorderOutput": 0.125, "pool": 2.0}
+    unclaimed = attach_ort_layers(rows, node_ms)
+    assert [r["ort_ms"] for r in rows] == [1.5, 0.75, 2.0]
+    assert unclaimed == 0.125
 
 
 @pytest.mark.parametrize("args,code,message", [
