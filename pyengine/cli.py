@@ -316,7 +316,9 @@ def cmd_profile(args) -> int:
     ort_nodes = {}  # batch -> onnxruntime's per-node ms (--per-layer --compare onnxruntime)
     for precision in ([None] if is_plan else precisions):
         options = {}
-        if precision == "int8":
+        if precision == "int8" and _has_qdq_file(args.model):
+            pass  # a Q/DQ model: its scales come from the graph
+        elif precision == "int8":
             if args.calib:
                 options["calibration_data"] = args.calib
             else:  # timing only: calibrate on random inputs, and say so
@@ -382,6 +384,15 @@ def cmd_profile(args) -> int:
         profile.plot(args.plot, results)
         print(f"wrote {args.plot}")
     return EXIT_OK
+
+
+def _has_qdq_file(path: str) -> bool:
+    """Whether the ONNX file already carries Q/DQ nodes (ModelOpt, QAT, onnxruntime, pyengine.quantize)."""
+    import onnx
+
+    from .qdq import has_qdq
+
+    return not _is_plan(path) and has_qdq(onnx.load(path, load_external_data=False))
 
 
 def _ort_session(model: str, which: str, threads: int, so=None):

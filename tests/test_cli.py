@@ -121,6 +121,26 @@ def test_profile_json(r18, tmp_path):
     assert len([l for l in convs if l.get("ort_ms")]) == len(convs), "every conv layer finds its onnxruntime nodes"
 
 
+def test_profile_qdq_file_int8_per_layer(r18, tmp_path):
+    # A Q/DQ file (here pyengine's own; ModelOpt's or onnxruntime's alike)
+    # profiles as INT8 with its own scales: no calibration is added, and
+    # onnxruntime's per-node times are its int8 ones.
+    import pyengine
+
+    rng = np.random.default_rng()
+    calib = [rng.standard_normal((2, 3, 64, 64), dtype=np.float32) for _ in range(2)]
+    qdq = tmp_path / "r18_qdq.onnx"
+    onnx.save(pyengine.quantize(onnx.load(r18), calibration_data=calib, progress=False), qdq)
+    js = tmp_path / "prof.json"
+    res = run_cli("profile", qdq, "--precision", "int8", "--batch", 2, "--iterations", 3, "--warmup-ms", 10,
+                  "--per-layer", "--compare", "onnxruntime", "--json", js)
+    assert res.returncode == 0, res.stderr
+    assert "calibrated on random inputs" not in res.stderr
+    layers = next(r for r in json.loads(js.read_text())["results"] if r["runtime"] == "pyengine")["layers"]
+    qconvs = [l for l in layers if l["op"] == "QConv"]
+    assert qconvs and all(l.get("ort_ms") for l in qconvs)
+
+
 def test_ort_nodes_map_to_layers_by_origin():
     from pyengine.profile import attach_ort_layers
 
