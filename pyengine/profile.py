@@ -122,7 +122,8 @@ def ort_node_times(sess_factory, feeds: dict, runs: int = 10) -> dict:
     """{ONNX node name: mean ms per run} from onnxruntime's own profiler
     (``enable_profiling``): ``sess_factory(options)`` makes the session with
     the given SessionOptions, which this function switches profiling on in.
-    onnxruntime names a fused node (Conv + Relu, say) after its first node."""
+    A node onnxruntime fused (Conv + Relu, say) is named after one of its
+    nodes, with a suffix (``relu_0_nchwc``): see attach_ort_layers."""
     import json
     import tempfile
 
