@@ -1267,6 +1267,73 @@ def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
     np.testing.assert_allclose(got, want, rtol=0, atol=0.01 * np.abs(want).max())
 
 
+def _dq_pool_q_model(rng, zp_dtype, pool_out_as_output=False):
+    """onnxruntime's form of a pooled stem: x -> Q/DQ -> Conv -> Relu -> Q(s1)
+    -> DQ(s1) -> MaxPool -> Q(s1) -> DQ -> Conv -> Q/DQ -> y, zero points of
+    `zp_dtype` (uint8 as onnxruntime writes them), scales from a float run.
+    With pool_out_as_output the pool's float output is a graph output too,
+    which keeps the MaxPool in float (the reference)."""
+    c = 8
+    w1 = rng.standard_normal((c, 3, 3, 3)).astype(np.float32) * 0.3
+    w2 = rng.standard_normal((c, c, 1, 1)).astype(np.float32) * 0.3
+    b1 = (rng.standard_normal(c) * 0.2).astype(np.float32)
+    zp = np.array(128 if zp_dtype == np.uint8 else 0, zp_dtype)
+    sw1 = (np.abs(w1).reshape(c, -1).max(1) / 127).astype(np.float32)
+    sw2 = (np.abs(w2).reshape(c, -1).max(1) / 127).astype(np.float32)
+    q1 = np.clip(np.rint(w1 / sw1[:, None, None, None]), -127, 127).astype(np.int8)
+    q2 = np.clip(np.rint(w2 / sw2[:, None, None, None]), -127, 127).astype(np.int8)
+    lo, hi = (0, 255) if zp_dtype == np.uint8 else (-128, 127)
+    s = {"x": np.float32(3.0 / 127), "r": np.float32(2.5 / 127), "y": np.float32(4.0 / 127)}
+    inits = [_tensor("w1q", q1), _tensor("w2q", q2), _tensor("sw1", sw1), _tensor("sw2", sw2),
+             _tensor("zw", np.zeros(c, np.int8)), _tensor("b1", b1), _tensor("zp", zp)]
+    inits += [_tensor(f"s_{k}", v) for k, v in s.items()]
+    nodes = [helper.make_node("DequantizeLinear", ["w1q", "sw1", "zw"], ["w1"], axis=0),
+             helper.make_node("DequantizeLinear", ["w2q", "sw2", "zw"], ["w2"], axis=0),
+             helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "zp"], ["xd"]),
+             helper.make_node("Conv", ["xd", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s_r", "zp"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "s_r", "zp"], ["rd"]),
+             helper.make_node("MaxPool", ["rd"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["p", "s_r", "zp"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "s_r", "zp"], ["pd"]),
+             helper.make_node("Conv", ["pd", "w2"], ["c2"]),
+             helper.make_node("QuantizeLinear", ["c2", "s_y", "zp"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s_y", "zp"], ["y"])]
+    outputs = [_vi("y", np.float32, (2, c, 9, 9))] + ([_vi("p", np.float32, (2, c, 9, 9))] if pool_out_as_output else [])
+    g = helper.make_graph(nodes, "dq_pool_q", [_vi("x", np.float32, (2, 3, 17, 17))], outputs, inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    assert lo <= int(zp) <= hi
+    return model
+
+
+@pytest.mark.parametrize("zp_dtype", [np.uint8, np.int8], ids=["u8", "s8"])
+def test_dq_maxpool_q_runs_on_int8_bit_exact(zp_dtype):
+    """int8 -> DQ(s, zp) -> MaxPool -> Q(s, zp) (onnxruntime's and ModelOpt's
+    Q/DQ around a pool) runs the MaxPool on the int8 tensor itself
+    (lower_int8_maxpool): no DQ before it, int8 in and out, and the output
+    bit for bit the float pool's (the same model with the pool's float output
+    also a graph output, which keeps the pool in float)."""
+    rng = np.random.default_rng()
+    seed = int(rng.integers(1 << 30))
+    fast = _engine(_dq_pool_q_model(np.random.default_rng(seed), zp_dtype), lower=True)
+    ref = _engine(_dq_pool_q_model(np.random.default_rng(seed), zp_dtype, pool_out_as_output=True), lower=True)
+    pool = [n for n in fast._graph.nodes() if n["op_type"] == "MaxPool"][0]
+    dtypes = {v[0]: v[1] for v in fast._graph.values()}
+    assert dtypes[pool["inputs"][0]] == dtypes[pool["outputs"][0]] == TensorProto.INT8
+    ref_pool = [n for n in ref._graph.nodes() if n["op_type"] == "MaxPool"][0]
+    assert {v[0]: v[1] for v in ref._graph.values()}[ref_pool["inputs"][0]] == TensorProto.FLOAT
+    x = rng.standard_normal((2, 3, 17, 17)).astype(np.float32)
+    got, want = fast.run({"x": x})["y"], ref.run({"x": x})["y"]
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(want).max() > 0.1  # not a tensor of zeros
+    # onnxruntime running the Q/DQ graph as written: within one output step.
+    np.testing.assert_allclose(got, _ort_run(_dq_pool_q_model(np.random.default_rng(seed), zp_dtype), {"x": x},
+                                             optimize=False)[0], rtol=0, atol=4.0 / 127 * 1.01)
+
+
 def _video_block_qdq(rng, c, k1, k2, g1=1, g2=1, t=4, hw=10):
     """A 3-D residual block with TensorRT-style Q/DQ, scales calibrated on the
     float model with onnxruntime:

@@ -20,6 +20,19 @@
 // otherwise write and re-read a float tensor 4x the int8 size, and the next
 // conv could not see that its input is >= 0 (the u8 VNNI path).
 // Runs in the int8 pipeline right after lower_qdq_to_int8 (it needs QConvs).
+//
+// The second form is onnxruntime's and ModelOpt's Q/DQ around a pool, once
+// lower_qdq_to_int8 has made the producer int8:
+//
+//   t [int8] -> DequantizeLinear(s, zp) -> MaxPool -> Q(s, zp) -> ...
+//     ==>  t -> MaxPool [int8] -> ...
+//
+// Exact for the same scalar s and zp on both sides: Q(DQ(v)) = v (|v - zp|
+// <= 255, so s * (v - zp) / s is within a few ulps of the integer and rounds
+// back to it), and the max commutes with the monotone DQ and Q as above.
+// Without it onnxruntime's u8s8 ResNet-50 pooled its stem in float (a float
+// tensor 4x the int8 one, written and read back): 1.8 ms against 0.9 ms at
+// batch 8 (Zen 4).
 #include <cmath>
 
 #include "ir/infer.h"
@@ -46,15 +59,38 @@ bool int8_q(const Node* q, float* scale, int64_t* zero_point) {
   return *scale > 0.f && std::isfinite(*scale) && q->output(0) && !q->output(0)->is_graph_output();
 }
 
+// A DequantizeLinear of an int8 tensor with one positive scale and one
+// zero point (int8 or none).
+bool int8_dq(const Node* dq, float* scale, int64_t* zero_point) {
+  if (dq->kind() != OpKind::kDequantizeLinear || dq->attr_int("block_size", 0) != 0) return false;
+  const Value* x = dq->input(0);
+  const Value* s = dq->input(1);
+  if (!x || x->dtype() != DType::kInt8 || !s || !s->is_constant() || s->constant()->dtype() != DType::kFloat32 ||
+      s->constant()->numel() != 1)
+    return false;
+  const Value* zp = dq->num_inputs() > 2 ? dq->input(2) : nullptr;
+  *zero_point = 0;
+  if (zp) {
+    if (!zp->is_constant() || zp->constant()->dtype() != DType::kInt8 || zp->constant()->numel() != 1) return false;
+    *zero_point = zp->constant()->int_at(0);
+  }
+  *scale = s->constant()->data<float>()[0];
+  return *scale > 0.f && std::isfinite(*scale);
+}
+
 bool try_rewrite(Graph& g, Node* mp) {
   if (mp->num_outputs() > 1 && mp->output(1)) return false;
   if (mp->attr_ints("kernel_shape").size() != 2) return false;
   const std::string ap = mp->attr_string("auto_pad", "NOTSET");
   if (ap != "NOTSET" && ap != "VALID" && !ap.empty()) return false;
   Value* x = mp->input(0);
-  Node* conv = x ? x->producer() : nullptr;
-  if (!conv || conv->kind() != OpKind::kQConv || conv->has_attr("y_scale")) return false;
-  if (x->is_graph_output() || x->uses().size() != 1) return false;
+  Node* producer = x ? x->producer() : nullptr;
+  if (!producer || x->is_graph_output()) return false;
+  float dq_scale = 0.f;
+  int64_t dq_zp = 0;
+  const bool from_dq = int8_dq(producer, &dq_scale, &dq_zp);
+  if (!from_dq && (producer->kind() != OpKind::kQConv || producer->has_attr("y_scale") || x->uses().size() != 1))
+    return false;
   Value* y = mp->output(0);
   if (!y || y->is_graph_output() || y->uses().empty()) return false;
   std::vector<Node*> qs;
@@ -69,9 +105,14 @@ bool try_rewrite(Graph& g, Node* mp) {
     zero_point = zp;
     qs.push_back(use.node);
   }
-  conv->set_attr("y_scale", Attribute::of_float(scale));
-  if (zero_point) conv->set_attr("y_zero_point", Attribute::of_int(zero_point));
-  x->set_type(DType::kInt8);
+  if (from_dq) {
+    if (scale != dq_scale || zero_point != dq_zp) return false;
+    g.set_input(mp, 0, producer->input(0));  // the DQ stays while other nodes read it
+  } else {
+    producer->set_attr("y_scale", Attribute::of_float(scale));
+    if (zero_point) producer->set_attr("y_zero_point", Attribute::of_int(zero_point));
+    x->set_type(DType::kInt8);
+  }
   y->set_type(DType::kInt8);
   for (Node* q : qs) {
     g.replace_all_uses(q->output(0), y);
@@ -83,7 +124,7 @@ bool try_rewrite(Graph& g, Node* mp) {
 class LowerInt8MaxPool final : public Pass {
  public:
   std::string_view name() const override { return "lower_int8_maxpool"; }
-  std::string_view summary() const override { return "QConv -> MaxPool -> Q runs the MaxPool on int8"; }
+  std::string_view summary() const override { return "QConv -> MaxPool -> Q and int8 -> DQ -> MaxPool -> Q run the MaxPool on int8"; }
 
   int run_once(Graph& g, PassContext& ctx) const override {
     std::vector<Node*> pools;
