@@ -1311,7 +1311,7 @@ def _dq_pool_q_model(rng, zp_dtype, pool_out_as_output=False):
 
 @pytest.mark.parametrize("zp_dtype", [np.uint8, np.int8], ids=["u8", "s8"])
 def test_dq_maxpool_q_runs_on_int8_bit_exact(zp_dtype):
-    """int8 -> DQ(s, zp) -> MaxPool -> Q(s, zp) (onnxruntime's and ModelOpt's
+    """int8 -> DQ(s, zp) -> MaxPool -> Q(s, zp) (onnxruntime's quantize_static
     Q/DQ around a pool) runs the MaxPool on the int8 tensor itself
     (lower_int8_maxpool): no DQ before it, int8 in and out, and the output
     bit for bit the float pool's (the same model with the pool's float output

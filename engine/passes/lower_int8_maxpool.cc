@@ -21,7 +21,7 @@
 // conv could not see that its input is >= 0 (the u8 VNNI path).
 // Runs in the int8 pipeline right after lower_qdq_to_int8 (it needs QConvs).
 //
-// The second form is onnxruntime's and ModelOpt's Q/DQ around a pool, once
+// The second form is the Q/DQ onnxruntime's quantize_static puts around a pool, once
 // lower_qdq_to_int8 has made the producer int8:
 //
 //   t [int8] -> DequantizeLinear(s, zp) -> MaxPool -> Q(s, zp) -> ...
