@@ -36,6 +36,7 @@
 #include <cmath>
 
 #include "ir/infer.h"
+#include "passes/lower_qdq_to_int8.h"
 #include "passes/pass.h"
 
 namespace engine {
@@ -59,25 +60,6 @@ bool int8_q(const Node* q, float* scale, int64_t* zero_point) {
   return *scale > 0.f && std::isfinite(*scale) && q->output(0) && !q->output(0)->is_graph_output();
 }
 
-// A DequantizeLinear of an int8 tensor with one positive scale and one
-// zero point (int8 or none).
-bool int8_dq(const Node* dq, float* scale, int64_t* zero_point) {
-  if (dq->kind() != OpKind::kDequantizeLinear || dq->attr_int("block_size", 0) != 0) return false;
-  const Value* x = dq->input(0);
-  const Value* s = dq->input(1);
-  if (!x || x->dtype() != DType::kInt8 || !s || !s->is_constant() || s->constant()->dtype() != DType::kFloat32 ||
-      s->constant()->numel() != 1)
-    return false;
-  const Value* zp = dq->num_inputs() > 2 ? dq->input(2) : nullptr;
-  *zero_point = 0;
-  if (zp) {
-    if (!zp->is_constant() || zp->constant()->dtype() != DType::kInt8 || zp->constant()->numel() != 1) return false;
-    *zero_point = zp->constant()->int_at(0);
-  }
-  *scale = s->constant()->data<float>()[0];
-  return *scale > 0.f && std::isfinite(*scale);
-}
-
 bool try_rewrite(Graph& g, Node* mp) {
   if (mp->num_outputs() > 1 && mp->output(1)) return false;
   if (mp->attr_ints("kernel_shape").size() != 2) return false;
@@ -86,9 +68,10 @@ bool try_rewrite(Graph& g, Node* mp) {
   Value* x = mp->input(0);
   Node* producer = x ? x->producer() : nullptr;
   if (!producer || x->is_graph_output()) return false;
+  Value* dq_input = nullptr;
   float dq_scale = 0.f;
-  int64_t dq_zp = 0;
-  const bool from_dq = int8_dq(producer, &dq_scale, &dq_zp);
+  int32_t dq_zp = 0;
+  const bool from_dq = match_act_dq(x, "the pool's input", &dq_input, &dq_scale, &dq_zp).empty();
   if (!from_dq && (producer->kind() != OpKind::kQConv || producer->has_attr("y_scale") || x->uses().size() != 1))
     return false;
   Value* y = mp->output(0);
@@ -107,7 +90,7 @@ bool try_rewrite(Graph& g, Node* mp) {
   }
   if (from_dq) {
     if (scale != dq_scale || zero_point != dq_zp) return false;
-    g.set_input(mp, 0, producer->input(0));  // the DQ stays while other nodes read it
+    g.set_input(mp, 0, dq_input);  // the DQ stays while other nodes read it
   } else {
     producer->set_attr("y_scale", Attribute::of_float(scale));
     if (zero_point) producer->set_attr("y_zero_point", Attribute::of_int(zero_point));

@@ -111,7 +111,9 @@ std::string act_zero_point(const Value* zp, const char* what, int32_t* out) {
   return "";
 }
 
-// `v` = DQ(q) with q int8, one positive scale, one zero point. "" or why not.
+}  // namespace
+
+// (Declared in lower_qdq_to_int8.h: lower_int8_maxpool matches the same DQ.)
 std::string match_act_dq(const Value* v, const char* what, Value** q, float* scale, int32_t* zero_point) {
   Node* dq = producer_of_kind(v, OpKind::kDequantizeLinear);
   if (!dq) return str_cat(what, " is not produced by a DequantizeLinear");
@@ -130,6 +132,8 @@ std::string match_act_dq(const Value* v, const char* what, Value** q, float* sca
   *q = x;
   return "";
 }
+
+namespace {
 
 // A Q node quantizing to int8 with one scale and one zero point; both.
 std::string requant_problem(const Node* q, float* scale, int32_t* zero_point) {

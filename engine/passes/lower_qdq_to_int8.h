@@ -14,6 +14,9 @@
 // correct (the model's own fake-quant arithmetic), only slower.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "ir/graph.h"
 
 namespace engine {
@@ -23,5 +26,10 @@ namespace engine {
 // full int8 pipeline (float16 widening, BatchNorm canonicalization, fusion
 // of what stays float) is run_passes with pipeline "int8".
 void lower_qdq_to_int8(Graph& g);
+
+// Whether `v` = DequantizeLinear(q) with q int8, one positive float32 scale
+// and one int8 zero point (or none): "" with q, scale and zero point set, or
+// why not, naming `what`.
+std::string match_act_dq(const Value* v, const char* what, Value** q, float* scale, int32_t* zero_point);
 
 }  // namespace engine
