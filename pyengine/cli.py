@@ -314,9 +314,10 @@ def cmd_profile(args) -> int:
         sess, ort_label = _ort_session(args.model, args.compare, args.threads)
     name = os.path.basename(args.model)
     ort_nodes = {}  # batch -> onnxruntime's per-node ms (--per-layer --compare onnxruntime)
+    qdq_file = "int8" in precisions and not is_plan and _has_qdq_file(args.model)
     for precision in ([None] if is_plan else precisions):
         options = {}
-        if precision == "int8" and _has_qdq_file(args.model):
+        if precision == "int8" and qdq_file:
             pass  # a Q/DQ model: its scales come from the graph
         elif precision == "int8":
             if args.calib:
@@ -392,7 +393,7 @@ def _has_qdq_file(path: str) -> bool:
 
     from .qdq import has_qdq
 
-    return not _is_plan(path) and has_qdq(onnx.load(path, load_external_data=False))
+    return has_qdq(onnx.load(path, load_external_data=False))
 
 
 def _ort_session(model: str, which: str, threads: int, so=None):

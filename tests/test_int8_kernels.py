@@ -1270,7 +1270,8 @@ def test_mini_resnet_mixed_int8_float_vs_onnxruntime():
 def _dq_pool_q_model(rng, zp_dtype, pool_out_as_output=False):
     """onnxruntime's form of a pooled stem: x -> Q/DQ -> Conv -> Relu -> Q(s1)
     -> DQ(s1) -> MaxPool -> Q(s1) -> DQ -> Conv -> Q/DQ -> y, zero points of
-    `zp_dtype` (uint8 as onnxruntime writes them), scales from a float run.
+    `zp_dtype` (uint8 as onnxruntime writes them, at 128; int8 at 0), fixed
+    activation scales wide enough for these weights and N(0, 1) inputs.
     With pool_out_as_output the pool's float output is a graph output too,
     which keeps the MaxPool in float (the reference)."""
     c = 8
@@ -1282,7 +1283,6 @@ def _dq_pool_q_model(rng, zp_dtype, pool_out_as_output=False):
     sw2 = (np.abs(w2).reshape(c, -1).max(1) / 127).astype(np.float32)
     q1 = np.clip(np.rint(w1 / sw1[:, None, None, None]), -127, 127).astype(np.int8)
     q2 = np.clip(np.rint(w2 / sw2[:, None, None, None]), -127, 127).astype(np.int8)
-    lo, hi = (0, 255) if zp_dtype == np.uint8 else (-128, 127)
     s = {"x": np.float32(3.0 / 127), "r": np.float32(2.5 / 127), "y": np.float32(4.0 / 127)}
     inits = [_tensor("w1q", q1), _tensor("w2q", q2), _tensor("sw1", sw1), _tensor("sw2", sw2),
              _tensor("zw", np.zeros(c, np.int8)), _tensor("b1", b1), _tensor("zp", zp)]
@@ -1305,7 +1305,6 @@ def _dq_pool_q_model(rng, zp_dtype, pool_out_as_output=False):
     g = helper.make_graph(nodes, "dq_pool_q", [_vi("x", np.float32, (2, 3, 17, 17))], outputs, inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
-    assert lo <= int(zp) <= hi
     return model
 
 
@@ -1318,7 +1317,8 @@ def test_dq_maxpool_q_runs_on_int8_bit_exact(zp_dtype):
     also a graph output, which keeps the pool in float)."""
     rng = np.random.default_rng()
     seed = int(rng.integers(1 << 30))
-    fast = _engine(_dq_pool_q_model(np.random.default_rng(seed), zp_dtype), lower=True)
+    model = _dq_pool_q_model(np.random.default_rng(seed), zp_dtype)
+    fast = _engine(model, lower=True)
     ref = _engine(_dq_pool_q_model(np.random.default_rng(seed), zp_dtype, pool_out_as_output=True), lower=True)
     pool = [n for n in fast._graph.nodes() if n["op_type"] == "MaxPool"][0]
     dtypes = {v[0]: v[1] for v in fast._graph.values()}
@@ -1330,8 +1330,7 @@ def test_dq_maxpool_q_runs_on_int8_bit_exact(zp_dtype):
     np.testing.assert_array_equal(got, want)
     assert np.abs(want).max() > 0.1  # not a tensor of zeros
     # onnxruntime running the Q/DQ graph as written: within one output step.
-    np.testing.assert_allclose(got, _ort_run(_dq_pool_q_model(np.random.default_rng(seed), zp_dtype), {"x": x},
-                                             optimize=False)[0], rtol=0, atol=4.0 / 127 * 1.01)
+    np.testing.assert_allclose(got, _ort_run(model, {"x": x}, optimize=False)[0], rtol=0, atol=4.0 / 127 * 1.01)
 
 
 def _video_block_qdq(rng, c, k1, k2, g1=1, g2=1, t=4, hw=10):
