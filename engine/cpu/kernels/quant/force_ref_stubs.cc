@@ -1,4 +1,4 @@
-// In ENGINE_FORCE_REF builds the ISA files (*_avx2.cc, *_avx512vnni.cc, *_amx.cc)
+// In ENGINE_FORCE_REF builds the ISA files (*_avx2.cc, *_avx512*.cc, *_amx.cc)
 // are not compiled and use_avx2() / use_avx512_vnni() are always false, so
 // the kernels never call their ISA entry points; these definitions only
 // satisfy the linker.
@@ -46,6 +46,7 @@ void qconv_depthwise_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, con
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
 void maxpool_s8_avx2(const PoolS8Geom&, const int8_t*, int8_t*, void*) { ENGINE_QK_UNREACHABLE; }
 void qadd_run_s8_avx2(const int8_t*, const int8_t*, int8_t*, int64_t, const QAddParams&) { ENGINE_QK_UNREACHABLE; }
+void qadd_run_s8_avx512(const int8_t*, const int8_t*, int8_t*, int64_t, const QAddParams&) { ENGINE_QK_UNREACHABLE; }
 size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }
 void qgemm_avx2(ThreadPool&, int64_t, int64_t, int64_t, const int8_t*, const int16_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;

@@ -52,13 +52,15 @@ void dequantize_run(const T* x, float* y, int64_t n, float scale, int32_t zp) {
   for (; i < n; ++i) y[i] = dequantize_one<T>(x[i], scale, zp);
 }
 
-}  // namespace
-
 // QAdd, 8 elements per step: the dequantize_run and quantize_run steps
 // above back to back (each product rounded before the add: the compiler
-// may not contract it into an FMA, hence the asm barrier).
-void qadd_run_s8_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p) {
+// may not contract it into an FMA, hence the asm barrier), the quotient in
+// the form p.quotient names (quant_kernels.h: QAddKernel checks the
+// reciprocal forms on every input pair before it uses them).
+template <QAddQuotient kQ>
+void qadd_run(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p) {
   const __m256 sa = _mm256_set1_ps(p.a_scale), sb = _mm256_set1_ps(p.b_scale), sy = _mm256_set1_ps(p.y_scale);
+  const __m256 ry = _mm256_set1_ps(p.y_rcp);
   const __m256i za = _mm256_set1_epi32(p.a_zp), zb = _mm256_set1_epi32(p.b_zp), zy = _mm256_set1_epi32(p.y_zp);
   const __m256 lo = _mm256_set1_ps(static_cast<float>(-128 - p.y_zp));
   const __m256 hi = _mm256_set1_ps(static_cast<float>(127 - p.y_zp));
@@ -71,10 +73,29 @@ void qadd_run_s8_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, co
     __asm__("" : "+x"(va), "+x"(vb));
     __m256 v = _mm256_add_ps(va, vb);
     if (p.relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, sy), lo), hi);
-    store8(y + i, _mm256_add_epi32(_mm256_cvtps_epi32(v), zy));
+    __m256 q;
+    if constexpr (kQ == QAddQuotient::kDivide) {
+      q = _mm256_div_ps(v, sy);
+    } else if constexpr (kQ == QAddQuotient::kReciprocal) {
+      q = _mm256_mul_ps(v, ry);
+    } else {
+      const __m256 q0 = _mm256_mul_ps(v, ry);
+      q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, sy, v), ry, q0);
+    }
+    q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+    store8(y + i, _mm256_add_epi32(_mm256_cvtps_epi32(q), zy));
   }
   for (; i < n; ++i) y[i] = qadd_one(a[i], b[i], p);
+}
+
+}  // namespace
+
+void qadd_run_s8_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p) {
+  switch (p.quotient) {
+    case QAddQuotient::kReciprocal: return qadd_run<QAddQuotient::kReciprocal>(a, b, y, n, p);
+    case QAddQuotient::kRefined: return qadd_run<QAddQuotient::kRefined>(a, b, y, n, p);
+    case QAddQuotient::kDivide: return qadd_run<QAddQuotient::kDivide>(a, b, y, n, p);
+  }
 }
 
 void quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float scale, int32_t zp) {

@@ -350,10 +350,23 @@ void maxpool_s8_avx2(const PoolS8Geom& g, const int8_t* x, int8_t* y, void* ws);
 // ---------------------------------------------------------------------------
 // QAdd (ops.def): y = Q(DQ(a) + DQ(b) [, Relu]) over n elements, the Q/DQ
 // kernels' own operations (dequantize_one, a float add, quantize_one).
+//
+// The quotient v / y_scale: a division costs 5-10x a multiply (the divider
+// bounds the whole kernel), so the SIMD tiers may compute it as v * y_rcp
+// (y_rcp = 1 / y_scale rounded) or that product refined by one residual
+// step (e = fma(-q, y_scale, v); q + e * y_rcp, Markstein's correction).
+// Either may round differently from the division for some v; the output,
+// though, is a function of the two int8 inputs only, so QAddKernel runs the
+// tier's kernel on all 65536 input pairs when it is created and takes the
+// cheapest form whose every output equals qadd_one's (the division, when
+// neither does): exact by construction, not by argument.
+enum class QAddQuotient : int { kDivide, kReciprocal, kRefined };
 struct QAddParams {
   float a_scale = 1.f, b_scale = 1.f, y_scale = 1.f;
+  float y_rcp = 1.f;  // 1 / y_scale (kReciprocal, kRefined)
   int32_t a_zp = 0, b_zp = 0, y_zp = 0;
   bool relu = false;
+  QAddQuotient quotient = QAddQuotient::kDivide;
 };
 static inline int8_t qadd_one(int8_t a, int8_t b, const QAddParams& p) {
   // no_contract: in the AVX2 file (-mfma) the product and the add must not fuse.
@@ -363,6 +376,7 @@ static inline int8_t qadd_one(int8_t a, int8_t b, const QAddParams& p) {
   return quantize_one<int8_t>(v, p.y_scale, p.y_zp);
 }
 void qadd_run_s8_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p);
+void qadd_run_s8_avx512(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p);
 
 // Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc, qadd.cc), registered in register.cc.
 std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
