@@ -437,6 +437,12 @@ CONV_SHAPES = [
     (2, 8, 30, 31, 12, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 16, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, None),
     (1, 12, 26, 23, 10, 5, 5, (1, 1), (2, 3, 1, 0), (2, 1), 1, None),
+    # Quad-plane rows wider than one 64-column block (built in registers on
+    # the VNNI tier): stride 1 with a ragged second block, stride 2 (78
+    # padded columns, two phases), strides (2, 1).
+    (1, 8, 9, 70, 12, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
+    (2, 4, 7, 75, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
+    (1, 8, 8, 66, 9, 3, 3, (2, 1), (1, 0, 1, 2), (1, 1), 1, None),
     # Strided 1x1 convs at batch 1 (ResNet's downsampling shortcut) run
     # padded on their one used phase plane: stride 2, strides (3, 2) with
     # pads, grouped.

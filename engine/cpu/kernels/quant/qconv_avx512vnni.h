@@ -194,6 +194,23 @@ void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, 
   });
 }
 
+// The 4x4 interleave of pack_quad: rows r0..r3 (64 bytes each) -> p[i],
+// the 16 four-byte columns 16i..16i+15, each (r0, r1, r2, r3)[col], XORed
+// with fx.
+inline void interleave4(__m512i r0, __m512i r1, __m512i r2, __m512i r3, __m512i fx, __m512i p[4]) {
+  const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+  const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
+  // Lane L of o0..o3: columns 16L + 0-3, 4-7, 8-11, 12-15 of the block.
+  const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
+  const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
+  const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o0, o1, 0xEE);
+  const __m512i u2 = _mm512_shuffle_i64x2(o2, o3, 0x44), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
+  p[0] = _mm512_xor_si512(_mm512_shuffle_i64x2(u0, u2, 0x88), fx);
+  p[1] = _mm512_xor_si512(_mm512_shuffle_i64x2(u0, u2, 0xDD), fx);
+  p[2] = _mm512_xor_si512(_mm512_shuffle_i64x2(u1, u3, 0x88), fx);
+  p[3] = _mm512_xor_si512(_mm512_shuffle_i64x2(u1, u3, 0xDD), fx);
+}
+
 // Packs one k group: rows r[0..3] (ncols columns each) into the [16][4]
 // slot of every panel (panel j's slot at out + j * panel_stride), XORing
 // every byte with `flip` (0x80 or 0). 64 columns (four panels) at a time:
@@ -207,17 +224,54 @@ void pack_quad(const int8_t* const r[4], int64_t ncols, uint8_t flip, uint8_t* o
     const __mmask64 m = n == 64 ? ~0ull : (1ull << n) - 1;
     const __m512i r0 = _mm512_maskz_loadu_epi8(m, r[0] + col), r1 = _mm512_maskz_loadu_epi8(m, r[1] + col);
     const __m512i r2 = _mm512_maskz_loadu_epi8(m, r[2] + col), r3 = _mm512_maskz_loadu_epi8(m, r[3] + col);
-    const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
-    const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
-    // Lane L of o0..o3: columns 16L + 0-3, 4-7, 8-11, 12-15 of the block.
-    const __m512i o0 = _mm512_unpacklo_epi16(t0, t2), o1 = _mm512_unpackhi_epi16(t0, t2);
-    const __m512i o2 = _mm512_unpacklo_epi16(t1, t3), o3 = _mm512_unpackhi_epi16(t1, t3);
-    const __m512i u0 = _mm512_shuffle_i64x2(o0, o1, 0x44), u1 = _mm512_shuffle_i64x2(o0, o1, 0xEE);
-    const __m512i u2 = _mm512_shuffle_i64x2(o2, o3, 0x44), u3 = _mm512_shuffle_i64x2(o2, o3, 0xEE);
-    const __m512i p[4] = {_mm512_shuffle_i64x2(u0, u2, 0x88), _mm512_shuffle_i64x2(u0, u2, 0xDD),
-                          _mm512_shuffle_i64x2(u1, u3, 0x88), _mm512_shuffle_i64x2(u1, u3, 0xDD)};
+    __m512i p[4];
+    interleave4(r0, r1, r2, r3, fx, p);
     const int panels = static_cast<int>((n + 15) / 16);
-    for (int i = 0; i < panels; ++i) _mm512_storeu_si512(out + (j + i) * panel_stride, _mm512_xor_si512(p[i], fx));
+    for (int i = 0; i < panels; ++i) _mm512_storeu_si512(out + (j + i) * panel_stride, p[i]);
+  }
+}
+
+// One padded row of a channel quad's quad planes (qconv_tiled.h, pad_quads),
+// built in registers: src[h] is channel h's input row (w bytes), or null
+// for a row of the padding; padded column jj holds src[h][jj - pl] for pl
+// <= jj < pl + w and x_zp elsewhere, its 4 channels' bytes interleaved and
+// XORed with flip as pack_quad lays them out. Column phase b (stride sw, 1
+// or 2; bit b of `phases`) takes padded columns j * sw + b, j < wp, into
+// dst + b * phase_stride (exactly wp * 4 bytes: a neighbouring row may be
+// another thread's). The masked loads read only the input row's bytes.
+void quad_row(const int8_t* const src[4], int64_t pl, int64_t w, int64_t wp, int64_t sw, uint32_t phases,
+              int8_t x_zp, uint8_t flip, int8_t* dst, int64_t phase_stride) {
+  const __m512i fx = _mm512_set1_epi8(static_cast<char>(flip)), zp = _mm512_set1_epi8(x_zp);
+  const int64_t wfull = wp * sw;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t cb = 0; cb < wfull; cb += 64) {
+    // Lanes [l0, l1) of this block are input columns cb + l - pl.
+    const int64_t l0 = std::clamp<int64_t>(pl - cb, 0, 64), l1 = std::clamp<int64_t>(pl + w - cb, 0, 64);
+    const __mmask64 m = l1 > l0 ? ((l1 - l0 == 64 ? ~0ull : (1ull << (l1 - l0)) - 1) << l0) : 0;
+    __m512i r[4];
+    for (int h = 0; h < 4; ++h)
+      r[h] = src[h] && m ? _mm512_mask_loadu_epi8(zp, m, src[h] + (cb - pl)) : zp;
+    __m512i p[4];
+    interleave4(r[0], r[1], r[2], r[3], fx, p);
+    if (sw == 1) {
+      for (int i = 0; i < 4; ++i) {
+        const int64_t j = cb + 16 * i, n = std::min<int64_t>(16, wp - j);
+        if (n <= 0) break;
+        _mm512_mask_storeu_epi32(dst + 4 * j, n == 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1), p[i]);
+      }
+      continue;
+    }
+    for (int64_t b = 0; b < 2; ++b) {
+      if (!(phases >> b & 1u)) continue;
+      const __m512i idx = _mm512_add_epi32(even, _mm512_set1_epi32(static_cast<int>(b)));
+      for (int i = 0; i < 2; ++i) {  // phase columns cb / 2 + 16i .. + 15 from p[2i], p[2i + 1]
+        const int64_t j = cb / 2 + 16 * i, n = std::min<int64_t>(16, wp - j);
+        if (n <= 0) break;
+        _mm512_mask_storeu_epi32(dst + b * phase_stride + 4 * j,
+                                 n == 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1),
+                                 _mm512_permutex2var_epi32(p[2 * i], idx, p[2 * i + 1]));
+      }
+    }
   }
 }
 
@@ -250,6 +304,12 @@ struct VnniPanels {
   }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad(r, ncols, flip, out, panel_stride);
+  }
+  // pad_quads' rows for strides 1 and 2, built in registers (quad_row).
+  static constexpr bool kQuadRows = true;
+  void quad_rows(const int8_t* const src[4], int64_t pl, int64_t w, int64_t wp, int64_t sw, uint32_t phases,
+                 int8_t x_zp, int8_t* dst, int64_t phase_stride) const {
+    quad_row(src, pl, w, wp, sw, phases, x_zp, flip, dst, phase_stride);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
     epilogue_tile(*k, tile, mr, c0, cols, corr);

@@ -45,6 +45,10 @@
 //   void thread_begin() const, thread_end() const: a thread's first and
 //   last acts in one call's tasks (AMX loads its tile configuration and
 //   releases the tiles; the other tiers do nothing);
+//   static constexpr bool kQuadRows: pad_quads makes the quad-plane rows of
+//   strides 1 and 2 with quad_rows(src[4], pl, w, wp, sw, phases, x_zp,
+//   dst, phase_stride) (one padded row of a channel quad, every phase)
+//   instead of pack_group on a row buffer;
 //   static constexpr bool kTapMajorQuads: the quad planes' k groups in
 //   (tap, quad) order instead of (quad, tap): then 16 consecutive groups of
 //   one tap lie 4 * chan_bytes apart (AMX loads them as one strided tile).
@@ -542,7 +546,10 @@ inline void pad_input(ThreadPool& pool, const ConvGeom& g, const int8_t* x, cons
 // the input hold x_zp. Per padded input row (row r of the phases a) the 4
 // channels' rows are copied with their borders into a row buffer and
 // interleaved once by pack_group; each column phase b then takes every
-// sw-th 4-byte column of it.
+// sw-th 4-byte column of it. A tier with kQuadRows does that row in
+// registers (masked loads with the borders, the interleave, the phase
+// split, stores into the planes) for strides 1 and 2: on the VNNI tier the
+// row buffer's small memset/memcpy calls were most of pad_quads' time.
 template <class T>
 void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, const T& tr, int8_t* out) {
   const int64_t quads = g.n * g.c / 4, wp = t.wp, row_bytes = wp * 4;
@@ -566,6 +573,17 @@ void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
         if (!used) continue;
         for (int64_t r = r_begin; r < r_end; ++r) {
           const int64_t iy = r * g.sh + a - g.pt;
+          if constexpr (T::kQuadRows) {
+            if (g.sw <= 2) {
+              const int8_t* src[4];
+              for (int h = 0; h < 4; ++h)
+                src[h] = iy < 0 || iy >= g.h ? nullptr : x + ((img * g.c + c0 + h) * g.h + iy) * g.w;
+              tr.quad_rows(src, g.pl, g.w, wp, g.sw, static_cast<uint32_t>(t.used_phases >> (a * g.sw)),
+                           static_cast<int8_t>(g.x_zp), out + qd * 4 * t.chan_bytes + (a * g.sw * t.hp + r) * row_bytes,
+                           t.hp * row_bytes);
+              continue;
+            }
+          }
           const int8_t* rp[4];
           for (int h = 0; h < 4; ++h) {
             int8_t* d = rows.data() + h * wf64;
@@ -588,22 +606,6 @@ void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
             int8_t* dst = out + qd * 4 * t.chan_bytes + ((a * g.sw + b) * t.hp + r) * row_bytes;
             if (g.sw == 1) {
               std::memcpy(dst, inter.data(), static_cast<size_t>(row_bytes));
-#if defined(__AVX512F__)
-            } else if (g.sw == 2) {
-              // Every other 4-byte column, 16 at a time with one two-register
-              // permute (the 4-byte copies below were half of pad_quads' time
-              // for a stride-2 3x3 conv). The loads stay inside `inter`: 8 *
-              // round_up(wp, 16) <= 4 * wf64 bytes.
-              const __m512i idx = _mm512_add_epi32(
-                  _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
-                  _mm512_set1_epi32(static_cast<int>(b)));
-              for (int64_t j = 0; j < wp; j += 16) {
-                const uint8_t* s = inter.data() + 8 * j;
-                const __m512i v = _mm512_permutex2var_epi32(_mm512_loadu_si512(s), idx, _mm512_loadu_si512(s + 64));
-                const __mmask16 m = wp - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (wp - j)) - 1);
-                _mm512_mask_storeu_epi32(dst + 4 * j, m, v);
-              }
-#endif
             } else {
               for (int64_t j = 0; j < wp; ++j) std::memcpy(dst + 4 * j, inter.data() + 4 * (j * g.sw + b), 4);
             }
