@@ -524,6 +524,33 @@ def test_qconv_tier_vs_numpy_bit_exact(shape, epilogue, tier):
             assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
 
 
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("epilogue", ["i32bias_relu_requant", "fbias_zs8_requant"])
+def test_qconv_requantize_beyond_int32_saturates(epilogue, tier):
+    """A requantize whose values exceed 2^31 in output units (y_scale 1e-9:
+    |v| up to ~1e13) still saturates to 127 / -128 as numpy's clamp does. The
+    SIMD epilogue may drop its clamp to 127 when the kernel proves |v| <
+    2^31 (Epilogue::v_bounded); here it must not: cvtps2dq turns an
+    out-of-range v into INT32_MIN, which would saturate to -128."""
+    _require_tier(tier)
+    rng = np.random.default_rng()
+    n, c, h, w_, m = 2, 16, 9, 11, 24
+    x = _int8_data(rng, (n, c, h, w_), False)
+    w = _int8_data(rng, (m, c, 3, 3), False)
+    x_scale, w_scale = np.float32(0.5), rng.uniform(0.5, 1.0, size=m).astype(np.float32)
+    mul = x_scale * w_scale
+    acc = _np_conv_acc(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    ep, attrs = _make_epilogue(rng, epilogue, acc, 1, mul, acc.shape, m)
+    ep["y_scale"] = np.float32(1e-9)
+    attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], strides=[1, 1], dilations=[1, 1],
+                 group=1, kernel_shape=[3, 3], pads=[1, 1, 1, 1], y_scale=float(ep["y_scale"]))
+    want = _np_epilogue(acc, 1, mul, ep)
+    model, feeds = _custom_model("QConv", x, w, ep, attrs)
+    got = _engine(model, tier=tier).run(feeds)["y"]
+    assert np.all((want == 127) | (want == -128) | (want == 0)) and np.sum(want == 127) > want.size // 4
+    np.testing.assert_array_equal(got, want, err_msg=tier)
+
+
 def _np_conv3d_acc(x, w, strides, pads, dilations, group):
     """int64 accumulators of a grouped 3-D convolution (NCDHW); pads are
     ONNX's [front, top, left, back, bottom, right]."""

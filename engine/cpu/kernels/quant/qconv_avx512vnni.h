@@ -71,8 +71,14 @@ inline __m512 epi_value(const EpiConst& k, __m512i acc, __m512 mul, __m512 bf, _
 // lower clamp is narrow48's saturation: clamping to integer bounds commutes
 // with rounding, and a v below -128 - y_zp (or a NaN, which cvtps2dq turns
 // into INT32_MIN as the clamp turned it into the lower bound; the min keeps
-// it, returning its second operand) saturates to -128 there.
-inline __m512i quantize16(const EpiConst& k, __m512 v) { return _mm512_cvtps_epi32(_mm512_min_ps(k.q_hi, v)); }
+// it, returning its second operand) saturates to -128 there. kBounded
+// (Epilogue::v_bounded: |v| < 2^31 - 256, no Inf) leaves the upper clamp to
+// the saturation too: round(v) is then exact in int32, and its saturating
+// narrowing is the clamp.
+template <bool kBounded>
+inline __m512i quantize16(const EpiConst& k, __m512 v) {
+  return _mm512_cvtps_epi32(kBounded ? v : _mm512_min_ps(k.q_hi, v));
+}
 
 // Three lane groups of quantize16 values -> their 48 int8 outputs in order
 // (bytes 48-63 repeat c), the zero point added: saturating packs to int16,
@@ -99,7 +105,7 @@ inline void epilogue16(const EpiConst& k, __m512i acc, __m512 mul, __m512i bi, _
     z = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, e.z_s8 + idx)), k.z_zp));
   const __m512 v = epi_value(k, e.bias_i32 ? _mm512_add_epi32(acc, bi) : acc, mul, bf, z);
   if (e.requant) {
-    const __m512i q = quantize16(k, v);
+    const __m512i q = quantize16<false>(k, v);
     const __m128i b = _mm512_castsi512_si128(narrow48(k, q, q, q));
     if (m == 0xffff) _mm_storeu_si128(reinterpret_cast<__m128i*>(e.y_s8 + idx), b);
     else _mm_mask_storeu_epi8(e.y_s8 + idx, m, b);
@@ -114,8 +120,9 @@ using TileRuns = TileRunsOf<16, kNV>;
 
 // One tile row's epilogue: the tile's 48 accumulators of channel c, `at` =
 // c * hw. Z: the residual (0 none, 1 float, 2 int8), a template argument
-// with the requantize so the row is straight-line code.
-template <bool kRequant, int kZ>
+// with the requantize (and whether v is bounded, quantize16) so the row is
+// straight-line code.
+template <bool kRequant, int kZ, bool kBounded>
 inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t at, const TileRuns& runs,
                          const int32_t* corr) {
   const Epilogue& e = k.e;
@@ -153,7 +160,8 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
   for (int j = 0; j < kNV; ++j)
     v[j] = epi_value(k, _mm512_add_epi32(_mm512_load_si512(t + 16 * j), add), mul, bf, z[j]);
   if constexpr (kRequant) {
-    const __m512i bytes = narrow48(k, quantize16(k, v[0]), quantize16(k, v[1]), quantize16(k, v[2]));
+    const __m512i bytes =
+        narrow48(k, quantize16<kBounded>(k, v[0]), quantize16<kBounded>(k, v[1]), quantize16<kBounded>(k, v[2]));
     for (int r = 0; r < runs.n; ++r) {
       int8_t* dst = e.y_s8 + runs.off[r] + at;
       if (runs.mask[r] == TileRuns::kAll) {
@@ -175,10 +183,11 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
 // Tile rows are channels c0..c0+mr-1; columns as `cols` maps them. All
 // three lane groups are computed (a narrower tile's unused columns hold
 // earlier values, and are not stored).
-template <bool kRequant, int kZ>
+template <bool kRequant, int kZ, bool kBounded>
 void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs,
                    int64_t hw, const int32_t* corr) {
-  for (int r = 0; r < mr; ++r) epilogue_row<kRequant, kZ>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs, corr);
+  for (int r = 0; r < mr; ++r)
+    epilogue_row<kRequant, kZ, kBounded>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs, corr);
 }
 
 void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
@@ -190,7 +199,10 @@ void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, 
   const EpiConst k = k0;
   const TileRuns runs(cols);
   with_epilogue_kind(k.e, [&](auto requant, auto z) {
-    epilogue_rows<decltype(requant)::value, decltype(z)::value>(k, tile, mr, c0, runs, cols.hw, corr);
+    constexpr bool kR = decltype(requant)::value;
+    constexpr int kZ = decltype(z)::value;
+    if (kR && k.e.v_bounded) epilogue_rows<kR, kZ, true>(k, tile, mr, c0, runs, cols.hw, corr);
+    else epilogue_rows<kR, kZ, false>(k, tile, mr, c0, runs, cols.hw, corr);
   });
 }
 

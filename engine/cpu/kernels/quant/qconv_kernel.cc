@@ -129,6 +129,20 @@ struct EpilogueAttrs {
         fail(ErrorKind::kDType, d, ": residual must be float32 or int8, got ", dtype_name(z->dtype()));
       }
     }
+    if (requant && !e.z_f32) {
+      // Epilogue::v_bounded: |float(acc)| <= 2^31, so |v| <= 2^31 max|mul|
+      // + max|bias_f32| + 256 |z_scale| (before a Relu or Clip, which only
+      // narrow it), each term rounded up by a margin.
+      double most = 0.0;
+      for (int64_t c = 0; c < m; ++c) most = std::max(most, std::fabs(static_cast<double>(mul[c])));
+      double bound = 2147483648.0 * most * (1.0 + 1e-6);
+      double bias_most = 0.0;
+      if (e.bias_f32)
+        for (int64_t c = 0; c < m; ++c) bias_most = std::max(bias_most, std::fabs(static_cast<double>(e.bias_f32[c])));
+      bound += bias_most * (1.0 + 1e-6);
+      if (e.z_s8) bound += 256.0 * std::fabs(static_cast<double>(e.z_scale)) * (1.0 + 1e-6);
+      e.v_bounded = std::isfinite(bound) && bound < 2147483648.0 - 4096.0;
+    }
     e.act = act;
     e.act_lo = requant ? lo / y_scale : lo;
     e.act_hi = requant ? hi / y_scale : hi;

@@ -118,6 +118,11 @@ struct Epilogue {
   int32_t y_zp = 0;
   float* y_f32 = nullptr;
   int8_t* y_s8 = nullptr;
+  // Set by the kernel that made the epilogue when every v it can produce is
+  // finite with |v| < 2^31 - 256 (no float residual; |mul| * 2^31 + |bias_f32|
+  // + 256 |z_scale| below that): a SIMD requantize may then leave the clamp
+  // to 127 - y_zp to its saturating narrowing (same bits).
+  bool v_bounded = false;
 };
 
 static inline void epilogue_one(const Epilogue& e, int32_t acc, int64_t c, int64_t idx) {
