@@ -99,6 +99,7 @@ struct EpilogueAttrs {
                 void* bias_scratch) const {
     Epilogue e;
     e.mul = mul;
+    double bias_most = 0.0;  // max |bias_f32[c]| in output units (Epilogue::v_bounded below)
     if (b) {
       ENGINE_ENFORCE(b->numel() == m, kShape, d, ": bias has ", b->numel(), " elements for ", m, " channels");
       if (b->dtype() == DType::kInt32) {
@@ -107,7 +108,10 @@ struct EpilogueAttrs {
         e.bias_f32 = b->data<float>();
         if (requant) {
           auto* scaled = static_cast<float*>(bias_scratch);
-          for (int64_t c = 0; c < m; ++c) scaled[c] = e.bias_f32[c] / y_scale;
+          for (int64_t c = 0; c < m; ++c) {
+            scaled[c] = e.bias_f32[c] / y_scale;
+            bias_most = std::max(bias_most, std::fabs(static_cast<double>(scaled[c])));
+          }
           e.bias_f32 = scaled;
         }
       } else {
@@ -135,11 +139,7 @@ struct EpilogueAttrs {
       // narrow it), each term rounded up by a margin.
       double most = 0.0;
       for (int64_t c = 0; c < m; ++c) most = std::max(most, std::fabs(static_cast<double>(mul[c])));
-      double bound = 2147483648.0 * most * (1.0 + 1e-6);
-      double bias_most = 0.0;
-      if (e.bias_f32)
-        for (int64_t c = 0; c < m; ++c) bias_most = std::max(bias_most, std::fabs(static_cast<double>(e.bias_f32[c])));
-      bound += bias_most * (1.0 + 1e-6);
+      double bound = (2147483648.0 * most + bias_most) * (1.0 + 1e-6);
       if (e.z_s8) bound += 256.0 * std::fabs(static_cast<double>(e.z_scale)) * (1.0 + 1e-6);
       e.v_bounded = std::isfinite(bound) && bound < 2147483648.0 - 4096.0;
     }
