@@ -443,6 +443,10 @@ CONV_SHAPES = [
     (1, 8, 9, 70, 12, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     (2, 4, 7, 75, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
     (1, 8, 8, 66, 9, 3, 3, (2, 1), (1, 0, 1, 2), (1, 1), 1, None),
+    # Quad columns (the VNNI tier copies a task's merged columns out of the
+    # quad planes, one run per output row, 64 runs at a time): 96 runs of 3
+    # columns in one chunk, runs crossing 16-column panels and images.
+    (8, 4, 12, 3, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, None),
     # Strided 1x1 convs at batch 1 (ResNet's downsampling shortcut) run
     # padded on their one used phase plane: stride 2, strides (3, 2) with
     # pads, grouped.

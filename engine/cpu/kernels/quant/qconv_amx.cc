@@ -170,7 +170,7 @@ template <class Tiles>
 struct AmxTraits : VnniPanels {
   using VnniPanels::VnniPanels;
   static constexpr int kMR = kAmxMR, kKGroup = 4, kNV = 3;
-  static constexpr bool kQuads = true, kTapMajorQuads = true;
+  static constexpr bool kQuads = true, kTapMajorQuads = true, kQuadCols = false;
   int64_t quad_bytes = 0;
 
   // The tile configuration is the thread's state, which other code in the

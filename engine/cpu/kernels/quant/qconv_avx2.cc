@@ -383,7 +383,7 @@ void pack_quad_u8(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t
 // The u8 path's ISA part of qconv_tiled.h's driver.
 struct Avx2U8Traits {
   static constexpr int kMR = kU8MR, kKGroup = 4, kNV = 1;
-  static constexpr bool kQuads = true, kTapMajorQuads = false, kQuadRows = false;
+  static constexpr bool kQuads = true, kTapMajorQuads = false, kQuadRows = false, kQuadCols = true;
   const int8_t* packed_w;
   const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
   int64_t group_bytes, a_tile_bytes;
@@ -415,7 +415,7 @@ struct Avx2U8Traits {
 // The ISA part of qconv_tiled.h's driver.
 struct Avx2Traits {
   static constexpr int kMR = qk::kMR, kKGroup = 2, kNV = 1;
-  static constexpr bool kQuads = false, kTapMajorQuads = false;
+  static constexpr bool kQuads = false, kTapMajorQuads = false, kQuadCols = false;
   const int16_t* packed_w;
   int64_t group_elems, a_tile_elems;
   const Epilogue* e;

@@ -108,7 +108,7 @@ void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, in
 struct VnniTraits : VnniPanels {
   using VnniPanels::VnniPanels;
   static constexpr int kMR = kVnniMR, kKGroup = 4, kNV = 3;
-  static constexpr bool kQuads = true, kTapMajorQuads = false;
+  static constexpr bool kQuads = true, kTapMajorQuads = false, kQuadCols = true;
 
   void thread_begin() const {}
   void thread_end() const {}

@@ -51,7 +51,10 @@
 //   instead of pack_group on a row buffer;
 //   static constexpr bool kTapMajorQuads: the quad planes' k groups in
 //   (tap, quad) order instead of (quad, tap): then 16 consecutive groups of
-//   one tap lie 4 * chan_bytes apart (AMX loads them as one strided tile).
+//   one tap lie 4 * chan_bytes apart (AMX loads them as one strided tile);
+//   static constexpr bool kQuadCols: the tier may run quad columns
+//   (TiledPlan::quad_cols: kernel_quads over a task's copy of the quad
+//   planes, k groups at any offsets; AMX's tiles want the planes' stride).
 #pragma once
 
 #include <immintrin.h>
@@ -350,7 +353,16 @@ struct TiledPlan {
   // columns are already one panel slot. The kernel reads them there (at
   // quad_off[group] from the chunk's first column): no per-task packing.
   bool quads = false;
-  std::vector<int64_t> quad_off;                            // quads: k group p's byte offset
+  std::vector<int64_t> quad_off;                            // quads, quad_cols: k group p's byte offset
+  // Quad columns (T::kQuadCols, where quad planes could be read but the
+  // padded rows' thrown-away columns would cost more than a copy): the
+  // columns are the merged ones, and each task copies its chunk's columns
+  // of every k group out of the quad planes (one run per output row),
+  // group p at col_off[p] of its buffer; the kernel reads them there as it
+  // reads quad planes. 7x7 outputs at batch 8: 392 columns computed, where
+  // the padded rows compute 8 x 64.
+  bool quad_cols = false;
+  std::vector<int64_t> col_off;                             // quad_cols: k group p's offset in a task's buffer
   size_t workspace(int threads) const {
     return pad_bytes + (rows_bytes + packed_bytes) * static_cast<size_t>(threads);
   }
@@ -389,20 +401,22 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
       return cols / 16 * 16 + (r == 0 ? 0 : r <= 4 ? r : 16);
     };
     const int64_t frames = g.n * g.od;
+    const bool quads = T::kQuads && quads_ok && g.d == 1 && g.kd == 1 && g.cg() % 4 == 0;
+    // With quad planes the padded rows pack nothing and quad columns copy
+    // every k group's runs once per task: 1/16 more than the columns'
+    // kernel time, about, where the vpdpbusd per k group and panel number
+    // mg (>= 64 in ResNets). Chains of 3x3 convs at batch 8, Zen 4, 2
+    // threads, against onnxruntime's u8s8 per layer: 512 channels at 7x7
+    // 1.22x -> 0.98x, 256 at 14x14 1.15-1.23x -> 1.06-1.14x, 128 at 28x28
+    // 1.13-1.17x -> 1.07-1.14x; at 56x56 (3.4% thrown away) the padded rows
+    // stay, as they measured no slower there.
+    const bool quad_cols = quads && T::kQuadCols && cost(t.p) * 17 < frames * cost(g.oh * wp) * 16;
     const int64_t merged = cost(t.p) * 3, pad = frames * cost(g.oh * wp) * 2;
-    if (pad <= merged) {
-      t.padded = true;
-      t.frames = frames;
+    if (pad <= merged || quad_cols) {
+      t.padded = !quad_cols;
+      t.quad_cols = quad_cols;
       t.wp = wp;
       t.hp = hp;
-      t.p_img = g.oh * wp;
-      t.nt_img = nt_img;
-      t.nt_count = frames * nt_img;
-      t.cpi = (nt_img + max_chunk - 1) / max_chunk;
-      if (t.cpi > 1 && frames % threads != 0) t.cpi = round_up(t.cpi, threads);
-      t.chunk = (nt_img + t.cpi - 1) / t.cpi;
-      t.cpi = (nt_img + t.chunk - 1) / t.chunk;
-      t.chunks = frames * t.cpi;
       t.phases = g.sh * g.sw;
       t.chan_bytes = t.phases * hp * wp;
       for (int64_t ki = 0; ki < g.kh; ++ki)
@@ -411,10 +425,21 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
           t.used_phases |= uint64_t{1} << ph;
           t.tap_off[ki * g.kw + kj] = (ph * hp + ki * g.dh / g.sh) * wp + kj * g.dw / g.sw;
         }
+      if (t.padded) {
+        t.frames = frames;
+        t.p_img = g.oh * wp;
+        t.nt_img = nt_img;
+        t.nt_count = frames * nt_img;
+        t.cpi = (nt_img + max_chunk - 1) / max_chunk;
+        if (t.cpi > 1 && frames % threads != 0) t.cpi = round_up(t.cpi, threads);
+        t.chunk = (nt_img + t.cpi - 1) / t.cpi;
+        t.cpi = (nt_img + t.chunk - 1) / t.chunk;
+        t.chunks = frames * t.cpi;
+      }
       // (kw == 1: no thrown-away columns, so no read past the last frame.)
-      t.direct = t.phases == 1 && hp == g.h && wp == g.w && g.pt == 0 && g.pl == 0 && g.kw == 1;
-      t.quads = T::kQuads && quads_ok && g.d == 1 && g.kd == 1 && g.cg() % 4 == 0;
-      if (t.quads) {
+      t.direct = t.padded && t.phases == 1 && hp == g.h && wp == g.w && g.pt == 0 && g.pl == 0 && g.kw == 1;
+      t.quads = quads && t.padded;
+      if (quads) {
         // Group p = quad * taps + tap, or tap * quads + quad for
         // kTapMajorQuads (the weights' k order then).
         const int64_t taps = g.kh * g.kw, nq = g.cg() / 4;
@@ -456,6 +481,11 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
     t.chunk = (t.nt_count + t.chunks - 1) / t.chunks;
     t.chunks = (t.nt_count + t.chunk - 1) / t.chunk;
   }
+  if (t.quad_cols) {
+    t.col_off.resize(static_cast<size_t>(t.groups));
+    // (64 bytes apart: a group's whole-vector copies never reach the next.)
+    for (int64_t p = 0; p < t.groups; ++p) t.col_off[p] = p * (t.chunk * 64 + 64);
+  }
   const int64_t outer = g.group * t.chunks;
   t.msplit = 1;
   if (outer % threads != 0) t.msplit = round_up((4 * threads + outer - 1) / outer, threads);
@@ -463,9 +493,10 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   t.msplit = std::max<int64_t>(1, std::min(t.msplit, t.mt_count));
   t.tasks = outer * t.msplit;
   t.ld = t.chunk * 16;
-  // (Quad planes pack nothing per task: no row or panel buffers.)
-  t.rows_bytes = t.quads ? 0 : tiled_align64(static_cast<size_t>(T::kKGroup * t.ld));
-  t.packed_bytes = t.quads ? 0 : tiled_align64(static_cast<size_t>(t.chunk * t.panel_bytes));
+  // (Quad planes pack nothing per task: no row or panel buffers. Quad
+  // columns copy whole vectors: up to 63 bytes past a group's last run.)
+  t.rows_bytes = t.quads || t.quad_cols ? 0 : tiled_align64(static_cast<size_t>(T::kKGroup * t.ld));
+  t.packed_bytes = t.quads ? 0 : tiled_align64(static_cast<size_t>(t.chunk * t.panel_bytes + (t.quad_cols ? 64 * t.groups : 0)));
   return t;
 }
 
@@ -619,12 +650,57 @@ void pad_quads(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
   std::memset(out + g.n * g.c * t.chan_bytes, 0, static_cast<size_t>(4 * (wp + 64)));
 }
 
+// TiledPlan::quad_cols: merged columns [p0, p1) (of one group's channels)
+// of every k group p, copied out of the quad planes to out + col_off[p]:
+// one run of 4-byte columns per output row, whole vectors at a time (a run
+// may write up to a vector past its end: the next run, or the next group,
+// or the buffer's slack, takes it; the planes' slack covers the reads).
+inline void copy_quad_cols(const ConvGeom& g, const TiledPlan& t, const int8_t* planes, int64_t grp, int64_t p0,
+                           int64_t p1, uint8_t* out) {
+  struct Run {
+    int64_t src, dst, bytes;
+  };
+  Run runs[64];
+  const int64_t hw = g.ohw();
+  int64_t img = p0 / hw, oy = p0 % hw / g.ow, ox = p0 % g.ow;
+  for (int64_t q = p0; q < p1;) {
+    int n = 0;
+    for (; n < 64 && q < p1; ++n) {
+      const int64_t len = std::min(g.ow - ox, p1 - q);
+      // Quad 0 of (image img, group grp): (img * c + grp * cg) / 4 quads of 4 * chan_bytes in.
+      runs[n] = {(img * g.c + grp * g.cg()) * t.chan_bytes + (oy * t.wp + ox) * 4, (q - p0) * 4, len * 4};
+      q += len;
+      ox = 0;
+      if (++oy == g.oh) {
+        oy = 0;
+        ++img;
+      }
+    }
+    for (int64_t p = 0; p < t.groups; ++p) {
+      const int8_t* s = planes + t.quad_off[p];
+      uint8_t* d = out + t.col_off[p];
+      for (int r = 0; r < n; ++r) {
+        const int8_t* rs = s + runs[r].src;
+        uint8_t* rd = d + runs[r].dst;
+#if defined(__AVX512F__)
+        for (int64_t o = 0; o < runs[r].bytes; o += 64)
+          _mm512_storeu_si512(rd + o, _mm512_loadu_si512(rs + o));
+#else
+        for (int64_t o = 0; o < runs[r].bytes; o += 32)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(rd + o),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rs + o)));
+#endif
+      }
+    }
+  }
+}
+
 template <class T, class Cols>
 void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const TiledPlan& t, void* ws, const T& tr) {
   const int64_t hw = g.ohw();
   const int8_t* padded = t.direct ? x : static_cast<const int8_t*>(ws);
   if constexpr (T::kQuads) {
-    if (t.quads) pad_quads(pool, g, x, t, tr, static_cast<int8_t*>(ws));
+    if (t.quads || t.quad_cols) pad_quads(pool, g, x, t, tr, static_cast<int8_t*>(ws));
   }
   if ((t.padded && !t.direct && !t.quads) || t.subsampled) pad_input(pool, g, x, t, static_cast<int8_t*>(ws));
   // The merged columns' source: the input, or for a subsampled conv its
@@ -676,6 +752,9 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
         // Nothing to pack: the kernel reads the quad planes of image img,
         // group grp, from the chunk's first column.
         packed_id = -1;
+      } else if (t.quad_cols) {
+        if (id != packed_id) copy_quad_cols(g, t, padded, grp, p0, p1, packed);
+        packed_id = id;
       } else if (id != packed_id && t.padded) {
         // Frame iz of channel ci at src + (ci * d + iz) * chan_bytes.
         const int8_t* src = padded + (img * g.c + grp * g.cg()) * g.d * t.chan_bytes + p0;
@@ -734,6 +813,8 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
               const int8_t* b = padded + (img * g.c + grp * g.cg()) * t.chan_bytes + col * 4;
               tr.kernel_quads(nv, nr, tr.a_tile_quads(grp, mt), reinterpret_cast<const uint8_t*>(b),
                               t.quad_off.data(), t.groups, tile);
+            } else if (t.quad_cols) {
+              tr.kernel_quads(nv, nr, tr.a_tile_quads(grp, mt), packed + j * 64, t.col_off.data(), t.groups, tile);
             } else {
               tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
             }
