@@ -484,11 +484,12 @@ void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* o
 }
 
 size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads) {
-  return tiled_plan<Avx2U8Traits>(g, threads, quads).workspace(std::max(threads, 1));
+  return tiled_plan<Avx2U8Traits>(g, threads, quads || pointwise_quads(g)).workspace(std::max(threads, 1));
 }
 
 void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w,
                    const int8_t* packed_w_quads, const Epilogue& e, void* ws) {
+  if (!packed_w_quads && pointwise_quads(g)) packed_w_quads = packed_w;
   const TiledPlan t = tiled_plan<Avx2U8Traits>(g, pool.num_threads(), packed_w_quads != nullptr);
   Avx2U8Traits tr;
   tr.packed_w = packed_w;

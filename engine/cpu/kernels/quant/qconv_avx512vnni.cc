@@ -130,11 +130,12 @@ void pack_a_vnni(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t*
 }
 
 size_t qconv_avx512vnni_workspace(const ConvGeom& g, int threads, bool quads) {
-  return tiled_plan<VnniTraits>(g, threads, quads).workspace(std::max(threads, 1));
+  return tiled_plan<VnniTraits>(g, threads, quads || pointwise_quads(g)).workspace(std::max(threads, 1));
 }
 
 void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg, const int8_t* packed_w,
                       const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws) {
+  if (!packed_w_quads && pointwise_quads(g)) packed_w_quads = packed_w;
   const TiledPlan t = tiled_plan<VnniTraits>(g, pool.num_threads(), packed_w_quads != nullptr);
   const EpiConst k(e);
   const VnniTraits tr(packed_w, packed_w_quads, packed_a_vnni_bytes(t.mg, t.k), t.groups * kVnniMR * 4, x_nonneg, k,

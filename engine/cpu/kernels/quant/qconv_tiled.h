@@ -386,8 +386,14 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   const int64_t all_panels = t.nt_count * t.panel_bytes;
   if (t.mg * t.k * g.group > all_panels) budget = std::max(budget, std::min<int64_t>(all_panels, 640 << 10));
   const int64_t max_chunk = std::max<int64_t>(T::kNV, budget / t.panel_bytes / T::kNV * T::kNV);
-  // (A 1x1 conv's im2col is one gather per k row: no taps to share.)
-  if (g.kd * g.kh * g.kw > 1 && g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
+  // (A 1x1 conv's im2col is one gather per k row: no taps to share. A
+  // strided one with whole quads reads quad planes of its subsampled input
+  // all the same: one pass over the input, where the subsampled plane below
+  // and the per-task pack make two; the caller's packed weights are then
+  // in quad order already, as pointwise_quads says.)
+  const bool strided_pointwise = g.kd * g.kh * g.kw == 1 && g.sh * g.sw > 1;
+  if ((g.kd * g.kh * g.kw > 1 || (strided_pointwise && T::kQuads && quads_ok && g.d == 1 && g.cg() % 4 == 0)) &&
+      g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
     const int64_t wp = g.ow + (g.kw - 1) * g.dw / g.sw, hp = g.oh + (g.kh - 1) * g.dh / g.sh;
     const int64_t nt_img = (g.oh * wp + 15) / 16;
     // Worth it unless the thrown-away columns (and the per-image panel
@@ -418,7 +424,8 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
       t.wp = wp;
       t.hp = hp;
       t.phases = g.sh * g.sw;
-      t.chan_bytes = t.phases * hp * wp;
+      // (A strided 1x1 reads phase (0, 0) only: the others get no room.)
+      t.chan_bytes = (strided_pointwise ? 1 : t.phases) * hp * wp;
       for (int64_t ki = 0; ki < g.kh; ++ki)
         for (int64_t kj = 0; kj < g.kw; ++kj) {
           const int64_t ph = ki * g.dh % g.sh * g.sw + kj * g.dw % g.sw;
@@ -466,7 +473,8 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   // at batch 8, 2 threads, Zen 4 (three alternating runs each, a noisy VM):
   // 1024 -> 2048 channels at 14x14 -> 7x7 2.4-4.4 -> 2.5-3.0 ms, 256 -> 512
   // at 56x56 -> 28x28 3.4-4.0 -> 3.0-3.4 ms; batch 1 as the padded planes.
-  if (!t.padded && g.kd == 1 && g.d == 1 && g.kh == 1 && g.kw == 1 && g.sh * g.sw > 1 && g.sh * g.sw <= 16) {
+  if (!t.padded && !t.quad_cols && g.kd == 1 && g.d == 1 && g.kh == 1 && g.kw == 1 && g.sh * g.sw > 1 &&
+      g.sh * g.sw <= 16) {
     t.subsampled = true;
     t.hp = g.oh;
     t.wp = g.ow;

@@ -275,6 +275,12 @@ void pack_a_quads(const int8_t* src, int64_t rs, int64_t rows, int64_t cg, int64
   pack_a_groups<MR>(src, rs, rows, cg / 4 * taps,
                     [taps](int64_t p, int h) { return (p / taps * 4 + h) * taps + p % taps; }, out);
 }
+// A 2-D 1x1 conv with whole channel quads: pack_a_k4's k order is the quad
+// planes' (one tap), so the tiers' packed weights serve as their quad
+// weights too (qconv_tiled.h reads quad planes for the strided ones).
+inline bool pointwise_quads(const ConvGeom& g) {
+  return g.d == 1 && g.kd == 1 && g.kh == 1 && g.kw == 1 && g.cg() % 4 == 0;
+}
 // ws: qconv_avx512vnni_workspace(g, threads, packed_w_quads != nullptr)
 // bytes, 64-byte aligned. x_nonneg: every input value is >= 0 (then corr is
 // not used). packed_w_quads: pack_a_quads<kVnniMR>'s weights, or null.
