@@ -295,6 +295,12 @@ def cmd_profile(args) -> int:
     if not args.model:
         raise InvalidArgumentError("profile: a model is required (or --list-kernels)")
     batches = _parse_list(args.batch, int)
+    _check_file(args.model)
+    is_plan = _is_plan(args.model)
+    # As build and run: a Q/DQ model runs in INT8 with its own scales unless
+    # told otherwise (its FP32 is fake-quant, the model's own arithmetic).
+    if args.precision is None:
+        args.precision = "int8" if not is_plan and _has_qdq_file(args.model) else "fp32"
     precisions = _parse_list(args.precision)
     for p in precisions:
         if p not in ("fp32", "fp16", "int8"):
@@ -303,8 +309,6 @@ def cmd_profile(args) -> int:
         raise InvalidArgumentError("--batch values must be >= 1")
     if args.compare and args.compare not in ("onnxruntime", "onnxruntime-gpu"):
         raise InvalidArgumentError(f"--compare supports 'onnxruntime' and 'onnxruntime-gpu', got {args.compare!r}")
-    _check_file(args.model)
-    is_plan = _is_plan(args.model)
     results = []
     sess = None
     ort_label = "onnxruntime"
@@ -725,7 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--list-kernels", action="store_true",
                     help="print the kernel table (op, dtype, ISA tier, symbol) and exit")
     pr.add_argument("--batch", default="1", help="comma-separated batch sizes, e.g. 1,8")
-    pr.add_argument("--precision", default="fp32", help="fp32,fp16,int8 (fp16 needs TensorRT)")
+    pr.add_argument("--precision", default=None,
+                    help="fp32,fp16,int8 (fp16 needs TensorRT); default: from the graph (int8 for a model with "
+                         "Q/DQ nodes, else fp32)")
     pr.add_argument("--backend", choices=("auto", "cpu", "tensorrt"), default="auto")
     pr.add_argument("--calib", help="calibration data for int8 (default: random inputs)")
     pr.add_argument("--threads", type=int, default=0)

@@ -123,7 +123,8 @@ def test_profile_json(r18, tmp_path):
 
 def test_profile_qdq_file_int8_per_layer(r18, tmp_path):
     # A Q/DQ file (here pyengine's own; ModelOpt's or onnxruntime's alike)
-    # profiles as INT8 with its own scales: no calibration is added, and
+    # profiles as INT8 with its own scales, also without --precision (as
+    # build and run decide from the graph): no calibration is added, and
     # onnxruntime's per-node times are its int8 ones.
     import pyengine
 
@@ -132,11 +133,13 @@ def test_profile_qdq_file_int8_per_layer(r18, tmp_path):
     qdq = tmp_path / "r18_qdq.onnx"
     onnx.save(pyengine.quantize(onnx.load(r18), calibration_data=calib, progress=False), qdq)
     js = tmp_path / "prof.json"
-    res = run_cli("profile", qdq, "--precision", "int8", "--batch", 2, "--iterations", 3, "--warmup-ms", 10,
+    res = run_cli("profile", qdq, "--batch", 2, "--iterations", 3, "--warmup-ms", 10,
                   "--per-layer", "--compare", "onnxruntime", "--json", js)
     assert res.returncode == 0, res.stderr
     assert "calibrated on random inputs" not in res.stderr
-    layers = next(r for r in json.loads(js.read_text())["results"] if r["runtime"] == "pyengine")["layers"]
+    ours = next(r for r in json.loads(js.read_text())["results"] if r["runtime"] == "pyengine")
+    assert ours["precision"] == "int8"
+    layers = ours["layers"]
     qconvs = [l for l in layers if l["op"] == "QConv"]
     assert qconvs and all(l.get("ort_ms") for l in qconvs)
 
