@@ -392,8 +392,10 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   // and the per-task pack make two; the caller's packed weights are then
   // in quad order already, as pointwise_quads says.)
   const bool strided_pointwise = g.kd * g.kh * g.kw == 1 && g.sh * g.sw > 1;
-  if ((g.kd * g.kh * g.kw > 1 || (strided_pointwise && T::kQuads && quads_ok && g.d == 1 && g.cg() % 4 == 0)) &&
-      g.kh * g.kw <= kMaxPaddedTaps && g.sh * g.sw <= 16) {
+  // Whether the tier can read quad planes here (2-D, whole channel quads).
+  const bool quads = T::kQuads && quads_ok && g.d == 1 && g.kd == 1 && g.cg() % 4 == 0;
+  if ((g.kd * g.kh * g.kw > 1 || (strided_pointwise && quads)) && g.kh * g.kw <= kMaxPaddedTaps &&
+      g.sh * g.sw <= 16) {
     const int64_t wp = g.ow + (g.kw - 1) * g.dw / g.sw, hp = g.oh + (g.kh - 1) * g.dh / g.sh;
     const int64_t nt_img = (g.oh * wp + 15) / 16;
     // Worth it unless the thrown-away columns (and the per-image panel
@@ -407,7 +409,6 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
       return cols / 16 * 16 + (r == 0 ? 0 : r <= 4 ? r : 16);
     };
     const int64_t frames = g.n * g.od;
-    const bool quads = T::kQuads && quads_ok && g.d == 1 && g.kd == 1 && g.cg() % 4 == 0;
     // With quad planes the padded rows pack nothing and quad columns copy
     // every k group's runs once per task: 1/16 more than the columns'
     // kernel time, about, where the vpdpbusd per k group and panel number
