@@ -33,8 +33,9 @@ namespace {
 
 // 6x16 tiles: column panels innermost within each row panel.
 struct Avx2Sweep {
+  static constexpr bool kDirectB = false;  // B~ is always packed (bks, bps: kNR, kNR * kc)
   static void run(const GemmSpec& s, const GemmItem& it, const float* ap, const float* bp, int64_t pb, int64_t pe,
-                  int64_t n0, int64_t nc, int64_t kc, TileArgs& t) {
+                  int64_t n0, int64_t nc, int64_t kc, TileArgs& t, int64_t, int64_t) {
     const int64_t qn = (nc + kNR - 1) / kNR;
     for (int64_t pi = pb; pi < pe; ++pi) {
       for (int64_t q = 0; q < qn; ++q) {

@@ -34,18 +34,19 @@ constexpr int kMR2 = 2 * kMR;  // 12 rows: two A panels
   }
 
 // acc[R][NV] = A panels (a0: rows 0-5, a1: rows 6-11) x B panels (bp0:
-// columns 0-15, bp1: 16-31), then the epilogue; nr <= 16*NV valid columns.
+// columns 0-15, bp1: 16-31; k row kk at kk * bks: packed panels or B in
+// place), then the epilogue; nr <= 16*NV valid columns.
 template <int R, int NV>
-void micro_kernel512(int64_t kc, const float* a0, const float* a1, const float* bp0, const float* bp1, int nr,
-                     const TileArgs& t) {
+void micro_kernel512(int64_t kc, const float* a0, const float* a1, const float* bp0, const float* bp1, int64_t bks,
+                     int nr, const TileArgs& t) {
   __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0, c2_1 = c0_0;
   __m512 c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0;
   __m512 c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0, c8_1 = c0_0;
   __m512 c9_0 = c0_0, c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0, c11_1 = c0_0;
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(bp0 + k * kNR);
-    const __m512 b1 = NV == 2 ? _mm512_load_ps(bp1 + k * kNR) : b0;
+    const __m512 b0 = _mm512_loadu_ps(bp0 + k * bks);
+    const __m512 b1 = NV == 2 ? _mm512_loadu_ps(bp1 + k * bks) : b0;
     ENGINE_ROW512(0)
     ENGINE_ROW512(1)
     ENGINE_ROW512(2)
@@ -107,7 +108,7 @@ void micro_kernel512(int64_t kc, const float* a0, const float* a1, const float* 
 
 #undef ENGINE_ROW512
 
-using MicroKernel512 = void (*)(int64_t, const float*, const float*, const float*, const float*, int,
+using MicroKernel512 = void (*)(int64_t, const float*, const float*, const float*, const float*, int64_t, int,
                                 const TileArgs&);
 
 template <int R>
@@ -123,8 +124,11 @@ const MicroKernel512 kKernels512[kMR2][2] = {
 
 // 12x32 tiles: pairs of row panels outside, pairs of column panels inside.
 struct Avx512Sweep {
+  // B in place (sgemm_driver.h): only whole panels, so no column tail and
+  // no partial vector (no load past a row of B).
+  static constexpr bool kDirectB = true;
   static void run(const GemmSpec& s, const GemmItem& it, const float* ap, const float* bp, int64_t pb, int64_t pe,
-                  int64_t n0, int64_t nc, int64_t kc, TileArgs& t) {
+                  int64_t n0, int64_t nc, int64_t kc, TileArgs& t, int64_t bks, int64_t bps) {
     const int64_t qn = (nc + kNR - 1) / kNR;
     for (int64_t pi = pb; pi < pe; pi += 2) {
       const int panels = pi + 1 < pe ? 2 : 1;
@@ -134,7 +138,7 @@ struct Avx512Sweep {
       const float* a1 = panels == 2 ? a0 + kMR * kc : a0;
       for (int64_t q = 0; q < qn;) {
         const int64_t rem = nc - q * kNR;
-        const float* bq = bp + q * kNR * kc;
+        const float* bq = bp + q * bps;
         if (rem <= 4) {
           set_tile(t, s, it, row, n0 + q * kNR);
           kColKernels2[rem - 1](kc, a0, a1, bq, mr, t);
@@ -147,7 +151,7 @@ struct Avx512Sweep {
         const int nv = rem > kNR + 4 ? 2 : 1;
         const int nr = static_cast<int>(std::min<int64_t>(nv * kNR, rem));
         set_tile(t, s, it, row, n0 + q * kNR);
-        kKernels512[mr - 1][nv - 1](kc, a0, a1, bq, bq + kNR * kc, nr, t);
+        kKernels512[mr - 1][nv - 1](kc, a0, a1, bq, bq + bps, bks, nr, t);
         q += nv;
       }
     }
