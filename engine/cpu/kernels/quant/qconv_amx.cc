@@ -178,12 +178,26 @@ struct AmxTraits : VnniPanels {
   // of each call's work on a thread, and the tiles released at its end.
   void thread_begin() const { Tiles::configure(); }
   void thread_end() const { Tiles::release(); }
-  void kernel(int nv, int, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
+  void kernel(int nv, int, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile,
+              int64_t c0) const {
     kernel_tile<Tiles>(nv, a, [b](int64_t j) { return b + j * kChunkBytes; }, 64, bstride, kq, tile);
+    add_start(nv, tile, c0);
   }
   void kernel_quads(int nv, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
-                    int32_t* tile) const {
+                    int32_t* tile, int64_t c0) const {
     kernel_tile<Tiles>(nv, a, [b, off](int64_t j) { return b + off[j * kChunkGroups]; }, quad_bytes, 64, kq, tile);
+    add_start(nv, tile, c0);
+  }
+  // The tiles start at zero: the sums' start (VnniPanels::start) is added
+  // to the stored tile's rows.
+  void add_start(int nv, int32_t* tile, int64_t c0) const {
+    for (int r = 0; r < kAmxMR; ++r) {
+      const __m512i s = _mm512_set1_epi32(start[c0 + r]);
+      for (int v = 0; v < nv; ++v) {
+        int32_t* p = tile + r * kTileLd + 16 * v;
+        _mm512_store_si512(p, _mm512_add_epi32(_mm512_load_si512(p), s));
+      }
+    }
   }
 };
 static_assert(AmxTraits<AmxTiles>::kNV == kNV, "the tile width and the column map must agree");
@@ -201,7 +215,7 @@ void run_amx(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg
   const TiledPlan t = amx_plan(g, pool.num_threads(), packed_w_quads != nullptr);
   const EpiConst k(e);
   AmxTraits<Tiles> tr(packed_w, packed_w_quads, packed_a_amx_bytes(t.mg, t.k),
-                      round_up(t.k, 4 * kChunkGroups) * kAmxMR, x_nonneg, k, corr);
+                      round_up(t.k, 4 * kChunkGroups) * kAmxMR, x_nonneg, k, corr, g.m);
   tr.quad_bytes = 4 * t.chan_bytes;
   run_tiled<AmxTraits<Tiles>, Cols>(pool, g, x, t, ws, tr);
 }

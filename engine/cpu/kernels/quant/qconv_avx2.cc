@@ -397,14 +397,14 @@ struct Avx2U8Traits {
   const uint8_t* a_tile_quads(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w_quads + grp * group_bytes + mt * a_tile_bytes);
   }
-  void kernel_quads(int, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
-                    int32_t* tile) const {
+  void kernel_quads(int, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* tile,
+                    int64_t) const {
     kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, kq, tile);
   }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad_u8(r, ncols, out, panel_stride);
   }
-  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kq, int32_t* tile) const {
+  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kq, int32_t* tile, int64_t) const {
     kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + 64 * p; }, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
@@ -428,7 +428,7 @@ struct Avx2Traits {
   void pack_group(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_pair(r, ncols, out, panel_stride);
   }
-  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile) const {
+  void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kp, int32_t* tile, int64_t) const {
     kernel_6x16(reinterpret_cast<const int16_t*>(a), reinterpret_cast<const int16_t*>(b), kp, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {

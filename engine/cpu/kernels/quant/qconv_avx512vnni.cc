@@ -44,13 +44,14 @@ inline int32_t load_i32(const void* p) {
 // panel; its panel v lies at bptr(p) + v * bstride: packed panels
 // (bptr(p) = b + 64 p, bstride = the panel size) or the quad planes of
 // qconv_tiled.h (bptr(p) = b + off[p], bstride = 64).
+// The sums of row r start at init[r].
 template <int NV, class BPtr>
-void kernel_vnni(const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, int32_t* c) {
+void kernel_vnni(const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, const int32_t* init, int32_t* c) {
   __m512i acc[kVnniMR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < kVnniMR; ++r)
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_set1_epi32(init[r]);
   for (int64_t p = 0; p < kq; ++p) {
     const uint8_t* bp = bptr(p);
     __m512i bv[NV];
@@ -76,7 +77,7 @@ void kernel_vnni(const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, int32_
 // of which nc lanes count. Same int32 sums, so the same bits. bptr as above.
 constexpr int kTailCols = 4;
 template <class BPtr>
-void kernel_vnni_cols(const int8_t* a, BPtr bptr, int64_t kq, int nc, int32_t* c) {
+void kernel_vnni_cols(const int8_t* a, BPtr bptr, int64_t kq, int nc, const int32_t* init, int32_t* c) {
   static_assert(kVnniMR == 8, "one ymm holds a k group of the 8 rows");
   __m256i acc[kTailCols];
   for (int j = 0; j < kTailCols; ++j) acc[j] = _mm256_setzero_si256();
@@ -90,17 +91,19 @@ void kernel_vnni_cols(const int8_t* a, BPtr bptr, int64_t kq, int nc, int32_t* c
   alignas(32) int32_t t[kVnniMR];
   for (int j = 0; j < nc; ++j) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[j]);
-    for (int r = 0; r < kVnniMR; ++r) c[r * kTileLd + j] = t[r];
+    for (int r = 0; r < kVnniMR; ++r)
+      c[r * kTileLd + j] = static_cast<int32_t>(static_cast<uint32_t>(t[r]) + static_cast<uint32_t>(init[r]));
   }
 }
 
 // Dispatches a tile to the kernels above by its width.
 template <class BPtr>
-void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, int32_t* tile) {
-  if (nv == 1 && nr <= kTailCols) kernel_vnni_cols(a, bptr, kq, nr, tile);
-  else if (nv == 3) kernel_vnni<3>(a, bptr, bstride, kq, tile);
-  else if (nv == 2) kernel_vnni<2>(a, bptr, bstride, kq, tile);
-  else kernel_vnni<1>(a, bptr, bstride, kq, tile);
+void kernel_tile(int nv, int nr, const int8_t* a, BPtr bptr, int64_t bstride, int64_t kq, const int32_t* init,
+                 int32_t* tile) {
+  if (nv == 1 && nr <= kTailCols) kernel_vnni_cols(a, bptr, kq, nr, init, tile);
+  else if (nv == 3) kernel_vnni<3>(a, bptr, bstride, kq, init, tile);
+  else if (nv == 2) kernel_vnni<2>(a, bptr, bstride, kq, init, tile);
+  else kernel_vnni<1>(a, bptr, bstride, kq, init, tile);
 }
 
 // The ISA part of qconv_tiled.h's driver: VnniPanels with vpdpbusd as the
@@ -113,11 +116,14 @@ struct VnniTraits : VnniPanels {
   void thread_begin() const {}
   void thread_end() const {}
   void kernel_quads(int nv, int nr, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq,
-                    int32_t* tile) const {
-    kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, 64, kq, tile);
+                    int32_t* tile, int64_t c0) const {
+    kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, 64, kq,
+                start.data() + c0, tile);
   }
-  void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile) const {
-    kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + p * 64; }, bstride, kq, tile);
+  void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b, int64_t bstride, int64_t kq, int32_t* tile,
+              int64_t c0) const {
+    kernel_tile(nv, nr, reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + p * 64; }, bstride, kq,
+                start.data() + c0, tile);
   }
 };
 static_assert(VnniTraits::kNV == kNV, "the tile width and the column map must agree");
@@ -139,7 +145,7 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
   const TiledPlan t = tiled_plan<VnniTraits>(g, pool.num_threads(), packed_w_quads != nullptr);
   const EpiConst k(e);
   const VnniTraits tr(packed_w, packed_w_quads, packed_a_vnni_bytes(t.mg, t.k), t.groups * kVnniMR * 4, x_nonneg, k,
-                      corr);
+                      corr, g.m);
   run_tiled<VnniTraits, Cols>(pool, g, x, t, ws, tr);
 }
 

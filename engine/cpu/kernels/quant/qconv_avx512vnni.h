@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "cpu/kernels/quant/qconv_tiled.h"
 
@@ -39,11 +40,13 @@ inline __m512 no_contract16(__m512 v) {
 struct EpiConst {
   Epilogue e;
   bool relu_bytes;  // Relu before a requantize: applied to the int8 bytes (see narrow48)
+  bool y_zp_add;    // y_zp != 0 (zero: the symmetric form, nothing to add)
   __m512 q_hi, z_scale;
   __m512i z_zp, y_zp16, y_zp8;
   explicit EpiConst(const Epilogue& ep)
       : e(ep),
         relu_bytes(ep.requant && ep.act == Act::kRelu),
+        y_zp_add(ep.y_zp != 0),
         q_hi(_mm512_set1_ps(static_cast<float>(127 - ep.y_zp))),
         z_scale(_mm512_set1_ps(ep.z_scale)),
         z_zp(_mm512_set1_epi32(ep.z_zp)),
@@ -82,14 +85,18 @@ inline __m512i quantize16(const EpiConst& k, __m512 v) {
 
 // Three lane groups of quantize16 values -> their 48 int8 outputs in order
 // (bytes 48-63 repeat c), the zero point added: saturating packs to int16,
-// a saturating add, a saturating pack to int8 (so each is exactly
+// a saturating add (none for y_zp = 0, the symmetric form), a saturating
+// pack to int8 (so each is exactly
 // clamp(round(v) + y_zp, -128, 127)), and one dword permutation to undo the
 // packs' per-128-bit-lane interleave. A Relu before the requantize is
 // max(y, y_zp) here: round(max(v, 0)) + y_zp clamped is exactly that (also
 // for a NaN v, which ends at y_zp both ways).
 inline __m512i narrow48(const EpiConst& k, __m512i a, __m512i b, __m512i c) {
-  const __m512i ab = _mm512_adds_epi16(_mm512_packs_epi32(a, b), k.y_zp16);
-  const __m512i cc = _mm512_adds_epi16(_mm512_packs_epi32(c, c), k.y_zp16);
+  __m512i ab = _mm512_packs_epi32(a, b), cc = _mm512_packs_epi32(c, c);
+  if (k.y_zp_add) {
+    ab = _mm512_adds_epi16(ab, k.y_zp16);
+    cc = _mm512_adds_epi16(cc, k.y_zp16);
+  }
   __m512i bytes = _mm512_packs_epi16(ab, cc);  // 128-bit lane L: a, b, c, c blocks L
   if (k.relu_bytes) bytes = _mm512_max_epi8(bytes, k.y_zp8);
   return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
@@ -118,19 +125,16 @@ using Cols = TileCols<16, kNV>;
 
 using TileRuns = TileRunsOf<16, kNV>;
 
-// One tile row's epilogue: the tile's 48 accumulators of channel c, `at` =
-// c * hw. Z: the residual (0 none, 1 float, 2 int8), a template argument
-// with the requantize (and whether v is bounded, quantize16) so the row is
+// One tile row's epilogue: the tile's 48 accumulators of channel c (their
+// sums already start at bias_i32 - corr: VnniPanels::start), `at` = c * hw.
+// Z: the residual (0 none, 1 float, 2 int8), a template argument with the
+// requantize (and whether v is bounded, quantize16) so the row is
 // straight-line code.
 template <bool kRequant, int kZ, bool kBounded>
-inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t at, const TileRuns& runs,
-                         const int32_t* corr) {
+inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t at, const TileRuns& runs) {
   const Epilogue& e = k.e;
   const __m512 mul = _mm512_set1_ps(e.mul[c]);
   const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
-  // bias_i32 and the +128 correction in one add (wrapping int32).
-  const __m512i add = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
-                                                             static_cast<uint32_t>(corr ? corr[c] : 0)));
   __m512 z[kNV];
   if constexpr (kZ == 1) {
     for (int j = 0; j < kNV; ++j) z[j] = _mm512_setzero_ps();
@@ -158,7 +162,7 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
   __m512 v[kNV];
 #pragma GCC unroll 3
   for (int j = 0; j < kNV; ++j)
-    v[j] = epi_value(k, _mm512_add_epi32(_mm512_load_si512(t + 16 * j), add), mul, bf, z[j]);
+    v[j] = epi_value(k, _mm512_load_si512(t + 16 * j), mul, bf, z[j]);
   if constexpr (kRequant) {
     const __m512i bytes =
         narrow48(k, quantize16<kBounded>(k, v[0]), quantize16<kBounded>(k, v[1]), quantize16<kBounded>(k, v[2]));
@@ -185,13 +189,11 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
 // earlier values, and are not stored).
 template <bool kRequant, int kZ, bool kBounded>
 void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs,
-                   int64_t hw, const int32_t* corr) {
-  for (int r = 0; r < mr; ++r)
-    epilogue_row<kRequant, kZ, kBounded>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs, corr);
+                   int64_t hw) {
+  for (int r = 0; r < mr; ++r) epilogue_row<kRequant, kZ, kBounded>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs);
 }
 
-void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, const Cols& cols,
-                   const int32_t* corr) {
+void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
   // A copy whose address never leaves this call: the int8 output stores
   // may alias any memory whose address escaped (char aliasing), so with the
   // caller's EpiConst every row would reload its fields and re-test its
@@ -201,8 +203,8 @@ void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, 
   with_epilogue_kind(k.e, [&](auto requant, auto z) {
     constexpr bool kR = decltype(requant)::value;
     constexpr int kZ = decltype(z)::value;
-    if (kR && k.e.v_bounded) epilogue_rows<kR, kZ, true>(k, tile, mr, c0, runs, cols.hw, corr);
-    else epilogue_rows<kR, kZ, false>(k, tile, mr, c0, runs, cols.hw, corr);
+    if (kR && k.e.v_bounded) epilogue_rows<kR, kZ, true>(k, tile, mr, c0, runs, cols.hw);
+    else epilogue_rows<kR, kZ, false>(k, tile, mr, c0, runs, cols.hw);
   });
 }
 
@@ -297,17 +299,29 @@ struct VnniPanels {
   int64_t group_bytes, a_tile_bytes;  // one group's tiles, one tile
   uint8_t flip;                       // 0x80: a signed input, packed as x + 128
   const EpiConst* k;
-  const int32_t* corr;                // the +128 shift's corrections, or null (an input >= 0)
+  // The sums' start per output channel c: bias_i32[c] minus the +128
+  // shift's correction corr[c] (none for an input >= 0), wrapping, then
+  // kMaxRows zeros (a tile's rows past the last channel). The micro-kernels
+  // start their tile rows there (VNNI: the accumulators; AMX: added to its
+  // stored tile), so the epilogue has no integer add.
+  std::vector<int32_t> start;
+  static constexpr int64_t kMaxRows = 16;
+  static_assert(kVnniMR <= kMaxRows && kAmxMR <= kMaxRows, "a tile's rows read at most kMaxRows starts");
 
+  // m: the conv's output channels (all groups).
   VnniPanels(const int8_t* w, const int8_t* w_quads, int64_t group_bytes_, int64_t a_tile_bytes_, bool x_nonneg,
-             const EpiConst& ep, const int32_t* corr_)
+             const EpiConst& ep, const int32_t* corr, int64_t m)
       : packed_w(w),
         packed_w_quads(w_quads),
         group_bytes(group_bytes_),
         a_tile_bytes(a_tile_bytes_),
         flip(x_nonneg ? 0 : 0x80),
         k(&ep),
-        corr(x_nonneg ? nullptr : corr_) {}
+        start(static_cast<size_t>(m + kMaxRows), 0) {
+    for (int64_t c = 0; c < m; ++c)
+      start[c] = static_cast<int32_t>(static_cast<uint32_t>(ep.e.bias_i32 ? ep.e.bias_i32[c] : 0) -
+                                      static_cast<uint32_t>(x_nonneg || !corr ? 0 : corr[c]));
+  }
   const uint8_t* a_tile(int64_t grp, int64_t mt) const {
     return reinterpret_cast<const uint8_t*>(packed_w + grp * group_bytes + mt * a_tile_bytes);
   }
@@ -324,7 +338,7 @@ struct VnniPanels {
     quad_row(src, pl, w, wp, sw, phases, x_zp, flip, dst, phase_stride);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
-    epilogue_tile(*k, tile, mr, c0, cols, corr);
+    epilogue_tile(*k, tile, mr, c0, cols);
   }
 };
 

@@ -33,14 +33,17 @@
 //                   panel of the chunk (64 bytes per panel), panel j at
 //                   out + j * panel_stride;
 //   void kernel(int nv, int nr, const uint8_t* a, const uint8_t* b,
-//               int64_t panel_stride, int64_t groups, int32_t* tile): tile
-//               is [kMR][16 * kNV] int32, of which columns [0, nr) are used;
+//               int64_t panel_stride, int64_t groups, int32_t* tile,
+//               int64_t c0): tile is [kMR][16 * kNV] int32, of which
+//               columns [0, nr) are used; its rows are output channels
+//               c0 .. (a tier may start the sums at a per-channel constant
+//               that its epilogue then leaves out);
 //   void epilogue(const int32_t* tile, int mr, int nr, int64_t c0,
 //                 const TileCols<...>& cols): stores the outputs;
 //   static constexpr bool kQuads: the tier reads quad planes (4-byte k
 //   groups, TiledPlan::quads) when its caller packed the weights for them:
 //   then also a_tile_quads(grp, mt) (pack_a_quads' tiles) and
-//   kernel_quads(nv, nr, a, b, off, groups, tile) (k group p at b + off[p]);
+//   kernel_quads(nv, nr, a, b, off, groups, tile, c0) (k group p at b + off[p]);
 //   pad_quads interleaves the planes with pack_group.
 //   void thread_begin() const, thread_end() const: a thread's first and
 //   last acts in one call's tasks (AMX loads its tile configuration and
@@ -836,23 +839,25 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
           const int nv = static_cast<int>(std::min<int64_t>(T::kNV, nts - j));
           const int64_t col = p0 + j * 16;
           const int nr = static_cast<int>(std::min<int64_t>(16 * nv, p1 - col));
+          const int64_t c0 = grp * t.mg + mt * T::kMR;  // the tile's first output channel
           if constexpr (T::kQuads) {
             if (t.quads) {
               // Channel quad (img * c + grp * cg) / 4, 4 * chan_bytes each.
               const int8_t* b = padded + (img * g.c + grp * g.cg()) * t.chan_bytes + col * 4;
               tr.kernel_quads(nv, nr, tr.a_tile_quads(grp, mt), reinterpret_cast<const uint8_t*>(b),
-                              t.quad_off.data(), t.groups, tile);
+                              t.quad_off.data(), t.groups, tile, c0);
             } else if (t.quad_cols) {
-              tr.kernel_quads(nv, nr, tr.a_tile_quads(grp, mt), packed + j * 64, t.col_off.data(), t.groups, tile);
+              tr.kernel_quads(nv, nr, tr.a_tile_quads(grp, mt), packed + j * 64, t.col_off.data(), t.groups, tile,
+                              c0);
             } else {
-              tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+              tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile, c0);
             }
           } else {
-            tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile);
+            tr.kernel(nv, nr, tr.a_tile(grp, mt), packed + j * t.panel_bytes, t.panel_bytes, t.groups, tile, c0);
           }
           if (t.padded) cols.compute_padded(col, nr, img * g.m * hw + oz * g.oh * g.ow, hw, t.wp, g.ow, g.oh);
           else cols.compute(col, nr, hw, g.m);
-          tr.epilogue(tile, mr, nr, grp * t.mg + mt * T::kMR, cols);
+          tr.epilogue(tile, mr, nr, c0, cols);
         }
       }
     }
