@@ -291,8 +291,9 @@ void quad_row(const int8_t* const src[4], int64_t pl, int64_t w, int64_t wp, int
 
 // What the VNNI and AMX tiers' Traits (qconv_tiled.h) share: the weight
 // tiles by (group, tile), the panel pack with the +128 shift of a signed
-// input, and the tile epilogue with the shift's correction. The tiers
-// differ in the micro-kernel (and AMX in its tile state).
+// input, the sums' start per channel (the bias and the shift's
+// correction) and the tile epilogue. The tiers differ in the micro-kernel
+// (and AMX in its tile state).
 struct VnniPanels {
   const int8_t* packed_w;
   const int8_t* packed_w_quads;       // quad-plane k order, or null: no quad planes
