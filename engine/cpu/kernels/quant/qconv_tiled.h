@@ -447,8 +447,8 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
         t.chunk = (nt_img + t.cpi - 1) / t.cpi;
         // Whole tiles (kNV panels) where that keeps the chunk count: 17
         // panels run 5 whole tiles and a 2-panel one.
-        if ((nt_img + round_up(t.chunk, T::kNV) - 1) / round_up(t.chunk, T::kNV) == t.cpi)
-          t.chunk = round_up(t.chunk, T::kNV);
+        const int64_t whole = round_up(t.chunk, T::kNV);
+        if ((nt_img + whole - 1) / whole == t.cpi) t.chunk = whole;
         t.cpi = (nt_img + t.chunk - 1) / t.chunk;
         t.chunks = frames * t.cpi;
       }
@@ -511,10 +511,12 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
     if (n == 1 || n % threads == 0) t.chunk = whole;
     t.chunks = (nt + t.chunk - 1) / t.chunk;
   }
+  // Panels in the widest chunk (the last one, where the tail rides).
+  const int64_t widest = t.chunk + (t.tail_rides ? 1 : 0);
   if (t.quad_cols) {
     t.col_off.resize(static_cast<size_t>(t.groups));
     // (64 bytes apart: a group's whole-vector copies never reach the next.)
-    for (int64_t p = 0; p < t.groups; ++p) t.col_off[p] = p * ((t.chunk + t.tail_rides) * 64 + 64);
+    for (int64_t p = 0; p < t.groups; ++p) t.col_off[p] = p * (widest * 64 + 64);
   }
   const int64_t outer = g.group * t.chunks;
   t.msplit = 1;
@@ -522,12 +524,12 @@ TiledPlan tiled_plan(const ConvGeom& g, int threads, bool quads_ok = false) {
   else if (outer < 2 * threads) t.msplit = (4 * threads + outer - 1) / outer;
   t.msplit = std::max<int64_t>(1, std::min(t.msplit, t.mt_count));
   t.tasks = outer * t.msplit;
-  t.ld = (t.chunk + t.tail_rides) * 16;
+  t.ld = widest * 16;
   // (Quad planes pack nothing per task: no row or panel buffers. Quad
   // columns copy whole vectors: up to 63 bytes past a group's last run.)
   t.rows_bytes = t.quads || t.quad_cols ? 0 : tiled_align64(static_cast<size_t>(T::kKGroup * t.ld));
   t.packed_bytes = t.quads ? 0
-                            : tiled_align64(static_cast<size_t>((t.chunk + t.tail_rides) * t.panel_bytes +
+                            : tiled_align64(static_cast<size_t>(widest * t.panel_bytes +
                                                                 (t.quad_cols ? 64 * t.groups : 0)));
   return t;
 }
