@@ -181,6 +181,12 @@ CONV_CASES = [
     # 20x18 = 360 tiles, 8.8M multiply-adds: on 2+ threads a run of tile rows per thread (split
     # mid-image).
     ("wino_row_units", (2, 32, 40, 36), (48, 32, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    # Small planes split by tile rows too (>= 32 tiles a unit on 2 threads): 16x16 -> 8x8 tiles,
+    # 4 tile rows each; 15x17 -> 8x9 tiles, an odd last tile column; 8x8 at batch 2 (32 tiles)
+    # stays split by output channels.
+    ("wino_small_row_units", (1, 32, 16, 16), (32, 32, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_odd_row_units", (1, 16, 15, 17), (24, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
+    ("wino_channel_units", (2, 64, 8, 8), (40, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_image_groups_k_blocks", (3, 300, 10, 30), (20, 300, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_in_1x1", (1, 16, 1, 1), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("wino_same_upper", (3, 16, 8, 9), (16, 16, 3, 3), dict(auto_pad="SAME_UPPER"), "winograd"),

@@ -20,9 +20,11 @@
 //  3. output transform, per output channel, 8 tiles at a time, with bias,
 //     residual and activation applied before the only store of Y.
 // A unit is a run of tile rows (all output channels) where the group has
-// >= kUnitColumns tiles per unit (large planes), else a run of output
-// channels (all tiles; each such unit transforms the whole input, cheap on
-// small planes). Either way no data passes between threads inside a conv,
+// >= kUnitColumns tiles per unit, else a run of output channels (all
+// tiles; each such unit transforms the whole input, which is the unit's
+// extra work: with 16-64 channels the transforms cost about as much as the
+// GEMMs, so on 2 threads a channel split speeds a small conv up far less
+// than a row split does). Either way no data passes between threads inside a conv,
 // and a thread's tile rows are the image rows it wrote in the layer before:
 // where the cores do not share a cache, the three passes handing their data
 // from thread to thread (each split its own way) made a 3x3 conv at batch 1
@@ -52,7 +54,12 @@ namespace conv_gemm {
 namespace {
 
 constexpr int64_t kGroupColumns = 192;
-constexpr int64_t kUnitColumns = 128;
+// 32 tiles (one 32-column SGEMM block) per unit. Measured on 2 threads
+// (Zen 4, alternating A/B against 128, which split 16x16 and 28x28 planes by
+// channels at batch 1): CIFAR ResNet-110 (32x32 input) 0.92x at batch 1 and
+// 0.81x at batch 8, DenseNet-121 0.92x / 0.97x, ResNet-18 1.00x / 0.96x,
+// ResNet-50 b1 1.00x; 16 (8x8 planes split 2 tile rows a unit) 1.04-1.05x.
+constexpr int64_t kUnitColumns = 32;
 
 struct WinoDims {
   int64_t th, tw, t;     // tiles per image (rows, columns, total)
