@@ -346,6 +346,8 @@ class _Expander:
             nodes = self.channel_split_norm(node, attrs, base)
         elif node.op_type == "ChannelLayerNorm":
             nodes = self.channel_layer_norm(node, attrs, base)
+        elif node.op_type == "FusedQuantize":
+            nodes = self.fused_quantize(node, attrs, act, base)
         else:
             raise InvalidModelError(f"node '{base}': no standard ONNX form for {CUSTOM_DOMAIN}::{node.op_type}")
         return nodes
@@ -355,6 +357,32 @@ class _Expander:
         if rank is None:
             raise InvalidModelError(f"node '{base}': the input's rank is unknown; {node.op_type} cannot be exported")
         return rank
+
+    def fused_quantize(self, node, attrs, act, base) -> list:
+        """FusedQuantize (fuse_float_quantize) as [Concat] -> [Add] -> [Relu]
+        -> QuantizeLinear to int8."""
+        out, nodes, cur = node.output[0], [], node.input[0]
+        if len(node.input) > 1:
+            cur = self.fresh(f"{out}_concat")
+            nodes.append(helper.make_node("Concat", list(node.input), [cur], name=self.fresh_node(f"{base}_concat"),
+                                          axis=1))
+        bias = attrs.get("bias")
+        if bias:
+            rank = self.rank_of(node, base)
+            shape = (len(bias),) + (1,) * (rank - 2)
+            add_out = self.fresh(f"{out}_add")
+            nodes.append(helper.make_node("Add", [cur, self.const(f"{base}_bias", np.asarray(bias, np.float32)
+                                                                      .reshape(shape))], [add_out],
+                                          name=self.fresh_node(f"{base}_add")))
+            cur = add_out
+        if act:
+            act_out = self.fresh(f"{out}_act")
+            self.activation(nodes, cur, act_out, act, [], base)
+            cur = act_out
+        scale = self.const(f"{base}_scale", np.float32(attrs["scale"]))
+        zp = self.const(f"{base}_zero_point", np.int8(attrs.get("zero_point", 0)))
+        nodes.append(helper.make_node("QuantizeLinear", [cur, scale, zp], [out], name=base))
+        return nodes
 
     def squeeze_excite(self, node, attrs, base) -> list:
         """GlobalAveragePool -> Flatten -> Gemm -> Relu -> Gemm -> gate -> Reshape -> Mul."""

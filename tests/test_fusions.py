@@ -1,7 +1,8 @@
 """Issue 12's family patterns in the optimizer: GELU subgraphs (fuse_gelu),
 constant scalars next to convs (fold_bn_into_conv), squeeze-excitation as one
-op (fuse_squeeze_excitation) and IBN's Split -> InstanceNorm | BatchNorm ->
-Concat (fuse_channel_split_norm).
+op (fuse_squeeze_excitation), IBN's Split -> InstanceNorm | BatchNorm ->
+Concat (fuse_channel_split_norm) and, in quantized graphs, DenseNet's float
+Concat -> Add -> Relu before a QuantizeLinear (fuse_float_quantize).
 
 Each pattern: a tiny onnx.helper graph whose fused node count is asserted and
 whose pyengine output (the real CPU kernels) matches onnxruntime on the
@@ -726,3 +727,131 @@ def test_channels_last_island_int8():
     ref = run_ort(m, {"x": x})["y"]
     out = engine.run({"x": x})["y"]
     assert rel_l2(out, ref) < 0.05, rel_l2(out, ref)
+
+
+# --- fuse_float_quantize: [Concat] -> [Add] -> [Relu] -> QuantizeLinear -------------
+
+
+def float_quantize_model(concat=True, bias_shape=(1, 8, 1, 1), relu=True, zp=0, axis=1, outputs=(), scale=0.05):
+    """Inputs a [N, 5, 6, 7] and b [N, 3, 6, 7] (or a alone [N, 8, 6, 7]) ->
+    [Concat(axis)] -> [Add(per-channel bias)] -> [Relu] -> Q(scale, zp) ->
+    DQ -> y (DenseNet's dense-layer input in a quantized graph). `outputs`
+    names intermediates to expose as graph outputs too."""
+    r = np.random.default_rng(7)
+    nodes, inits, cur = [], {"s": f32(scale), "zp": np.array(zp, np.int8)}, "a"
+    ins = {"a": ["N", 5 if concat else 8, 6, 7]}
+    if concat:
+        ins["b"] = ["N", 3 if axis in (1, -3) else 5, 6, 7]  # a Concat on the height joins a's channels
+        nodes.append(node("Concat", ["a", "b"], "c", axis=axis))
+        cur = "c"
+    if bias_shape:
+        inits["bias"] = f32(r.normal(0, 1.0, bias_shape))
+        nodes.append(node("Add", [cur, "bias"], "d"))
+        cur = "d"
+    if relu:
+        nodes.append(node("Relu", [cur], "r"))
+        cur = "r"
+    nodes += [node("QuantizeLinear", [cur, "s", "zp"], "q"), node("DequantizeLinear", ["q", "s", "zp"], "y")]
+    return make_model(nodes, ins, {"y": None, **{o: None for o in outputs}}, inits)
+
+
+def float_quantize_feeds(model, batch=2, nonfinite=True):
+    feeds = {k: (3 * v).astype(np.float32) for k, v in feeds_for(model, batch).items()}
+    if nonfinite:
+        a = feeds["a"].reshape(-1)
+        a[:6] = [np.nan, np.inf, -np.inf, 1e30, -1e30, -0.0]  # saturation, NaN (the Relu keeps it), signed zero
+    return feeds
+
+
+def built(model, tier):
+    from pyengine import _core
+
+    old = _core.isa_cap()
+    _core.set_isa_cap(tier)
+    try:
+        return pyengine.build(model, backend="cpu")
+    finally:
+        _core.set_isa_cap(old)
+
+
+FLOAT_QUANTIZE_FORMS = {
+    "concat_add_relu": {},
+    "add_relu": dict(concat=False),
+    "concat_relu": dict(bias_shape=None),
+    "concat": dict(bias_shape=None, relu=False),
+    "add_chw_bias": dict(concat=False, relu=False, bias_shape=(8, 1, 1)),
+    "relu_zero_point": dict(concat=False, bias_shape=None, zp=-7),
+    "concat_axis_minus3_zero_point": dict(axis=-3, zp=11),
+}
+
+
+@pytest.mark.parametrize("tier", tier_params(("ref", "avx2")))
+@pytest.mark.parametrize("form", list(FLOAT_QUANTIZE_FORMS))
+def test_float_quantize_fuses_bit_exact(form, tier):
+    """The chain becomes one FusedQuantize reading the Concat's inputs, and
+    its int8 output is the unfused chain's bit for bit (the same model with
+    every intermediate also a graph output keeps the float ops), NaN,
+    infinities and saturation included; within one quantization step of
+    onnxruntime on finite inputs."""
+    kw = FLOAT_QUANTIZE_FORMS[form]
+    model = float_quantize_model(**kw)
+    engine = built(model, tier)
+    graph_ops = ops(engine._graph)
+    assert graph_ops.get("FusedQuantize") == 1, graph_ops
+    assert not {"Concat", "Add", "Relu", "QuantizeLinear"} & set(graph_ops), graph_ops
+    kernel = [l["kernel"] for l in engine.profile(float_quantize_feeds(model), runs=1) if l["op"] == "FusedQuantize"]
+    assert kernel == [f"fused_quantize_s8_{tier}"], kernel
+    inter = [n.output[0] for n in model.graph.node if n.op_type in ("Concat", "Add", "Relu")]
+    unfused = built(float_quantize_model(**kw, outputs=inter), tier)
+    assert "FusedQuantize" not in ops(unfused._graph), ops(unfused._graph)
+    for nonfinite in (True, False):
+        feeds = float_quantize_feeds(model, batch=3, nonfinite=nonfinite)
+        got, want = engine.run(feeds)["y"], unfused.run(feeds)["y"]
+        np.testing.assert_array_equal(got, want)
+        assert len(np.unique(got)) > 20  # many quantization levels, not a constant
+    ref = run_ort(model, feeds)["y"]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=0.05 * 1.001)
+
+
+def test_float_quantize_plan_round_trip(tmp_path):
+    model = float_quantize_model()
+    engine = pyengine.build(model, backend="cpu")
+    path = tmp_path / "fq.plan"
+    engine.save(str(path))
+    loaded = pyengine.load(str(path))
+    assert "FusedQuantize" in ops(loaded._graph)
+    feeds = float_quantize_feeds(model)
+    np.testing.assert_array_equal(engine.run(feeds)["y"], loaded.run(feeds)["y"])
+
+
+def test_float_quantize_refusals():
+    def refused(model, text):
+        g, rep, _ = run_passes(model, ["fuse_float_quantize"], feeds=float_quantize_feeds(model, nonfinite=False))
+        assert "FusedQuantize" not in ops(g), ops(g)
+        assert has_reason(rep, text, "fuse_float_quantize"), reasons(rep)
+
+    # The Add's constant is not one value per channel.
+    refused(float_quantize_model(bias_shape=(1, 1, 1, 7)), "is not one value per channel")
+    # The Relu's output is read by a second node (here: a graph output).
+    refused(float_quantize_model(outputs=("r",)), "has other users")
+    # A Concat on the height axis with nothing else before the Q.
+    refused(float_quantize_model(axis=2, bias_shape=None, relu=False), "on the channel axis")
+    # A per-channel QuantizeLinear scale.
+    m = float_quantize_model(concat=False)
+    for init in m.graph.initializer:
+        if init.name == "s":
+            init.CopyFrom(numpy_helper.from_array(f32(np.full(8, 0.05)), "s"))
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            n.attribute.append(helper.make_attribute("axis", 1))
+            if len(n.input) > 2:
+                n.input[2] = ""
+    refused(m, "the scale is not one float32 constant")
+
+
+def test_float_quantize_concat_on_height_stays_and_rest_fuses():
+    """A Concat on another axis is left as it is; the Add and Relu after it
+    still fuse into the QuantizeLinear."""
+    m = float_quantize_model(axis=2, bias_shape=(1, 5, 1, 1))
+    g, _, _ = run_passes(m, ["fuse_float_quantize"], feeds=float_quantize_feeds(m, nonfinite=False))
+    assert ops(g).get("FusedQuantize") == 1 and ops(g).get("Concat") == 1, ops(g)

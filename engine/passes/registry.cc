@@ -41,6 +41,7 @@ struct Registry {
     const Pass* u8 = add(make_u8_activations_to_int8());
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
+    const Pass* float_q = add(make_fuse_float_quantize());
     pipeline = {
         // Before everything: no kernel and no pass handles float16 values
         // (ModelOpt's default output); after it the graph is float32 with
@@ -129,6 +130,9 @@ struct Registry {
         // After the lowering (it needs QConvs): the stem's MaxPool runs on
         // the QConv's requantized int8 output.
         lower_pool,
+        // After both lowerings: the Q nodes left (no int8 op absorbed them)
+        // take the float Concat / Add / Relu before them (DenseNet's).
+        float_q,
         // The layers the model left in float (the classifier, say) still
         // get their epilogues fused.
         fuse,

@@ -156,6 +156,36 @@ void infer_qadd(InferContext& ctx) {
   ctx.output(0) = out;
 }
 
+void infer_fused_quantize(InferContext& ctx) {
+  const int n = ctx.num_inputs();
+  if (n < 1) ctx.fail("needs at least one input");
+  ValueInfo out = ctx.input(0);
+  out.value = nullptr;
+  for (int i = 0; i < n; ++i) {
+    const ValueInfo& x = ctx.input(i);
+    if (x.dtype != DType::kUndefined && x.dtype != DType::kFloat32)
+      ctx.fail("input ", i, " is ", dtype_name(x.dtype), ", not float32");
+    if (!x.has_shape || !out.has_shape) {
+      out.has_shape = false;
+      continue;
+    }
+    if (x.shape.size() != out.shape.size() || x.shape.size() < 2)
+      ctx.fail("inputs of ranks ", out.shape.size(), " and ", x.shape.size(), " (one rank >= 2)");
+    if (i == 0) continue;
+    for (size_t d = 0; d < x.shape.size(); ++d) {
+      if (d == 1) {
+        out.shape[1] = out.shape[1] < 0 || x.shape[1] < 0 ? -1 : out.shape[1] + x.shape[1];
+      } else if (x.shape[d] >= 0 && out.shape[d] >= 0 && x.shape[d] != out.shape[d]) {
+        ctx.fail("input ", i, " of shape ", shape_str(x.shape), " differs from ", shape_str(ctx.input(0).shape),
+                 " off the channel axis");
+      }
+    }
+  }
+  if (!out.has_shape) out.shape.clear();
+  out.dtype = DType::kInt8;
+  ctx.output(0) = out;
+}
+
 }  // namespace
 
 void register_quant_infer(InferRegistry& r) {
@@ -164,6 +194,7 @@ void register_quant_infer(InferRegistry& r) {
   r.add(OpKind::kQConv, infer_qconv);
   r.add(OpKind::kQGemm, infer_qgemm);
   r.add(OpKind::kQAdd, infer_qadd);
+  r.add(OpKind::kFusedQuantize, infer_fused_quantize);
 }
 
 }  // namespace engine

@@ -73,6 +73,10 @@ void quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float scale, int
 void quantize_run_u8_avx2(const float* x, uint8_t* y, int64_t n, float scale, int32_t zp);
 void dequantize_run_s8_avx2(const int8_t* x, float* y, int64_t n, float scale, int32_t zp);
 void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, int32_t zp);
+// FusedQuantize's run: y = quantize_one(act(x + bias)), act Relu (NaN stays
+// NaN) or none. The ref loop and the AVX2 run give the same bits.
+void fused_quantize_run_s8_ref(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale, int32_t zp);
+void fused_quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale, int32_t zp);
 
 // ---------------------------------------------------------------------------
 // The int8 conv / gemm epilogue. For output element `idx` of channel `c`,
@@ -389,12 +393,13 @@ static inline int8_t qadd_one(int8_t a, int8_t b, const QAddParams& p) {
 void qadd_run_s8_avx2(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p);
 void qadd_run_s8_avx512(const int8_t* a, const int8_t* b, int8_t* y, int64_t n, const QAddParams& p);
 
-// Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc, qadd.cc), registered in register.cc.
+// Kernel factories (qdq_kernel.cc, qconv_kernel.cc, maxpool_s8.cc, qadd.cc, fused_quantize.cc), registered in register.cc.
 std::unique_ptr<Kernel> create_quantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_dequantize_linear(const Node& node);
 std::unique_ptr<Kernel> create_qconv(const Node& node);
 std::unique_ptr<Kernel> create_qgemm(const Node& node);
 std::unique_ptr<Kernel> create_maxpool_s8(const Node& node);
 std::unique_ptr<Kernel> create_qadd(const Node& node);
+std::unique_ptr<Kernel> create_fused_quantize(const Node& node);
 
 }  // namespace engine::qk
