@@ -266,13 +266,16 @@ def test_softmax_nonfinite(tier, op, axis, value):
     _assert_same_nonfinite(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("hw", [10, 6], ids=["row_units", "channel_units"])
 @pytest.mark.parametrize("value", SPECIALS, ids=SPECIAL_IDS)
 @pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
-def test_winograd_residual_one_nonfinite_image(tier, value):
+def test_winograd_residual_one_nonfinite_image(tier, value, hw):
     """A Winograd conv + residual Add + Relu (one FusedConv), batch 3, with a
     non-finite value in image 1 only: image 1 takes the direct fallback (the
-    transforms would make NaN of +-inf), images 0 and 2 stay on Winograd."""
-    c, hw = 16, 10
+    transforms would make NaN of +-inf), images 0 and 2 stay on Winograd.
+    10x10: 75 tiles, split by tile rows on 2 threads; 6x6: 27 tiles, split by
+    output channels, the input transform by input channels."""
+    c = 16
     rng = np.random.default_rng(11)
     inits = [numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.2).astype(np.float32), "W"),
              numpy_helper.from_array((rng.standard_normal(c) * 0.1).astype(np.float32), "B")]
@@ -281,7 +284,7 @@ def test_winograd_residual_one_nonfinite_image(tier, value):
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, hw, hw])], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
-    eng = pyengine.build(model)
+    eng = pyengine.build(model, num_threads=2)
     x = rng.standard_normal((3, c, hw, hw)).astype(np.float32)
     x[1, 3, 4, 5] = value
     got = eng(x)

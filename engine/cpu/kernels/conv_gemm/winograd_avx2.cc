@@ -326,6 +326,56 @@ void for_segments(const WinoDims& d, const WinoUnit& u, const F& fn) {
   }
 }
 
+// A group whose units are runs of output channels (a small plane): pass 1
+// is split by input channels, each thread transforming its share of them
+// into one V (unit 0's, every unit's columns being the group's), so no
+// thread transforms the whole input; then each unit runs its GEMMs on that V
+// and its output transform. The input transform of 16-64 channels costs
+// about as much as the GEMMs, which is what made every unit transforming
+// all of it slow (measured: CIFAR ResNet-110's 8x8 stage).
+void by_channels(ThreadPool& pool, const ConvGeom& g, const WinoDims& d, const float* x, const float* u,
+                 const float* b, const float* z, const Activation& act, float* y, int64_t n0, int64_t images,
+                 const WinoUnit* units, int64_t nunits, char* base, size_t per_unit, SgemmFn gemm,
+                 std::atomic<bool>* nonfinite, WinogradFallback fallback, const void* fallback_ctx) {
+  static ThreadPool serial(1);
+  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const UnitLayout shared = unit_layout(g, d, units[0]);
+  auto* v = reinterpret_cast<float*>(base + shared.v_off);
+  for_units(pool, nunits, [&](int64_t ui) {
+    const UnitLayout l = unit_layout(g, d, units[ui]);
+    char* mine = base + ui * per_unit;
+    auto* plane = reinterpret_cast<float*>(mine + l.plane_off);
+    const int64_t c0 = g.cin * ui / nunits, c1 = g.cin * (ui + 1) / nunits;
+    for_segments(d, units[ui], [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
+      const int64_t pad = col + (ty1 - ty0) * d.tw == l.cols ? l.npad - l.cols : 0;
+      for (int64_t c = c0; c < c1 && !nonfinite[j].load(std::memory_order_relaxed); ++c)
+        if (!input_transform(g, d, x + ((n0 + j) * g.cin + c) * in_plane, c, ty0, ty1, plane,
+                             plane + d.rows * d.pitch, v, shared.v_stride, shared.npad, col, pad))
+          nonfinite[j].store(true, std::memory_order_relaxed);
+    });
+  });
+  for (int64_t j = 0; j < images; ++j)
+    if (nonfinite[j].load()) fallback(fallback_ctx, n0 + j);
+  const int64_t u_stride = packed_a_size(g.cout, g.cin);
+  with_act(act, [&](const auto& op) {
+    for_units(pool, nunits, [&](int64_t ui) {
+      const WinoUnit& un = units[ui];
+      const UnitLayout l = unit_layout(g, d, un);
+      char* mine = base + ui * per_unit;
+      const WinoItems items{u, u_stride, v, shared.v_stride, reinterpret_cast<float*>(mine + l.m_off), l.m_stride};
+      gemm(serial, wino_spec(g, un, l.cols), wino_item, &items, mine + l.gemm_off);
+      const auto* mbuf = reinterpret_cast<const float*>(mine + l.m_off);
+      for_segments(d, un, [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
+        if (nonfinite[j].load(std::memory_order_relaxed)) return;
+        const int64_t n = n0 + j;
+        for (int64_t m = un.m0; m < un.m1; ++m)
+          output_transform(g, d, mbuf + (m - un.m0) * l.cols + col, l.m_stride, ty0, ty1, b ? b[m] : 0.f,
+                           z ? z + (n * g.cout + m) * out_plane : nullptr, y + (n * g.cout + m) * out_plane, op);
+      });
+    });
+  });
+}
+
 }  // namespace
 
 size_t winograd_scratch_bytes(const ConvGeom& g, int threads) {
@@ -352,6 +402,11 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
     // Per image of the group: whether its input held an infinity or a NaN.
     std::atomic<bool> nonfinite[kGroupColumns];
     for (int64_t j = 0; j < images; ++j) nonfinite[j].store(false, std::memory_order_relaxed);
+    if (nunits > 1 && units[0].m1 < g.cout) {
+      by_channels(pool, g, d, x, u, b, z, act, y, n0, images, units.data(), nunits, base, per_unit, gemm, nonfinite,
+                  fallback, fallback_ctx);
+      continue;
+    }
     // Passes 1 and 2, unit by unit.
     for_units(pool, nunits, [&](int64_t ui) {
       const WinoUnit& un = units[ui];
