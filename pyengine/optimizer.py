@@ -346,7 +346,7 @@ class _Expander:
             nodes = self.channel_split_norm(node, attrs, base)
         elif node.op_type == "ChannelLayerNorm":
             nodes = self.channel_layer_norm(node, attrs, base)
-        elif node.op_type == "FusedQuantize":
+        elif node.op_type in ("FusedQuantize", "FusedChannelBias"):
             nodes = self.fused_quantize(node, attrs, act, base)
         else:
             raise InvalidModelError(f"node '{base}': no standard ONNX form for {CUSTOM_DOMAIN}::{node.op_type}")
@@ -360,7 +360,8 @@ class _Expander:
 
     def fused_quantize(self, node, attrs, act, base) -> list:
         """FusedQuantize (fuse_float_quantize) as [Concat] -> [Add] -> [Relu]
-        -> QuantizeLinear to int8."""
+        -> QuantizeLinear to int8; FusedChannelBias the same without the
+        QuantizeLinear."""
         out, nodes, cur = node.output[0], [], node.input[0]
         if len(node.input) > 1:
             cur = self.fresh(f"{out}_concat")
@@ -375,10 +376,15 @@ class _Expander:
                                                                       .reshape(shape))], [add_out],
                                           name=self.fresh_node(f"{base}_add")))
             cur = add_out
+        quantize = node.op_type == "FusedQuantize"
         if act:
-            act_out = self.fresh(f"{out}_act")
+            act_out = self.fresh(f"{out}_act") if quantize else out
             self.activation(nodes, cur, act_out, act, [], base)
             cur = act_out
+        if not quantize:
+            if cur != out:
+                nodes.append(helper.make_node("Identity", [cur], [out], name=base))
+            return nodes
         scale = self.const(f"{base}_scale", np.float32(attrs["scale"]))
         zp = self.const(f"{base}_zero_point", np.int8(attrs.get("zero_point", 0)))
         nodes.append(helper.make_node("QuantizeLinear", [cur, scale, zp], [out], name=base))

@@ -1,8 +1,9 @@
 """Issue 12's family patterns in the optimizer: GELU subgraphs (fuse_gelu),
 constant scalars next to convs (fold_bn_into_conv), squeeze-excitation as one
 op (fuse_squeeze_excitation), IBN's Split -> InstanceNorm | BatchNorm ->
-Concat (fuse_channel_split_norm) and, in quantized graphs, DenseNet's float
-Concat -> Add -> Relu before a QuantizeLinear (fuse_float_quantize).
+Concat (fuse_channel_split_norm) and DenseNet's Concat -> Add -> Relu
+(fuse_channel_bias_relu; in quantized graphs with the QuantizeLinear after it,
+fuse_float_quantize).
 
 Each pattern: a tiny onnx.helper graph whose fused node count is asserted and
 whose pyengine output (the real CPU kernels) matches onnxruntime on the
@@ -855,3 +856,66 @@ def test_float_quantize_concat_on_height_stays_and_rest_fuses():
     m = float_quantize_model(axis=2, bias_shape=(1, 5, 1, 1))
     g, _, _ = run_passes(m, ["fuse_float_quantize"], feeds=float_quantize_feeds(m, nonfinite=False))
     assert ops(g).get("FusedQuantize") == 1 and ops(g).get("Concat") == 1, ops(g)
+
+
+# --- fuse_channel_bias_relu: [Concat] -> Add (per channel) -> Relu, float -----------
+
+
+def channel_bias_model(concat=True, bias_shape=(1, 8, 1, 1), outputs=(), conv_after=True):
+    """a [N, 5, 6, 7], b [N, 3, 6, 7] -> [Concat] -> Add(bias) -> Relu -> [1x1 Conv] -> y:
+    an FP32 DenseNet layer's input (or, without the Concat, a pre-activation block's)."""
+    r = np.random.default_rng(3)
+    ins = {"a": ["N", 5 if concat else 8, 6, 7]}
+    nodes, inits, cur = [], {"bias": f32(r.normal(0, 1.0, bias_shape)), "W": weight(4, 8, 1, 1)}, "a"
+    if concat:
+        ins["b"] = ["N", 3, 6, 7]
+        nodes.append(node("Concat", ["a", "b"], "c", axis=1))
+        cur = "c"
+    nodes += [node("Add", [cur, "bias"], "d"), node("Relu", ["d"], "r")]
+    if conv_after:
+        nodes.append(node("Conv", ["r", "W"], "y"))
+    else:
+        nodes.append(node("Identity", ["r"], "y"))
+    return make_model(nodes, ins, {"y": None, **{o: None for o in outputs}}, inits)
+
+
+@pytest.mark.parametrize("tier", tier_params(("ref", "avx2")))
+@pytest.mark.parametrize("concat", [True, False], ids=["concat", "no_concat"])
+def test_channel_bias_relu_fuses_bit_exact(concat, tier):
+    """One FusedChannelBias instead of Concat, Add and Relu; its output equals
+    the unfused ops' bit for bit (NaN and infinities included) and
+    onnxruntime's within FP32 rounding."""
+    model = channel_bias_model(concat=concat, conv_after=False)
+    engine = built(model, tier)
+    graph_ops = ops(engine._graph)
+    assert graph_ops.get("FusedChannelBias") == 1 and not {"Concat", "Add", "Relu"} & set(graph_ops), graph_ops
+    feeds = float_quantize_feeds(model)
+    kernel = [l["kernel"] for l in engine.profile(feeds, runs=1) if l["op"] == "FusedChannelBias"]
+    assert kernel == [f"fused_channel_bias_f32_{tier}"], kernel
+    inter = [n.output[0] for n in model.graph.node if n.op_type in ("Concat", "Add")]
+    unfused = built(channel_bias_model(concat=concat, conv_after=False, outputs=inter), tier)
+    assert "FusedChannelBias" not in ops(unfused._graph), ops(unfused._graph)
+    got, want = engine.run(feeds)["y"], unfused.run(feeds)["y"]
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got).any() and (got == 0).any() and (got > 1).any()
+    finite = float_quantize_feeds(model, nonfinite=False)
+    np.testing.assert_allclose(engine.run(finite)["y"], run_ort(model, finite)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_channel_bias_relu_in_a_network_and_refusals():
+    """Before a conv (DenseNet's layer) it fuses and the network matches
+    onnxruntime; refused: a constant that is not one per channel, an Add
+    output with a second reader. The quantize pipeline (what calibration
+    and Q/DQ placement see) leaves the chain as it is."""
+    check_engine(channel_bias_model())
+    g, rep, _ = run_passes(channel_bias_model(), ["fuse_channel_bias_relu"])
+    assert ops(g).get("FusedChannelBias") == 1, ops(g)
+    g, rep, _ = run_passes(channel_bias_model(bias_shape=(1, 1, 6, 1)), ["fuse_channel_bias_relu"])
+    assert "FusedChannelBias" not in ops(g) and has_reason(rep, "not one value per channel"), reasons(rep)
+    g, rep, _ = run_passes(channel_bias_model(outputs=("d",)), ["fuse_channel_bias_relu"])
+    assert "FusedChannelBias" not in ops(g) and has_reason(rep, "has other users"), reasons(rep)
+    from pyengine import _core, onnx_io
+
+    graph, _ = onnx_io.graph_from_onnx(channel_bias_model())
+    assert "FusedChannelBias" not in str([n["op_type"] for n in
+                                          pyengine.optimizer.optimize_graph(graph, pipeline="quantize")[0].nodes()])

@@ -85,6 +85,11 @@ OP_MODELS = {
     "pool": lambda: (_single("MaxPool", (2, 5, 13, 21), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
                      False),
     "squeeze_excite": lambda: (_squeeze_excite(), True),
+    # fuse_channel_bias_relu: Concat -> per-channel Add -> Relu as one FusedChannelBias.
+    "fused_channel_bias": lambda: (_model([helper.make_node("Concat", ["x", "x"], ["c"], axis=1),
+                                           helper.make_node("Add", ["c", "b"], ["a"]),
+                                           helper.make_node("Relu", ["a"], ["y"])], (2, 19, 7, 9),
+                                          [_w("b", 38, 1, 1)], out_shape=[2, 38, 7, 9]), True),
     "row_sum": lambda: (_single("GlobalAveragePool", (2, 5, 13, 21)), False),
     "row_max": lambda: (_single("GlobalMaxPool", (2, 5, 13, 21)), False),
     "row_min": lambda: (_single("ReduceMin", (2, 5, 37), inits=[numpy_helper.from_array(np.array([2], np.int64),

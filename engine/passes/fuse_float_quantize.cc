@@ -22,6 +22,17 @@
 // [1, C, 1, ...] broadcast against the channel axis), the channel count
 // known. A Concat on another axis stays and the rest fuses. Runs in the int8 pipeline after the lowering, which has then taken
 // every Q its int8 convs absorb.
+//
+// The float form (FusedChannelBias; the default pipeline and the int8
+// pipeline's float layers, after the epilogue fusion):
+//
+//   [Concat(axis=1)] -> Add(per-channel constant) -> Relu
+//     ==>  FusedChannelBias(Concat's inputs) {bias, activation = "Relu"}
+//
+// what an FP32 DenseNet's dense layers (3 passes over a float tensor: 62 of
+// each in DenseNet-121) and a pre-activation ResNet's block inputs (the
+// BatchNorm's shift and Relu on the residual sum, which has other readers)
+// leave between their convs. Exact too (the same add and Relu, a copy).
 #include <cmath>
 
 #include "passes/pass.h"
@@ -67,6 +78,34 @@ bool concat_on_channels(const Node& concat, int64_t rank) {
   return true;
 }
 
+// The Add (per-channel constant) and Concat part of either form, from the
+// Add's output x: fills c.bias and c.inputs and appends the nodes matched.
+std::string match_bias_concat(Value* x, int64_t rank, QuantizeChain* c, std::vector<Node*>* nodes) {
+  Node* p = producer_of(x);
+  if (is_op(p, OpKind::kAdd) && p->num_inputs() == 2) {
+    const int xi = p->input(0)->is_constant() ? 1 : 0;
+    const int64_t channels = x->shape()[1];
+    if (!single_use(x)) return str_cat("the Add output '", x->name(), "' has other users");
+    if (channels < 0) return str_cat("the channel count of '", x->name(), "' is not known");
+    std::string why = per_channel(p->input(1 - xi), rank, channels, &c->bias);
+    if (!why.empty()) return why;
+    if (!p->input(xi)->has_shape() || p->input(xi)->shape().size() != x->shape().size())
+      return "the Add broadcasts its non-constant operand";
+    nodes->push_back(p);
+    x = p->input(xi);
+    p = producer_of(x);
+  }
+  // A Concat that does not join channels (or not float tensors of one
+  // rank) stays: the fused node then reads its output.
+  if (is_op(p, OpKind::kConcat) && single_use(x) && concat_on_channels(*p, rank)) {
+    nodes->push_back(p);
+    c->inputs.assign(p->inputs().begin(), p->inputs().end());
+  } else {
+    c->inputs = {x};
+  }
+  return "";
+}
+
 class FuseFloatQuantize final : public Pattern {
  public:
   std::string_view name() const override { return "float_ops_into_quantize"; }
@@ -107,29 +146,8 @@ class FuseFloatQuantize final : public Pattern {
       x = p->input(0);
       p = producer_of(x);
     }
-    if (is_op(p, OpKind::kAdd) && p->num_inputs() == 2) {
-      const int xi = p->input(0)->is_constant() ? 1 : 0;
-      std::vector<float> bias;
-      const int64_t channels = x->shape()[1];
-      NO_MATCH_IF(!single_use(x), form, "the Add output '", x->name(), "' has other users");
-      NO_MATCH_IF(channels < 0, form, "the channel count of '", x->name(), "' is not known");
-      const std::string why = per_channel(p->input(1 - xi), rank, channels, &bias);
-      NO_MATCH_IF(!why.empty(), form, why);
-      NO_MATCH_IF(!p->input(xi)->has_shape() || p->input(xi)->shape().size() != x->shape().size(), form,
-                  "the Add broadcasts its non-constant operand");
-      c.bias = std::move(bias);
-      nodes.push_back(p);
-      x = p->input(xi);
-      p = producer_of(x);
-    }
-    // A Concat that does not join channels (or not float tensors of one
-    // rank) stays: the fused node then reads its output.
-    if (is_op(p, OpKind::kConcat) && single_use(x) && concat_on_channels(*p, rank)) {
-      nodes.push_back(p);
-      c.inputs.assign(p->inputs().begin(), p->inputs().end());
-    } else {
-      c.inputs = {x};
-    }
+    const std::string why = match_bias_concat(x, rank, &c, &nodes);
+    NO_MATCH_IF(!why.empty(), form, why);
     NO_MATCH_IF(nodes.size() == 1, form, "the Concat '", p->name(),
                 "' has other users or does not join float tensors of one rank on the channel axis");
     Match m;
@@ -155,6 +173,41 @@ class FuseFloatQuantize final : public Pattern {
   }
 };
 
+class FuseChannelBiasRelu final : public Pattern {
+ public:
+  std::string_view name() const override { return "concat_bias_relu"; }
+  OpKind root() const override { return OpKind::kRelu; }
+
+  MatchResult match(const Graph&, const Node& relu) const override {
+    Value* x = relu.input(0);
+    NOT_APPLICABLE_IF(!x || !relu.output(0) || !is_op(producer_of(x), OpKind::kAdd), "no Add before the Relu");
+    const char* form = "[Concat ->] Add -> Relu: ";
+    NO_MATCH_IF(x->dtype() != DType::kFloat32 || !x->has_shape() || x->shape().size() < 2, form, "the input '",
+                x->name(), "' is not float32 of known rank >= 2");
+    QuantizeChain c;
+    c.relu = true;
+    std::vector<Node*> nodes{const_cast<Node*>(&relu)};
+    const std::string why = match_bias_concat(x, static_cast<int64_t>(x->shape().size()), &c, &nodes);
+    NO_MATCH_IF(!why.empty(), form, why);
+    Match m;
+    m.nodes = std::move(nodes);
+    m.data = std::move(c);
+    return m;
+  }
+
+  void rewrite(Rewriter& rw, const Match& m) const override {
+    const auto& c = std::any_cast<const QuantizeChain&>(m.data);
+    Node* relu = m.nodes[0];
+    Value* y = relu->output(0);
+    const std::string name = relu->name();
+    Attributes attrs;
+    attrs["bias"] = Attribute::of_floats(c.bias);
+    attrs["activation"] = Attribute::of_string("Relu");
+    for (Node* n : m.nodes) rw.remove(n);
+    rw.add_node(OpKind::kFusedChannelBias, name, c.inputs, {y}, attrs);
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Pass> make_fuse_float_quantize() {
@@ -163,6 +216,13 @@ std::unique_ptr<Pass> make_fuse_float_quantize() {
   return std::make_unique<PatternPass>("fuse_float_quantize",
                                        "Concat -> Add (per channel) -> Relu -> QuantizeLinear as one FusedQuantize",
                                        std::move(p));
+}
+
+std::unique_ptr<Pass> make_fuse_channel_bias_relu() {
+  std::vector<std::unique_ptr<Pattern>> p;
+  p.push_back(std::make_unique<FuseChannelBiasRelu>());
+  return std::make_unique<PatternPass>("fuse_channel_bias_relu",
+                                       "[Concat ->] Add (per channel) -> Relu as one FusedChannelBias", std::move(p));
 }
 
 }  // namespace engine

@@ -42,6 +42,7 @@ struct Registry {
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
     const Pass* float_q = add(make_fuse_float_quantize());
+    const Pass* bias_relu = add(make_fuse_channel_bias_relu());
     pipeline = {
         // Before everything: no kernel and no pass handles float16 values
         // (ModelOpt's default output); after it the graph is float32 with
@@ -90,14 +91,17 @@ struct Registry {
         ibn,
         // Last of the rewrites: fused nodes are opaque to every pass above.
         fuse,
+        // The per-channel Add and Relu no conv epilogue took (DenseNet's
+        // Concat -> BN shift -> Relu, a pre-activation block's input).
+        bias_relu,
         // Whatever the rewrites orphaned.
         dce,
     };
     // Q/DQ placement (insert_qdq), TensorRT and the int8 lowering look for
-    // plain Conv -> Add -> Relu, which the epilogue fusion would hide inside
-    // FusedConv: leave it out.
+    // plain Conv -> Add -> Relu, which the epilogue fusions would hide inside
+    // FusedConv and FusedChannelBias: leave them out.
     for (const Pass* p : pipeline)
-      if (p != fuse) quantize.push_back(p);
+      if (p != fuse && p != bias_relu) quantize.push_back(p);
     int8 = {
         widen,
         // Right after widening: the float16 roundings it leaves between
@@ -136,6 +140,7 @@ struct Registry {
         // The layers the model left in float (the classifier, say) still
         // get their epilogues fused.
         fuse,
+        bias_relu,
         // The Q/DQ nodes the lowering orphaned.
         dce,
     };

@@ -156,7 +156,8 @@ void infer_qadd(InferContext& ctx) {
   ctx.output(0) = out;
 }
 
-void infer_fused_quantize(InferContext& ctx) {
+// FusedQuantize (int8 out) and FusedChannelBias (float32 out): a concat on axis 1.
+void infer_fused_concat(InferContext& ctx, bool int8) {
   const int n = ctx.num_inputs();
   if (n < 1) ctx.fail("needs at least one input");
   ValueInfo out = ctx.input(0);
@@ -182,9 +183,12 @@ void infer_fused_quantize(InferContext& ctx) {
     }
   }
   if (!out.has_shape) out.shape.clear();
-  out.dtype = DType::kInt8;
+  out.dtype = int8 ? DType::kInt8 : DType::kFloat32;
   ctx.output(0) = out;
 }
+
+void infer_fused_quantize(InferContext& ctx) { infer_fused_concat(ctx, true); }
+void infer_fused_channel_bias(InferContext& ctx) { infer_fused_concat(ctx, false); }
 
 }  // namespace
 
@@ -195,6 +199,7 @@ void register_quant_infer(InferRegistry& r) {
   r.add(OpKind::kQGemm, infer_qgemm);
   r.add(OpKind::kQAdd, infer_qadd);
   r.add(OpKind::kFusedQuantize, infer_fused_quantize);
+  r.add(OpKind::kFusedChannelBias, infer_fused_channel_bias);
 }
 
 }  // namespace engine

@@ -14,6 +14,7 @@ void quantize_run_u8_avx2(const float*, uint8_t*, int64_t, float, int32_t) { ENG
 void dequantize_run_s8_avx2(const int8_t*, float*, int64_t, float, int32_t) { ENGINE_QK_UNREACHABLE; }
 void dequantize_run_u8_avx2(const uint8_t*, float*, int64_t, float, int32_t) { ENGINE_QK_UNREACHABLE; }
 void fused_quantize_run_s8_avx2(const float*, int8_t*, int64_t, float, bool, float, int32_t) { ENGINE_QK_UNREACHABLE; }
+void fused_channel_bias_run_f32_avx2(const float*, float*, int64_t, float, bool) { ENGINE_QK_UNREACHABLE; }
 void pack_a(const int8_t*, int64_t, int64_t, int64_t, int64_t, int16_t*) { ENGINE_QK_UNREACHABLE; }
 void pack_b(const int8_t*, int64_t, int64_t, int64_t, int64_t, int16_t*) { ENGINE_QK_UNREACHABLE; }
 size_t qconv_avx2_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }

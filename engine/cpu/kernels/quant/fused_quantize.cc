@@ -1,21 +1,29 @@
-// FusedQuantize (ops.def; passes/fuse_float_quantize.cc): a QuantizeLinear
-// that also performs the Concat (axis 1), per-channel Add and Relu before
-// it, reading each input plane once and writing int8: no float tensor in
-// between. Per (image, output channel) plane the source is that channel's
-// plane of the input that holds it; planes are split over threads.
+// FusedQuantize and FusedChannelBias (ops.def; passes/fuse_float_quantize.cc):
+// the Concat (axis 1), per-channel Add and Relu, and for FusedQuantize the
+// QuantizeLinear after them, reading each input plane once and writing the
+// output once (int8, or float32): no tensor in between. Per (image, output
+// channel) plane the source is that channel's plane of the input that holds
+// it; planes are split over threads.
 #include <algorithm>
 #include <cmath>
 
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/quant/quant_kernels.h"
+#include "cpu/simd/vec_scalar.h"
 
 namespace engine::qk {
 
 void fused_quantize_run_s8_ref(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale, int32_t zp) {
   for (int64_t i = 0; i < n; ++i) {
-    float v = x[i] + bias;
-    if (relu) v = v < 0.f ? 0.f : v;  // NaN stays NaN (the Relu kernels' max(0, v))
-    y[i] = quantize_one<int8_t>(v, scale, zp);
+    const float v = x[i] + bias;
+    y[i] = quantize_one<int8_t>(relu ? simd::scalar::relu(v) : v, scale, zp);  // NaN stays NaN
+  }
+}
+
+void fused_channel_bias_run_f32_ref(const float* x, float* y, int64_t n, float bias, bool relu) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i] + bias;
+    y[i] = relu ? simd::scalar::relu(v) : v;
   }
 }
 
@@ -26,21 +34,32 @@ constexpr int64_t kGrain = 1 << 14;
 
 class FusedQuantizeKernel final : public Kernel {
  public:
-  explicit FusedQuantizeKernel(const Node& node)
+  // quantize: FusedQuantize (int8 out), else FusedChannelBias (float32).
+  FusedQuantizeKernel(const Node& node, bool quantize)
       : desc_(node.describe()),
+        quantize_(quantize),
         scale_(node.attr_float("scale", 0.f)),
         zp_(node.attr_int("zero_point", 0)),
         bias_(node.attr_floats("bias")) {
-    ENGINE_ENFORCE(scale_ > 0.f && std::isfinite(scale_), kInvalidModel, desc_, ": scale ", scale_,
+    ENGINE_ENFORCE(!quantize_ || (scale_ > 0.f && std::isfinite(scale_)), kInvalidModel, desc_, ": scale ", scale_,
                    " must be positive and finite");
     ENGINE_ENFORCE(zp_ >= -128 && zp_ <= 127, kInvalidModel, desc_, ": zero_point ", zp_, " is not an int8 value");
     const std::string act = node.attr_string("activation", "");
     ENGINE_ENFORCE(act.empty() || act == "Relu", kUnsupportedOperator, desc_, ": activation '", act,
                    "' is not supported (Relu)");
     relu_ = act == "Relu";
-    if (kernel_usable("fused_quantize_s8_avx2")) {
-      run_ = fused_quantize_run_s8_avx2;
-      symbol_ = "fused_quantize_s8_avx2";
+    if (quantize_) {
+      symbol_ = "fused_quantize_s8_ref";
+      if (kernel_usable("fused_quantize_s8_avx2")) {
+        run_ = fused_quantize_run_s8_avx2;
+        symbol_ = "fused_quantize_s8_avx2";
+      }
+    } else {
+      symbol_ = "fused_channel_bias_f32_ref";
+      if (kernel_usable("fused_channel_bias_f32_avx2")) {
+        run_f32_ = fused_channel_bias_run_f32_avx2;
+        symbol_ = "fused_channel_bias_f32_avx2";
+      }
     }
   }
 
@@ -70,9 +89,8 @@ class FusedQuantizeKernel final : public Kernel {
     ENGINE_ENFORCE(bias_.empty() || static_cast<int64_t>(bias_.size()) == channels, kShape, desc_, ": ",
                    bias_.size(), " bias values for ", channels, " channels");
     Tensor& y = *out[0];
-    ENGINE_ENFORCE(y.dtype() == DType::kInt8 && y.numel() == batch * channels * plane, kInternal, desc_,
-                   ": bad output");
-    int8_t* py = y.data<int8_t>();
+    ENGINE_ENFORCE(y.dtype() == (quantize_ ? DType::kInt8 : DType::kFloat32) && y.numel() == batch * channels * plane,
+                   kInternal, desc_, ": bad output");
     const auto zp = static_cast<int32_t>(zp_);
     auto body = [&](int64_t b, int64_t e) {
       size_t i = 0;
@@ -82,7 +100,12 @@ class FusedQuantizeKernel final : public Kernel {
         const int64_t ci = first[i + 1] - first[i];
         const float* src = in[i]->data<float>() + (n * ci + (c - first[i])) * plane;
         const float bias = bias_.empty() ? 0.f : bias_[c];
-        int8_t* dst = py + t * plane;
+        if (!quantize_) {
+          float* dst = y.data<float>() + t * plane;
+          (run_f32_ ? run_f32_ : fused_channel_bias_run_f32_ref)(src, dst, plane, bias, relu_);
+          continue;
+        }
+        int8_t* dst = y.data<int8_t>() + t * plane;
         if (bias_.empty() && !relu_) {
           (run_ ? quantize_run_s8_avx2 : quantize_run_ref<int8_t>)(src, dst, plane, scale_, zp);
         } else if (run_) {
@@ -97,16 +120,23 @@ class FusedQuantizeKernel final : public Kernel {
 
  private:
   std::string desc_;
+  bool quantize_;
   float scale_;
   int64_t zp_;
   std::vector<float> bias_;
   bool relu_ = false;
-  std::string symbol_ = "fused_quantize_s8_ref";
+  std::string symbol_;
   void (*run_)(const float*, int8_t*, int64_t, float, bool, float, int32_t) = nullptr;
+  void (*run_f32_)(const float*, float*, int64_t, float, bool) = nullptr;
 };
 
 }  // namespace
 
-std::unique_ptr<Kernel> create_fused_quantize(const Node& node) { return std::make_unique<FusedQuantizeKernel>(node); }
+std::unique_ptr<Kernel> create_fused_quantize(const Node& node) {
+  return std::make_unique<FusedQuantizeKernel>(node, true);
+}
+std::unique_ptr<Kernel> create_fused_channel_bias(const Node& node) {
+  return std::make_unique<FusedQuantizeKernel>(node, false);
+}
 
 }  // namespace engine::qk

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "cpu/kernels/quant/quant_kernels.h"
+#include "cpu/simd/vec_avx2.h"
 
 namespace engine::qk {
 namespace {
@@ -104,22 +105,33 @@ void quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float scale, int
 void quantize_run_u8_avx2(const float* x, uint8_t* y, int64_t n, float scale, int32_t zp) {
   quantize_run<uint8_t>(x, y, n, scale, zp);
 }
-// quantize_run<int8_t>'s steps on act(x + bias): the float add, then Relu as
-// max(0, v) with 0 first (maxps returns its second operand for a NaN, so a
-// NaN stays NaN and quantizes as the unfused Q does).
+// quantize_run<int8_t>'s steps on act(x + bias): the float add, then the
+// SIMD layer's Relu, max(0, v) with 0 first (maxps returns its second
+// operand for a NaN, so a NaN stays NaN and quantizes as the unfused Q does).
 void fused_quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale,
                                 int32_t zp) {
-  const __m256 s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+  const __m256 s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias);
   const __m256 lo = _mm256_set1_ps(static_cast<float>(-128 - zp)), hi = _mm256_set1_ps(static_cast<float>(127 - zp));
   const __m256i z = _mm256_set1_epi32(zp);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), b);
-    if (relu) v = _mm256_max_ps(zero, v);
+    if (relu) v = simd::avx2::relu(v);
     v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, s), lo), hi);
     store8(y + i, _mm256_add_epi32(_mm256_cvtps_epi32(v), z));
   }
   if (i < n) fused_quantize_run_s8_ref(x + i, y + i, n - i, bias, relu, scale, zp);
+}
+
+// FusedChannelBias: act(x + bias) in float, the same two operations.
+void fused_channel_bias_run_f32_avx2(const float* x, float* y, int64_t n, float bias, bool relu) {
+  const __m256 b = _mm256_set1_ps(bias);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), b);
+    _mm256_storeu_ps(y + i, relu ? simd::avx2::relu(v) : v);
+  }
+  if (i < n) fused_channel_bias_run_f32_ref(x + i, y + i, n - i, bias, relu);
 }
 
 void dequantize_run_s8_avx2(const int8_t* x, float* y, int64_t n, float scale, int32_t zp) {

@@ -77,6 +77,9 @@ void dequantize_run_u8_avx2(const uint8_t* x, float* y, int64_t n, float scale, 
 // NaN) or none. The ref loop and the AVX2 run give the same bits.
 void fused_quantize_run_s8_ref(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale, int32_t zp);
 void fused_quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale, int32_t zp);
+// FusedChannelBias's run: y = act(x + bias) in float (the same add and Relu).
+void fused_channel_bias_run_f32_ref(const float* x, float* y, int64_t n, float bias, bool relu);
+void fused_channel_bias_run_f32_avx2(const float* x, float* y, int64_t n, float bias, bool relu);
 
 // ---------------------------------------------------------------------------
 // The int8 conv / gemm epilogue. For output element `idx` of channel `c`,
@@ -401,5 +404,6 @@ std::unique_ptr<Kernel> create_qgemm(const Node& node);
 std::unique_ptr<Kernel> create_maxpool_s8(const Node& node);
 std::unique_ptr<Kernel> create_qadd(const Node& node);
 std::unique_ptr<Kernel> create_fused_quantize(const Node& node);
+std::unique_ptr<Kernel> create_fused_channel_bias(const Node& node);
 
 }  // namespace engine::qk

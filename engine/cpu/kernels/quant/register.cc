@@ -11,6 +11,7 @@ void register_quant_kernels(KernelRegistry& r) {
   r.add(OpKind::kQGemm, {qk::create_qgemm, false});
   r.add(OpKind::kQAdd, {qk::create_qadd, false});
   r.add(OpKind::kFusedQuantize, {qk::create_fused_quantize, false});
+  r.add(OpKind::kFusedChannelBias, {qk::create_fused_channel_bias, false});
   // MaxPool on int8 data (lower_int8_maxpool) is this family's; float
   // MaxPool stays with the norm_pool family, registered before this one.
   const KernelInfo* pool = r.find(OpKind::kMaxPool);
