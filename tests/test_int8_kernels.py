@@ -795,6 +795,13 @@ MAXPOOL_SHAPES = [
     (1, 3, 9, 45, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0),
     (2, 2, 8, 50, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0),
     (1, 2, 6, 39, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 0),
+    # The AVX-512 path: rows of 1-3 blocks of 32 outputs (65 and 130 columns: the last output's
+    # window past the row's end), a left pad of 2, 2 columns at stride 2 with ceil_mode, and
+    # window rows at dilation 2.
+    (1, 2, 9, 65, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0),
+    (2, 3, 7, 130, (3, 3), (2, 2), (0, 2, 1, 1), (1, 1), 1),
+    (1, 2, 11, 71, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    (1, 2, 13, 40, (3, 3), (1, 2), (2, 1, 2, 1), (2, 1), 0),
 ]
 
 
@@ -818,7 +825,9 @@ def test_int8_maxpool_vs_onnxruntime(shape, tier):
         assert got.dtype == np.int8
         np.testing.assert_array_equal(got, want, err_msg=f"{tier}, edges={edges}")
         kernel = engine.profile({"x": x}, runs=1)[0]["kernel"]
-        assert kernel.startswith("max_pool_s8_" + ("ref" if tier == "ref" else "avx2")), kernel
+        # Windows 2-3 columns wide at column stride 2 (dilation 1): the AVX-512 path on tiers above AVX2.
+        wide = k[1] in (2, 3) and st[1] == 2 and dil[1] == 1 and tier not in ("ref", "avx2")
+        assert kernel.startswith("max_pool_s8_" + ("ref" if tier == "ref" else "avx512" if wide else "avx2")), kernel
 
 
 def _chain_model(x, w1, attrs1, w2, ep2, attrs2):

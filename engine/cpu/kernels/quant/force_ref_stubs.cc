@@ -47,6 +47,8 @@ void qconv_depthwise_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, con
 }
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
 void maxpool_s8_avx2(const PoolS8Geom&, const int8_t*, int8_t*, void*) { ENGINE_QK_UNREACHABLE; }
+bool maxpool_s8_avx512_applies(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }
+void maxpool_s8_avx512(const PoolS8Geom&, const int8_t*, int8_t*) { ENGINE_QK_UNREACHABLE; }
 void qadd_run_s8_avx2(const int8_t*, const int8_t*, int8_t*, int64_t, const QAddParams&) { ENGINE_QK_UNREACHABLE; }
 void qadd_run_s8_avx512(const int8_t*, const int8_t*, int8_t*, int64_t, const QAddParams&) { ENGINE_QK_UNREACHABLE; }
 size_t qgemm_avx2_workspace(int64_t, int64_t) { ENGINE_QK_UNREACHABLE; }

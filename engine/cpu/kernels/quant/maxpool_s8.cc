@@ -34,7 +34,10 @@ namespace {
 
 class MaxPoolS8Kernel final : public Kernel {
  public:
-  explicit MaxPoolS8Kernel(const Node& node) : desc_(node.describe()), avx2_(kernel_usable("max_pool_s8_avx2")) {
+  explicit MaxPoolS8Kernel(const Node& node)
+      : desc_(node.describe()),
+        avx2_(kernel_usable("max_pool_s8_avx2")),
+        avx512_(kernel_usable("max_pool_s8_avx512")) {
     ENGINE_ENFORCE(node.num_outputs() < 2 || !node.output(1), kUnsupportedOperator, desc_,
                    ": int8 MaxPool does not compute Indices");
     kernel_ = node.attr_ints("kernel_shape");
@@ -54,10 +57,16 @@ class MaxPoolS8Kernel final : public Kernel {
     for (int i = 0; i < 2; ++i)
       ENGINE_ENFORCE(kernel_[i] > 0 && strides_[i] > 0 && dilations_[i] > 0 && pads_[i] >= 0, kInvalidModel, desc_,
                      ": kernel_shape, strides and dilations must be positive, pads non-negative");
+    PoolS8Geom cols;
+    cols.kh = kernel_[0];
+    cols.kw = kernel_[1];
+    cols.sw = strides_[1];
+    cols.dw = dilations_[1];
+    avx512_ = avx512_ && maxpool_s8_avx512_applies(cols);
   }
 
   std::string describe() const override {
-    return avx2_ ? "max_pool_s8_avx2 row-separable" : "max_pool_s8_ref";
+    return avx512_ ? "max_pool_s8_avx512 stride-2 rows" : avx2_ ? "max_pool_s8_avx2 row-separable" : "max_pool_s8_ref";
   }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
@@ -82,7 +91,8 @@ class MaxPoolS8Kernel final : public Kernel {
     const int64_t planes = x.dim(0) * x.dim(1), in_plane = g.h * g.w, out_plane = g.oh * g.ow;
     const int8_t* xp = x.data<int8_t>();
     int8_t* yp = y.data<int8_t>();
-    const size_t per_thread = avx2_ ? maxpool_s8_avx2_workspace(g) : 0;
+    const bool wide = avx512_;
+    const size_t per_thread = avx2_ && !wide ? maxpool_s8_avx2_workspace(g) : 0;
     char* ws = per_thread ? static_cast<char*>(ctx.scratch(per_thread * ctx.pool().num_threads())) : nullptr;
     // Planes claimed dynamically (run_any): a late worker stalls nothing.
     std::atomic<int64_t> next{0};
@@ -90,7 +100,8 @@ class MaxPoolS8Kernel final : public Kernel {
       for (;;) {
         const int64_t p = next.fetch_add(1, std::memory_order_relaxed);
         if (p >= planes) return;
-        if (avx2_) maxpool_s8_avx2(g, xp + p * in_plane, yp + p * out_plane, ws + per_thread * tid);
+        if (wide) maxpool_s8_avx512(g, xp + p * in_plane, yp + p * out_plane);
+        else if (avx2_) maxpool_s8_avx2(g, xp + p * in_plane, yp + p * out_plane, ws + per_thread * tid);
         else maxpool_s8_ref(g, xp + p * in_plane, yp + p * out_plane);
       }
     };
@@ -99,7 +110,7 @@ class MaxPoolS8Kernel final : public Kernel {
 
  private:
   std::string desc_;
-  bool avx2_;
+  bool avx2_, avx512_;  // avx512_: the tier is usable and the window's columns suit it
   std::vector<int64_t> kernel_, strides_, dilations_, pads_;
 };
 

@@ -364,6 +364,10 @@ void maxpool_s8_ref(const PoolS8Geom& g, const int8_t* x, int8_t* y);
 // Row-separable version; ws: maxpool_s8_avx2_workspace(g) bytes.
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom& g);
 void maxpool_s8_avx2(const PoolS8Geom& g, const int8_t* x, int8_t* y, void* ws);
+// Windows 2 or 3 columns wide at column stride 2, dilation 1,
+// and at most 64 window rows (applies(g)), in registers. No workspace.
+bool maxpool_s8_avx512_applies(const PoolS8Geom& g);
+void maxpool_s8_avx512(const PoolS8Geom& g, const int8_t* x, int8_t* y);
 
 // ---------------------------------------------------------------------------
 // QAdd (ops.def): y = Q(DQ(a) + DQ(b) [, Relu]) over n elements, the Q/DQ
