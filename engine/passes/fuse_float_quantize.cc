@@ -18,9 +18,10 @@
 // output_dtype int8) and its output not a graph output; every intermediate
 // is read only by the next op of the chain and is not a graph output; the
 // Concat joins float tensors of one rank >= 2 on axis 1; the Add's other
-// operand is a float constant of one value per channel ([C], [C, 1, ...] or
-// [1, C, 1, ...] broadcast against the channel axis), the channel count
-// known. A Concat on another axis stays and the rest fuses. Runs in the int8 pipeline after the lowering, which has then taken
+// operand is a float constant of one value per channel ([C, 1, ...] or
+// [1, C, 1, ...] broadcast against the channel axis; [C] for a 2-D input),
+// the channel count known. A Concat on another axis stays and the rest
+// fuses. Runs in the int8 pipeline after the lowering, which has then taken
 // every Q its int8 convs absorb.
 //
 // The float form (FusedChannelBias; the default pipeline and the int8
@@ -106,6 +107,26 @@ std::string match_bias_concat(Value* x, int64_t rank, QuantizeChain* c, std::vec
   return "";
 }
 
+// The matched chain (m.nodes, its last op first) as one `kind` node under
+// the last op's name, taking over its output.
+void replace_chain(Rewriter& rw, const Match& m, OpKind kind) {
+  const auto& c = std::any_cast<const QuantizeChain&>(m.data);
+  Node* last = m.nodes[0];
+  Value* y = last->output(0);
+  const std::string name = last->name();
+  Attributes attrs;
+  if (kind == OpKind::kFusedQuantize) {
+    attrs["scale"] = Attribute::of_float(c.scale);
+    if (c.zero_point) attrs["zero_point"] = Attribute::of_int(c.zero_point);
+  }
+  if (!c.bias.empty()) attrs["bias"] = Attribute::of_floats(c.bias);
+  if (c.relu) attrs["activation"] = Attribute::of_string("Relu");
+  // Consumers first: each removed node's output is read only by the node
+  // removed before it (or is y, which the fused node takes over).
+  for (Node* n : m.nodes) rw.remove(n);
+  rw.add_node(kind, name, c.inputs, {y}, attrs);
+}
+
 class FuseFloatQuantize final : public Pattern {
  public:
   std::string_view name() const override { return "float_ops_into_quantize"; }
@@ -156,21 +177,7 @@ class FuseFloatQuantize final : public Pattern {
     return m;
   }
 
-  void rewrite(Rewriter& rw, const Match& m) const override {
-    const auto& c = std::any_cast<const QuantizeChain&>(m.data);
-    Node* q = m.nodes[0];
-    Value* y = q->output(0);
-    const std::string name = q->name();
-    Attributes attrs;
-    attrs["scale"] = Attribute::of_float(c.scale);
-    if (c.zero_point) attrs["zero_point"] = Attribute::of_int(c.zero_point);
-    if (!c.bias.empty()) attrs["bias"] = Attribute::of_floats(c.bias);
-    if (c.relu) attrs["activation"] = Attribute::of_string("Relu");
-    // Consumers first: each removed node's output is read only by the node
-    // removed before it (or is y, which the fused node takes over).
-    for (Node* n : m.nodes) rw.remove(n);
-    rw.add_node(OpKind::kFusedQuantize, name, c.inputs, {y}, attrs);
-  }
+  void rewrite(Rewriter& rw, const Match& m) const override { replace_chain(rw, m, OpKind::kFusedQuantize); }
 };
 
 class FuseChannelBiasRelu final : public Pattern {
@@ -195,17 +202,7 @@ class FuseChannelBiasRelu final : public Pattern {
     return m;
   }
 
-  void rewrite(Rewriter& rw, const Match& m) const override {
-    const auto& c = std::any_cast<const QuantizeChain&>(m.data);
-    Node* relu = m.nodes[0];
-    Value* y = relu->output(0);
-    const std::string name = relu->name();
-    Attributes attrs;
-    attrs["bias"] = Attribute::of_floats(c.bias);
-    attrs["activation"] = Attribute::of_string("Relu");
-    for (Node* n : m.nodes) rw.remove(n);
-    rw.add_node(OpKind::kFusedChannelBias, name, c.inputs, {y}, attrs);
-  }
+  void rewrite(Rewriter& rw, const Match& m) const override { replace_chain(rw, m, OpKind::kFusedChannelBias); }
 };
 
 }  // namespace

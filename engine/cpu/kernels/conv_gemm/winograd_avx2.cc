@@ -326,6 +326,22 @@ void for_segments(const WinoDims& d, const WinoUnit& u, const F& fn) {
   }
 }
 
+// Pass 3 for a unit whose M_i are at mbuf: its output channels over its
+// tile rows, skipping images with a non-finite input (the fallback's).
+template <typename Op>
+void output_unit(const ConvGeom& g, const WinoDims& d, const WinoUnit& un, const UnitLayout& l, const float* mbuf,
+                 int64_t n0, const std::atomic<bool>* nonfinite, const float* b, const float* z, float* y,
+                 const Op& op) {
+  const int64_t out_plane = g.out_plane();
+  for_segments(d, un, [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
+    if (nonfinite[j].load(std::memory_order_relaxed)) return;
+    const int64_t n = n0 + j;
+    for (int64_t m = un.m0; m < un.m1; ++m)
+      output_transform(g, d, mbuf + (m - un.m0) * l.cols + col, l.m_stride, ty0, ty1, b ? b[m] : 0.f,
+                       z ? z + (n * g.cout + m) * out_plane : nullptr, y + (n * g.cout + m) * out_plane, op);
+  });
+}
+
 // A group whose units are runs of output channels (a small plane): pass 1
 // is split by input channels, each thread transforming its share of them
 // into one V (unit 0's, every unit's columns being the group's), so no
@@ -338,7 +354,7 @@ void by_channels(ThreadPool& pool, const ConvGeom& g, const WinoDims& d, const f
                  const WinoUnit* units, int64_t nunits, char* base, size_t per_unit, SgemmFn gemm,
                  std::atomic<bool>* nonfinite, WinogradFallback fallback, const void* fallback_ctx) {
   static ThreadPool serial(1);
-  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const int64_t in_plane = g.in_plane();
   const UnitLayout shared = unit_layout(g, d, units[0]);
   auto* v = reinterpret_cast<float*>(base + shared.v_off);
   for_units(pool, nunits, [&](int64_t ui) {
@@ -364,14 +380,7 @@ void by_channels(ThreadPool& pool, const ConvGeom& g, const WinoDims& d, const f
       char* mine = base + ui * per_unit;
       const WinoItems items{u, u_stride, v, shared.v_stride, reinterpret_cast<float*>(mine + l.m_off), l.m_stride};
       gemm(serial, wino_spec(g, un, l.cols), wino_item, &items, mine + l.gemm_off);
-      const auto* mbuf = reinterpret_cast<const float*>(mine + l.m_off);
-      for_segments(d, un, [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
-        if (nonfinite[j].load(std::memory_order_relaxed)) return;
-        const int64_t n = n0 + j;
-        for (int64_t m = un.m0; m < un.m1; ++m)
-          output_transform(g, d, mbuf + (m - un.m0) * l.cols + col, l.m_stride, ty0, ty1, b ? b[m] : 0.f,
-                           z ? z + (n * g.cout + m) * out_plane : nullptr, y + (n * g.cout + m) * out_plane, op);
-      });
+      output_unit(g, d, un, l, reinterpret_cast<const float*>(mine + l.m_off), n0, nonfinite, b, z, y, op);
     });
   });
 }
@@ -393,7 +402,7 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
   char* base = static_cast<char*>(scratch);
   for (int t = 0; t < threads; ++t) std::memset(base + t * per_unit, 0, d.rows * d.pitch * sizeof(float));
 
-  const int64_t in_plane = g.in_plane(), out_plane = g.out_plane();
+  const int64_t in_plane = g.in_plane();
   const int64_t u_stride = packed_a_size(g.cout, g.cin);
   std::vector<WinoUnit> units(static_cast<size_t>(threads));
   for (int64_t n0 = 0; n0 < g.batch; n0 += d.group) {
@@ -433,14 +442,8 @@ void winograd_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const fl
       for_units(pool, nunits, [&](int64_t ui) {
         const WinoUnit& un = units[ui];
         const UnitLayout l = unit_layout(g, d, un);
-        const auto* mbuf = reinterpret_cast<const float*>(base + ui * per_unit + l.m_off);
-        for_segments(d, un, [&](int64_t j, int64_t ty0, int64_t ty1, int64_t col) {
-          if (nonfinite[j].load(std::memory_order_relaxed)) return;
-          const int64_t n = n0 + j;
-          for (int64_t m = un.m0; m < un.m1; ++m)
-            output_transform(g, d, mbuf + (m - un.m0) * l.cols + col, l.m_stride, ty0, ty1, b ? b[m] : 0.f,
-                             z ? z + (n * g.cout + m) * out_plane : nullptr, y + (n * g.cout + m) * out_plane, op);
-        });
+        output_unit(g, d, un, l, reinterpret_cast<const float*>(base + ui * per_unit + l.m_off), n0, nonfinite, b,
+                    z, y, op);
       });
     });
   }
