@@ -733,12 +733,20 @@ def test_qconv_rank_mismatch_is_an_error():
         _engine(model).run(feeds)
 
 
-GEMM_SHAPES = [(1, 1, 1), (3, 13, 17), (7, 64, 100), (17, 127, 13), (2, 2048, 10), (6, 3, 16)]
+# (N, K, M). The VNNI tier runs constant-weight QGemms as 1x1 convs of N one-pixel images: batch
+# 1 and 17 (the narrow-tail kernel and whole 16-column panels plus a tail), K not a multiple of 4,
+# M past one 8-row tile; (1, 2048, 1000) is ResNet-50's classifier.
+GEMM_SHAPES = [(1, 1, 1), (3, 13, 17), (7, 64, 100), (17, 127, 13), (2, 2048, 10), (6, 3, 16), (1, 2048, 1000),
+               (33, 50, 21)]
 
 
+@pytest.mark.parametrize("tier", ["avx2", "vnni"])
 @pytest.mark.parametrize("epilogue", list(EPILOGUES))
 @pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_qgemm_avx2_ref_numpy_bit_exact(shape, epilogue):
+def test_qgemm_avx2_ref_numpy_bit_exact(shape, epilogue, tier):
+    """Each SIMD tier's QGemm (AVX2's int16 GEMM, VNNI's 1x1 conv path) equals
+    the reference loops, which equal numpy's int64 product and epilogue."""
+    _require_tier(tier)
     rng = np.random.default_rng()
     n, k, m = shape
     for edges in (False, True):
@@ -753,9 +761,12 @@ def test_qgemm_avx2_ref_numpy_bit_exact(shape, epilogue):
         want = _np_epilogue(acc, 1, mul, ep)
         model, feeds = _custom_model("QGemm", a, w, ep, attrs)
         got_ref = _engine(model, ref=True).run(feeds)["y"]
-        got = _engine(model).run(feeds)["y"]
+        engine = _engine(model, tier=tier)
+        got = engine.run(feeds)["y"]
         np.testing.assert_array_equal(got_ref, want, err_msg=f"ref vs numpy, edges={edges}")
-        np.testing.assert_array_equal(got, got_ref, err_msg=f"avx2 vs ref, edges={edges}")
+        np.testing.assert_array_equal(got, got_ref, err_msg=f"{tier} vs ref, edges={edges}")
+        kernel = engine.profile(feeds, runs=1)[0]["kernel"]
+        assert kernel.startswith({"avx2": "qgemm_s8_avx2", "vnni": "qgemm_s8_avx512vnni"}[tier]), kernel
 
 
 @pytest.mark.parametrize("op", ["QConv", "QGemm"])

@@ -554,18 +554,29 @@ class QGemmKernel final : public Kernel {
       const int64_t m = weights_->dim(0), k = weights_->dim(1);
       mul_.resize(m);
       ep_.fill_mul(mul_.data(), m, desc_);
-      if (avx2_) {
+      // Constant weights on VNNI: the QConv kernel's 1x1 path, the rows of A
+      // being images of one pixel (y[n, m] is an [N, M, 1, 1] output).
+      // Its int8 weight tiles stream half the bytes of the AVX2 kernel's
+      // int16 panels (the classifier's GEMV at batch 1 is bound by them).
+      vnni_ = kernel_usable("qgemm_s8_avx512vnni");
+      if (vnni_) {
+        packed8_.assign(packed_a_vnni_bytes(m, k), 0);
+        corr_.resize(m);
+        pack_a_vnni(weights_->data<int8_t>(), k, m, k, packed8_.data(), corr_.data());
+      } else if (avx2_) {
         packed_.assign(packed_b_elems(k, m), 0);
         pack_b(weights_->data<int8_t>(), 1, k, k, m, packed_.data());
-        if (ep_.x_zp != 0) {
-          wsum_.resize(m);
-          weight_sums(weights_->data<int8_t>(), k, m, k, 1, wsum_.data());
-        }
+      }
+      if ((vnni_ || avx2_) && ep_.x_zp != 0) {
+        wsum_.resize(m);
+        weight_sums(weights_->data<int8_t>(), k, m, k, 1, wsum_.data());
       }
     }
   }
 
-  std::string describe() const override { return avx2_ ? "qgemm_s8_avx2 gemm(int16 madd)" : "qgemm_s8_ref"; }
+  std::string describe() const override {
+    return vnni_ ? "qgemm_s8_avx512vnni 1x1 conv(vpdpbusd)" : avx2_ ? "qgemm_s8_avx2 gemm(int16 madd)" : "qgemm_s8_ref";
+  }
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
     const Tensor& a = *in[0];
@@ -582,11 +593,14 @@ class QGemmKernel final : public Kernel {
       runtime_bytes = align64(m * sizeof(float));
       if (avx2_) runtime_bytes += align64(packed_b_elems(k, m) * sizeof(int16_t));
     }
-    const bool fold = avx2_ && ep_.x_zp != 0;
+    const bool fold = (avx2_ || vnni_) && ep_.x_zp != 0;
     const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(m, weights_ != nullptr) : 0;
     const size_t bias_bytes = ep_.bias_bytes(b, m);
     runtime_bytes += fold_bytes + bias_bytes;
-    const size_t ws_bytes = avx2_ ? qgemm_avx2_workspace(n, k) : 0;
+    const ConvGeom g = pointwise(n, m, k);
+    const size_t ws_bytes = vnni_ ? qconv_avx512vnni_workspace(g, ctx.pool().num_threads(), false)
+                            : avx2_ ? qgemm_avx2_workspace(n, k)
+                                    : 0;
     char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
     const float* mul = mul_.data();
     const int16_t* packed = packed_.data();
@@ -604,8 +618,16 @@ class QGemmKernel final : public Kernel {
     if (fold)
       ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), m, k,
                                 reinterpret_cast<int32_t*>(scratch + runtime_bytes - bias_bytes - fold_bytes));
-    if (avx2_) qgemm_avx2(ctx.pool(), n, m, k, a.data<int8_t>(), packed, e, scratch + runtime_bytes);
-    else qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e, ep_.x_zp);
+    if (vnni_) {
+      // The input's sign is not known here: the +128 shift with its
+      // per-channel correction (exact).
+      qconv_avx512vnni(ctx.pool(), g, a.data<int8_t>(), false, packed8_.data(), nullptr, corr_.data(), e,
+                       scratch + runtime_bytes);
+    } else if (avx2_) {
+      qgemm_avx2(ctx.pool(), n, m, k, a.data<int8_t>(), packed, e, scratch + runtime_bytes);
+    } else {
+      qgemm_ref(n, m, k, a.data<int8_t>(), w.data<int8_t>(), e, ep_.x_zp);
+    }
   }
 
  private:
@@ -616,13 +638,28 @@ class QGemmKernel final : public Kernel {
                    ": reduction size too large for int32 accumulation");
   }
 
+  // A as n images of k channels and one pixel, W as m 1x1 filters.
+  ConvGeom pointwise(int64_t n, int64_t m, int64_t k) const {
+    ConvGeom g;
+    g.n = n;
+    g.c = k;
+    g.h = g.w = g.oh = g.ow = 1;
+    g.m = m;
+    g.kh = g.kw = 1;
+    g.x_zp = static_cast<int8_t>(ep_.x_zp);
+    return g;
+  }
+
   std::string desc_;
   bool avx2_;
+  bool vnni_ = false;  // constant weights on the VNNI tier (packed8_, corr_)
   EpilogueAttrs ep_;
   std::shared_ptr<const Tensor> weights_;
   std::vector<float> mul_;
   std::vector<int16_t> packed_;
-  std::vector<int32_t> wsum_;  // AVX2 with an input zero point: sum_k w[m, k]
+  std::vector<int32_t> wsum_;  // AVX2 / VNNI with an input zero point: sum_k w[m, k]
+  std::vector<int8_t> packed8_;  // VNNI: the QConv 1x1 weight tiles
+  std::vector<int32_t> corr_;    // VNNI: 128 * sum_k w[m, k]
 };
 
 }  // namespace
