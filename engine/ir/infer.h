@@ -112,5 +112,9 @@ void infer_shapes(Graph& g);
 Shape broadcast_shapes(const InferContext& ctx, const Shape& a, const Shape& b);
 // Normalizes a possibly negative axis for a tensor of the given rank.
 int64_t normalize_axis(const InferContext& ctx, int64_t axis, int64_t rank);
+// The inputs of ctx concatenated on `axis` (normalized against their rank):
+// the first input's dtype, -1 where a size is unknown; fails on different
+// ranks, scalars, or sizes that differ off the axis (Concat's inference).
+ValueInfo concat_info(const InferContext& ctx, int64_t axis);
 
 }  // namespace engine

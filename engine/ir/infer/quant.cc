@@ -156,33 +156,17 @@ void infer_qadd(InferContext& ctx) {
   ctx.output(0) = out;
 }
 
-// FusedQuantize (int8 out) and FusedChannelBias (float32 out): a concat on axis 1.
+// FusedQuantize (int8 out) and FusedChannelBias (float32 out): float
+// inputs of one rank >= 2 concatenated on axis 1.
 void infer_fused_concat(InferContext& ctx, bool int8) {
-  const int n = ctx.num_inputs();
-  if (n < 1) ctx.fail("needs at least one input");
-  ValueInfo out = ctx.input(0);
-  out.value = nullptr;
-  for (int i = 0; i < n; ++i) {
+  if (ctx.num_inputs() < 1) ctx.fail("needs at least one input");
+  for (int i = 0; i < ctx.num_inputs(); ++i) {
     const ValueInfo& x = ctx.input(i);
     if (x.dtype != DType::kUndefined && x.dtype != DType::kFloat32)
       ctx.fail("input ", i, " is ", dtype_name(x.dtype), ", not float32");
-    if (!x.has_shape || !out.has_shape) {
-      out.has_shape = false;
-      continue;
-    }
-    if (x.shape.size() != out.shape.size() || x.shape.size() < 2)
-      ctx.fail("inputs of ranks ", out.shape.size(), " and ", x.shape.size(), " (one rank >= 2)");
-    if (i == 0) continue;
-    for (size_t d = 0; d < x.shape.size(); ++d) {
-      if (d == 1) {
-        out.shape[1] = out.shape[1] < 0 || x.shape[1] < 0 ? -1 : out.shape[1] + x.shape[1];
-      } else if (x.shape[d] >= 0 && out.shape[d] >= 0 && x.shape[d] != out.shape[d]) {
-        ctx.fail("input ", i, " of shape ", shape_str(x.shape), " differs from ", shape_str(ctx.input(0).shape),
-                 " off the channel axis");
-      }
-    }
+    if (x.has_shape && x.rank() < 2) ctx.fail("input ", i, " has rank ", x.rank(), " (channels on axis 1 need >= 2)");
   }
-  if (!out.has_shape) out.shape.clear();
+  ValueInfo out = concat_info(ctx, 1);
   out.dtype = int8 ? DType::kInt8 : DType::kFloat32;
   ctx.output(0) = out;
 }

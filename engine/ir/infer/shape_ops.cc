@@ -242,9 +242,9 @@ void infer_transpose(InferContext& ctx) {
 
 // -- joining and splitting ----------------------------------------------------
 
-void infer_concat(InferContext& ctx) {
-  if (!ctx.node().has_attr("axis")) ctx.fail("the 'axis' attribute is required");
-  int64_t axis = ctx.node().attr_int("axis", 0);
+}  // namespace
+
+ValueInfo concat_info(const InferContext& ctx, int64_t axis) {
   DType dtype = DType::kUndefined;
   int64_t rank = -1;
   for (int i = 0; i < ctx.num_inputs(); ++i) {
@@ -255,10 +255,7 @@ void infer_concat(InferContext& ctx) {
     if (rank >= 0 && in.rank() != rank) ctx.fail("inputs have ranks ", rank, " and ", in.rank());
     rank = in.rank();
   }
-  if (rank < 0) {
-    ctx.output(0) = unknown_rank(dtype);
-    return;
-  }
+  if (rank < 0) return unknown_rank(dtype);
   if (rank == 0) ctx.fail("cannot concatenate scalars");
   axis = normalize_axis(ctx, axis, rank);
   Shape out(static_cast<size_t>(rank), -1);
@@ -280,7 +277,14 @@ void infer_concat(InferContext& ctx) {
       }
     }
   }
-  ctx.output(0) = ValueInfo::of(dtype, out);
+  return ValueInfo::of(dtype, out);
+}
+
+namespace {
+
+void infer_concat(InferContext& ctx) {
+  if (!ctx.node().has_attr("axis")) ctx.fail("the 'axis' attribute is required");
+  ctx.output(0) = concat_info(ctx, ctx.node().attr_int("axis", 0));
 }
 
 void infer_split(InferContext& ctx) {

@@ -91,8 +91,7 @@ class MaxPoolS8Kernel final : public Kernel {
     const int64_t planes = x.dim(0) * x.dim(1), in_plane = g.h * g.w, out_plane = g.oh * g.ow;
     const int8_t* xp = x.data<int8_t>();
     int8_t* yp = y.data<int8_t>();
-    const bool wide = avx512_;
-    const size_t per_thread = avx2_ && !wide ? maxpool_s8_avx2_workspace(g) : 0;
+    const size_t per_thread = avx2_ && !avx512_ ? maxpool_s8_avx2_workspace(g) : 0;
     char* ws = per_thread ? static_cast<char*>(ctx.scratch(per_thread * ctx.pool().num_threads())) : nullptr;
     // Planes claimed dynamically (run_any): a late worker stalls nothing.
     std::atomic<int64_t> next{0};
@@ -100,7 +99,7 @@ class MaxPoolS8Kernel final : public Kernel {
       for (;;) {
         const int64_t p = next.fetch_add(1, std::memory_order_relaxed);
         if (p >= planes) return;
-        if (wide) maxpool_s8_avx512(g, xp + p * in_plane, yp + p * out_plane);
+        if (avx512_) maxpool_s8_avx512(g, xp + p * in_plane, yp + p * out_plane);
         else if (avx2_) maxpool_s8_avx2(g, xp + p * in_plane, yp + p * out_plane, ws + per_thread * tid);
         else maxpool_s8_ref(g, xp + p * in_plane, yp + p * out_plane);
       }

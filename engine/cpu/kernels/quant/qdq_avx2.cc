@@ -24,18 +24,28 @@ inline void store8(T* y, __m256i v) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(y), b);
 }
 
+// quantize_one on 8 floats: the division, the clamp with the scalar's
+// operand order, round-to-nearest-even, the zero point.
+template <typename T>
+struct Quantize8 {
+  __m256 s, lo, hi;
+  __m256i z;
+  Quantize8(float scale, int32_t zp)
+      : s(_mm256_set1_ps(scale)),
+        lo(_mm256_set1_ps(static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::lowest()) - zp))),
+        hi(_mm256_set1_ps(static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::max()) - zp))),
+        z(_mm256_set1_epi32(zp)) {}
+  void store(T* y, __m256 x) const {
+    const __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(x, s), lo), hi);
+    store8(y, _mm256_add_epi32(_mm256_cvtps_epi32(v), z));
+  }
+};
+
 template <typename T>
 void quantize_run(const float* x, T* y, int64_t n, float scale, int32_t zp) {
-  const __m256 s = _mm256_set1_ps(scale);
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::lowest()) - zp));
-  const __m256 hi = _mm256_set1_ps(static_cast<float>(static_cast<int32_t>(std::numeric_limits<T>::max()) - zp));
-  const __m256i z = _mm256_set1_epi32(zp);
+  const Quantize8<T> q(scale, zp);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
-    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    store8(y + i, _mm256_add_epi32(_mm256_cvtps_epi32(v), z));
-  }
+  for (; i + 8 <= n; i += 8) q.store(y + i, _mm256_loadu_ps(x + i));
   for (; i < n; ++i) y[i] = quantize_one<T>(x[i], scale, zp);
 }
 
@@ -110,15 +120,12 @@ void quantize_run_u8_avx2(const float* x, uint8_t* y, int64_t n, float scale, in
 // operand for a NaN, so a NaN stays NaN and quantizes as the unfused Q does).
 void fused_quantize_run_s8_avx2(const float* x, int8_t* y, int64_t n, float bias, bool relu, float scale,
                                 int32_t zp) {
-  const __m256 s = _mm256_set1_ps(scale), b = _mm256_set1_ps(bias);
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(-128 - zp)), hi = _mm256_set1_ps(static_cast<float>(127 - zp));
-  const __m256i z = _mm256_set1_epi32(zp);
+  const Quantize8<int8_t> q(scale, zp);
+  const __m256 b = _mm256_set1_ps(bias);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), b);
-    if (relu) v = simd::avx2::relu(v);
-    v = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, s), lo), hi);
-    store8(y + i, _mm256_add_epi32(_mm256_cvtps_epi32(v), z));
+    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), b);
+    q.store(y + i, relu ? simd::avx2::relu(v) : v);
   }
   if (i < n) fused_quantize_run_s8_ref(x + i, y + i, n - i, bias, relu, scale, zp);
 }
