@@ -220,6 +220,7 @@ def cmd_build(args) -> int:
     if args.precision == "int8" and args.calib:
         options["calibration_data"] = args.calib
         options["calibration_method"] = args.calib_method
+        options["weight_rounding"] = args.weight_rounding
     trt = {}
     if args.batch_range:
         trt["batch_range"] = _parse_batch_range(args.batch_range)
@@ -696,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: TensorRT when usable, else CPU (says why); tensorrt: never falls back")
     b.add_argument("--calib", help="calibration data: a folder of images or .npy files, or a .npy array")
     b.add_argument("--calib-method", default="mse", choices=("entropy", "minmax", "percentile", "mse"))
+    b.add_argument("--weight-rounding", default="gptq", choices=("gptq", "nearest"),
+                   help="int8 weights: GPTQ (the layer's output error, default) or nearest rounding")
     b.add_argument("--batch-range", help="MIN:OPT:MAX batch sizes (TensorRT profiles; the CPU plan takes any)")
     b.add_argument("--workspace", type=float, help="TensorRT workspace limit in MiB (default 1024)")
     b.add_argument("--opt-level", type=int, choices=range(6), help="TensorRT builder optimization level 0-5")

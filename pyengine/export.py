@@ -35,7 +35,8 @@ MIN_OPSET = 13  # per-channel DequantizeLinear, and TensorRT's Q/DQ rules
 
 # Options export() passes to pyengine.quantize() for INT8.
 QUANTIZE_OPTIONS = ("calibration_data", "calibration_method", "percentile", "calibration_cache", "num_batches",
-                    "batch_size", "num_bins", "accuracy_target", "validation_data", "progress", "num_threads")
+                    "batch_size", "num_bins", "accuracy_target", "validation_data", "progress", "num_threads",
+                    "weight_rounding")
 
 # Float inputs that ONNX fixes to float32 whatever the data type (Resize and
 # Upsample scales): they stay float32 in an FP16 model.

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import onnx
@@ -182,6 +183,7 @@ class _Runner:
         self._fetch = []
         self.calibrator = None
         self._names = set()
+        self._tap, self._tapped = None, set()
         try:
             self._executor = _core.Executor(graph, num_threads)
             self.kind = "pyengine"
@@ -190,12 +192,17 @@ class _Runner:
             self._ort = _onnxruntime(str(exc))
             self.kind = "onnxruntime"
 
-    def attach(self, names, num_bins: int = DEFAULT_NUM_BINS):
+    def attach(self, names, num_bins: int = DEFAULT_NUM_BINS, tap=None):
+        """Observers for ``names``; ``tap`` (a gptq.GramCollector, or None) is
+        also handed its tensors (``tap.tensors()``) as the runs compute them."""
         self.detach()
-        self.calibrator = _core.Calibrator(self._executor, list(names), num_bins)
+        tapped = tap.tensors() if tap is not None else []
+        self.calibrator = _core.Calibrator(self._executor, list(names), num_bins, tap, tapped)
         self._names = set(names)
+        self._tap, self._tapped = tap, set(tapped)
         if self._executor is None:
-            self._fetch = [n for n in names if n not in self.inputs and n not in self.outputs]
+            wanted = list(dict.fromkeys(list(names) + tapped))
+            self._fetch = [n for n in wanted if n not in self.inputs and n not in self.outputs]
             self._session = None
         return self.calibrator
 
@@ -203,6 +210,7 @@ class _Runner:
         if self.calibrator is not None:
             self.calibrator.detach()
         self.calibrator, self._names, self._fetch, self._session = None, set(), [], None
+        self._tap, self._tapped = None, set()
 
     def _ort_session(self):
         if self._session is None:
@@ -228,12 +236,13 @@ class _Runner:
         names = self.outputs + self._fetch
         results = self._ort_session().run(names, {n: feeds[n] for n in self.inputs})
         if self.calibrator is not None:
-            for n in self.inputs:
-                if n in self._names and feeds[n].dtype == np.float32:
-                    self.calibrator.update(n, feeds[n])
-            for n, a in zip(names, results):
-                if n in self._names and isinstance(a, np.ndarray) and a.dtype == np.float32:
+            for n, a in list(zip(self.inputs, (feeds[i] for i in self.inputs))) + list(zip(names, results)):
+                if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+                    continue
+                if n in self._names:
                     self.calibrator.update(n, np.ascontiguousarray(a))
+                if n in self._tapped:
+                    self._tap(n, a)
         return results[:len(self.outputs)]
 
 
@@ -288,9 +297,28 @@ def _lower(graph, with_report=False):
 # The quantization session: one prepared model, calibrated once
 # --------------------------------------------------------------------------
 
+# How the int8 weight levels are chosen (pyengine/gptq.py): GPTQ, which
+# minimizes each layer's output error on the calibration inputs, or nearest
+# rounding (each weight's own error). Same scales either way.
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
+DEFAULT_WEIGHT_ROUNDING = "gptq"
+
+
+def _check_weight_rounding(weight_rounding) -> str:
+    if weight_rounding not in WEIGHT_ROUNDINGS:
+        raise InvalidArgumentError(f"weight_rounding must be one of {WEIGHT_ROUNDINGS}, got {weight_rounding!r}")
+    return weight_rounding
+
+
 class _Session:
-    def __init__(self, model, optimize: bool = True, num_threads: int = 0, int8_activations: str = "symmetric"):
+    def __init__(self, model, optimize: bool = True, num_threads: int = 0, int8_activations: str = "symmetric",
+                 weight_rounding: str = DEFAULT_WEIGHT_ROUNDING):
         self.asymmetric = _check_activations(int8_activations)
+        self.weight_rounding = _check_weight_rounding(weight_rounding)
+        # GPTQ's input statistics (gptq.GramCollector), from the calibration
+        # pass or, when the table came from a cache, a pass of their own.
+        self.grams = None
+        self._gptq_memo = {}
         source = onnx_io.load_model(model)
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
                for n in source.graph.node):
@@ -338,7 +366,8 @@ class _Session:
     def calibrate(self, data, method, percentile, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
                   num_bins=DEFAULT_NUM_BINS, progress=True) -> CalibrationTable:
         runner = self.float_runner()
-        calibrator = runner.attach(self.float_tensors, num_bins)
+        grams = self._gram_collector()
+        calibrator = runner.attach(self.float_tensors, num_bins, tap=grams)
         count = 0
         try:
             for index, feeds in iter_batches(data, self.specs, batch_size, num_batches, progress):
@@ -355,7 +384,29 @@ class _Session:
                              inputs=[spec.name for spec in self.specs])
         finally:
             runner.detach()
+        self.grams = grams
         return CalibrationTable(self.model_sha256, method, float(percentile), ordered, num_bins, count, runner.kind)
+
+    def _gram_collector(self):
+        if self.weight_rounding != "gptq":
+            return None
+        from .gptq import GramCollector
+
+        return GramCollector(self.graph)
+
+    def collect_grams(self, data, num_batches=None, batch_size=DEFAULT_BATCH_SIZE, progress=True):
+        """GPTQ's statistics alone (a table read from a cache): one float pass."""
+        grams = self._gram_collector()
+        if grams is None or data is None:
+            return
+        runner = self.float_runner()
+        runner.attach([], tap=grams)
+        try:
+            for _, feeds in iter_batches(data, self.specs, batch_size, num_batches, progress, desc="GPTQ statistics"):
+                runner.run(feeds)
+        finally:
+            runner.detach()
+        self.grams = grams
 
     def table(self, data, method, percentile, cache=None, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
               num_bins=DEFAULT_NUM_BINS, progress=True) -> CalibrationTable:
@@ -366,8 +417,10 @@ class _Session:
         if cache is not None:
             entries = _read_cache_entries(os.fspath(cache))
             if key in entries:
+                self.collect_grams(data, num_batches, batch_size, progress)
                 return entries[key]
             if "tensorrt" in entries:
+                self.collect_grams(data, num_batches, batch_size, progress)
                 return self._from_tensorrt_cache(entries["tensorrt"], os.fspath(cache))
         if data is None:
             where = f" and the cache '{os.fspath(cache)}' has no entry for this model and settings" if cache else ""
@@ -401,14 +454,31 @@ class _Session:
     def qdq_graph(self, table: CalibrationTable, keep_fp32=()):
         g = self.graph.clone()
         summary = _core.insert_qdq(g, dict(table.amax), list(keep_fp32), self.asymmetric)
+        summary["weight_rounding"] = self.round_weights(g, summary)
         return g, summary
 
-    def qdq_onnx(self, qgraph, table: CalibrationTable) -> onnx.ModelProto:
+    def round_weights(self, qgraph, summary) -> dict:
+        """GPTQ's int8 weights in place of nearest rounding's (when asked for
+        and calibration data was seen); the report for the metadata."""
+        if self.weight_rounding != "gptq":
+            return {"method": "nearest"}
+        if self.grams is None:
+            note = ("weight_rounding='gptq' needs the calibration data, and the table came from a cache without "
+                    "it: the int8 weights are rounded to nearest (pass calibration_data=... with the cache, or "
+                    "weight_rounding='nearest' to say so)")
+            warnings.warn(note, stacklevel=4)
+            return {"method": "nearest", "note": note}
+        from . import gptq
+
+        return gptq.apply(qgraph, self.graph, summary, self.grams, self._gptq_memo)
+
+    def qdq_onnx(self, qgraph, table: CalibrationTable, summary) -> onnx.ModelProto:
         name = self.source.graph.name or "pyengine"
         model = _to_standard_onnx(onnx_io.graph_to_onnx(qgraph, self.opset, name=f"{name}_int8"))
         props = {"pyengine.precision": "int8", "pyengine.calibration_method": table.method,
                  "pyengine.calibration_percentile": str(table.percentile),
-                 "pyengine.source_model_sha256": self.model_sha256}
+                 "pyengine.source_model_sha256": self.model_sha256,
+                 "pyengine.weight_rounding": summary["weight_rounding"]["method"]}
         for k, v in props.items():
             model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
         onnx.checker.check_model(model)
@@ -420,7 +490,7 @@ class _Session:
 
         def onnx_model():
             if not model:
-                model.append(self.qdq_onnx(qgraph, table))
+                model.append(self.qdq_onnx(qgraph, table, summary))
             return model[0]
 
         # Lowering rewrites in place; onnxruntime, if it has to step in, needs
@@ -467,7 +537,7 @@ def calibrate(model, calibration_data, calibration_method: str = DEFAULT_METHOD,
         A :class:`CalibrationTable`.
     """
     _check_settings(calibration_method, percentile, num_bins)
-    session = _Session(model, optimize, num_threads)
+    session = _Session(model, optimize, num_threads, weight_rounding="nearest")  # (a table has no weights)
     return session.calibrate(calibration_data, calibration_method, percentile, num_batches, batch_size,
                              num_bins, progress)
 
@@ -476,7 +546,8 @@ def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_MET
              percentile: float = DEFAULT_PERCENTILE, keep_fp32=(), calibration_cache=None,
              num_batches: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE, optimize: bool = True,
              num_bins: int = DEFAULT_NUM_BINS, accuracy_target: dict | None = None, validation_data=None,
-             progress: bool = True, num_threads: int = 0, int8_activations: str = "symmetric") -> onnx.ModelProto:
+             progress: bool = True, num_threads: int = 0, int8_activations: str = "symmetric",
+             weight_rounding: str = DEFAULT_WEIGHT_ROUNDING) -> onnx.ModelProto:
     """Post-training INT8 quantization to a standard Q/DQ ONNX model.
 
     The result passes ``onnx.checker``, runs in onnxruntime, and is what the
@@ -512,11 +583,17 @@ def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_MET
             zero point -128, onnxruntime's u8 form stored as int8): one more
             bit where a symmetric scale wastes the negative half. For the CPU
             runtime and onnxruntime; TensorRT rejects zero points.
+        weight_rounding: "gptq" (default): each conv's and Gemm's int8
+            weights rounded to minimize the layer's output error on the
+            calibration inputs (pyengine/gptq.py; the per-channel scales stay
+            amax / 127, so TensorRT takes the model as before); "nearest":
+            each weight to its nearest level. GPTQ needs the calibration data
+            (a table read from a cache without data falls back to nearest).
 
     Returns:
         The Q/DQ ``onnx.ModelProto``.
     """
-    session = _Session(model, optimize, num_threads, int8_activations)
+    session = _Session(model, optimize, num_threads, int8_activations, weight_rounding)
     table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
                           batch_size, num_bins, progress)
     keep = session.check_keep(keep_fp32)
@@ -526,15 +603,16 @@ def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_MET
             raise InvalidArgumentError("accuracy_target needs validation_data (held-out batches)")
         evaluator = _Evaluator(session, table, validation_data, batch_size, None, True)
         keep, _ = _search_keep_fp32(evaluator, target, keep)
-    qgraph, _ = session.qdq_graph(table, keep)
-    return session.qdq_onnx(qgraph, table)
+    qgraph, summary = session.qdq_graph(table, keep)
+    return session.qdq_onnx(qgraph, table, summary)
 
 
 def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibration_data=None,
                calibration_method: str = DEFAULT_METHOD, percentile: float = DEFAULT_PERCENTILE, keep_fp32=(),
                calibration_cache=None, num_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                num_bins: int = DEFAULT_NUM_BINS, validation_data=None, accuracy_target: dict | None = None,
-               report: bool = True, progress: bool = True, int8_activations: str = "symmetric"):
+               report: bool = True, progress: bool = True, int8_activations: str = "symmetric",
+               weight_rounding: str = DEFAULT_WEIGHT_ROUNDING):
     """Calibrates, quantizes and compiles an INT8 CPU engine
     (``pyengine.build(model, precision="int8", ...)`` lands here).
 
@@ -553,7 +631,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
     from .api import base_metadata
     from .engine import Engine
 
-    session = _Session(model, optimize, num_threads, int8_activations)
+    session = _Session(model, optimize, num_threads, int8_activations, weight_rounding)
     table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
                           batch_size, num_bins, progress)
     keep = session.check_keep(keep_fp32)
@@ -581,6 +659,7 @@ def build_int8(model, optimize: bool = True, num_threads: int = 0, *, calibratio
         "lowered": True,
         "activations": int8_activations,
         "asymmetric_tensors": len(summary["activation_zero_points"]),
+        "weight_rounding": summary["weight_rounding"],
     }
     # Quantized layers the int8 kernels cannot take (3-D convolutions, for
     # one) keep running as float fake-quant (DQ -> op): name them and why.
@@ -615,7 +694,8 @@ def accuracy_report(model, data, calibration_method: str = DEFAULT_METHOD,
                     percentile: float = DEFAULT_PERCENTILE,
                     keep_fp32=(), calibration_cache=None, calibration_data=None, num_batches=None,
                     batch_size: int = DEFAULT_BATCH_SIZE, num_bins: int = DEFAULT_NUM_BINS, optimize: bool = True,
-                    progress: bool = False, num_threads: int = 0) -> AccuracyReport:
+                    progress: bool = False, num_threads: int = 0,
+                    weight_rounding: str = DEFAULT_WEIGHT_ROUNDING) -> AccuracyReport:
     """INT8 vs FP32 accuracy of a model's quantization on ``data`` (held out).
 
     Calibrates on ``calibration_data`` (or reads ``calibration_cache``) with
@@ -623,11 +703,12 @@ def accuracy_report(model, data, calibration_method: str = DEFAULT_METHOD,
     the FP32 model's on ``data``: per output cosine similarity, max/mean
     absolute error, SQNR and top-1 agreement; per quantized tensor its SQNR
     (dB), naming the ONNX nodes that read it, least accurate first.
+    ``weight_rounding``: as for :func:`quantize`.
 
     Returns:
         An :class:`AccuracyReport` (a dict; ``str()`` gives a summary table).
     """
-    session = _Session(model, optimize, num_threads)
+    session = _Session(model, optimize, num_threads, weight_rounding=weight_rounding)
     table = session.table(calibration_data, calibration_method, percentile, calibration_cache, num_batches,
                           batch_size, num_bins, progress)
     keep = session.check_keep(keep_fp32)

@@ -467,9 +467,13 @@ def test_qdq_placement_follows_tensorrt_rules(qdq):
     assert counts["QuantizeLinear"] == 7 and counts["DequantizeLinear"] == 7 + 7
 
 
-def test_qdq_weights_round_trip_within_half_a_step(model, qdq):
+def test_qdq_weights_round_trip_within_half_a_step(model, calib_data):
+    """weight_rounding="nearest": every int8 weight is its float weight's
+    nearest level (GPTQ, the default, moves some by more: test_gptq.py)."""
     from pyengine.quantize import _Session
 
+    qdq = pyengine.quantize(model, calibration_data=calib_data, batch_size=16, progress=False,
+                            weight_rounding="nearest")
     prepared = _Session(model).graph  # BN folded by the C++ pass, as quantized
     inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
     checked = 0
@@ -574,9 +578,21 @@ def test_calibration_cache_round_trip(model, calib_data, tmp_path):
     cache = tmp_path / "calib.json"
     q1 = pyengine.quantize(model, calibration_data=calib_data, calibration_cache=cache, progress=False)
     assert cache.exists()
-    # The cache alone is enough the second time, and gives the same model.
-    q2 = pyengine.quantize(model, calibration_data=None, calibration_cache=cache, progress=False)
+    props = lambda q: {p.key: p.value for p in q.metadata_props}  # noqa: E731
+    assert props(q1)["pyengine.weight_rounding"] == "gptq"
+    # A cache hit with the data gives the same model (GPTQ's statistics from
+    # a pass of their own over the same batches).
+    q2 = pyengine.quantize(model, calibration_data=calib_data, calibration_cache=cache, progress=False)
     assert q1.SerializeToString() == q2.SerializeToString()
+    # The cache alone is enough for nearest rounding, and gives the same
+    # model; GPTQ without data falls back to it and says so.
+    near = [pyengine.quantize(model, calibration_data=d, calibration_cache=cache, progress=False,
+                              weight_rounding="nearest") for d in (calib_data, None)]
+    assert near[0].SerializeToString() == near[1].SerializeToString()
+    with pytest.warns(UserWarning, match="needs the calibration data"):
+        q3 = pyengine.quantize(model, calibration_data=None, calibration_cache=cache, progress=False)
+    assert props(q3)["pyengine.weight_rounding"] == "nearest"
+    assert q3.SerializeToString() == near[0].SerializeToString()
     # Other settings are another entry: without data they cannot be served.
     with pytest.raises(pyengine.CalibrationError, match="no entry"):
         pyengine.quantize(model, calibration_method="percentile", calibration_cache=cache, progress=False)

@@ -131,7 +131,8 @@ class Family:
     ``int8_finding`` records a measured shortfall of INT8 top-1 agreement on
     held-out real images of the small form trained on real images
     (tests/test_torch_families.py trains it and runs that check as a strict
-    xfail with this reason). ``discontinuous`` marks a network whose output
+    xfail with this reason) for the exporters in ``int8_finding_exporters``.
+    ``discontinuous`` marks a network whose output
     jumps when an activation crosses a threshold (a spiking network's
     Heaviside): rounding-level differences between runtimes may flip a
     spike, so exact agreement holds for most inputs, not all. The small
@@ -145,6 +146,7 @@ class Family:
     int8: bool = True
     notes: str = ""
     int8_finding: str = ""
+    int8_finding_exporters: Tuple[str, ...] = ("torchscript", "dynamo")
     discontinuous: bool = False
 
 
@@ -1651,16 +1653,19 @@ def _shortfall(measured, ort, fp32, why=""):
 
 
 _INT8_FINDINGS = {
-    "resnet50": _shortfall("97.33% (dynamo 97.00%)", "98.33%", "81.0%",
+    "resnet50": _shortfall("98.33% (dynamo 97.67%)", "98.00%", "81.0%",
                            "only layer4 and fc are trained (the full-width stem and layer1-3 keep random weights, "
                            "too slow to train in the test), so the logits rest on random features and are less "
                            "decisive; no outlier layer, onnxruntime's INT8 flips about as many"),
-    "resnet50_pruned": _shortfall("98.33%", "98.33%", "80.7%",
-                                  "only layer4 and fc are trained, as for resnet50; onnxruntime's INT8 flips as many"),
-    "preact_resnet50": _shortfall("98.67%", "98.00%", "77.3%"),
-    "resnet_stochastic_depth": _shortfall("98.67%", "98.67%", "82.0%"),
-    "resnet50_ibn_a": _shortfall("98.33%", "99.00%", "80.0%"),
-    "ir_csn50": _shortfall("98.00%", "98.00%", "63.7%"),
+    "resnet50_ibn_a": _shortfall("98.33% with the dynamo export (TorchScript's: 99.00%)", "98.67%", "80.0%"),
+    "residual_attention56": _shortfall("98.67%", "98.33%", "79.0%",
+                                       "4 of 300 crops flip; GPTQ's rounding cut the logits error (1000 crops: "
+                                       "0.0158 -> 0.0147) and moved agreement from 99.0% here (99.3% of 1000) to "
+                                       "98.67% (98.8%): flips near ties, not a larger error"),
+    "rmnet18": _shortfall("98.67%", "98.67%", "68.0%",
+                          "a network trained for 120 steps to 68% top-1 has many near-ties; GPTQ's rounding "
+                          "moved agreement on 1000 crops from 98.2% to 98.9% (logits error 0.0356 -> 0.0342) "
+                          "while these 300 went from 99.0% to 98.67%"),
     "sew_resnet18": _shortfall(
         "86.67%", "87.67%", "69.3% (INT8's is the same)",
         "a membrane within INT8 error of the threshold flips its spike, and the flip travels through the "
@@ -1668,6 +1673,10 @@ _INT8_FINDINGS = {
         "its input moves by +-0.1 to +-0.5 INT8 input steps (tests/test_spiking.py checks INT8 against "
         "that floor), so 99% is out of reach for any INT8 of this network"),
 }
+# (With nearest weight rounding, before GPTQ became the default, preact_resnet50 98.67%,
+# resnet_stochastic_depth 98.67%, ir_csn50 98.00% and resnet50_pruned 98.33% fell short too;
+# GPTQ brings each to 99.00-99.67% on both exporters.)
 for _name, _finding in _INT8_FINDINGS.items():
     FAMILIES[_name] = dataclasses.replace(FAMILIES[_name], int8_finding=_finding)
+FAMILIES["resnet50_ibn_a"] = dataclasses.replace(FAMILIES["resnet50_ibn_a"], int8_finding_exporters=("dynamo",))
 FAMILIES["sew_resnet18"] = dataclasses.replace(FAMILIES["sew_resnet18"], discontinuous=True)

@@ -4,6 +4,7 @@
     python tools/int8_accuracy.py                    # both models, training seed 0
     python tools/int8_accuracy.py --seeds 0 1 2      # more trainings (a spread, not one draw)
     python tools/int8_accuracy.py --models resnet20_background_digits
+    python tools/int8_accuracy.py --weight-rounding nearest   # int8 weights rounded to nearest (not GPTQ)
 
 Trains the models of tests/realdata_models.py (PyTorch CPU; scikit-learn
 digits and scikit-image's bundled pictures, nothing downloaded, nothing
@@ -96,11 +97,12 @@ def old_entropy_cache(model, calib, path) -> None:
     save_calibration(CalibrationTable(session.model_sha256, "entropy", 99.99, amax, runtime="old KL (numpy)"), path)
 
 
-def evaluate(model, data, method, cache=None):
+def evaluate(model, data, method, cache=None, weight_rounding="gptq"):
     x, y = data["test"]
     options = {"calibration_cache": cache} if cache else {}
     engine = pyengine.build(model, precision="int8", calibration_data=data["calib"], calibration_method=method,
-                            report=False, progress=False, num_threads=THREADS, **options)
+                            report=False, progress=False, num_threads=THREADS, weight_rounding=weight_rounding,
+                            **options)
     out = engine(x)
     return float(np.mean(out.argmax(1) == y)), out.argmax(1)
 
@@ -113,6 +115,8 @@ def main(argv=None) -> int:
                     choices=sorted(realdata_models.MODELS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
     ap.add_argument("--no-old", action="store_true", help="leave out the old-KL row")
+    ap.add_argument("--weight-rounding", choices=["gptq", "nearest"], default="gptq",
+                    help="int8 weight rounding (pyengine's default: gptq)")
     args = ap.parse_args(argv)
 
     rows = []
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
                     old_entropy_cache(model, data["calib"], cache)
                     methods.append(("entropy (old KL)", "entropy", cache))
                 for label, method, cache in methods:
-                    acc, pred = evaluate(model, data, method, cache)
+                    acc, pred = evaluate(model, data, method, cache, args.weight_rounding)
                     rows.append((name, seed, len(y), label, fp32_acc, acc, float(np.mean(pred == fp32))))
             print(f"# {name} seed {seed}: {time.time() - t0:.0f} s", file=sys.stderr)
 

@@ -1,6 +1,8 @@
 // INT8 calibration and quantization: observers, the Calibrator that hooks an
 // Executor, per-channel weight quantization and the insert_qdq rewrite.
 // The Python driver is pyengine/quantize.py.
+#include <set>
+
 #include "bindings/common.h"
 #include "cpu/executor.h"
 #include "quant/insert_qdq.h"
@@ -13,13 +15,25 @@ namespace {
 // An ObserverSet, optionally attached to an Executor's node-observer hook.
 // Without an executor it is fed tensor by tensor with update() (tensors
 // computed elsewhere, e.g. by onnxruntime).
+// A tap, optionally: a Python callable handed (name, array) for each
+// tensor of tap_names as the run computes it (GPTQ's input statistics,
+// pyengine/gptq.py), with the GIL taken for the call; the array views the run's memory, valid during
+// the call only (copy what is kept).
 class Calibrator {
  public:
-  Calibrator(std::shared_ptr<Executor> executor, const std::vector<std::string>& names, int num_bins)
-      : executor_(std::move(executor)), set_(std::make_shared<ObserverSet>(names, num_bins)) {
+  Calibrator(std::shared_ptr<Executor> executor, const std::vector<std::string>& names, int num_bins,
+             py::object tap = py::none(), const std::vector<std::string>& tap_names = {})
+      : executor_(std::move(executor)),
+        set_(std::make_shared<ObserverSet>(names, num_bins)),
+        tap_(std::move(tap)),
+        tap_names_(tap_names.begin(), tap_names.end()) {
+    if (tap_.is_none()) tap_names_.clear();
     if (executor_) {
-      std::shared_ptr<ObserverSet> set = set_;
-      executor_->set_observer([set](const Node& n, int i, const Tensor& t) { set->on_output(n, i, t); });
+      // (detach() clears the hook before this object goes away.)
+      executor_->set_observer([this](const Node& n, int i, const Tensor& t) {
+        set_->on_output(n, i, t);
+        if (!tap_names_.empty() && n.output(i) && t.dtype() == DType::kFloat32) call_tap(n.output(i)->name(), t);
+      });
     }
   }
   ~Calibrator() { detach(); }
@@ -29,16 +43,25 @@ class Calibrator {
     executor_.reset();
   }
 
-  // Runs the executor once; graph inputs that are calibrated are observed
-  // here (the hook only sees node outputs). Returns the outputs.
+  // Runs the executor once; graph inputs that are calibrated (or tapped)
+  // are observed here (the hook only sees node outputs). Returns the outputs.
   std::vector<Tensor> observe(const std::vector<Tensor>& inputs) {
     ENGINE_ENFORCE(executor_, kInvalidArgument,
                    "this Calibrator has no executor: feed it with update(name, array)");
     const auto& gin = executor_->graph().inputs();
-    for (size_t i = 0; i < gin.size() && i < inputs.size(); ++i)
-      if (set_->contains(gin[i]->name()) && inputs[i].dtype() == DType::kFloat32)
-        set_->update(gin[i]->name(), inputs[i]);
+    for (size_t i = 0; i < gin.size() && i < inputs.size(); ++i) {
+      if (inputs[i].dtype() != DType::kFloat32) continue;
+      if (set_->contains(gin[i]->name())) set_->update(gin[i]->name(), inputs[i]);
+      call_tap(gin[i]->name(), inputs[i]);
+    }
     return executor_->run(inputs);
+  }
+
+  // Called without the GIL (observe releases it).
+  void call_tap(const std::string& name, const Tensor& t) {
+    if (!tap_names_.count(name)) return;
+    py::gil_scoped_acquire gil;
+    tap_(name, array_from_tensor(t));
   }
 
   ObserverSet& set() { return *set_; }
@@ -47,6 +70,8 @@ class Calibrator {
  private:
   std::shared_ptr<Executor> executor_;
   std::shared_ptr<ObserverSet> set_;
+  py::object tap_;
+  std::set<std::string> tap_names_;
 };
 
 py::dict observer_stats(const TensorObserver& o) {
@@ -110,10 +135,12 @@ void register_calib(py::module_& m) {
       m, "Calibrator",
       "Observers for named tensors, fed by an Executor's runs (observe) or directly (update).\n"
       "Attaching takes over the executor's observer hook until detach() or destruction.")
-      .def(py::init([](std::shared_ptr<Executor> ex, const std::vector<std::string>& names, int num_bins) {
-             return std::make_shared<Calibrator>(std::move(ex), names, num_bins);
+      .def(py::init([](std::shared_ptr<Executor> ex, const std::vector<std::string>& names, int num_bins,
+                       py::object tap, const std::vector<std::string>& tap_names) {
+             return std::make_shared<Calibrator>(std::move(ex), names, num_bins, std::move(tap), tap_names);
            }),
-           py::arg("executor"), py::arg("names"), py::arg("num_bins") = kDefaultNumBins)
+           py::arg("executor"), py::arg("names"), py::arg("num_bins") = kDefaultNumBins, py::arg("tap") = py::none(),
+           py::arg("tap_names") = std::vector<std::string>{})
       .def("observe",
            [](Calibrator& c, const std::vector<py::array>& arrays) {
              std::vector<Tensor> inputs;
