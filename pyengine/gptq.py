@@ -151,10 +151,13 @@ class GramCollector:
 def _upper_inverse_factor(h):
     """U, upper triangular, with U^T U = h^-1 (h symmetric positive
     definite, [K, K] or stacked [G, K, K]): with P the order reversal,
-    P h P = L L^T (Cholesky, lower) and U = P L^-1 P. One Cholesky and one
-    triangular inverse: LAPACK's potrf and trtri through scipy when it is
-    installed (several times faster than numpy's cholesky on large K), else
-    numpy's cholesky and general inverse (also for stacks)."""
+    P h P = L L^T (Cholesky, lower) and U = P L^-1 P (returned as a view
+    with negative strides). One Cholesky and one triangular inverse:
+    LAPACK's potrf and trtri through scipy when it is installed (in place on
+    the Fortran-ordered transpose of the reversed copy, which is itself as h
+    is symmetric: no layout copies; several times faster than numpy's
+    cholesky on large K), else numpy's cholesky and general inverse (also
+    for stacks)."""
     reversed_h = np.ascontiguousarray(h[..., ::-1, ::-1])
     try:
         if reversed_h.ndim != 2:
@@ -164,12 +167,13 @@ def _upper_inverse_factor(h):
         inv = np.linalg.inv(np.linalg.cholesky(reversed_h))
     else:
         single = reversed_h.dtype == np.float32
-        lower, info = (lapack.spotrf if single else lapack.dpotrf)(reversed_h, lower=1, clean=1)
+        potrf, trtri = (lapack.spotrf, lapack.strtri) if single else (lapack.dpotrf, lapack.dtrtri)
+        lower, info = potrf(reversed_h.T, lower=1, clean=1, overwrite_a=1)
         if info == 0:
-            inv, info = (lapack.strtri if single else lapack.dtrtri)(lower, lower=1)
+            inv, info = trtri(lower, lower=1, overwrite_c=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"LAPACK potrf/trtri info {info}")
-    return np.ascontiguousarray(inv[..., ::-1, ::-1])
+    return inv[..., ::-1, ::-1]
 
 
 def _nearest(w, safe):
