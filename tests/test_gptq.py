@@ -269,3 +269,23 @@ def test_groups_round_as_separate_layers(monkeypatch):
     assert stacked.shape == w.shape
     for i in range(g):
         np.testing.assert_array_equal(stacked[i], gptq.gptq_round(w[i], s[i], h[i]))
+
+
+def test_statistics_when_onnxruntime_runs_the_float_model():
+    """Calibration falls back to onnxruntime for an op pyengine lacks
+    (Hardmax); GPTQ's statistics come through that path too."""
+    from pyengine.quantize import _Session
+
+    rng = _rng()
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Hardmax", ["r"], ["y"], axis=1, name="hardmax")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")])
+    session = _Session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    table = session.table(rng.standard_normal((16, 4, 8, 8)).astype(np.float32), "mse", 99.99, progress=False)
+    assert table.runtime == "onnxruntime"
+    _, summary = session.qdq_graph(table)
+    assert summary["weight_rounding"]["method"] == "gptq" and summary["weight_rounding"]["layers"] == 1
+    assert session.grams.layers["conv"].count == 16 * 32  # 64 positions an image, 32 sampled
