@@ -384,7 +384,7 @@ class _Session:
                              inputs=[spec.name for spec in self.specs])
         finally:
             runner.detach()
-        self.grams = grams
+        self._set_grams(grams)
         return CalibrationTable(self.model_sha256, method, float(percentile), ordered, num_bins, count, runner.kind)
 
     def _gram_collector(self):
@@ -406,7 +406,11 @@ class _Session:
                 runner.run(feeds)
         finally:
             runner.detach()
+        self._set_grams(grams)
+
+    def _set_grams(self, grams):
         self.grams = grams
+        self._gptq_memo = {}  # (roundings made from earlier statistics)
 
     def table(self, data, method, percentile, cache=None, num_batches=None, batch_size=DEFAULT_BATCH_SIZE,
               num_bins=DEFAULT_NUM_BINS, progress=True) -> CalibrationTable:
