@@ -23,10 +23,11 @@ tests/torch_models.py, the two give the same rounding within noise.
 
 Measured (tests/torch_models.py's small forms trained on real crops, 1000
 held-out crops, logits relative L2 error against FP32, nearest -> GPTQ):
-CIFAR ResNet with stochastic depth 0.0162 -> 0.0079 (its INT8 error is mostly
-the weights'), pre-activation ResNet-50 0.0163 -> 0.0155, IBN-Net 0.0169 ->
-0.0162, ResNet-50 0.0366 -> 0.0340 (there the activations' rounding
-dominates). Per layer, GPTQ leaves 2-50% of nearest rounding's output error.
+CIFAR ResNet with stochastic depth 0.0162 -> 0.0080 (its INT8 error is mostly
+the weights'), pre-activation ResNet-50 0.0163 -> 0.0157, IBN-Net 0.0171 ->
+0.0166, ResNet-50 0.0366 -> 0.0346 (there the activations' rounding
+dominates); README's INT8 section has the full table. Per layer, GPTQ leaves
+2-50% of nearest rounding's output error.
 """
 
 from __future__ import annotations
