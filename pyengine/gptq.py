@@ -83,12 +83,14 @@ class _Layer:
             trans_b = gemm and int(_attr(node, "transB", 0))
             self.k = int(weight_shape[1] if trans_b else weight_shape[0])
         self.gram = np.zeros((self.group, self.k, self.k), np.float32)
+        # Columns sampled per image (per row of a Gemm's or MatMul's input).
+        self.per_image = max(1, math.ceil(max(MIN_COLUMNS, 2 * self.k) / ASSUMED_IMAGES))
 
     def columns(self, x):
         """X [S, group, K]: sampled input columns of x."""
         if self.spatial == 0:
             rows = x.reshape(-1, x.shape[-1]) if self.op == "MatMul" else x.reshape(x.shape[0], -1)
-            take = min(len(rows), max(1, math.ceil(max(MIN_COLUMNS, 2 * self.k) / ASSUMED_IMAGES) * x.shape[0]))
+            take = min(len(rows), self.per_image * x.shape[0])
             if take < len(rows):
                 rows = rows[np.sort(self.rng.choice(len(rows), take, replace=False))]
             return rows.reshape(len(rows), 1, self.k)
@@ -103,7 +105,7 @@ class _Layer:
                   + tuple(slice(None, None, d) for d in self.dilations)]
         out = win.shape[2:2 + s]
         positions = int(np.prod(out))
-        per_image = min(positions, max(1, math.ceil(max(MIN_COLUMNS, 2 * self.k) / ASSUMED_IMAGES)))
+        per_image = min(positions, self.per_image)
         if per_image < positions:
             flat = np.concatenate([np.sort(self.rng.choice(positions, per_image, replace=False)) for _ in range(n)])
         else:
@@ -177,6 +179,11 @@ def _upper_inverse_factor(h):
     return inv[..., ::-1, ::-1]
 
 
+def _safe(scale):
+    """The scales with 0 (an all-zero channel) replaced by 1."""
+    return np.where(scale > 0, scale, np.float32(1.0))
+
+
 def _nearest(w, safe):
     return np.clip(np.rint(w / safe[..., None]), -QMAX, QMAX)
 
@@ -190,7 +197,7 @@ def gptq_round(w, scale, gram, damping=DAMPING, block=BLOCK):
     single = np.ndim(w) == 2
     w = np.array(w, np.float32, ndmin=3)
     scale = np.asarray(scale, np.float32).reshape(w.shape[0], -1)
-    safe = np.where(scale > 0, scale, np.float32(1.0))
+    safe = _safe(scale)
     k = w.shape[2]
     h = np.array(gram, np.float32, ndmin=3)
     diag = np.einsum("gkk->gk", h)  # a writable view of the diagonals
@@ -273,7 +280,7 @@ def apply(qgraph, float_graph, summary, collector, memo=None) -> dict:
             scale = np.broadcast_to(scale, (mats.shape[0] * mats.shape[1],)).reshape(mats.shape[:2])
             gram = layer.gram / np.float32(max(layer.count, 1))
             levels = gptq_round(mats, scale, gram)
-            before = _output_error(mats, _nearest(mats, np.where(scale > 0, scale, 1.0)), scale, gram)
+            before = _output_error(mats, _nearest(mats, _safe(scale)), scale, gram)
             after = _output_error(mats, levels, scale, gram)
             memo[wname] = (to_original(levels).astype(np.int8), after / before if before > 0 else None)
         levels, ratio = memo[wname]
