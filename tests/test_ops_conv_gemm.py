@@ -18,7 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import pyengine
-from pyengine import _core
+from pyengine import _core, onnx_io
+from pyengine.optimizer import optimize_graph
 from conftest import isa_tiers
 
 ort = pytest.importorskip("onnxruntime")
@@ -629,3 +630,107 @@ def test_conv_batch_invariant(case):
             np.testing.assert_array_equal(engine.run({"x": x[1:4]})["y"], whole[1:4], err_msg=tier)
     finally:
         _core.set_isa_cap(old)
+
+
+# FusedConv writing Y over its residual Z (the executor's in-place outputs,
+# KernelInfo::inplace_input): x -> t = Relu(Conv_a(x)); r = Relu(Conv(x) + t);
+# y = Conv_b(r). t dies at the fused conv, so r takes t's storage.
+INPLACE_CASES = [
+    # (id, cin, cout, hw, attrs of the conv under test)
+    ("pointwise", 24, 40, 9, dict(kernel_shape=[1, 1])),
+    # K = 300 > 256: the SGEMM's first K block leaves partial sums in Y
+    # before the last one runs, so it must start from C = Z (c_init).
+    ("pointwise_split_k", 300, 40, 7, dict(kernel_shape=[1, 1])),
+    ("im2col_strided", 48, 64, 11, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("winograd", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    ("depthwise", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=32)),
+    ("grouped", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8)),
+]
+
+
+def _residual_model(cin, cout, hw, attrs, z_read_later=False):
+    k = attrs["kernel_shape"][0]
+    stride = attrs.get("strides", [1, 1])[0]
+    group = attrs.get("group", 1)
+    rng = _rng()
+    inits = {
+        "wa": (rng.standard_normal((cout, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32),
+        "w": (rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32),
+        "b": _randn(cout),
+        "wb": (rng.standard_normal((8, cout, 1, 1)) / np.sqrt(cout)).astype(np.float32),
+    }
+    # z_read_later: t is read again after the fused conv (q = r + t), so r
+    # must not overwrite it.
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["ta"], kernel_shape=[1, 1], strides=[stride, stride]),
+             helper.make_node("Relu", ["ta"], ["t"]),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+             helper.make_node("Add", ["c", "t"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Add", ["r", "t"], ["q"]) if z_read_later else helper.make_node("Identity", ["r"], ["q"]),
+             helper.make_node("Conv", ["q", "wb"], ["y"], kernel_shape=[1, 1])]
+    model = _model(nodes, [_vi("x", ("N", cin, hw, hw))], [_vi("y", None)],
+                   [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    out_hw = (hw - 1) // stride + 1
+    return model, 4 * cout * out_hw * out_hw  # bytes of t per image
+
+
+@pytest.mark.parametrize("case", INPLACE_CASES, ids=[c[0] for c in INPLACE_CASES])
+def test_fused_conv_writes_over_its_dead_residual(case):
+    """Each conv path (pointwise, pointwise with K split into blocks, strided
+    im2col, Winograd, depthwise, grouped) on each tier, batch 3, with the
+    fused conv's output sharing its residual's storage: the output matches
+    onnxruntime, and the activation arena holds one t-sized buffer per image
+    where two were live before (t and r). Winograd also runs with an
+    infinity in image 1, which sends that image to the im2col fallback."""
+    _, cin, cout, hw, attrs = case
+    model, t_bytes = _residual_model(cin, cout, hw, attrs)
+    x = _randn(3, cin, hw, hw)
+    feeds = [x]
+    if case[0] == "winograd":
+        xi = x.copy()
+        xi[1, 5, 3, 4] = np.inf
+        feeds.append(xi)
+    for tier in isa_tiers():
+        prev = _core.isa_cap()
+        _core.set_isa_cap(tier)
+        try:
+            eng = pyengine.build(model, num_threads=2)
+        finally:
+            _core.set_isa_cap(prev)
+        assert "FusedConv" in eng.graph_text()
+        for f in feeds:
+            np.testing.assert_allclose(eng(f), _run_ort(model, {"x": f}), rtol=RTOL, atol=ATOL, err_msg=tier)
+        assert eng.memory_info()["arena"] < 2 * 3 * t_bytes, (tier, eng.memory_info(), t_bytes)
+
+
+@pytest.mark.parametrize("tier", isa_tiers())
+def test_fused_conv_keeps_a_residual_read_later(tier):
+    """The residual t is read again after the fused conv (r + t), or is also the fused conv's own input X: its storage
+    stays t's. Both match onnxruntime (an output written over t would
+    change r + t, or the columns other row tiles still read)."""
+    model, t_bytes = _residual_model(40, 40, 9, dict(kernel_shape=[1, 1]), z_read_later=True)
+    x = _randn(2, 40, 9, 9)
+    prev = _core.isa_cap()
+    _core.set_isa_cap(tier)
+    try:
+        later = pyengine.build(model, num_threads=2)
+        # X == Z: r = Relu(Conv(t) + t), 40 -> 40 channels (4 row tiles of
+        # 12, or 7 of 6), fused without reparam_branches (which would fold
+        # the identity into the weights).
+        rng = _rng()
+        w = (rng.standard_normal((40, 40, 1, 1)) / 7).astype(np.float32)
+        nodes = [helper.make_node("Relu", ["x"], ["t"]),
+                 helper.make_node("Conv", ["t", "w"], ["c"], kernel_shape=[1, 1]),
+                 helper.make_node("Add", ["c", "t"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+                 helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[1, 1])]
+        same = _model(nodes, [_vi("x", ("N", 40, 8, 8))], [_vi("y", None)], [numpy_helper.from_array(w, "w")])
+        fused, _ = optimize_graph(onnx_io.graph_from_onnx(same)[0], disable=("reparam_branches",))
+        shared = pyengine.build(onnx_io.graph_to_onnx(fused), optimize=False, num_threads=2)
+    finally:
+        _core.set_isa_cap(prev)
+    np.testing.assert_allclose(later(x), _run_ort(model, {"x": x}), rtol=RTOL, atol=ATOL)
+    assert later.memory_info()["arena"] >= 2 * 2 * t_bytes
+    x8 = _randn(2, 40, 8, 8)  # 64 columns: the AVX-512 SGEMM reads X in place
+    np.testing.assert_allclose(shared(x8), _run_ort(same, {"x": x8}), rtol=RTOL, atol=ATOL)
+    assert "FusedConv(%t, %w, _, %t)" in shared.graph_text(), shared.graph_text()
+    assert shared.memory_info()["arena"] >= 2 * x8[0].nbytes * 2

@@ -275,6 +275,33 @@ std::shared_ptr<Executor::Plan> Executor::make_plan(const std::vector<Tensor>& i
     in_arena[out] = 0;
     if (in_arena[r]) last[r] = std::max(last[r], last[out]);
   }
+  // In place (KernelInfo::inplace_input): output 0 takes the storage of an
+  // arena input that this node reads last, unless another of its inputs
+  // shares that storage (the kernel would overwrite what it still reads).
+  // Roots are followed to the end: an alias planned above may point at a
+  // value that takes another's storage here.
+  auto storage_of = [&](int v) {
+    while (root[v] != v) v = root[v];
+    return v;
+  };
+  for (int s = 0; s < steps; ++s) {
+    const int ni = plan->runtime_nodes[s];
+    const Node& n = *nodes_[ni];
+    const int idx = infos_[ni]->inplace_input;
+    if (idx < 0 || idx >= n.num_inputs() || !n.input(idx) || !n.output(0)) continue;
+    const int out = value_index_[n.output(0)], r = storage_of(value_index_[n.input(idx)]);
+    if (!in_arena[out] || !in_arena[r] || last[r] != s) continue;
+    const ValueInfo &vo = plan->infos[out], &vr = plan->infos[r];
+    if (vo.dtype != vr.dtype || checked_nbytes(vo.shape, vo.dtype) != checked_nbytes(vr.shape, vr.dtype)) continue;
+    bool shared = false;
+    for (int i = 0; i < n.num_inputs(); ++i)
+      if (i != idx && n.input(i) && storage_of(value_index_[n.input(i)]) == r) shared = true;
+    if (shared) continue;
+    root[out] = r;
+    plan->alias_of[out] = r;
+    in_arena[out] = 0;
+    last[r] = std::max(last[r], last[out]);
+  }
   // Greedy by size (largest first), first fit among placed buffers whose
   // lifetimes overlap.
   struct Buf { int v; size_t size; int64_t offset; };

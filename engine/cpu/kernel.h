@@ -59,6 +59,13 @@ struct KernelInfo {
   // Unsqueeze, Identity, Dropout). The executor then binds both to the same
   // memory; run() must still copy when the pointers differ (a graph output).
   bool alias_output0 = false;
+  // Output 0 may take over the storage of this input (-1: none) when
+  // nothing reads that input after the node and it has output 0's dtype and
+  // size: FusedConv's residual Z, which its kernels read element by element
+  // just before writing the same element of Y. Y then overwrites Z in the
+  // cache instead of streaming into a third buffer. run() sees both
+  // pointers equal.
+  int inplace_input = -1;
 };
 
 class KernelRegistry {

@@ -104,6 +104,16 @@ GemmItem conv_item(const void* ctx, int64_t i) {
   return it;
 }
 
+// Y may share Z's storage (the executor's in-place outputs): the GEMM then
+// starts its sums at C = Z (c_init) rather than adding Z in the epilogue,
+// since the partial sums of a K split into blocks would overwrite Z first.
+void start_at_z(GemmSpec& spec, ConvItems& items) {
+  if (items.z && items.z == items.y) {
+    spec.ep.c_init = true;
+    items.z = nullptr;
+  }
+}
+
 // Winograd's fallback for an image with a non-finite input: the im2col
 // GEMM on the raw weights, for that image only.
 struct WinoFallbackCtx {
@@ -121,7 +131,9 @@ void wino_fallback(const void* ctx, int64_t n) {
   it.x += n * f.x_image;
   it.y += n * f.y_image;
   if (it.z) it.z += n * f.y_image;
-  f.gemm(*f.pool, *f.spec, conv_item, &it, f.scratch);
+  GemmSpec spec = *f.spec;
+  start_at_z(spec, it);
+  f.gemm(*f.pool, spec, conv_item, &it, f.scratch);
 }
 
 class ConvKernel final : public Kernel {
@@ -195,6 +207,11 @@ class ConvKernel final : public Kernel {
     if (!avx2_ || g.gemm_k() == 0) {
       path_ = "conv_f32_ref";
       gemm_path_ = "";
+      if (zp && zp == y.data<float>()) {  // conv_ref accumulates in Y: keep Z apart
+        auto* zc = static_cast<float*>(ctx.scratch(static_cast<size_t>(y.numel()) * sizeof(float)));
+        std::memcpy(zc, zp, static_cast<size_t>(y.numel()) * sizeof(float));
+        zp = zc;
+      }
       conv_ref(g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
       return;
     }
@@ -264,6 +281,7 @@ class ConvKernel final : public Kernel {
     spec.a_packed = gemm_packed;
     ConvItems items{&geom_, gemm_packed ? packed_w_.data() : w.data<float>(),
                     gemm_packed ? group_stride_ : g.mg() * spec.k, x.data<float>(), y.data<float>(), bp, zp};
+    start_at_z(spec, items);
     path_ = sym_;
     void* scratch = ctx.scratch(sgemm_scratch_bytes(spec, ctx.pool().num_threads()));
     sgemm_(ctx.pool(), spec, conv_item, &items, scratch);
@@ -605,8 +623,10 @@ class MatMulKernel final : public Kernel {
 void register_conv_gemm_kernels(KernelRegistry& r) {
   r.add(OpKind::kConv, {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<ConvKernel>(n, false); },
                         false});
-  r.add(OpKind::kFusedConv,
-        {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<ConvKernel>(n, true); }, false});
+  KernelInfo fused_conv{[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<ConvKernel>(n, true); },
+                        false};
+  fused_conv.inplace_input = 3;  // Z (ConvKernel::run handles Y == Z)
+  r.add(OpKind::kFusedConv, fused_conv);
   r.add(OpKind::kGemm, {[](const Node& n) -> std::unique_ptr<Kernel> { return std::make_unique<GemmKernel>(n, false); },
                         false});
   r.add(OpKind::kFusedGemm,
