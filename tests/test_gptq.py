@@ -51,7 +51,11 @@ def test_diagonal_inputs_give_nearest_rounding():
     np.testing.assert_array_equal(gptq.gptq_round(w, s, h), _nearest(w, s))
 
 
-@pytest.mark.parametrize("k", [7, 64, 300])
+# K from a 3-channel 3x3 conv (27) up. Bound 0.6: over 1000 fresh draws the
+# ratio to nearest rounding peaked at 0.39 (K = 27), 0.25 (64), 0.18 (300).
+# (K = 7, tried first, is no test: from 0.1 to 1.02 of nearest over 300
+# draws, its 99th percentile 0.86; 7 inputs leave GPTQ little to move.)
+@pytest.mark.parametrize("k", [27, 64, 300])
 def test_correlated_inputs_lower_the_output_error(k):
     rng = _rng()
     m, n = 32, 4 * k + 64
