@@ -587,7 +587,11 @@ def test_channel_split_norm_and_gelu_int8():
     x = r.standard_normal((1, c, 8, 8)).astype(np.float32)
     ref = run_ort(m, {"x": x})["y"]
     out = engine.run({"x": x})["y"]
-    assert rel_l2(out, ref) < 0.05, rel_l2(out, ref)
+    # Fresh 12-channel weights each run: over 650 draws the median was 0.021,
+    # the 99th percentile 0.06-0.085 and the worst 0.094 (nearest rounding
+    # alike), so 0.05 failed about 2% of runs; the same model without its
+    # GELU is 0.52-0.84 away (20 draws).
+    assert rel_l2(out, ref) < 0.15, rel_l2(out, ref)
 
 
 # --- channels-last islands (sink_channels_last) --------------------------------
