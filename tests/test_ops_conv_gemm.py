@@ -81,13 +81,19 @@ def _run_ort(model, feeds):
 SIMD_TIERS = [t for t in isa_tiers() if t != "ref"]
 
 
-def _run_pyengine(model, feeds, tier):
+def _build_on_tier(model, tier, **options):
+    """pyengine.build(model, **options) with the ISA tier capped at `tier`
+    (kernels pick their tier at build time); the cap is restored after."""
     prev = _core.isa_cap()
     _core.set_isa_cap(tier)
     try:
-        engine = pyengine.build(model, optimize=False, num_threads=2)
+        return pyengine.build(model, **options)
     finally:
         _core.set_isa_cap(prev)
+
+
+def _run_pyengine(model, feeds, tier):
+    engine = _build_on_tier(model, tier, optimize=False, num_threads=2)
     out = engine.run(feeds)
     kernel = engine.profile(feeds, runs=1)[0]["kernel"]
     return next(iter(out.values())), kernel
@@ -307,12 +313,7 @@ def test_conv_grouped_threads_and_shapes_one_engine(threads):
     model = _model([node], [_vi("x", ("n", 64, "h", "w"))], [_vi("y", None)],
                    [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     fast = pyengine.build(model, optimize=False, num_threads=threads)
-    prev = _core.isa_cap()
-    _core.set_isa_cap("ref")
-    try:
-        ref = pyengine.build(model, optimize=False, num_threads=1)
-    finally:
-        _core.set_isa_cap(prev)
+    ref = _build_on_tier(model, "ref", optimize=False, num_threads=1)
     for shape in ((1, 64, 7, 9), (3, 64, 17, 5), (2, 64, 1, 30)):
         x = _randn(*shape)
         np.testing.assert_allclose(fast(x), ref(x), rtol=RTOL, atol=ATOL)
@@ -331,12 +332,7 @@ def test_zoo_resnext_grouped_kernel_vs_onnxruntime(batch):
     feeds = zoo.make_input(model, batch, seed=batch)
     expected = _run_ort(model, feeds)
     for tier in ["ref"] + SIMD_TIERS:
-        prev = _core.isa_cap()
-        _core.set_isa_cap(tier)
-        try:
-            eng = pyengine.build(model, num_threads=2)
-        finally:
-            _core.set_isa_cap(prev)
+        eng = _build_on_tier(model, tier, num_threads=2)
         got = next(iter(eng.run(feeds).values()))
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=tier)
         kernels = [layer["kernel"] for layer in eng.profile(feeds, runs=1)]
@@ -691,12 +687,7 @@ def test_fused_conv_writes_over_its_dead_residual(case):
         xi[1, 5, 3, 4] = np.inf
         feeds.append(xi)
     for tier in isa_tiers():
-        prev = _core.isa_cap()
-        _core.set_isa_cap(tier)
-        try:
-            eng = pyengine.build(model, num_threads=2)
-        finally:
-            _core.set_isa_cap(prev)
+        eng = _build_on_tier(model, tier, num_threads=2)
         assert "FusedConv" in eng.graph_text()
         for f in feeds:
             np.testing.assert_allclose(eng(f), _run_ort(model, {"x": f}), rtol=RTOL, atol=ATOL, err_msg=tier)
@@ -710,24 +701,19 @@ def test_fused_conv_keeps_a_residual_read_later(tier):
     change r + t, or the columns other row tiles still read)."""
     model, t_bytes = _residual_model(40, 40, 9, dict(kernel_shape=[1, 1]), z_read_later=True)
     x = _randn(2, 40, 9, 9)
-    prev = _core.isa_cap()
-    _core.set_isa_cap(tier)
-    try:
-        later = pyengine.build(model, num_threads=2)
-        # X == Z: r = Relu(Conv(t) + t), 40 -> 40 channels (4 row tiles of
-        # 12, or 7 of 6), fused without reparam_branches (which would fold
-        # the identity into the weights).
-        rng = _rng()
-        w = (rng.standard_normal((40, 40, 1, 1)) / 7).astype(np.float32)
-        nodes = [helper.make_node("Relu", ["x"], ["t"]),
-                 helper.make_node("Conv", ["t", "w"], ["c"], kernel_shape=[1, 1]),
-                 helper.make_node("Add", ["c", "t"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
-                 helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[1, 1])]
-        same = _model(nodes, [_vi("x", ("N", 40, 8, 8))], [_vi("y", None)], [numpy_helper.from_array(w, "w")])
-        fused, _ = optimize_graph(onnx_io.graph_from_onnx(same)[0], disable=("reparam_branches",))
-        shared = pyengine.build(onnx_io.graph_to_onnx(fused), optimize=False, num_threads=2)
-    finally:
-        _core.set_isa_cap(prev)
+    later = _build_on_tier(model, tier, num_threads=2)
+    # X == Z: r = Relu(Conv(t) + t), 40 -> 40 channels (4 row tiles of 12,
+    # or 7 of 6), fused without reparam_branches (which would fold the
+    # identity into the weights).
+    rng = _rng()
+    w = (rng.standard_normal((40, 40, 1, 1)) / 7).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["t"]),
+             helper.make_node("Conv", ["t", "w"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c", "t"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[1, 1])]
+    same = _model(nodes, [_vi("x", ("N", 40, 8, 8))], [_vi("y", None)], [numpy_helper.from_array(w, "w")])
+    fused, _ = optimize_graph(onnx_io.graph_from_onnx(same)[0], disable=("reparam_branches",))
+    shared = _build_on_tier(onnx_io.graph_to_onnx(fused), tier, optimize=False, num_threads=2)
     np.testing.assert_allclose(later(x), _run_ort(model, {"x": x}), rtol=RTOL, atol=ATOL)
     assert later.memory_info()["arena"] >= 2 * 2 * t_bytes
     x8 = _randn(2, 40, 8, 8)  # 64 columns: the AVX-512 SGEMM reads X in place
