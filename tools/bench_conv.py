@@ -3,6 +3,7 @@
 
     PYTHONPATH=. python3 tools/bench_conv.py --layers --batch 1 8
     PYTHONPATH=. python3 tools/bench_conv.py --chain --batch 1
+    PYTHONPATH=. python3 tools/bench_conv.py --int8 --batch 1 8 --threads 1
 
 --layers  every distinct conv shape of ResNet-50 (v1.5, stride in the 3x3) as
           a single-conv model (Conv with bias, + Relu fused into FusedConv for
@@ -15,6 +16,13 @@
 --grouped ResNeXt-50 32x4d's grouped 3x3 convs (4..32 channels per group)
           and other small-group shapes, single Conv nodes; prints the
           kernel each ran (conv_grouped_f32_avx2 or the im2col GEMM).
+--int8    every distinct conv shape of ResNet-50 quantized (pyengine's INT8
+          against onnxruntime's u8s8 QDQ model, tools/bench.py's
+          ort_u8s8_model), each conv fed by a 1x1 conv from a 3-channel input
+          and read by a 1x1 conv to 8 channels, so that its input and output
+          are int8 tensors as in a network; the conv alone is timed, by each
+          runtime's own per-node profiler (onnxruntime's NHWC transposes at
+          the model's edges are not counted).
 --chain   the whole conv body (stem conv, then layer1..layer4 bottlenecks with
           residual adds) as one model: pyengine runs FusedConv nodes (what the
           optimizer produces: bias, residual and Relu in the GEMM epilogue),
@@ -169,6 +177,109 @@ def layer_models(layer, batch, rng):
     gap = helper.make_node("GlobalAveragePool", ["r"], ["y"])
     feeds = {"x": rng.standard_normal((batch, cin, hw, hw)).astype(np.float32)}
     return _model(ort_nodes + [gap], [x], [y], inits, False), _model(pe_nodes + [gap], [x], [y], inits, True), feeds
+
+
+def int8_layer_model(layer, batch, rng):
+    """The float model of one --int8 case: input (3 channels) -> 1x1 conv to
+    cin + Relu -> the measured conv, node "conv" (+ Relu) -> 1x1 conv to 8
+    channels -> GlobalAveragePool."""
+    _, hw, cin, cout, k, s, _, relu = layer
+    w0, _ = _weights(rng, cin, 3, 1)
+    w, b = _weights(rng, cout, cin, k)
+    wt, _ = _weights(rng, 8, cout, 1)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w0, "w0"), (w, "w"), (b, "b"), (wt, "wt"))]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["f"], name="feed"),
+             helper.make_node("Relu", ["f"], ["fr"], name="feed_relu"),
+             helper.make_node("Conv", ["fr", "w", "b"], ["c"], name="conv", **_conv_attrs(k, s))]
+    last = "c"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["cr"], name="conv_relu"))
+        last = "cr"
+    nodes += [helper.make_node("Conv", [last, "wt"], ["t"], name="tail"),
+              helper.make_node("GlobalAveragePool", ["t"], ["y"], name="gap")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, hw, hw])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    calib = [rng.standard_normal((batch, 3, hw, hw)).astype(np.float32) for _ in range(2)]
+    return _model(nodes, [x], [y], inits, False), calib
+
+
+def int8_conv_ms(model, calib, threads, runs, tmp):
+    """(pyengine's, onnxruntime's) median ms of the node "conv" of an
+    int8_layer_model, each from its runtime's per-node profiler, and
+    pyengine's kernel name."""
+    import json
+    import os
+
+    import onnx
+    import onnxruntime as ort
+    import pyengine
+
+    from bench import ort_u8s8_model
+
+    feeds = {"x": calib[0]}
+    engine = pyengine.build(model, precision="int8", calibration_data=calib, num_threads=threads, report=False,
+                            progress=False)
+    engine.run(feeds)
+    samples, kernel = [], ""
+    for _ in range(runs):
+        (row,) = [r for r in engine.profile(feeds, runs=1) if "conv" in (r.get("origin") or [r["name"]])]
+        samples.append(row["ms"])
+        kernel = row.get("kernel", "")
+    del engine
+    path = os.path.join(tmp, "float.onnx")
+    onnx.save(model, path)
+    qpath = ort_u8s8_model(path, os.path.join(tmp, "u8s8.onnx"), "x", calib)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    so.profile_file_prefix = os.path.join(tmp, "ort_profile")
+    sess = ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
+    for _ in range(2 + runs):
+        sess.run(None, feeds)
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    del sess
+    gc.collect()
+    # onnxruntime renames the fused QLinearConv nodes: the measured conv is
+    # the second conv node of a run (feed, conv, tail).
+    convs, times = [], {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and "Conv" in e["args"].get("op_name", ""):
+            if e["name"] not in convs:
+                convs.append(e["name"])
+            times.setdefault(e["name"], []).append(e["dur"] / 1e3)
+    if len(convs) != 3:
+        raise RuntimeError(f"expected 3 conv nodes in onnxruntime's profile, found {convs}")
+    return statistics.median(samples), statistics.median(times[convs[1]][-runs:]), kernel
+
+
+def run_int8_layers(batches, threads, runs):
+    import tempfile
+
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        print(f"\nResNet-50 conv shapes in INT8, batch {batch}, {threads} threads (median ms of the conv node, "
+              f"each runtime's profiler; onnxruntime: u8s8 QDQ)")
+        print(f"{'layer':26s} {'count':>5s} {'GMAC':>7s} {'pyengine':>9s} {'ORT':>9s} {'ratio':>6s} "
+              f"{'pe GMAC/s':>9s}  kernel")
+        tot_pe = tot_ort = tot_mac = 0.0
+        for layer in RESNET50_CONVS:
+            name, hw, cin, cout, k, s, count, _ = layer
+            model, calib = int8_layer_model(layer, batch, rng)
+            with tempfile.TemporaryDirectory() as tmp:
+                pe_ms, ort_ms, kernel = int8_conv_ms(model, calib, threads, max(5, runs // (4 if batch > 1 else 1)),
+                                                     tmp)
+            oh = (hw + 2 * (k // 2) - k) // s + 1
+            gmac = batch * cout * oh * oh * cin * k * k / 1e9
+            tot_pe += pe_ms * count
+            tot_ort += ort_ms * count
+            tot_mac += gmac * count
+            print(f"{name:26s} {count:5d} {gmac:7.3f} {pe_ms:9.3f} {ort_ms:9.3f} {pe_ms / ort_ms:6.2f} "
+                  f"{gmac / pe_ms * 1e3:9.1f}  {kernel}", flush=True)
+        print(f"{'total (x count)':26s} {53:5d} {tot_mac:7.3f} {tot_pe:9.2f} {tot_ort:9.2f} {tot_pe / tot_ort:6.2f} "
+              f"{tot_mac / tot_pe * 1e3:9.1f}")
 
 
 def chain_models(batch, rng):
@@ -345,6 +456,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--chain", action="store_true")
+    ap.add_argument("--int8", action="store_true", help="ResNet-50's conv shapes in INT8 against onnxruntime u8s8")
     ap.add_argument("--other", action="store_true", help="depthwise (ConvNeXt), grouped (ResNeXt), 3-D (CSN) shapes")
     ap.add_argument("--grouped", action="store_true",
                     help="ResNeXt-50 32x4d grouped 3x3 convs and other small-group shapes, with the kernel used")
@@ -361,7 +473,7 @@ def main():
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
-    if not args.layers and not args.chain and not args.other and not args.grouped:
+    if not args.layers and not args.chain and not args.other and not args.grouped and not args.int8:
         args.layers = True
     if args.layers:
         run_layers(args.batch, args.threads, args.runs)
@@ -369,6 +481,8 @@ def main():
         run_other(args.batch, args.threads, args.runs)
     if args.grouped:
         run_grouped(args.batch, args.threads, args.runs)
+    if args.int8:
+        run_int8_layers(args.batch, args.threads, args.runs)
     if args.chain:
         run_chain(args.batch, args.threads, args.runs)
 
