@@ -1629,3 +1629,23 @@ def test_qadd_every_input_pair_bit_exact(tier):
         assert bad.size == 0, (f"{tier}: scales {sa:.6g} {sb:.6g} {sy:.6g}, zero points {za} {zb} {zy}, relu {relu}: "
                                f"{bad.size} of {want.size} differ, e.g. a={a.flat[bad[0]]} b={b.flat[bad[0]]}: "
                                f"{got.flat[bad[0]]} vs {want.flat[bad[0]]}")
+
+
+def test_bench_conv_int8_times_the_conv_alone(tmp_path):
+    """tools/bench_conv.py --int8: one small quantized conv shape fed and read
+    by 1x1 convs; each runtime's profiler yields the measured conv's own time
+    (onnxruntime's three conv nodes found in its profile, the middle one
+    taken; pyengine's row is the one whose origin holds the node "conv"), and
+    pyengine ran it on an int8 conv kernel."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    import bench_conv
+
+    layer = ("3x3 16 @8", 8, 8, 16, 3, 1, 1, True)
+    model, calib = bench_conv.int8_layer_model(layer, 2, np.random.default_rng())
+    assert [n.name for n in model.graph.node if n.op_type == "Conv"] == ["feed", "conv", "tail"]
+    pe_ms, ort_ms, kernel = bench_conv.int8_conv_ms(model, calib, 1, 5, str(tmp_path))
+    assert 0 < pe_ms < 1e3 and 0 < ort_ms < 1e3, (pe_ms, ort_ms)
+    assert kernel.startswith("qconv_s8"), kernel
