@@ -59,6 +59,10 @@ constexpr int64_t kGroupColumns = 192;
 // channels at batch 1): CIFAR ResNet-110 (32x32 input) 0.92x at batch 1 and
 // 0.81x at batch 8, DenseNet-121 0.92x / 0.97x, ResNet-18 1.00x / 0.96x,
 // ResNet-50 b1 1.00x; 16 (8x8 planes split 2 tile rows a unit) 1.04-1.05x.
+// Not kept either (CIFAR ResNet-110, 2 threads): more units than threads, 2
+// or 4 a thread, 1.03x / 1.09x slower alone and no faster beside a process
+// spinning on one of the two cores (1.01x / 1.05x); pass 3 in the same
+// parallel region as passes 1-2 where y is not the residual's buffer, 0.99-1.00x.
 constexpr int64_t kUnitColumns = 32;
 
 struct WinoDims {

@@ -815,7 +815,10 @@ void run_tiled(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const Tiled
       } else if (id != packed_id) {
         const int64_t img = p0 / hw;
         // A 1x1 conv's im2col is the input itself: pack straight from it
-        // while the chunk stays inside one image.
+        // while the chunk stays inside one image. (Measured and not kept,
+        // 256 -> 64 at 56x56, batch 8, Zen 4: software prefetch of the rows
+        // 1-4 k groups ahead, 0.99-1.00x; all k groups of 64 columns at a
+        // time, so each panel is written front to back, 1.03x slower.)
         const bool direct = gm.is_pointwise() && (img + 1) * hw >= p1;
         const int8_t* src = xm + (img * g.c + grp * g.cg()) * hw + (p0 - img * hw);
         for (int64_t kk0 = 0; kk0 < t.k; kk0 += T::kKGroup) {
