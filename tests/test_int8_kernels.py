@@ -1631,16 +1631,15 @@ def test_qadd_every_input_pair_bit_exact(tier):
                                f"{got.flat[bad[0]]} vs {want.flat[bad[0]]}")
 
 
-def test_bench_conv_int8_times_the_conv_alone(tmp_path):
+def test_bench_conv_int8_times_the_conv_alone(tmp_path, monkeypatch):
     """tools/bench_conv.py --int8: one small quantized conv shape fed and read
     by 1x1 convs; each runtime's profiler yields the measured conv's own time
     (onnxruntime's three conv nodes found in its profile, the middle one
     taken; pyengine's row is the one whose origin holds the node "conv"), and
     pyengine ran it on an int8 conv kernel."""
     import os
-    import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "tools"))
     import bench_conv
 
     layer = ("3x3 16 @8", 8, 8, 16, 3, 1, 1, True)
