@@ -34,10 +34,10 @@ W E[x] - W_q E[Q(x)] (the means of the float inputs' sampled im2col columns
 and of their fake-quantized values, the layer's own input scale), on five of
 those trained families (ResNet-50, RMNet-18, residual attention,
 pre-activation ResNet-50, CIFAR ResNet-110) and 1300 held-out crops each:
-logits error -3% to +3% (ResNet-50
-0.0355 -> 0.0356, residual attention 0.0144 -> 0.0140, CIFAR ResNet-110
-0.0073 -> 0.0075) and agreement within a few crops either way: the error
-left is the activations' zero-mean rounding, not a shift.
+logits error -3% to +3% (ResNet-50 0.0355 -> 0.0356, residual attention
+0.0144 -> 0.0140, CIFAR ResNet-110 0.0073 -> 0.0075) and agreement within a
+few crops either way: the error left is the activations' zero-mean rounding,
+not a shift.
 """
 
 from __future__ import annotations
