@@ -124,6 +124,13 @@ def ort_node_times(sess_factory, feeds: dict, runs: int = 10) -> dict:
     the given SessionOptions, which this function switches profiling on in.
     A node onnxruntime fused (Conv + Relu, say) is named after one of its
     nodes, with a suffix (``relu_0_nchwc``): see attach_ort_layers."""
+    return {n: sum(t) / len(t) for n, (_, t) in ort_node_samples(sess_factory, feeds, runs).items()}
+
+
+def ort_node_samples(sess_factory, feeds: dict, runs: int = 10) -> dict:
+    """{ONNX node name: (op type, [ms in each of the last ``runs`` runs])}
+    from onnxruntime's own profiler, nodes in the order of their first
+    event (ort_node_times' measurement, per run)."""
     import json
     import tempfile
 
@@ -142,8 +149,9 @@ def ort_node_times(sess_factory, feeds: dict, runs: int = 10) -> dict:
     per_node: dict = {}
     for e in events:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            per_node.setdefault(e["name"][:-len("_kernel_time")], []).append(e["dur"] / 1e3)
-    return {n: sum(t[-runs:]) / min(runs, len(t)) for n, t in per_node.items()}
+            name = e["name"][:-len("_kernel_time")]
+            per_node.setdefault(name, (e.get("args", {}).get("op_name", ""), []))[1].append(e["dur"] / 1e3)
+    return {n: (op, t[-runs:]) for n, (op, t) in per_node.items()}
 
 
 def attach_ort_layers(rows: list, node_ms: dict) -> float:

@@ -144,6 +144,11 @@ def _weights(rng, cout, cin, k):
     return w, b
 
 
+def _out_hw(hw, k, s):
+    """Output height (= width) of a k x k conv, stride s, pads k // 2."""
+    return (hw + 2 * (k // 2) - k) // s + 1
+
+
 def _conv_attrs(k, s):
     return dict(kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
 
@@ -207,12 +212,12 @@ def int8_conv_ms(model, calib, threads, runs, tmp):
     """(pyengine's, onnxruntime's) median ms of the node "conv" of an
     int8_layer_model, each from its runtime's per-node profiler, and
     pyengine's kernel name."""
-    import json
     import os
 
     import onnx
     import onnxruntime as ort
     import pyengine
+    from pyengine.profile import ort_node_samples
 
     from bench import ort_u8s8_model
 
@@ -229,30 +234,21 @@ def int8_conv_ms(model, calib, threads, runs, tmp):
     path = os.path.join(tmp, "float.onnx")
     onnx.save(model, path)
     qpath = ort_u8s8_model(path, os.path.join(tmp, "u8s8.onnx"), "x", calib)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(tmp, "ort_profile")
-    sess = ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
-    for _ in range(2 + runs):
-        sess.run(None, feeds)
-    with open(sess.end_profiling()) as f:
-        events = json.load(f)
-    del sess
+
+    def session(so):
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
+
+    nodes = ort_node_samples(session, feeds, runs)
     gc.collect()
     # onnxruntime renames the fused QLinearConv nodes: the measured conv is
     # the second conv node of a run (feed, conv, tail).
-    convs, times = [], {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and "Conv" in e["args"].get("op_name", ""):
-            if e["name"] not in convs:
-                convs.append(e["name"])
-            times.setdefault(e["name"], []).append(e["dur"] / 1e3)
+    convs = [times for op, times in nodes.values() if "Conv" in op]
     if len(convs) != 3:
-        raise RuntimeError(f"expected 3 conv nodes in onnxruntime's profile, found {convs}")
-    return statistics.median(samples), statistics.median(times[convs[1]][-runs:]), kernel
+        raise RuntimeError(f"expected 3 conv nodes in onnxruntime's profile, found {list(nodes)}")
+    return statistics.median(samples), statistics.median(convs[1]), kernel
 
 
 def run_int8_layers(batches, threads, runs):
@@ -271,7 +267,7 @@ def run_int8_layers(batches, threads, runs):
             with tempfile.TemporaryDirectory() as tmp:
                 pe_ms, ort_ms, kernel = int8_conv_ms(model, calib, threads, max(5, runs // (4 if batch > 1 else 1)),
                                                      tmp)
-            oh = (hw + 2 * (k // 2) - k) // s + 1
+            oh = _out_hw(hw, k, s)
             gmac = batch * cout * oh * oh * cin * k * k / 1e9
             tot_pe += pe_ms * count
             tot_ort += ort_ms * count
@@ -383,7 +379,7 @@ def run_layers(batches, threads, runs, verbose=True):
             (ort_ms, _), ort_out = time_ort(ort_model, feeds, threads, r, 2)
             (pe_ms, _), pe_out = time_pyengine(pe_model, feeds, threads, r, 2)
             err = float(np.max(np.abs(pe_out - ort_out)))
-            oh = (hw + 2 * (k // 2) - k) // s + 1
+            oh = _out_hw(hw, k, s)
             gflop = 2.0 * batch * cout * oh * oh * cin * k * k / 1e9
             tot_pe += pe_ms * count
             tot_ort += ort_ms * count
@@ -430,7 +426,7 @@ def run_grouped(batches, threads, runs):
             kernel = eng.profile(feeds, runs=1)[0]["kernel"]
             err = float(np.max(np.abs(pe_out - ort_out)))
             name, hw, c, k, s, group, count = layer
-            oh = (hw + 2 * (k // 2) - k) // s + 1
+            oh = _out_hw(hw, k, s)
             gflop = 2.0 * batch * c * oh * oh * (c // group) * k * k / 1e9
             tot_pe += pe_ms * count
             tot_ort += ort_ms * count
