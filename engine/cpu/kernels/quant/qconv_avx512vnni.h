@@ -215,23 +215,23 @@ void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, c
   for (int r = 0; r < mr; ++r) epilogue_row<kRequant, kZ, kBounded>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs);
 }
 
-// The common tile, as straight-line code: kVnniMR rows requantized,
-// each row's 48 columns one unmasked run, no activation or a Relu, no
-// residual or an int8 one, the epilogue's flags as constants. All rows are
-// computed into registers before any is stored, so the rows' dependency
-// chains (cvt, mul, add, cvt, packs, permute) overlap. The same operations
-// as epilogue_row's, so the same bits. (Zen 4, one thread, the same
-// process alternating both paths: ResNet-50 INT8 batch 1 6-7% faster,
-// batch 8 3%, RMNet-18 2%, ResNet-18 unchanged; the gain is in the 1x1
-// convs with 64-256 input channels, where the epilogue is a quarter of
-// the conv.)
-template <int kZ, bool kBias, bool kZp, bool kRelu, bool kBounded>
-void epilogue_full_tile(const EpiConst& k, const int32_t* tile, int64_t c0, int64_t off, int64_t hw) {
+// The common tile, as straight-line code: kVnniMR rows requantized, no
+// activation or a Relu, no residual or an int8 one, the epilogue's flags
+// (and whether each row's 48 columns are one unmasked run, kFull) as
+// constants. All rows are computed into registers before any is stored,
+// so the rows' dependency chains (cvt, mul, add, cvt, packs, permute)
+// overlap. The same operations as epilogue_row's, so the same bits. (Zen
+// 4, one thread, the same process alternating both paths: ResNet-50 INT8
+// batch 1 6-7% faster, batch 8 3%, RMNet-18 2%, ResNet-18 unchanged; the
+// gain is in the 1x1 convs with 64-256 input channels, where the epilogue
+// is a quarter of the conv.)
+template <bool kFull, int kZ, bool kBias, bool kZp, bool kRelu, bool kBounded>
+void epilogue_fast_rows(const EpiConst& k, const int32_t* tile, int64_t c0, const TileRuns& runs, int64_t hw) {
   const Epilogue& e = k.e;
   __m512i bytes[kVnniMR];
 #pragma GCC unroll 8
   for (int r = 0; r < kVnniMR; ++r) {
-    const int64_t c = c0 + r;
+    const int64_t c = c0 + r, at = c * hw;
     const __m512 mul = _mm512_set1_ps(e.mul[c]);
     __m512 v[kNV];
 #pragma GCC unroll 3
@@ -243,8 +243,15 @@ void epilogue_full_tile(const EpiConst& k, const int32_t* tile, int64_t c0, int6
       for (int j = 0; j < kNV; ++j) v[j] = _mm512_add_ps(v[j], bf);
     }
     if constexpr (kZ == 2) {
+      __m512i zb;
+      if constexpr (kFull) {
+        zb = load48(e.z_s8 + runs.off[0] + at);
+      } else {
+        zb = _mm512_setzero_si512();
+        for (int q = 0; q < runs.n; ++q) zb = _mm512_mask_loadu_epi8(zb, runs.mask[q], e.z_s8 + runs.off[q] + at);
+      }
       __m512 z[kNV];
-      residual48(k, load48(e.z_s8 + off + c * hw), z);
+      residual48(k, zb, z);
 #pragma GCC unroll 3
       for (int j = 0; j < kNV; ++j) v[j] = _mm512_add_ps(v[j], no_contract16(_mm512_mul_ps(z[j], k.z_scale)));
     }
@@ -252,37 +259,46 @@ void epilogue_full_tile(const EpiConst& k, const int32_t* tile, int64_t c0, int6
                                        quantize16<kBounded>(k, v[2]));
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < kVnniMR; ++r) store48(e.y_s8 + off + (c0 + r) * hw, bytes[r]);
+  for (int r = 0; r < kVnniMR; ++r) {
+    const int64_t at = (c0 + r) * hw;
+    if constexpr (kFull) {
+      store48(e.y_s8 + runs.off[0] + at, bytes[r]);
+    } else {
+      for (int q = 0; q < runs.n; ++q) _mm512_mask_storeu_epi8(e.y_s8 + runs.off[q] + at, runs.mask[q], bytes[r]);
+    }
+  }
 }
 
-// epilogue_full_tile for the epilogue's flags; false when the tile is not
+// epilogue_fast_rows for the epilogue's flags; false when the tile is not
 // of that kind (epilogue_rows then stores it).
 template <int kZ>
-bool epilogue_full_tile_for(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs,
-                            int64_t hw) {
+bool epilogue_fast_tile(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs,
+                        int64_t hw) {
   const Epilogue& e = k.e;
-  if (mr % kVnniMR != 0 || runs.n != 1 || runs.mask[0] != TileRuns::kAll ||
-      !(e.act == Act::kNone || k.relu_bytes))
-    return false;
-  const int64_t off = runs.off[0];
-  const bool bias = e.bias_f32 != nullptr;
-  auto go = [&](auto kb, auto kzp, auto krelu) {
-    constexpr bool B = decltype(kb)::value, Zp = decltype(kzp)::value, R = decltype(krelu)::value;
+  if (mr % kVnniMR != 0 || !(e.act == Act::kNone || k.relu_bytes)) return false;
+  const bool full = runs.n == 1 && runs.mask[0] == TileRuns::kAll;
+  auto go = [&](auto kfull, auto kb, auto kzp, auto krelu) {
+    constexpr bool F = decltype(kfull)::value, B = decltype(kb)::value, Zp = decltype(kzp)::value,
+                   R = decltype(krelu)::value;
     for (int r = 0; r < mr; r += kVnniMR) {  // AMX tiles: 16 rows
-      if (e.v_bounded) epilogue_full_tile<kZ, B, Zp, R, true>(k, tile + r * kTileLd, c0 + r, off, hw);
-      else epilogue_full_tile<kZ, B, Zp, R, false>(k, tile + r * kTileLd, c0 + r, off, hw);
+      if (e.v_bounded) epilogue_fast_rows<F, kZ, B, Zp, R, true>(k, tile + r * kTileLd, c0 + r, runs, hw);
+      else epilogue_fast_rows<F, kZ, B, Zp, R, false>(k, tile + r * kTileLd, c0 + r, runs, hw);
     }
   };
-  auto relu = [&](auto kb, auto kzp) {
-    if (k.relu_bytes) go(kb, kzp, std::true_type{});
-    else go(kb, kzp, std::false_type{});
+  auto relu = [&](auto kfull, auto kb, auto kzp) {
+    if (k.relu_bytes) go(kfull, kb, kzp, std::true_type{});
+    else go(kfull, kb, kzp, std::false_type{});
   };
-  auto zp = [&](auto kb) {
-    if (k.y_zp_add) relu(kb, std::true_type{});
-    else relu(kb, std::false_type{});
+  auto zp = [&](auto kfull, auto kb) {
+    if (k.y_zp_add) relu(kfull, kb, std::true_type{});
+    else relu(kfull, kb, std::false_type{});
   };
-  if (bias) zp(std::true_type{});
-  else zp(std::false_type{});
+  auto bias = [&](auto kfull) {
+    if (e.bias_f32) zp(kfull, std::true_type{});
+    else zp(kfull, std::false_type{});
+  };
+  if (full) bias(std::true_type{});
+  else bias(std::false_type{});
   return true;
 }
 
@@ -297,7 +313,7 @@ void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, 
     constexpr bool kR = decltype(requant)::value;
     constexpr int kZ = decltype(z)::value;
     if constexpr (kR && kZ != 1)
-      if (epilogue_full_tile_for<kZ>(k, tile, mr, c0, runs, cols.hw)) return;
+      if (epilogue_fast_tile<kZ>(k, tile, mr, c0, runs, cols.hw)) return;
     if (kR && k.e.v_bounded) epilogue_rows<kR, kZ, true>(k, tile, mr, c0, runs, cols.hw);
     else epilogue_rows<kR, kZ, false>(k, tile, mr, c0, runs, cols.hw);
   });
