@@ -91,42 +91,15 @@ inline __m512i quantize16(const EpiConst& k, __m512 v) {
 // packs' per-128-bit-lane interleave. A Relu before the requantize is
 // max(y, y_zp) here: round(max(v, 0)) + y_zp clamped is exactly that (also
 // for a NaN v, which ends at y_zp both ways).
-// narrow48 with k.y_zp_add and k.relu_bytes as constants (kZp, kRelu).
-template <bool kZp, bool kRelu>
-inline __m512i narrow48_as(const EpiConst& k, __m512i a, __m512i b, __m512i c) {
+inline __m512i narrow48(const EpiConst& k, __m512i a, __m512i b, __m512i c) {
   __m512i ab = _mm512_packs_epi32(a, b), cc = _mm512_packs_epi32(c, c);
-  if constexpr (kZp) {
+  if (k.y_zp_add) {
     ab = _mm512_adds_epi16(ab, k.y_zp16);
     cc = _mm512_adds_epi16(cc, k.y_zp16);
   }
   __m512i bytes = _mm512_packs_epi16(ab, cc);  // 128-bit lane L: a, b, c, c blocks L
-  if constexpr (kRelu) bytes = _mm512_max_epi8(bytes, k.y_zp8);
+  if (k.relu_bytes) bytes = _mm512_max_epi8(bytes, k.y_zp8);
   return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
-}
-
-inline __m512i narrow48(const EpiConst& k, __m512i a, __m512i b, __m512i c) {
-  if (k.y_zp_add) return k.relu_bytes ? narrow48_as<true, true>(k, a, b, c) : narrow48_as<true, false>(k, a, b, c);
-  return k.relu_bytes ? narrow48_as<false, true>(k, a, b, c) : narrow48_as<false, false>(k, a, b, c);
-}
-
-// 48 bytes at src, unmasked (the other 16 lanes undefined).
-inline __m512i load48(const int8_t* src) {
-  return _mm512_inserti32x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))),
-                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32)), 2);
-}
-
-// The low 48 int8 residual values of zb -> z[0..2], 16 each, as floats
-// with the zero point removed.
-inline void residual48(const EpiConst& k, __m512i zb, __m512 z[3]) {
-  z[0] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(zb)), k.z_zp));
-  z[1] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 1)), k.z_zp));
-  z[2] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 2)), k.z_zp));
-}
-
-// Stores 48 bytes (the low 48 of `bytes`) at dst.
-inline void store48(int8_t* dst, __m512i bytes) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(bytes));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm512_extracti32x4_epi32(bytes, 2));
 }
 
 // Up to 16 lanes (mask m) of channel c at idx: the depthwise rows.
@@ -173,12 +146,16 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
   } else if constexpr (kZ == 2) {
     __m512i zb;
     if (runs.n == 1 && runs.mask[0] == TileRuns::kAll) {  // the common case: 48 bytes in a row, unmasked
-      zb = load48(e.z_s8 + runs.off[0] + at);
+      const int8_t* src = e.z_s8 + runs.off[0] + at;
+      zb = _mm512_inserti32x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))),
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32)), 2);
     } else {
       zb = _mm512_setzero_si512();
       for (int r = 0; r < runs.n; ++r) zb = _mm512_mask_loadu_epi8(zb, runs.mask[r], e.z_s8 + runs.off[r] + at);
     }
-    residual48(k, zb, z);
+    z[0] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(zb)), k.z_zp));
+    z[1] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 1)), k.z_zp));
+    z[2] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(zb, 2)), k.z_zp));
   } else {
     for (int j = 0; j < kNV; ++j) z[j] = _mm512_setzero_ps();
   }
@@ -192,7 +169,8 @@ inline void epilogue_row(const EpiConst& k, const int32_t* t, int64_t c, int64_t
     for (int r = 0; r < runs.n; ++r) {
       int8_t* dst = e.y_s8 + runs.off[r] + at;
       if (runs.mask[r] == TileRuns::kAll) {
-        store48(dst, bytes);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(bytes));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm512_extracti32x4_epi32(bytes, 2));
       } else {
         _mm512_mask_storeu_epi8(dst, runs.mask[r], bytes);
       }
@@ -215,93 +193,15 @@ void epilogue_rows(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, c
   for (int r = 0; r < mr; ++r) epilogue_row<kRequant, kZ, kBounded>(k, tile + r * kTileLd, c0 + r, (c0 + r) * hw, runs);
 }
 
-// The common tile, as straight-line code: kVnniMR rows requantized, no
-// activation or a Relu, no residual or an int8 one, the epilogue's flags
-// (and whether each row's 48 columns are one unmasked run, kFull) as
-// constants. All rows are computed into registers before any is stored,
-// so the rows' dependency chains (cvt, mul, add, cvt, packs, permute)
-// overlap. The same operations as epilogue_row's, so the same bits. (Zen
-// 4, one thread, the same process alternating both paths: ResNet-50 INT8
-// batch 1 6-7% faster, batch 8 3%, RMNet-18 2%, ResNet-18 unchanged; the
-// gain is in the 1x1 convs with 64-256 input channels, where the epilogue
-// is a quarter of the conv.)
-template <bool kFull, int kZ, bool kBias, bool kZp, bool kRelu, bool kBounded>
-void epilogue_fast_rows(const EpiConst& k, const int32_t* tile, int64_t c0, const TileRuns& runs, int64_t hw) {
-  const Epilogue& e = k.e;
-  __m512i bytes[kVnniMR];
-#pragma GCC unroll 8
-  for (int r = 0; r < kVnniMR; ++r) {
-    const int64_t c = c0 + r, at = c * hw;
-    const __m512 mul = _mm512_set1_ps(e.mul[c]);
-    __m512 v[kNV];
-#pragma GCC unroll 3
-    for (int j = 0; j < kNV; ++j)
-      v[j] = no_contract16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(tile + r * kTileLd + 16 * j)), mul));
-    if constexpr (kBias) {
-      const __m512 bf = _mm512_set1_ps(e.bias_f32[c]);
-#pragma GCC unroll 3
-      for (int j = 0; j < kNV; ++j) v[j] = _mm512_add_ps(v[j], bf);
-    }
-    if constexpr (kZ == 2) {
-      __m512i zb;
-      if constexpr (kFull) {
-        zb = load48(e.z_s8 + runs.off[0] + at);
-      } else {
-        zb = _mm512_setzero_si512();
-        for (int q = 0; q < runs.n; ++q) zb = _mm512_mask_loadu_epi8(zb, runs.mask[q], e.z_s8 + runs.off[q] + at);
-      }
-      __m512 z[kNV];
-      residual48(k, zb, z);
-#pragma GCC unroll 3
-      for (int j = 0; j < kNV; ++j) v[j] = _mm512_add_ps(v[j], no_contract16(_mm512_mul_ps(z[j], k.z_scale)));
-    }
-    bytes[r] = narrow48_as<kZp, kRelu>(k, quantize16<kBounded>(k, v[0]), quantize16<kBounded>(k, v[1]),
-                                       quantize16<kBounded>(k, v[2]));
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kVnniMR; ++r) {
-    const int64_t at = (c0 + r) * hw;
-    if constexpr (kFull) {
-      store48(e.y_s8 + runs.off[0] + at, bytes[r]);
-    } else {
-      for (int q = 0; q < runs.n; ++q) _mm512_mask_storeu_epi8(e.y_s8 + runs.off[q] + at, runs.mask[q], bytes[r]);
-    }
-  }
-}
-
-// epilogue_fast_rows for the epilogue's flags; false when the tile is not
-// of that kind (epilogue_rows then stores it).
-template <int kZ>
-bool epilogue_fast_tile(const EpiConst& k, const int32_t* tile, int mr, int64_t c0, const TileRuns& runs,
-                        int64_t hw) {
-  const Epilogue& e = k.e;
-  if (mr % kVnniMR != 0 || !(e.act == Act::kNone || k.relu_bytes)) return false;
-  const bool full = runs.n == 1 && runs.mask[0] == TileRuns::kAll;
-  auto go = [&](auto kfull, auto kb, auto kzp, auto krelu) {
-    constexpr bool F = decltype(kfull)::value, B = decltype(kb)::value, Zp = decltype(kzp)::value,
-                   R = decltype(krelu)::value;
-    for (int r = 0; r < mr; r += kVnniMR) {  // AMX tiles: 16 rows
-      if (e.v_bounded) epilogue_fast_rows<F, kZ, B, Zp, R, true>(k, tile + r * kTileLd, c0 + r, runs, hw);
-      else epilogue_fast_rows<F, kZ, B, Zp, R, false>(k, tile + r * kTileLd, c0 + r, runs, hw);
-    }
-  };
-  auto relu = [&](auto kfull, auto kb, auto kzp) {
-    if (k.relu_bytes) go(kfull, kb, kzp, std::true_type{});
-    else go(kfull, kb, kzp, std::false_type{});
-  };
-  auto zp = [&](auto kfull, auto kb) {
-    if (k.y_zp_add) relu(kfull, kb, std::true_type{});
-    else relu(kfull, kb, std::false_type{});
-  };
-  auto bias = [&](auto kfull) {
-    if (e.bias_f32) zp(kfull, std::true_type{});
-    else zp(kfull, std::false_type{});
-  };
-  if (full) bias(std::true_type{});
-  else bias(std::false_type{});
-  return true;
-}
-
+// (Measured and not kept, sixteenth session, Zen 4: a straight-line path
+// for the whole 8-row tile, every row computed into registers before any
+// is stored, with the bias, zero point, Relu and masked-run flags as
+// template constants. Toggled in one process it read 6-7% on ResNet-50
+// INT8 batch 1, but its "off" side was this code recompiled beside it;
+// against this code built alone, normalized by onnxruntime in the same
+// process, it was 0.5-2% (ResNet-50 b1 1.046x vs 1.053x onnxruntime, a
+// 64 -> 256 1x1 at batch 8 1.29x vs 1.31x), within the noise, and per
+// layer mixed. The AVX2 tier's rows written the same way: 1.00x.)
 void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, const Cols& cols) {
   // A copy whose address never leaves this call: the int8 output stores
   // may alias any memory whose address escaped (char aliasing), so with the
@@ -312,8 +212,6 @@ void epilogue_tile(const EpiConst& k0, const int32_t* tile, int mr, int64_t c0, 
   with_epilogue_kind(k.e, [&](auto requant, auto z) {
     constexpr bool kR = decltype(requant)::value;
     constexpr int kZ = decltype(z)::value;
-    if constexpr (kR && kZ != 1)
-      if (epilogue_fast_tile<kZ>(k, tile, mr, c0, runs, cols.hw)) return;
     if (kR && k.e.v_bounded) epilogue_rows<kR, kZ, true>(k, tile, mr, c0, runs, cols.hw);
     else epilogue_rows<kR, kZ, false>(k, tile, mr, c0, runs, cols.hw);
   });
