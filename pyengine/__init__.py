@@ -23,7 +23,7 @@ from .errors import (  # noqa: F401
 __version__ = "0.1.0"
 
 from . import _core  # noqa: E402,F401  (imported first: it loads the C++ core)
-from .api import build, load, max_tensor_bytes, set_max_tensor_bytes  # noqa: E402,F401
+from .api import build, default_threads, load, max_tensor_bytes, set_max_tensor_bytes  # noqa: E402,F401
 from .backends.tensorrt import TensorRTEngine  # noqa: E402,F401  (tensorrt itself is imported lazily)
 from .engine import Engine, TensorSpec  # noqa: E402,F401
 from .export import check_tensorrt, export  # noqa: E402,F401

@@ -38,7 +38,7 @@ def build(model, precision: str | None = None, backend: str = "auto", optimize: 
             "tensorrt" (never falls back: raises BackendUnavailableError or
             UnsupportedOperatorError with TensorRT's messages).
         optimize: run the graph optimizer (BatchNorm folding, fusions, ...).
-        num_threads: CPU threads (0: all cores).
+        num_threads: CPU threads (0: one per physical core; see pyengine.default_threads).
         **options: INT8 calibration options (see :func:`pyengine.quantize`), and
             for TensorRT: ``io_dtype``, ``keep_fp32``, ``batch_range=(min, opt,
             max)``, ``input_shapes={name: (min, opt, max)}``, ``workspace``
@@ -208,7 +208,7 @@ def load(path, num_threads: int = 0, cuda_graph: bool = False, memory_limit: int
 
     Args:
         path: the plan file.
-        num_threads: CPU threads for CPU plans (0: all cores).
+        num_threads: CPU threads for CPU plans (0: one per physical core; see pyengine.default_threads).
         cuda_graph: TensorRT plans: run through CUDA graphs.
         memory_limit: CPU plans: bytes one run may allocate (activation arena
             + outputs), or None (no limit).
@@ -238,3 +238,15 @@ def set_max_tensor_bytes(nbytes: int | None) -> None:
 def max_tensor_bytes() -> int:
     """The per-tensor size limit in bytes (see :func:`set_max_tensor_bytes`)."""
     return _core.max_tensor_bytes()
+
+
+def default_threads() -> int:
+    """The threads of an engine built or loaded with ``num_threads=0``:
+    ``PYENGINE_NUM_THREADS`` when it is set (else InvalidArgumentError for a
+    value that is not a count from 1 to 4096), otherwise one per physical
+    core among the CPUs this process may run on (its affinity mask, as
+    ``taskset`` or a container's cpuset leaves it), capped by its cgroup CPU
+    quota (a container's ``--cpus``). A core's second hardware thread adds
+    no throughput to these kernels, and threads beyond the CPU set or quota
+    only take turns."""
+    return _core.default_threads()

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from .api import default_threads
 from .calibration import load_arrays
 from .errors import InvalidArgumentError, PyengineError
 
@@ -361,7 +362,7 @@ def cmd_profile(args) -> int:
                 ort_samples = profile.measure(lambda: sess.run(None, feeds), args.warmup_ms, args.duration,
                                               args.iterations, desc=f"{ort_label} b{batch}")
                 results.append({"model": name, "runtime": ort_label, "precision": "fp32", "batch": batch,
-                                "threads": args.threads or os.cpu_count(), "samples_ms": ort_samples,
+                                "threads": args.threads or default_threads(), "samples_ms": ort_samples,
                                 "stats": profile.summarize(ort_samples, batch)})
     ort_by_batch = {r["batch"]: r["stats"]["median_ms"] for r in results if r["runtime"] == ort_label}
     for r in results:
@@ -414,7 +415,7 @@ def _ort_session(model: str, which: str, threads: int, so=None):
         raise InvalidArgumentError(f"--compare {which} needs onnxruntime (pip install onnxruntime"
                                    f"{'-gpu' if which.endswith('gpu') else ''})") from None
     so = so or ort.SessionOptions()
-    so.intra_op_num_threads = threads or os.cpu_count()
+    so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
     if which == "onnxruntime":
         return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]), "onnxruntime"
@@ -438,7 +439,7 @@ def _runner(spec: str, precision: str, threads: int):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or os.cpu_count()
+        so.intra_op_num_threads = threads or default_threads()
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         specs = _onnx_specs(onnx.load(path, load_external_data=False))
@@ -789,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--std", help="per-channel std (default ImageNet's 0.229,0.224,0.225)")
     v.add_argument("--topk", type=int, default=5, help="classes per result in --json")
     v.add_argument("--json", help="write one JSON line per result: stream, index, timestamp, topk")
-    v.add_argument("--threads", type=int, default=0, help="engine threads (0: all cores)")
+    v.add_argument("--threads", type=int, default=0, help="engine threads (0: one per physical core)")
     v.add_argument("--sequential", action="store_true", help="decode and infer in one thread (no pipelining)")
     v.add_argument("--realtime", action="store_true", help="drop samples when the inference queue is full")
     v.add_argument("--no-progress", action="store_true", help="no progress bar (tqdm)")

@@ -81,7 +81,7 @@ def build_qdq(model, proto: onnx.ModelProto | None = None, optimize: bool = True
         model: path or ``onnx.ModelProto``.
         proto: the loaded model, when the caller has it.
         optimize: run the whole "int8" pipeline (else only what running needs).
-        num_threads: CPU threads (0: all cores).
+        num_threads: CPU threads (0: one per physical core; see pyengine.default_threads).
         precision: "int8" (the int8 kernels) or "fp32" (every Q/DQ node runs
             as float fake-quant, the model's own arithmetic, as onnxruntime
             runs it; float16 layers keep their float16 roundings).

@@ -535,7 +535,7 @@ def calibrate(model, calibration_data, calibration_method: str = DEFAULT_METHOD,
         num_bins: histogram bins per tensor.
         optimize: run the graph optimizer before calibrating.
         progress: show a progress bar (tqdm, when installed).
-        num_threads: CPU threads (0: all cores).
+        num_threads: CPU threads (0: one per physical core; see pyengine.default_threads).
 
     Returns:
         A :class:`CalibrationTable`.
@@ -579,7 +579,7 @@ def quantize(model, calibration_data=None, calibration_method: str = DEFAULT_MET
             ``validation_data``.
         validation_data: held-out batches for ``accuracy_target``.
         progress: show progress bars (tqdm, when installed).
-        num_threads: CPU threads for calibration (0: all cores).
+        num_threads: CPU threads for calibration (0: one per physical core; see pyengine.default_threads).
         int8_activations: "symmetric" (default: zero point 0, the form
             TensorRT takes) or "asymmetric": tensors that are non-negative by
             construction (Relu, Clip(min >= 0), Sigmoid outputs and poolings

@@ -222,7 +222,7 @@ struct Engine::Impl {
   static std::unique_ptr<Impl> create(engine::PlanContents c, const std::string& source,
                                       const EngineOptions& options) {
     if (options.num_threads < 0)
-      throw InvalidArgumentError("num_threads must be >= 0 (0: one per hardware thread), got " +
+      throw InvalidArgumentError("num_threads must be >= 0 (0: one per physical core), got " +
                                  std::to_string(options.num_threads));
     if (options.memory_limit < 0)
       throw InvalidArgumentError("memory_limit must be >= 0 (0: no limit), got " + std::to_string(options.memory_limit));

@@ -139,6 +139,28 @@ PYBIND11_MODULE(_core, m) {
     d["use_amx"] = s.amx;
     d["amx_use"] = amx_use_name(amx_use());  // AMX kernels: off until tested on AMX (dispatch.h)
     d["hardware_threads"] = ThreadPool::hardware_threads();
+    const std::vector<int> cpus = process_cpus();
+    if (!cpus.empty()) {
+      const CpuBudget b = cpu_budget(cpus);
+      d["allowed_cpus"] = b.cpus;
+      d["physical_cores"] = b.cores;
+      d["cpu_quota"] = b.quota;
+    }
+    d["default_threads"] = default_threads();  // what num_threads=0 gives (PYENGINE_NUM_THREADS, else the budget)
+    return d;
+  });
+
+  m.def("default_threads", &default_threads,
+        "Threads of a pool made with num_threads=0 (PYENGINE_NUM_THREADS, else one per physical core).");
+
+  // cpu_budget over a made-up /sys and /proc tree (tests).
+  m.def("_cpu_budget", [](const std::vector<int>& cpus, const std::string& root) {
+    const CpuBudget b = cpu_budget(cpus, root);
+    py::dict d;
+    d["cpus"] = b.cpus;
+    d["cores"] = b.cores;
+    d["quota"] = b.quota;
+    d["threads"] = b.threads;
     return d;
   });
 

@@ -1,8 +1,13 @@
 #include "cpu/thread_pool.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
 
 #if defined(__linux__)
 #include <pthread.h>
@@ -39,6 +44,120 @@ std::vector<int> process_cpus() {
   return cpus;
 }
 
+namespace {
+
+bool read_text(const std::string& path, std::string* out) {
+  std::ifstream f(path);
+  if (!f) return false;
+  std::ostringstream text;
+  text << f.rdbuf();
+  *out = text.str();
+  return true;
+}
+
+bool parse_int(const std::string& text, long long* v) {
+  const char* s = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(s, &end, 10);
+  if (end == s || errno != 0) return false;
+  *v = x;
+  return true;
+}
+
+// The CPUs one cgroup directory allows (0: no limit, or none written).
+double cgroup_dir_limit(const std::string& dir) {
+  std::string text;
+  if (read_text(dir + "/cpu.max", &text)) {  // v2: "max 100000" or "150000 100000"
+    std::istringstream in(text);
+    std::string quota;
+    long long q = 0, period = 0;
+    if (in >> quota >> period && quota != "max" && parse_int(quota, &q) && q > 0 && period > 0)
+      return static_cast<double>(q) / static_cast<double>(period);
+    return 0.0;
+  }
+  std::string qt, pt;  // v1: a quota of -1 means none
+  long long q = 0, period = 0;
+  if (read_text(dir + "/cpu.cfs_quota_us", &qt) && read_text(dir + "/cpu.cfs_period_us", &pt) && parse_int(qt, &q) &&
+      parse_int(pt, &period) && q > 0 && period > 0)
+    return static_cast<double>(q) / static_cast<double>(period);
+  return 0.0;
+}
+
+// The smallest CPU limit over the process's cgroup and its ancestors, in
+// the v2 hierarchy and the v1 cpu controller's (0: none). Inside a
+// container the cgroup's own directory is usually the mount's root, which
+// the walk up reaches as well.
+double cgroup_cpu_limit(const std::string& root) {
+  std::string text;
+  if (!read_text(root + "/proc/self/cgroup", &text)) return 0.0;
+  double limit = 0.0;
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1);
+    std::string path = line.substr(b + 1);
+    std::vector<std::string> mounts;
+    if (controllers.empty()) {
+      mounts = {root + "/sys/fs/cgroup", root + "/sys/fs/cgroup/unified"};  // v2; hybrid hosts mount it at unified
+    } else if (("," + controllers + ",").find(",cpu,") != std::string::npos) {
+      mounts = {root + "/sys/fs/cgroup/" + controllers, root + "/sys/fs/cgroup/cpu"};
+    } else {
+      continue;
+    }
+    if (path.empty() || path[0] != '/') path = "/" + path;
+    for (const std::string& mount : mounts) {
+      for (std::string p = path;;) {
+        const double l = cgroup_dir_limit(p == "/" ? mount : mount + p);
+        if (l > 0.0 && (limit == 0.0 || l < limit)) limit = l;
+        if (p == "/") break;
+        const size_t slash = p.find_last_of('/');
+        p = slash == 0 ? "/" : p.substr(0, slash);
+      }
+    }
+  }
+  return limit;
+}
+
+}  // namespace
+
+CpuBudget cpu_budget(const std::vector<int>& cpus, const std::string& root) {
+  CpuBudget b;
+  b.cpus = static_cast<int>(cpus.size());
+  std::set<std::string> cores;
+  for (int c : cpus) {
+    std::string siblings;
+    if (!read_text(root + "/sys/devices/system/cpu/cpu" + std::to_string(c) + "/topology/thread_siblings_list",
+                   &siblings)) {
+      cores.clear();
+      break;
+    }
+    cores.insert(siblings.substr(0, siblings.find_last_not_of(" \n") + 1));
+  }
+  b.cores = cores.empty() ? b.cpus : static_cast<int>(cores.size());
+  b.quota = cgroup_cpu_limit(root);
+  int threads = b.cores;
+  if (b.quota > 0.0) threads = std::min<int>(threads, static_cast<int>(std::ceil(b.quota - 1e-9)));
+  b.threads = std::max(threads, 1);
+  return b;
+}
+
+int default_threads() {
+  if (const char* env = std::getenv("PYENGINE_NUM_THREADS"); env != nullptr && *env != '\0') {
+    long long v = 0;
+    const std::string text(env);
+    const bool ok = parse_int(text, &v) && text.find_first_not_of("0123456789") == std::string::npos;
+    ENGINE_ENFORCE(ok && v >= 1 && v <= 4096, kInvalidArgument, "PYENGINE_NUM_THREADS='", text,
+                   "': expected a thread count from 1 to 4096 (or leave it unset: one thread per physical core)");
+    return static_cast<int>(v);
+  }
+  const std::vector<int> cpus = process_cpus();
+  if (cpus.empty()) return ThreadPool::hardware_threads();
+  return cpu_budget(cpus).threads;
+}
+
 AffineTasks::AffineTasks(int64_t n, int slots) : slots_(std::max(slots, 1)) {
   ENGINE_ENFORCE(n >= 0 && n < (int64_t{1} << 32), kInternal, "AffineTasks: ", n, " tasks");
   if (slots_ > kInline) heap_.reset(new Range[slots_]);
@@ -72,7 +191,7 @@ int ThreadPool::hardware_threads() {
 }
 
 ThreadPool::ThreadPool(int num_threads)
-    : num_threads_(num_threads <= 0 ? hardware_threads() : num_threads) {
+    : num_threads_(num_threads <= 0 ? default_threads() : num_threads) {
   for (int t = 1; t < num_threads_; ++t) threads_.emplace_back([this, t] { worker(t); });
 #if defined(__linux__)
   const char* env = std::getenv("PYENGINE_THREAD_STEERING");

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -27,6 +28,32 @@ void spin_wait_step(int64_t step);
 // The CPUs this process may run on (Linux: its affinity mask, in order);
 // empty where that is not known.
 std::vector<int> process_cpus();
+
+// What a set of CPUs offers a compute-bound pool: the CPUs, the physical
+// cores among them (distinct thread_siblings_list entries; the CPU count
+// where sysfs does not say), the CPU limit of the process's cgroup (cpu.max,
+// or cpu.cfs_quota_us / cpu.cfs_period_us in cgroup v1, over its cgroup
+// and each ancestor; 0: none), and the threads that follows from them:
+// min(cores, ceil(quota)), at least 1. `root` prefixes the /sys and /proc
+// paths read (tests pass a made-up tree).
+struct CpuBudget {
+  int cpus = 0;
+  int cores = 0;
+  double quota = 0.0;
+  int threads = 1;
+};
+CpuBudget cpu_budget(const std::vector<int>& cpus, const std::string& root = "");
+
+// The thread count of a pool made with num_threads <= 0: PYENGINE_NUM_THREADS
+// when set (an integer from 1 to 4096, else kInvalidArgument), otherwise
+// cpu_budget(process_cpus()).threads. One thread per physical core: the
+// int8 and FP32 kernels keep a core's vector units busy, so its second
+// hardware thread adds no throughput, only a second share of the caches and
+// a partner to wait for (two threads on SMT siblings ran a VNNI loop at half
+// speed each, measured on a 2-vCPU VM whose host paired them at times).
+// Threads beyond the affinity mask or a container's CPU quota take turns
+// on the same CPUs, each spin-wait then costing a time slice.
+int default_threads();
 
 // A callable as a lambda holding one pointer to it: small enough for
 // std::function's inline buffer, so handing it to the thread pool does not
@@ -68,7 +95,7 @@ class AffineTasks {
 
 class ThreadPool {
  public:
-  // num_threads <= 0 means one per hardware thread.
+  // num_threads <= 0 means default_threads().
   //
   // Workers may run on any CPU the process may use except the one the
   // calling thread is on when a job starts (Linux; PYENGINE_THREAD_STEERING=0

@@ -172,7 +172,7 @@ class TritonPythonModel:
         threads = int(params.get("num_threads", "0") or 0)
         if threads <= 0:  # share the cores among this model's CPU instances
             count = sum(int(g.get("count", 1)) for g in (config.get("instance_group") or [{"count": 1}]))
-            threads = max(1, (os.cpu_count() or 1) // max(1, count))
+            threads = max(1, pyengine.default_threads() // max(1, count))
         path = os.path.join(args.get("model_repository", ""), str(args.get("model_version", "")), PLAN_FILE)
         if not os.path.isfile(path):  # model.py sits next to the plan
             path = os.path.join(os.path.dirname(os.path.abspath(__file__)), PLAN_FILE)

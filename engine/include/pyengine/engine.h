@@ -194,7 +194,9 @@ PYENGINE_API Tensor allocate_tensor(DType dtype, const Shape& shape);
 // The engine.
 
 struct EngineOptions {
-  // Threads of the engine's pool; 0: one per hardware thread. Results are
+  // Threads of the engine's pool; 0: PYENGINE_NUM_THREADS when set, else one
+  // per physical core the process may run on, within its cgroup CPU quota
+  // (see default_threads in engine/cpu/thread_pool.h). Results are
   // bitwise reproducible for a given thread count (and ISA tier).
   int num_threads = 0;
   // Bytes one run may allocate (activation arena, plus outputs for the
