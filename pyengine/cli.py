@@ -368,6 +368,7 @@ def cmd_profile(args) -> int:
     for r in results:
         if r["batch"] in ort_by_batch:
             r["ratio_vs_ort"] = r["stats"]["median_ms"] / ort_by_batch[r["batch"]]
+    print(profile.machine_line(sorted({r["threads"] for r in results if r["runtime"] == "pyengine"})))
     print(profile.format_latency_table(results))
     for r in results:
         if r["stats"]["cv_percent"] > profile.CV_WARN_PERCENT:

@@ -84,6 +84,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def machine_line(threads) -> str:
+    """One line naming the CPU, the ISA tier and the threads the CPU engines
+    used (``threads``: their counts) against the default."""
+    m = machine()
+    cores = f", {m['physical_cores']} physical cores" if m.get("physical_cores") else ""
+    quota = f", cgroup quota {m['cpu_quota']:g} CPUs" if m.get("cpu_quota") else ""
+    used = "/".join(str(t) for t in threads) or "-"
+    return (f"machine: {m['cpu'] or 'unknown CPU'} ({m.get('allowed_cpus') or m['cores']} CPUs{cores}{quota}), "
+            f"tier {m['isa']}; pyengine threads {used} (default {m['default_threads']}: one per physical core, "
+            "PYENGINE_NUM_THREADS or --threads to change)")
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     from . import __version__, _core
@@ -100,6 +112,8 @@ def machine() -> dict:
         except ImportError:
             pass
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": info["isa"],
+            "allowed_cpus": info.get("allowed_cpus"), "physical_cores": info.get("physical_cores"),
+            "cpu_quota": info.get("cpu_quota"), "default_threads": info["default_threads"],
             "features": {k: v for k, v in info.items() if isinstance(v, bool)},
             "platform": platform.platform(), "versions": versions}
 

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
+import pyengine
+
 from models import ZOO
 
 
@@ -102,6 +104,10 @@ def test_profile_json(r18, tmp_path):
     data = json.loads(js.read_text())
     assert {"cpu", "cores", "isa", "versions"} <= set(data["machine"])
     rows = data["results"]
+    # No --threads: both runtimes run the default count, and the machine line says so.
+    default = data["machine"]["default_threads"]
+    assert default == pyengine.default_threads() and {r["threads"] for r in rows} == {default}
+    assert f"pyengine threads {default} (default {default}: one per physical core" in res.stdout
     assert {(r["runtime"], r["batch"]) for r in rows} == {("pyengine", 1), ("pyengine", 2),
                                                           ("onnxruntime", 1), ("onnxruntime", 2)}
     for r in rows:
