@@ -4,6 +4,7 @@
     PYTHONPATH=. python3 tools/bench_conv.py --layers --batch 1 8
     PYTHONPATH=. python3 tools/bench_conv.py --chain --batch 1
     PYTHONPATH=. python3 tools/bench_conv.py --int8 --batch 1 8 --threads 1
+    PYTHONPATH=. python3 tools/bench_conv.py --int8-network --batch 1 8 --threads 1
 
 --layers  every distinct conv shape of ResNet-50 (v1.5, stride in the 3x3) as
           a single-conv model (Conv with bias, + Relu fused into FusedConv for
@@ -23,6 +24,15 @@
           are int8 tensors as in a network; the conv alone is timed, by each
           runtime's own per-node profiler (onnxruntime's NHWC transposes at
           the model's edges are not counted).
+--int8-network
+          the whole ResNet-50 (zoo, 224x224) in INT8, each runtime's own
+          per-node profiler over one model: pyengine's layers against
+          onnxruntime's nodes on its u8s8 QDQ model (same calibration
+          batches), summed per conv shape class (kernel, stride, channels),
+          with the classes whose conv carries the residual add marked "+add"
+          (pyengine fuses it; onnxruntime's QLinearAdd nodes get their own
+          row). Unlike --int8, the convs read and write the tensors of the
+          real network, in its order.
 --chain   the whole conv body (stem conv, then layer1..layer4 bottlenecks with
           residual adds) as one model: pyengine runs FusedConv nodes (what the
           optimizer produces: bias, residual and Relu in the GEMM epilogue),
@@ -279,6 +289,89 @@ def run_int8_layers(batches, threads, runs):
               f"{tot_mac / tot_pe * 1e3:9.1f}")
 
 
+def conv_classes(model) -> dict:
+    """{ONNX Conv node name: "KxK/S cin->cout"} of a float model."""
+    inits = {t.name: t.dims for t in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv" or n.input[1] not in inits:
+            continue
+        w = inits[n.input[1]]
+        strides = next((list(a.ints) for a in n.attribute if a.name == "strides"), [1])
+        out[n.name] = f"{w[2]}x{w[3]}/{strides[0]} {w[1]}->{w[0]}"
+    return out
+
+
+def int8_network_rows(batch, threads, runs, tmp):
+    """[(class, count, pyengine ms, onnxruntime ms)] of the zoo's ResNet-50 in
+    INT8 (see --int8-network), classes by pyengine's time, and the totals."""
+    import os
+
+    import onnx
+    import onnxruntime as ort
+    import pyengine
+    from pyengine import zoo
+    from pyengine.profile import ort_node_samples
+
+    from bench import ort_u8s8_model
+
+    model = zoo.build_model("resnet50", image_size=224)
+    path = os.path.join(tmp, "resnet50.onnx")
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((8, 3, 224, 224)).astype(np.float32) for _ in range(2)]
+    feeds = {"input": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    classes = conv_classes(model)
+    engine = pyengine.build(path, precision="int8", calibration_data=calib, num_threads=threads, report=False,
+                            progress=False)
+    engine.run(feeds)
+    pe, ort_ms, count, key_of = {}, {}, {}, {}
+    for layer in engine.profile(feeds, runs=runs):
+        origin = layer.get("origin") or [layer["name"]]
+        conv = [o for o in origin if o in classes]
+        key = classes[conv[0]] + (" +add" if any(o.startswith("add") for o in origin) else "") if conv else layer["op"]
+        key_of.update((c, key) for c in conv)
+        pe[key] = pe.get(key, 0.0) + layer["ms"]
+        count[key] = count.get(key, 0) + 1
+    del engine
+    gc.collect()
+    qpath = ort_u8s8_model(path, os.path.join(tmp, "u8s8.onnx"), "input", calib)
+
+    def session(so):
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
+
+    same_op = {"NhwcMaxPool": "MaxPool", "QLinearGlobalAveragePool": "GlobalAveragePool"}
+    for name, (op, times) in ort_node_samples(session, feeds, runs).items():
+        # onnxruntime's QLinearConv keeps the float conv's name as a prefix:
+        # it lands in the class pyengine's layer of that conv has.
+        conv = max((c for c in classes if name == c or name.startswith(c + "_")), key=len, default=None)
+        key = key_of.get(conv, classes[conv]) if conv else same_op.get(op, op)
+        ort_ms[key] = ort_ms.get(key, 0.0) + statistics.median(times)
+    keys = sorted(set(pe) | set(ort_ms), key=lambda k: -max(pe.get(k, 0.0), ort_ms.get(k, 0.0)))
+    return [(k, count.get(k, 0), pe.get(k, 0.0), ort_ms.get(k, 0.0)) for k in keys]
+
+
+def run_int8_network(batches, threads, runs):
+    import tempfile
+
+    for batch in batches:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = int8_network_rows(batch, threads, runs, tmp)
+        print(f"\nResNet-50 INT8, batch {batch}, {threads} threads: per conv class, each runtime's profiler "
+              f"(ms per run, median of {runs}; onnxruntime: u8s8 QDQ)")
+        print(f"{'class':24s} {'layers':>6s} {'pyengine':>9s} {'ORT':>9s} {'ratio':>6s}")
+        for key, n, a, b in rows:
+            ratio = f"{a / b:6.2f}" if a and b else "     -"
+            print(f"{key:24s} {n:6d} {a:9.3f} {b:9.3f} {ratio}")
+        tot_pe, tot_ort = sum(r[2] for r in rows), sum(r[3] for r in rows)
+        print(f"{'total':24s} {'':6s} {tot_pe:9.2f} {tot_ort:9.2f} {tot_pe / tot_ort:6.2f}")
+    print("(+add: the convs that carry a residual add, which pyengine fuses into them; onnxruntime runs its adds "
+          "as the QLinearAdd row, so compare a +add row with its onnxruntime conv time plus a share of that row)")
+
+
 def chain_models(batch, rng):
     """The conv body of ResNet-50 with residual adds (see module doc)."""
     ort_nodes, pe_nodes, inits = [], [], []
@@ -454,6 +547,8 @@ def main():
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--chain", action="store_true")
     ap.add_argument("--int8", action="store_true", help="ResNet-50's conv shapes in INT8 against onnxruntime u8s8")
+    ap.add_argument("--int8-network", action="store_true",
+                    help="the whole ResNet-50 in INT8, per conv class, against onnxruntime u8s8 (profilers)")
     ap.add_argument("--other", action="store_true", help="depthwise (ConvNeXt), grouped (ResNeXt), 3-D (CSN) shapes")
     ap.add_argument("--grouped", action="store_true",
                     help="ResNeXt-50 32x4d grouped 3x3 convs and other small-group shapes, with the kernel used")
@@ -470,7 +565,7 @@ def main():
     if args.cpu_time:
         global CLOCK
         CLOCK = time.process_time
-    if not args.layers and not args.chain and not args.other and not args.grouped and not args.int8:
+    if not (args.layers or args.chain or args.other or args.grouped or args.int8 or args.int8_network):
         args.layers = True
     if args.layers:
         run_layers(args.batch, args.threads, args.runs)
@@ -480,6 +575,8 @@ def main():
         run_grouped(args.batch, args.threads, args.runs)
     if args.int8:
         run_int8_layers(args.batch, args.threads, args.runs)
+    if args.int8_network:
+        run_int8_network(args.batch, args.threads, args.runs)
     if args.chain:
         run_chain(args.batch, args.threads, args.runs)
 
