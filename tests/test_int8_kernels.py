@@ -1648,3 +1648,26 @@ def test_bench_conv_int8_times_the_conv_alone(tmp_path, monkeypatch):
     pe_ms, ort_ms, kernel = bench_conv.int8_conv_ms(model, calib, 1, 5, str(tmp_path))
     assert 0 < pe_ms < 1e3 and 0 < ort_ms < 1e3, (pe_ms, ort_ms)
     assert kernel.startswith("qconv_s8"), kernel
+
+
+def test_bench_conv_int8_network_classes(tmp_path, monkeypatch):
+    """tools/bench_conv.py --int8-network: every conv of the model lands in
+    one shape class with a time from both runtimes' profilers; the convs that
+    carry a residual add form "+add" classes on both sides (onnxruntime's
+    QLinearConv nodes found by the float conv's name), and onnxruntime's
+    separate adds have their own row."""
+    import os
+
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "tools"))
+    import bench_conv
+    from pyengine import zoo
+
+    rows = bench_conv.int8_network_rows(1, 1, 3, str(tmp_path), model_name="resnet18", size=32)
+    by = {k: (n, a, b) for k, n, a, b in rows}
+    convs = bench_conv.conv_classes(zoo.build_model("resnet18", image_size=32))
+    conv_rows = {k: v for k, v in by.items() if k.split(" +add")[0] in set(convs.values())}
+    assert sum(n for n, _, _ in conv_rows.values()) == len(convs) == 20
+    assert all(a > 0 and b > 0 for _, a, b in conv_rows.values()), conv_rows
+    assert sum(n for k, (n, _, _) in conv_rows.items() if k.endswith(" +add")) == 8, sorted(conv_rows)
+    assert by["QLinearAdd"][2] > 0 and by["QLinearAdd"][1] == 0
+

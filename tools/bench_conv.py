@@ -302,9 +302,9 @@ def conv_classes(model) -> dict:
     return out
 
 
-def int8_network_rows(batch, threads, runs, tmp):
-    """[(class, count, pyengine ms, onnxruntime ms)] of the zoo's ResNet-50 in
-    INT8 (see --int8-network), classes by pyengine's time, and the totals."""
+def int8_network_rows(batch, threads, runs, tmp, model_name="resnet50", size=224):
+    """[(class, pyengine layers, pyengine ms, onnxruntime ms)] of a zoo model
+    (ResNet-50 at 224x224 for --int8-network) in INT8, the largest first."""
     import os
 
     import onnx
@@ -315,12 +315,12 @@ def int8_network_rows(batch, threads, runs, tmp):
 
     from bench import ort_u8s8_model
 
-    model = zoo.build_model("resnet50", image_size=224)
-    path = os.path.join(tmp, "resnet50.onnx")
+    model = zoo.build_model(model_name, image_size=size)
+    path = os.path.join(tmp, f"{model_name}.onnx")
     onnx.save(model, path)
     rng = np.random.default_rng(0)
-    calib = [rng.standard_normal((8, 3, 224, 224)).astype(np.float32) for _ in range(2)]
-    feeds = {"input": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    calib = [rng.standard_normal((8, 3, size, size)).astype(np.float32) for _ in range(2)]
+    feeds = {"input": rng.standard_normal((batch, 3, size, size)).astype(np.float32)}
     classes = conv_classes(model)
     engine = pyengine.build(path, precision="int8", calibration_data=calib, num_threads=threads, report=False,
                             progress=False)
