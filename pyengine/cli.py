@@ -152,7 +152,8 @@ def cmd_demo(args) -> int:
     print(f"wrote {path} ({args.model}, random weights, input 1x3x{args.size}x{args.size})")
     t0 = time.perf_counter()
     engine = pyengine.build(path)
-    print(f"built a {engine.backend}/{engine.precision} engine in {time.perf_counter() - t0:.2f} s")
+    threads = f", {engine.num_threads} threads" if engine.backend == "cpu" else ""
+    print(f"built a {engine.backend}/{engine.precision} engine in {time.perf_counter() - t0:.2f} s{threads}")
     print(engine.report())
     plan = os.path.join(args.out, f"{args.model}.plan")
     engine.save(plan)

@@ -195,6 +195,7 @@ def test_demo_fp32_and_int8(tmp_path):
     r = run_cli("demo", "--model", "resnet18", "--size", "32", "--duration", "0.2", "--out", tmp_path / "d")
     assert r.returncode == 0, r.stderr
     assert "pyengine/ort =" in r.stdout
+    assert f"s, {pyengine.default_threads()} threads" in r.stdout  # the FP32 engine's (and onnxruntime's) count
     assert "built an INT8 engine" in r.stdout and "speed-up over pyengine fp32" in r.stdout
     cos = float(r.stdout.split("cosine int8 vs fp32 ")[1].split()[0])
     assert 0.9 < cos <= 1.0001, r.stdout
