@@ -219,6 +219,28 @@ def int8_layer_model(layer, batch, rng):
     return _model(nodes, [x], [y], inits, False), calib
 
 
+def ort_u8s8_node_samples(path, in_name, calib, feeds, threads, runs, tmp):
+    """onnxruntime's per-node profile (pyengine.profile.ort_node_samples) of
+    its u8s8 QDQ model of the float model at `path`, calibrated on `calib`,
+    on `threads` intra-op threads."""
+    import os
+
+    import onnxruntime as ort
+    from pyengine.profile import ort_node_samples
+
+    from bench import ort_u8s8_model
+
+    qpath = ort_u8s8_model(path, os.path.join(tmp, "u8s8.onnx"), in_name, calib)
+
+    def session(so):
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        return ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
+
+    return ort_node_samples(session, feeds, runs)
+
+
 def int8_conv_ms(model, calib, threads, runs, tmp):
     """(pyengine's, onnxruntime's) median ms of the node "conv" of an
     int8_layer_model, each from its runtime's per-node profiler, and
@@ -226,11 +248,7 @@ def int8_conv_ms(model, calib, threads, runs, tmp):
     import os
 
     import onnx
-    import onnxruntime as ort
     import pyengine
-    from pyengine.profile import ort_node_samples
-
-    from bench import ort_u8s8_model
 
     feeds = {"x": calib[0]}
     engine = pyengine.build(model, precision="int8", calibration_data=calib, num_threads=threads, report=False,
@@ -244,15 +262,7 @@ def int8_conv_ms(model, calib, threads, runs, tmp):
     del engine
     path = os.path.join(tmp, "float.onnx")
     onnx.save(model, path)
-    qpath = ort_u8s8_model(path, os.path.join(tmp, "u8s8.onnx"), "x", calib)
-
-    def session(so):
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        return ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
-
-    nodes = ort_node_samples(session, feeds, runs)
+    nodes = ort_u8s8_node_samples(path, "x", calib, feeds, threads, runs, tmp)
     gc.collect()
     # onnxruntime renames the fused QLinearConv nodes: the measured conv is
     # the second conv node of a run (feed, conv, tail).
@@ -308,12 +318,8 @@ def int8_network_rows(batch, threads, runs, tmp, model_name="resnet50", size=224
     import os
 
     import onnx
-    import onnxruntime as ort
     import pyengine
     from pyengine import zoo
-    from pyengine.profile import ort_node_samples
-
-    from bench import ort_u8s8_model
 
     model = zoo.build_model(model_name, image_size=size)
     path = os.path.join(tmp, f"{model_name}.onnx")
@@ -335,16 +341,8 @@ def int8_network_rows(batch, threads, runs, tmp, model_name="resnet50", size=224
         count[key] = count.get(key, 0) + 1
     del engine
     gc.collect()
-    qpath = ort_u8s8_model(path, os.path.join(tmp, "u8s8.onnx"), "input", calib)
-
-    def session(so):
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        return ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
-
     same_op = {"NhwcMaxPool": "MaxPool", "QLinearGlobalAveragePool": "GlobalAveragePool"}
-    for name, (op, times) in ort_node_samples(session, feeds, runs).items():
+    for name, (op, times) in ort_u8s8_node_samples(path, "input", calib, feeds, threads, runs, tmp).items():
         # onnxruntime's QLinearConv keeps the float conv's name as a prefix:
         # it lands in the class pyengine's layer of that conv has.
         conv = max((c for c in classes if name == c or name.startswith(c + "_")), key=len, default=None)
