@@ -138,6 +138,15 @@ PYBIND11_MODULE(_core, m) {
     d["use_avx_vnni"] = s.avx_vnni;
     d["use_amx"] = s.amx;
     d["amx_use"] = amx_use_name(amx_use());  // AMX kernels: off until tested on AMX (dispatch.h)
+    // The int8 activation layout (dispatch.h, Int8Layout) and whether the
+    // int8 pipeline converts now; a bad PYENGINE_INT8_LAYOUT is reported,
+    // not raised, here (builds raise it).
+    try {
+      d["int8_layout"] = int8_layout_name(int8_layout());
+      d["int8_channels_last"] = int8_channels_last();
+    } catch (const Error& e) {
+      d["int8_layout"] = std::string("invalid: ") + e.what();
+    }
     d["hardware_threads"] = ThreadPool::hardware_threads();
     const std::vector<int> cpus = process_cpus();
     if (!cpus.empty()) {
@@ -300,6 +309,18 @@ PYBIND11_MODULE(_core, m) {
       "they have not run on an AMX CPU yet), on (where the CPU has AMX-INT8), emulated (each tile instruction "
       "in plain C++, on AVX512-VNNI CPUs: for tests).");
   m.def("amx_use", [] { return std::string(amx_use_name(amx_use())); });
+  m.def(
+      "set_int8_layout",
+      [](const std::string& name) {
+        Int8Layout l;
+        if (!parse_int8_layout(name, &l))
+          throw Error(ErrorKind::kInvalidArgument, "unknown int8 layout '" + name + "' (expected auto, nchw or nhwc)");
+        set_int8_layout(l);
+      },
+      "The activation layout between int8 convs for graphs lowered from now on (like PYENGINE_INT8_LAYOUT): "
+      "auto (the default: channels-last where the QConv kernel is AVX512-VNNI without AMX), nchw (never), nhwc "
+      "(always: other tiers run such convs through NCHW transposes; for tests).");
+  m.def("int8_layout", [] { return std::string(int8_layout_name(int8_layout())); });
 
   py_bind::register_ir(m);
   py_bind::register_runtime(m);

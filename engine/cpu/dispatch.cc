@@ -5,6 +5,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/error.h"
+#include "cpu/kernel_table.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
@@ -218,5 +221,66 @@ AmxUse amx_use() {
 }
 
 void set_amx_use(AmxUse use) { g_amx_use.store(static_cast<int>(use), std::memory_order_relaxed); }
+
+QConvTier qconv_tier() {
+  // (AMX shares VNNI's epilogue and depthwise kernel: every AMX CPU has
+  // AVX512-VNNI, but the check costs nothing.)
+  if (kernel_usable("qconv_s8_amx") && kernel_usable("qconv_s8_avx512vnni")) return QConvTier::kAmx;
+  if (amx_use() == AmxUse::kEmulated && kernel_usable("qconv_s8_avx512vnni")) return QConvTier::kAmxEmulated;
+  if (kernel_usable("qconv_s8_avx512vnni")) return QConvTier::kAvx512Vnni;
+  return kernel_usable("qconv_s8_avx2") ? QConvTier::kAvx2 : QConvTier::kRef;
+}
+
+namespace {
+std::atomic<int> g_int8_layout{-1};  // -1: not read from the environment yet
+}  // namespace
+
+const char* int8_layout_name(Int8Layout layout) {
+  switch (layout) {
+    case Int8Layout::kAuto: return "auto";
+    case Int8Layout::kNchw: return "nchw";
+    case Int8Layout::kNhwc: return "nhwc";
+  }
+  return "auto";
+}
+
+bool parse_int8_layout(const std::string& name, Int8Layout* out) {
+  for (Int8Layout l : {Int8Layout::kAuto, Int8Layout::kNchw, Int8Layout::kNhwc}) {
+    if (name == int8_layout_name(l)) {
+      *out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+Int8Layout int8_layout() {
+  int l = g_int8_layout.load(std::memory_order_relaxed);
+  if (l < 0) {
+    // A bad value is an error, not a silent default: it decides the layout
+    // of every int8 build, and a typo would otherwise go unnoticed (it is
+    // not cached, so every build reports it until it is fixed).
+    const char* e = std::getenv("PYENGINE_INT8_LAYOUT");
+    Int8Layout parsed = Int8Layout::kAuto;
+    ENGINE_ENFORCE(!e || !*e || parse_int8_layout(e, &parsed), kInvalidArgument, "PYENGINE_INT8_LAYOUT='", e,
+                   "': expected auto, nchw or nhwc (or leave it unset: auto)");
+    l = static_cast<int>(parsed);
+    g_int8_layout.store(l, std::memory_order_relaxed);
+  }
+  return static_cast<Int8Layout>(l);
+}
+
+void set_int8_layout(Int8Layout layout) { g_int8_layout.store(static_cast<int>(layout), std::memory_order_relaxed); }
+
+bool int8_channels_last() {
+  switch (int8_layout()) {
+    case Int8Layout::kNchw: return false;
+    case Int8Layout::kNhwc: return true;
+    case Int8Layout::kAuto: break;
+  }
+  // AMX keeps NCHW: its kernel has no NHWC form, and the transposes would
+  // only add work there.
+  return qconv_tier() == QConvTier::kAvx512Vnni;
+}
 
 }  // namespace engine

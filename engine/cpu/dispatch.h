@@ -94,4 +94,33 @@ void set_amx_use(AmxUse use);
 const char* amx_use_name(AmxUse use);
 bool parse_amx_use(const std::string& name, AmxUse* out);
 
+// The tier of the int8 QConv kernel (cpu/kernels/quant/qconv_kernel.cc) for
+// executors compiled now: AMX only where it is switched on (AmxUse; emulated
+// on a VNNI CPU for the tests), else the best usable qconv line of
+// kernels.def. One function, so that the int8_channels_last pass asks the
+// same question the kernel answers.
+enum class QConvTier : int { kRef = 0, kAvx2 = 1, kAvx512Vnni = 2, kAmx = 3, kAmxEmulated = 4 };
+QConvTier qconv_tier();
+
+// The activation layout between int8 convs (passes/int8_channels_last.cc).
+// kNhwc turns runs of eligible QConvs channels-last (QConv channels_last=1,
+// Transposes at the run's edges) whatever the tier: tiers without an NHWC
+// kernel run it through NCHW transposes, which the tests use to exercise
+// those paths; kNchw never does; kAuto (the default) does where the QConv
+// tier is AVX512-VNNI without AMX, whose NHWC kernel reads the activations
+// in place instead of packing them. From PYENGINE_INT8_LAYOUT=auto|nchw|nhwc
+// or set_int8_layout(); read when the int8 pipeline runs (build time), so a
+// setting made later applies to graphs optimized after it. int8_layout()
+// throws kInvalidArgument while PYENGINE_INT8_LAYOUT holds another value
+// (and set_int8_layout() has not been called).
+enum class Int8Layout : int { kAuto = 0, kNchw = 1, kNhwc = 2 };
+Int8Layout int8_layout();
+void set_int8_layout(Int8Layout layout);
+// "auto", "nchw", "nhwc"; parse_int8_layout returns false for another name.
+const char* int8_layout_name(Int8Layout layout);
+bool parse_int8_layout(const std::string& name, Int8Layout* out);
+// Whether the int8 pipeline converts now: int8_layout(), kAuto resolved
+// with qconv_tier().
+bool int8_channels_last();
+
 }  // namespace engine

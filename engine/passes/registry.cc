@@ -41,6 +41,7 @@ struct Registry {
     const Pass* u8 = add(make_u8_activations_to_int8());
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
+    const Pass* nhwc = add(make_int8_channels_last());
     const Pass* float_q = add(make_fuse_float_quantize());
     const Pass* bias_relu = add(make_fuse_channel_bias_relu());
     pipeline = {
@@ -134,6 +135,13 @@ struct Registry {
         // After the lowering (it needs QConvs): the stem's MaxPool runs on
         // the QConv's requantized int8 output.
         lower_pool,
+        // After both lowerings (it converts QConvs, and needs the int8
+        // MaxPool to see that the convs after a pooled stem read values >=
+        // 0) and before anything else touches the int8 tensors: runs of
+        // QConvs go channels-last where the VNNI kernel reads its input in
+        // place (dispatch.h, Int8Layout). The later passes only fuse float
+        // ops, which it leaves alone.
+        nhwc,
         // After both lowerings: the Q nodes left (no int8 op absorbed them)
         // take the float Concat / Add / Relu before them (DenseNet's).
         float_q,

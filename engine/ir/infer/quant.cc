@@ -74,6 +74,20 @@ void check_residual(InferContext& ctx, const Shape& y) {
 void infer_qconv(InferContext& ctx) {
   const ValueInfo& x = ctx.input(0);
   const ValueInfo& w = ctx.input(1);
+  const Node& n = ctx.node();
+  const int64_t group = n.attr_int("group", 1);
+  const bool channels_last = n.attr_int("channels_last", 0) != 0;
+  if (channels_last) {
+    // ops.def: [N, H, W, C] int8 in, [N, OH, OW, M] int8 out (requantized),
+    // an int8 residual, one group.
+    if (group != 1) ctx.fail("channels_last needs group 1, got ", group);
+    if (!n.has_attr("y_scale")) ctx.fail("channels_last needs y_scale (an int8, requantized output)");
+    if (ctx.has_input(3) && ctx.input(3).dtype != DType::kUndefined && ctx.input(3).dtype != DType::kInt8)
+      ctx.fail("a channels_last residual must be int8, got ", dtype_name(ctx.input(3).dtype));
+  }
+  if (channels_last && ((x.has_shape && x.rank() != 4) || (w.has_shape && w.rank() != 4)))
+    ctx.fail("channels_last is for 2-D convolutions only: input ", x.has_shape ? shape_str(x.shape) : "[*]",
+             ", weights ", w.has_shape ? shape_str(w.shape) : "[*]");
   ValueInfo out;
   out.dtype = q_output_dtype(ctx);
   if (!x.has_shape || !w.has_shape) {
@@ -84,8 +98,8 @@ void infer_qconv(InferContext& ctx) {
     ctx.fail("only 2-D and 3-D convolutions are supported: input ", shape_str(x.shape), ", weights ",
              shape_str(w.shape));
   const size_t sp = static_cast<size_t>(x.rank()) - 2;
-  const Node& n = ctx.node();
-  const int64_t group = n.attr_int("group", 1);
+  // The axes of the channels and of the first spatial dim.
+  const size_t c_axis = channels_last ? 3 : 1, s_axis = channels_last ? 1 : 2;
   const auto strides = n.attr_ints("strides", std::vector<int64_t>(sp, 1));
   const auto dil = n.attr_ints("dilations", std::vector<int64_t>(sp, 1));
   const auto pads = n.attr_ints("pads", std::vector<int64_t>(2 * sp, 0));
@@ -97,24 +111,25 @@ void infer_qconv(InferContext& ctx) {
   ctx.check_range("strides", strides, 1);
   ctx.check_range("dilations", dil, 1);
   ctx.check_range("pads", pads, 0);
-  if (x.shape[1] >= 0 && w.shape[1] >= 0 && x.shape[1] != ctx.mul(w.shape[1], group))
-    ctx.fail("input has ", x.shape[1], " channels, weights expect ", w.shape[1] * group);
+  const int64_t c = x.shape[c_axis];
+  if (c >= 0 && w.shape[1] >= 0 && c != ctx.mul(w.shape[1], group))
+    ctx.fail("input has ", c, " channels, weights expect ", w.shape[1] * group);
   if (w.shape[0] >= 0 && w.shape[0] % group != 0)
     ctx.fail(w.shape[0], " output channels are not divisible by group ", group);
   Shape y(x.rank(), -1);
   y[0] = x.shape[0];
-  y[1] = w.shape[0];
+  y[c_axis] = w.shape[0];
   for (size_t i = 0; i < sp; ++i) {
-    const int64_t in = x.shape[2 + i], k = w.shape[2 + i], s = strides[i];
+    const int64_t in = x.shape[s_axis + i], k = w.shape[2 + i], s = strides[i];
     if (s < 1 || dil[i] < 1) ctx.fail("strides and dilations must be >= 1");
     if (in < 0 || k < 0) continue;
     const int64_t dk = ctx.add(ctx.mul(k - 1, dil[i]), 1);
     if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-      y[2 + i] = ctx.add(in, s - 1) / s;
+      y[s_axis + i] = ctx.add(in, s - 1) / s;
     } else {
       const int64_t padded = auto_pad == "VALID" ? in : ctx.add(ctx.add(in, pads[i]), pads[i + sp]);
       if (padded < dk) ctx.fail("kernel ", shape_str(w.shape), " is larger than the padded input ", shape_str(x.shape));
-      y[2 + i] = (padded - dk) / s + 1;
+      y[s_axis + i] = (padded - dk) / s + 1;
     }
   }
   check_residual(ctx, y);

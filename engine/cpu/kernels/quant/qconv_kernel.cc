@@ -12,6 +12,14 @@
 // both run the same tier code through one ConvGeom (a 2-D conv is the 3-D
 // one with a single frame); describe() adds "3-D" for the latter.
 //
+// Channels-last QConvs (channels_last = 1, made by the int8_channels_last
+// pass): NHWC input, residual and output. The VNNI tier runs its NHWC kernel
+// (qconv_nhwc_avx512vnni.cc, whole channel quads), the reference tier
+// qconv_nhwc_ref; every other case (AVX2, AMX, a channel count that is not
+// a multiple of 4) transposes x and z to NCHW in scratch, runs the tier's
+// NCHW code and transposes y back: correct everywhere, fast only where the
+// pass is on by default (dispatch.h, Int8Layout).
+//
 // Weights are normally constants, packed once here. They may also arrive at
 // run time (a model feeding everything as inputs); then they are packed into
 // scratch on every call, together with the per-channel multipliers.
@@ -22,6 +30,7 @@
 #include "cpu/dispatch.h"
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/quant/quant_kernels.h"
+#include "passes/util.h"
 
 namespace engine::qk {
 namespace {
@@ -184,38 +193,34 @@ struct EpilogueAttrs {
   }
 };
 
-enum class Tier { kRef, kAvx2, kAvx512Vnni, kAmx, kAmxEmulated };
+// The QConv tier for executors compiled now (dispatch.h, qconv_tier: the
+// int8_channels_last pass asks it too).
+using Tier = QConvTier;
 
-// The QConv tier for executors compiled now: AMX only where it is switched
-// on (dispatch.h, AmxUse; emulated on a VNNI CPU for the tests), else the
-// best usable line of kernels.def.
-Tier qconv_tier() {
-  // (AMX shares VNNI's epilogue and depthwise kernel: every AMX CPU has
-  // AVX512-VNNI, but the check costs nothing.)
-  if (kernel_usable("qconv_s8_amx") && kernel_usable("qconv_s8_avx512vnni")) return Tier::kAmx;
-  if (amx_use() == AmxUse::kEmulated && kernel_usable("qconv_s8_avx512vnni")) return Tier::kAmxEmulated;
-  if (kernel_usable("qconv_s8_avx512vnni")) return Tier::kAvx512Vnni;
-  return kernel_usable("qconv_s8_avx2") ? Tier::kAvx2 : Tier::kRef;
-}
+// How a channels-last QConv (channels_last = 1) runs: the VNNI tier's own
+// NHWC kernel (whole channel quads), the NHWC reference loops, or any other
+// tier's NCHW code between transposes of x, z and y in scratch.
+enum class Nhwc { kNone, kVnni, kRef, kViaNchw };
 
-// True when every value of `v` is known to be >= 0 before the run: the int8
-// output of a QConv/QGemm that requantizes after a Relu (or a Clip with
-// bounds >= 0) with a zero point >= 0 (the values are >= it), or an int8
-// MaxPool of such a tensor. Such activations feed vpdpbusd's unsigned
-// operand as they are, without the +128 shift.
-bool known_nonneg(const Value* v) {
-  const Node* p = v ? v->producer() : nullptr;
-  if (!p || v->dtype() != DType::kInt8) return false;
-  if (p->kind() == OpKind::kMaxPool) return known_nonneg(p->input(0));
-  if (p->kind() != OpKind::kQConv && p->kind() != OpKind::kQGemm) return false;
-  if (!p->has_attr("y_scale") || p->attr_int("y_zero_point", 0) < 0) return false;
-  const std::string a = p->attr_string("activation", "");
-  if (a == "Relu") return true;
-  if (a == "Clip") {
-    const std::vector<float> c = p->attr_floats("activation_params");
-    return c.size() == 2 && c[0] >= 0.f && c[1] >= 0.f;
-  }
-  return false;
+// [n, rows, cols] <-> [n, cols, rows] int8, per image: NHWC to NCHW is
+// rows = H * W, cols = C; back, the other way round. Only the channels-last
+// fallback uses it (a transpose costs a pass over the tensor, which the NHWC
+// kernels avoid), in 16 x 16 blocks so both sides stay in cache lines.
+void transpose_s8(ThreadPool& pool, const int8_t* src, int8_t* dst, int64_t n, int64_t rows, int64_t cols) {
+  constexpr int64_t kTile = 16;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile;
+  pool.parallel_for(n * row_tiles, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t img = u / row_tiles, r0 = u % row_tiles * kTile, r1 = std::min(rows, r0 + kTile);
+      const int8_t* s = src + img * rows * cols;
+      int8_t* d = dst + img * rows * cols;
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const int64_t c1 = std::min(cols, c0 + kTile);
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t r = r0; r < r1; ++r) d[c * rows + r] = s[r * cols + c];
+      }
+    }
+  });
 }
 
 void check_int8(const Tensor& t, const std::string& d, const char* what) {
@@ -227,9 +232,10 @@ class QConvKernel final : public Kernel {
   explicit QConvKernel(const Node& node)
       : desc_(node.describe()),
         tier_(qconv_tier()),
-        x_nonneg_(known_nonneg(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0) {
+        x_nonneg_(known_nonneg_int8(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
+    channels_last_ = node.attr_int("channels_last", 0) != 0;
     strides_ = node.attr_ints("strides", {});
     dilations_ = node.attr_ints("dilations", {});
     pads_ = node.attr_ints("pads", {});
@@ -257,6 +263,13 @@ class QConvKernel final : public Kernel {
     for (int64_t v : dilations_) ENGINE_ENFORCE(v >= 1, kInvalidModel, desc_, ": dilations must be >= 1");
     for (int64_t v : pads_) ENGINE_ENFORCE(v >= 0, kInvalidModel, desc_, ": pads must be >= 0");
     ENGINE_ENFORCE(group_ >= 1, kInvalidModel, desc_, ": group must be >= 1");
+    if (channels_last_) {
+      // ops.def: a channels-last QConv is 2-D, one group, requantized.
+      ENGINE_ENFORCE(spatial_ != 3, kInvalidModel, desc_, ": channels_last is for 2-D convolutions only");
+      ENGINE_ENFORCE(group_ == 1, kInvalidModel, desc_, ": channels_last needs group 1, got ", group_);
+      ENGINE_ENFORCE(ep_.requant, kInvalidModel, desc_,
+                     ": channels_last needs y_scale (an int8, requantized output)");
+    }
     // Depthwise (one input and output channel per group) runs its own SIMD
     // kernel on the AVX2 and VNNI tiers (qconv_depthwise_applies).
     if (w && w->has_shape() && w->shape().size() >= 4) {
@@ -265,6 +278,14 @@ class QConvKernel final : public Kernel {
       for (size_t i = 2; i < ws.size(); ++i) taps *= ws[i];
       depthwise_ = tier_ != Tier::kRef && group_ > 1 && ws[0] == group_ && ws[1] == 1 && taps > 1 &&
                    taps <= kDwMaxTaps;
+    }
+    // A channels-last conv's path, from the weights' channels (unknown: -1,
+    // for run-time weights without a static shape; run() then decides).
+    if (channels_last_) {
+      int64_t cg = -1;
+      if (w && w->is_constant() && w->constant()->rank() == 4) cg = w->constant()->dim(1);
+      else if (w && w->has_shape() && w->shape().size() == 4) cg = w->shape()[1];
+      nhwc_ = nhwc_path(cg);
     }
     if (w && w->is_constant()) {
       weights_ = w->constant();
@@ -277,7 +298,14 @@ class QConvKernel final : public Kernel {
         wsum_.resize(m);
         weight_sums(weights_->data<int8_t>(), k, m, k, 1, wsum_.data());
       }
-      if (amx()) {
+      const int64_t cg = weights_->dim(1), taps = k / cg;
+      if (nhwc_ == Nhwc::kVnni) {
+        // The NHWC kernel's own blocks only: the NCHW tiers' packs below
+        // would never be read.
+        packed8_.assign(packed_w_nhwc_bytes(m, cg, taps), 0);
+        corr_.assign(m, 0);
+        pack_w_nhwc(weights_->data<int8_t>(), m, cg, taps, packed8_.data(), corr_.data());
+      } else if (amx()) {
         packed8_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_amx(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
@@ -297,14 +325,14 @@ class QConvKernel final : public Kernel {
       // whole channel quads may read the quad planes (qconv_tiled.h): their
       // weights in that k order too. AMX, which loads 16 quads of one tap
       // as a tile, takes them with whole 64-channel blocks.
-      const int64_t cg = weights_->dim(1), taps = k / cg;
+      const bool nchw = nhwc_ != Nhwc::kVnni;
       const bool vnni = tier_ == Tier::kAvx512Vnni, u8 = tier_ == Tier::kAvx2 && x_nonneg_;
-      if (amx() && weights_->rank() == 4 && taps > 1 && cg % 64 == 0) {
+      if (nchw && amx() && weights_->rank() == 4 && taps > 1 && cg % 64 == 0) {
         packed8q_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
         for (int64_t g = 0; g < group_; ++g)
           pack_a_amx_quads(weights_->data<int8_t>() + g * mg * k, k, mg, cg, taps,
                            packed8q_.data() + g * packed_a_amx_bytes(mg, k));
-      } else if ((vnni || u8) && weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
+      } else if (nchw && (vnni || u8) && weights_->rank() == 4 && taps > 1 && cg % 4 == 0) {
         const int64_t bytes = vnni ? packed_a_vnni_bytes(mg, k) : packed_a_u8_bytes(mg, k);
         packed8q_.assign(group_ * bytes, 0);
         for (int64_t g = 0; g < group_; ++g) {
@@ -317,9 +345,165 @@ class QConvKernel final : public Kernel {
   }
 
   std::string describe() const override {
+    const std::string dims = std::string(spatial_ == 3 ? " 3-D" : "") + (ep_.x_zp ? " zero-point input" : "");
+    switch (nhwc_) {
+      case Nhwc::kVnni:
+        return "qconv_s8_avx512vnni" + dims +
+               (x_nonneg_ ? " nhwc(vpdpbusd, u8 input)" : " nhwc(vpdpbusd, +128 input)");
+      case Nhwc::kRef: return "qconv_s8_ref" + dims + " nhwc";
+      case Nhwc::kViaNchw: return describe_nchw(dims) + " nhwc(via nchw transposes)";
+      case Nhwc::kNone: break;
+    }
+    return describe_nchw(dims);
+  }
+
+  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
+    const Tensor& x = *in[0];
+    const Tensor& w = *in[1];
+    const Tensor* b = in.size() > 2 ? in[2] : nullptr;
+    const Tensor* z = in.size() > 3 ? in[3] : nullptr;
+    Tensor& y = *out[0];
+    check_int8(x, desc_, "input");
+    if (!weights_) check_weights(w);
+    if (channels_last_) {
+      ENGINE_ENFORCE(x.rank() == 4 && w.rank() == 4, kShape, desc_,
+                     ": channels_last takes a 4-D [N, H, W, C] input and 4-D weights, got input ",
+                     shape_str(x.shape()), " and weights ", shape_str(w.shape()));
+      if (z) check_int8(*z, desc_, "a channels_last residual");
+    } else {
+      ENGINE_ENFORCE(x.rank() == w.rank(), kShape, desc_, ": input must be ", w.rank(), "-D for weights ",
+                     shape_str(w.shape()), ", got ", shape_str(x.shape()));
+    }
+    const ConvGeom g = geometry(x, w);
+    const bool out_ok = channels_last_ ? y.rank() == 4 && y.dim(0) == g.n && y.dim(1) == g.oh && y.dim(2) == g.ow &&
+                                             y.dim(3) == g.m
+                                       : y.rank() == x.rank() && g.n == y.dim(0) && g.m == y.dim(1) &&
+                                             g.oh == y.dim(y.rank() - 2) && g.ow == y.dim(y.rank() - 1) &&
+                                             (x.rank() == 4 || g.od == y.dim(2));
+    ENGINE_ENFORCE(out_ok, kInternal, desc_, ": output shape ", shape_str(y.shape()), " disagrees with the kernel");
+    // Constant weights were packed for nhwc_; run-time ones take the path
+    // this geometry allows.
+    const Nhwc path = !channels_last_ || weights_ ? nhwc_ : nhwc_path(g.c);
+    const int64_t mg = g.mg(), k = g.k();
+    const int threads = ctx.pool().num_threads();
+    // Run-time weights are packed into scratch on every call: multipliers,
+    // then the tier's packed weights (and, for VNNI, the +128 corrections).
+    const size_t mul_bytes = align64(g.m * sizeof(float));
+    size_t pack_bytes = 0, corr_bytes = 0, ws_bytes = 0;
+    if (path == Nhwc::kVnni) {
+      if (!weights_) pack_bytes = align64(packed_w_nhwc_bytes(g.m, g.c, g.kh * g.kw));
+      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
+      ws_bytes = qconv_nhwc_avx512vnni_workspace(g, threads);
+    } else if (amx()) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_amx_bytes(mg, k));
+      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
+      ws_bytes = qconv_amx_workspace(g, threads, !packed8q_.empty());
+    } else if (tier_ == Tier::kAvx512Vnni) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
+      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
+      ws_bytes = qconv_avx512vnni_workspace(g, threads, !packed8q_.empty());
+    } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_u8_bytes(mg, k));
+      ws_bytes = qconv_avx2_u8_workspace(g, threads, !packed8q_.empty());
+    } else if (tier_ == Tier::kAvx2) {
+      if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
+      ws_bytes = qconv_avx2_workspace(g, threads);
+    }
+    const bool nchw = path == Nhwc::kNone || path == Nhwc::kViaNchw;
+    const bool dw = nchw && tier_ != Tier::kRef && qconv_depthwise_applies(g);
+    if (dw) ws_bytes = std::max(ws_bytes, qconv_depthwise_workspace(g, threads));
+    // An input zero point on a SIMD tier: the folded bias (and, for run-time
+    // weights, their sums) per call.
+    const bool fold = ep_.x_zp != 0 && tier_ != Tier::kRef;
+    const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(g.m, weights_ != nullptr) : 0;
+    const size_t bias_bytes = ep_.bias_bytes(b, g.m);
+    const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes + bias_bytes;
+    // The channels-last fallback's NCHW copies of x, z and y come first.
+    const size_t x_bytes = path == Nhwc::kViaNchw ? align64(x.numel()) : 0;
+    const size_t z_bytes = path == Nhwc::kViaNchw && z ? align64(z->numel()) : 0;
+    const size_t y_bytes = path == Nhwc::kViaNchw ? align64(y.numel()) : 0;
+    const size_t copy_bytes = x_bytes + z_bytes + y_bytes;
+    const size_t total = copy_bytes + runtime_bytes + ws_bytes;
+    char* const all = total ? static_cast<char*>(ctx.scratch(total)) : nullptr;
+    char* scratch = all ? all + copy_bytes : nullptr;
+    const float* mul = mul_.data();
+    const bool bytes = path == Nhwc::kVnni || vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
+    const void* packed = bytes ? static_cast<const void*>(packed8_.data()) : static_cast<const void*>(packed_.data());
+    const int32_t* corr = corr_.data();
+    if (!weights_) {
+      auto* m = reinterpret_cast<float*>(scratch);
+      ep_.fill_mul(m, g.m, desc_);
+      mul = m;
+      char* p = scratch + mul_bytes;
+      if (path == Nhwc::kVnni) {
+        auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
+        pack_w_nhwc(w.data<int8_t>(), g.m, g.c, g.kh * g.kw, reinterpret_cast<int8_t*>(p), c);
+        corr = c;
+      } else if (vnni_family()) {
+        auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
+        if (amx()) pack_weights_amx(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
+        else pack_weights_vnni(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
+        corr = c;
+      } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
+        pack_weights_u8(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p));
+      } else if (tier_ == Tier::kAvx2) {
+        auto* p16 = reinterpret_cast<int16_t*>(p);
+        for (int64_t grp = 0; grp < group_; ++grp)
+          pack_a(w.data<int8_t>() + grp * mg * k, k, 1, mg, k, p16 + grp * packed_a_elems(mg, k));
+      }
+      packed = p;
+    }
+    Epilogue e = ep_.make(mul, b, z, y, g.m, desc_, scratch + runtime_bytes - bias_bytes);
+    if (fold)
+      ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), g.m, w.numel() / g.m,
+                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - bias_bytes - fold_bytes));
+    void* ws = scratch + runtime_bytes;
+    switch (path) {
+      case Nhwc::kVnni:
+        qconv_nhwc_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr,
+                              e, ws);
+        return;
+      case Nhwc::kRef:
+        qconv_nhwc_ref(g, x.data<int8_t>(), w.data<int8_t>(), e);
+        return;
+      case Nhwc::kNone:
+        run_nchw(ctx, g, x.data<int8_t>(), w, packed, corr, e, ws, dw);
+        return;
+      case Nhwc::kViaNchw: break;
+    }
+    // The fallback: the tier's NCHW code between transposes, its epilogue
+    // reading z and writing y in NCHW scratch.
+    auto* xt = reinterpret_cast<int8_t*>(all);
+    auto* zt = reinterpret_cast<int8_t*>(all + x_bytes);
+    auto* yt = reinterpret_cast<int8_t*>(all + x_bytes + z_bytes);
+    const int64_t hw = g.h * g.w, ohw = g.oh * g.ow;
+    transpose_s8(ctx.pool(), x.data<int8_t>(), xt, g.n, hw, g.c);
+    if (e.z_s8) {
+      transpose_s8(ctx.pool(), e.z_s8, zt, g.n, ohw, g.m);
+      e.z_s8 = zt;
+    }
+    e.y_s8 = yt;
+    run_nchw(ctx, g, xt, w, packed, corr, e, ws, dw);
+    transpose_s8(ctx.pool(), yt, y.data<int8_t>(), g.n, g.m, ohw);
+  }
+
+ private:
+  bool amx() const { return tier_ == Tier::kAmx || tier_ == Tier::kAmxEmulated; }
+  // The tiers with VNNI's u8 panels, +128 correction and depthwise kernel.
+  bool vnni_family() const { return tier_ == Tier::kAvx512Vnni || amx(); }
+
+  // A channels-last conv with c input channels on this tier (c < 0:
+  // unknown until run time). One group (checked in the constructor).
+  Nhwc nhwc_path(int64_t c) const {
+    if (tier_ == Tier::kRef) return Nhwc::kRef;
+    ConvGeom g;
+    g.c = c;
+    return tier_ == Tier::kAvx512Vnni && c > 0 && qconv_nhwc_avx512vnni_applies(g) ? Nhwc::kVnni : Nhwc::kViaNchw;
+  }
+
+  std::string describe_nchw(const std::string& dims) const {
     // 3-D convs run the same GEMMs over a 3-D im2col / frame planes
     // (qconv_tiled.h); the profile says which form a layer took.
-    const std::string dims = std::string(spatial_ == 3 ? " 3-D" : "") + (ep_.x_zp ? " zero-point input" : "");
     if (depthwise_)
       return (vnni_family() ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims + " depthwise(int16 madd)";
     switch (tier_) {
@@ -338,108 +522,36 @@ class QConvKernel final : public Kernel {
     return "qconv_s8_ref" + dims;
   }
 
-  void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
-    const Tensor& x = *in[0];
-    const Tensor& w = *in[1];
-    check_int8(x, desc_, "input");
-    if (!weights_) check_weights(w);
-    ENGINE_ENFORCE(x.rank() == w.rank(), kShape, desc_, ": input must be ", w.rank(), "-D for weights ",
-                   shape_str(w.shape()), ", got ", shape_str(x.shape()));
-    ConvGeom g = geometry(x, w);
-    const Tensor& y = *out[0];
-    ENGINE_ENFORCE(y.rank() == x.rank() && g.n == y.dim(0) && g.m == y.dim(1) && g.oh == y.dim(y.rank() - 2) &&
-                       g.ow == y.dim(y.rank() - 1) && (x.rank() == 4 || g.od == y.dim(2)),
-                   kInternal, desc_, ": output shape ", shape_str(y.shape()), " disagrees with the kernel");
-    const Tensor* b = in.size() > 2 ? in[2] : nullptr;
-    const Tensor* z = in.size() > 3 ? in[3] : nullptr;
-    const int64_t mg = g.mg(), k = g.k();
-    const int threads = ctx.pool().num_threads();
-    // Run-time weights are packed into scratch on every call: multipliers,
-    // then the tier's packed weights (and, for VNNI, the +128 corrections).
-    const size_t mul_bytes = align64(g.m * sizeof(float));
-    size_t pack_bytes = 0, corr_bytes = 0, ws_bytes = 0;
-    if (amx()) {
-      if (!weights_) pack_bytes = align64(group_ * packed_a_amx_bytes(mg, k));
-      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
-      ws_bytes = qconv_amx_workspace(g, threads, !packed8q_.empty());
-    } else if (tier_ == Tier::kAvx512Vnni) {
-      if (!weights_) pack_bytes = align64(group_ * packed_a_vnni_bytes(mg, k));
-      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
-      ws_bytes = qconv_avx512vnni_workspace(g, threads, !packed8q_.empty());
-    } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
-      if (!weights_) pack_bytes = align64(group_ * packed_a_u8_bytes(mg, k));
-      ws_bytes = qconv_avx2_u8_workspace(g, threads, !packed8q_.empty());
-    } else if (tier_ == Tier::kAvx2) {
-      if (!weights_) pack_bytes = align64(group_ * packed_a_elems(mg, k) * sizeof(int16_t));
-      ws_bytes = qconv_avx2_workspace(g, threads);
-    }
-    const bool dw = tier_ != Tier::kRef && qconv_depthwise_applies(g);
-    if (dw) ws_bytes = std::max(ws_bytes, qconv_depthwise_workspace(g, threads));
-    // An input zero point on a SIMD tier: the folded bias (and, for run-time
-    // weights, their sums) per call.
-    const bool fold = ep_.x_zp != 0 && tier_ != Tier::kRef;
-    const size_t fold_bytes = fold ? EpilogueAttrs::fold_bytes(g.m, weights_ != nullptr) : 0;
-    const size_t bias_bytes = ep_.bias_bytes(b, g.m);
-    const size_t runtime_bytes = (weights_ ? 0 : mul_bytes + pack_bytes + corr_bytes) + fold_bytes + bias_bytes;
-    char* scratch = runtime_bytes + ws_bytes ? static_cast<char*>(ctx.scratch(runtime_bytes + ws_bytes)) : nullptr;
-    const float* mul = mul_.data();
-    const bool bytes = vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
-    const void* packed = bytes ? static_cast<const void*>(packed8_.data()) : static_cast<const void*>(packed_.data());
-    const int32_t* corr = corr_.data();
-    if (!weights_) {
-      auto* m = reinterpret_cast<float*>(scratch);
-      ep_.fill_mul(m, g.m, desc_);
-      mul = m;
-      char* p = scratch + mul_bytes;
-      if (vnni_family()) {
-        auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
-        if (amx()) pack_weights_amx(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
-        else pack_weights_vnni(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p), c);
-        corr = c;
-      } else if (tier_ == Tier::kAvx2 && x_nonneg_) {
-        pack_weights_u8(w.data<int8_t>(), mg, k, reinterpret_cast<int8_t*>(p));
-      } else if (tier_ == Tier::kAvx2) {
-        auto* p16 = reinterpret_cast<int16_t*>(p);
-        for (int64_t grp = 0; grp < group_; ++grp)
-          pack_a(w.data<int8_t>() + grp * mg * k, k, 1, mg, k, p16 + grp * packed_a_elems(mg, k));
-      }
-      packed = p;
-    }
-    Epilogue e = ep_.make(mul, b, z, *out[0], g.m, desc_, scratch + runtime_bytes - bias_bytes);
-    if (fold)
-      ep_.fold_input_zero_point(e, weights_ ? wsum_.data() : nullptr, w.data<int8_t>(), g.m, w.numel() / g.m,
-                                reinterpret_cast<int32_t*>(scratch + runtime_bytes - bias_bytes - fold_bytes));
-    void* ws = scratch + runtime_bytes;
+  // The NCHW tiers on the NCHW input x, writing through e: packed / corr
+  // are the tier's weights (constant or packed for this call), ws its
+  // workspace; dw: the depthwise kernel applies.
+  void run_nchw(KernelContext& ctx, const ConvGeom& g, const int8_t* x, const Tensor& w, const void* packed,
+                const int32_t* corr, const Epilogue& e, void* ws, bool dw) const {
     if (dw) {
-      if (vnni_family()) qconv_depthwise_avx512vnni(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
-      else qconv_depthwise_avx2(ctx.pool(), g, x.data<int8_t>(), w.data<int8_t>(), e, ws);
+      if (vnni_family()) qconv_depthwise_avx512vnni(ctx.pool(), g, x, w.data<int8_t>(), e, ws);
+      else qconv_depthwise_avx2(ctx.pool(), g, x, w.data<int8_t>(), e, ws);
       return;
     }
     switch (tier_) {
       case Tier::kAmx:
       case Tier::kAmxEmulated:
-        qconv_amx(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
+        qconv_amx(ctx.pool(), g, x, x_nonneg_, static_cast<const int8_t*>(packed),
                   !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws, tier_ == Tier::kAmxEmulated);
         return;
       case Tier::kAvx512Vnni:
-        qconv_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
+        qconv_avx512vnni(ctx.pool(), g, x, x_nonneg_, static_cast<const int8_t*>(packed),
                          !packed8q_.empty() ? packed8q_.data() : nullptr, corr, e, ws);
         return;
       case Tier::kAvx2:
         if (x_nonneg_)
-          qconv_avx2_u8(ctx.pool(), g, x.data<int8_t>(), static_cast<const int8_t*>(packed),
+          qconv_avx2_u8(ctx.pool(), g, x, static_cast<const int8_t*>(packed),
                         !packed8q_.empty() ? packed8q_.data() : nullptr, e, ws);
-        else qconv_avx2(ctx.pool(), g, x.data<int8_t>(), static_cast<const int16_t*>(packed), e, ws);
+        else qconv_avx2(ctx.pool(), g, x, static_cast<const int16_t*>(packed), e, ws);
         return;
       case Tier::kRef: break;
     }
-    qconv_ref(g, x.data<int8_t>(), w.data<int8_t>(), e);
+    qconv_ref(g, x, w.data<int8_t>(), e);
   }
-
- private:
-  bool amx() const { return tier_ == Tier::kAmx || tier_ == Tier::kAmxEmulated; }
-  // The tiers with VNNI's u8 panels, +128 correction and depthwise kernel.
-  bool vnni_family() const { return tier_ == Tier::kAvx512Vnni || amx(); }
 
   void check_weights(const Tensor& w) const {
     check_int8(w, desc_, "weights");
@@ -476,9 +588,10 @@ class QConvKernel final : public Kernel {
     auto at = [&](const std::vector<int64_t>& v, int i, int64_t def) { return v.empty() ? def : v[i]; };
     ConvGeom g;
     g.n = x.dim(0);
-    g.c = x.dim(1);
-    g.h = x.dim(2 + z);
-    g.w = x.dim(3 + z);
+    // Channels-last (2-D only): [N, H, W, C]; the geometry is the same.
+    g.c = x.dim(channels_last_ ? 3 : 1);
+    g.h = x.dim(channels_last_ ? 1 : 2 + z);
+    g.w = x.dim(channels_last_ ? 2 : 3 + z);
     g.m = w.dim(0);
     g.kh = w.dim(2 + z);
     g.kw = w.dim(3 + z);
@@ -531,12 +644,14 @@ class QConvKernel final : public Kernel {
   int64_t group_ = 1;
   int64_t spatial_ = 0;     // 2 or 3; 0 until known (no attribute set, weights fed at run time)
   bool depthwise_ = false;  // for describe(); run() decides from the geometry
+  bool channels_last_ = false;  // attribute channels_last: x, z and y are NHWC
+  Nhwc nhwc_ = Nhwc::kNone;     // a channels-last conv's path (for run-time weights: describe()'s guess)
   std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;
   std::string auto_pad_;
   std::shared_ptr<const Tensor> weights_;
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
-  std::vector<int8_t> packed8_;   // AMX, AVX512-VNNI, AVX2 u8 path
+  std::vector<int8_t> packed8_;   // AMX, AVX512-VNNI (NCHW or NHWC: pack_w_nhwc), AVX2 u8 path
   std::vector<int8_t> packed8q_;  // VNNI, AVX2 u8: (quad, tap) k order (pack_a_quads); AMX: (tap, quad)
                                   // (pack_a_amx_quads); empty: none, run-time weights
   std::vector<int32_t> corr_;     // AMX, AVX512-VNNI: 128 * sum_k w[m, k]

@@ -3,7 +3,8 @@
 //   acc[n, m, oz, oy, ox] = sum_{ci, kz, ki, kj} x[n, g*cg + ci, iz, iy, ix] * w[m, ci, kz, ki, kj]
 //   with iz = oz*sd - pf + kz*dd, iy = oy*sh - pt + ki*dh, ix = ox*sw - pl +
 //   kj*dw (0 outside the input), g = m / mg, x taken as x - x_zp; then epilogue_one()
-//   (quant_kernels.h). A 2-D conv is the case d = kd = od = 1.
+//   (quant_kernels.h). A 2-D conv is the case d = kd = od = 1. qconv_nhwc_ref:
+//   the same sums over a channels-last input and output.
 // Products and sums are exact in int32 (K * 256 * 128 < 2^31 is checked in
 // create() when there is a zero point, K * 128 * 128 otherwise), so the
 // summation order does not matter.
@@ -41,6 +42,35 @@ void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilog
             epilogue_one(e, acc, m, (((img * g.m + m) * g.od + oz) * g.oh + oy) * g.ow + ox);
           }
     }
+}
+
+// Channels-last (QConv channels_last = 1): the same sums over x [N, H, W, C]
+// and the same weights [M, C, kH, kW]; output (n, oy, ox, m) at
+// ((n * OH + oy) * OW + ox) * M + m. 2-D, one group (ops.def; QConvKernel
+// checks both).
+void qconv_nhwc_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e) {
+  const int64_t taps = g.kh * g.kw;
+  for (int64_t img = 0; img < g.n; ++img)
+    for (int64_t oy = 0; oy < g.oh; ++oy)
+      for (int64_t ox = 0; ox < g.ow; ++ox) {
+        const int64_t pos = (img * g.oh + oy) * g.ow + ox;
+        for (int64_t m = 0; m < g.m; ++m) {
+          const int8_t* wm = w + m * g.c * taps;
+          int32_t acc = 0;
+          for (int64_t ki = 0; ki < g.kh; ++ki) {
+            const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
+            if (iy < 0 || iy >= g.h) continue;
+            for (int64_t kj = 0; kj < g.kw; ++kj) {
+              const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
+              if (ix < 0 || ix >= g.w) continue;
+              const int8_t* px = x + ((img * g.h + iy) * g.w + ix) * g.c;
+              for (int64_t ci = 0; ci < g.c; ++ci)
+                acc += (static_cast<int32_t>(px[ci]) - g.x_zp) * wm[ci * taps + ki * g.kw + kj];
+            }
+          }
+          epilogue_one(e, acc, m, pos * g.m + m);
+        }
+      }
 }
 
 void qgemm_ref(int64_t n, int64_t m, int64_t k, const int8_t* a, const int8_t* w, const Epilogue& e,

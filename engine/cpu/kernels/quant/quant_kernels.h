@@ -296,6 +296,36 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
                       const int8_t* packed_w_quads, const int32_t* corr, const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
+// Channels-last int8 conv (QConv with channels_last = 1; ops.def): x is
+// [N, H, W, C], y and an int8 residual z are [N, OH, OW, M]; 2-D, one group.
+// Output (n, oy, ox, c) is at flat index ((n * OH + oy) * OW + ox) * M + c,
+// the Epilogue's idx. The ConvGeom is the NCHW one (g.c = C, g.h = H, ...);
+// only the memory order differs.
+void qconv_nhwc_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e);
+// VNNI (qconv_nhwc_avx512vnni.cc): the GEMM has output positions as rows and
+// output channels as columns, C[P x M] = X[P x K] * W[K x M]: each row
+// broadcasts one 4-byte k group of a position's input (4 consecutive
+// channels, in place in the NHWC input: no pack, no im2col; padding taps read
+// a row of g.x_zp), the columns are 64 output channels (4 zmm) of packed
+// weights, and the epilogue's per-channel terms are vectors shared by every
+// row. Weights: ceil(M/64) blocks of [taps][ceil(C/4)][64][4] int8, k in
+// (tap = ky * kw + kx, channel quad) order, zero padded; corr[m] = 128 *
+// sum_k w[m, k] (the +128 shift of inputs not known to be >= 0, as VNNI's).
+constexpr int kNhwcNR = 64;
+inline int64_t packed_w_nhwc_bytes(int64_t m, int64_t c, int64_t taps) {
+  return round_up(m, kNhwcNR) * taps * round_up(c, 4);
+}
+// w: [m, c, kh, kw] int8 (taps = kh * kw).
+void pack_w_nhwc(const int8_t* w, int64_t m, int64_t c, int64_t taps, int8_t* out, int32_t* corr);
+// Needs g.cg() % 4 == 0 and group 1 (qconv_nhwc_avx512vnni_applies).
+inline bool qconv_nhwc_avx512vnni_applies(const ConvGeom& g) {
+  return g.group == 1 && g.c % 4 == 0 && g.d == 1 && g.kd == 1;
+}
+size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads);
+void qconv_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
+                           const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws);
+
+// ---------------------------------------------------------------------------
 // AMX-INT8 conv (see qconv_amx.cc; off until tested on an AMX CPU:
 // dispatch.h, AmxUse): the VNNI tier's panels, +128 shift and epilogue, with
 // tdpbsud tiles of 16 output channels x 64 k as the micro-kernel. Weights

@@ -1,0 +1,309 @@
+// Channels-last int8 convolution, AVX512-VNNI (qconv_nhwc_avx512vnni).
+//
+//   C[P x M] (int32) = X[P x K] (input, u8) * W[K x M] (weights, s8)
+// Rows are the batch's output positions, columns output channels. The input
+// is [N, H, W, C] int8, so a row's k group (4 consecutive channels of one
+// input position under one tap) is 4 contiguous bytes: the micro-kernel
+// broadcasts it straight from the input, through a table of row pointers per
+// tap (padding taps point at a row of x_zp), with no pack, no im2col and no
+// padded copy; the NCHW tier (qconv_avx512vnni.cc) transposes every k group
+// into panels or quad planes first. The weights are the vector operand:
+// blocks of 64 output channels, [tap][channel quad][64][4] bytes
+// (pack_w_nhwc), four zmm per k group. A tile is kRows positions x 64
+// channels: 24 accumulators, 4 weight registers, one broadcast.
+//
+// The epilogue works on a tile row at a time: 64 consecutive NHWC outputs
+// of one position, whose per-channel terms (multiplier, float bias, the
+// sums' start) are the same vectors for every row, and whose 64 int8
+// results are one store. Its float operations are epilogue_one()'s in the
+// same order (qconv_avx512vnni.h: epi_value, quantize16; no FMA
+// contraction), and the integer sums are exact, so the outputs are the
+// reference's bits (qconv_nhwc_ref).
+//
+// Signedness as in the NCHW tier: inputs known to be >= 0 are used as u8;
+// others are XORed with 0x80 (+128) as they are broadcast and the sums start
+// at -corr[m] = -128 * sum_k w[m, k] (the padding row, x_zp, is shifted
+// alike, so the correction holds at every position).
+//
+// Tasks: (row chunk, group of channel blocks). A chunk's rows are few
+// enough that their input stays in L2 while each 64-channel weight block
+// (K x 64 bytes) walks over them; chunks and block groups are cut so that
+// there are about 16 tasks per thread (a late thread takes less), claimed
+// as AffineTasks (thread t starts on the t-th part of the rows).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/kernels/quant/qconv_avx512vnni.h"
+
+namespace engine::qk {
+namespace {
+
+constexpr int kRows = 6;                   // output positions per tile
+constexpr int64_t kBlockBytes = kNhwcNR * 4;  // one k group of a 64-channel block
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+struct NhwcPlan {
+  int64_t p = 0;             // output positions (rows), n * oh * ow
+  int64_t taps = 0, cq = 0;  // kernel taps, channel quads
+  int64_t blocks = 0;        // 64-channel blocks
+  int64_t chunk_rows = 0, chunks = 0, block_groups = 0, blocks_per_group = 0;
+  size_t zero_bytes = 0, per_thread = 0;
+};
+
+NhwcPlan nhwc_plan(const ConvGeom& g, int threads) {
+  NhwcPlan t;
+  t.p = g.n * g.oh * g.ow;
+  t.taps = g.kh * g.kw;
+  t.cq = g.c / 4;
+  t.blocks = (g.m + kNhwcNR - 1) / kNhwcNR;
+  const int64_t k = t.taps * g.c;
+  // A task runs every tile of its rows against each of its blocks in turn:
+  // the tile's input (6 x K bytes) stays in L1 across the blocks, and a
+  // row's outputs and residual are one contiguous run. Its blocks'
+  // weights, re-read for every tile, are kept within ~24 KB (L1): with
+  // K <= 96 several blocks (a K = 64 conv's epilogue and its residual
+  // stream dominate, and read better a whole row at a time), else one
+  // block per task, its weights then loaded from L1 or L2 (measured on Zen
+  // 4: 512 KB of blocks per task, meant for L2, ran a 512 -> 2048 1x1 at
+  // 7x7 1.4x slower than one block).
+  t.blocks_per_group = std::clamp<int64_t>(24 * 1024 / (kNhwcNR * std::max<int64_t>(k, 1)), 1, t.blocks);
+  t.block_groups = (t.blocks + t.blocks_per_group - 1) / t.blocks_per_group;
+  const int64_t target = 16 * std::max(threads, 1);
+  const int64_t want = std::max<int64_t>(1, (target + t.block_groups - 1) / t.block_groups);
+  t.chunk_rows = round_up(std::max<int64_t>(4 * kRows, (t.p + want - 1) / want), kRows);
+  t.chunks = (t.p + t.chunk_rows - 1) / t.chunk_rows;
+  t.zero_bytes = static_cast<size_t>(round_up(g.c + 64, 64));
+  t.per_thread = static_cast<size_t>(round_up(t.chunk_rows * t.taps * static_cast<int64_t>(sizeof(void*)), 64));
+  return t;
+}
+
+// R rows x 64 channels over `taps` taps of cq k groups each: row r of tap t
+// reads k group q at ptr[r * taps + t] + 4 q; the block's weights for (t, q)
+// at w + (t * cq + q) * kBlockBytes. The sums start at `start` and end in
+// out[r * 64 + channel] (a stored tile: with the epilogue inlined after the
+// loop GCC spilled accumulators inside it).
+template <int R, bool kFlip>
+void tile_kernel(const int8_t* const* ptr, int64_t taps, int64_t cq, const int8_t* w, const int32_t* start,
+                 int32_t* out) {
+  __m512i acc[R][4];
+  const __m512i s0 = _mm512_loadu_si512(start), s1 = _mm512_loadu_si512(start + 16);
+  const __m512i s2 = _mm512_loadu_si512(start + 32), s3 = _mm512_loadu_si512(start + 48);
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = s0;
+    acc[r][1] = s1;
+    acc[r][2] = s2;
+    acc[r][3] = s3;
+  }
+  const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
+  for (int64_t t = 0; t < taps; ++t) {
+    const int8_t* rp[R];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) rp[r] = ptr[r * taps + t];
+    const int8_t* wq = w + t * cq * kBlockBytes;
+    for (int64_t q = 0; q < cq; ++q, wq += kBlockBytes) {
+      const __m512i w0 = _mm512_loadu_si512(wq), w1 = _mm512_loadu_si512(wq + 64);
+      const __m512i w2 = _mm512_loadu_si512(wq + 128), w3 = _mm512_loadu_si512(wq + 192);
+#pragma GCC unroll 6
+      for (int r = 0; r < R; ++r) {
+        __m512i b = _mm512_set1_epi32(load_i32(rp[r] + 4 * q));
+        if (kFlip) b = _mm512_xor_si512(b, flip);
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b, w0);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b, w1);
+        acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], b, w2);
+        acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], b, w3);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) _mm512_store_si512(out + r * 64 + 16 * v, acc[r][v]);
+}
+
+// narrow48 (qconv_avx512vnni.h) for four lane groups: 64 int8 outputs in
+// channel order.
+inline __m512i narrow64(const EpiConst& k, __m512i a, __m512i b, __m512i c, __m512i d) {
+  __m512i ab = _mm512_packs_epi32(a, b), cd = _mm512_packs_epi32(c, d);
+  if (k.y_zp_add) {
+    ab = _mm512_adds_epi16(ab, k.y_zp16);
+    cd = _mm512_adds_epi16(cd, k.y_zp16);
+  }
+  __m512i bytes = _mm512_packs_epi16(ab, cd);  // 128-bit lane L: a, b, c, d blocks L
+  if (k.relu_bytes) bytes = _mm512_max_epi8(bytes, k.y_zp8);
+  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
+}
+
+// The per-block epilogue terms: multiplier and float bias of channels c0 ..
+// c0 + 63 (zeros past the last channel), and the mask of those channels.
+struct BlockTerms {
+  __m512 mul[4], bf[4];
+  __mmask64 bytes;  // valid channels, one bit each
+  __mmask16 lanes[4];
+};
+
+inline BlockTerms block_terms(const Epilogue& e, int64_t c0, int64_t m) {
+  BlockTerms b;
+  const int64_t n = std::min<int64_t>(kNhwcNR, m - c0);
+  b.bytes = n == 64 ? ~0ull : (1ull << n) - 1;
+  for (int v = 0; v < 4; ++v) {
+    const int64_t nv = std::clamp<int64_t>(n - 16 * v, 0, 16);
+    b.lanes[v] = static_cast<__mmask16>(nv == 16 ? 0xFFFFu : (1u << nv) - 1);
+    b.mul[v] = _mm512_maskz_loadu_ps(b.lanes[v], e.mul + c0 + 16 * v);
+    b.bf[v] = e.bias_f32 ? _mm512_maskz_loadu_ps(b.lanes[v], e.bias_f32 + c0 + 16 * v) : _mm512_setzero_ps();
+  }
+  return b;
+}
+
+// One tile row: position `row`, channels c0 .. c0 + 63 (idx = row * m + c0).
+template <bool kRequant, int kZ, bool kBounded>
+inline void epilogue_row(const EpiConst& k, const BlockTerms& b, const int32_t* sums, int64_t idx) {
+  __m512i acc[4];
+  for (int v = 0; v < 4; ++v) acc[v] = _mm512_load_si512(sums + 16 * v);
+  const Epilogue& e = k.e;
+  __m512 z[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  if (kZ == 1) {
+    for (int v = 0; v < 4; ++v) z[v] = _mm512_maskz_loadu_ps(b.lanes[v], e.z_f32 + idx + 16 * v);
+  } else if (kZ == 2) {
+    for (int v = 0; v < 4; ++v) {
+      const __m128i zb = b.bytes == ~0ull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(e.z_s8 + idx + 16 * v))
+                                          : _mm_maskz_loadu_epi8(b.lanes[v], e.z_s8 + idx + 16 * v);
+      __m512i zi = _mm512_cvtepi8_epi32(zb);
+      if (e.z_zp) zi = _mm512_sub_epi32(zi, k.z_zp);
+      z[v] = _mm512_cvtepi32_ps(zi);
+    }
+  }
+  __m512 val[4];
+  for (int v = 0; v < 4; ++v) val[v] = epi_value(k, acc[v], b.mul[v], b.bf[v], z[v]);
+  if (kRequant) {
+    const __m512i bytes = narrow64(k, quantize16<kBounded>(k, val[0]), quantize16<kBounded>(k, val[1]),
+                                   quantize16<kBounded>(k, val[2]), quantize16<kBounded>(k, val[3]));
+    if (b.bytes == ~0ull) _mm512_storeu_si512(e.y_s8 + idx, bytes);
+    else _mm512_mask_storeu_epi8(e.y_s8 + idx, b.bytes, bytes);
+  } else {
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(e.y_f32 + idx + 16 * v, b.lanes[v], val[v]);
+  }
+}
+
+// Row pointers of rows r0 .. r1 - 1, every tap: ptr[(r - r0) * taps + t].
+void fill_pointers(const ConvGeom& g, const int8_t* x, const int8_t* zero, int64_t r0, int64_t r1, int64_t taps,
+                   const int8_t** ptr) {
+  const int64_t ohw = g.oh * g.ow;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / ohw, oy = r % ohw / g.ow, ox = r % g.ow;
+    const int8_t** row = ptr + (r - r0) * taps;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
+        row[ky * g.kw + kx] =
+            iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? x + ((n * g.h + iy) * g.w + ix) * g.c : zero;
+      }
+    }
+  }
+}
+
+template <bool kFlip, bool kRequant, int kZ, bool kBounded>
+void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const int32_t* start,
+              const EpiConst& k0, void* ws) {
+  const NhwcPlan t = nhwc_plan(g, pool.num_threads());
+  auto* zero = static_cast<int8_t*>(ws);
+  std::memset(zero, g.x_zp, t.zero_bytes);
+  char* tables = static_cast<char*>(ws) + t.zero_bytes;
+  const int64_t block_w = t.taps * t.cq * kBlockBytes;
+  AffineTasks tasks(t.chunks * t.block_groups, pool.num_threads());
+  auto body = [&](int slot, int) {
+    const EpiConst k = k0;  // a copy no store can alias (see epilogue_tile)
+    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.per_thread * static_cast<size_t>(slot));
+    int64_t filled = -1;
+    alignas(64) int32_t sums[kRows * 64];
+    for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
+      const int64_t chunk = task / t.block_groups, bg = task % t.block_groups;
+      const int64_t r0 = chunk * t.chunk_rows, r1 = std::min(t.p, r0 + t.chunk_rows);
+      if (filled != chunk) {
+        fill_pointers(g, x, zero, r0, r1, t.taps, ptr);
+        filled = chunk;
+      }
+      const int64_t b0 = bg * t.blocks_per_group, b1 = std::min(t.blocks, b0 + t.blocks_per_group);
+      for (int64_t r = r0; r < r1; r += kRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
+        const int8_t* const* p = ptr + (r - r0) * t.taps;
+        if (kZ == 2 && r + kRows < r1) {
+          // The next tile's residual rows: one line per block and row, a
+          // stride of m bytes, which the hardware prefetchers missed.
+          const int rn = static_cast<int>(std::min<int64_t>(kRows, r1 - r - kRows));
+          for (int i = 0; i < rn; ++i)
+            for (int64_t blk = b0; blk < b1; ++blk)
+              _mm_prefetch(reinterpret_cast<const char*>(k.e.z_s8 + (r + kRows + i) * g.m + blk * kNhwcNR),
+                           _MM_HINT_T0);
+        }
+        for (int64_t blk = b0; blk < b1; ++blk) {
+          const int64_t c0 = blk * kNhwcNR;
+          const int32_t* st = start + c0;  // (start has a block of zeros past m)
+          const int8_t* w = packed_w + blk * block_w;
+          switch (rows) {
+            case 6: tile_kernel<6, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+            case 5: tile_kernel<5, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+            case 4: tile_kernel<4, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+            case 3: tile_kernel<3, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+            case 2: tile_kernel<2, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+            default: tile_kernel<1, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+          }
+          const BlockTerms terms = block_terms(k.e, c0, g.m);
+          for (int i = 0; i < rows; ++i)
+            epilogue_row<kRequant, kZ, kBounded>(k, terms, sums + i * 64, (r + i) * g.m + c0);
+        }
+      }
+    }
+  };
+  pool.run_any(by_ref(body));
+}
+
+}  // namespace
+
+void pack_w_nhwc(const int8_t* w, int64_t m, int64_t c, int64_t taps, int8_t* out, int32_t* corr) {
+  const int64_t cq = round_up(c, 4) / 4, k = c * taps;
+  std::memset(out, 0, static_cast<size_t>(packed_w_nhwc_bytes(m, c, taps)));
+  for (int64_t o = 0; o < m; ++o) {
+    int8_t* blk = out + o / kNhwcNR * taps * cq * kBlockBytes + o % kNhwcNR * 4;
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t t = 0; t < taps; ++t) blk[(t * cq + ch / 4) * kBlockBytes + ch % 4] = w[(o * c + ch) * taps + t];
+  }
+  weight_sums(w, k, m, k, 128, corr);
+}
+
+size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
+  const NhwcPlan t = nhwc_plan(g, threads);
+  return t.zero_bytes + t.per_thread * static_cast<size_t>(std::max(threads, 1));
+}
+
+void qconv_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
+                           const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws) {
+  // The sums' start per channel: bias_i32 less the +128 shift's correction
+  // (wrapping), then a block's worth of zeros (masked loads read no further).
+  std::vector<int32_t> start(static_cast<size_t>(g.m + kNhwcNR), 0);
+  for (int64_t c = 0; c < g.m; ++c)
+    start[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
+                                    static_cast<uint32_t>(x_nonneg ? 0 : corr[c]));
+  const EpiConst k(e);
+  auto go = [&](auto flip) {
+    constexpr bool kF = decltype(flip)::value;
+    with_epilogue_kind(e, [&](auto requant, auto z) {
+      constexpr bool kR = decltype(requant)::value;
+      constexpr int kZ = decltype(z)::value;
+      if (kR && e.v_bounded) run_nhwc<kF, kR, kZ, true>(pool, g, x, packed_w, start.data(), k, ws);
+      else run_nhwc<kF, kR, kZ, false>(pool, g, x, packed_w, start.data(), k, ws);
+    });
+  };
+  if (x_nonneg) go(std::false_type{});
+  else go(std::true_type{});
+}
+
+}  // namespace engine::qk

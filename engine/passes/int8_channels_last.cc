@@ -1,0 +1,201 @@
+// int8_channels_last: runs of int8 convs between channels-last (NHWC)
+// activations.
+//
+//   a -> QConv_1 -> b -> QConv_2 (z = a) -> c -> QConv_3 -> d -> readers
+//     ==>  a -> Transpose(perm 0,2,3,1) -> a'
+//          a' -> QConv_1' -> b' -> QConv_2' (z = a') -> c' -> QConv_3' -> d'
+//          d' -> Transpose(perm 0,3,1,2) -> d -> readers
+// where QConv_i' is QConv_i with channels_last = 1 (ops.def) and a', b', ...
+// the NHWC forms of a, b, ... A converted conv reads the NHWC output of a
+// converted producer directly, anything else through one Transpose per
+// tensor (shared by its converted readers); its output gets one Transpose
+// back, which keeps the original name and NCHW shape, only where a node
+// that was not converted reads it or it is a graph output.
+//
+// Exact: a channels-last QConv computes the same int32 sums and the same
+// epilogue as the NCHW one on the transposed tensors (qconv_nhwc_ref is the
+// oracle), and an int8 Transpose moves bytes.
+//
+// A QConv is eligible when: it is not channels-last already; X is int8 of
+// rank 4 (the batch may be symbolic, as in the zoo's models); the weights
+// are a constant [M, C, kH, kW] with C % 4 == 0 and group is 1; y_scale is
+// set (int8 output); Z is absent or int8; and X is known to be >= 0
+// (known_nonneg_int8, with x_zero_point >= 0: the QConv kernel's u8 input).
+// Eligible convs that share an int8 tensor (one's Y is another's X or Z, or
+// they read the same X or Z) form a component; a component of fewer than
+// kMinConvs convs is left alone (the refusal says so): its two Transposes
+// would cost about what the convs gain.
+//
+// Why: the AVX512-VNNI GEMM then broadcasts each 4-channel group of an
+// output position straight from the input (qconv_nhwc_avx512vnni.cc),
+// where the NCHW kernel first transposes its input into panels or quad
+// planes on every call. In a ResNet every conv after the stem qualifies
+// (their inputs are requantized Relu outputs or an int8 MaxPool of one), so
+// the whole body is one component with a Transpose after the stem's MaxPool
+// and one before the classifier's DequantizeLinear.
+// When: int8_channels_last() (dispatch.h, Int8Layout): by default where the
+// QConv tier is VNNI without AMX; PYENGINE_INT8_LAYOUT=nhwc forces it (the
+// other tiers then run channels-last convs through NCHW transposes, for the
+// tests), =nchw turns it off.
+// Idempotent: converted convs are not eligible again. Runs in the int8
+// pipeline after the lowerings (it needs QConvs and the int8 MaxPool).
+#include <unordered_map>
+
+#include "cpu/dispatch.h"
+#include "passes/pass.h"
+#include "passes/util.h"
+
+namespace engine {
+namespace {
+
+constexpr int kMinConvs = 3;
+constexpr const char* kName = "int8_channels_last";
+
+// [N, C, H, W] -> [N, H, W, C] (either may hold unknown dims).
+Shape to_nhwc(const Shape& s) { return {s[0], s[2], s[3], s[1]}; }
+
+// Why `conv` cannot run channels-last ("" when it can). quiet: it is not a
+// candidate at all (already converted, 3-D, grouped, run-time weights), so
+// the reason is kept only when the PassManager explains; the others are
+// preconditions a 2-D conv may miss, always reported.
+std::string ineligible(const Node& conv, bool* quiet) {
+  const Value* x = conv.input(0);
+  const Value* w = conv.input(1);
+  const Value* z = conv.input(3);
+  const Value* y = conv.output(0);
+  *quiet = true;
+  if (conv.attr_int("channels_last", 0) != 0) return "already channels-last";
+  if (!x || x->dtype() != DType::kInt8 || !x->has_shape() || x->shape().size() != 4)
+    return "the input is not an int8 tensor of known rank 4";
+  if (!w || !w->is_constant() || w->constant()->dtype() != DType::kInt8 || w->constant()->rank() != 4)
+    return "the weights are not a constant int8 [M, C, kH, kW]";
+  if (conv.attr_int("group", 1) != 1) return "grouped (channels_last needs group 1)";
+  *quiet = false;
+  const int64_t c = w->constant()->dim(1);
+  if (c % 4 != 0) return str_cat(c, " input channels are not a multiple of 4");
+  if (x->shape()[1] >= 0 && x->shape()[1] != c) return "the input's channels do not match the weights";
+  if (!conv.has_attr("y_scale") || !y || y->dtype() != DType::kInt8 || !y->has_shape() || y->shape().size() != 4)
+    return "the output is not requantized to int8 (no y_scale)";
+  if (z && z->dtype() != DType::kInt8) return "the residual is not int8";
+  if (!known_nonneg_int8(x) || conv.attr_int("x_zero_point", 0) < 0)
+    return "the input is not known to be >= 0 (not a requantized Relu output)";
+  return "";
+}
+
+// Union-find over the eligible convs.
+int root(std::vector<int>& parent, int i) {
+  while (parent[i] != i) i = parent[i] = parent[parent[i]];
+  return i;
+}
+
+class Int8ChannelsLast final : public Pass {
+ public:
+  std::string_view name() const override { return kName; }
+  std::string_view summary() const override {
+    return "run connected int8 QConvs (3 or more) channels-last, with Transposes at the edges";
+  }
+
+  int run_once(Graph& g, PassContext& ctx) const override {
+    if (!int8_channels_last()) return 0;
+    std::vector<Node*> convs;
+    for (Node* n : g.nodes()) {
+      if (n->kind() != OpKind::kQConv) continue;
+      bool quiet = false;
+      const std::string why = ineligible(*n, &quiet);
+      if (why.empty()) convs.push_back(n);
+      else if (!quiet || ctx.explain()) ctx.refuse({kName, kName, n->name(), n->op_type(), why, quiet});
+    }
+    // Components: convs meeting at a tensor (X, Z or Y).
+    std::vector<int> parent(convs.size());
+    std::unordered_map<const Value*, int> seen;
+    for (size_t i = 0; i < convs.size(); ++i) {
+      parent[i] = static_cast<int>(i);
+      for (const Value* v : {convs[i]->input(0), convs[i]->input(3), convs[i]->output(0)}) {
+        if (!v) continue;
+        auto [it, fresh] = seen.emplace(v, static_cast<int>(i));
+        if (!fresh) parent[root(parent, static_cast<int>(i))] = root(parent, it->second);
+      }
+    }
+    std::vector<std::vector<Node*>> comps(convs.size());
+    for (size_t i = 0; i < convs.size(); ++i) comps[root(parent, static_cast<int>(i))].push_back(convs[i]);
+    int changed = 0;
+    for (const std::vector<Node*>& comp : comps) {
+      if (comp.empty()) continue;
+      if (static_cast<int>(comp.size()) < kMinConvs) {
+        for (const Node* n : comp)
+          ctx.refuse({kName, kName, n->name(), n->op_type(),
+                      str_cat("its run of convertible QConvs has ", comp.size(), " conv", comp.size() > 1 ? "s" : "",
+                              " (at least ", kMinConvs, " pay for the Transposes in and out)"),
+                      false});
+        continue;
+      }
+      convert(g, ctx, comp);
+      changed += static_cast<int>(comp.size());
+    }
+    if (changed) {
+      g.topo_sort();
+      g.remove_unused_values();
+      ctx.count(kName, changed);
+    }
+    return changed;
+  }
+
+ private:
+  // Rewrites one component (in graph order). The Transposes are recorded
+  // as one rewrite, each conv as its own, so per-layer reports keep each
+  // conv's origin and give the Transposes none of them.
+  static void convert(Graph& g, PassContext& ctx, const std::vector<Node*>& comp) {
+    Rewriter edges(g, kName, "transposes", nullptr);
+    std::unordered_map<const Value*, Value*> nhwc;  // NCHW value -> its NHWC form
+    std::vector<std::pair<Value*, Value*>> outputs;  // (Y, Y')
+    for (Node* conv : comp) {
+      Value* y = conv->output(0);
+      const Shape s = to_nhwc(y->shape());
+      Value* yt = edges.add_value(y->name() + "_nhwc", DType::kInt8, &s);
+      nhwc[y] = yt;
+      outputs.push_back({y, yt});
+    }
+    // The NHWC form of an input: a converted conv's output, else one
+    // Transpose per tensor. `like`: the NCHW shape to assume where v's is
+    // not known (a residual has Y's shape).
+    auto input = [&](Value* v, const Value* like) -> Value* {
+      if (!v) return nullptr;
+      auto it = nhwc.find(v);
+      if (it != nhwc.end()) return it->second;
+      const Shape s = to_nhwc(v->has_shape() && v->shape().size() == 4 ? v->shape() : like->shape());
+      Value* t = edges.add_value(v->name() + "_nhwc", DType::kInt8, &s);
+      Attributes a;
+      a["perm"] = Attribute::of_ints({0, 2, 3, 1});
+      edges.add_node(OpKind::kTranspose, v->name() + "_to_nhwc", {v}, {t}, std::move(a));
+      nhwc[v] = t;
+      return t;
+    };
+    for (Node* conv : comp) {
+      std::vector<Value*> ins = conv->inputs();
+      ins[0] = input(ins[0], ins[0]);
+      if (ins.size() > 3) ins[3] = input(ins[3], conv->output(0));
+      Value* yt = nhwc.at(conv->output(0));
+      Attributes attrs = conv->attrs();
+      attrs["channels_last"] = Attribute::of_int(1);
+      const std::string name = conv->name();
+      Rewriter rw(g, kName, kName, nullptr);
+      rw.remove(conv);
+      rw.add_node(OpKind::kQConv, name, ins, {yt}, std::move(attrs));
+      ctx.log(rw.record());
+    }
+    // Back to NCHW under the original name, where something still reads it.
+    for (auto [y, yt] : outputs) {
+      if (y->uses().empty() && !y->is_graph_output()) continue;
+      Attributes a;
+      a["perm"] = Attribute::of_ints({0, 3, 1, 2});
+      edges.add_node(OpKind::kTranspose, y->name() + "_to_nchw", {yt}, {y}, std::move(a));
+    }
+    ctx.log(edges.record());
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_int8_channels_last() { return std::make_unique<Int8ChannelsLast>(); }
+
+}  // namespace engine
