@@ -193,18 +193,33 @@ inline void epilogue_row(const EpiConst& k, const BlockTerms& b, const int32_t* 
 }
 
 // Row pointers of rows r0 .. r1 - 1, every tap: ptr[(r - r0) * taps + t].
+// The position is stepped, not divided out per row (three divisions a row
+// cost about what a 1x1 conv with 64 input channels computes for it), and a
+// 1x1 stride-1 conv's rows are simply consecutive positions.
 void fill_pointers(const ConvGeom& g, const int8_t* x, const int8_t* zero, int64_t r0, int64_t r1, int64_t taps,
                    const int8_t** ptr) {
+  if (g.is_pointwise()) {
+    for (int64_t r = r0; r < r1; ++r) ptr[r - r0] = x + r * g.c;
+    return;
+  }
   const int64_t ohw = g.oh * g.ow;
+  int64_t n = r0 / ohw, oy = r0 % ohw / g.ow, ox = r0 % g.ow;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / ohw, oy = r % ohw / g.ow, ox = r % g.ow;
     const int8_t** row = ptr + (r - r0) * taps;
+    const int8_t* img = x + n * g.h * g.w * g.c;
     for (int64_t ky = 0; ky < g.kh; ++ky) {
       const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
+      const bool y_in = iy >= 0 && iy < g.h;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-        row[ky * g.kw + kx] =
-            iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? x + ((n * g.h + iy) * g.w + ix) * g.c : zero;
+        row[ky * g.kw + kx] = y_in && ix >= 0 && ix < g.w ? img + (iy * g.w + ix) * g.c : zero;
+      }
+    }
+    if (++ox == g.ow) {
+      ox = 0;
+      if (++oy == g.oh) {
+        oy = 0;
+        ++n;
       }
     }
   }

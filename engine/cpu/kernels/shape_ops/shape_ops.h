@@ -61,7 +61,7 @@ void strided_copy(KernelContext& ctx, void* dst, const void* src, const int64_t*
 // Throws kUnsupportedOperator naming `what` when rank > kMaxRank.
 void check_rank(const std::string& what, int rank);
 
-// --- 2-D transposes (transpose_ref.cc, transpose_avx2.cc) -------------------
+// --- 2-D transposes (transpose_ref.cc, transpose_avx2.cc, transpose_avx512.cc)
 // dst[c * dst_ld + r] = src[r * src_ld + c] for r < rows, c < cols.
 void transpose2d_ref(const void* src, int64_t src_ld, void* dst, int64_t dst_ld, int64_t rows, int64_t cols,
                      size_t esize);
@@ -69,12 +69,19 @@ void transpose2d_ref(const void* src, int64_t src_ld, void* dst, int64_t dst_ld,
 // 4-byte elements only; enter only when kernel_usable("transpose_f32_avx2").
 void transpose2d_b32_avx2(const uint32_t* src, int64_t src_ld, uint32_t* dst, int64_t dst_ld, int64_t rows,
                           int64_t cols);
+// 1-byte elements only (int8, uint8, bool); enter only when
+// kernel_usable("transpose_s8_avx512").
+void transpose2d_b8_avx512(const uint8_t* src, int64_t src_ld, uint8_t* dst, int64_t dst_ld, int64_t rows,
+                           int64_t cols);
 #else
 // Reference-only builds (ENGINE_FORCE_REF, and every non-x86 target) leave
-// the *_avx2.cc files out and never select the AVX2 variant; this only keeps
-// the caller linking.
+// the *_avx2.cc / *_avx512.cc files out and never select these variants;
+// this only keeps the callers linking.
 inline void transpose2d_b32_avx2(const uint32_t*, int64_t, uint32_t*, int64_t, int64_t, int64_t) {
   ENGINE_CHECK(false, "AVX2 transpose called in a reference-only build");
+}
+inline void transpose2d_b8_avx512(const uint8_t*, int64_t, uint8_t*, int64_t, int64_t, int64_t) {
+  ENGINE_CHECK(false, "AVX-512 transpose called in a reference-only build");
 }
 #endif
 
