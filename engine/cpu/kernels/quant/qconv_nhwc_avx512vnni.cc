@@ -203,16 +203,30 @@ void fill_pointers(const ConvGeom& g, const int8_t* x, const int8_t* zero, int64
     return;
   }
   const int64_t ohw = g.oh * g.ow;
+  // Offsets of the taps from a window's top-left input position; a window
+  // wholly inside the image (most of them) takes them without a bounds test.
+  int64_t off[64];
+  const bool direct = taps <= 64;
+  if (direct)
+    for (int64_t ky = 0; ky < g.kh; ++ky)
+      for (int64_t kx = 0; kx < g.kw; ++kx) off[ky * g.kw + kx] = (ky * g.dh * g.w + kx * g.dw) * g.c;
+  const int64_t span_y = (g.kh - 1) * g.dh, span_x = (g.kw - 1) * g.dw;
   int64_t n = r0 / ohw, oy = r0 % ohw / g.ow, ox = r0 % g.ow;
   for (int64_t r = r0; r < r1; ++r) {
     const int8_t** row = ptr + (r - r0) * taps;
     const int8_t* img = x + n * g.h * g.w * g.c;
-    for (int64_t ky = 0; ky < g.kh; ++ky) {
-      const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
-      const bool y_in = iy >= 0 && iy < g.h;
-      for (int64_t kx = 0; kx < g.kw; ++kx) {
-        const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
-        row[ky * g.kw + kx] = y_in && ix >= 0 && ix < g.w ? img + (iy * g.w + ix) * g.c : zero;
+    const int64_t iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
+    if (direct && iy0 >= 0 && iy0 + span_y < g.h && ix0 >= 0 && ix0 + span_x < g.w) {
+      const int8_t* base = img + (iy0 * g.w + ix0) * g.c;
+      for (int64_t t = 0; t < taps; ++t) row[t] = base + off[t];
+    } else {
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t iy = iy0 + ky * g.dh;
+        const bool y_in = iy >= 0 && iy < g.h;
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t ix = ix0 + kx * g.dw;
+          row[ky * g.kw + kx] = y_in && ix >= 0 && ix < g.w ? img + (iy * g.w + ix) * g.c : zero;
+        }
       }
     }
     if (++ox == g.ow) {
