@@ -227,6 +227,65 @@ def test_transpose(rng, dtype, shape, perm):
         np.testing.assert_array_equal(ref_engine.run({"x": x})["y"], got["y"])
 
 
+# --- int8 / uint8 Transpose on each ISA tier ---------------------------------------
+# The NCHW <-> NHWC transposes at the edges of a channels-last int8 network
+# run transpose_s8_avx512 (any 1-byte dtype: 64-row x 16-column register
+# blocks, byte-masked at ragged edges) on the tiers with AVX-512 and the
+# scalar tiles below them. Every tier must match numpy bit for bit; the
+# shapes make rows (C, or H*W going back) and columns miss the block sizes,
+# and the batch-1 ones are large enough for the pool to split a transpose's
+# columns between threads.
+
+BYTE_TIERS = ["ref", "avx2", "avx512", "vnni"]
+BYTE_TRANSPOSE_SHAPES = [(2, 64, 56, 56), (1, 64, 56, 56), (1, 67, 9, 11), (3, 5, 1, 13), (1, 1, 1, 1),
+                         (2, 130, 7, 7), (1, 130, 33, 35), (2, 80, 4, 4)]
+
+
+def _byte_tier_missing(tier):
+    info = _core.cpu_info()
+    order = ["ref", "avx2", "avx512", "vnni", "amx"]
+    if order.index(tier) > order.index(info["max_isa"]):
+        return f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {info['max_isa']})"
+    if tier == "avx512" and not info["avx512bw"]:
+        return f"this CPU ({info['brand']}) has VNNI without AVX-512"
+    return None
+
+
+@contextlib.contextmanager
+def _isa_cap(tier):
+    saved = _core.isa_cap()
+    _core.set_isa_cap(tier)
+    try:
+        yield
+    finally:
+        _core.set_isa_cap(saved)
+
+
+@pytest.mark.parametrize("tier", BYTE_TIERS)
+@pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2)], ids=["nchw_to_nhwc", "nhwc_to_nchw"])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("shape", BYTE_TRANSPOSE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_byte_transpose_tiers_vs_numpy(rng, shape, dtype, perm, tier):
+    why = _byte_tier_missing(tier)
+    if why:
+        pytest.skip(why)
+    # shape is NCHW; going back, the input is its NHWC form.
+    in_shape = shape if perm == (0, 2, 3, 1) else (shape[0], shape[2], shape[3], shape[1])
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, size=in_shape, endpoint=True, dtype=dtype)
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=list(perm))
+    model = make_model([node], {"x": x}, [("y", dtype)])
+    want = np.ascontiguousarray(x.transpose(perm))
+    wide = tier in ("avx512", "vnni") and _core.cpu_info()["avx512bw"]
+    for threads in (1, 2):
+        with _isa_cap(tier):
+            engine = pyengine.build(model, num_threads=threads)
+        got = engine.run({"x": x})["y"]
+        assert_same(got, want)
+        kernel = engine.profile({"x": x}, runs=1)[0]["kernel"]
+        assert kernel == ("transpose_s8_avx512" if wide else "transpose_ref"), (tier, kernel)
+
+
 # --- Concat, Split ---------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)

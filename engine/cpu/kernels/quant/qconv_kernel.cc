@@ -30,6 +30,7 @@
 #include "cpu/dispatch.h"
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/quant/quant_kernels.h"
+#include "cpu/kernels/shape_ops/shape_ops.h"
 #include "passes/util.h"
 
 namespace engine::qk {
@@ -205,20 +206,28 @@ enum class Nhwc { kNone, kVnni, kRef, kViaNchw };
 // [n, rows, cols] <-> [n, cols, rows] int8, per image: NHWC to NCHW is
 // rows = H * W, cols = C; back, the other way round. Only the channels-last
 // fallback uses it (a transpose costs a pass over the tensor, which the NHWC
-// kernels avoid), in 16 x 16 blocks so both sides stay in cache lines.
-void transpose_s8(ThreadPool& pool, const int8_t* src, int8_t* dst, int64_t n, int64_t rows, int64_t cols) {
-  constexpr int64_t kTile = 16;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile;
-  pool.parallel_for(n * row_tiles, [&](int64_t begin, int64_t end) {
+// kernels avoid). The 2-D transposes are the Transpose kernel's
+// (shape_ops.h): transpose2d_b8_avx512 where `avx512`
+// (kernel_usable("transpose_s8_avx512")), else transpose2d_ref. Work units
+// are (image, 64-row block), the AVX-512 block height; when there are fewer
+// of them than threads, columns are split too, in multiples of 64, so that
+// threads write disjoint destination lines.
+void transpose_s8(ThreadPool& pool, bool avx512, const int8_t* src, int8_t* dst, int64_t n, int64_t rows,
+                  int64_t cols) {
+  constexpr int64_t kRows = 64;
+  const int64_t row_blocks = (rows + kRows - 1) / kRows;
+  const int64_t threads = pool.num_threads();
+  const int64_t col_block = n * row_blocks < threads ? ((cols + threads - 1) / threads + 63) / 64 * 64 : cols;
+  const int64_t col_blocks = (cols + col_block - 1) / col_block;
+  pool.parallel_for(n * row_blocks * col_blocks, [&](int64_t begin, int64_t end) {
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t img = u / row_tiles, r0 = u % row_tiles * kTile, r1 = std::min(rows, r0 + kTile);
-      const int8_t* s = src + img * rows * cols;
-      int8_t* d = dst + img * rows * cols;
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t c1 = std::min(cols, c0 + kTile);
-        for (int64_t c = c0; c < c1; ++c)
-          for (int64_t r = r0; r < r1; ++r) d[c * rows + r] = s[r * cols + c];
-      }
+      const int64_t c0 = u % col_blocks * col_block, r0 = u / col_blocks % row_blocks * kRows;
+      const int64_t img = u / col_blocks / row_blocks;
+      const int64_t nr = std::min(kRows, rows - r0), nc = std::min(col_block, cols - c0);
+      const auto* s = reinterpret_cast<const uint8_t*>(src + img * rows * cols + r0 * cols + c0);
+      auto* d = reinterpret_cast<uint8_t*>(dst + img * rows * cols + c0 * rows + r0);
+      if (avx512) shape_ops::transpose2d_b8_avx512(s, cols, d, rows, nr, nc);
+      else shape_ops::transpose2d_ref(s, cols, d, rows, nr, nc, 1);
     }
   });
 }
@@ -232,7 +241,8 @@ class QConvKernel final : public Kernel {
   explicit QConvKernel(const Node& node)
       : desc_(node.describe()),
         tier_(qconv_tier()),
-        x_nonneg_(known_nonneg_int8(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0) {
+        x_nonneg_(known_nonneg_int8(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0),
+        transpose_avx512_(kernel_usable("transpose_s8_avx512")) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
     channels_last_ = node.attr_int("channels_last", 0) != 0;
@@ -477,14 +487,14 @@ class QConvKernel final : public Kernel {
     auto* zt = reinterpret_cast<int8_t*>(all + x_bytes);
     auto* yt = reinterpret_cast<int8_t*>(all + x_bytes + z_bytes);
     const int64_t hw = g.h * g.w, ohw = g.oh * g.ow;
-    transpose_s8(ctx.pool(), x.data<int8_t>(), xt, g.n, hw, g.c);
+    transpose_s8(ctx.pool(), transpose_avx512_, x.data<int8_t>(), xt, g.n, hw, g.c);
     if (e.z_s8) {
-      transpose_s8(ctx.pool(), e.z_s8, zt, g.n, ohw, g.m);
+      transpose_s8(ctx.pool(), transpose_avx512_, e.z_s8, zt, g.n, ohw, g.m);
       e.z_s8 = zt;
     }
     e.y_s8 = yt;
     run_nchw(ctx, g, xt, w, packed, corr, e, ws, dw);
-    transpose_s8(ctx.pool(), yt, y.data<int8_t>(), g.n, g.m, ohw);
+    transpose_s8(ctx.pool(), transpose_avx512_, yt, y.data<int8_t>(), g.n, g.m, ohw);
   }
 
  private:
@@ -640,6 +650,7 @@ class QConvKernel final : public Kernel {
   std::string desc_;
   Tier tier_;
   bool x_nonneg_;
+  bool transpose_avx512_;  // the channels-last fallback's transposes: transpose_s8_avx512 is usable
   EpilogueAttrs ep_;
   int64_t group_ = 1;
   int64_t spatial_ = 0;     // 2 or 3; 0 until known (no attribute set, weights fed at run time)

@@ -8,9 +8,11 @@
 //  - innermost input axis stays last    -> strided_copy, one memcpy per row;
 //  - otherwise                          -> a batch of 2-D transposes between
 //    the input's innermost axis and the output's innermost axis, walked in
-//    column blocks (8x8 AVX2 register transposes for 4-byte elements).
+//    column blocks (8x8 AVX2 register transposes for 4-byte elements,
+//    64x16 AVX-512 BW blocks for 1-byte elements).
 // ConvNeXt's NCHW<->NHWC (perm [0,2,3,1] / [0,3,1,2]) reduce to exactly one
-// batched [C, HW] <-> [HW, C] transpose.
+// batched [C, HW] <-> [HW, C] transpose, and so do the int8 ones at the
+// edges of a channels-last int8 ResNet (passes/int8_channels_last).
 // Works for every dtype by element size.
 #include <algorithm>
 #include <cstring>
@@ -38,8 +40,13 @@ void transpose2d_tiled(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int
 
 class Transpose final : public Kernel {
  public:
-  Transpose(const Node& node, bool avx2)
-      : what_(node.describe()), has_perm_(node.has_attr("perm")), perm_(node.attr_ints("perm")), avx2_(avx2) {}
+  Transpose(const Node& node, bool avx2, bool b8_avx512)
+      : what_(node.describe()),
+        has_perm_(node.has_attr("perm")),
+        perm_(node.attr_ints("perm")),
+        avx2_(avx2),
+        b8_avx512_(b8_avx512),
+        esize_(node.input(0)->dtype() == DType::kUndefined ? 0 : dtype_size(node.input(0)->dtype())) {}
 
   void run(KernelContext& ctx, const std::vector<const Tensor*>& in, const std::vector<Tensor*>& out) override {
     const Tensor& x = *in[0];
@@ -128,20 +135,32 @@ class Transpose final : public Kernel {
     const int64_t rows = gdim[b], cols = gdim[a];
     const int64_t src_ld = in_stride[b], dst_ld = out_stride[pa];
     // Each transpose2d call takes all rows of a batch (measured fastest: the
-    // column-block walk then writes whole destination lines); rows are split
-    // only to give every thread work when there are fewer batches than threads.
+    // column-block walk then writes whole destination lines). When there are
+    // fewer batches than threads, each batch is split to give every thread
+    // work: 2-byte and wider elements by rows, in multiples of 8; bytes along
+    // the longer side, in multiples of 64, so that threads never share a
+    // destination line (a destination row of a [64 x HW] int8 transpose is
+    // one 64-byte line, which a row split would hand half to each thread).
     const bool parallel = x.nbytes() >= kParallelBytes && ctx.pool().num_threads() > 1;
     const int64_t threads = ctx.pool().num_threads();
-    int64_t row_block = rows;
-    if (parallel && batches < threads) row_block = ((rows + threads - 1) / threads + 7) / 8 * 8;
+    int64_t row_block = rows, col_block = cols;
+    if (parallel && batches < threads) {
+      if (esize == 1 && cols > rows) col_block = ((cols + threads - 1) / threads + 63) / 64 * 64;
+      else if (esize == 1) row_block = ((rows + threads - 1) / threads + 63) / 64 * 64;
+      else row_block = ((rows + threads - 1) / threads + 7) / 8 * 8;
+    }
     const int64_t row_blocks = (rows + row_block - 1) / row_block;
+    const int64_t col_blocks = (cols + col_block - 1) / col_block;
     const auto* src = static_cast<const char*>(x.raw());
     auto* dst = static_cast<char*>(out[0]->raw());
     const int64_t es = static_cast<int64_t>(esize);
     const bool avx2 = avx2_ && esize == 4;
+    const bool b8_avx512 = b8_avx512_ && esize == 1;
     auto body = [&](int64_t begin, int64_t end) {
       for (int64_t u = begin; u < end; ++u) {
-        int64_t batch = u / row_blocks, r0 = (u % row_blocks) * row_block;
+        const int64_t c0 = (u % col_blocks) * col_block;
+        const int64_t r0 = (u / col_blocks % row_blocks) * row_block;
+        int64_t batch = u / col_blocks / row_blocks;
         int64_t so = 0, dof = 0;
         for (int t = nb - 1; t >= 0; --t) {
           int64_t i = batch % bdim[t];
@@ -149,28 +168,39 @@ class Transpose final : public Kernel {
           so += i * bsrc[t];
           dof += i * bdst[t];
         }
-        const int64_t nr = std::min(row_block, rows - r0);
-        const char* s = src + (so + r0 * src_ld) * es;
-        char* d = dst + (dof + r0) * es;
+        const int64_t nr = std::min(row_block, rows - r0), nc = std::min(col_block, cols - c0);
+        const char* s = src + (so + r0 * src_ld + c0) * es;
+        char* d = dst + (dof + c0 * dst_ld + r0) * es;
         if (avx2)
           transpose2d_b32_avx2(reinterpret_cast<const uint32_t*>(s), src_ld, reinterpret_cast<uint32_t*>(d), dst_ld,
-                               nr, cols);
+                               nr, nc);
+        else if (b8_avx512)
+          transpose2d_b8_avx512(reinterpret_cast<const uint8_t*>(s), src_ld, reinterpret_cast<uint8_t*>(d), dst_ld,
+                                nr, nc);
         else
-          transpose2d_ref(s, src_ld, d, dst_ld, nr, cols, esize);
+          transpose2d_ref(s, src_ld, d, dst_ld, nr, nc, esize);
       }
     };
-    const int64_t units = batches * row_blocks;
+    const int64_t units = batches * row_blocks * col_blocks;
     if (!parallel) body(0, units);
     else ctx.pool().parallel_for(units, body);
   }
 
-  std::string describe() const override { return avx2_ ? "transpose_avx2" : "transpose_ref"; }
+  // The variant that runs for the input's element size (0: not known when
+  // the kernel was created; then the 4-byte choice, as before).
+  std::string describe() const override {
+    if (esize_ == 1) return b8_avx512_ ? "transpose_s8_avx512" : "transpose_ref";
+    if (esize_ == 4 || esize_ == 0) return avx2_ ? "transpose_avx2" : "transpose_ref";
+    return "transpose_ref";
+  }
 
  private:
   std::string what_;
   bool has_perm_;
   std::vector<int64_t> perm_;
-  bool avx2_;
+  bool avx2_;       // transpose_f32_avx2: 4-byte elements
+  bool b8_avx512_;  // transpose_s8_avx512: 1-byte elements
+  size_t esize_;    // the input's element size, 0 if unknown at creation
 };
 
 }  // namespace
@@ -209,7 +239,7 @@ std::unique_ptr<Kernel> create_transpose(const Node& node) {
     }
     check_rank(node.describe(), static_cast<int>(perm.size()));
   }
-  return std::make_unique<Transpose>(node, kernel_usable("transpose_f32_avx2"));
+  return std::make_unique<Transpose>(node, kernel_usable("transpose_f32_avx2"), kernel_usable("transpose_s8_avx512"));
 }
 
 }  // namespace shape_ops
