@@ -21,6 +21,7 @@ import sys
 import textwrap
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -403,12 +404,13 @@ def _relu_conv(rng, name, x, c, m, k=3, z=None, y_scale=0.05, **extra):
 
 
 def _block_chain(rng, c=8, h=9, w=10, convs=4, extra_reader=True):
-    """stem (graph input x: sign unknown, so not convertible) -> `convs - 1`
+    """stem (graph input x with 6 channels: not whole channel quads, so not
+    convertible) -> `convs - 1`
     convertible QConvs, the last with a residual from the first of them; the
     stem's output also feeds an int8 MaxPool graph output (a reader that
     stays NCHW), and the last conv's output is the graph output "y"."""
     nodes, inits = [], []
-    n, t = _relu_conv(rng, "stem", "x", 8, c)
+    n, t = _relu_conv(rng, "stem", "x", 6, c)
     nodes.append(n)
     inits.append(t)
     prev, first = "stem_y", None
@@ -424,7 +426,7 @@ def _block_chain(rng, c=8, h=9, w=10, convs=4, extra_reader=True):
     if extra_reader:
         nodes.append(helper.make_node("MaxPool", ["c1_y"], ["pooled"], name="pool", kernel_shape=[2, 2]))
         outputs.append(helper.make_tensor_value_info("pooled", TensorProto.INT8, None))
-    g = helper.make_graph(nodes, "chain", [_vi("x", np.int8, ("N", 8, h, w))], outputs, initializer=inits)
+    g = helper.make_graph(nodes, "chain", [_vi("x", np.int8, ("N", 6, h, w))], outputs, initializer=inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("pyengine", 1)])
     return model
 
@@ -436,7 +438,7 @@ def _run_graph(graph, feeds, tier="ref"):
 
 def test_pass_converts_a_run_of_three_and_keeps_outputs():
     """stem -> c1 -> c2 -> c3 (z = c1), c1 also read by a MaxPool: c1..c3
-    go channels-last (one component of 3), the stem (signed input) stays
+    go channels-last (one component of 3), the stem (6 input channels) stays
     NCHW. Transposes: one in (the stem's output), back for c1 (the MaxPool
     reads it) and c3 (the graph output, which keeps its name); the pass is
     idempotent, and the outputs are bit-identical to the graph without it on
@@ -459,12 +461,12 @@ def test_pass_converts_a_run_of_three_and_keeps_outputs():
     stats = {p["name"]: p for p in report["passes"]}
     assert stats["int8_channels_last"]["count"] == 3
     refused = [r for r in report["refused"] if r["pass"] == "int8_channels_last"]
-    assert any(r["node"] == "stem" and "not known to be >= 0" in r["reason"] for r in refused), refused
+    assert any(r["node"] == "stem" and "6 input channels are not a multiple of 4" in r["reason"] for r in refused), refused
     again, rep2 = optimize_graph(out, passes=["int8_channels_last"], verify=True)
     assert {p["name"]: p for p in rep2["passes"]}["int8_channels_last"]["count"] == 0
     assert again.to_text() == out.to_text()
     for n in (1, 3):
-        x = rng.integers(-128, 128, size=(n, 8, 9, 10)).astype(np.int8)
+        x = rng.integers(-128, 128, size=(n, 6, 9, 10)).astype(np.int8)
         want = _run_graph(graph, {"x": x})
         assert len(np.unique(want["y"])) > 20 and len(np.unique(want["pooled"])) > 20
         for tier in _available_tiers(KERNEL_TIERS):
@@ -507,7 +509,7 @@ def test_pass_follows_the_layout_setting():
 def test_pass_skips_mini_resnet_block_of_one_convertible_conv():
     """The Q/DQ mini ResNet (test_int8_kernels) through the int8 pipeline:
     its block's second conv has a float output (GlobalAveragePool reads it)
-    and its stem a signed input, so one conv could go channels-last: it is
+    and its stem 3 input channels, so one conv could go channels-last: it is
     refused, and the graph is what the nchw layout gives."""
     from test_int8_kernels import _mini_resnet_qdq
 
@@ -599,3 +601,33 @@ def test_zoo_resnet18_layouts_identical_across_tiers(resnet18_int8, tmp_path):
     got = loaded.run({name: x})
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=f"loaded plan, output {key}")
+
+
+def test_onnxruntime_u8_file_runs_channels_last_through_its_adds(tmp_path):
+    """onnxruntime's u8s8 Q/DQ file of the zoo ResNet-18 (after its
+    quant_pre_process, as its documentation asks): its residual adds stay
+    separate QAdds, which join the channels-last run (elementwise, so either
+    layout), and its inputs are signed int8 (u8 with zero point -128: the
+    kernel's +128 form). The whole body goes channels-last with two
+    Transposes (after the stem's MaxPool, and after the last QAdd, whose
+    int8 output the classifier dequantizes), and the engine gives the NCHW
+    engine's bits."""
+    pytest.importorskip("onnxruntime.quantization")
+    import qdq_models as qm
+    from pyengine import zoo
+
+    model = zoo.build_model("resnet18", image_size=32)
+    src = tmp_path / "f.onnx"
+    onnx.save(model, str(src))
+    rng = np.random.default_rng()
+    calib = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    qm.ort_quantize(src, calib, tmp_path / "q.onnx", symmetric=False, name=model.graph.input[0].name)
+    built = {}
+    for layout in ("nchw", "nhwc"):
+        _core.set_int8_layout(layout)
+        built[layout] = pyengine.build(str(tmp_path / "q.onnx"), num_threads=2)
+    ops = {k: e.metadata["optimizer"]["ops_after"] for k, e in built.items()}
+    assert ops["nhwc"]["QAdd"] == ops["nchw"]["QAdd"] == 8, ops
+    assert ops["nhwc"].get("Transpose") == 2 and "Transpose" not in ops["nchw"], ops
+    x = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(built["nhwc"](x), built["nchw"](x))

@@ -23,7 +23,7 @@ import pytest
 from onnx import helper
 
 import pyengine
-from pyengine import zoo
+from pyengine import _core, zoo
 from test_int8_kernels import (CONV_SHAPES, KERNEL_TIERS, _custom_model, _engine, _int8_data, _np_conv_acc,
                                _np_epilogue, _ort_run, _require_tier, _resolved_pads, _tensor, _vi)
 
@@ -244,3 +244,17 @@ def test_onnxruntime_u8_model_runs_on_the_int8_kernels(tmp_path):
     for t, (most, share, _) in steps.items():
         assert most <= 1 and share <= 0.01, (t, most, share)
     assert np.all(np.isfinite(engine(x)))
+    # Its convs channels-last (their inputs, u8 stored with zero point -128,
+    # take the NHWC kernel's +128 form; on a tier without that kernel, the
+    # transposing fallback): the NCHW engine's bits.
+    saved = _core.int8_layout()
+    try:
+        built = {}
+        for layout in ("nchw", "nhwc"):
+            _core.set_int8_layout(layout)
+            built[layout] = pyengine.build(str(dst), num_threads=2)
+    finally:
+        _core.set_int8_layout(saved)
+    transposes = {k: e.metadata["optimizer"]["ops_after"].get("Transpose", 0) for k, e in built.items()}
+    assert transposes["nhwc"] >= 1 and transposes["nchw"] == 0, transposes
+    np.testing.assert_array_equal(built["nhwc"](x), built["nchw"](x))

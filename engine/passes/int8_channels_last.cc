@@ -19,20 +19,28 @@
 // A QConv is eligible when: it is not channels-last already; X is int8 of
 // rank 4 (the batch may be symbolic, as in the zoo's models); the weights
 // are a constant [M, C, kH, kW] with C % 4 == 0 and group is 1; y_scale is
-// set (int8 output); Z is absent or int8; and X is known to be >= 0
-// (known_nonneg_int8, with x_zero_point >= 0: the QConv kernel's u8 input).
+// set (int8 output); Z is absent or int8. The input's sign does not
+// matter: an input not known to be >= 0 (onnxruntime's u8 activations,
+// stored as int8 with zero point -128) runs the kernel's +128 form, whose
+// XOR is the broadcast's own instruction (vpxord with an embedded
+// broadcast), so it costs nothing over the u8 form.
 // Eligible convs that share an int8 tensor (one's Y is another's X or Z, or
 // they read the same X or Z) form a component; a component of fewer than
 // kMinConvs convs is left alone (the refusal says so): its two Transposes
-// would cost about what the convs gain.
+// would cost about what the convs gain. A QAdd (int8 residual add: where a
+// Q/DQ file, onnxruntime's or ModelOpt's, keeps its adds apart from the
+// convs) is elementwise, so it runs in either layout: it joins the
+// component of the tensors it reads and writes, which then stays
+// channels-last through it (else every block of such a file would be its
+// own run of one or two convs, between Transposes).
 //
 // Why: the AVX512-VNNI GEMM then broadcasts each 4-channel group of an
 // output position straight from the input (qconv_nhwc_avx512vnni.cc),
 // where the NCHW kernel first transposes its input into panels or quad
-// planes on every call. In a ResNet every conv after the stem qualifies
-// (their inputs are requantized Relu outputs or an int8 MaxPool of one), so
+// planes on every call. In a ResNet every conv after the stem qualifies, so
 // the whole body is one component with a Transpose after the stem's MaxPool
-// and one before the classifier's DequantizeLinear.
+// and two before the last conv, whose float output feeds the classifier
+// (the stem, 3 input channels, stays NCHW).
 // When: int8_channels_last() (dispatch.h, Int8Layout): by default where the
 // QConv tier is VNNI without AMX; PYENGINE_INT8_LAYOUT=nhwc forces it (the
 // other tiers then run channels-last convs through NCHW transposes, for the
@@ -77,12 +85,25 @@ std::string ineligible(const Node& conv, bool* quiet) {
   if (!conv.has_attr("y_scale") || !y || y->dtype() != DType::kInt8 || !y->has_shape() || y->shape().size() != 4)
     return "the output is not requantized to int8 (no y_scale)";
   if (z && z->dtype() != DType::kInt8) return "the residual is not int8";
-  if (!known_nonneg_int8(x) || conv.attr_int("x_zero_point", 0) < 0)
-    return "the input is not known to be >= 0 (not a requantized Relu output)";
   return "";
 }
 
-// Union-find over the eligible convs.
+// A QAdd that may run channels-last: two int8 inputs and an int8 output of
+// rank 4 (elementwise, one shape: any layout will do).
+bool add_joins(const Node& add) {
+  if (add.num_inputs() != 2 || add.num_outputs() != 1) return false;
+  for (const Value* v : {add.input(0), add.input(1), add.output(0)})
+    if (!v || v->dtype() != DType::kInt8 || !v->has_shape() || v->shape().size() != 4) return false;
+  return true;
+}
+
+// The int8 tensors a member shares with its neighbours.
+std::vector<const Value*> tensors(const Node& n) {
+  if (n.kind() == OpKind::kQAdd) return {n.input(0), n.input(1), n.output(0)};
+  return {n.input(0), n.input(3), n.output(0)};
+}
+
+// Union-find over the members.
 int root(std::vector<int>& parent, int i) {
   while (parent[i] != i) i = parent[i] = parent[parent[i]];
   return i;
@@ -97,36 +118,42 @@ class Int8ChannelsLast final : public Pass {
 
   int run_once(Graph& g, PassContext& ctx) const override {
     if (!int8_channels_last()) return 0;
-    std::vector<Node*> convs;
+    std::vector<Node*> members;  // eligible QConvs, then the QAdds that may join them
     for (Node* n : g.nodes()) {
       if (n->kind() != OpKind::kQConv) continue;
       bool quiet = false;
       const std::string why = ineligible(*n, &quiet);
-      if (why.empty()) convs.push_back(n);
+      if (why.empty()) members.push_back(n);
       else if (!quiet || ctx.explain()) ctx.refuse({kName, kName, n->name(), n->op_type(), why, quiet});
     }
-    // Components: convs meeting at a tensor (X, Z or Y).
-    std::vector<int> parent(convs.size());
+    for (Node* n : g.nodes())
+      if (n->kind() == OpKind::kQAdd && add_joins(*n)) members.push_back(n);
+    // Components: members meeting at a tensor (a conv's X, Z or Y, an add's
+    // inputs and output).
+    std::vector<int> parent(members.size());
     std::unordered_map<const Value*, int> seen;
-    for (size_t i = 0; i < convs.size(); ++i) {
+    for (size_t i = 0; i < members.size(); ++i) {
       parent[i] = static_cast<int>(i);
-      for (const Value* v : {convs[i]->input(0), convs[i]->input(3), convs[i]->output(0)}) {
+      for (const Value* v : tensors(*members[i])) {
         if (!v) continue;
         auto [it, fresh] = seen.emplace(v, static_cast<int>(i));
         if (!fresh) parent[root(parent, static_cast<int>(i))] = root(parent, it->second);
       }
     }
-    std::vector<std::vector<Node*>> comps(convs.size());
-    for (size_t i = 0; i < convs.size(); ++i) comps[root(parent, static_cast<int>(i))].push_back(convs[i]);
+    std::vector<std::vector<Node*>> comps(members.size());
+    for (size_t i = 0; i < members.size(); ++i) comps[root(parent, static_cast<int>(i))].push_back(members[i]);
     int changed = 0;
     for (const std::vector<Node*>& comp : comps) {
-      if (comp.empty()) continue;
-      if (static_cast<int>(comp.size()) < kMinConvs) {
+      size_t convs = 0;
+      for (const Node* n : comp) convs += n->kind() == OpKind::kQConv;
+      if (convs == 0) continue;  // adds alone stay as they are
+      if (static_cast<int>(convs) < kMinConvs) {
         for (const Node* n : comp)
-          ctx.refuse({kName, kName, n->name(), n->op_type(),
-                      str_cat("its run of convertible QConvs has ", comp.size(), " conv", comp.size() > 1 ? "s" : "",
-                              " (at least ", kMinConvs, " pay for the Transposes in and out)"),
-                      false});
+          if (n->kind() == OpKind::kQConv)
+            ctx.refuse({kName, kName, n->name(), n->op_type(),
+                        str_cat("its run of convertible QConvs has ", convs, " conv", convs > 1 ? "s" : "",
+                                " (at least ", kMinConvs, " pay for the Transposes in and out)"),
+                        false});
         continue;
       }
       convert(g, ctx, comp);
@@ -148,8 +175,8 @@ class Int8ChannelsLast final : public Pass {
     Rewriter edges(g, kName, "transposes", nullptr);
     std::unordered_map<const Value*, Value*> nhwc;  // NCHW value -> its NHWC form
     std::vector<std::pair<Value*, Value*>> outputs;  // (Y, Y')
-    for (Node* conv : comp) {
-      Value* y = conv->output(0);
+    for (Node* node : comp) {
+      Value* y = node->output(0);
       const Shape s = to_nhwc(y->shape());
       Value* yt = edges.add_value(y->name() + "_nhwc", DType::kInt8, &s);
       nhwc[y] = yt;
@@ -170,17 +197,23 @@ class Int8ChannelsLast final : public Pass {
       nhwc[v] = t;
       return t;
     };
-    for (Node* conv : comp) {
-      std::vector<Value*> ins = conv->inputs();
-      ins[0] = input(ins[0], ins[0]);
-      if (ins.size() > 3) ins[3] = input(ins[3], conv->output(0));
-      Value* yt = nhwc.at(conv->output(0));
-      Attributes attrs = conv->attrs();
-      attrs["channels_last"] = Attribute::of_int(1);
-      const std::string name = conv->name();
+    for (Node* node : comp) {
+      const bool conv = node->kind() == OpKind::kQConv;
+      std::vector<Value*> ins = node->inputs();
+      if (conv) {
+        ins[0] = input(ins[0], ins[0]);
+        if (ins.size() > 3) ins[3] = input(ins[3], node->output(0));
+      } else {
+        for (Value*& v : ins) v = input(v, node->output(0));
+      }
+      Value* yt = nhwc.at(node->output(0));
+      Attributes attrs = node->attrs();
+      if (conv) attrs["channels_last"] = Attribute::of_int(1);
+      const std::string name = node->name();
+      const OpKind kind = node->kind();
       Rewriter rw(g, kName, kName, nullptr);
-      rw.remove(conv);
-      rw.add_node(OpKind::kQConv, name, ins, {yt}, std::move(attrs));
+      rw.remove(node);
+      rw.add_node(kind, name, ins, {yt}, std::move(attrs));
       ctx.log(rw.record());
     }
     // Back to NCHW under the original name, where something still reads it.
