@@ -25,11 +25,11 @@
 // at -corr[m] = -128 * sum_k w[m, k] (the padding row, x_zp, is shifted
 // alike, so the correction holds at every position).
 //
-// Tasks: (row chunk, group of channel blocks). A chunk's rows are few
-// enough that their input stays in L2 while each 64-channel weight block
-// (K x 64 bytes) walks over them; chunks and block groups are cut so that
-// there are about 16 tasks per thread (a late thread takes less), claimed
-// as AffineTasks (thread t starts on the t-th part of the rows).
+// Tasks: (row chunk, group of channel blocks), each tile of the chunk's
+// rows run against every block of the group in turn (nhwc_plan says why);
+// chunks are cut for about 16 tasks per thread (a late thread takes less),
+// claimed as AffineTasks (thread t starts on the t-th part of the rows).
+// A task's row pointers (fill_pointers) are made once per chunk.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -68,7 +68,7 @@ NhwcPlan nhwc_plan(const ConvGeom& g, int threads) {
   // the tile's input (6 x K bytes) stays in L1 across the blocks, and a
   // row's outputs and residual are one contiguous run. Its blocks'
   // weights, re-read for every tile, are kept within ~24 KB (L1): with
-  // K <= 96 several blocks (a K = 64 conv's epilogue and its residual
+  // K <= 192 several blocks (a K = 64 conv's epilogue and its residual
   // stream dominate, and read better a whole row at a time), else one
   // block per task, its weights then loaded from L1 or L2 (measured on Zen
   // 4: 512 KB of blocks per task, meant for L2, ran a 512 -> 2048 1x1 at
