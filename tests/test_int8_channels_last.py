@@ -192,6 +192,40 @@ def test_qconv_channels_last_vs_numpy_bit_exact(shape, epilogue, tier):
             assert "+128 input" in kernel, kernel
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_qconv_channels_last_random_geometries_bit_exact(threads):
+    """40 random geometries (whole channel quads: the VNNI kernel's; kernel
+    1-5 wide, strides 1-3, dilations 1-2, pads up to the kernel, 1-3 images,
+    1-200 output channels) on the best tier, with 1-3 threads (the kernel's
+    task cut depends on the thread count), against numpy."""
+    seed = int(np.random.default_rng().integers(2**32))
+    rng = np.random.default_rng(seed)
+    for case in range(40):
+        n, c, m = int(rng.integers(1, 4)), 4 * int(rng.integers(1, 13)), int(rng.integers(1, 201))
+        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        strides = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+        dil = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+        pads = [int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw))]
+        h = int(rng.integers((kh - 1) * dil[0] + 1, 15)) + max(0, -pads[0] - pads[2])
+        w_ = int(rng.integers((kw - 1) * dil[1] + 1, 15)) + max(0, -pads[1] - pads[3])
+        x = _int8_data(rng, (n, c, h, w_), False)
+        w = _int8_data(rng, (m, c, kh, kw), False)
+        x_scale = np.float32(rng.uniform(0.01, 0.05))
+        w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
+        mul = x_scale * w_scale
+        acc = _np_conv_acc(x, w, strides, pads, dil, 1)
+        ep, attrs = _requant_epilogue(rng, acc, mul, m, ("i32", "f32", None)[case % 3], case % 2 == 0,
+                                      ("Relu", None, "Clip")[case % 3])
+        attrs.update(x_scale=float(x_scale), w_scale=[float(v) for v in w_scale], strides=strides,
+                     dilations=dil, pads=pads, kernel_shape=[kh, kw])
+        want = _nhwc(_np_epilogue(acc, 1, mul, ep))
+        model, feeds = _nhwc_model(_nhwc(x), w, ep, attrs)
+        graph, _ = onnx_io.graph_from_onnx(model)
+        got = pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"}, num_threads=threads).run(feeds)["y"]
+        geometry = (n, c, h, w_, m, kh, kw, strides, dil, pads)
+        np.testing.assert_array_equal(got, want, err_msg=f"seed {seed}, case {case}: {geometry}")
+
+
 def _nonneg_chain(rng, x, w1, w2, pad, first_nhwc, ep2_kind, zp=0):
     """QConv(x, w1) {Relu, requant, y_zero_point zp} -> QConv(., w2)
     {channels_last=1, x_zero_point zp}: the second conv's input is >= zp >= 0.
