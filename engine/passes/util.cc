@@ -146,19 +146,4 @@ bool activation_keeps_zero(const Node& act) {
   }
 }
 
-bool known_nonneg_int8(const Value* v) {
-  const Node* p = v ? v->producer() : nullptr;
-  if (!p || v->dtype() != DType::kInt8) return false;
-  if (p->kind() == OpKind::kMaxPool || p->kind() == OpKind::kTranspose) return known_nonneg_int8(p->input(0));
-  if (p->kind() != OpKind::kQConv && p->kind() != OpKind::kQGemm) return false;
-  if (!p->has_attr("y_scale") || p->attr_int("y_zero_point", 0) < 0) return false;
-  const std::string a = p->attr_string("activation", "");
-  if (a == "Relu") return true;
-  if (a == "Clip") {
-    const std::vector<float> c = p->attr_floats("activation_params");
-    return c.size() == 2 && c[0] >= 0.f && c[1] >= 0.f;
-  }
-  return false;
-}
-
 }  // namespace engine

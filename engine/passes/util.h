@@ -53,14 +53,4 @@ Attributes conv_attrs(const ConvGeometry& geo);
 // Whether an elementwise activation maps 0 to 0 (for channel pruning).
 bool activation_keeps_zero(const Node& act);
 
-// True when every value of the int8 tensor `v` is known to be >= 0 before
-// the run: the output of a QConv/QGemm that requantizes after a Relu (or a
-// Clip with bounds >= 0) with a zero point >= 0 (the values are >= it), or
-// an int8 MaxPool or Transpose of such a tensor (int8_channels_last puts
-// Transposes between QConvs). Such activations feed vpdpbusd's unsigned
-// operand as they are, without the +128 shift: the QConv kernel asks this at
-// create time, and int8_channels_last converts only convs whose input it
-// holds for.
-bool known_nonneg_int8(const Value* v);
-
 }  // namespace engine

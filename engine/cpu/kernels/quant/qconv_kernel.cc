@@ -31,7 +31,6 @@
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/quant/quant_kernels.h"
 #include "cpu/kernels/shape_ops/shape_ops.h"
-#include "passes/util.h"
 
 namespace engine::qk {
 namespace {
@@ -230,6 +229,27 @@ void transpose_s8(ThreadPool& pool, bool avx512, const int8_t* src, int8_t* dst,
       else shape_ops::transpose2d_ref(s, cols, d, rows, nr, nc, 1);
     }
   });
+}
+
+// True when every value of the int8 tensor `v` is known to be >= 0 before
+// the run: the output of a QConv/QGemm that requantizes after a Relu (or a
+// Clip with bounds >= 0) with a zero point >= 0 (the values are >= it), or
+// an int8 MaxPool or Transpose of such a tensor (int8_channels_last puts
+// Transposes between QConvs). Such activations feed vpdpbusd's unsigned
+// operand as they are, without the +128 shift.
+bool known_nonneg_int8(const Value* v) {
+  const Node* p = v ? v->producer() : nullptr;
+  if (!p || v->dtype() != DType::kInt8) return false;
+  if (p->kind() == OpKind::kMaxPool || p->kind() == OpKind::kTranspose) return known_nonneg_int8(p->input(0));
+  if (p->kind() != OpKind::kQConv && p->kind() != OpKind::kQGemm) return false;
+  if (!p->has_attr("y_scale") || p->attr_int("y_zero_point", 0) < 0) return false;
+  const std::string a = p->attr_string("activation", "");
+  if (a == "Relu") return true;
+  if (a == "Clip") {
+    const std::vector<float> c = p->attr_floats("activation_params");
+    return c.size() == 2 && c[0] >= 0.f && c[1] >= 0.f;
+  }
+  return false;
 }
 
 void check_int8(const Tensor& t, const std::string& d, const char* what) {
