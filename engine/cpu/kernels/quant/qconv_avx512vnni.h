@@ -83,24 +83,26 @@ inline __m512i quantize16(const EpiConst& k, __m512 v) {
   return _mm512_cvtps_epi32(kBounded ? v : _mm512_min_ps(k.q_hi, v));
 }
 
-// Three lane groups of quantize16 values -> their 48 int8 outputs in order
-// (bytes 48-63 repeat c), the zero point added: saturating packs to int16,
-// a saturating add (none for y_zp = 0, the symmetric form), a saturating
-// pack to int8 (so each is exactly
-// clamp(round(v) + y_zp, -128, 127)), and one dword permutation to undo the
-// packs' per-128-bit-lane interleave. A Relu before the requantize is
-// max(y, y_zp) here: round(max(v, 0)) + y_zp clamped is exactly that (also
-// for a NaN v, which ends at y_zp both ways).
-inline __m512i narrow48(const EpiConst& k, __m512i a, __m512i b, __m512i c) {
-  __m512i ab = _mm512_packs_epi32(a, b), cc = _mm512_packs_epi32(c, c);
+// Four lane groups of quantize16 values -> their 64 int8 outputs in order,
+// the zero point added: saturating packs to int16, a saturating add (none
+// for y_zp = 0, the symmetric form), a saturating pack to int8 (so each is
+// exactly clamp(round(v) + y_zp, -128, 127)), and one dword permutation to
+// undo the packs' per-128-bit-lane interleave. A Relu before the requantize
+// is max(y, y_zp) here: round(max(v, 0)) + y_zp clamped is exactly that
+// (also for a NaN v, which ends at y_zp both ways).
+inline __m512i narrow64(const EpiConst& k, __m512i a, __m512i b, __m512i c, __m512i d) {
+  __m512i ab = _mm512_packs_epi32(a, b), cd = _mm512_packs_epi32(c, d);
   if (k.y_zp_add) {
     ab = _mm512_adds_epi16(ab, k.y_zp16);
-    cc = _mm512_adds_epi16(cc, k.y_zp16);
+    cd = _mm512_adds_epi16(cd, k.y_zp16);
   }
-  __m512i bytes = _mm512_packs_epi16(ab, cc);  // 128-bit lane L: a, b, c, c blocks L
+  __m512i bytes = _mm512_packs_epi16(ab, cd);  // 128-bit lane L: a, b, c, d blocks L
   if (k.relu_bytes) bytes = _mm512_max_epi8(bytes, k.y_zp8);
   return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
 }
+
+// Three lane groups: the 48 outputs of a tile row (bytes 48-63 repeat c).
+inline __m512i narrow48(const EpiConst& k, __m512i a, __m512i b, __m512i c) { return narrow64(k, a, b, c, c); }
 
 // Up to 16 lanes (mask m) of channel c at idx: the depthwise rows.
 inline void epilogue16(const EpiConst& k, __m512i acc, __m512 mul, __m512i bi, __m512 bf, int64_t idx,

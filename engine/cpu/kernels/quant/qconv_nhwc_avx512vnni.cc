@@ -17,7 +17,7 @@
 // sums' start) are the same vectors for every row, and whose 64 int8
 // results are one store. Its float operations are epilogue_one()'s in the
 // same order (qconv_avx512vnni.h: epi_value, quantize16; no FMA
-// contraction), and the integer sums are exact, so the outputs are the
+// contraction; narrow64), and the integer sums are exact, so the outputs are the
 // reference's bits (qconv_nhwc_ref).
 //
 // Signedness as in the NCHW tier: inputs known to be >= 0 are used as u8;
@@ -126,19 +126,6 @@ void tile_kernel(const int8_t* const* ptr, int64_t taps, int64_t cq, const int8_
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) _mm512_store_si512(out + r * 64 + 16 * v, acc[r][v]);
-}
-
-// narrow48 (qconv_avx512vnni.h) for four lane groups: 64 int8 outputs in
-// channel order.
-inline __m512i narrow64(const EpiConst& k, __m512i a, __m512i b, __m512i c, __m512i d) {
-  __m512i ab = _mm512_packs_epi32(a, b), cd = _mm512_packs_epi32(c, d);
-  if (k.y_zp_add) {
-    ab = _mm512_adds_epi16(ab, k.y_zp16);
-    cd = _mm512_adds_epi16(cd, k.y_zp16);
-  }
-  __m512i bytes = _mm512_packs_epi16(ab, cd);  // 128-bit lane L: a, b, c, d blocks L
-  if (k.relu_bytes) bytes = _mm512_max_epi8(bytes, k.y_zp8);
-  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
 }
 
 // The per-block epilogue terms: multiplier and float bias of channels c0 ..
