@@ -630,11 +630,105 @@ def test_zoo_resnet18_layouts_identical_across_tiers(resnet18_int8, tmp_path):
             assert sum("nhwc(vpdpbusd, u8 input)" in k for k in kernels) == 18, kernels
     path = tmp_path / "resnet18_nhwc.plan"
     engines["nhwc"].save(path)
+    _core.set_int8_layout("nhwc")
     loaded = pyengine.load(path)
     assert "channels_last" in loaded.graph_text()
     got = loaded.run({name: x})
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=f"loaded plan, output {key}")
+
+
+@pytest.mark.parametrize("built", ["nchw", "nhwc"])
+def test_zoo_resnet18_plan_takes_the_loading_machines_layout(resnet18_int8, tmp_path, built):
+    """A plan's int8 layout is the loading machine's (plan loading runs
+    fit_int8_layout): a plan built in either layout and loaded with either
+    setting has exactly the graph a build with that setting makes (names
+    included), and the same bits. (A plan built channels-last on a VNNI
+    machine would otherwise run each conv between two transposes on an
+    AVX2 one.)"""
+    engines, name, x = resnet18_int8
+    want = engines["nchw"].run({name: x})
+    path = tmp_path / f"resnet18_{built}.plan"
+    engines[built].save(path)
+    for at in ("nchw", "nhwc"):
+        _core.set_int8_layout(at)
+        loaded = pyengine.load(path)
+        assert loaded.graph_text() == engines[at].graph_text(), f"built {built}, loaded {at}"
+        got = loaded.run({name: x})
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"built {built}, loaded {at}: {key}")
+        graph, _ = _core.plan_from_bytes(path.read_bytes(), "in memory")  # the embedding API's path
+        assert graph.to_text() == engines[at].graph_text(), f"built {built}, from bytes at {at}"
+
+
+def test_channels_first_undoes_the_pass():
+    """int8_channels_first on the pass's output gives back the graph before
+    it, line for line (names, shapes, attributes; the nodes in another
+    topological order), and is idempotent; it
+    does nothing while the setting says channels-last."""
+    rng = np.random.default_rng()
+    graph, _ = onnx_io.graph_from_onnx(_block_chain(rng))
+    _core.set_int8_layout("nchw")
+    before, _ = optimize_graph(graph, passes=["eliminate_identity"], verify=True)
+    _core.set_int8_layout("nhwc")
+    nhwc, _ = optimize_graph(before, passes=["int8_channels_last"], verify=True)
+    kept, rep = optimize_graph(nhwc, passes=["int8_channels_first"], verify=True)
+    assert {p["name"]: p for p in rep["passes"]}["int8_channels_first"]["count"] == 0
+    assert kept.to_text() == nhwc.to_text()
+    _core.set_int8_layout("nchw")
+    back, rep = optimize_graph(nhwc, passes=["int8_channels_first"], verify=True)
+    assert {p["name"]: p for p in rep["passes"]}["int8_channels_first"]["count"] == 3
+    assert sorted(back.to_text().splitlines()) == sorted(before.to_text().splitlines())  # (node order may differ)
+    again, rep = optimize_graph(back, passes=["int8_channels_first"], verify=True)
+    assert {p["name"]: p for p in rep["passes"]}["int8_channels_first"]["count"] == 0
+    x = rng.integers(-128, 128, size=(2, 6, 9, 10)).astype(np.int8)
+    want = _run_graph(before, {"x": x})
+    got = _run_graph(back, {"x": x}, _available_tiers(KERNEL_TIERS)[-1])
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_channels_first_keeps_nhwc_graph_inputs_and_outputs():
+    """What the forward pass never makes: a graph whose input and output are
+    NHWC tensors read and written by channels-last QConvs (one with a
+    residual that is also an NHWC graph input). Going NCHW, the input gets
+    a Transpose to NCHW, the output a Transpose back (its name and NHWC
+    shape kept), and the bits stay."""
+    rng = np.random.default_rng()
+    c, h, w = 8, 7, 9
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(3):
+        wt = rng.integers(-128, 128, size=(c, c, 3, 3)).astype(np.int8)
+        inits.append(_tensor(f"w{i}", wt))
+        ins = [prev, f"w{i}"] + (["", "z"] if i == 2 else [])
+        attrs = dict(x_scale=0.05, w_scale=[float(v) for v in rng.uniform(0.0005, 0.002, c)], y_scale=0.05,
+                     pads=[1, 1, 1, 1], channels_last=1)
+        if i == 2:
+            attrs["z_scale"] = 0.05
+        else:
+            attrs["activation"] = "Relu"
+        nodes.append(helper.make_node("QConv", ins, [f"y{i}"], domain="pyengine", name=f"c{i}", **attrs))
+        prev = f"y{i}"
+    g = helper.make_graph(nodes, "nhwc_io", [_vi("x", np.int8, ("N", h, w, c)), _vi("z", np.int8, ("N", h, w, c))],
+                          [helper.make_tensor_value_info("y2", TensorProto.INT8, None),
+                           helper.make_tensor_value_info("y0", TensorProto.INT8, None)], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("pyengine", 1)])
+    graph, _ = onnx_io.graph_from_onnx(model)
+    _core.set_int8_layout("nchw")
+    out, rep = optimize_graph(graph, passes=["int8_channels_first"], verify=True)
+    assert {p["name"]: p for p in rep["passes"]}["int8_channels_first"]["count"] == 3
+    assert "channels_last" not in out.to_text()
+    assert _op_types(out).count("Transpose") == 4  # x and z in, y0 and y2 out
+    assert [o[0] for o in out.outputs()] == ["y2", "y0"]
+    assert [list(o[2]) for o in out.outputs()] == [[-1, h, w, c]] * 2
+    feeds = {k: rng.integers(-128, 128, size=(2, h, w, c)).astype(np.int8) for k in ("x", "z")}
+    want = _run_graph(graph, feeds)
+    assert len(np.unique(want["y2"])) > 20
+    for tier in _available_tiers(KERNEL_TIERS):
+        got = _run_graph(out, feeds, tier)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{tier}: {key}")
 
 
 def test_onnxruntime_u8_file_runs_channels_last_through_its_adds(tmp_path):
@@ -665,3 +759,10 @@ def test_onnxruntime_u8_file_runs_channels_last_through_its_adds(tmp_path):
     assert ops["nhwc"].get("Transpose") == 2 and "Transpose" not in ops["nchw"], ops
     x = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(built["nhwc"](x), built["nchw"](x))
+    # Its channels-last plan loaded where channels-last does not pay: the
+    # QAdds go back to NCHW with the convs, and the graph is the nchw build's.
+    built["nhwc"].save(tmp_path / "q.plan")
+    _core.set_int8_layout("nchw")
+    loaded = pyengine.load(tmp_path / "q.plan")
+    assert loaded.graph_text() == built["nchw"].graph_text()
+    np.testing.assert_array_equal(loaded(x), built["nchw"](x))

@@ -47,7 +47,9 @@
 // tests), =nchw turns it off.
 // Idempotent: converted convs are not eligible again. Runs in the int8
 // pipeline after the lowerings (it needs QConvs and the int8 MaxPool).
+#include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "cpu/dispatch.h"
 #include "passes/pass.h"
@@ -227,8 +229,159 @@ class Int8ChannelsLast final : public Pass {
   }
 };
 
+// int8_channels_first: the inverse, for a graph made channels-last where
+// that paid and run where it does not (a plan built on a VNNI machine and
+// loaded on an AVX2 or AMX one, whose QConv tiers would otherwise run each
+// channels-last conv between two transposes). Every QConv with
+// channels_last = 1 goes back to NCHW with the QAdds that joined it; a
+// Transpose into NHWC before the run gives way to its input, a Transpose
+// back to NCHW after it to the conv itself, whose output takes the
+// Transpose's name and shape (so a graph output keeps its name). Exact for
+// the same reason as the forward pass. What the forward pass never makes
+// (an NHWC tensor from elsewhere, or read by some other node) gets a
+// Transpose, so the result is right for any graph.
+// When: int8_channels_last() is false (the forward pass's condition, the
+// other way round). Not in a pipeline: plan loading runs both
+// (fit_int8_layout), so a plan's int8 layout is the loading machine's.
+constexpr const char* kFirstName = "int8_channels_first";
+
+bool is_transpose(const Node* n, const std::vector<int64_t>& perm) {
+  return n && n->kind() == OpKind::kTranspose && n->num_inputs() == 1 && n->num_outputs() == 1 &&
+         n->attr_ints("perm") == perm;
+}
+
+const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
+const std::vector<int64_t> kToNchw = {0, 3, 1, 2};
+
+// [N, H, W, C] -> [N, C, H, W] in *out; nullptr where v's shape is not
+// known to be of rank 4 (a plan's graph need not say).
+const Shape* to_nchw(const Value* v, Shape* out) {
+  if (!v->has_shape() || v->shape().size() != 4) return nullptr;
+  const Shape& s = v->shape();
+  *out = {s[0], s[3], s[1], s[2]};
+  return out;
+}
+
+class Int8ChannelsFirst final : public Pass {
+ public:
+  std::string_view name() const override { return kFirstName; }
+  std::string_view summary() const override {
+    return "channels-last int8 QConvs back to NCHW where channels-last does not pay (a plan from another machine)";
+  }
+
+  int run_once(Graph& g, PassContext& ctx) const override {
+    if (int8_channels_last()) return 0;
+    std::vector<Node*> members;
+    std::unordered_set<const Value*> nhwc;
+    for (Node* n : g.nodes())
+      if (n->kind() == OpKind::kQConv && n->attr_int("channels_last", 0) != 0 && n->output(0)) {
+        members.push_back(n);
+        for (const Value* v : tensors(*n))
+          if (v) nhwc.insert(v);
+      }
+    if (members.empty()) return 0;
+    // The QAdds that joined: any of their tensors NHWC (then all are).
+    std::unordered_set<const Node*> joined;
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (Node* n : g.nodes()) {
+        if (n->kind() != OpKind::kQAdd || joined.count(n) || !n->output(0)) continue;
+        const std::vector<const Value*> ts = tensors(*n);
+        if (std::none_of(ts.begin(), ts.end(), [&](const Value* v) { return v && nhwc.count(v); })) continue;
+        joined.insert(n);
+        members.push_back(n);
+        for (const Value* v : ts)
+          if (v) nhwc.insert(v);
+        grew = true;
+      }
+    }
+    convert(g, ctx, members);
+    g.topo_sort();
+    g.remove_unused_values();
+    ctx.count(kFirstName, static_cast<int>(members.size()));
+    return static_cast<int>(members.size());
+  }
+
+ private:
+  static void convert(Graph& g, PassContext& ctx, const std::vector<Node*>& members) {
+    Rewriter edges(g, kFirstName, "transposes", nullptr);
+    std::unordered_map<const Value*, Value*> nchw;  // NHWC value -> its NCHW form
+    std::vector<std::pair<Value*, Value*>> outputs;  // (Y', Y)
+    for (Node* node : members) {
+      Value* yt = node->output(0);
+      std::vector<Node*> back;
+      for (const Use& u : yt->uses())
+        if (is_transpose(u.node, kToNchw) && std::find(back.begin(), back.end(), u.node) == back.end())
+          back.push_back(u.node);
+      Value* y = nullptr;
+      for (Node* t : back) {
+        Value* out = t->output(0);
+        edges.remove(t);
+        if (!y) y = out;
+        else edges.replace(out, y);
+      }
+      if (!y) {
+        Shape s;
+        std::string name = yt->name();
+        const std::string suffix = "_nhwc";
+        if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+          name.resize(name.size() - suffix.size());
+        y = edges.add_value(name, DType::kInt8, to_nchw(yt, &s));
+      }
+      nchw[yt] = y;
+      outputs.push_back({yt, y});
+    }
+    std::vector<Node*> into;  // Transposes into NHWC that fed the run
+    auto input = [&](Value* v) -> Value* {
+      if (!v) return nullptr;
+      auto it = nchw.find(v);
+      if (it != nchw.end()) return it->second;
+      Node* p = v->producer();
+      Value* u = nullptr;
+      if (is_transpose(p, kToNhwc)) {
+        u = p->input(0);
+        into.push_back(p);
+      } else {
+        Shape s;
+        u = edges.add_value(v->name() + "_nchw", DType::kInt8, to_nchw(v, &s));
+        Attributes a;
+        a["perm"] = Attribute::of_ints(kToNchw);
+        edges.add_node(OpKind::kTranspose, v->name() + "_to_nchw", {v}, {u}, std::move(a));
+      }
+      nchw[v] = u;
+      return u;
+    };
+    for (Node* node : members) {
+      std::vector<Value*> ins = node->inputs();
+      const bool conv = node->kind() == OpKind::kQConv;
+      for (size_t i = 0; i < ins.size(); ++i)
+        if (!conv || i == 0 || i == 3) ins[i] = input(ins[i]);
+      Value* y = nchw.at(node->output(0));
+      Attributes attrs = node->attrs();
+      attrs.erase("channels_last");
+      const std::string name = node->name();
+      const OpKind kind = node->kind();
+      Rewriter rw(g, kFirstName, kFirstName, nullptr);
+      rw.remove(node);
+      rw.add_node(kind, name, ins, {y}, std::move(attrs));
+      ctx.log(rw.record());
+    }
+    for (Node* t : into)
+      if (t->output(0)->uses().empty() && !t->output(0)->is_graph_output()) edges.remove(t);
+    // An NHWC output that some other node still reads.
+    for (auto [yt, y] : outputs) {
+      if (yt->uses().empty() && !yt->is_graph_output()) continue;
+      Attributes a;
+      a["perm"] = Attribute::of_ints(kToNhwc);
+      edges.add_node(OpKind::kTranspose, y->name() + "_to_nhwc", {y}, {yt}, std::move(a));
+    }
+    ctx.log(edges.record());
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Pass> make_int8_channels_last() { return std::make_unique<Int8ChannelsLast>(); }
+std::unique_ptr<Pass> make_int8_channels_first() { return std::make_unique<Int8ChannelsFirst>(); }
 
 }  // namespace engine

@@ -215,6 +215,7 @@ std::unique_ptr<Pass> make_u8_activations_to_int8();
 std::unique_ptr<Pass> make_lower_qdq_to_int8();
 std::unique_ptr<Pass> make_lower_int8_maxpool();
 std::unique_ptr<Pass> make_int8_channels_last();
+std::unique_ptr<Pass> make_int8_channels_first();
 std::unique_ptr<Pass> make_fuse_float_quantize();
 std::unique_ptr<Pass> make_fuse_channel_bias_relu();
 

@@ -22,6 +22,14 @@ const Pass* need_pass(const std::string& name, const char* what) {
 
 }  // namespace
 
+int fit_int8_layout(Graph& g) {
+  PassManagerOptions o;
+  o.passes = {"int8_channels_last", "int8_channels_first"};
+  int n = 0;
+  for (const PassStats& s : run_passes(g, o).passes) n += s.rewrites;
+  return n;
+}
+
 std::map<std::string, int> count_ops(const Graph& g) {
   std::map<std::string, int> m;
   for (const Node* n : g.nodes()) ++m[n->op_type()];

@@ -74,6 +74,14 @@ const Pass* find_pass(const std::string& name);
 // throws (prefixed with the pass) when verify_each is on.
 PassReport run_passes(Graph& g, const PassManagerOptions& options = {});
 
+// Puts a graph's int8 convs in the activation layout this machine's int8
+// kernels prefer (dispatch.h, int8_channels_last()): int8_channels_last
+// where that is channels-last, int8_channels_first (its inverse) where it is
+// not. Plan loading calls it, so a plan built on one machine runs in the
+// layout of the one that loads it. Returns the nodes rewritten (0: the graph
+// was already in that layout, or has no int8 convs).
+int fit_int8_layout(Graph& g);
+
 // Op counts by op type ("Conv", "FusedConv", ...).
 std::map<std::string, int> count_ops(const Graph& g);
 

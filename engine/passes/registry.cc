@@ -42,6 +42,9 @@ struct Registry {
     const Pass* lower = add(make_lower_qdq_to_int8());
     const Pass* lower_pool = add(make_lower_int8_maxpool());
     const Pass* nhwc = add(make_int8_channels_last());
+    // Not in a pipeline: fit_int8_layout runs it (with the forward pass) on
+    // plans as they load.
+    add(make_int8_channels_first());
     const Pass* float_q = add(make_fuse_float_quantize());
     const Pass* bias_relu = add(make_fuse_channel_bias_relu());
     pipeline = {

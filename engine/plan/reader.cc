@@ -12,6 +12,7 @@
 
 #include "core/checked_math.h"
 #include "ir/infer.h"
+#include "passes/pass_manager.h"
 #include "plan/plan.h"
 
 namespace engine {
@@ -294,6 +295,9 @@ std::unique_ptr<Graph> read_graph(const char* gsec, uint64_t gsize, char* wbase,
       in.corrupt(str_cat("value '", v->name(), "' is stored with shape ", shape_str(s), " but its node ",
                          v->producer()->describe(), " computes ", shape_str(now)));
   }
+  // The int8 layout is the loading machine's (a plan built with channels-last
+  // int8 convs on a VNNI machine runs NCHW ones on an AVX2 one, and back).
+  fit_int8_layout(*g);
   return g;
 }
 
