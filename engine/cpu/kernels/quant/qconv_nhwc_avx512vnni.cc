@@ -10,7 +10,9 @@
 // into panels or quad planes first. The weights are the vector operand:
 // blocks of 64 output channels, [tap][channel quad][64][4] bytes
 // (pack_w_nhwc), four zmm per k group. A tile is kRows positions x 64
-// channels: 24 accumulators, 4 weight registers, one broadcast.
+// channels: 24 accumulators, 4 weight registers, one broadcast; a block of
+// at most 16 or 32 channels (a conv with 16 or 32 outputs, or the last
+// block of 80 or 160) runs only the one or two zmm columns it has.
 //
 // The epilogue works on a tile row at a time: 64 consecutive NHWC outputs
 // of one position, whose per-channel terms (multiplier, float bias, the
@@ -34,6 +36,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/kernels/quant/qconv_avx512vnni.h"
 
@@ -84,24 +87,23 @@ NhwcPlan nhwc_plan(const ConvGeom& g, int threads) {
   return t;
 }
 
-// R rows x 64 channels over `taps` taps of cq k groups each: row r of tap t
-// reads k group q at ptr[r * taps + t] + 4 q; the block's weights for (t, q)
-// at w + (t * cq + q) * kBlockBytes. The sums start at `start` and end in
-// out[r * 64 + channel] (a stored tile: with the epilogue inlined after the
-// loop GCC spilled accumulators inside it).
-template <int R, bool kFlip>
+// R rows x 16 NV channels (NV of a block's four zmm columns: a block with
+// fewer channels computes only the columns it has) over `taps` taps of cq
+// k groups each: row r of tap t reads k group q at ptr[r * taps + t] + 4 q;
+// the block's weights for (t, q) at w + (t * cq + q) * kBlockBytes. The
+// sums start at `start` and end in out[r * 64 + channel] (a stored tile:
+// with the epilogue inlined after the loop GCC spilled accumulators inside
+// it).
+template <int R, int NV, bool kFlip>
 void tile_kernel(const int8_t* const* ptr, int64_t taps, int64_t cq, const int8_t* w, const int32_t* start,
                  int32_t* out) {
-  __m512i acc[R][4];
-  const __m512i s0 = _mm512_loadu_si512(start), s1 = _mm512_loadu_si512(start + 16);
-  const __m512i s2 = _mm512_loadu_si512(start + 32), s3 = _mm512_loadu_si512(start + 48);
+  __m512i acc[R][NV], s[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) s[v] = _mm512_loadu_si512(start + 16 * v);
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) {
-    acc[r][0] = s0;
-    acc[r][1] = s1;
-    acc[r][2] = s2;
-    acc[r][3] = s3;
-  }
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = s[v];
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
   for (int64_t t = 0; t < taps; ++t) {
     const int8_t* rp[R];
@@ -109,24 +111,27 @@ void tile_kernel(const int8_t* const* ptr, int64_t taps, int64_t cq, const int8_
     for (int r = 0; r < R; ++r) rp[r] = ptr[r * taps + t];
     const int8_t* wq = w + t * cq * kBlockBytes;
     for (int64_t q = 0; q < cq; ++q, wq += kBlockBytes) {
-      const __m512i w0 = _mm512_loadu_si512(wq), w1 = _mm512_loadu_si512(wq + 64);
-      const __m512i w2 = _mm512_loadu_si512(wq + 128), w3 = _mm512_loadu_si512(wq + 192);
+      __m512i wv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_si512(wq + 64 * v);
 #pragma GCC unroll 6
       for (int r = 0; r < R; ++r) {
         __m512i b = _mm512_set1_epi32(load_i32(rp[r] + 4 * q));
         if (kFlip) b = _mm512_xor_si512(b, flip);
-        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b, w0);
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b, w1);
-        acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], b, w2);
-        acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], b, w3);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], b, wv[v]);
       }
     }
   }
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) _mm512_store_si512(out + r * 64 + 16 * v, acc[r][v]);
+    for (int v = 0; v < NV; ++v) _mm512_store_si512(out + r * 64 + 16 * v, acc[r][v]);
 }
+
+// The zmm columns a tile of a block with n channels computes: 1, 2 or 4
+// (three are computed as four: fewer kernels, and a 48-channel block is rare).
+inline int block_columns(int64_t n) { return n <= 16 ? 1 : n <= 32 ? 2 : 4; }
 
 // The per-block epilogue terms: multiplier and float bias of channels c0 ..
 // c0 + 63 (zeros past the last channel), and the mask of those channels.
@@ -149,17 +154,19 @@ inline BlockTerms block_terms(const Epilogue& e, int64_t c0, int64_t m) {
   return b;
 }
 
-// One tile row: position `row`, channels c0 .. c0 + 63 (idx = row * m + c0).
-template <bool kRequant, int kZ, bool kBounded>
+// One tile row: position `row`, channels c0 .. c0 + 16 NV - 1 (idx = row *
+// m + c0; the block's mask covers no channel past them).
+template <bool kRequant, int kZ, bool kBounded, int NV>
 inline void epilogue_row(const EpiConst& k, const BlockTerms& b, const int32_t* sums, int64_t idx) {
-  __m512i acc[4];
-  for (int v = 0; v < 4; ++v) acc[v] = _mm512_load_si512(sums + 16 * v);
+  __m512i acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = _mm512_load_si512(sums + 16 * v);
   const Epilogue& e = k.e;
-  __m512 z[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 z[NV];
+  for (int v = 0; v < NV; ++v) z[v] = _mm512_setzero_ps();
   if (kZ == 1) {
-    for (int v = 0; v < 4; ++v) z[v] = _mm512_maskz_loadu_ps(b.lanes[v], e.z_f32 + idx + 16 * v);
+    for (int v = 0; v < NV; ++v) z[v] = _mm512_maskz_loadu_ps(b.lanes[v], e.z_f32 + idx + 16 * v);
   } else if (kZ == 2) {
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < NV; ++v) {
       const __m128i zb = b.bytes == ~0ull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(e.z_s8 + idx + 16 * v))
                                           : _mm_maskz_loadu_epi8(b.lanes[v], e.z_s8 + idx + 16 * v);
       __m512i zi = _mm512_cvtepi8_epi32(zb);
@@ -167,15 +174,16 @@ inline void epilogue_row(const EpiConst& k, const BlockTerms& b, const int32_t* 
       z[v] = _mm512_cvtepi32_ps(zi);
     }
   }
-  __m512 val[4];
-  for (int v = 0; v < 4; ++v) val[v] = epi_value(k, acc[v], b.mul[v], b.bf[v], z[v]);
+  __m512 val[NV];
+  for (int v = 0; v < NV; ++v) val[v] = epi_value(k, acc[v], b.mul[v], b.bf[v], z[v]);
   if (kRequant) {
-    const __m512i bytes = narrow64(k, quantize16<kBounded>(k, val[0]), quantize16<kBounded>(k, val[1]),
-                                   quantize16<kBounded>(k, val[2]), quantize16<kBounded>(k, val[3]));
+    __m512i q[4];
+    for (int v = 0; v < 4; ++v) q[v] = quantize16<kBounded>(k, val[v % NV]);  // (repeats past NV: masked off)
+    const __m512i bytes = narrow64(k, q[0], q[1], q[2], q[3]);
     if (b.bytes == ~0ull) _mm512_storeu_si512(e.y_s8 + idx, bytes);
     else _mm512_mask_storeu_epi8(e.y_s8 + idx, b.bytes, bytes);
   } else {
-    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(e.y_f32 + idx + 16 * v, b.lanes[v], val[v]);
+    for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(e.y_f32 + idx + 16 * v, b.lanes[v], val[v]);
   }
 }
 
@@ -264,17 +272,25 @@ void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t
           const int64_t c0 = blk * kNhwcNR;
           const int32_t* st = start + c0;  // (start has a block of zeros past m)
           const int8_t* w = packed_w + blk * block_w;
-          switch (rows) {
-            case 6: tile_kernel<6, kFlip>(p, t.taps, t.cq, w, st, sums); break;
-            case 5: tile_kernel<5, kFlip>(p, t.taps, t.cq, w, st, sums); break;
-            case 4: tile_kernel<4, kFlip>(p, t.taps, t.cq, w, st, sums); break;
-            case 3: tile_kernel<3, kFlip>(p, t.taps, t.cq, w, st, sums); break;
-            case 2: tile_kernel<2, kFlip>(p, t.taps, t.cq, w, st, sums); break;
-            default: tile_kernel<1, kFlip>(p, t.taps, t.cq, w, st, sums); break;
-          }
           const BlockTerms terms = block_terms(k.e, c0, g.m);
-          for (int i = 0; i < rows; ++i)
-            epilogue_row<kRequant, kZ, kBounded>(k, terms, sums + i * 64, (r + i) * g.m + c0);
+          auto tile = [&](auto nv) {
+            constexpr int NV = decltype(nv)::value;
+            switch (rows) {
+              case 6: tile_kernel<6, NV, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+              case 5: tile_kernel<5, NV, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+              case 4: tile_kernel<4, NV, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+              case 3: tile_kernel<3, NV, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+              case 2: tile_kernel<2, NV, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+              default: tile_kernel<1, NV, kFlip>(p, t.taps, t.cq, w, st, sums); break;
+            }
+            for (int i = 0; i < rows; ++i)
+              epilogue_row<kRequant, kZ, kBounded, NV>(k, terms, sums + i * 64, (r + i) * g.m + c0);
+          };
+          switch (block_columns(g.m - c0)) {
+            case 1: tile(std::integral_constant<int, 1>{}); break;
+            case 2: tile(std::integral_constant<int, 2>{}); break;
+            default: tile(std::integral_constant<int, 4>{}); break;
+          }
         }
       }
     }
