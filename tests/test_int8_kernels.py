@@ -43,24 +43,32 @@ TIERS = ["ref", "avx2", "avx512", "vnni", "amx"]
 # on an AMX CPU (dispatch.h, AmxUse): "amx_emulated" runs its code with the
 # tile instructions emulated in C++ on any VNNI CPU, "amx" the real tiles
 # (switched on here, where the CPU has them).
-KERNEL_TIERS = ["ref", "avx2", "vnni", "amx_emulated", "amx"]
+# avx2_evex / avx2_avxvnni: the AVX2 kernel with its u8 path on vpdpbusd
+# (dispatch.h, AvxVnniUse): the EVEX twin (AVX512-VNNI CPUs) and AVX-VNNI
+# itself (CPUs that have it). The AMX tiers stay last.
+KERNEL_TIERS = ["ref", "avx2", "avx2_evex", "avx2_avxvnni", "vnni", "amx_emulated", "amx"]
+AVX2_DOT_TIERS = ("avx2_evex", "avx2_avxvnni")
 # The QConv kernel each tier's profile names.
-QCONV_KERNEL = {"ref": "qconv_s8_ref", "avx2": "qconv_s8_avx2", "vnni": "qconv_s8_avx512vnni",
+QCONV_KERNEL = {"ref": "qconv_s8_ref", "avx2": "qconv_s8_avx2", "avx2_evex": "qconv_s8_avx2",
+                "avx2_avxvnni": "qconv_s8_avx2", "vnni": "qconv_s8_avx512vnni",
                 "amx_emulated": "qconv_s8_amx(emulated)", "amx": "qconv_s8_amx"}
 
 
 @contextlib.contextmanager
 def _tier(tier):
     """Executors compiled inside use `tier`'s kernels (a KERNEL_TIERS or
-    TIERS name): the ISA cap, and the AMX switch for the AMX tiers."""
-    saved_cap, saved_amx = _core.isa_cap(), _core.amx_use()
-    _core.set_isa_cap({"amx_emulated": "vnni"}.get(tier, tier))
+    TIERS name): the ISA cap, the AMX switch for the AMX tiers and the
+    AVX-VNNI one for the AVX2 dot-product tiers."""
+    saved_cap, saved_amx, saved_dot = _core.isa_cap(), _core.amx_use(), _core.avx_vnni_use()
+    _core.set_isa_cap({"amx_emulated": "vnni", "avx2_evex": "avx2", "avx2_avxvnni": "avx2"}.get(tier, tier))
     _core.set_amx_use({"amx_emulated": "emulated", "amx": "on"}.get(tier, "off"))
+    _core.set_avx_vnni_use({"avx2_evex": "evex", "avx2_avxvnni": "on"}.get(tier, "off"))
     try:
         yield
     finally:
         _core.set_isa_cap(saved_cap)
         _core.set_amx_use(saved_amx)
+        _core.set_avx_vnni_use(saved_dot)
 
 
 def _engine(model, ref=False, lower=False, tier=None):
@@ -82,6 +90,12 @@ def _tier_missing(tier):
         if info["avx512vnni"] and TIERS.index(top) >= TIERS.index("vnni"):
             return None
         return f"the emulated AMX kernel runs on the VNNI tier, which this CPU ({info['brand']}) or build lacks"
+    if tier in AVX2_DOT_TIERS:
+        need = {"avx2_evex": "avx512vnni", "avx2_avxvnni": "avx_vnni"}[tier]
+        if info[need] and TIERS.index(top) >= TIERS.index("avx2"):
+            return None
+        return (f"the AVX2 kernel's {tier[5:]} dot product needs {need.upper().replace('_', '-')}, which this CPU "
+                f"({info['brand']}) or build lacks")
     if TIERS.index(tier) > TIERS.index(top):
         note = f": {info['amx_note']}" if tier == "amx" and info.get("amx_note") else ""
         return f"this CPU ({info['brand']}) or build lacks ISA tier '{tier}' (highest: {top}){note}"
@@ -711,6 +725,8 @@ def test_qconv3d_nonneg_input_chain_bit_exact(shape, tier):
         assert QCONV_KERNEL[tier] + " 3-D" in kernels["second"] and "u8 input" in kernels["second"], kernels
     elif tier == "avx2":
         assert "avx2 3-D" in kernels["second"] and "maddubsw" in kernels["second"], kernels
+    elif tier in AVX2_DOT_TIERS:
+        assert "avx2 3-D" in kernels["second"] and "vpdpbusd ymm" in kernels["second"], kernels
     init = next(i for i in model.graph.initializer if i.name == "w2")
     model.graph.initializer.remove(init)
     model.graph.input.append(_vi("w2", np.int8, w2.shape))
@@ -837,7 +853,7 @@ def test_int8_maxpool_vs_onnxruntime(shape, tier):
         np.testing.assert_array_equal(got, want, err_msg=f"{tier}, edges={edges}")
         kernel = engine.profile({"x": x}, runs=1)[0]["kernel"]
         # Windows 2-3 columns wide at column stride 2 (dilation 1): the AVX-512 path on tiers above AVX2.
-        wide = k[1] in (2, 3) and st[1] == 2 and dil[1] == 1 and tier not in ("ref", "avx2")
+        wide = k[1] in (2, 3) and st[1] == 2 and dil[1] == 1 and tier not in ("ref", "avx2") + AVX2_DOT_TIERS
         assert kernel.startswith("max_pool_s8_" + ("ref" if tier == "ref" else "avx512" if wide else "avx2")), kernel
 
 
@@ -907,9 +923,10 @@ def test_qconv_nonneg_input_chain_bit_exact(shape, epilogue, tier):
             kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
             assert kernels["second"].startswith(QCONV_KERNEL[tier] + " ") and "u8 input" in kernels["second"], kernels
             assert "+128 input" in kernels["first"], kernels
-        if tier == "avx2":
+        if tier in ("avx2",) + AVX2_DOT_TIERS:
             kernels = {p["name"]: p["kernel"] for p in engine.profile(feeds, runs=1)}
-            assert "avx2" in kernels["second"] and "maddubsw" in kernels["second"], kernels
+            dot = "maddubsw" if tier == "avx2" else "vpdpbusd ymm"
+            assert "avx2" in kernels["second"] and dot in kernels["second"], kernels
             assert "int16 madd" in kernels["first"], kernels
 
 

@@ -186,3 +186,34 @@ def test_amx_stays_off_until_switched_on():
         assert _core.cpu_info()["amx_use"] == "on"
     finally:
         _core.set_amx_use(saved)
+
+
+def test_avx_vnni_stays_off_until_switched_on():
+    """The AVX2 kernel's AVX-VNNI microkernel has not run on an AVX-VNNI CPU
+    yet (dispatch.h, AvxVnniUse): off by default, PYENGINE_AVXVNNI /
+    set_avx_vnni_use switch it (then used where the CPU has AVX-VNNI), evex
+    runs its EVEX twin where the CPU has AVX512-VNNI, and an unknown value
+    is an error naming the choices."""
+    line = next(e for e in TABLE if e["symbol"] == "qconv_u8dot_s8_avxvnni")
+    assert line["tier"] == "vnni"
+    saved, cap = _core.avx_vnni_use(), _core.isa_cap()
+    info = _core.cpu_info()
+    try:
+        _core.set_isa_cap("avx2" if "avx2" in TIERS else "ref")
+        _core.set_avx_vnni_use("off")
+        assert _core.cpu_info()["avx2_u8_dot"] == "vpmaddubsw"
+        with pytest.raises(pyengine.InvalidArgumentError, match="off, on or evex"):
+            _core.set_avx_vnni_use("yes")
+        _core.set_avx_vnni_use("on")
+        assert _core.cpu_info()["avx2_u8_dot"] == ("on" if info["avx_vnni"] and "avx2" in TIERS else "vpmaddubsw")
+        _core.set_avx_vnni_use("evex")
+        assert _core.cpu_info()["avx2_u8_dot"] == ("evex" if info["avx512vnni"] and "avx2" in TIERS else "vpmaddubsw")
+        _core.set_isa_cap(cap)
+        _core.set_avx_vnni_use("on")
+        usable = next(e for e in _core.kernel_table() if e["symbol"] == "qconv_u8dot_s8_avxvnni")["usable"]
+        assert usable == _core.cpu_info()["use_avx_vnni"]
+        _core.set_avx_vnni_use("off")
+        assert not next(e for e in _core.kernel_table() if e["symbol"] == "qconv_u8dot_s8_avxvnni")["usable"]
+    finally:
+        _core.set_avx_vnni_use(saved)
+        _core.set_isa_cap(cap)

@@ -137,6 +137,8 @@ PYBIND11_MODULE(_core, m) {
     d["use_avx512_vnni"] = s.avx512vnni;
     d["use_avx_vnni"] = s.avx_vnni;
     d["use_amx"] = s.amx;
+    d["avx_vnni_use"] = avx_vnni_use_name(avx_vnni_use());  // AVX-VNNI u8 kernel: off until tested (dispatch.h)
+    d["avx2_u8_dot"] = avx2_u8_dot() == AvxVnniUse::kOff ? "vpmaddubsw" : avx_vnni_use_name(avx2_u8_dot());
     d["amx_use"] = amx_use_name(amx_use());  // AMX kernels: off until tested on AMX (dispatch.h)
     // The int8 activation layout (dispatch.h, Int8Layout) and whether the
     // int8 pipeline converts now; a bad PYENGINE_INT8_LAYOUT is reported,
@@ -309,6 +311,18 @@ PYBIND11_MODULE(_core, m) {
       "they have not run on an AMX CPU yet), on (where the CPU has AMX-INT8), emulated (each tile instruction "
       "in plain C++, on AVX512-VNNI CPUs: for tests).");
   m.def("amx_use", [] { return std::string(amx_use_name(amx_use())); });
+  m.def(
+      "set_avx_vnni_use",
+      [](const std::string& name) {
+        AvxVnniUse u;
+        if (!parse_avx_vnni_use(name, &u))
+          throw Error(ErrorKind::kInvalidArgument, "unknown AVX-VNNI use '" + name + "' (expected off, on or evex)");
+        set_avx_vnni_use(u);
+      },
+      "Whether QConv kernels created from now on may run the AVX2 u8 path on AVX-VNNI's vpdpbusd (like "
+      "PYENGINE_AVXVNNI): off (the default: not yet run on an AVX-VNNI CPU), on (where the CPU has AVX-VNNI), "
+      "evex (the same kernel EVEX-encoded, on AVX512-VNNI CPUs: for tests).");
+  m.def("avx_vnni_use", [] { return std::string(avx_vnni_use_name(avx_vnni_use())); });
   m.def(
       "set_int8_layout",
       [](const std::string& name) {

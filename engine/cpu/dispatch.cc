@@ -222,6 +222,60 @@ AmxUse amx_use() {
 
 void set_amx_use(AmxUse use) { g_amx_use.store(static_cast<int>(use), std::memory_order_relaxed); }
 
+namespace {
+std::atomic<int> g_avx_vnni_use{-1};  // -1: not read from the environment yet
+}  // namespace
+
+const char* avx_vnni_use_name(AvxVnniUse use) {
+  switch (use) {
+    case AvxVnniUse::kOff: return "off";
+    case AvxVnniUse::kOn: return "on";
+    case AvxVnniUse::kEvex: return "evex";
+  }
+  return "off";
+}
+
+bool parse_avx_vnni_use(const std::string& name, AvxVnniUse* out) {
+  for (AvxVnniUse u : {AvxVnniUse::kOff, AvxVnniUse::kOn, AvxVnniUse::kEvex}) {
+    if (name == avx_vnni_use_name(u)) {
+      *out = u;
+      return true;
+    }
+  }
+  if (name == "0" || name == "1") {
+    *out = name == "1" ? AvxVnniUse::kOn : AvxVnniUse::kOff;
+    return true;
+  }
+  return false;
+}
+
+AvxVnniUse avx_vnni_use() {
+  int u = g_avx_vnni_use.load(std::memory_order_relaxed);
+  if (u < 0) {
+    const char* e = std::getenv("PYENGINE_AVXVNNI");
+    AvxVnniUse parsed = AvxVnniUse::kOff;
+    if (e && *e) parse_avx_vnni_use(e, &parsed);
+    u = static_cast<int>(parsed);
+    g_avx_vnni_use.store(u, std::memory_order_relaxed);
+  }
+  return static_cast<AvxVnniUse>(u);
+}
+
+void set_avx_vnni_use(AvxVnniUse use) { g_avx_vnni_use.store(static_cast<int>(use), std::memory_order_relaxed); }
+
+AvxVnniUse avx2_u8_dot() {
+  if (!kernel_usable("qconv_s8_avx2")) return AvxVnniUse::kOff;
+  switch (avx_vnni_use()) {
+    // The CPU decides, whatever the cap above avx2: the tests reach the AVX2
+    // kernel on a VNNI machine by capping at avx2.
+    case AvxVnniUse::kOn: return cpu_features().avx_vnni ? AvxVnniUse::kOn : AvxVnniUse::kOff;
+    case AvxVnniUse::kEvex: return cpu_features().avx512vnni && cpu_features().avx512vl ? AvxVnniUse::kEvex
+                                                                                          : AvxVnniUse::kOff;
+    case AvxVnniUse::kOff: break;
+  }
+  return AvxVnniUse::kOff;
+}
+
 QConvTier qconv_tier() {
   // (AMX shares VNNI's epilogue and depthwise kernel: every AMX CPU has
   // AVX512-VNNI, but the check costs nothing.)

@@ -94,6 +94,29 @@ void set_amx_use(AmxUse use);
 const char* amx_use_name(AmxUse use);
 bool parse_amx_use(const std::string& name, AmxUse* out);
 
+// AVX-VNNI (VEX vpdpbusd on ymm: Alder Lake and later clients, Sierra
+// Forest) in the AVX2 QConv kernel's u8 path, in place of vpmaddubsw +
+// vpmaddwd + vpaddd. Written on a CPU without AVX-VNNI, so off until a run
+// on one has passed the int8 suite, as AMX: kOn uses it where the CPU has
+// AVX-VNNI; kEvex runs the same kernel source EVEX-encoded (AVX512-VNNI with
+// VL, same semantics) on AVX512-VNNI CPUs, for the tests. From
+// PYENGINE_AVXVNNI=off|on|evex (0 / 1) or set_avx_vnni_use(); read when a
+// QConv kernel is created.
+enum class AvxVnniUse : int { kOff = 0, kOn = 1, kEvex = 2 };
+AvxVnniUse avx_vnni_use();
+void set_avx_vnni_use(AvxVnniUse use);
+// "off", "on", "evex"; parse_avx_vnni_use returns false for another name.
+const char* avx_vnni_use_name(AvxVnniUse use);
+bool parse_avx_vnni_use(const std::string& name, AvxVnniUse* out);
+// Which u8 dot product the AVX2 QConv kernel's u8 path runs now: kOff
+// (vpmaddubsw), kOn (AVX-VNNI: switched on and the CPU has it) or kEvex
+// (asked for and the CPU has AVX512-VNNI); kOff below the avx2 tier. The
+// CPU decides, not the cap (capping at avx2 is how a machine with more
+// reaches the AVX2 kernel), so the kernel table's qconv_u8dot_s8_avxvnni
+// line reads usable only at the vnni tier of an AVX-VNNI CPU, where the
+// AVX2 QConv kernel runs it.
+AvxVnniUse avx2_u8_dot();
+
 // The tier of the int8 QConv kernel (cpu/kernels/quant/qconv_kernel.cc) for
 // executors compiled now: AMX only where it is switched on (AmxUse; emulated
 // on a VNNI CPU for the tests), else the best usable qconv line of

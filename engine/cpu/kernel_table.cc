@@ -46,7 +46,8 @@ bool entry_usable(const KernelEntry& e) {
   if (e.tier != IsaTier::kVnni) return true;
   const std::string symbol = e.symbol;
   if (symbol.find("avx512vnni") != std::string::npos) return isa().avx512vnni;
-  if (symbol.find("avxvnni") != std::string::npos) return isa().avx_vnni;
+  // (AVX-VNNI kernels stay off until tested on such a CPU: dispatch.h.)
+  if (symbol.find("avxvnni") != std::string::npos) return isa().avx_vnni && avx_vnni_use() == AvxVnniUse::kOn;
   return true;
 }
 

@@ -23,9 +23,12 @@ void qconv_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int16_t*, con
 }
 void pack_a_u8(const int8_t*, int64_t, int64_t, int64_t, int8_t*) { ENGINE_QK_UNREACHABLE; }
 size_t qconv_avx2_u8_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
-void qconv_avx2_u8(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const int8_t*, const Epilogue&, void*) {
+void qconv_avx2_u8(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const int8_t*, const Epilogue&, void*,
+                   const U8DotKernels*) {
   ENGINE_QK_UNREACHABLE;
 }
+const U8DotKernels kU8DotAvxVnni{nullptr, nullptr};
+const U8DotKernels kU8DotEvex{nullptr, nullptr};
 void pack_a_vnni(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
 size_t qconv_avx512vnni_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
 void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int8_t*, const int32_t*,

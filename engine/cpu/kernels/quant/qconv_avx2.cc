@@ -388,6 +388,7 @@ struct Avx2U8Traits {
   const int8_t* packed_w_quads;  // (quad, tap) k order, or null: no quad planes
   int64_t group_bytes, a_tile_bytes;
   const Epilogue* e;
+  const U8DotKernels* u8dot;  // vpdpbusd's microkernel (AVX-VNNI), or null: vpmaddubsw's below
 
   void thread_begin() const {}
   void thread_end() const {}
@@ -399,13 +400,15 @@ struct Avx2U8Traits {
   }
   void kernel_quads(int, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* tile,
                     int64_t) const {
-    kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, kq, tile);
+    if (u8dot) u8dot->quads(reinterpret_cast<const int8_t*>(a), b, off, kq, tile);
+    else kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, kq, tile);
   }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad_u8(r, ncols, out, panel_stride);
   }
   void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kq, int32_t* tile, int64_t) const {
-    kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + 64 * p; }, kq, tile);
+    if (u8dot) u8dot->panel(reinterpret_cast<const int8_t*>(a), b, kq, tile);
+    else kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + 64 * p; }, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
     epilogue_tile_rows(*e, tile, mr, c0, cols);
@@ -488,7 +491,7 @@ size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads) {
 }
 
 void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w,
-                   const int8_t* packed_w_quads, const Epilogue& e, void* ws) {
+                   const int8_t* packed_w_quads, const Epilogue& e, void* ws, const U8DotKernels* u8dot) {
   if (!packed_w_quads && pointwise_quads(g)) packed_w_quads = packed_w;
   const TiledPlan t = tiled_plan<Avx2U8Traits>(g, pool.num_threads(), packed_w_quads != nullptr);
   Avx2U8Traits tr;
@@ -497,6 +500,7 @@ void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const i
   tr.group_bytes = packed_a_u8_bytes(t.mg, t.k);
   tr.a_tile_bytes = t.groups * kU8MR * 4;
   tr.e = &e;
+  tr.u8dot = u8dot;
   run_tiled<Avx2U8Traits, Cols>(pool, g, x, t, ws, tr);
 }
 

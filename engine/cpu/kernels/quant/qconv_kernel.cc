@@ -262,7 +262,11 @@ class QConvKernel final : public Kernel {
       : desc_(node.describe()),
         tier_(qconv_tier()),
         x_nonneg_(known_nonneg_int8(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0),
-        transpose_avx512_(kernel_usable("transpose_s8_avx512")) {
+        transpose_avx512_(kernel_usable("transpose_s8_avx512")),
+        u8dot_(tier_ != Tier::kAvx2 || !x_nonneg_            ? nullptr
+               : avx2_u8_dot() == AvxVnniUse::kOn   ? &kU8DotAvxVnni
+               : avx2_u8_dot() == AvxVnniUse::kEvex ? &kU8DotEvex
+                                                    : nullptr) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
     channels_last_ = node.attr_int("channels_last", 0) != 0;
@@ -546,7 +550,10 @@ class QConvKernel final : public Kernel {
                (x_nonneg_ ? " planes/im2col+gemm(vpdpbusd, u8 input)" : " planes/im2col+gemm(vpdpbusd, +128 input)");
       case Tier::kAvx2:
         return "qconv_s8_avx2" + dims +
-               (x_nonneg_ ? " planes/im2col+gemm(maddubsw, u8 input)" : " planes/im2col+gemm(int16 madd)");
+               (!x_nonneg_                ? " planes/im2col+gemm(int16 madd)"
+                : u8dot_ == &kU8DotAvxVnni ? " planes/im2col+gemm(vpdpbusd ymm: qconv_u8dot_s8_avxvnni, u8 input)"
+                : u8dot_                   ? " planes/im2col+gemm(vpdpbusd ymm, EVEX twin, u8 input)"
+                                           : " planes/im2col+gemm(maddubsw, u8 input)");
       case Tier::kRef: break;
     }
     return "qconv_s8_ref" + dims;
@@ -575,7 +582,7 @@ class QConvKernel final : public Kernel {
       case Tier::kAvx2:
         if (x_nonneg_)
           qconv_avx2_u8(ctx.pool(), g, x, static_cast<const int8_t*>(packed),
-                        !packed8q_.empty() ? packed8q_.data() : nullptr, e, ws);
+                        !packed8q_.empty() ? packed8q_.data() : nullptr, e, ws, u8dot_);
         else qconv_avx2(ctx.pool(), g, x, static_cast<const int16_t*>(packed), e, ws);
         return;
       case Tier::kRef: break;
@@ -671,6 +678,7 @@ class QConvKernel final : public Kernel {
   Tier tier_;
   bool x_nonneg_;
   bool transpose_avx512_;  // the channels-last fallback's transposes: transpose_s8_avx512 is usable
+  const U8DotKernels* u8dot_;  // the AVX2 u8 path on vpdpbusd (AVX-VNNI or its EVEX twin), or null
   EpilogueAttrs ep_;
   int64_t group_ = 1;
   int64_t spatial_ = 0;     // 2 or 3; 0 until known (no attribute set, weights fed at run time)

@@ -215,8 +215,22 @@ void pack_a_u8(const int8_t* src, int64_t rs, int64_t rows, int64_t k, int8_t* o
 // ws: qconv_avx2_u8_workspace(g, threads, packed_w_quads != nullptr) bytes;
 // packed_w_quads: pack_a_quads<kU8MR>'s weights, or null.
 size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads);
+// The u8 path's 4x16 microkernel on vpdpbusd (ymm), one instruction where
+// qconv_avx2.cc's takes three (qconv_u8dot.h): AVX-VNNI's VEX form
+// (qconv_u8dot_avxvnni.cc), and the same source EVEX-encoded
+// (qconv_u8dot_evex_avx512vnni.cc), which AVX512-VNNI CPUs run, for the
+// tests (dispatch.h, AvxVnniUse). `panel` reads packed panel k group p at
+// b + 64 p, `quads` the quad planes' at b + off[p]; both write the 4x16
+// int32 tile to c as kernel_u8_4x16 does.
+struct U8DotKernels {
+  void (*panel)(const int8_t* a, const uint8_t* b, int64_t kq, int32_t* c);
+  void (*quads)(const int8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* c);
+};
+extern const U8DotKernels kU8DotAvxVnni;
+extern const U8DotKernels kU8DotEvex;
+// u8dot: one of the above, or null for vpmaddubsw.
 void qconv_avx2_u8(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w,
-                   const int8_t* packed_w_quads, const Epilogue& e, void* ws);
+                   const int8_t* packed_w_quads, const Epilogue& e, void* ws, const U8DotKernels* u8dot);
 // QGemm with the weights packed as B: pack_b(w, 1, k, k, m, ...).
 size_t qgemm_avx2_workspace(int64_t n, int64_t k);
 void qgemm_avx2(ThreadPool& pool, int64_t n, int64_t m, int64_t k, const int8_t* a, const int16_t* packed_w,
