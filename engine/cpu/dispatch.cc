@@ -1,5 +1,6 @@
 #include "cpu/dispatch.h"
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -182,86 +183,78 @@ void set_isa_cap(IsaTier cap) { g_cap.store(static_cast<int>(cap), std::memory_o
 void set_force_ref(bool on) { set_isa_cap(on ? IsaTier::kRef : env_cap()); }
 
 namespace {
-std::atomic<int> g_amx_use{-1};  // -1: not read from the environment yet
-}  // namespace
 
-const char* amx_use_name(AmxUse use) {
-  switch (use) {
-    case AmxUse::kOff: return "off";
-    case AmxUse::kOn: return "on";
-    case AmxUse::kEmulated: return "emulated";
-  }
-  return "off";
-}
+// A process-wide setting with named values (the enum's values index
+// `names`), read from `env` on first use unless set first (-1: not read
+// yet). "0" and "1" also name values 0 and 1 where `on_off`. A bad value
+// in the environment is an error where `strict` (it is then not cached, so
+// every use reports it until it is fixed), else the default (value 0).
+struct NamedSetting {
+  const char* env;
+  std::array<const char*, 3> names;
+  bool on_off, strict;
+  std::atomic<int> value{-1};
 
-bool parse_amx_use(const std::string& name, AmxUse* out) {
-  for (AmxUse u : {AmxUse::kOff, AmxUse::kOn, AmxUse::kEmulated}) {
-    if (name == amx_use_name(u)) {
-      *out = u;
+  const char* name(int v) const { return v >= 0 && v < 3 ? names[v] : names[0]; }
+  bool parse(const std::string& s, int* out) const {
+    for (int v = 0; v < 3; ++v) {
+      if (s == names[v]) {
+        *out = v;
+        return true;
+      }
+    }
+    if (on_off && (s == "0" || s == "1")) {
+      *out = s == "1" ? 1 : 0;
       return true;
     }
+    return false;
   }
-  if (name == "0" || name == "1") {
-    *out = name == "1" ? AmxUse::kOn : AmxUse::kOff;
+  template <class E>
+  bool parse_as(const std::string& s, E* out) const {
+    int v = 0;
+    if (!parse(s, &v)) return false;
+    *out = static_cast<E>(v);
     return true;
   }
-  return false;
-}
-
-AmxUse amx_use() {
-  int u = g_amx_use.load(std::memory_order_relaxed);
-  if (u < 0) {
-    const char* e = std::getenv("PYENGINE_AMX");
-    AmxUse parsed = AmxUse::kOff;
-    if (e && *e) parse_amx_use(e, &parsed);
-    u = static_cast<int>(parsed);
-    g_amx_use.store(u, std::memory_order_relaxed);
+  int get() {
+    int v = value.load(std::memory_order_relaxed);
+    if (v < 0) {
+      const char* e = std::getenv(env);
+      v = 0;
+      if (e && *e && !parse(e, &v)) {
+        ENGINE_ENFORCE(!strict, kInvalidArgument, env, "='", e, "': expected ", names[0], ", ", names[1], " or ",
+                       names[2], " (or leave it unset: ", names[0], ")");
+        v = 0;
+      }
+      value.store(v, std::memory_order_relaxed);
+    }
+    return v;
   }
-  return static_cast<AmxUse>(u);
-}
+  void set(int v) { value.store(v, std::memory_order_relaxed); }
+};
 
-void set_amx_use(AmxUse use) { g_amx_use.store(static_cast<int>(use), std::memory_order_relaxed); }
+NamedSetting g_amx_use{"PYENGINE_AMX", {"off", "on", "emulated"}, true, false};
+NamedSetting g_avx_vnni_use{"PYENGINE_AVXVNNI", {"off", "on", "evex"}, true, false};
+// A bad PYENGINE_INT8_LAYOUT is an error, not a silent default: it decides
+// the layout of every int8 build, and a typo would otherwise go unnoticed.
+NamedSetting g_int8_layout{"PYENGINE_INT8_LAYOUT", {"auto", "nchw", "nhwc"}, false, true};
 
-namespace {
-std::atomic<int> g_avx_vnni_use{-1};  // -1: not read from the environment yet
 }  // namespace
 
-const char* avx_vnni_use_name(AvxVnniUse use) {
-  switch (use) {
-    case AvxVnniUse::kOff: return "off";
-    case AvxVnniUse::kOn: return "on";
-    case AvxVnniUse::kEvex: return "evex";
-  }
-  return "off";
-}
+const char* amx_use_name(AmxUse use) { return g_amx_use.name(static_cast<int>(use)); }
+bool parse_amx_use(const std::string& name, AmxUse* out) { return g_amx_use.parse_as(name, out); }
+AmxUse amx_use() { return static_cast<AmxUse>(g_amx_use.get()); }
+void set_amx_use(AmxUse use) { g_amx_use.set(static_cast<int>(use)); }
 
-bool parse_avx_vnni_use(const std::string& name, AvxVnniUse* out) {
-  for (AvxVnniUse u : {AvxVnniUse::kOff, AvxVnniUse::kOn, AvxVnniUse::kEvex}) {
-    if (name == avx_vnni_use_name(u)) {
-      *out = u;
-      return true;
-    }
-  }
-  if (name == "0" || name == "1") {
-    *out = name == "1" ? AvxVnniUse::kOn : AvxVnniUse::kOff;
-    return true;
-  }
-  return false;
-}
+const char* avx_vnni_use_name(AvxVnniUse use) { return g_avx_vnni_use.name(static_cast<int>(use)); }
+bool parse_avx_vnni_use(const std::string& name, AvxVnniUse* out) { return g_avx_vnni_use.parse_as(name, out); }
+AvxVnniUse avx_vnni_use() { return static_cast<AvxVnniUse>(g_avx_vnni_use.get()); }
+void set_avx_vnni_use(AvxVnniUse use) { g_avx_vnni_use.set(static_cast<int>(use)); }
 
-AvxVnniUse avx_vnni_use() {
-  int u = g_avx_vnni_use.load(std::memory_order_relaxed);
-  if (u < 0) {
-    const char* e = std::getenv("PYENGINE_AVXVNNI");
-    AvxVnniUse parsed = AvxVnniUse::kOff;
-    if (e && *e) parse_avx_vnni_use(e, &parsed);
-    u = static_cast<int>(parsed);
-    g_avx_vnni_use.store(u, std::memory_order_relaxed);
-  }
-  return static_cast<AvxVnniUse>(u);
-}
-
-void set_avx_vnni_use(AvxVnniUse use) { g_avx_vnni_use.store(static_cast<int>(use), std::memory_order_relaxed); }
+const char* int8_layout_name(Int8Layout layout) { return g_int8_layout.name(static_cast<int>(layout)); }
+bool parse_int8_layout(const std::string& name, Int8Layout* out) { return g_int8_layout.parse_as(name, out); }
+Int8Layout int8_layout() { return static_cast<Int8Layout>(g_int8_layout.get()); }
+void set_int8_layout(Int8Layout layout) { g_int8_layout.set(static_cast<int>(layout)); }
 
 AvxVnniUse avx2_u8_dot() {
   if (!kernel_usable("qconv_s8_avx2")) return AvxVnniUse::kOff;
@@ -284,47 +277,6 @@ QConvTier qconv_tier() {
   if (kernel_usable("qconv_s8_avx512vnni")) return QConvTier::kAvx512Vnni;
   return kernel_usable("qconv_s8_avx2") ? QConvTier::kAvx2 : QConvTier::kRef;
 }
-
-namespace {
-std::atomic<int> g_int8_layout{-1};  // -1: not read from the environment yet
-}  // namespace
-
-const char* int8_layout_name(Int8Layout layout) {
-  switch (layout) {
-    case Int8Layout::kAuto: return "auto";
-    case Int8Layout::kNchw: return "nchw";
-    case Int8Layout::kNhwc: return "nhwc";
-  }
-  return "auto";
-}
-
-bool parse_int8_layout(const std::string& name, Int8Layout* out) {
-  for (Int8Layout l : {Int8Layout::kAuto, Int8Layout::kNchw, Int8Layout::kNhwc}) {
-    if (name == int8_layout_name(l)) {
-      *out = l;
-      return true;
-    }
-  }
-  return false;
-}
-
-Int8Layout int8_layout() {
-  int l = g_int8_layout.load(std::memory_order_relaxed);
-  if (l < 0) {
-    // A bad value is an error, not a silent default: it decides the layout
-    // of every int8 build, and a typo would otherwise go unnoticed (it is
-    // not cached, so every build reports it until it is fixed).
-    const char* e = std::getenv("PYENGINE_INT8_LAYOUT");
-    Int8Layout parsed = Int8Layout::kAuto;
-    ENGINE_ENFORCE(!e || !*e || parse_int8_layout(e, &parsed), kInvalidArgument, "PYENGINE_INT8_LAYOUT='", e,
-                   "': expected auto, nchw or nhwc (or leave it unset: auto)");
-    l = static_cast<int>(parsed);
-    g_int8_layout.store(l, std::memory_order_relaxed);
-  }
-  return static_cast<Int8Layout>(l);
-}
-
-void set_int8_layout(Int8Layout layout) { g_int8_layout.store(static_cast<int>(layout), std::memory_order_relaxed); }
 
 bool int8_channels_last() {
   switch (int8_layout()) {
