@@ -256,6 +256,17 @@ void check_int8(const Tensor& t, const std::string& d, const char* what) {
   ENGINE_ENFORCE(t.dtype() == DType::kInt8, kDType, d, ": ", what, " must be int8, got ", dtype_name(t.dtype()));
 }
 
+// The AVX2 u8 path's vpdpbusd microkernel now (dispatch.h, avx2_u8_dot), or
+// null for its vpmaddubsw one.
+const U8DotKernels* u8_dot_kernels() {
+  switch (avx2_u8_dot()) {
+    case AvxVnniUse::kOn: return &kU8DotAvxVnni;
+    case AvxVnniUse::kEvex: return &kU8DotEvex;
+    case AvxVnniUse::kOff: break;
+  }
+  return nullptr;
+}
+
 class QConvKernel final : public Kernel {
  public:
   explicit QConvKernel(const Node& node)
@@ -263,10 +274,7 @@ class QConvKernel final : public Kernel {
         tier_(qconv_tier()),
         x_nonneg_(known_nonneg_int8(node.input(0)) && node.attr_int("x_zero_point", 0) >= 0),
         transpose_avx512_(kernel_usable("transpose_s8_avx512")),
-        u8dot_(tier_ != Tier::kAvx2 || !x_nonneg_            ? nullptr
-               : avx2_u8_dot() == AvxVnniUse::kOn   ? &kU8DotAvxVnni
-               : avx2_u8_dot() == AvxVnniUse::kEvex ? &kU8DotEvex
-                                                    : nullptr) {
+        u8dot_(tier_ == Tier::kAvx2 && x_nonneg_ ? u8_dot_kernels() : nullptr) {
     ep_.parse(node);
     group_ = node.attr_int("group", 1);
     channels_last_ = node.attr_int("channels_last", 0) != 0;
