@@ -35,6 +35,7 @@
 #include <cstring>
 
 #include "cpu/kernels/quant/qconv_tiled.h"
+#include "cpu/kernels/quant/qconv_u8dot.h"
 
 namespace engine::qk {
 namespace {
@@ -47,12 +48,6 @@ inline __m256 no_contract8(__m256 v) {
 }
 
 inline int32_t load_i32(const int16_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
-inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return v;
@@ -321,37 +316,15 @@ void pack_pair(const int8_t* const r[2], int64_t ncols, uint8_t* out, int64_t pa
   }
 }
 
-// The u8 path's 4x16 microkernel (see the top of this file): 8
-// accumulators, 2 B vectors, a broadcast, a product and the ones vector.
-// bptr(p) is k group p's 64 bytes: a packed panel's (b + 64 p) or the quad
-// planes' (b + off[p], qconv_tiled.h).
-template <class BPtr>
-void kernel_u8_4x16(const int8_t* a, BPtr bptr, int64_t kq, int32_t* c) {
-  __m256i acc[kU8MR][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < kU8MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  const __m256i ones = _mm256_set1_epi16(1);
-  auto dot = [&ones](__m256i x, __m256i w) { return _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones); };
-  for (int64_t p = 0; p < kq; ++p) {
-    const uint8_t* b = bptr(p);
-    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
-#pragma GCC unroll 8
-    for (int r = 0; r < kU8MR; ++r) {
-      const __m256i av = _mm256_set1_epi32(load_i32(a + 4 * r));
-      acc[r][0] = _mm256_add_epi32(acc[r][0], dot(b0, av));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], dot(b1, av));
-    }
-    a += 4 * kU8MR;
+// The u8 path's 4x16 microkernel (see the top of this file) is
+// qconv_u8dot.h's U8DotKernel, here with AVX2's three-step dot product:
+// 8 accumulators, 2 B vectors, a broadcast, a product and the ones vector.
+struct MaddubsDot {
+  static __m256i add(__m256i acc, __m256i x, __m256i w) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), _mm256_set1_epi16(1)));
   }
-  // Lanes of acc[r][0] are columns 0-7, of acc[r][1] columns 8-15 (a 4-byte
-  // k group per column, in column order: the pack's layout).
-#pragma GCC unroll 8
-  for (int r = 0; r < kU8MR; ++r) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 16 * r), acc[r][0]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 16 * r + 8), acc[r][1]);
-  }
-}
+};
+using KernelU8 = U8DotKernel<MaddubsDot>;
 
 // Packs one k group of 4 rows (ncols columns each) into the [16][4] u8 slot
 // of every panel (panel j's slot at out + j * panel_stride).
@@ -401,14 +374,14 @@ struct Avx2U8Traits {
   void kernel_quads(int, int, const uint8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* tile,
                     int64_t) const {
     if (u8dot) u8dot->quads(reinterpret_cast<const int8_t*>(a), b, off, kq, tile);
-    else kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b, off](int64_t p) { return b + off[p]; }, kq, tile);
+    else KernelU8::quads(reinterpret_cast<const int8_t*>(a), b, off, kq, tile);
   }
   void pack_group(const int8_t* const r[4], int64_t ncols, uint8_t* out, int64_t panel_stride) const {
     pack_quad_u8(r, ncols, out, panel_stride);
   }
   void kernel(int, int, const uint8_t* a, const uint8_t* b, int64_t, int64_t kq, int32_t* tile, int64_t) const {
     if (u8dot) u8dot->panel(reinterpret_cast<const int8_t*>(a), b, kq, tile);
-    else kernel_u8_4x16(reinterpret_cast<const int8_t*>(a), [b](int64_t p) { return b + 64 * p; }, kq, tile);
+    else KernelU8::panel(reinterpret_cast<const int8_t*>(a), b, kq, tile);
   }
   void epilogue(const int32_t* tile, int mr, int, int64_t c0, const Cols& cols) const {
     epilogue_tile_rows(*e, tile, mr, c0, cols);

@@ -221,7 +221,7 @@ size_t qconv_avx2_u8_workspace(const ConvGeom& g, int threads, bool quads);
 // (qconv_u8dot_evex_avx512vnni.cc), which AVX512-VNNI CPUs run, for the
 // tests (dispatch.h, AvxVnniUse). `panel` reads packed panel k group p at
 // b + 64 p, `quads` the quad planes' at b + off[p]; both write the 4x16
-// int32 tile to c as kernel_u8_4x16 does.
+// int32 tile to c as the AVX2 one (U8DotKernel<MaddubsDot>) does.
 struct U8DotKernels {
   void (*panel)(const int8_t* a, const uint8_t* b, int64_t kq, int32_t* c);
   void (*quads)(const int8_t* a, const uint8_t* b, const int64_t* off, int64_t kq, int32_t* c);
