@@ -64,6 +64,16 @@ constexpr const char* kName = "int8_channels_last";
 // [N, C, H, W] -> [N, H, W, C] (either may hold unknown dims).
 Shape to_nhwc(const Shape& s) { return {s[0], s[2], s[3], s[1]}; }
 
+const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
+const std::vector<int64_t> kToNchw = {0, 3, 1, 2};
+
+// out = Transpose(in) with `perm` (kToNhwc or kToNchw), node `name`.
+void add_transpose(Rewriter& rw, const std::string& name, Value* in, Value* out, const std::vector<int64_t>& perm) {
+  Attributes a;
+  a["perm"] = Attribute::of_ints(perm);
+  rw.add_node(OpKind::kTranspose, name, {in}, {out}, std::move(a));
+}
+
 // Why `conv` cannot run channels-last ("" when it can). quiet: it is not a
 // candidate at all (already converted, 3-D, grouped, run-time weights), so
 // the reason is kept only when the PassManager explains; the others are
@@ -193,9 +203,7 @@ class Int8ChannelsLast final : public Pass {
       if (it != nhwc.end()) return it->second;
       const Shape s = to_nhwc(v->has_shape() && v->shape().size() == 4 ? v->shape() : like->shape());
       Value* t = edges.add_value(v->name() + "_nhwc", DType::kInt8, &s);
-      Attributes a;
-      a["perm"] = Attribute::of_ints({0, 2, 3, 1});
-      edges.add_node(OpKind::kTranspose, v->name() + "_to_nhwc", {v}, {t}, std::move(a));
+      add_transpose(edges, v->name() + "_to_nhwc", v, t, kToNhwc);
       nhwc[v] = t;
       return t;
     };
@@ -221,9 +229,7 @@ class Int8ChannelsLast final : public Pass {
     // Back to NCHW under the original name, where something still reads it.
     for (auto [y, yt] : outputs) {
       if (y->uses().empty() && !y->is_graph_output()) continue;
-      Attributes a;
-      a["perm"] = Attribute::of_ints({0, 3, 1, 2});
-      edges.add_node(OpKind::kTranspose, y->name() + "_to_nchw", {yt}, {y}, std::move(a));
+      add_transpose(edges, y->name() + "_to_nchw", yt, y, kToNchw);
     }
     ctx.log(edges.record());
   }
@@ -249,9 +255,6 @@ bool is_transpose(const Node* n, const std::vector<int64_t>& perm) {
   return n && n->kind() == OpKind::kTranspose && n->num_inputs() == 1 && n->num_outputs() == 1 &&
          n->attr_ints("perm") == perm;
 }
-
-const std::vector<int64_t> kToNhwc = {0, 2, 3, 1};
-const std::vector<int64_t> kToNchw = {0, 3, 1, 2};
 
 // [N, H, W, C] -> [N, C, H, W] in *out; nullptr where v's shape is not
 // known to be of rank 4 (a plan's graph need not say).
@@ -344,9 +347,7 @@ class Int8ChannelsFirst final : public Pass {
       } else {
         Shape s;
         u = edges.add_value(v->name() + "_nchw", DType::kInt8, to_nchw(v, &s));
-        Attributes a;
-        a["perm"] = Attribute::of_ints(kToNchw);
-        edges.add_node(OpKind::kTranspose, v->name() + "_to_nchw", {v}, {u}, std::move(a));
+        add_transpose(edges, v->name() + "_to_nchw", v, u, kToNchw);
       }
       nchw[v] = u;
       return u;
@@ -371,9 +372,7 @@ class Int8ChannelsFirst final : public Pass {
     // An NHWC output that some other node still reads.
     for (auto [yt, y] : outputs) {
       if (yt->uses().empty() && !yt->is_graph_output()) continue;
-      Attributes a;
-      a["perm"] = Attribute::of_ints(kToNhwc);
-      edges.add_node(OpKind::kTranspose, y->name() + "_to_nhwc", {y}, {yt}, std::move(a));
+      add_transpose(edges, y->name() + "_to_nhwc", y, yt, kToNhwc);
     }
     ctx.log(edges.record());
   }
