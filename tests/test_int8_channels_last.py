@@ -111,6 +111,22 @@ def _nhwc_model(x_nhwc, w, ep, attrs, weights_as_input=False, name="qconv"):
     return model, feeds
 
 
+def _nhwc_case(rng, x, w, strides, pads, dil, bias, z, act):
+    """One channels-last QConv of x (NCHW int8 data, fed NHWC) and w with
+    random scales and a random requantize epilogue (_requant_epilogue's
+    bias, z, act): (model, feeds, numpy's NHWC output)."""
+    m, _, kh, kw = w.shape
+    x_scale = np.float32(rng.uniform(0.01, 0.05))
+    w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
+    mul = x_scale * w_scale
+    acc = _np_conv_acc(x, w, strides, pads, dil, 1)
+    ep, attrs = _requant_epilogue(rng, acc, mul, m, bias, z, act)
+    attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], strides=list(strides),
+                 dilations=list(dil), pads=list(pads), kernel_shape=[kh, kw])
+    model, feeds = _nhwc_model(_nhwc(x), w, ep, attrs)
+    return model, feeds, _nhwc(_np_epilogue(acc, 1, mul, ep))
+
+
 def _nhwc_kernel(tier, c):
     """The profile's kernel name of a channels-last QConv with c input
     channels on `tier` (a prefix, and the part that must follow it)."""
@@ -171,15 +187,7 @@ def test_qconv_channels_last_vs_numpy_bit_exact(shape, epilogue, tier):
     for edges in (False, True):
         x = _int8_data(rng, (n, c, h, w_), edges)
         w = _int8_data(rng, (m, c, kh, kw), edges)
-        x_scale = np.float32(rng.uniform(0.01, 0.05))
-        w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
-        mul = x_scale * w_scale
-        acc = _np_conv_acc(x, w, strides, pads, dil, 1)
-        ep, attrs = _requant_epilogue(rng, acc, mul, m, bias, z, act)
-        attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], strides=list(strides),
-                     dilations=list(dil), pads=list(pads), kernel_shape=[kh, kw])
-        want = _nhwc(_np_epilogue(acc, 1, mul, ep))
-        model, feeds = _nhwc_model(_nhwc(x), w, ep, attrs)
+        model, feeds, want = _nhwc_case(rng, x, w, strides, pads, dil, bias, z, act)
         engine = _engine(model, tier=tier)
         got = engine.run(feeds)["y"]
         msg = f"{tier}, edges={edges}, seed={seed}"
@@ -212,16 +220,8 @@ def test_qconv_channels_last_random_geometries_bit_exact(threads):
         w_ = int(rng.integers((kw - 1) * dil[1] + 1, 15)) + max(0, -pads[1] - pads[3])
         x = _int8_data(rng, (n, c, h, w_), False)
         w = _int8_data(rng, (m, c, kh, kw), False)
-        x_scale = np.float32(rng.uniform(0.01, 0.05))
-        w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
-        mul = x_scale * w_scale
-        acc = _np_conv_acc(x, w, strides, pads, dil, 1)
-        ep, attrs = _requant_epilogue(rng, acc, mul, m, ("i32", "f32", None)[case % 3], case % 2 == 0,
-                                      ("Relu", None, "Clip")[case % 3])
-        attrs.update(x_scale=float(x_scale), w_scale=[float(v) for v in w_scale], strides=strides,
-                     dilations=dil, pads=pads, kernel_shape=[kh, kw])
-        want = _nhwc(_np_epilogue(acc, 1, mul, ep))
-        model, feeds = _nhwc_model(_nhwc(x), w, ep, attrs)
+        model, feeds, want = _nhwc_case(rng, x, w, strides, pads, dil, ("i32", "f32", None)[case % 3],
+                                        case % 2 == 0, ("Relu", None, "Clip")[case % 3])
         graph, _ = onnx_io.graph_from_onnx(model)
         got = pyengine.Engine(graph, {"precision": "int8", "backend": "cpu"}, num_threads=threads).run(feeds)["y"]
         geometry = (n, c, h, w_, m, kh, kw, strides, dil, pads)
