@@ -171,19 +171,53 @@ def test_batch_norm_resnet_sized():
                     initializers=[n for n, _ in params])
 
 
-def test_batch_norm_training_mode_is_unsupported():
-    params = bn_params(3)
-    model = make_model("BatchNormalization", [("x", randn(1, 3, 5, 5))] + params, {"training_mode": 1},
-                       opset=15, initializers=[n for n, _ in params])
-    with pytest.raises(pyengine.UnsupportedOperatorError, match="training_mode"):
-        pyengine.build(model)
+@pytest.mark.parametrize("shape", [(1, 3, 5, 5), (4, 13, 3, 7), (3, 5), (2, 1, 4, 3, 5)])
+def test_batch_norm_training_mode(shape):
+    """training_mode=1: x's own per-channel statistics over N and the spatial
+    axes (population variance), and running_mean / running_var blended with
+    the inputs by momentum (ONNX requires all three outputs in this mode);
+    against onnxruntime."""
+    params = bn_params(shape[1])
+    build_and_check("BatchNormalization", [("x", randn(*shape, scale=2.0, offset=0.5))] + params,
+                    {"training_mode": 1, "momentum": 0.7, "epsilon": 1e-3}, opset=15,
+                    output_names=["y", "running_mean", "running_var"], initializers=[n for n, _ in params])
+
+
+def test_weight_standardization_folds_into_the_conv():
+    """timm's StdConv2d as TorchScript exports it: the conv weight reshaped to
+    (1, M, K), BatchNormalization(training_mode=1) standardizes each output
+    channel, reshaped back. Its input is a constant, so the optimizer folds it:
+    the built graph has the Conv on a standardized constant weight and no
+    BatchNormalization; the output matches onnxruntime's."""
+    r = rng()
+    w = r.standard_normal((6, 4, 3, 3)).astype(np.float32) * 0.3 + 0.1
+    ones, zeros = np.ones(6, np.float32), np.zeros(6, np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             [(w, "w"), (np.array([1, 6, -1], np.int64), "flat"), (np.array(w.shape, np.int64), "back"),
+              (ones, "g"), (zeros, "b"), (zeros, "mu"), (ones, "var")]]
+    nodes = [helper.make_node("Reshape", ["w", "flat"], ["w3"]),
+             helper.make_node("BatchNormalization", ["w3", "g", "b", "mu", "var"], ["ws", "rm", "rv"], name="std",
+                              training_mode=1, momentum=0.0, epsilon=1e-6),
+             helper.make_node("Reshape", ["ws", "back"], ["w4"]),
+             helper.make_node("Conv", ["x", "w4"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "std_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    x = randn(2, 4, 7, 7)
+    engine = pyengine.build(model)
+    assert "BatchNormalization" not in engine.graph_text() and "Conv(" in engine.graph_text()
+    (expected,) = run_ort(model, {"x": x})
+    np.testing.assert_allclose(engine.run({"x": x})["y"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_batch_norm_training_outputs_are_unsupported():
+    """Before opset 14, training mode is requested outputs (mean, var, saved
+    statistics) with no training_mode attribute: refused with its reason."""
     params = bn_params(3)
     model = make_model("BatchNormalization", [("x", randn(1, 3, 5, 5))] + params, opset=11,
                        output_names=["y", "running_mean", "running_var"], initializers=[n for n, _ in params])
-    with pytest.raises(pyengine.UnsupportedOperatorError, match="training-mode outputs"):
+    with pytest.raises(pyengine.UnsupportedOperatorError, match="statistics outputs.*before opset 14"):
         pyengine.build(model)
 
 

@@ -869,6 +869,9 @@ register(Family("resnet50_pruned", lambda full: resnet50_pruned(full), (3, 64, 6
 #                            [C] to [C, 1, 1]; dynamo: [1, C, 1, 1]).
 #   resnet50_gn              ResNet-50 with GroupNorm(32) after every conv (both
 #                            exporters: Reshape -> InstanceNorm -> Reshape -> Mul -> Add).
+#   bit_resnetv2_50          BiT ResNetV2-50x1: pre-activation GroupNorm
+#                            bottlenecks, weight-standardized convs (TorchScript:
+#                            BatchNormalization training_mode=1 on each weight).
 #   fixup_resnet50           Fixup (Zhang et al. 2019), no normalization: scalar
 #                            biases (shape [1]) before each conv and activation,
 #                            a scalar multiplier at the end of each branch.
@@ -1094,6 +1097,67 @@ def resnet50_gn(full):
     return StagedResNet(lambda cin, planes, s: (GNBottleneck(cin, planes, s, groups), planes * 4), layers,
                         width, _imagenet_stem(width, lambda c: nn.GroupNorm(groups, c), lambda c: nn.ReLU()),
                         1000 if full else 10, lambda c: nn.Identity())
+
+
+# ---- BiT: weight-standardized convs and GroupNorm ---------------------------
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's StdConv2d (BiT, Kolesnikov et al. 2020): each output channel's
+    weights standardized to zero mean and unit variance before the conv,
+    written as timm writes it, F.batch_norm(w, training=True) on the weight
+    reshaped to (1, M, K). The TorchScript exporter keeps that as a
+    BatchNormalization with training_mode=1 on a constant; the dynamo
+    exporter's optimizer folds it."""
+
+    def __init__(self, *args, eps=1e-8, **kw):
+        super().__init__(*args, bias=False, **kw)
+        self.eps = eps
+
+    def forward(self, x):
+        w = nn.functional.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                                     momentum=0.0, eps=self.eps).reshape_as(self.weight)
+        return nn.functional.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+
+class BiTBottleneck(nn.Module):
+    """BiT's ResNetV2 pre-activation bottleneck: GroupNorm-ReLU before each
+    weight-standardized conv (stride on the 3x3), the projection shortcut on
+    the first pre-activation."""
+
+    def __init__(self, cin, planes, stride, groups):
+        super().__init__()
+        cout = planes * 4
+        self.gn1 = nn.GroupNorm(groups, cin)
+        self.conv1 = StdConv2d(cin, planes, 1)
+        self.gn2 = nn.GroupNorm(groups, planes)
+        self.conv2 = StdConv2d(planes, planes, 3, stride=stride, padding=1)
+        self.gn3 = nn.GroupNorm(groups, planes)
+        self.conv3 = StdConv2d(planes, cout, 1)
+        self.shortcut = StdConv2d(cin, cout, 1, stride=stride) if stride != 1 or cin != cout else None
+
+    def famx_damp_(self, gen):
+        # A standardized conv undoes any scaling of its own weights; its input's
+        # norm scales its output instead (bias-free): K = planes inputs of unit
+        # weight variance would grow the stream by ~sqrt(K) a block.
+        self.gn3.weight.mul_(0.5 / self.conv3.in_channels ** 0.5)
+        self.gn3.bias.mul_(0.5 / self.conv3.in_channels ** 0.5)
+
+    def forward(self, x):
+        out = torch.relu(self.gn1(x))
+        identity = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(torch.relu(self.gn2(self.conv1(out))))
+        return self.conv3(torch.relu(self.gn3(out))) + identity
+
+
+def bit_resnetv2_50(full):
+    """BiT-M ResNetV2-50x1 (timm's resnetv2_50x1_bit): StdConv2d 7x7/2 stem,
+    max pool, [3, 4, 6, 3] pre-activation bottlenecks with GroupNorm(32),
+    final GroupNorm-ReLU. Small: [1, 1, 1, 1], width 16, 8 groups."""
+    layers, width, groups = ((3, 4, 6, 3), 64, 32) if full else ((1, 1, 1, 1), 16, 8)
+    stem = nn.Sequential(StdConv2d(3, width, 7, stride=2, padding=3), nn.MaxPool2d(3, 2, 1))
+    return StagedResNet(lambda cin, planes, s: (BiTBottleneck(cin, planes, s, groups), planes * 4), layers, width,
+                        stem, 1000 if full else 10, lambda c: nn.Sequential(nn.GroupNorm(groups, c), nn.ReLU()))
 
 
 # ---- Fixup and SkipInit ------------------------------------------------------
@@ -1628,6 +1692,8 @@ _famx("resnet_stochastic_depth", lambda full: StochasticDepthResNet(18 if full e
       (3, 32, 32), (3, 32, 32), "CIFAR ResNet-110, branch x survival (Mul by scalar), p_L = 0.5")
 _famx("resnet18_prelu", resnet18_prelu, (3, 64, 64), (3, 224, 224), "PReLU: shared slope (stem), per-channel (blocks)")
 _famx("resnet50_gn", resnet50_gn, (3, 64, 64), (3, 224, 224), "GroupNorm(32) after every conv")
+_famx("bit_resnetv2_50", bit_resnetv2_50, (3, 64, 64), (3, 224, 224),
+      "BiT: weight-standardized convs (BatchNormalization training_mode=1 on the weight), GroupNorm")
 _famx("fixup_resnet50", fixup_resnet50, (3, 64, 64), (3, 224, 224), "no norm; scalar biases and multipliers")
 _famx("skipinit_resnet50", skipinit_resnet50, (3, 64, 64), (3, 224, 224), "no norm; 0-d scalar alpha per branch")
 _famx("resnet50_ibn_a", resnet50_ibn_a, (3, 64, 64), (3, 224, 224), "Split -> InstanceNorm | BatchNorm -> Concat")
