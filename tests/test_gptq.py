@@ -183,6 +183,32 @@ def test_gram_collector_gemm_and_matmul():
     np.testing.assert_allclose(mm.gram[0], flat.T @ flat, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("buffer_floats", [1, 200, 1 << 22])
+def test_gram_collector_buffers_and_flushes(monkeypatch, buffer_floats):
+    """Columns wait in a per-layer buffer (BUFFER_FLOATS) before one product
+    adds them to H, through BLAS syrk's one triangle when scipy is there:
+    a flush every update, every few, or only when H is read, H read between
+    updates, give the same symmetric H as the plain sum; and the buffered
+    columns are copies (the run's memory, reused after the tap, is not read
+    later: a Gemm's input rows are all its columns, a view of it)."""
+    monkeypatch.setattr(gptq, "BUFFER_FLOATS", buffer_floats)
+    rng = _rng()
+    gemm = gptq._Layer({"name": "fc", "op_type": "Gemm", "inputs": ["x", "w"], "outputs": ["y"],
+                        "attrs": {"transB": (2, 1)}}, (7, 40), seed=0)
+    expect = np.zeros((40, 40))
+    for step in range(6):
+        x = rng.standard_normal((5, 40)).astype(np.float32)
+        gemm.update(x)
+        expect += x.T.astype(np.float64) @ x
+        x[...] = np.nan  # the executor reuses its buffers
+        if step == 2:
+            np.testing.assert_allclose(gemm.gram[0], expect, rtol=1e-5, atol=1e-4)
+    h = gemm.gram[0]
+    np.testing.assert_allclose(h, expect, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(h, h.T)
+    assert gemm.count == 30
+
+
 def _correlated_convnet(rng):
     """Conv(3x3, 16 -> 24) -> Relu -> Conv(1x1, 24 -> 16) -> Relu -> Gemm:
     an input of 16 channels mixed from 3 sources, so the first conv's inputs
