@@ -113,6 +113,10 @@ def test_quantize_weights_rounds_half_to_even_and_handles_zero_channels():
     assert scale[0] == 1.0 and scale[1] == 1.0  # an all-zero channel gets scale 1, not 0
     assert q[0].tolist() == [127, 2, 4, -2, -4, 0, 2]
     assert q[1].tolist() == [0] * 7
+    halves = np.concatenate([[127.0], np.arange(-127, 127) + 0.5, [-1e30, 1e30, np.inf, -np.inf]]).astype(np.float32)
+    q, scale = _core.quantize_weights(halves.reshape(1, -1), 0)  # (amax inf: scale 1)
+    assert scale[0] == 1.0
+    np.testing.assert_array_equal(q[0], np.clip(np.rint(halves), -127, 127).astype(np.int8))
     with pytest.raises(pyengine.InvalidArgumentError):
         _core.quantize_weights(w, 2)
     with pytest.raises(pyengine.DTypeError):
@@ -120,6 +124,24 @@ def test_quantize_weights_rounds_half_to_even_and_handles_zero_channels():
 
 
 # ---------------------------------------------------------------- observers
+
+def test_observer_sqnr_matches_numpy():
+    """With an evaluation scale, the observer's SQNR is numpy's over the
+    finite values: x against clamp(round_half_even(x / s), -127, 127) * s
+    (values past the range clamp; exact halves of s round to even)."""
+    rng = np.random.default_rng(5)
+    s = np.float32(0.02)
+    x = np.concatenate([rng.standard_normal(50_000).astype(np.float32) * 1.5,
+                        (np.arange(-127, 127) + 0.5).astype(np.float32) * s, [np.nan, np.inf]]).astype(np.float32)
+    obs = _core.TensorObserver(2048)
+    obs.set_eval_scale(float(s))
+    obs.update(x)
+    f = x[np.isfinite(x)].astype(np.float64)
+    fq = np.clip(np.rint(x[np.isfinite(x)] / s), -127, 127).astype(np.float64) * np.float64(s)
+    expect = 10 * np.log10(np.sum(f * f) / np.sum((f - fq.astype(np.float32)) ** 2))
+    assert obs.nonfinite == 2
+    assert abs(obs.sqnr_db - expect) < 1e-9, (obs.sqnr_db, expect)
+
 
 def test_observer_statistics_match_numpy():
     rng = np.random.default_rng(2)
