@@ -41,8 +41,8 @@ class BatchNormKernel final : public Kernel {
       ENGINE_ENFORCE(training_ || !node.output(i), kUnsupportedOperator, desc_,
                      ": the statistics outputs of a training-mode BatchNormalization before opset 14 (no "
                      "training_mode attribute) are not supported");
-    ENGINE_ENFORCE(node.num_outputs() <= 3, kInvalidModel, desc_, ": training_mode=1 has at most 3 outputs, got ",
-                   node.num_outputs());
+    ENGINE_ENFORCE(!training_ || node.num_outputs() <= 3, kInvalidModel, desc_,
+                   ": training_mode=1 has at most 3 outputs, got ", node.num_outputs());
     ENGINE_ENFORCE(node.num_inputs() == 5, kInvalidModel, desc_, ": expects 5 inputs, got ", node.num_inputs());
     for (int i = 0; i < 5; ++i)
       ENGINE_ENFORCE(node.input(i) && (node.input(i)->dtype() == DType::kFloat32 ||
