@@ -7,6 +7,7 @@ similarity of the logits (> 0.99 for a small random-weight ResNet).
 """
 
 import math
+import platform
 import struct
 import warnings
 from collections import Counter
@@ -121,6 +122,27 @@ def test_quantize_weights_rounds_half_to_even_and_handles_zero_channels():
         _core.quantize_weights(w, 2)
     with pytest.raises(pyengine.DTypeError):
         _core.quantize_weights(w.astype(np.float64), 0)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="fesetround's mode constants are x86's here")
+def test_quantize_weights_ignores_the_fpu_rounding_mode():
+    """A host application may change the FPU rounding mode (fesetround) on
+    the thread that builds: the int8 weights stay round-half-to-even."""
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    w = np.concatenate([[127.0], np.arange(-127, 127) + 0.5, np.arange(-127, 127) + 0.4999999,
+                        np.arange(-127, 127) + 0.5000001]).astype(np.float32).reshape(1, -1)
+    expect = np.clip(np.rint(w), -127, 127).astype(np.int8)
+    for mode in (0x800, 0x400, 0xC00):  # FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO
+        assert libm.fesetround(mode) == 0
+        try:
+            q, scale = _core.quantize_weights(w, 0)
+        finally:
+            libm.fesetround(0)  # FE_TONEAREST
+        assert scale[0] == 1.0
+        np.testing.assert_array_equal(q, expect, err_msg=f"rounding mode {mode:#x}")
 
 
 # ---------------------------------------------------------------- observers

@@ -71,15 +71,17 @@ class BatchNormKernel final : public Kernel {
     const Tensor& x = *in[0];
     const int64_t n = x.dim(0), c = x.dim(1), spatial = n * c > 0 ? x.numel() / (n * c) : 0;
     const float* p = params_.data();
-    if (training_) {
-      p = batch_statistics(ctx, in, out, n, c, spatial);
-    } else if (packed_) {
+    if (packed_) {
       ENGINE_ENFORCE(static_cast<int64_t>(params_.size()) == 3 * c, kShape, desc_, ": the input has ", c,
                      " channels but the parameters have ", params_.size() / 3);
     } else {
       for (int i = 1; i < 5; ++i)
         ENGINE_ENFORCE(in[i]->numel() == c, kShape, desc_, ": input ", i, " must have ", c, " elements, got ",
                        shape_str(in[i]->shape()));
+    }
+    if (training_) {
+      p = batch_statistics(ctx, in, out, n, c, spatial);
+    } else if (!packed_) {
       auto* s = static_cast<float*>(ctx.scratch(3 * c * sizeof(float)));
       prepare(in[1]->data<float>(), in[2]->data<float>(), in[3]->data<float>(), in[4]->data<float>(), eps_, c, s,
               s + c, s + 2 * c);
@@ -116,9 +118,6 @@ class BatchNormKernel final : public Kernel {
   // requested, and the affine's parameters from them (scratch, mean | a | B).
   const float* batch_statistics(KernelContext& ctx, const std::vector<const Tensor*>& in,
                                 const std::vector<Tensor*>& out, int64_t n, int64_t c, int64_t spatial) {
-    for (int i = 1; i < 5; ++i)
-      ENGINE_ENFORCE(in[i]->numel() == c, kShape, desc_, ": input ", i, " must have ", c, " elements, got ",
-                     shape_str(in[i]->shape()));
     auto* s = static_cast<float*>(ctx.scratch(5 * c * sizeof(float)));
     float *mean = s + 3 * c, *var = s + 4 * c;
     const float* xp = in[0]->data<float>();
