@@ -473,6 +473,44 @@ def repvgg_block(opset=DEFAULT_OPSET, seed=0):
     return b.build({"output": _classifier(b, x)})
 
 
+def _rm_unit(b, x, cout=None, stride=1):
+    """A ResNet basic block in RMNet's residual-free form: conv1 [W1; I] (its
+    C extra outputs an identity kernel at conv1's stride, bias 0), ReLU
+    (x >= 0 passes), conv2 [W2 | P] over the 2C hidden channels, ReLU; P is
+    the identity kernel, or in a downsampling block (cout != C) the 1x1
+    projection shortcut padded to 3x3; BatchNorm folded into the biased
+    convs, as RMNet's deploy form leaves it."""
+    c = b.channels(x)
+    cout = cout or c
+    std = BN_GAIN * math.sqrt(2.0 / (9 * c))
+    eye = np.zeros((c, c, 3, 3))
+    eye[np.arange(c), np.arange(c), 1, 1] = 1.0
+    shortcut = eye
+    if cout != c:
+        shortcut = np.zeros((cout, c, 3, 3))
+        shortcut[:, :, 1, 1] = b.rng.standard_normal((cout, c)) * LINEAR_GAIN / math.sqrt(c)
+    w1 = np.concatenate([b.rng.standard_normal((cout, c, 3, 3)) * std, eye], 0)
+    b1 = np.concatenate([b.rng.normal(0.0, 0.1, cout), np.zeros(c)])
+    w2 = np.concatenate([b.rng.standard_normal((cout, cout, 3, 3)) * BN_GAIN * math.sqrt(2.0 / (9 * cout))
+                         * RESIDUAL_GAIN, shortcut], 1)
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    h = b.relu(b.node("Conv", [x, b.weight(w1), b.weight(b1, "b")], channels=cout + c, strides=[stride] * 2,
+                      **conv))
+    y = b.node("Conv", [h, b.weight(w2), b.weight(b.rng.normal(0.0, 0.1, cout), "b")], channels=cout, **conv)
+    return b.relu(y)
+
+
+def rm_block(opset=DEFAULT_OPSET, seed=0):
+    """RMNet (RM operation): 2 stages of 2 residual-free basic blocks, the
+    second starting with a strided one (projection shortcut), 32x32 input."""
+    b = GraphBuilder("rm_block", opset, seed)
+    x = _conv_bn_relu(b, b.input((3, 32, 32)), 16)
+    for width in (16, 32):
+        x = _rm_unit(b, x, width, 1 if width == b.channels(x) else 2)
+        x = _rm_unit(b, x)
+    return b.build({"output": _classifier(b, x)})
+
+
 def _channels_first_norm(b, x, eps=1e-6):
     """ConvNeXt's LayerNorm over channels of NCHW, written out as the exporter does."""
     c = b.channels(x)
@@ -683,7 +721,7 @@ def conv1d(opset=DEFAULT_OPSET, seed=0):
 
 ZOO = {fn.__name__: fn for fn in (
     resnet18, resnet50, preact_resnet, resnext, wide_resnet, se_resnet, sk_block,
-    densenet_block, repvgg_block, convnext_block, r2plus1d, p3d, csn, norms, resize,
+    densenet_block, repvgg_block, rm_block, convnext_block, r2plus1d, p3d, csn, norms, resize,
     pooling, flatten_chain, conv1d)}
 
 

@@ -521,6 +521,97 @@ def test_reparam_refusals(case, reason):
     assert has_reason(rep, reason), reasons(rep)
 
 
+# --- restore_residuals ------------------------------------------------------
+
+
+def rm_block(c=4, rank=2, dilation=1, middle_relu=True, case=None):
+    """An RMNet block on x = Relu(x0): conv1 [W1; D] (bias [b1; 0]) -> Relu ->
+    conv2 [W2 | D] -> Relu, D the Dirac (identity) kernel, the 2c hidden
+    channels in a random order. `case` changes the shortcut (permuted,
+    partial, downsample: RMNet's strided block, conv1 at stride 2 and a
+    random 1x1 projection in conv2's identity columns) or breaks a
+    precondition (signed, shared)."""
+    r = rng()
+    k = [3] * rank
+    pad = [dilation] * (2 * rank)
+    dirac = np.zeros([c, c] + k, np.float32)
+    for i in range(c):
+        dirac[(i, i) + (1,) * rank] = 1.0
+    cout = 2 * c if case == "downsample" else c
+    w1 = np.concatenate([weight(c, c, *k), dirac], 0)
+    b1 = np.concatenate([weight(c), np.zeros(c, np.float32)])
+    shortcut = dirac
+    if case == "permuted":  # hidden identity channel i read into output i + 1
+        shortcut = np.roll(dirac, 1, axis=0)
+    elif case == "partial":  # output 0 gets no identity channel
+        shortcut = dirac.copy()
+        shortcut[0] = 0.0
+    elif case == "downsample":  # the projection shortcut, a 1x1 conv padded to 3x3
+        shortcut = np.zeros([cout, c] + k, np.float32)
+        shortcut[(slice(None), slice(None)) + (1,) * rank] = weight(cout, c)
+    w2 = np.concatenate([weight(cout, c, *k), shortcut], 1)
+    order = r.permutation(2 * c)
+    inits = {"w1": f32(w1[order]), "b1": f32(b1[order]), "w2": f32(w2[:, order]), "b2": weight(cout)}
+    stride = [2 if case == "downsample" else 1] * rank
+    nodes = [node("Relu", ["x0"], "x"),
+             node("Conv", ["x", "w1", "b1"], "h", pads=pad, dilations=[dilation] * rank, strides=stride),
+             node("Relu", ["h"], "hr"),
+             node("Conv", ["hr" if middle_relu else "h", "w2", "b2"], "s", pads=pad, dilations=[dilation] * rank),
+             node("Relu", ["s"], "y")]
+    if not middle_relu:
+        del nodes[2]
+    if case == "signed":  # x itself can be negative
+        nodes[0] = node("Identity", ["x0"], "x")
+    outputs = {"y": None}
+    if case == "shared":
+        outputs["hr"] = None
+    spatial = [9, 8, 7][:rank]
+    return make_model(nodes, {"x0": ["N", c] + spatial}, outputs, inits)
+
+
+@pytest.mark.parametrize("rank, dilation, middle_relu", [(2, 1, True), (2, 2, True), (3, 1, True), (2, 1, False)])
+def test_restore_residuals(rank, dilation, middle_relu):
+    c = 4
+    m = rm_block(c, rank, dilation, middle_relu)
+    g, rep, exported = run_passes(m, ["restore_residuals"])
+    assert next(p for p in rep["passes"] if p["name"] == "restore_residuals")["count"] == 1
+    assert ops(g)["Add"] == 1 and ops(g)["Conv"] == 2
+    shapes = {n.name: [int(d) for d in n.dims] for n in exported.graph.initializer}
+    convs = [n for n in exported.graph.node if n.op_type == "Conv"]
+    # Both convs lose the c identity channels: c -> c -> c, half the work.
+    assert shapes[convs[0].input[1]][:2] == [c, c] and shapes[convs[1].input[1]][:2] == [c, c]
+    add = next(n for n in exported.graph.node if n.op_type == "Add")
+    assert "x" in add.input
+    # The whole pipeline fuses the restored Add (and the Relu) into conv2.
+    g, _, _ = run_passes(m, None)
+    assert ops(g) == ({"Relu": 1, "FusedConv": 2} if middle_relu else {"Relu": 1, "Conv": 1, "FusedConv": 1})
+
+
+@pytest.mark.parametrize("case, cout, stride", [("permuted", 4, 1), ("partial", 4, 1), ("downsample", 8, 2)])
+def test_restore_residuals_projection(case, cout, stride):
+    # Identity channels read back through anything but the identity matrix
+    # (RMNet's downsampling blocks: a strided conv1 and a 1x1 projection in
+    # conv2's identity columns) become a 1x1 shortcut conv of x.
+    g, rep, exported = run_passes(rm_block(case=case), ["restore_residuals"])
+    assert ops(g)["Conv"] == 3 and ops(g)["Add"] == 1
+    shapes = {n.name: [int(d) for d in n.dims] for n in exported.graph.initializer}
+    convs = {n.name: n for n in exported.graph.node if n.op_type == "Conv"}
+    shortcut = next(n for name, n in convs.items() if name.endswith("_shortcut"))
+    assert shortcut.input[0] == "x" and shapes[shortcut.input[1]] == [cout, 4, 1, 1]
+    assert next(a.ints for a in shortcut.attribute if a.name == "strides") == [stride, stride]
+    assert sorted(shapes[n.input[1]][:2] for n in convs.values() if n is not shortcut) == [[4, 4], [cout, 4]]
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("signed", "is not known to be >= 0"),
+    ("shared", "has other users or is a graph output"),
+])
+def test_restore_residuals_refusals(case, reason):
+    g, rep, _ = run_passes(rm_block(case=case), ["restore_residuals"])
+    assert ops(g)["Conv"] == 2 and ops(g)["Add"] == 0
+    assert has_reason(rep, reason, "restore_residuals"), reasons(rep)
+
+
 # --- prune_dead_channels ----------------------------------------------------
 
 
@@ -639,6 +730,7 @@ def test_default_pipeline_listed():
               "reparam_branches", "fold_pad_into_conv", "prune_dead_channels", "merge_reshapes"):
         assert p in names
     assert names.index("fold_bn_into_conv") < names.index("reparam_branches") < names.index("fuse_conv_add_relu")
+    assert names.index("fold_bn_into_conv") < names.index("restore_residuals") < names.index("prune_dead_channels")
 
 
 def test_disable_and_stop_after():
@@ -752,10 +844,25 @@ def test_zoo_model(name):
     before = collections.Counter(n.op_type for n in m.graph.node)
     after = collections.Counter(n.op_type for n in out.graph.node)
     assert after["BatchNormalization"] == 0, rep["refused"]
-    assert len(out.graph.node) < len(m.graph.node), (before, after)
+    if name != "rm_block":  # (its RM blocks get their residual Adds back in the written model)
+        assert len(out.graph.node) < len(m.graph.node), (before, after)
     assert rep["nodes_after"] < rep["nodes_before"]
     feeds = models.make_input(m, 3, seed=1)
     assert_same_outputs(m, out, feeds)
+
+
+def test_zoo_rm_block_becomes_residual_blocks():
+    m, out, rep = _zoo("rm_block")
+    # 4 RM blocks -> 4 residual blocks: the hidden tensors and conv2's inputs
+    # back to C channels, the residual fused into conv2 (half the conv work);
+    # the strided block's projection becomes a 1x1 shortcut conv.
+    assert rep["ops_after"]["FusedConv"] == 1 + 8 and rep["ops_after"]["Conv"] == 1 and "Add" not in rep["ops_after"]
+    counts = {p["name"]: p["count"] for p in rep["passes"]}
+    assert counts["restore_residuals"] == 4
+    convs = {i.name: list(i.dims) for i in out.graph.initializer}
+    widths = sorted(convs[n.input[1]] for n in out.graph.node if n.op_type == "Conv")
+    assert widths == sorted([[16, 3, 3, 3]] + [[16, 16, 3, 3]] * 4 + [[32, 16, 3, 3], [32, 16, 1, 1]]
+                            + [[32, 32, 3, 3]] * 3), widths
 
 
 def test_zoo_repvgg_block_becomes_conv_relu():

@@ -131,7 +131,10 @@ class Family:
     ``int8_finding`` records a measured shortfall of INT8 top-1 agreement on
     held-out real images of the small form trained on real images
     (tests/test_torch_families.py trains it and runs that check as a strict
-    xfail with this reason) for the exporters in ``int8_finding_exporters``.
+    xfail with this reason) for the exporters in ``int8_finding_exporters``;
+    ``int8_finding_strict`` False where the measured agreement straddles the
+    bound (it depends on which of PyTorch's CPU kernels trained the network),
+    so the xfail may pass.
     ``discontinuous`` marks a network whose output
     jumps when an activation crosses a threshold (a spiking network's
     Heaviside): rounding-level differences between runtimes may flip a
@@ -147,6 +150,7 @@ class Family:
     notes: str = ""
     int8_finding: str = ""
     int8_finding_exporters: Tuple[str, ...] = ("torchscript", "dynamo")
+    int8_finding_strict: bool = True
     discontinuous: bool = False
 
 
@@ -803,7 +807,8 @@ _family("repvgg_a0",
         lambda full: RepVGG() if full else RepVGG((1, 1, 2, 2, 1), (16, 16, 32, 64, 128), 10),
         (3, 64, 64), (3, 224, 224), "train-time form: 3x3+BN, 1x1+BN, identity BN")
 register(Family("rmnet18", lambda full: rmnet((2, 2, 2, 2), 64 if full else 16, 1000 if full else 10),
-                (3, 64, 64), (3, 224, 224), notes="RM blocks: residual removed via Dirac channels"))
+                (3, 64, 64), (3, 224, 224),
+                notes="RM blocks: residual removed via Dirac channels (restore_residuals puts it back)"))
 _family("convnext_t",
         lambda full: ConvNeXt() if full else ConvNeXt((1, 1, 2, 1), (16, 32, 64, 128), 10),
         (3, 64, 64), (3, 224, 224), "dwconv 7x7, channels-last LayerNorm, GELU, layer scale")
@@ -1723,12 +1728,17 @@ _INT8_FINDINGS = {
                            "only layer4 and fc are trained (the full-width stem and layer1-3 keep random weights, "
                            "too slow to train in the test), so the logits rest on random features and are less "
                            "decisive; no outlier layer, onnxruntime's INT8 flips about as many"),
-    "rmnet18": _shortfall("98.67%", "98.67%", "68.0%",
-                          "a network trained for 120 steps to 68% top-1 has many near-ties; GPTQ's rounding "
-                          "moved agreement on 1000 crops from 98.2% to 98.9% (logits error 0.0356 -> 0.0342) "
-                          "while these 300 went from 99.0% to 98.67%; with its classifier kept in FP32 "
-                          "(keep_fp32 naming its Gemm) 99.33% of these 300 and 99.15% of 1300 "
-                          "(seventeenth session)"),
+    "rmnet18": _shortfall(
+        "98.33% / 98.67% / 99.00% (trained with PyTorch's AVX2 / default / AVX-512 kernels; 98.92% of 1300 crops)",
+        "98.67%", "67-74%",
+        "its INT8 logits error (0.027-0.034) is a ResNet's, but the network trained for 120 steps has many "
+        "near-ties. Not its RM form: restore_residuals turns the RM blocks back into residual blocks before "
+        "quantizing (conv2's per-channel weight scale was set by the identity's 1.0, 24.5 dB; that moved "
+        "agreement on 1300 crops by none, 98.92% both ways). Trained 360 steps it is 97.67-99.00% (more "
+        "decisive logits, but more crops on the other side of the bound); cross-layer equalization of the "
+        "blocks' hidden channels gives +0.15 point; the block outputs feeding the strided convs are the most "
+        "sensitive tensors (one kept in float: 99.15-99.31% of 1300 crops at 360 steps). Not strict: the 300 crops "
+        "straddle the bound (twenty-first session)"),
     "sew_resnet18": _shortfall(
         "86.67%", "87.67%", "69.3% (INT8's is the same)",
         "a membrane within INT8 error of the threshold flips its spike, and the flip travels through the "
@@ -1745,3 +1755,4 @@ _INT8_FINDINGS = {
 for _name, _finding in _INT8_FINDINGS.items():
     FAMILIES[_name] = dataclasses.replace(FAMILIES[_name], int8_finding=_finding)
 FAMILIES["sew_resnet18"] = dataclasses.replace(FAMILIES["sew_resnet18"], discontinuous=True)
+FAMILIES["rmnet18"] = dataclasses.replace(FAMILIES["rmnet18"], int8_finding_strict=False)

@@ -78,41 +78,6 @@ int64_t input_rank(const Node& pad, int64_t kernel_rank) {
   return kernel_rank + 2;
 }
 
-// Whether x >= 0 everywhere, from its producer.
-bool non_negative(const Value* x) {
-  const Node* p = producer_of(x);
-  if (!p) return false;
-  switch (p->kind()) {
-    case OpKind::kRelu:
-    case OpKind::kSigmoid:
-    case OpKind::kHardSigmoid:
-    case OpKind::kAbs:
-    case OpKind::kSoftplus:
-      return true;
-    case OpKind::kClip: {
-      float lo = p->attr_float("min", -std::numeric_limits<float>::infinity());
-      if (p->num_inputs() > 1 && p->input(1)) {
-        auto v = float_values(p->input(1));
-        if (!v || v->size() != 1) return false;
-        lo = (*v)[0];
-      }
-      return lo >= 0.f;
-    }
-    case OpKind::kFusedConv:
-    case OpKind::kFusedGemm: {
-      std::string act = p->attr_string("activation", "");
-      if (act == "Relu" || act == "Sigmoid" || act == "HardSigmoid") return true;
-      if (act == "Clip") {
-        auto params = p->attr_floats("activation_params");
-        return !params.empty() && params[0] >= 0.f;
-      }
-      return false;
-    }
-    default:
-      return false;
-  }
-}
-
 struct FoldData {
   std::vector<int64_t> pads;  // the consumer's new pads
 };

@@ -203,6 +203,7 @@ std::unique_ptr<Pass> make_merge_reshapes();
 std::unique_ptr<Pass> make_fold_pad_into_conv();
 std::unique_ptr<Pass> make_fold_bn_into_conv();
 std::unique_ptr<Pass> make_reparam_branches();
+std::unique_ptr<Pass> make_restore_residuals();
 std::unique_ptr<Pass> make_prune_dead_channels();
 std::unique_ptr<Pass> make_fuse_conv_add_relu();
 std::unique_ptr<Pass> make_fuse_gelu();

@@ -31,6 +31,7 @@ struct Registry {
     const Pass* pads = add(make_fold_pad_into_conv());
     const Pass* bn = add(make_fold_bn_into_conv());
     const Pass* reparam = add(make_reparam_branches());
+    const Pass* restore = add(make_restore_residuals());
     const Pass* prune = add(make_prune_dead_channels());
     const Pass* fuse = add(make_fuse_conv_add_relu());
     const Pass* gelu = add(make_fuse_gelu());
@@ -83,6 +84,12 @@ struct Registry {
         // bare/affine identity; before fusion, which would fuse the branch
         // sum into one of the branch convs as a residual.
         reparam,
+        // After BN folding (an RM block's convs are then biased Convs with
+        // their Dirac channels) and before fusion, which fuses the restored
+        // Add into conv2's epilogue; before pruning, which then sees the
+        // narrower block. In the quantize pipeline too: calibration sees the
+        // residual block, and conv2's weight scales its trained weights.
+        restore,
         // On folded weights (a zero BN gamma shows up only after folding)
         // and after reparam (merged convs can be pruned too); before fusion,
         // so the activation between producer and consumer is still a node.

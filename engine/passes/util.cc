@@ -146,4 +146,43 @@ bool activation_keeps_zero(const Node& act) {
   }
 }
 
+bool non_negative(const Value* x, int depth) {
+  const Node* p = producer_of(x);
+  if (!p) return false;
+  switch (p->kind()) {
+    case OpKind::kMaxPool:
+    case OpKind::kGlobalMaxPool:
+    case OpKind::kAveragePool:
+    case OpKind::kGlobalAveragePool:
+      return depth < 8 && non_negative(p->input(0), depth + 1);
+    case OpKind::kRelu:
+    case OpKind::kSigmoid:
+    case OpKind::kHardSigmoid:
+    case OpKind::kAbs:
+    case OpKind::kSoftplus:
+      return true;
+    case OpKind::kClip: {
+      float lo = p->attr_float("min", -std::numeric_limits<float>::infinity());
+      if (p->num_inputs() > 1 && p->input(1)) {
+        auto v = float_values(p->input(1));
+        if (!v || v->size() != 1) return false;
+        lo = (*v)[0];
+      }
+      return lo >= 0.f;
+    }
+    case OpKind::kFusedConv:
+    case OpKind::kFusedGemm: {
+      std::string act = p->attr_string("activation", "");
+      if (act == "Relu" || act == "Sigmoid" || act == "HardSigmoid") return true;
+      if (act == "Clip") {
+        auto params = p->attr_floats("activation_params");
+        return !params.empty() && params[0] >= 0.f;
+      }
+      return false;
+    }
+    default:
+      return false;
+  }
+}
+
 }  // namespace engine

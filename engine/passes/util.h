@@ -50,6 +50,11 @@ std::optional<ConvGeometry> conv_geometry(const Node& conv, std::string* why);
 // Conv attributes for the given geometry (auto_pad written as explicit pads).
 Attributes conv_attrs(const ConvGeometry& geo);
 
+// Whether x >= 0 everywhere, from its producer: a Relu, Sigmoid, Abs, a Clip
+// at min >= 0, a FusedConv/FusedGemm with such an activation, or a pool of
+// such a value.
+bool non_negative(const Value* x, int depth = 0);
+
 // Whether an elementwise activation maps 0 to 0 (for channel pruning).
 bool activation_keeps_zero(const Node& act);
 
