@@ -46,6 +46,8 @@ import math
 
 import numpy as np
 
+from . import _core
+
 # Quantized levels of a symmetric int8 weight (engine/quant/quantize_weights.h).
 QMAX = 127
 # Output positions sampled per image and layer: enough columns that H is
@@ -279,15 +281,10 @@ def gptq_round(w, scale, gram, damping=DAMPING, block=BLOCK):
         q = np.empty(w.shape, np.float32)
         for b0 in range(0, k, block):
             b1 = min(k, b0 + block)
+            # The block's columns in order (quant/gptq_block.h): each rounded,
+            # its error passed on to the block's later columns.
             wb = w[:, :, b0:b1].copy()
-            err = np.empty_like(wb)
-            ub = hinv[:, b0:b1, b0:b1]
-            for i in range(b1 - b0):
-                qi = np.clip(np.rint(wb[:, :, i] / safe), -QMAX, QMAX)
-                q[:, :, b0 + i] = qi
-                e = (wb[:, :, i] - qi * safe) / ub[:, i, i, None]
-                wb[:, :, i + 1:] -= e[:, :, None] * ub[:, None, i, i + 1:]
-                err[:, :, i] = e
+            q[:, :, b0:b1], err = _core.gptq_block(wb, hinv[:, b0:b1, b0:b1], safe)
             w[:, :, b1:] -= err @ hinv[:, b0:b1, b1:]
     q = q.astype(np.int8)
     return q[0] if single else q

@@ -9,6 +9,8 @@ plain im2col, and the quantized models it produces.
   [-127, 127], and inputs that never fire keep nearest rounding.
 - ``_upper_inverse_factor`` is the upper triangular U with U^T U = H^-1, with
   scipy's LAPACK and with numpy alone.
+- The column sweep of a block (``_core.gptq_block``, C++) gives bit for bit
+  the levels, errors and updated columns of the same steps in numpy.
 - ``GramCollector`` accumulates sum x x^T over exactly the im2col columns of
   a plain loop (strides, pads, dilations, groups; 2-D and 3-D convs; Gemm).
 - ``pyengine.quantize``: GPTQ keeps nearest rounding's scales and Q/DQ
@@ -73,6 +75,40 @@ def test_correlated_inputs_lower_the_output_error(k):
     assert not np.array_equal(q, near)
     ratio = _output_error(w, q, s, h) / _output_error(w, near, s, h)
     assert ratio < 0.6, ratio
+
+
+def _sweep_reference(wb, ub, safe):
+    """The block sweep in numpy (quant/gptq_block.h): float32 steps, in order."""
+    wb = wb.copy()
+    q, err = np.empty_like(wb), np.empty_like(wb)
+    for i in range(wb.shape[2]):
+        qi = np.clip(np.rint(wb[:, :, i] / safe), -127, 127)
+        q[:, :, i] = qi
+        e = (wb[:, :, i] - qi * safe) / ub[:, i, i, None]
+        wb[:, :, i + 1:] -= e[:, :, None] * ub[:, None, i, i + 1:]
+        err[:, :, i] = e
+    return q, err, wb
+
+
+@pytest.mark.parametrize("groups, rows, b", [(1, 37, 32), (3, 8, 17), (1, 5, 1)])
+def test_block_sweep_matches_numpy(groups, rows, b):
+    rng = _rng()
+    safe = rng.uniform(0.005, 0.05, (groups, rows)).astype(np.float32)
+    wb = (rng.standard_normal((groups, rows, b)) * 0.8).astype(np.float32)
+    wb[:, 0, :2] = np.array([2.5, -3.5], np.float32)[:b] * safe[:, 0, None]  # exact halves: to even
+    wb[:, -1, -1] = 500 * safe[:, -1]  # past the range: clamps
+    ub = np.triu(rng.uniform(-0.3, 0.3, (groups, b, b))).astype(np.float32)
+    ub[:, np.arange(b), np.arange(b)] = rng.uniform(0.5, 2.0, (groups, b)).astype(np.float32)
+    q_ref, err_ref, w_ref = _sweep_reference(wb, ub, safe)
+    w = wb.copy()
+    q, err = pyengine._core.gptq_block(w, ub, safe)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(err, err_ref)
+    np.testing.assert_array_equal(w, w_ref)
+    assert np.abs(q).max() <= 127
+    for copied in (wb.astype(np.float64), np.concatenate([wb, wb], 2)[:, :, ::2]):
+        with pytest.raises(TypeError):  # w is updated in place: no silent copy of another dtype or layout
+            pyengine._core.gptq_block(copied, ub, safe)
 
 
 def test_dead_inputs_keep_nearest_rounding():

@@ -165,6 +165,22 @@ def test_observer_sqnr_matches_numpy():
     assert abs(obs.sqnr_db - expect) < 1e-9, (obs.sqnr_db, expect)
 
 
+def test_observer_eval_only_skips_the_statistics():
+    """set_eval_scale(s, statistics=False) (the accuracy report's float
+    pass): the same SQNR and counts, no histogram or extremes."""
+    rng = np.random.default_rng()
+    x = np.concatenate([rng.standard_normal(30_001).astype(np.float32), [np.nan, -np.inf]]).astype(np.float32)
+    full, only = _core.TensorObserver(2048), _core.TensorObserver(2048)
+    full.set_eval_scale(0.03)
+    only.set_eval_scale(0.03, statistics=False)
+    for obs in (full, only):
+        obs.update(x[:1000])
+        obs.update(x[1000:])
+    assert only.sqnr_db == full.sqnr_db and np.isfinite(full.sqnr_db)
+    assert (only.count, only.nonfinite) == (full.count, full.nonfinite) == (30_001, 2)
+    assert only.absmax == 0 and only.histogram().sum() == 0 and full.histogram().sum() == 30_001
+
+
 def test_observer_statistics_match_numpy():
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((7, 13, 17)) * 2 + 0.3).astype(np.float32)

@@ -5,6 +5,7 @@
 
 #include "bindings/common.h"
 #include "cpu/executor.h"
+#include "quant/gptq_block.h"
 #include "quant/insert_qdq.h"
 #include "quant/observers.h"
 #include "quant/quantize_weights.h"
@@ -117,7 +118,7 @@ void register_calib(py::module_& m) {
              return o.amax(calib_method_from_name(method), percentile);
            },
            py::arg("method"), py::arg("percentile") = kDefaultPercentile)
-      .def("set_eval_scale", &TensorObserver::set_eval_scale)
+      .def("set_eval_scale", &TensorObserver::set_eval_scale, py::arg("scale"), py::arg("statistics") = true)
       .def_property_readonly("sqnr_db", &TensorObserver::sqnr_db)
       .def_property_readonly("count", &TensorObserver::count)
       .def_property_readonly("nonfinite", &TensorObserver::nonfinite)
@@ -174,7 +175,12 @@ void register_calib(py::module_& m) {
            "{tensor name: amax} for every tensor that saw finite data.")
       .def("nonfinite", [](Calibrator& c) { return c.set().nonfinite(); })
       .def("stats", [](Calibrator& c, const std::string& name) { return observer_stats(c.set().get(name)); })
-      .def("set_eval_scales", [](Calibrator& c, const std::map<std::string, float>& s) { c.set().set_eval_scales(s); })
+      .def(
+          "set_eval_scales",
+          [](Calibrator& c, const std::map<std::string, float>& s, bool statistics) {
+            c.set().set_eval_scales(s, statistics);
+          },
+          py::arg("scales"), py::arg("statistics") = true)
       .def("sqnr_db", [](Calibrator& c) { return c.set().sqnr_db(); })
       .def_property_readonly("names", [](Calibrator& c) { return c.set().names(); })
       .def_property_readonly("attached", &Calibrator::attached)
@@ -189,6 +195,29 @@ void register_calib(py::module_& m) {
       },
       py::arg("weights"), py::arg("axis") = 0,
       "Symmetric per-channel int8: returns (int8 values, float32 scales along axis).");
+
+  m.def(
+      "gptq_block",
+      [](py::array_t<float, py::array::c_style> w, py::array_t<float, py::array::c_style | py::array::forcecast> u,
+         py::array_t<float, py::array::c_style | py::array::forcecast> scale) {
+        ENGINE_ENFORCE(w.ndim() == 3 && u.ndim() == 3 && scale.ndim() == 2 && u.shape(0) == w.shape(0) &&
+                           scale.shape(0) == w.shape(0) && scale.shape(1) == w.shape(1) &&
+                           u.shape(1) == w.shape(2) && u.shape(2) == w.shape(2),
+                       kInvalidArgument, "gptq_block: w [G, M, B], u [G, B, B] and scale [G, M] expected");
+        const int64_t g = w.shape(0), rows = w.shape(1), b = w.shape(2);
+        py::array_t<float> q({g, rows, b}), err({g, rows, b});
+        float* wp = w.mutable_data();
+        {
+          py::gil_scoped_release release;
+          for (int64_t i = 0; i < g; ++i)
+            gptq_block(wp + i * rows * b, rows, b, b, u.data() + i * b * b, b, scale.data() + i * rows,
+                       q.mutable_data() + i * rows * b, err.mutable_data() + i * rows * b);
+        }
+        return py::make_tuple(q, err);
+      },
+      py::arg("w").noconvert(), py::arg("u"), py::arg("scale"),
+      "GPTQ's column sweep of one block (quant/gptq_block.h), for G groups: updates w [G, M, B] (float32, "
+      "C-contiguous) in place; returns (levels, errors), float32 [G, M, B].");
 
   m.def(
       "insert_qdq",

@@ -245,16 +245,79 @@ void TensorObserver::grow_to(double absmax) {
   set_range(range);
 }
 
-void TensorObserver::update(const float* x, int64_t n) {
-  // Pass 1: extremes (the range must cover the batch before binning).
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  int64_t finite = 0;
-  for (int64_t i = 0; i < n; ++i) {
+namespace {
+
+// Independent accumulators: the per-lane loops below vectorize without
+// reassociating a sum (observers.cc is compiled with -fno-trapping-math so
+// that the compiler may if-convert the float compares: CMakeLists.txt).
+constexpr int kLanes = 8;
+
+// The power of the finite values of x and of their quantization error at
+// `scale` (x - fake_quantize(x, scale)), added to *signal and *noise; NaN
+// and Inf contribute nothing. Per lane in double, in order, then the lanes.
+void add_noise(const float* x, int64_t n, float scale, double* signal, double* noise) {
+  double s[kLanes] = {}, e[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float v = x[i + j];
+      const float f = v - v == 0.f ? v : 0.f;  // non-finite -> 0: no signal, no error
+      const double d = static_cast<double>(f) - fake_quantize(f, scale);
+      s[j] += static_cast<double>(f) * f;
+      e[j] += d * d;
+    }
+  }
+  for (int j = 0; i < n; ++i, ++j) {
     const float v = x[i];
-    if (!std::isfinite(v)) continue;
-    lo = std::min(lo, v);
-    hi = std::max(hi, v);
-    ++finite;
+    const float f = v - v == 0.f ? v : 0.f;
+    const double d = static_cast<double>(f) - fake_quantize(f, scale);
+    s[j] += static_cast<double>(f) * f;
+    e[j] += d * d;
+  }
+  for (int j = 0; j < kLanes; ++j) {
+    *signal += s[j];
+    *noise += e[j];
+  }
+}
+
+}  // namespace
+
+void TensorObserver::update(const float* x, int64_t n) {
+  if (eval_only_) {
+    int64_t finite = 0;
+    for (int64_t i = 0; i < n; ++i) finite += x[i] - x[i] == 0.f;
+    nonfinite_ += n - finite;
+    count_ += finite;
+    add_noise(x, n, eval_scale_, &signal_, &noise_);
+    return;
+  }
+  // Pass 1: extremes (the range must cover the batch before binning), per lane.
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  float lo_lane[kLanes], hi_lane[kLanes];
+  int64_t finite_lane[kLanes] = {};
+  for (int j = 0; j < kLanes; ++j) lo_lane[j] = kInf, hi_lane[j] = -kInf;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const float v = x[i + j];
+      const bool ok = v - v == 0.f;  // finite
+      lo_lane[j] = ok && v < lo_lane[j] ? v : lo_lane[j];
+      hi_lane[j] = ok && v > hi_lane[j] ? v : hi_lane[j];
+      finite_lane[j] += ok;
+    }
+  for (int j = 0; i < n; ++i, ++j) {
+    const float v = x[i];
+    const bool ok = v - v == 0.f;
+    lo_lane[j] = ok && v < lo_lane[j] ? v : lo_lane[j];
+    hi_lane[j] = ok && v > hi_lane[j] ? v : hi_lane[j];
+    finite_lane[j] += ok;
+  }
+  float lo = kInf, hi = -kInf;
+  int64_t finite = 0;
+  for (int j = 0; j < kLanes; ++j) {
+    lo = std::min(lo, lo_lane[j]);
+    hi = std::max(hi, hi_lane[j]);
+    finite += finite_lane[j];
   }
   nonfinite_ += n - finite;
   if (finite == 0) return;
@@ -278,10 +341,11 @@ void TensorObserver::update(const float* x, int64_t n) {
   if (range_ == 0) {
     hist_[0] += finite;
   } else {
+    const double per_unit = bins / range_;  // (an estimate: the edges decide)
     for (int64_t i = 0; i < n; ++i) {
       if (!std::isfinite(x[i])) continue;
       const double a = std::fabs(static_cast<double>(x[i]));
-      int k = static_cast<int>(a / range_ * bins);
+      int k = static_cast<int>(a * per_unit);
       if (k >= bins) k = bins - 1;
       // The float estimate can land one bin off next to an edge; the edges
       // decide, as in numpy.histogram.
@@ -290,18 +354,7 @@ void TensorObserver::update(const float* x, int64_t n) {
       ++hist_[k];
     }
   }
-  if (eval_scale_ > 0) {
-    double s = 0, e = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = x[i];
-      if (!std::isfinite(v)) continue;
-      const double d = static_cast<double>(v) - fake_quantize(v, eval_scale_);
-      s += static_cast<double>(v) * v;
-      e += d * d;
-    }
-    signal_ += s;
-    noise_ += e;
-  }
+  if (eval_scale_ > 0) add_noise(x, n, eval_scale_, &signal_, &noise_);
 }
 
 void TensorObserver::update(const Tensor& t) {
@@ -378,11 +431,11 @@ std::map<std::string, int64_t> ObserverSet::nonfinite() const {
   return out;
 }
 
-void ObserverSet::set_eval_scales(const std::map<std::string, float>& scales) {
+void ObserverSet::set_eval_scales(const std::map<std::string, float>& scales, bool statistics) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [name, scale] : scales) {
     auto it = index_.find(name);
-    if (it != index_.end()) observers_[it->second].set_eval_scale(scale);
+    if (it != index_.end()) observers_[it->second].set_eval_scale(scale, statistics);
   }
 }
 

@@ -114,7 +114,13 @@ class TensorObserver {
   // From now on, update() also accumulates the power of x and of the
   // quantization error x - fake_quantize(x, scale): the tensor's signal to
   // quantization-noise ratio at that scale, on the data seen afterwards.
-  void set_eval_scale(float scale) { eval_scale_ = scale; }
+  // With `statistics` false it does only that (and counts values): the
+  // range, histogram and extremes stop updating (an evaluation pass after
+  // calibration reads only the SQNR).
+  void set_eval_scale(float scale, bool statistics = true) {
+    eval_scale_ = scale;
+    eval_only_ = scale > 0 && !statistics;
+  }
   double signal_power() const { return signal_; }
   double noise_power() const { return noise_; }
   // 10 log10(signal / noise) in dB; +inf for noiseless data.
@@ -130,6 +136,7 @@ class TensorObserver {
   int64_t count_ = 0, nonfinite_ = 0;
   float absmax_ = 0, min_ = 0, max_ = 0;
   float eval_scale_ = 0;
+  bool eval_only_ = false;
   double signal_ = 0, noise_ = 0;
   bool integral_ = true;
 };
@@ -156,7 +163,7 @@ class ObserverSet {
   std::map<std::string, int64_t> nonfinite() const;
   // Sets evaluation scales (see TensorObserver::set_eval_scale) by name;
   // unknown names are ignored.
-  void set_eval_scales(const std::map<std::string, float>& scales);
+  void set_eval_scales(const std::map<std::string, float>& scales, bool statistics = true);
   // SQNR in dB per tensor that has an evaluation scale and saw data.
   std::map<std::string, double> sqnr_db() const;
 

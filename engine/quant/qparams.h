@@ -32,21 +32,24 @@ inline float scale_from_amax(float amax) {
 // the truncating conversion cannot overflow, and one correction makes it the
 // floor; the rounding is then integer arithmetic on the (exact) fraction, independent of the FPU
 // rounding mode (std::nearbyint, or adding 1.5 * 2^23, would follow
-// fesetround, which a host application may change) and branch-free, so the
-// calibration's SQNR loop over every activation value (TensorObserver::update)
-// runs at ~5 ns a value instead of ~15 with floor and fmod. A NaN x has no
-// int8 value (callers check first).
-inline int8_t quantize_value(float x, float scale) {
+// fesetround, which a host application may change) and branch-free: the
+// calibration's SQNR loop over every activation value (observers.cc) is
+// vectorized through fake_quantize, which is why the level stays an int
+// there (a narrowing to int8 in between kept GCC from vectorizing it). A NaN
+// x has no int8 value (callers check first).
+inline int quantize_level(float x, float scale) {
   const float q = std::min(std::max(x / scale, -static_cast<float>(kInt8Max)), static_cast<float>(kInt8Max));
   const int t = static_cast<int>(q);                          // toward zero
   const int lo = t - static_cast<int>(q < static_cast<float>(t));  // floor(q)
   const float frac = q - static_cast<float>(lo);              // in [0, 1), exact
   // (bitwise, not || and &&: a branch on a random fraction mispredicts)
   const int up = static_cast<int>(frac > 0.5f) | (static_cast<int>(frac == 0.5f) & lo);
-  return static_cast<int8_t>(lo + (up & 1));
+  return lo + (up & 1);
 }
 
-inline float fake_quantize(float x, float scale) { return static_cast<float>(quantize_value(x, scale)) * scale; }
+inline int8_t quantize_value(float x, float scale) { return static_cast<int8_t>(quantize_level(x, scale)); }
+
+inline float fake_quantize(float x, float scale) { return static_cast<float>(quantize_level(x, scale)) * scale; }
 
 // Per-tensor (axis < 0, one scale) or per-channel (scale[c] along `axis`)
 // symmetric int8 parameters; zero points are all 0 and not stored.
