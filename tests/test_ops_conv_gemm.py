@@ -147,6 +147,8 @@ CONV_CASES = [
     ("2d_resnext_g32_s2", (3, 128, 5, 5), (128, 4, 3, 3), dict(group=32, pads=[1, 1, 1, 1], strides=[2, 2]),
      "grouped/im2col"),
     ("2d_depthwise_3x3", (1, 13, 17, 17), (13, 1, 3, 3), dict(group=13, pads=[1, 1, 1, 1]), "depthwise"),
+    # Many small planes, claimed by the threads in runs (the last one partial).
+    ("2d_depthwise_many_7x7", (2, 203, 7, 7), (203, 1, 3, 3), dict(group=203, pads=[1, 1, 1, 1]), "depthwise"),
     ("2d_depthwise_7x7_convnext", (3, 13, 17, 17), (13, 1, 7, 7), dict(group=13, pads=[3, 3, 3, 3]), "depthwise"),
     ("2d_depthwise_wide", (1, 3, 5, 61), (3, 1, 3, 5), dict(group=3, pads=[1, 2, 1, 2]), "depthwise"),
     ("2d_depthwise_s2", (1, 13, 17, 40), (13, 1, 3, 3), dict(group=13, pads=[1, 1, 1, 1], strides=[2, 2]),
