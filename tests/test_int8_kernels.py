@@ -492,6 +492,11 @@ CONV_SHAPES = [
     # depthwise kernel), a 7x7 one (49 taps, ConvNeXt) with odd pads.
     (2, 24, 19, 37, 24, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 24, None),
     (1, 16, 12, 20, 16, 7, 7, (1, 1), (3, 2, 3, 4), (1, 1), 16, None),
+    # Strided depthwise inputs split into column phases (stride 2: 32 bytes
+    # at a time, then the tail; stride 3 byte by byte), asymmetric pads and
+    # a 5x5 kernel at stride 3.
+    (1, 8, 9, 70, 8, 3, 3, (2, 2), (0, 1, 1, 0), (1, 1), 8, None),
+    (1, 6, 7, 23, 6, 5, 5, (3, 3), (2, 2, 2, 2), (1, 1), 6, None),
 ]
 
 
