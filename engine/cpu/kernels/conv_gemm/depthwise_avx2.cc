@@ -11,7 +11,6 @@
 // copy costs one pass over the input, small next to KD*KH*KW taps per output.
 // Stride 2 along W reads 16 floats and keeps the even ones; other strides
 // gather.
-#include <atomic>
 #include <cstring>
 
 #include "cpu/kernels/conv_gemm/activation_avx2.h"
@@ -237,22 +236,16 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
   const size_t per_thread = round_up(d.floats() * sizeof(float), 64);
   const int64_t planes = g.batch * g.cout, in_plane = g.in_plane(), out_plane = g.out_plane();
   const int64_t ks = g.ksize();
-  // Planes are claimed a run at a time: a claim is an atomic add on a line
-  // the other threads also write (~100 ns a round trip between cores), as
-  // long as the whole plane of a 7x7 layer (960 channels of MobileNetV2's
-  // last stage: claimed one by one, the claims took most of its time). A run
-  // is ~4096 multiply-adds, at most a quarter of a thread's even share.
+  // Planes are claimed as AffineTasks: each thread takes its own range from
+  // its own cache line (one shared counter cost a round trip between the
+  // cores per plane, ~100 ns: most of the time of a 960-channel 7x7 layer).
   const int threads = pool.num_threads();
-  const int64_t run = std::clamp<int64_t>(4096 / std::max<int64_t>(1, out_plane * ks), 1,
-                                          std::max<int64_t>(1, planes / (4 * std::max(threads, 1))));
-  std::atomic<int64_t> next{0};
+  AffineTasks tasks(planes, threads);
   auto worker = [&](int tid, int) {
     float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
     std::memset(buf, 0, d.floats() * sizeof(float));
     with_act(act, [&](const auto& op) {
-      for (int64_t p0 = next.fetch_add(run, std::memory_order_relaxed); p0 < planes;
-           p0 = next.fetch_add(run, std::memory_order_relaxed))
-      for (int64_t p = p0; p < std::min(planes, p0 + run); ++p) {
+      for (int64_t p = tasks.claim(tid); p >= 0; p = tasks.claim(tid)) {
         const int64_t c = p % g.cout;
         pad_plane(g, d, x + p * in_plane, buf);
         const float* zp = z ? z + p * out_plane : nullptr;  // dw_plane indexes the whole plane

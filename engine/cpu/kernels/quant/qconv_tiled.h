@@ -63,7 +63,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -894,15 +893,10 @@ void run_depthwise(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const i
   const DwPlan p = dw_plan(g);
   ENGINE_CHECK(p.taps <= kDwMaxTaps, "depthwise conv with too many taps");
   const int64_t tasks = g.n * g.c, ohw = g.ohw();
-  // Tasks are claimed a run at a time (~4096 multiply-adds, at most a
-  // quarter of a thread's even share): each claim is a round trip of the
-  // counter's cache line between cores (~100 ns), as long as a whole 7x7
-  // channel (claimed one by one, MobileNetV2's last stages spent most of
-  // their time there).
-  const int threads = std::max(pool.num_threads(), 1);
-  const int64_t run = std::clamp<int64_t>(4096 / std::max<int64_t>(1, ohw * p.taps), 1,
-                                          std::max<int64_t>(1, tasks / (4 * threads)));
-  std::atomic<int64_t> next{0};
+  // Claimed as AffineTasks: each thread from its own cache line (a shared
+  // counter cost a round trip between the cores per task, most of the time
+  // of a 7x7 layer with hundreds of channels).
+  AffineTasks claims(tasks, pool.num_threads());
   auto body = [&](int tid, int) {
     int8_t* buf = static_cast<int8_t*>(ws) + p.per_thread * static_cast<size_t>(tid);
     auto* acc = reinterpret_cast<int32_t*>(buf + p.acc_offset);
@@ -911,9 +905,7 @@ void run_depthwise(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const i
     int64_t off[kDwMaxTaps + 1];
     int32_t wpair[(kDwMaxTaps + 1) / 2];
     std::vector<int8_t> line(static_cast<size_t>(g.sw * p.wq + 32));  // a strided conv's padded input row
-    for (int64_t t0 = next.fetch_add(run, std::memory_order_relaxed); t0 < tasks;
-         t0 = next.fetch_add(run, std::memory_order_relaxed))
-    for (int64_t task = t0; task < std::min(tasks, t0 + run); ++task) {
+    for (int64_t task = claims.claim(tid); task >= 0; task = claims.claim(tid)) {
       const int64_t img = task / g.c, ch = task % g.c;
       const int8_t* src = x + task * g.ihw();
       // The zero-bordered copy: padded pixel (pz, pr, pc) is input (pz - pf,
