@@ -35,27 +35,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 nn = torch.nn
 
+from realdata_models import BasicBlock  # noqa: E402  (conv-BN-ReLU-conv-BN + shortcut, `down` projection)
 from test_torch_export import export, ort_session, rel_l2  # noqa: E402
 from torch_models import randomize_  # noqa: E402
 
 SHAPE = (3, 32, 32)
 MAX_REL_L2 = 1e-5
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        return torch.relu(y + (x if self.down is None else self.down(x)))
 
 
 def resnet(widths=(16, 32, 64), blocks=2, classes=10):

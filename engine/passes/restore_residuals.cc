@@ -86,6 +86,9 @@ bool only_at_tap(const std::vector<float>& w, int64_t j, int64_t hid, int64_t co
 struct Restore {
   Node *conv1 = nullptr, *relu = nullptr, *conv2 = nullptr;
   ConvGeometry g1, g2;
+  int64_t taps1 = 1, taps2 = 1;           // kernel taps of each conv
+  std::vector<float> w1, w2;              // their weights, as matched
+  std::optional<std::vector<float>> b1;   // conv1's bias, when it has one
   std::vector<int64_t> keep;    // hidden channels that are not identities
   std::vector<float> shortcut;  // P' [cout, cin]; empty when the residual is x itself
 };
@@ -123,15 +126,17 @@ class RestoreResidual final : public Pattern {
     NOT_APPLICABLE_IF(r.g2.in_channels_per_group != hid, "channel counts do not chain");
 
     // Identity rows of conv1 whose conv2 columns read only the identity tap.
-    const std::vector<float> w1 = *float_values(r.conv1->input(1)), w2 = *float_values(n.input(1));
-    std::optional<std::vector<float>> b1;
+    r.w1 = *float_values(r.conv1->input(1));
+    r.w2 = *float_values(n.input(1));
     if (r.conv1->num_inputs() > 2 && r.conv1->input(2)) {
-      b1 = float_values(r.conv1->input(2));
-      NOT_APPLICABLE_IF(!b1, "conv1's bias is not constant");
+      r.b1 = float_values(r.conv1->input(2));
+      NOT_APPLICABLE_IF(!r.b1, "conv1's bias is not constant");
     }
-    int64_t taps1 = 1, taps2 = 1;
-    for (int64_t k : r.g1.kernel) taps1 *= k;
-    for (int64_t k : r.g2.kernel) taps2 *= k;
+    for (int64_t k : r.g1.kernel) r.taps1 *= k;
+    for (int64_t k : r.g2.kernel) r.taps2 *= k;
+    const std::vector<float>&w1 = r.w1, &w2 = r.w2;
+    const std::optional<std::vector<float>>& b1 = r.b1;
+    const int64_t taps1 = r.taps1, taps2 = r.taps2;
     std::vector<float> shortcut(static_cast<size_t>(cout * cin), 0.f);
     int identities = 0;
     for (int64_t j = 0; j < hid; ++j) {
@@ -167,21 +172,17 @@ class RestoreResidual final : public Pattern {
     Match m;
     m.nodes = {r.conv2, r.conv1};
     if (r.relu) m.nodes.push_back(r.relu);
-    m.data = r;
+    m.data = std::move(r);
     return m;
   }
 
   void rewrite(Rewriter& rw, const Match& mt) const override {
     const auto& r = std::any_cast<const Restore&>(mt.data);
     const int64_t hid = r.g1.out_channels, cin = r.g1.in_channels_per_group, cout = r.g2.out_channels;
-    const int64_t kept = static_cast<int64_t>(r.keep.size());
-    int64_t taps1 = 1, taps2 = 1;
-    for (int64_t k : r.g1.kernel) taps1 *= k;
-    for (int64_t k : r.g2.kernel) taps2 *= k;
-    const std::vector<float> w1 = *float_values(r.conv1->input(1)), w2 = *float_values(r.conv2->input(1));
+    const int64_t kept = static_cast<int64_t>(r.keep.size()), taps1 = r.taps1, taps2 = r.taps2;
+    const std::vector<float>&w1 = r.w1, &w2 = r.w2;
+    const std::optional<std::vector<float>>& b1 = r.b1;
     std::vector<float> nw1, nw2(static_cast<size_t>(cout * kept * taps2)), nb1;
-    std::optional<std::vector<float>> b1;
-    if (r.conv1->num_inputs() > 2 && r.conv1->input(2)) b1 = float_values(r.conv1->input(2));
     for (int64_t j : r.keep) {
       nw1.insert(nw1.end(), w1.begin() + j * cin * taps1, w1.begin() + (j + 1) * cin * taps1);
       if (b1) nb1.push_back(b1->size() == 1 ? (*b1)[0] : (*b1)[j]);
