@@ -73,6 +73,7 @@ OP_MODELS = {
     "conv": lambda: (_conv(13, 19, 3, 11, pads=[1, 1, 1, 1], strides=[2, 2]), False),
     "conv_depthwise": lambda: (_conv(24, 24, 3, 13, pads=[1, 1, 1, 1], group=24), False),
     "conv_grouped": lambda: (_conv(24, 36, 3, 13, pads=[1, 1, 1, 1], strides=[2, 1], group=6), False),
+    "conv_grouped_oc": lambda: (_conv(32, 64, 3, 13, pads=[1, 1, 1, 1], strides=[2, 1], group=2), False),
     "conv_winograd": lambda: (_conv(17, 19, 3, 13, pads=[1, 1, 1, 1]), False),
     "sgemm": lambda: (_conv(13, 29, 1, 11), False),
     "gemm": lambda: (_gemm(), False),
@@ -160,7 +161,8 @@ def test_entry_matches_ref(entry):
     assert not any("avx" in k for k in ref_kernels), ref_kernels
     tag = "_" + entry["tier"]
     assert any(tag in k for k in kernels), f"{entry['symbol']}: no layer ran a {entry['tier']} kernel: {kernels}"
-    if entry["op"] in ("conv", "conv_depthwise", "conv_grouped", "conv_winograd", "gemm", "matmul", "sgemm"):
+    if entry["op"] in ("conv", "conv_depthwise", "conv_grouped", "conv_grouped_oc", "conv_winograd", "gemm", "matmul",
+                       "sgemm"):
         assert any(entry["symbol"] in k for k in kernels), (entry["symbol"], kernels)
     # FP32 tolerance: reassociated sums (SIMD lanes, blocked K, Winograd's
     # transforms) and 1-3 ulp transcendental functions.

@@ -287,7 +287,42 @@ GROUPED_CASES = [
      "im2col"),
     ("g2_5x5_gemm", (1, 8, 11, 11), (8, 4, 5, 5), dict(group=2, pads=[2, 2, 2, 2]), "im2col"),
     ("g2_1d_gemm", (1, 8, 17), (8, 4, 3), dict(group=2, pads=[1, 1]), "im2col"),
+    # >= 16 output channels per group (a multiple of 16, <= 64 in and out,
+    # column stride 1 or 2): conv_grouped_oc_f32_avx512 on the AVX-512 tier,
+    # 16 channels x up to 16 pixels per tile. Rows of 17 (two tiles of 9, the
+    # last one column short), 7 (tiles of two whole rows, the last row
+    # alone), 5 (three rows), 1 and 2 columns, several blocks of 16
+    # channels, stride 2 in either direction. (None: the AVX2 tier takes the
+    # GEMM for more than 32 channels per group.)
+    ("oc_g2_cpg16_w17", (1, 32, 6, 17), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "grouped"),
+    ("oc_g3_cpg5_mg32_7x7_b3", (3, 15, 7, 7), (96, 5, 3, 3), dict(group=3, pads=[1, 1, 1, 1]), "grouped"),
+    ("oc_g2_mg48_s2", (1, 64, 11, 13), (96, 32, 3, 3), dict(group=2, pads=[1, 1, 1, 1], strides=[2, 2]),
+     None),
+    ("oc_g4_5x5_asym", (2, 64, 5, 5), (64, 16, 3, 3), dict(group=4, pads=[0, 1, 2, 1]), "grouped"),
+    ("oc_g2_cpg64_mg64", (1, 128, 9, 8), (128, 64, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), None),
+    ("oc_g2_s12_w1", (2, 32, 9, 1), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1], strides=[2, 1]), "grouped"),
+    ("oc_g2_s21_w2", (1, 32, 7, 4), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1], strides=[1, 2]), "grouped"),
+    ("oc_g2_wide_s2", (1, 32, 3, 70), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1], strides=[2, 2]), "grouped"),
+    # Column stride 3: the column-vectorized kernel; 80 channels per group: the GEMM.
+    ("oc_g2_s3_columns", (1, 32, 9, 13), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1], strides=[3, 3]),
+     "grouped"),
+    ("oc_g2_mg80_gemm", (1, 32, 7, 7), (160, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "im2col"),
 ]
+
+HAVE_AVX512 = "avx512" in SIMD_TIERS
+
+
+@pytest.mark.skipif(not HAVE_AVX512, reason="this CPU has no AVX-512 tier")
+@pytest.mark.parametrize("case", [c for c in GROUPED_CASES if c[0].startswith("oc_")], ids=lambda c: c[0])
+def test_conv_grouped_oc_kernel_runs(case):
+    """The output-channel-vectorized grouped kernel takes the shapes it is
+    for (and not column stride 3 or more than 64 channels per group), on the
+    AVX-512 tier with constant weights."""
+    name, x_shape, w_shape, attrs, _ = case
+    node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, True, False)
+    _, kernel = _run_pyengine(_model([node], inputs, [_vi("y", None)], inits), feeds, "avx512")
+    wanted = not name.endswith(("_columns", "_gemm"))
+    assert ("conv_grouped_oc_f32_avx512" in kernel) == wanted, (name, kernel)
 
 
 @pytest.mark.parametrize("weights", ["init", "input"])
@@ -432,6 +467,9 @@ FUSED_CASES = [
     ("winograd", (1, 32, 9, 11), (32, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
     ("3d_depthwise", (1, 8, 5, 6, 7), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1])),
     ("grouped", (3, 24, 11, 13), (36, 4, 3, 3), dict(group=6, pads=[1, 1, 1, 1])),
+    # 16 channels per group: conv_grouped_oc_f32_avx512 on AVX-512 (two
+    # whole rows of 7 a tile, then the last row).
+    ("grouped_oc", (2, 48, 7, 7), (48, 16, 3, 3), dict(group=3, pads=[1, 1, 1, 1])),
 ]
 
 
@@ -643,6 +681,7 @@ INPLACE_CASES = [
     ("winograd", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
     ("depthwise", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=32)),
     ("grouped", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8)),
+    ("grouped_oc", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)),
 ]
 
 

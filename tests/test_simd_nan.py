@@ -103,6 +103,7 @@ CONV_PATHS = {
     "pointwise": (17, 21, 9, 1, 1),
     "depthwise": (16, 16, 11, 3, 16),
     "grouped": (16, 24, 11, 3, 4),
+    "grouped_oc": (32, 32, 11, 3, 2),  # 16 channels per group: conv_grouped_oc_f32_avx512
 }
 
 
@@ -323,10 +324,12 @@ def test_winograd_row_units_nonfinite(tier, threads):
     _assert_same_nonfinite(got, want)
 
 
+@pytest.mark.parametrize("cpg", [4, 16])
 @pytest.mark.parametrize("value", SPECIALS, ids=SPECIAL_IDS)
 @pytest.mark.parametrize("tier", TIER_PARAMS, indirect=True)
-def test_grouped_residual_nonfinite(tier, value):
-    """A ResNeXt-style grouped conv (32 groups of 4 channels) + residual Add
+def test_grouped_residual_nonfinite(tier, value, cpg):
+    """A ResNeXt-style grouped conv (groups of 4 channels, or of 16 for the
+    output-channel-vectorized kernel) + residual Add
     (a second input, so it is not folded into the weights) + Relu, fused into
     one FusedConv on the direct grouped kernel, batch 3, with non-finite
     values in image 1 (two neighbours of one group, so +inf and -inf terms
@@ -334,9 +337,9 @@ def test_grouped_residual_nonfinite(tier, value):
     and 2 stay finite."""
     c, hw = 128, 9
     rng = np.random.default_rng(12)
-    inits = [numpy_helper.from_array((rng.standard_normal((c, 4, 3, 3)) * 0.2).astype(np.float32), "W"),
+    inits = [numpy_helper.from_array((rng.standard_normal((c, cpg, 3, 3)) * 0.2).astype(np.float32), "W"),
              numpy_helper.from_array((rng.standard_normal(c) * 0.1).astype(np.float32), "B")]
-    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], group=32),
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], group=c // cpg),
              helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", c, hw, hw]) for n in ("x", "r")]
     g = helper.make_graph(nodes, "g", vi, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, hw, hw])],

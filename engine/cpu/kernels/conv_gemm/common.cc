@@ -201,14 +201,16 @@ void winograd_pack_weights(const float* w, int64_t m, int64_t c, float* dst) {
   for (int i = 0; i < 16; ++i) pack_a(u.data() + i * m * c, c, 1, m, c, dst + i * packed_a_size(m, c));
 }
 
-void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg, int64_t ks, float* dst) {
-  const int64_t stride = grouped_group_stride(mg, cg, ks);
+void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg, int64_t ks, float* dst,
+                          int64_t block) {
+  const int64_t stride = grouped_group_stride(mg, cg, ks, block);
   std::memset(dst, 0, static_cast<size_t>(stride * group) * sizeof(float));
   for (int64_t grp = 0; grp < group; ++grp)
     for (int64_t m = 0; m < mg; ++m)
       for (int64_t c = 0; c < cg; ++c)
         for (int64_t t = 0; t < ks; ++t)
-          dst[grp * stride + (((m / 4) * cg + c) * ks + t) * 4 + m % 4] = w[((grp * mg + m) * cg + c) * ks + t];
+          dst[grp * stride + (((m / block) * cg + c) * ks + t) * block + m % block] =
+              w[((grp * mg + m) * cg + c) * ks + t];
 }
 
 }  // namespace conv_gemm

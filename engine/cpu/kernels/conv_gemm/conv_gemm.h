@@ -189,13 +189,18 @@ struct GemmSpec {
 using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 
 // Grouped convolution with few channels per group (grouped_avx2). Weights
-// of group grp, block q of 4 output channels, input channel c, tap t lie at
-// grp * grouped_group_stride + ((q * cg + c) * ks + t) * 4 + (m % 4); the
-// channels past mg in the last block are zero. w is [Cout, cg, kh, kw].
-// Portable.
+// of group grp, block q of `block` output channels (4 for grouped_avx2 and
+// grouped_avx512, kGroupedOcBlock for grouped_oc_avx512), input channel c,
+// tap t lie at grp * grouped_group_stride + ((q * cg + c) * ks + t) * block
+// + (m % block); the channels past mg in the last block are zero. w is
+// [Cout, cg, kh, kw]. Portable.
 constexpr int64_t kGroupedMaxCpg = 64;
-inline int64_t grouped_group_stride(int64_t mg, int64_t cg, int64_t ks) { return round_up(mg, 4) * cg * ks; }
-void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg, int64_t ks, float* dst);
+constexpr int64_t kGroupedOcBlock = 16;
+inline int64_t grouped_group_stride(int64_t mg, int64_t cg, int64_t ks, int64_t block = 4) {
+  return round_up(mg, block) * cg * ks;
+}
+void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg, int64_t ks, float* dst,
+                          int64_t block = 4);
 // The shapes grouped_avx2 computes: 2-D 3x3, group > 1 and not depthwise,
 // at most kGroupedMaxCpg input and output channels per group, unit dilation
 // (any strides and pads).
@@ -251,6 +256,11 @@ void grouped_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const flo
 // Same scratch.
 void grouped_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
                     const float* z, const Activation& act, float* y, void* scratch);
+// The same vectorized over 16 output channels instead of output columns
+// (grouped_oc_avx512.cc), for groups of >= 16 output channels; weights from
+// grouped_pack_weights(..., kGroupedOcBlock), g.sw 1 or 2, same scratch.
+void grouped_oc_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
+                       const float* z, const Activation& act, float* y, void* scratch);
 
 // Winograd F(2x2, 3x3) convolution (g.is_winograd_shape()) with weights from
 // winograd_pack_weights; y = act(conv + b + z). `scratch` holds
@@ -288,6 +298,10 @@ inline void grouped_avx2(ThreadPool&, const ConvGeom&, const float*, const float
 }
 inline void grouped_avx512(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
                            const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX-512 grouped conv called in a reference-only build");
+}
+inline void grouped_oc_avx512(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                              const Activation&, float*, void*) {
   ENGINE_CHECK(false, "AVX-512 grouped conv called in a reference-only build");
 }
 

@@ -175,13 +175,15 @@ void grouped_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const flo
   auto worker = [&](int tid, int) {
     float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
     with_act(act, [&](const auto& op) {
+      bool first = true;
       for (;;) {
         const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
         if (t >= tasks) break;
         const int64_t blk = t % blocks, plane = t / blocks;
         const int64_t img = plane / g.group, grp = plane % g.group;
         const int64_t oh0 = blk * d.rows_blk, oh1 = std::min(g.oh, oh0 + d.rows_blk);
-        fill_rows(g, d, x + (img * g.cin + grp * cg) * g.in_plane(), oh0 * g.sh - g.ph, buf);
+        fill_rows(g, d, x + (img * g.cin + grp * cg) * g.in_plane(), oh0 * g.sh - g.ph, buf, first);
+        first = false;
         const int64_t yoff = (img * g.cout + grp * g.mg()) * out_plane;
         const float* wg = wpk + grp * w_group;
         const float* bg = b ? b + grp * g.mg() : nullptr;

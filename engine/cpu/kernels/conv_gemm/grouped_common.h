@@ -9,7 +9,11 @@
 
 namespace engine {
 namespace conv_gemm {
+// Internal linkage: each kernel's translation unit (compiled for its own
+// ISA) keeps its own copy of these functions, so the linker cannot hand
+// the AVX2 kernel an AVX-512 build of them.
 namespace grouped_detail {
+namespace {
 
 struct GroupedDims {
   int64_t pitch;     // floats per buffered input row
@@ -41,24 +45,30 @@ inline GroupedDims grouped_dims(const ConvGeom& g, int threads) {
 }
 
 // Copies input rows [ih0, ih0 + buf_rows) of cg channels (rows outside the
-// image are zero) into buf, each row at lead offset pw.
-inline void fill_rows(const ConvGeom& g, const GroupedDims& d, const float* x, int64_t ih0, float* buf) {
+// image are zero) into buf, each row at lead offset pw. Only the row's
+// image columns are written: the lead and the tail of every row are zero
+// from the thread's first task in this call (`first`: the whole buffer is
+// cleared), and no task writes there. The rows are a few dozen floats, so
+// the copy is a loop the compiler vectorizes, not a libc call per row.
+inline void fill_rows(const ConvGeom& g, const GroupedDims& d, const float* __restrict x, int64_t ih0,
+                      float* __restrict buf, bool first) {
   const int64_t cg = g.cg(), in_plane = g.in_plane();
   const int64_t lead = g.pw, copy_w = std::max<int64_t>(0, std::min(g.iw, d.pitch - lead));
+  if (first) std::memset(buf, 0, static_cast<size_t>(cg * d.floats()) * sizeof(float));
   for (int64_t c = 0; c < cg; ++c)
     for (int64_t r = 0; r < d.buf_rows; ++r) {
-      float* dst = buf + (c * d.buf_rows + r) * d.pitch;
+      float* __restrict dst = buf + (c * d.buf_rows + r) * d.pitch + lead;
       const int64_t ih = ih0 + r;
       if (ih < 0 || ih >= g.ih) {
-        std::memset(dst, 0, d.pitch * sizeof(float));
+        for (int64_t i = 0; i < copy_w; ++i) dst[i] = 0.f;
         continue;
       }
-      std::memset(dst, 0, lead * sizeof(float));
-      std::memcpy(dst + lead, x + c * in_plane + ih * g.iw, copy_w * sizeof(float));
-      std::memset(dst + lead + copy_w, 0, (d.pitch - lead - copy_w) * sizeof(float));
+      const float* __restrict src = x + c * in_plane + ih * g.iw;
+      for (int64_t i = 0; i < copy_w; ++i) dst[i] = src[i];
     }
 }
 
+}  // namespace
 }  // namespace grouped_detail
 }  // namespace conv_gemm
 }  // namespace engine

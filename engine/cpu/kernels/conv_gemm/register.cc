@@ -144,6 +144,7 @@ class ConvKernel final : public Kernel {
     depthwise_ok_ = avx2_ && kernel_usable("conv_depthwise_f32_avx2");
     grouped_ok_ = avx2_ && kernel_usable("conv_grouped_f32_avx2");
     grouped512_ok_ = grouped_ok_ && kernel_usable("conv_grouped_f32_avx512");
+    grouped_oc_ok_ = avx2_ && kernel_usable("conv_grouped_oc_f32_avx512");
     if (avx2_ && kernel_usable("conv_winograd_f32_avx512") && sgemm_ == sgemm_avx512) {
       wino_sym_ = "conv_winograd_f32_avx512";
     } else if (avx2_ && kernel_usable("conv_winograd_f32_avx2")) {
@@ -164,7 +165,15 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if (grouped_ok_ && grouped_candidate(wt.shape())) {
+      if (grouped_oc_ok_ && grouped_oc_candidate(wt.shape())) {
+        packed_w_shape_ = wt.shape();
+        grouped_ = grouped_oc_ = true;
+        const int64_t ks = wt.dim(2) * wt.dim(3);
+        packed_w_.storage = aligned_storage(
+            static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks, kGroupedOcBlock) * group) * sizeof(float));
+        grouped_pack_weights(wt.data<float>(), group, mg, wt.dim(1), ks, static_cast<float*>(packed_w_.storage.get()),
+                             kGroupedOcBlock);
+      } else if (grouped_ok_ && grouped_candidate(wt.shape())) {
         packed_w_shape_ = wt.shape();
         grouped_ = true;
         const int64_t ks = wt.dim(2) * wt.dim(3);
@@ -223,7 +232,14 @@ class ConvKernel final : public Kernel {
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
-    if (prepacked && grouped_ && grouped_applies(g)) {
+    if (prepacked && grouped_oc_ && grouped_applies(g) && (g.sw == 1 || g.sw == 2)) {
+      path_ = "conv_grouped_oc_f32_avx512";
+      gemm_path_ = "";
+      void* scratch = ctx.scratch(grouped_scratch_bytes(g, ctx.pool().num_threads()));
+      grouped_oc_avx512(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch);
+      return;
+    }
+    if (prepacked && grouped_ && !grouped_oc_ && grouped_applies(g)) {
       // Rows of at most 8 outputs (ResNeXt's 7x7 stage) would leave most of
       // a 16-float vector idle: the AVX2 kernel computes those.
       const bool wide = grouped512_ok_ && g.ow > 8;
@@ -326,6 +342,23 @@ class ConvKernel final : public Kernel {
     return w[2] == 3 && w[3] == 3 && cg <= kGroupedPreferMaxCpg && mg <= kGroupedPreferMaxCpg;
   }
 
+  // The output-channel-vectorized grouped kernel (grouped_oc_avx512) where a
+  // group has 16 or more output channels (a vector of them; RegNet, ResNeXt's
+  // last stages): 2-D 3x3, unit dilation, column stride 1 or 2, at most
+  // kGroupedMaxCpg channels per group in and out.
+  bool grouped_oc_candidate(const Shape& w) const {
+    auto all_one = [](const std::vector<int64_t>& v) {
+      for (int64_t e : v)
+        if (e != 1) return false;
+      return true;
+    };
+    if (w.size() != 4 || attrs_.group <= 1 || !all_one(attrs_.dilations)) return false;
+    const int64_t sw = attrs_.strides.size() == 2 ? attrs_.strides[1] : 1;
+    const int64_t mg = w[0] / attrs_.group, cg = w[1];
+    return w[2] == 3 && w[3] == 3 && (sw == 1 || sw == 2) && mg >= kGroupedOcBlock && mg % kGroupedOcBlock == 0 &&
+           mg <= kGroupedMaxCpg && cg <= kGroupedMaxCpg;
+  }
+
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
     return x == x_shape_ && w == w_shape_ && y == y_shape_;
   }
@@ -346,6 +379,8 @@ class ConvKernel final : public Kernel {
   bool grouped_ok_ = false;
   bool grouped512_ok_ = false;
   bool grouped_ = false;  // packed_w_ holds grouped_pack_weights' layout
+  bool grouped_oc_ok_ = false;
+  bool grouped_oc_ = false;  // ... in blocks of kGroupedOcBlock channels, for grouped_oc_avx512
   int64_t group_stride_ = 0;
   Shape x_shape_, w_shape_, y_shape_;
   ConvGeom geom_;
