@@ -4,7 +4,6 @@
 // taps in the same order as in the AVX2 kernel; the epilogue's activation
 // is simd/vec_avx512.h's (activation_avx512.h), which matches vec_avx2.h op
 // for op. Call only when use_avx512().
-#include <atomic>
 #include <cstring>
 
 #include "cpu/kernels/conv_gemm/activation_avx512.h"
@@ -155,14 +154,12 @@ void grouped_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const f
   const int64_t tasks = g.batch * g.group * blocks;
   const int64_t cg = g.cg(), out_plane = g.out_plane();
   const int64_t w_group = grouped_group_stride(g.mg(), cg, g.kh * g.kw);
-  std::atomic<int64_t> next{0};
+  AffineTasks claims(tasks, threads);  // as grouped_oc_avx512 claims them
   auto worker = [&](int tid, int) {
     float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
     with_act512(act, [&](const auto& op) {
       bool first = true;
-      for (;;) {
-        const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
-        if (t >= tasks) break;
+      for (int64_t t = claims.claim(tid); t >= 0; t = claims.claim(tid)) {
         const int64_t blk = t % blocks, plane = t / blocks;
         const int64_t img = plane / g.group, grp = plane % g.group;
         const int64_t oh0 = blk * d.rows_blk, oh1 = std::min(g.oh, oh0 + d.rows_blk);

@@ -11,7 +11,9 @@
 // into the SGEMM's panel layout; weights that arrive at run time (graph
 // inputs) are packed block by block inside the SGEMM instead. Convolution
 // paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; grouped
-// 3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel; 3x3
+// 3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel
+// (on AVX-512, groups of 16, 32, 48 or 64 output channels -> the direct
+// kernel vectorized over output channels, grouped_oc_avx512); 3x3
 // stride-1 single-group convs with >= 16 channels -> Winograd F(2x2, 3x3)
 // on the same SGEMM; everything else -> one GEMM per (image, group),
 // Y[Cout/g, spatial] = W[Cout/g, K] x B[K, spatial], where B is X itself
