@@ -190,12 +190,11 @@ using GemmItemFn = GemmItem (*)(const void* ctx, int64_t i);
 
 // Grouped convolution with few channels per group (grouped_avx2). Weights
 // of group grp, block q of `block` output channels (4 for grouped_avx2 and
-// grouped_avx512, kGroupedOcBlock for grouped_oc_avx512), input channel c,
+// grouped_avx512, 16 for grouped_oc_avx512), input channel c,
 // tap t lie at grp * grouped_group_stride + ((q * cg + c) * ks + t) * block
 // + (m % block); the channels past mg in the last block are zero. w is
 // [Cout, cg, kh, kw]. Portable.
 constexpr int64_t kGroupedMaxCpg = 64;
-constexpr int64_t kGroupedOcBlock = 16;
 inline int64_t grouped_group_stride(int64_t mg, int64_t cg, int64_t ks, int64_t block = 4) {
   return round_up(mg, block) * cg * ks;
 }
@@ -257,8 +256,8 @@ void grouped_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const flo
 void grouped_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
                     const float* z, const Activation& act, float* y, void* scratch);
 // The same vectorized over 16 output channels instead of output columns
-// (grouped_oc_avx512.cc), for groups of >= 16 output channels; weights from
-// grouped_pack_weights(..., kGroupedOcBlock), g.sw 1 or 2, same scratch.
+// (grouped_oc.h), for groups of >= 16 output channels; weights from
+// grouped_pack_weights(..., 16), g.sw 1 or 2, same scratch.
 void grouped_oc_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
                        const float* z, const Activation& act, float* y, void* scratch);
 

@@ -146,7 +146,7 @@ class ConvKernel final : public Kernel {
     depthwise_ok_ = avx2_ && kernel_usable("conv_depthwise_f32_avx2");
     grouped_ok_ = avx2_ && kernel_usable("conv_grouped_f32_avx2");
     grouped512_ok_ = grouped_ok_ && kernel_usable("conv_grouped_f32_avx512");
-    grouped_oc_ok_ = avx2_ && kernel_usable("conv_grouped_oc_f32_avx512");
+    oc_ok_ = avx2_ && kernel_usable("conv_grouped_oc_f32_avx512");
     if (avx2_ && kernel_usable("conv_winograd_f32_avx512") && sgemm_ == sgemm_avx512) {
       wino_sym_ = "conv_winograd_f32_avx512";
     } else if (avx2_ && kernel_usable("conv_winograd_f32_avx2")) {
@@ -167,14 +167,14 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if (grouped_oc_ok_ && grouped_oc_candidate(wt.shape())) {
+      if ((oc_block_ = grouped_oc_block(wt.shape())) > 0) {
         packed_w_shape_ = wt.shape();
-        grouped_ = grouped_oc_ = true;
+        grouped_ = true;
         const int64_t ks = wt.dim(2) * wt.dim(3);
         packed_w_.storage = aligned_storage(
-            static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks, kGroupedOcBlock) * group) * sizeof(float));
+            static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks, oc_block_) * group) * sizeof(float));
         grouped_pack_weights(wt.data<float>(), group, mg, wt.dim(1), ks, static_cast<float*>(packed_w_.storage.get()),
-                             kGroupedOcBlock);
+                             oc_block_);
       } else if (grouped_ok_ && grouped_candidate(wt.shape())) {
         packed_w_shape_ = wt.shape();
         grouped_ = true;
@@ -234,14 +234,14 @@ class ConvKernel final : public Kernel {
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
-    if (prepacked && grouped_oc_ && grouped_applies(g) && (g.sw == 1 || g.sw == 2)) {
+    if (prepacked && oc_block_ > 0 && grouped_applies(g) && (g.sw == 1 || g.sw == 2)) {
       path_ = "conv_grouped_oc_f32_avx512";
       gemm_path_ = "";
       void* scratch = ctx.scratch(grouped_scratch_bytes(g, ctx.pool().num_threads()));
       grouped_oc_avx512(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch);
       return;
     }
-    if (prepacked && grouped_ && !grouped_oc_ && grouped_applies(g)) {
+    if (prepacked && grouped_ && oc_block_ == 0 && grouped_applies(g)) {
       // Rows of at most 8 outputs (ResNeXt's 7x7 stage) would leave most of
       // a 16-float vector idle: the AVX2 kernel computes those.
       const bool wide = grouped512_ok_ && g.ow > 8;
@@ -344,21 +344,26 @@ class ConvKernel final : public Kernel {
     return w[2] == 3 && w[3] == 3 && cg <= kGroupedPreferMaxCpg && mg <= kGroupedPreferMaxCpg;
   }
 
-  // The output-channel-vectorized grouped kernel (grouped_oc_avx512) where a
-  // group has 16 or more output channels (a vector of them; RegNet, ResNeXt's
-  // last stages): 2-D 3x3, unit dilation, column stride 1 or 2, at most
-  // kGroupedMaxCpg channels per group in and out.
-  bool grouped_oc_candidate(const Shape& w) const {
+  // The channels per vector (16) of the output-channel-vectorized grouped
+  // kernel (grouped_oc_avx512) for these weights, or 0 where it does not
+  // apply: groups of 16, 32, 48 or 64 output channels (RegNet, ResNeXt's
+  // last stages), at most kGroupedMaxCpg input channels, 2-D 3x3, unit
+  // dilation, column stride 1 or 2. (An AVX2 form, 8 channels per ymm and
+  // tiles of 8 or 12 pixels, measured faster than the column kernel on
+  // some of ResNeXt's and RegNet's shapes and slower on others, on Zen 4:
+  // the AVX2 tier keeps the column kernel.)
+  int64_t grouped_oc_block(const Shape& w) const {
     auto all_one = [](const std::vector<int64_t>& v) {
       for (int64_t e : v)
         if (e != 1) return false;
       return true;
     };
-    if (w.size() != 4 || attrs_.group <= 1 || !all_one(attrs_.dilations)) return false;
+    if (w.size() != 4 || attrs_.group <= 1 || !all_one(attrs_.dilations)) return 0;
     const int64_t sw = attrs_.strides.size() == 2 ? attrs_.strides[1] : 1;
     const int64_t mg = w[0] / attrs_.group, cg = w[1];
-    return w[2] == 3 && w[3] == 3 && (sw == 1 || sw == 2) && mg >= kGroupedOcBlock && mg % kGroupedOcBlock == 0 &&
-           mg <= kGroupedMaxCpg && cg <= kGroupedMaxCpg;
+    if (w[2] != 3 || w[3] != 3 || (sw != 1 && sw != 2) || mg < 16 || mg > kGroupedMaxCpg || cg > kGroupedMaxCpg)
+      return 0;
+    return oc_ok_ && mg % 16 == 0 ? 16 : 0;
   }
 
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
@@ -381,8 +386,8 @@ class ConvKernel final : public Kernel {
   bool grouped_ok_ = false;
   bool grouped512_ok_ = false;
   bool grouped_ = false;  // packed_w_ holds grouped_pack_weights' layout
-  bool grouped_oc_ok_ = false;
-  bool grouped_oc_ = false;  // ... in blocks of kGroupedOcBlock channels, for grouped_oc_avx512
+  bool oc_ok_ = false;
+  int64_t oc_block_ = 0;  // ... in blocks of this many output channels, for grouped_oc_avx512
   int64_t group_stride_ = 0;
   Shape x_shape_, w_shape_, y_shape_;
   ConvGeom geom_;
