@@ -307,6 +307,19 @@ GROUPED_CASES = [
     ("oc_g2_s3_columns", (1, 32, 9, 13), (32, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1], strides=[3, 3]),
      "grouped"),
     ("oc_g2_mg80_gemm", (1, 32, 7, 7), (160, 16, 3, 3), dict(group=2, pads=[1, 1, 1, 1]), "im2col"),
+    # Stems: one group of <= 4 input channels, 2x2..7x7, output channels a
+    # multiple of 16: the output-channel kernel on AVX-512 (run-time taps
+    # except 3x3), the im2col GEMM on AVX2 (None). ResNet's 7x7/2 on odd
+    # sizes, 3x3/2 (RegNet, EfficientNet), asymmetric pads, 5x5 on RGBA,
+    # 2x2 on gray, strides (2, 1).
+    ("oc_stem_7x7s2_b2", (2, 3, 37, 30), (64, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2]), None),
+    ("oc_stem_3x3s2", (1, 3, 33, 35), (32, 3, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), None),
+    ("oc_stem_5x5_rgba_asym", (1, 4, 12, 21), (48, 4, 5, 5), dict(pads=[2, 1, 0, 2]), None),
+    ("oc_stem_2x2_gray", (3, 1, 9, 17), (16, 1, 2, 2), dict(strides=[2, 1]), None),
+    # Not stems: 5 input channels, 24 outputs, a 1x1 kernel.
+    ("oc_stem_cin5_gemm", (1, 5, 12, 12), (32, 5, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("oc_stem_mg24_gemm", (1, 3, 12, 12), (24, 3, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
+    ("oc_stem_1x1_gemm", (1, 3, 12, 12), (32, 3, 1, 1), dict(strides=[2, 2]), "im2col"),
 ]
 
 HAVE_AVX512 = "avx512" in SIMD_TIERS
@@ -322,6 +335,8 @@ def test_conv_grouped_oc_kernel_runs(case):
     node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, True, False)
     _, kernel = _run_pyengine(_model([node], inputs, [_vi("y", None)], inits), feeds, "avx512")
     wanted = not name.endswith(("_columns", "_gemm"))
+    if name.startswith("oc_stem"):
+        assert "grouped_oc" not in _run_pyengine(_model([node], inputs, [_vi("y", None)], inits), feeds, "avx2")[1]
     assert ("conv_grouped_oc_f32_avx512" in kernel) == wanted, (name, kernel)
 
 
@@ -470,6 +485,8 @@ FUSED_CASES = [
     # 16 channels per group: conv_grouped_oc_f32_avx512 on AVX-512 (two
     # whole rows of 7 a tile, then the last row).
     ("grouped_oc", (2, 48, 7, 7), (48, 16, 3, 3), dict(group=3, pads=[1, 1, 1, 1])),
+    # A stem: the output-channel kernel on AVX-512 (run-time 7x7 taps), im2col on AVX2.
+    ("stem_oc", (1, 3, 19, 21), (32, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2])),
 ]
 
 
@@ -510,6 +527,8 @@ def test_fused_conv(case, act, residual):
         expected_path = "im2col"
     if expected_path.startswith("grouped"):
         expected_path = "im2col" if weights_as_input else "grouped"
+    if expected_path == "stem_oc":  # grouped_oc on AVX-512, im2col on AVX2: test_conv_grouped_oc_kernel_runs
+        expected_path = "im2col" if weights_as_input else ""
     kernel = _check(pe_model, feeds, expected, expected_path)
     if HAVE_AVX2 and act_name:
         assert act_name in kernel

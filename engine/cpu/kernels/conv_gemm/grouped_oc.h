@@ -1,6 +1,7 @@
 // The grouped convolution vectorized over output channels, for groups of
 // 16 or more output channels (RegNet's group widths 16-64, ResNeXt-50's last
-// two stages, 16 and 32), direct, one ISA per instantiation:
+// two stages, 16 and 32) and for stems (one group of a few input channels:
+// ResNet's 7x7/2 conv of RGB), direct, one ISA per instantiation:
 // grouped_oc_avx512.cc (16 channels per zmm: conv_grouped_oc_f32_avx512).
 // Everything here has internal linkage, so each ISA's translation unit
 // compiles its own. (An AVX2 instantiation, 8 channels per ymm, measured
@@ -26,7 +27,8 @@
 // FMA per tap, as the column kernels do: all of them give the same bits.
 // Weights are grouped_pack_weights(..., V::kOC): blocks of kOC output
 // channels, the channels past mg in the last block zero. Shapes:
-// grouped_applies(), g.sw 1 or 2.
+// grouped_oc_applies(): 3x3 grouped convs, and dense convs with few input
+// channels and kernels up to 7x7 (network stems: ResNet's 7x7/2 on RGB).
 //
 // V (the ISA's traits) provides: Vec; kOC (channels per vector); kPixels
 // (the most pixels a tile holds, one accumulator register each, leaving
@@ -39,6 +41,7 @@
 
 #include <array>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "cpu/kernels/conv_gemm/conv_gemm.h"
@@ -66,13 +69,20 @@ struct alignas(64) TileSums {
   float t[kSlots * V::kOC];
 };
 
+// The kernel's taps: K x K with K a compile-time 3 (the loops unroll), or
+// kh x kw at run time (K == 0: stems such as ResNet's 7x7).
+struct Taps {
+  int64_t kh, kw;
+};
+
 // R output rows x NP columns (R * NP <= kPixels) of one block of kOC
 // channels. row[r] points at the buffer row of output row r's first tap,
 // at the tile's first column; plane_floats is the buffer's stride between
 // input channels. S: the column stride.
-template <class V, int S, int R, int NP>
-void tile(const float* const* row, int64_t pitch, int64_t plane_floats, int64_t cg, const float* w,
+template <class V, int S, int R, int NP, int K>
+void tile(const float* const* row, int64_t pitch, int64_t plane_floats, int64_t cg, Taps taps, const float* w,
           const float* bias, int oc_valid, TileSums<V>& out) {
+  const int64_t kh_n = K > 0 ? K : taps.kh, kw_n = K > 0 ? K : taps.kw;
   constexpr int kP = R * NP;
   static_assert(kP <= V::kPixels, "too many pixels for the registers");
   using Vec = typename V::Vec;
@@ -85,9 +95,9 @@ void tile(const float* const* row, int64_t pitch, int64_t plane_floats, int64_t 
   for (int r = 0; r < R; ++r) rp[r] = row[r];
   for (int64_t c = 0; c < cg; ++c) {
 #pragma GCC unroll 3
-    for (int kh = 0; kh < 3; ++kh) {
+    for (int64_t kh = 0; kh < kh_n; ++kh) {
 #pragma GCC unroll 3
-      for (int kw = 0; kw < 3; ++kw) {
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
         const Vec wv = V::load(w);
         w += V::kOC;
 #pragma GCC unroll 16
@@ -105,33 +115,37 @@ void tile(const float* const* row, int64_t pitch, int64_t plane_floats, int64_t 
 }
 
 template <class V>
-using TileFn = void (*)(const float* const*, int64_t, int64_t, int64_t, const float*, const float*, int,
+using TileFn = void (*)(const float* const*, int64_t, int64_t, int64_t, Taps, const float*, const float*, int,
                         TileSums<V>&);
 
 // Rows of a narrow plane (NP <= kPixels / 2 columns) that one tile takes
-// whole: kPixels / NP (AVX-512: 2 rows of 7, 4 of 4).
+// whole: kPixels / NP (AVX-512: 2 rows of 7, 4 of 4). Only 3x3 kernels
+// (grouped convs on small planes); the run-time taps take one row a tile.
 template <class V>
-constexpr int tile_rows(int np) {
-  return np <= V::kPixels / 2 ? V::kPixels / np : 1;
+constexpr int tile_rows(int np, int k) {
+  return k == 3 && np <= V::kPixels / 2 ? V::kPixels / np : 1;
 }
 
 // Tiles indexed by columns - 1: tile_rows whole rows (one row past
 // kPixels / 2 columns), and single rows of fewer columns for a task's last
 // rows.
-template <class V, int S, size_t... I>
+template <class V, int S, int K, size_t... I>
 constexpr std::array<TileFn<V>, sizeof...(I)> multi_row_tiles(std::index_sequence<I...>) {
-  return {tile<V, S, tile_rows<V>(I + 1), I + 1>...};
+  return {tile<V, S, tile_rows<V>(I + 1, K), I + 1, K>...};
 }
 template <class V, int S, size_t... I>
 constexpr std::array<TileFn<V>, sizeof...(I)> one_row_tiles(std::index_sequence<I...>) {
-  return {tile<V, S, 1, I + 1>...};
+  return {tile<V, S, 1, I + 1, 3>...};
 }
 
-template <class V, int S>
+template <class V, int S, int K>
 TileFn<V> pick_tile(int rows, int np) {
-  static constexpr auto multi = multi_row_tiles<V, S>(std::make_index_sequence<V::kPixels>());
-  static constexpr auto one = one_row_tiles<V, S>(std::make_index_sequence<V::kPixels / 2>());
-  return rows == 1 && np <= V::kPixels / 2 ? one[np - 1] : multi[np - 1];
+  static constexpr auto multi = multi_row_tiles<V, S, K>(std::make_index_sequence<V::kPixels>());
+  if constexpr (K == 3) {
+    static constexpr auto one = one_row_tiles<V, S>(std::make_index_sequence<V::kPixels / 2>());
+    if (rows == 1 && np <= V::kPixels / 2) return one[np - 1];
+  }
+  return multi[np - 1];
 }
 
 // Columns per tile: a row of up to kPixels columns is one tile; wider rows
@@ -144,15 +158,16 @@ int64_t tile_columns(int64_t ow) {
 }
 
 // One task: output rows [oh0, oh1) of every output channel of one group.
-template <class V, int S, typename Op>
+template <class V, int S, int K, typename Op>
 void rows_block(const ConvGeom& g, const GroupedDims& d, const float* buf, int64_t oh0, int64_t oh1,
                 const float* wg, const float* bg, const float* zg, float* yg, const Op& op) {
   const int64_t mg = g.mg(), cg = g.cg(), out_plane = g.out_plane();
   const int64_t np = tile_columns<V>(g.ow);
-  const int rows = tile_rows<V>(static_cast<int>(np));
-  const TileFn<V> multi = pick_tile<V, S>(rows, static_cast<int>(np));
-  const TileFn<V> one = pick_tile<V, S>(1, static_cast<int>(np));
-  const int64_t w_block = cg * 9 * V::kOC, plane_floats = d.buf_rows * d.pitch;
+  const int rows = tile_rows<V>(static_cast<int>(np), K);
+  const TileFn<V> multi = pick_tile<V, S, K>(rows, static_cast<int>(np));
+  const TileFn<V> one = pick_tile<V, S, K>(1, static_cast<int>(np));
+  const Taps taps{g.kh, g.kw};
+  const int64_t w_block = cg * g.kh * g.kw * V::kOC, plane_floats = d.buf_rows * d.pitch;
   TileSums<V> sums;
   for (int64_t m0 = 0; m0 < mg; m0 += V::kOC) {
     const int oc_valid = static_cast<int>(std::min<int64_t>(V::kOC, mg - m0));
@@ -165,7 +180,7 @@ void rows_block(const ConvGeom& g, const GroupedDims& d, const float* buf, int64
       for (int64_t ow0 = 0; ow0 < g.ow; ow0 += np) {
         const float* row[V::kPixels];
         for (int i = 0; i < r; ++i) row[i] = buf + (oh + i - oh0) * g.sh * d.pitch + ow0 * S;
-        fn(row, d.pitch, plane_floats, cg, w, bias, oc_valid, sums);
+        fn(row, d.pitch, plane_floats, cg, taps, w, bias, oc_valid, sums);
         // Several rows only when a tile holds whole rows: its pixels are contiguous in y.
         const int n = static_cast<int>(r > 1 ? r * g.ow : std::min(np, g.ow - ow0));
         const int64_t o = m0 * out_plane + oh * g.ow + ow0;
@@ -183,7 +198,7 @@ void rows_block(const ConvGeom& g, const GroupedDims& d, const float* buf, int64
 template <class V>
 void run(ThreadPool& pool, const ConvGeom& g, const float* x, const float* wpk, const float* b, const float* z,
          const Activation& act, float* y, void* scratch) {
-  ENGINE_CHECK(g.sw == 1 || g.sw == 2, "grouped_oc: column stride ", g.sw, " (1 or 2 only)");
+  ENGINE_CHECK(grouped_oc_applies(g), "grouped_oc: a shape it does not take");
   const int threads = pool.num_threads();
   const GroupedDims d = grouped_dims(g, threads);
   const size_t per_thread = round_up(g.cg() * d.floats() * sizeof(float), 64);
@@ -206,8 +221,11 @@ void run(ThreadPool& pool, const ConvGeom& g, const float* x, const float* wpk, 
         const float* wg = wpk + grp * w_group;
         const float* bg = b ? b + grp * g.mg() : nullptr;
         const float* zg = z ? z + yoff : nullptr;
-        if (g.sw == 1) rows_block<V, 1>(g, d, buf, oh0, oh1, wg, bg, zg, y + yoff, op);
-        else rows_block<V, 2>(g, d, buf, oh0, oh1, wg, bg, zg, y + yoff, op);
+        const bool k3 = g.kh == 3 && g.kw == 3;
+        using Op = std::decay_t<decltype(op)>;
+        const auto rows = g.sw == 1 ? (k3 ? rows_block<V, 1, 3, Op> : rows_block<V, 1, 0, Op>)
+                                    : (k3 ? rows_block<V, 2, 3, Op> : rows_block<V, 2, 0, Op>);
+        rows(g, d, buf, oh0, oh1, wg, bg, zg, y + yoff, op);
       }
     });
   };

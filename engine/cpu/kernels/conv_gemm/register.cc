@@ -34,6 +34,9 @@ using namespace conv_gemm;
 // The largest channels per group (in and out) for which the factory picks
 // the direct grouped kernel (see ConvKernel::grouped_candidate).
 constexpr int64_t kGroupedPreferMaxCpg = 32;
+// The most input channels of a single-group conv (a stem: RGB, RGBA, gray)
+// that the output-channel-vectorized kernel takes (ConvKernel::grouped_oc_block).
+constexpr int64_t kStemMaxCin = 4;
 
 void require_float(const Node& node) {
   for (int i = 0; i < node.num_inputs(); ++i) {
@@ -234,7 +237,7 @@ class ConvKernel final : public Kernel {
       return;
     }
     const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
-    if (prepacked && oc_block_ > 0 && grouped_applies(g) && (g.sw == 1 || g.sw == 2)) {
+    if (prepacked && oc_block_ > 0 && grouped_oc_applies(g)) {
       path_ = "conv_grouped_oc_f32_avx512";
       gemm_path_ = "";
       void* scratch = ctx.scratch(grouped_scratch_bytes(g, ctx.pool().num_threads()));
@@ -347,8 +350,10 @@ class ConvKernel final : public Kernel {
   // The channels per vector (16) of the output-channel-vectorized grouped
   // kernel (grouped_oc_avx512) for these weights, or 0 where it does not
   // apply: groups of 16, 32, 48 or 64 output channels (RegNet, ResNeXt's
-  // last stages), at most kGroupedMaxCpg input channels, 2-D 3x3, unit
-  // dilation, column stride 1 or 2. (An AVX2 form, 8 channels per ymm and
+  // last stages), at most kGroupedMaxCpg input channels, 2-D 3x3; or one
+  // group of at most kStemMaxCin input channels, kernels 2x2 to 7x7, output
+  // channels a multiple of 16 (stems, whose im2col GEMM packs 3 * 49 rows
+  // for 64 outputs); unit dilation, column stride 1 or 2. (An AVX2 form, 8 channels per ymm and
   // tiles of 8 or 12 pixels, measured faster than the column kernel on
   // some of ResNeXt's and RegNet's shapes and slower on others, on Zen 4:
   // the AVX2 tier keeps the column kernel.)
@@ -358,12 +363,14 @@ class ConvKernel final : public Kernel {
         if (e != 1) return false;
       return true;
     };
-    if (w.size() != 4 || attrs_.group <= 1 || !all_one(attrs_.dilations)) return 0;
+    if (w.size() != 4 || !all_one(attrs_.dilations)) return 0;
     const int64_t sw = attrs_.strides.size() == 2 ? attrs_.strides[1] : 1;
     const int64_t mg = w[0] / attrs_.group, cg = w[1];
-    if (w[2] != 3 || w[3] != 3 || (sw != 1 && sw != 2) || mg < 16 || mg > kGroupedMaxCpg || cg > kGroupedMaxCpg)
-      return 0;
-    return oc_ok_ && mg % 16 == 0 ? 16 : 0;
+    if (sw != 1 && sw != 2) return 0;
+    const bool grouped = attrs_.group > 1 && w[2] == 3 && w[3] == 3 && mg >= 16 && mg <= kGroupedMaxCpg &&
+                         cg <= kGroupedMaxCpg;
+    const bool stem = attrs_.group == 1 && cg <= kStemMaxCin && w[2] > 1 && w[2] <= 7 && w[3] > 1 && w[3] <= 7;
+    return oc_ok_ && (grouped || stem) && mg % 16 == 0 ? 16 : 0;
   }
 
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
