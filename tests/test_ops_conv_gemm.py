@@ -316,6 +316,10 @@ GROUPED_CASES = [
     ("oc_stem_3x3s2", (1, 3, 33, 35), (32, 3, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), None),
     ("oc_stem_5x5_rgba_asym", (1, 4, 12, 21), (48, 4, 5, 5), dict(pads=[2, 1, 0, 2]), None),
     ("oc_stem_2x2_gray", (3, 1, 9, 17), (16, 1, 2, 2), dict(strides=[2, 1]), None),
+    # Dense 3x3 stride-2 convs with outputs >= 14 wide (ResNet-50's 3x3/2):
+    # the output-channel kernel on AVX-512; 13 wide: the GEMM.
+    ("oc_dense_3x3s2_w14", (1, 40, 28, 29), (48, 40, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), None),
+    ("oc_dense_3x3s2_w13_gemm", (1, 40, 26, 26), (48, 40, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2]), "im2col"),
     # Not stems: 5 input channels, 24 outputs, a 1x1 kernel.
     ("oc_stem_cin5_gemm", (1, 5, 12, 12), (32, 5, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
     ("oc_stem_mg24_gemm", (1, 3, 12, 12), (24, 3, 3, 3), dict(pads=[1, 1, 1, 1]), "im2col"),
@@ -335,7 +339,7 @@ def test_conv_grouped_oc_kernel_runs(case):
     node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, True, False)
     _, kernel = _run_pyengine(_model([node], inputs, [_vi("y", None)], inits), feeds, "avx512")
     wanted = not name.endswith(("_columns", "_gemm"))
-    if name.startswith("oc_stem"):
+    if name.startswith(("oc_stem", "oc_dense")) and wanted:
         assert "grouped_oc" not in _run_pyengine(_model([node], inputs, [_vi("y", None)], inits), feeds, "avx2")[1]
     assert ("conv_grouped_oc_f32_avx512" in kernel) == wanted, (name, kernel)
 
@@ -487,6 +491,8 @@ FUSED_CASES = [
     ("grouped_oc", (2, 48, 7, 7), (48, 16, 3, 3), dict(group=3, pads=[1, 1, 1, 1])),
     # A stem: the output-channel kernel on AVX-512 (run-time 7x7 taps), im2col on AVX2.
     ("stem_oc", (1, 3, 19, 21), (32, 3, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2])),
+    # A dense 3x3/2 conv with a 14-wide output: the output-channel kernel on AVX-512 too.
+    ("dense_oc", (2, 24, 27, 28), (32, 24, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
 ]
 
 
@@ -527,7 +533,7 @@ def test_fused_conv(case, act, residual):
         expected_path = "im2col"
     if expected_path.startswith("grouped"):
         expected_path = "im2col" if weights_as_input else "grouped"
-    if expected_path == "stem_oc":  # grouped_oc on AVX-512, im2col on AVX2: test_conv_grouped_oc_kernel_runs
+    if expected_path in ("stem_oc", "dense_oc"):  # grouped_oc on AVX-512, im2col on AVX2: test_conv_grouped_oc_kernel_runs
         expected_path = "im2col" if weights_as_input else ""
     kernel = _check(pe_model, feeds, expected, expected_path)
     if HAVE_AVX2 and act_name:
@@ -701,6 +707,7 @@ INPLACE_CASES = [
     ("depthwise", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=32)),
     ("grouped", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8)),
     ("grouped_oc", 32, 32, 10, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)),
+    ("dense_oc_s2", 32, 32, 28, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])),
 ]
 
 

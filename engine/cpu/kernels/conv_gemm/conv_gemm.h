@@ -210,12 +210,13 @@ inline bool grouped_applies(const ConvGeom& g) {
 }
 
 // The shapes grouped_oc_avx512 computes: 2-D, unit dilation, not
-// depthwise, at most kGroupedMaxCpg input channels per group, kernels up to
-// 7x7, column stride 1 or 2 (any group count; the kernel factory decides
-// where it pays).
+// depthwise, at most kOcMaxCin input channels per group, kernels up to 7x7,
+// column stride 1 or 2 (any group count; the kernel factory decides where
+// it pays).
+constexpr int64_t kOcMaxCin = 512;
 inline bool grouped_oc_applies(const ConvGeom& g) {
   return !g.is_depthwise() && g.kd == 1 && g.id == 1 && g.od == 1 && g.dh == 1 && g.dw == 1 && g.cg() >= 1 &&
-         g.cg() <= kGroupedMaxCpg && g.kh <= 7 && g.kw <= 7 && (g.sw == 1 || g.sw == 2);
+         g.cg() <= kOcMaxCin && g.kh <= 7 && g.kw <= 7 && (g.sw == 1 || g.sw == 2);
 }
 
 // Winograd F(2x2, 3x3): U_i = (G g G^T)_i for the 16 positions i of the 4x4

@@ -37,6 +37,9 @@ constexpr int64_t kGroupedPreferMaxCpg = 32;
 // The most input channels of a single-group conv (a stem: RGB, RGBA, gray)
 // that the output-channel-vectorized kernel takes (ConvKernel::grouped_oc_block).
 constexpr int64_t kStemMaxCin = 4;
+// The narrowest output of a dense 3x3 stride-2 conv the output-channel-
+// vectorized kernel takes (ConvKernel::grouped_oc_block).
+constexpr int64_t kOcDenseMinWidth = 14;
 
 void require_float(const Node& node) {
   for (int i = 0; i < node.num_inputs(); ++i) {
@@ -170,7 +173,7 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if ((oc_block_ = grouped_oc_block(wt.shape())) > 0) {
+      if ((oc_block_ = grouped_oc_block(wt.shape(), node)) > 0) {
         packed_w_shape_ = wt.shape();
         grouped_ = true;
         const int64_t ks = wt.dim(2) * wt.dim(3);
@@ -357,7 +360,7 @@ class ConvKernel final : public Kernel {
   // tiles of 8 or 12 pixels, measured faster than the column kernel on
   // some of ResNeXt's and RegNet's shapes and slower on others, on Zen 4:
   // the AVX2 tier keeps the column kernel.)
-  int64_t grouped_oc_block(const Shape& w) const {
+  int64_t grouped_oc_block(const Shape& w, const Node& node) const {
     auto all_one = [](const std::vector<int64_t>& v) {
       for (int64_t e : v)
         if (e != 1) return false;
@@ -370,7 +373,16 @@ class ConvKernel final : public Kernel {
     const bool grouped = attrs_.group > 1 && w[2] == 3 && w[3] == 3 && mg >= 16 && mg <= kGroupedMaxCpg &&
                          cg <= kGroupedMaxCpg;
     const bool stem = attrs_.group == 1 && cg <= kStemMaxCin && w[2] > 1 && w[2] <= 7 && w[3] > 1 && w[3] <= 7;
-    return oc_ok_ && (grouped || stem) && mg % 16 == 0 ? 16 : 0;
+    // Dense 3x3 stride-2 convs with outputs at least kOcDenseMinWidth wide
+    // (ResNet-50's 3x3/2 at 56 -> 28 and 28 -> 14, HRNet's downsampling):
+    // their im2col pack gathers every other input. At 14 -> 7 (512
+    // channels) a task's 7 pixels per pass over the weights lose to the GEMM.
+    const Value* out = node.num_outputs() > 0 ? node.output(0) : nullptr;
+    const int64_t ow = out && out->has_shape() && out->shape().size() == 4 ? out->shape()[3] : -1;
+    const int64_t sh = attrs_.strides.size() == 2 ? attrs_.strides[0] : 1;
+    const bool dense = attrs_.group == 1 && w[2] == 3 && w[3] == 3 && sh == 2 && sw == 2 && cg <= kOcMaxCin &&
+                       ow >= kOcDenseMinWidth;
+    return oc_ok_ && (grouped || stem || dense) && mg % 16 == 0 ? 16 : 0;
   }
 
   bool same_shapes(const Shape& x, const Shape& w, const Shape& y) const {
