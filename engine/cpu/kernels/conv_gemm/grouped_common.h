@@ -1,11 +1,12 @@
-// Shared by grouped_avx2.cc and grouped_avx512.cc: the per-thread input
-// buffer of the direct grouped convolution (see grouped_avx2.cc). Private to
-// engine/cpu/kernels/conv_gemm/; portable code.
+// Shared by the direct grouped convolutions (grouped_avx2.cc,
+// grouped_avx512.cc, grouped_oc.h): the per-thread input buffer and the task
+// loop. Private to engine/cpu/kernels/conv_gemm/; portable code.
 #pragma once
 
 #include <cstring>
 
 #include "cpu/kernels/conv_gemm/conv_gemm.h"
+#include "cpu/thread_pool.h"
 
 namespace engine {
 namespace conv_gemm {
@@ -66,6 +67,52 @@ inline void fill_rows(const ConvGeom& g, const GroupedDims& d, const float* __re
       const float* __restrict src = x + c * in_plane + ih * g.iw;
       for (int64_t i = 0; i < copy_w; ++i) dst[i] = src[i];
     }
+}
+
+// One task of a direct grouped conv: output rows [oh0, oh1) of group grp of
+// image img, whose input rows are in buf (fill_rows); y_off is the offset
+// of the group's first output channel in Y (and Z).
+struct GroupedTask {
+  const float* buf;
+  int64_t img, grp, oh0, oh1, y_off;
+};
+
+// Runs body(const GroupedTask&) for every task (image, group, block of
+// output rows), rows fastest, claimed as AffineTasks: each thread takes a
+// contiguous range, so the two threads rarely write the cache lines where
+// one task's rows meet the next one's (first-come claims alternated
+// neighbouring row blocks between the threads: a stride-2 layer with 2-row
+// tasks sped up 1.3x on two threads instead of 1.9x). `scratch` holds
+// grouped_scratch_bytes(g, pool.num_threads()).
+template <typename Body>
+void for_each_task(ThreadPool& pool, const ConvGeom& g, const GroupedDims& d, const float* x, void* scratch,
+                   const Body& body) {
+  const int threads = pool.num_threads();
+  const size_t per_thread = round_up(g.cg() * d.floats() * sizeof(float), 64);
+  const int64_t blocks = (g.oh + d.rows_blk - 1) / d.rows_blk;
+  const int64_t tasks = g.batch * g.group * blocks;
+  AffineTasks claims(tasks, threads);
+  auto worker = [&](int tid, int) {
+    float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
+    bool first = true;
+    for (int64_t t = claims.claim(tid); t >= 0; t = claims.claim(tid)) {
+      GroupedTask task;
+      task.buf = buf;
+      task.img = t / blocks / g.group;
+      task.grp = t / blocks % g.group;
+      task.oh0 = t % blocks * d.rows_blk;
+      task.oh1 = std::min(g.oh, task.oh0 + d.rows_blk);
+      task.y_off = (task.img * g.cout + task.grp * g.mg()) * g.out_plane();
+      fill_rows(g, d, x + (task.img * g.cin + task.grp * g.cg()) * g.in_plane(), task.oh0 * g.sh - g.ph, buf, first);
+      first = false;
+      body(task);
+    }
+  };
+  if (tasks == 1 || threads == 1) {
+    worker(0, 1);
+  } else {
+    pool.run_any(by_ref(worker));
+  }
 }
 
 }  // namespace

@@ -53,7 +53,6 @@ namespace {
 
 namespace oc_detail {
 
-using grouped_detail::fill_rows;
 using grouped_detail::grouped_dims;
 using grouped_detail::GroupedDims;
 
@@ -191,49 +190,25 @@ void rows_block(const ConvGeom& g, const GroupedDims& d, const float* buf, int64
   }
 }
 
-// The whole convolution: tasks (image, group, block of rows), rows fastest,
-// claimed as AffineTasks (each thread a contiguous range, so the two
-// threads rarely write the cache lines where one task's rows meet the
-// next one's).
+// The whole convolution, task by task (grouped_common.h's for_each_task).
 template <class V>
 void run(ThreadPool& pool, const ConvGeom& g, const float* x, const float* wpk, const float* b, const float* z,
          const Activation& act, float* y, void* scratch) {
   ENGINE_CHECK(grouped_oc_applies(g), "grouped_oc: a shape it does not take");
-  const int threads = pool.num_threads();
-  const GroupedDims d = grouped_dims(g, threads);
-  const size_t per_thread = round_up(g.cg() * d.floats() * sizeof(float), 64);
-  const int64_t blocks = (g.oh + d.rows_blk - 1) / d.rows_blk;
-  const int64_t tasks = g.batch * g.group * blocks;
-  const int64_t cg = g.cg(), out_plane = g.out_plane();
-  const int64_t w_group = grouped_group_stride(g.mg(), cg, g.kh * g.kw, V::kOC);
-  AffineTasks claims(tasks, threads);
-  auto worker = [&](int tid, int) {
-    float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
+  const GroupedDims d = grouped_dims(g, pool.num_threads());
+  const int64_t w_group = grouped_group_stride(g.mg(), g.cg(), g.kh * g.kw, V::kOC);
+  const bool k3 = g.kh == 3 && g.kw == 3;
+  grouped_detail::for_each_task(pool, g, d, x, scratch, [&](const grouped_detail::GroupedTask& t) {
+    const float* wg = wpk + t.grp * w_group;
+    const float* bg = b ? b + t.grp * g.mg() : nullptr;
+    const float* zg = z ? z + t.y_off : nullptr;
     V::with_act(act, [&](const auto& op) {
-      bool first = true;
-      for (int64_t t = claims.claim(tid); t >= 0; t = claims.claim(tid)) {
-        const int64_t blk = t % blocks, plane = t / blocks;
-        const int64_t img = plane / g.group, grp = plane % g.group;
-        const int64_t oh0 = blk * d.rows_blk, oh1 = std::min(g.oh, oh0 + d.rows_blk);
-        fill_rows(g, d, x + (img * g.cin + grp * cg) * g.in_plane(), oh0 * g.sh - g.ph, buf, first);
-        first = false;
-        const int64_t yoff = (img * g.cout + grp * g.mg()) * out_plane;
-        const float* wg = wpk + grp * w_group;
-        const float* bg = b ? b + grp * g.mg() : nullptr;
-        const float* zg = z ? z + yoff : nullptr;
-        const bool k3 = g.kh == 3 && g.kw == 3;
-        using Op = std::decay_t<decltype(op)>;
-        const auto rows = g.sw == 1 ? (k3 ? rows_block<V, 1, 3, Op> : rows_block<V, 1, 0, Op>)
-                                    : (k3 ? rows_block<V, 2, 3, Op> : rows_block<V, 2, 0, Op>);
-        rows(g, d, buf, oh0, oh1, wg, bg, zg, y + yoff, op);
-      }
+      using Op = std::decay_t<decltype(op)>;
+      const auto rows = g.sw == 1 ? (k3 ? rows_block<V, 1, 3, Op> : rows_block<V, 1, 0, Op>)
+                                  : (k3 ? rows_block<V, 2, 3, Op> : rows_block<V, 2, 0, Op>);
+      rows(g, d, t.buf, t.oh0, t.oh1, wg, bg, zg, y + t.y_off, op);
     });
-  };
-  if (tasks == 1 || threads == 1) {
-    worker(0, 1);
-  } else {
-    pool.run_any(by_ref(worker));
-  }
+  });
 }
 
 }  // namespace oc_detail
