@@ -12,8 +12,9 @@
 // inputs) are packed block by block inside the SGEMM instead. Convolution
 // paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; grouped
 // 3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel
-// (on AVX-512, groups of 16, 32, 48 or 64 output channels -> the direct
-// kernel vectorized over output channels, grouped_oc_avx512); 3x3
+// (on AVX-512, groups of 16, 32, 48 or 64 output channels, stems and
+// dense 3x3/2 convs with outputs >= 14 wide -> the direct kernel
+// vectorized over output channels, grouped_oc_avx512); 3x3
 // stride-1 single-group convs with >= 16 channels -> Winograd F(2x2, 3x3)
 // on the same SGEMM; everything else -> one GEMM per (image, group),
 // Y[Cout/g, spatial] = W[Cout/g, K] x B[K, spatial], where B is X itself
@@ -173,21 +174,18 @@ class ConvKernel final : public Kernel {
              group);
       const bool depthwise = wt.dim(1) == 1 && cout == group && group > 1;
       const int64_t mg = cout / group, k = wt.numel() / std::max<int64_t>(cout, 1);
-      if ((oc_block_ = grouped_oc_block(wt.shape(), node)) > 0) {
+      // The direct kernels' weights: blocks of 16 output channels for the
+      // output-channel-vectorized one, of 4 for the column ones.
+      oc_block_ = grouped_oc_block(wt.shape(), node);
+      const int64_t block = oc_block_ > 0 ? oc_block_ : grouped_ok_ && grouped_candidate(wt.shape()) ? 4 : 0;
+      if (block > 0) {
         packed_w_shape_ = wt.shape();
         grouped_ = true;
         const int64_t ks = wt.dim(2) * wt.dim(3);
         packed_w_.storage = aligned_storage(
-            static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks, oc_block_) * group) * sizeof(float));
+            static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks, block) * group) * sizeof(float));
         grouped_pack_weights(wt.data<float>(), group, mg, wt.dim(1), ks, static_cast<float*>(packed_w_.storage.get()),
-                             oc_block_);
-      } else if (grouped_ok_ && grouped_candidate(wt.shape())) {
-        packed_w_shape_ = wt.shape();
-        grouped_ = true;
-        const int64_t ks = wt.dim(2) * wt.dim(3);
-        packed_w_.storage =
-            aligned_storage(static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks) * group) * sizeof(float));
-        grouped_pack_weights(wt.data<float>(), group, mg, wt.dim(1), ks, static_cast<float*>(packed_w_.storage.get()));
+                             block);
       } else if (wino_sym_ && winograd_candidate(wt.shape())) {
         packed_w_shape_ = wt.shape();
         winograd_ = true;
@@ -350,16 +348,19 @@ class ConvKernel final : public Kernel {
     return w[2] == 3 && w[3] == 3 && cg <= kGroupedPreferMaxCpg && mg <= kGroupedPreferMaxCpg;
   }
 
-  // The channels per vector (16) of the output-channel-vectorized grouped
-  // kernel (grouped_oc_avx512) for these weights, or 0 where it does not
-  // apply: groups of 16, 32, 48 or 64 output channels (RegNet, ResNeXt's
-  // last stages), at most kGroupedMaxCpg input channels, 2-D 3x3; or one
-  // group of at most kStemMaxCin input channels, kernels 2x2 to 7x7, output
-  // channels a multiple of 16 (stems, whose im2col GEMM packs 3 * 49 rows
-  // for 64 outputs); unit dilation, column stride 1 or 2. (An AVX2 form, 8 channels per ymm and
-  // tiles of 8 or 12 pixels, measured faster than the column kernel on
-  // some of ResNeXt's and RegNet's shapes and slower on others, on Zen 4:
-  // the AVX2 tier keeps the column kernel.)
+  // The channels per vector (16) of the output-channel-vectorized kernel
+  // (grouped_oc_avx512) for these weights, or 0 where it does not apply.
+  // Unit dilation, column stride 1 or 2, output channels per group a
+  // multiple of 16, and one of:
+  //  - grouped 3x3 with at most kGroupedMaxCpg channels per group in and
+  //    out (RegNet, ResNeXt's last stages);
+  //  - a stem: one group of at most kStemMaxCin input channels, kernels 2x2
+  //    to 7x7 (its im2col GEMM packs 3 * 49 rows for 64 outputs);
+  //  - a dense 3x3 stride-2 conv whose output is at least kOcDenseMinWidth
+  //    wide (below).
+  // (An AVX2 form, 8 channels per ymm and tiles of 8 or 12 pixels, measured
+  // faster than the column kernel on some of ResNeXt's and RegNet's shapes
+  // and slower on others, on Zen 4: the AVX2 tier keeps the column kernel.)
   int64_t grouped_oc_block(const Shape& w, const Node& node) const {
     auto all_one = [](const std::vector<int64_t>& v) {
       for (int64_t e : v)
@@ -376,7 +377,8 @@ class ConvKernel final : public Kernel {
     // Dense 3x3 stride-2 convs with outputs at least kOcDenseMinWidth wide
     // (ResNet-50's 3x3/2 at 56 -> 28 and 28 -> 14, HRNet's downsampling):
     // their im2col pack gathers every other input. At 14 -> 7 (512
-    // channels) a task's 7 pixels per pass over the weights lose to the GEMM.
+    // channels: a task's 7 pixels per pass over 9 MB of weights) it
+    // measured no faster than the GEMM.
     const Value* out = node.num_outputs() > 0 ? node.output(0) : nullptr;
     const int64_t ow = out && out->has_shape() && out->shape().size() == 4 ? out->shape()[3] : -1;
     const int64_t sh = attrs_.strides.size() == 2 ? attrs_.strides[0] : 1;
