@@ -157,8 +157,7 @@ void rows_block(const ConvGeom& g, const GroupedDims& d, const float* buf, int64
 }  // namespace
 
 size_t grouped_scratch_bytes(const ConvGeom& g, int threads) {
-  const GroupedDims d = grouped_dims(g, threads);
-  return static_cast<size_t>(threads) * round_up(g.cg() * d.floats() * sizeof(float), 64) + 64;
+  return static_cast<size_t>(threads) * buffer_bytes(g, grouped_dims(g, threads)) + 64;
 }
 
 void grouped_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* wpk, const float* b,

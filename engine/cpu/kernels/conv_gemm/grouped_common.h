@@ -45,6 +45,12 @@ inline GroupedDims grouped_dims(const ConvGeom& g, int threads) {
   return d;
 }
 
+// One thread's row buffer in the scratch (grouped_scratch_bytes holds one
+// per thread, for_each_task hands them out): 64-byte aligned.
+inline size_t buffer_bytes(const ConvGeom& g, const GroupedDims& d) {
+  return round_up(g.cg() * d.floats() * sizeof(float), 64);
+}
+
 // Copies input rows [ih0, ih0 + buf_rows) of cg channels (rows outside the
 // image are zero) into buf, each row at lead offset pw. Only the row's
 // image columns are written: the lead and the tail of every row are zero
@@ -88,7 +94,7 @@ template <typename Body>
 void for_each_task(ThreadPool& pool, const ConvGeom& g, const GroupedDims& d, const float* x, void* scratch,
                    const Body& body) {
   const int threads = pool.num_threads();
-  const size_t per_thread = round_up(g.cg() * d.floats() * sizeof(float), 64);
+  const size_t per_thread = buffer_bytes(g, d);
   const int64_t blocks = (g.oh + d.rows_blk - 1) / d.rows_blk;
   const int64_t tasks = g.batch * g.group * blocks;
   AffineTasks claims(tasks, threads);
