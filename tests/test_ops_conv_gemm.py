@@ -170,6 +170,19 @@ CONV_CASES = [
     ("2d_same_upper_s1", (3, 3, 5, 5), (5, 3, 2, 3), dict(auto_pad="SAME_UPPER"), "im2col"),
     ("2d_valid", (1, 3, 17, 13), (5, 3, 3, 3), dict(auto_pad="VALID", strides=[2, 2]), "im2col"),
     ("2d_depthwise_same_lower", (1, 13, 17, 17), (13, 1, 4, 4), dict(group=13, auto_pad="SAME_LOWER"), "depthwise"),
+    # The AVX-512 depthwise kernel (16 channels per vector): whole rows per
+    # tile on planes <= 8 wide (2 rows of 7, 4 of 4, 5 of 3 with a leftover
+    # row per band), channel tails (40 = 16 + 16 + 8, 21, 33), 5x5 stride 2
+    # (taps at run time), row stride 2 with column stride 1, batch 2.
+    ("2d_depthwise_rows7_tail", (2, 40, 7, 7), (40, 1, 3, 3), dict(group=40, pads=[1, 1, 1, 1]), "depthwise"),
+    ("2d_depthwise_s2_to7", (1, 21, 14, 14), (21, 1, 3, 3), dict(group=21, pads=[1, 1, 1, 1], strides=[2, 2]),
+     "depthwise"),
+    ("2d_depthwise_rows4", (1, 16, 4, 4), (16, 1, 3, 3), dict(group=16, pads=[1, 1, 1, 1]), "depthwise"),
+    ("2d_depthwise_tall3", (1, 17, 40, 3), (17, 1, 3, 3), dict(group=17, pads=[1, 1, 1, 1]), "depthwise"),
+    ("2d_depthwise_5x5_s2", (1, 33, 15, 15), (33, 1, 5, 5), dict(group=33, pads=[2, 2, 2, 2], strides=[2, 2]),
+     "depthwise"),
+    ("2d_depthwise_s21", (2, 18, 11, 23), (18, 1, 3, 3), dict(group=18, pads=[0, 1, 2, 1], strides=[2, 1]),
+     "depthwise"),
     # Large enough to cut K into blocks, N into column blocks and M into row chunks.
     ("2d_big_k_blocks", (1, 64, 20, 20), (70, 64, 3, 3), dict(pads=[1, 1, 1, 1]), "winograd"),
     ("2d_big_pointwise", (2, 300, 9, 31), (130, 300, 1, 1), {}, "pointwise"),
@@ -213,6 +226,8 @@ CONV_CASES = [
     ("3d_depthwise_csn", (1, 8, 5, 9, 9), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1]), "depthwise"),
     ("3d_depthwise_s2", (1, 8, 5, 9, 9), (8, 1, 3, 3, 3), dict(group=8, pads=[1, 1, 1, 1, 1, 1], strides=[1, 2, 2]),
      "depthwise"),
+    ("3d_depthwise_dil_s2", (2, 19, 7, 8, 9), (19, 1, 3, 3, 3),
+     dict(group=19, pads=[2, 1, 0, 2, 1, 1], dilations=[2, 1, 2], strides=[2, 1, 2]), "depthwise"),
     ("3d_group2_same", (1, 4, 4, 6, 6), (6, 2, 2, 3, 3), dict(group=2, auto_pad="SAME_UPPER"), "im2col"),
 ]
 
@@ -342,6 +357,24 @@ def test_conv_grouped_oc_kernel_runs(case):
     if name.startswith(("oc_stem", "oc_dense")) and wanted:
         assert "grouped_oc" not in _run_pyengine(_model([node], inputs, [_vi("y", None)], inits), feeds, "avx2")[1]
     assert ("conv_grouped_oc_f32_avx512" in kernel) == wanted, (name, kernel)
+
+
+@pytest.mark.skipif(not HAVE_AVX512, reason="this CPU has no AVX-512 tier")
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[4] == "depthwise"], ids=lambda c: c[0])
+def test_conv_depthwise_avx512_kernel_runs(case):
+    """The AVX-512 depthwise kernel takes depthwise convs with column stride
+    1 or 2 and constant weights, on the AVX-512 tier; stride 3, run-time
+    weights and the AVX2 tier keep depthwise_avx2."""
+    name, x_shape, w_shape, attrs, _ = case
+    model_for = {}
+    for weights in ("init", "input"):
+        node, inputs, inits, feeds = _conv_model(x_shape, w_shape, attrs, True, weights == "input")
+        model_for[weights] = (_model([node], inputs, [_vi("y", None)], inits), feeds)
+    column_stride = attrs.get("strides", [1])[-1]
+    kernel = _run_pyengine(*model_for["init"], "avx512")[1]
+    assert ("conv_depthwise_f32_avx512" in kernel) == (column_stride in (1, 2)), (name, kernel)
+    assert "conv_depthwise_f32_avx2" in _run_pyengine(*model_for["input"], "avx512")[1]
+    assert "conv_depthwise_f32_avx2" in _run_pyengine(*model_for["init"], "avx2")[1]
 
 
 @pytest.mark.parametrize("weights", ["init", "input"])

@@ -102,6 +102,7 @@ CONV_PATHS = {
     "winograd": (16, 21, 11, 3, 1),
     "pointwise": (17, 21, 9, 1, 1),
     "depthwise": (16, 16, 11, 3, 16),
+    "depthwise_rows": (24, 24, 7, 3, 24),  # AVX-512: two rows of 7 per tile, a channel tail of 8
     "grouped": (16, 24, 11, 3, 4),
     "grouped_oc": (32, 32, 11, 3, 2),  # 16 channels per group: conv_grouped_oc_f32_avx512
 }

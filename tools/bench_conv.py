@@ -86,7 +86,8 @@ RESNET50_CONVS = [
 RESNET50_CONV_COUNT = sum(layer[6] for layer in RESNET50_CONVS)  # 53 convs in the network
 
 
-# Other families: (name, input spatial dims, cin, cout, kernel dims, group)
+# Other families: (name, input spatial dims, cin, cout, kernel dims, group[,
+# stride]); pads k // 2.
 OTHER_CONVS = [
     ("convnext dw7x7 96@56", (56, 56), 96, 96, (7, 7), 96),
     ("convnext dw7x7 192@28", (28, 28), 192, 192, (7, 7), 192),
@@ -96,6 +97,16 @@ OTHER_CONVS = [
     ("resnext g32 3x3 256@28", (28, 28), 256, 256, (3, 3), 32),
     ("resnext g32 3x3 512@14", (14, 14), 512, 512, (3, 3), 32),
     ("resnext g32 3x3 1024@7", (7, 7), 1024, 1024, (3, 3), 32),
+    ("mbv2 dw3x3 32@112", (112, 112), 32, 32, (3, 3), 32),
+    ("mbv2 dw3x3/2 96@112", (112, 112), 96, 96, (3, 3), 96, 2),
+    ("mbv2 dw3x3 144@56", (56, 56), 144, 144, (3, 3), 144),
+    ("mbv2 dw3x3/2 144@56", (56, 56), 144, 144, (3, 3), 144, 2),
+    ("mbv2 dw3x3 192@28", (28, 28), 192, 192, (3, 3), 192),
+    ("mbv2 dw3x3 384@14", (14, 14), 384, 384, (3, 3), 384),
+    ("mbv2 dw3x3/2 576@14", (14, 14), 576, 576, (3, 3), 576, 2),
+    ("mbv2 dw3x3 960@7", (7, 7), 960, 960, (3, 3), 960),
+    ("effnet dw5x5 240@28", (28, 28), 240, 240, (5, 5), 240),
+    ("effnet dw5x5/2 672@14", (14, 14), 672, 672, (5, 5), 672, 2),
     ("csn dw3x3x3 64@8x56", (8, 56, 56), 64, 64, (3, 3, 3), 64),
     ("csn dw3x3x3 256@4x28", (4, 28, 28), 256, 256, (3, 3, 3), 256),
     ("3d 1x1x1 64->256 @8x56", (8, 56, 56), 64, 256, (1, 1, 1), 1),
@@ -140,13 +151,14 @@ def grouped_models(layer, batch, rng):
 
 
 def other_models(layer, batch, rng):
-    name, dims, cin, cout, ks, group = layer
+    name, dims, cin, cout, ks, group = layer[:6]
+    stride = layer[6] if len(layer) > 6 else 1
     w = rng.standard_normal((cout, cin // group) + tuple(ks)).astype(np.float32) * np.float32(0.1)
     b = rng.standard_normal(cout).astype(np.float32) * np.float32(0.1)
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, *dims])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    attrs = dict(kernel_shape=list(ks), pads=[k // 2 for k in ks] * 2, group=group)
+    attrs = dict(kernel_shape=list(ks), pads=[k // 2 for k in ks] * 2, group=group, strides=[stride] * len(ks))
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
     model = _model([node], [x], [y], inits, False)
     feeds = {"x": rng.standard_normal((batch, cin, *dims)).astype(np.float32)}
@@ -498,8 +510,9 @@ def run_other(batches, threads, runs):
             (ort_ms, _), ort_out = time_ort(ort_model, feeds, threads, r, 2)
             (pe_ms, _), pe_out = time_pyengine(pe_model, feeds, threads, r, 2)
             err = float(np.max(np.abs(pe_out - ort_out)))
-            _, dims, cin, cout, ks, group = layer
-            gflop = 2.0 * batch * cout * np.prod(dims) * (cin // group) * np.prod(ks) / 1e9
+            _, dims, cin, cout, ks, group = layer[:6]
+            outputs = np.prod(ort_out.shape[2:])
+            gflop = 2.0 * batch * cout * outputs * (cin // group) * np.prod(ks) / 1e9
             flag = "" if err < 1e-3 else f"  MAX ERR {err:.2e}"
             print(f"{layer[0]:26s} {gflop:7.3f} {pe_ms:9.3f} {ort_ms:9.3f} {pe_ms / ort_ms:6.2f}{flag}")
 

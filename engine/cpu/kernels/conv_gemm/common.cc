@@ -213,5 +213,12 @@ void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg,
               w[((grp * mg + m) * cg + c) * ks + t];
 }
 
+void depthwise_pack_weights(const float* w, int64_t channels, int64_t ks, float* dst) {
+  constexpr int64_t kBlock = 16;
+  std::memset(dst, 0, static_cast<size_t>(depthwise_packed_size(channels, ks)) * sizeof(float));
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t t = 0; t < ks; ++t) dst[((c / kBlock) * ks + t) * kBlock + c % kBlock] = w[c * ks + t];
+}
+
 }  // namespace conv_gemm
 }  // namespace engine

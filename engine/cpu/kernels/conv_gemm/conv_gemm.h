@@ -219,6 +219,16 @@ inline bool grouped_oc_applies(const ConvGeom& g) {
          g.cg() <= kOcMaxCin && g.kh <= 7 && g.kw <= 7 && (g.sw == 1 || g.sw == 2);
 }
 
+// Depthwise convolution vectorized over 16 channels (depthwise_avx512):
+// weights of channel c, tap t (of kd*kh*kw) at ((c / 16) * ks + t) * 16 +
+// c % 16, the channels past C in the last block zero. w is [C, 1, k...].
+// Portable.
+inline int64_t depthwise_packed_size(int64_t channels, int64_t ks) { return round_up(channels, 16) * ks; }
+void depthwise_pack_weights(const float* w, int64_t channels, int64_t ks, float* dst);
+// The shapes depthwise_avx512 computes: depthwise, 1-D to 3-D, column
+// stride 1 or 2 (any kernel, pads, dilations, row and depth strides).
+inline bool depthwise512_applies(const ConvGeom& g) { return g.is_depthwise() && (g.sw == 1 || g.sw == 2); }
+
 // Winograd F(2x2, 3x3): U_i = (G g G^T)_i for the 16 positions i of the 4x4
 // transform, each an [M x C] matrix packed like A (pack_a), one after the
 // other: 16 * packed_a_size(m, c) floats. w is [M, C, 3, 3]. Portable.
@@ -253,6 +263,14 @@ void pack_b_im2col(const void* ctx, const float* src, int64_t k0, int64_t kc, in
 size_t depthwise_scratch_bytes(const ConvGeom& g, int threads);
 void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w, const float* b,
                     const float* z, const Activation& act, float* y, void* scratch);
+
+// The same vectorized over 16 channels per zmm (depthwise512_applies(g);
+// call only when use_avx512()), with weights from depthwise_pack_weights;
+// parallel over (image, block of 16 channels, output depth, band of output
+// rows). `scratch` holds depthwise512_scratch_bytes(g, pool.num_threads()).
+size_t depthwise512_scratch_bytes(const ConvGeom& g, int threads);
+void depthwise_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
+                      const float* z, const Activation& act, float* y, void* scratch);
 
 // Grouped convolution (grouped_applies(g)), direct, AVX2, with weights from
 // grouped_pack_weights; parallel over (image, group, block of output rows).
@@ -299,6 +317,11 @@ inline void pack_b_im2col(const void*, const float*, int64_t, int64_t, int64_t, 
   ENGINE_CHECK(false, "AVX2 im2col called in a reference-only build");
 }
 inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline size_t depthwise512_scratch_bytes(const ConvGeom&, int) { return 0; }
+inline void depthwise_avx512(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
+                             const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX-512 depthwise called in a reference-only build");
+}
 inline size_t winograd_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline size_t grouped_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline void grouped_avx2(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,

@@ -10,7 +10,8 @@
 // on the same packed layout) and pre-packs constant weights
 // into the SGEMM's panel layout; weights that arrive at run time (graph
 // inputs) are packed block by block inside the SGEMM instead. Convolution
-// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel; grouped
+// paths on AVX2: depthwise (group == Cin == Cout) -> direct kernel (on
+// AVX-512, vectorized over 16 channels: depthwise_avx512); grouped
 // 3x3 with <= 32 channels per group (ResNeXt) -> direct grouped kernel
 // (on AVX-512, groups of 16, 32, 48 or 64 output channels, stems and
 // dense 3x3/2 convs with outputs >= 14 wide -> the direct kernel
@@ -151,6 +152,7 @@ class ConvKernel final : public Kernel {
       : attrs_(ConvAttrs::from_node(node)), fused_(fused) {
     avx2_ = pick_tier("conv", &sym_, &sgemm_) >= IsaTier::kAvx2;
     depthwise_ok_ = avx2_ && kernel_usable("conv_depthwise_f32_avx2");
+    depthwise512_ok_ = depthwise_ok_ && kernel_usable("conv_depthwise_f32_avx512");
     grouped_ok_ = avx2_ && kernel_usable("conv_grouped_f32_avx2");
     grouped512_ok_ = grouped_ok_ && kernel_usable("conv_grouped_f32_avx512");
     oc_ok_ = avx2_ && kernel_usable("conv_grouped_oc_f32_avx512");
@@ -186,6 +188,11 @@ class ConvKernel final : public Kernel {
             static_cast<size_t>(grouped_group_stride(mg, wt.dim(1), ks, block) * group) * sizeof(float));
         grouped_pack_weights(wt.data<float>(), group, mg, wt.dim(1), ks, static_cast<float*>(packed_w_.storage.get()),
                              block);
+      } else if (depthwise && depthwise512_ok_) {
+        packed_w_shape_ = wt.shape();
+        depthwise_packed_ = true;
+        packed_w_.storage = aligned_storage(static_cast<size_t>(depthwise_packed_size(cout, k)) * sizeof(float));
+        depthwise_pack_weights(wt.data<float>(), cout, k, static_cast<float*>(packed_w_.storage.get()));
       } else if (wino_sym_ && winograd_candidate(wt.shape())) {
         packed_w_shape_ = wt.shape();
         winograd_ = true;
@@ -230,6 +237,14 @@ class ConvKernel final : public Kernel {
       conv_ref(g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>());
       return;
     }
+    const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
+    if (g.is_depthwise() && prepacked && depthwise_packed_ && depthwise512_applies(g)) {
+      path_ = "conv_depthwise_f32_avx512";
+      gemm_path_ = "";
+      void* scratch = ctx.scratch(depthwise512_scratch_bytes(g, ctx.pool().num_threads()));
+      depthwise_avx512(ctx.pool(), g, x.data<float>(), packed_w_.data(), bp, zp, act_, y.data<float>(), scratch);
+      return;
+    }
     if (g.is_depthwise() && depthwise_ok_) {
       path_ = "conv_depthwise_f32_avx2";
       gemm_path_ = "";
@@ -237,7 +252,6 @@ class ConvKernel final : public Kernel {
       depthwise_avx2(ctx.pool(), g, x.data<float>(), w.data<float>(), bp, zp, act_, y.data<float>(), scratch);
       return;
     }
-    const bool prepacked = packed_w_ && w.shape() == packed_w_shape_;
     if (prepacked && oc_block_ > 0 && grouped_oc_applies(g)) {
       path_ = "conv_grouped_oc_f32_avx512";
       gemm_path_ = "";
@@ -397,6 +411,8 @@ class ConvKernel final : public Kernel {
   const char* sym_ = nullptr;        // conv_f32_<tier> (SIMD GEMM paths)
   SgemmFn sgemm_ = nullptr;
   bool depthwise_ok_ = false;
+  bool depthwise512_ok_ = false;
+  bool depthwise_packed_ = false;  // packed_w_ holds depthwise_pack_weights' layout
   const char* wino_sym_ = nullptr;   // conv_winograd_f32_<tier>, or null
   SgemmFn wino_gemm_ = nullptr;
   const char* gemm_path_ = "";
