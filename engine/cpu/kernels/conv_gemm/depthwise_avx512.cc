@@ -115,31 +115,55 @@ struct DwTaps {
 
 // R output rows x NP columns (R * NP <= kPixels) of one block of channels;
 // row[r] is output row r's first input (tap 0, 0, 0) in the buffer; bias
-// holds the block's 16 biases (aligned). K: the kernel's kh = kw at compile
-// time (3), or 0 (taps at run time). S: the column stride.
+// holds the block's 16 biases (aligned). S: the column stride. K: the
+// kernel's width at compile time (3, 5 or 7; unit column dilation): each
+// input column of a kernel row is loaded once and feeds the FMAs of every
+// output column it is a tap of (up to K), with the row's K weights in
+// registers, so the loop is bound by FMAs, not loads; 0: taps at run time,
+// one load per FMA. Either way each output sums its taps in kd, kh, kw
+// order.
 template <int S, int R, int NP, int K>
 void dw_tile(const float* const* row, const DwTaps& t, const float* w, const float* bias, TileSums<Zmm>& out) {
   constexpr int kP = R * NP;
   static_assert(kP <= kPixels, "too many pixels for the registers");
-  const int64_t kh_n = K > 0 ? K : t.kh, kw_n = K > 0 ? K : t.kw;
   __m512 acc[kP];
 #pragma GCC unroll 16
   for (int p = 0; p < kP; ++p) acc[p] = _mm512_load_ps(bias);
-  for (int64_t s = 0; s < t.kd; ++s) {
-#pragma GCC unroll 3
-    for (int64_t kh = 0; kh < kh_n; ++kh) {
-#pragma GCC unroll 3
-      for (int64_t kw = 0; kw < kw_n; ++kw) {
-        const __m512 wv = _mm512_load_ps(w);
-        w += kC;
-        const int64_t off = s * t.slice + kh * t.drow + kw * t.dcol;
+  if constexpr (K > 0) {
+    constexpr int kCols = (NP - 1) * S + K;  // input columns one output row's tile reads
+    for (int64_t s = 0; s < t.kd; ++s)
+      for (int64_t kh = 0; kh < t.kh; ++kh) {
+        __m512 wv[K];
+#pragma GCC unroll 7
+        for (int kw = 0; kw < K; ++kw) wv[kw] = _mm512_load_ps(w + kw * kC);
+        w += K * kC;
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-          for (int j = 0; j < NP; ++j)
-            acc[r * NP + j] = _mm512_fmadd_ps(wv, _mm512_load_ps(row[r] + off + j * S * kC), acc[r * NP + j]);
+        for (int r = 0; r < R; ++r) {
+          const float* p = row[r] + s * t.slice + kh * t.drow;
+#pragma GCC unroll 64
+          for (int c = 0; c < kCols; ++c) {
+            const __m512 x = _mm512_load_ps(p + c * kC);
+#pragma GCC unroll 7
+            for (int kw = 0; kw < K; ++kw) {
+              const int j = (c - kw) / S;
+              if (c >= kw && (c - kw) % S == 0 && j < NP) acc[r * NP + j] = _mm512_fmadd_ps(wv[kw], x, acc[r * NP + j]);
+            }
+          }
+        }
       }
-    }
+  } else {
+    for (int64_t s = 0; s < t.kd; ++s)
+      for (int64_t kh = 0; kh < t.kh; ++kh)
+        for (int64_t kw = 0; kw < t.kw; ++kw) {
+          const __m512 wv = _mm512_load_ps(w);
+          w += kC;
+          const int64_t off = s * t.slice + kh * t.drow + kw * t.dcol;
+#pragma GCC unroll 16
+          for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+            for (int j = 0; j < NP; ++j)
+              acc[r * NP + j] = _mm512_fmadd_ps(wv, _mm512_load_ps(row[r] + off + j * S * kC), acc[r * NP + j]);
+        }
   }
 #pragma GCC unroll 16
   for (int p = 0; p < oc_detail::kSlots; ++p) _mm512_store_ps(out.t + p * kC, p < kP ? acc[p] : _mm512_setzero_ps());
@@ -210,7 +234,8 @@ void depthwise_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const
   const size_t per_thread = buffer_bytes(d);
   const int64_t blocks = (g.cout + kC - 1) / kC, bands = (g.oh + d.rows_blk - 1) / d.rows_blk;
   const int64_t tasks = g.batch * blocks * g.od * bands, ks = g.ksize();
-  const bool k3 = g.kh == 3 && g.kw == 3;
+  // The kernel width at compile time where the tile has a form for it (any kh).
+  const int64_t k = g.dw == 1 && (g.kw == 3 || g.kw == 5 || g.kw == 7) ? g.kw : 0;
   // Tasks as AffineTasks (contiguous ranges per thread), bands fastest.
   AffineTasks claims(tasks, threads);
   auto worker = [&](int tid, int) {
@@ -218,8 +243,12 @@ void depthwise_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const
     bool first = true;
     with_act512(act, [&](const auto& op) {
       using Op = std::decay_t<decltype(op)>;
-      const auto rows = g.sw == 1 ? (k3 ? rows_block<1, 3, Op> : rows_block<1, 0, Op>)
-                                  : (k3 ? rows_block<2, 3, Op> : rows_block<2, 0, Op>);
+      using RowsFn = decltype(&rows_block<1, 0, Op>);
+      static constexpr RowsFn kRows[2][4] = {{rows_block<1, 0, Op>, rows_block<1, 3, Op>, rows_block<1, 5, Op>,
+                                              rows_block<1, 7, Op>},
+                                             {rows_block<2, 0, Op>, rows_block<2, 3, Op>, rows_block<2, 5, Op>,
+                                              rows_block<2, 7, Op>}};
+      const auto rows = kRows[g.sw == 2][k == 0 ? 0 : (k - 1) / 2];
       for (int64_t t = claims.claim(tid); t >= 0; t = claims.claim(tid)) {
         const int64_t band = t % bands, od = t / bands % g.od, blk = t / bands / g.od % blocks;
         const int64_t img = t / bands / g.od / blocks;
