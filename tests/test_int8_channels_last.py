@@ -111,7 +111,7 @@ def _nhwc_model(x_nhwc, w, ep, attrs, weights_as_input=False, name="qconv"):
     return model, feeds
 
 
-def _nhwc_case(rng, x, w, strides, pads, dil, bias, z, act):
+def _nhwc_case(rng, x, w, strides, pads, dil, bias, z, act, group=1):
     """One channels-last QConv of x (NCHW int8 data, fed NHWC) and w with
     random scales and a random requantize epilogue (_requant_epilogue's
     bias, z, act): (model, feeds, numpy's NHWC output)."""
@@ -119,10 +119,12 @@ def _nhwc_case(rng, x, w, strides, pads, dil, bias, z, act):
     x_scale = np.float32(rng.uniform(0.01, 0.05))
     w_scale = rng.uniform(0.001, 0.01, size=m).astype(np.float32)
     mul = x_scale * w_scale
-    acc = _np_conv_acc(x, w, strides, pads, dil, 1)
+    acc = _np_conv_acc(x, w, strides, pads, dil, group)
     ep, attrs = _requant_epilogue(rng, acc, mul, m, bias, z, act)
     attrs.update(x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], strides=list(strides),
                  dilations=list(dil), pads=list(pads), kernel_shape=[kh, kw])
+    if group > 1:
+        attrs["group"] = group
     model, feeds = _nhwc_model(_nhwc(x), w, ep, attrs)
     return model, feeds, _nhwc(_np_epilogue(acc, 1, mul, ep))
 
@@ -200,6 +202,52 @@ def test_qconv_channels_last_vs_numpy_bit_exact(shape, epilogue, tier):
         assert kernel.startswith(prefix) and mode in kernel, kernel
         if tier == "vnni" and c % 4 == 0:
             assert "+128 input" in kernel, kernel
+
+
+# Depthwise (group = C = M): (N, C, H, W, KH, KW, strides, pads, dilations).
+# Blocks of 64 channels (32: part of one; 144 = 64 + 64 + 16), taps in
+# groups of 4 (3x3: 9 -> 12, ConvNeXt's 7x7: 49 -> 52, 2x2: exactly 4).
+DW_SHAPES = [
+    (1, 32, 9, 11, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, 64, 7, 7, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 144, 8, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 96, 10, 10, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),
+    (1, 40, 9, 13, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1)),
+    (1, 24, 8, 9, 3, 3, (2, 1), (1, 0, 2, 1), (2, 1)),  # asymmetric pads, dilation
+    (3, 13, 5, 6, 2, 2, (1, 1), (0, 0, 0, 0), (1, 1)),   # 13 channels, batch 3
+    (1, 16, 1, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # every tap but one padded
+]
+
+
+@pytest.mark.parametrize("tier", KERNEL_TIERS)
+@pytest.mark.parametrize("epilogue", list(NHWC_EPILOGUES))
+@pytest.mark.parametrize("shape", DW_SHAPES, ids=lambda s: "x".join(map(str, s[:6])) + f"_s{s[6][0]}{s[6][1]}")
+def test_qconv_channels_last_depthwise_vs_numpy_bit_exact(shape, epilogue, tier):
+    """A channels-last depthwise QConv (the VNNI tier's NHWC depthwise
+    kernel, 64 channels of a position at a time; the others through their
+    NCHW kernels) equals numpy's grouped NCHW result transposed, with signed
+    inputs (the +128 path) and at the int8 extremes."""
+    _require_tier(tier)
+    seed = int(np.random.default_rng().integers(2**32))
+    rng = np.random.default_rng(seed)
+    n, c, h, w_, kh, kw, strides, pads, dil = shape
+    bias, z, act = NHWC_EPILOGUES[epilogue]
+    for edges in (False, True):
+        x = _int8_data(rng, (n, c, h, w_), edges)
+        w = _int8_data(rng, (c, 1, kh, kw), edges)
+        model, feeds, want = _nhwc_case(rng, x, w, strides, pads, dil, bias, z, act, group=c)
+        engine = _engine(model, tier=tier)
+        got = engine.run(feeds)["y"]
+        msg = f"{tier}, edges={edges}, seed={seed}"
+        assert got.dtype == np.int8 and got.shape == want.shape, msg
+        np.testing.assert_array_equal(got, want, err_msg=msg)
+        kernel = engine.profile(feeds, runs=1)[0]["kernel"]
+        if tier == "vnni":
+            assert "nhwc depthwise(vpdpbusd, +128 input)" in kernel, kernel
+        elif tier == "ref":
+            assert kernel.startswith("qconv_s8_ref") and " nhwc" in kernel, kernel
+        else:
+            assert "nhwc(via nchw transposes)" in kernel, kernel
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -359,9 +407,9 @@ def _bad_model(rng, x_shape, w_shape, **attrs):
 @pytest.mark.parametrize("tier", ["ref", "vnni"])
 @pytest.mark.parametrize("case", ["group2", "5d", "no_y_scale"])
 def test_qconv_channels_last_invalid_is_an_error_naming_the_node(case, tier):
-    """channels_last with group 2, a 5-D (3-D conv) input or a float output
-    (no y_scale) is refused with the node named (ops.def: 2-D, one group,
-    requantized)."""
+    """channels_last with group 2 (not depthwise), a 5-D (3-D conv) input or
+    a float output (no y_scale) is refused with the node named (ops.def:
+    2-D, one group or depthwise, requantized)."""
     _require_tier(tier)
     rng = np.random.default_rng()
     model, feeds = {

@@ -18,7 +18,10 @@
 //
 // A QConv is eligible when: it is not channels-last already; X is int8 of
 // rank 4 (the batch may be symbolic, as in the zoo's models); the weights
-// are a constant [M, C, kH, kW] with C % 4 == 0 and group is 1; y_scale is
+// are a constant [M, C, kH, kW] with C % 4 == 0 and group is 1, or the conv
+// is depthwise (group = C = M, weights [C, 1, kH, kW]: MobileNet's and
+// ConvNeXt's, which the VNNI tier runs 64 channels of a position at a
+// time, qconv_dw_nhwc_avx512vnni); y_scale is
 // set (int8 output); Z is absent or int8. The input's sign does not
 // matter: an input not known to be >= 0 (onnxruntime's u8 activations,
 // stored as int8 with zero point -128) runs the kernel's +128 form, whose
@@ -89,10 +92,12 @@ std::string ineligible(const Node& conv, bool* quiet) {
     return "the input is not an int8 tensor of known rank 4";
   if (!w || !w->is_constant() || w->constant()->dtype() != DType::kInt8 || w->constant()->rank() != 4)
     return "the weights are not a constant int8 [M, C, kH, kW]";
-  if (conv.attr_int("group", 1) != 1) return "grouped (channels_last needs group 1)";
+  const int64_t group = conv.attr_int("group", 1);
+  const bool depthwise = group > 1 && w->constant()->dim(0) == group && w->constant()->dim(1) == 1;
+  if (group != 1 && !depthwise) return "grouped, not depthwise (channels_last needs group 1 or depthwise)";
   *quiet = false;
-  const int64_t c = w->constant()->dim(1);
-  if (c % 4 != 0) return str_cat(c, " input channels are not a multiple of 4");
+  const int64_t c = w->constant()->dim(1) * group;
+  if (!depthwise && c % 4 != 0) return str_cat(c, " input channels are not a multiple of 4");
   if (x->shape()[1] >= 0 && x->shape()[1] != c) return "the input's channels do not match the weights";
   if (!conv.has_attr("y_scale") || !y || y->dtype() != DType::kInt8 || !y->has_shape() || y->shape().size() != 4)
     return "the output is not requantized to int8 (no y_scale)";

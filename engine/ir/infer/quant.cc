@@ -79,8 +79,9 @@ void infer_qconv(InferContext& ctx) {
   const bool channels_last = n.attr_int("channels_last", 0) != 0;
   if (channels_last) {
     // ops.def: [N, H, W, C] int8 in, [N, OH, OW, M] int8 out (requantized),
-    // an int8 residual, one group.
-    if (group != 1) ctx.fail("channels_last needs group 1, got ", group);
+    // an int8 residual, one group or depthwise.
+    const bool depthwise = w.has_shape && w.rank() == 4 && w.shape[0] == group && w.shape[1] == 1;
+    if (group != 1 && !depthwise) ctx.fail("channels_last needs group 1 or a depthwise conv, got group ", group);
     if (!n.has_attr("y_scale")) ctx.fail("channels_last needs y_scale (an int8, requantized output)");
     if (ctx.has_input(3) && ctx.input(3).dtype != DType::kUndefined && ctx.input(3).dtype != DType::kInt8)
       ctx.fail("a channels_last residual must be int8, got ", dtype_name(ctx.input(3).dtype));

@@ -36,9 +36,15 @@ void qconv_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const i
   ENGINE_QK_UNREACHABLE;
 }
 void pack_w_nhwc(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
+void pack_w_dw_nhwc(const int8_t*, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }
 size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
 void qconv_nhwc_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int32_t*,
                            const Epilogue&, void*) {
+  ENGINE_QK_UNREACHABLE;
+}
+size_t qconv_dw_nhwc_avx512vnni_workspace(const ConvGeom&, int) { ENGINE_QK_UNREACHABLE; }
+void qconv_dw_nhwc_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*, const int32_t*,
+                              const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
 void pack_a_amx(const int8_t*, int64_t, int64_t, int64_t, int8_t*, int32_t*) { ENGINE_QK_UNREACHABLE; }

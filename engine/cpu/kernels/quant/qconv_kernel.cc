@@ -14,7 +14,8 @@
 //
 // Channels-last QConvs (channels_last = 1, made by the int8_channels_last
 // pass): NHWC input, residual and output. The VNNI tier runs its NHWC kernel
-// (qconv_nhwc_avx512vnni.cc, whole channel quads), the reference tier
+// (qconv_nhwc_avx512vnni.cc, whole channel quads; depthwise convs its
+// depthwise kernel, qconv_dw_nhwc_avx512vnni), the reference tier
 // qconv_nhwc_ref; every other case (AVX2, AMX, a channel count that is not
 // a multiple of 4) transposes x and z to NCHW in scratch, runs the tier's
 // NCHW code and transposes y back: correct everywhere, fast only where the
@@ -198,9 +199,10 @@ struct EpilogueAttrs {
 using Tier = QConvTier;
 
 // How a channels-last QConv (channels_last = 1) runs: the VNNI tier's own
-// NHWC kernel (whole channel quads), the NHWC reference loops, or any other
-// tier's NCHW code between transposes of x, z and y in scratch.
-enum class Nhwc { kNone, kVnni, kRef, kViaNchw };
+// NHWC kernel (whole channel quads) or NHWC depthwise kernel, the NHWC
+// reference loops, or any other tier's NCHW code between transposes of x, z
+// and y in scratch.
+enum class Nhwc { kNone, kVnni, kVnniDw, kRef, kViaNchw };
 
 // [n, rows, cols] <-> [n, cols, rows] int8, per image: NHWC to NCHW is
 // rows = H * W, cols = C; back, the other way round. Only the channels-last
@@ -306,9 +308,10 @@ class QConvKernel final : public Kernel {
     for (int64_t v : pads_) ENGINE_ENFORCE(v >= 0, kInvalidModel, desc_, ": pads must be >= 0");
     ENGINE_ENFORCE(group_ >= 1, kInvalidModel, desc_, ": group must be >= 1");
     if (channels_last_) {
-      // ops.def: a channels-last QConv is 2-D, one group, requantized.
+      // ops.def: a channels-last QConv is 2-D, one group or depthwise, requantized.
       ENGINE_ENFORCE(spatial_ != 3, kInvalidModel, desc_, ": channels_last is for 2-D convolutions only");
-      ENGINE_ENFORCE(group_ == 1, kInvalidModel, desc_, ": channels_last needs group 1, got ", group_);
+      ENGINE_ENFORCE(group_ == 1 || depthwise_weights(w), kInvalidModel, desc_,
+                     ": channels_last needs group 1 or a depthwise conv, got group ", group_);
       ENGINE_ENFORCE(ep_.requant, kInvalidModel, desc_,
                      ": channels_last needs y_scale (an int8, requantized output)");
     }
@@ -327,7 +330,7 @@ class QConvKernel final : public Kernel {
       int64_t cg = -1;
       if (w && w->is_constant() && w->constant()->rank() == 4) cg = w->constant()->dim(1);
       else if (w && w->has_shape() && w->shape().size() == 4) cg = w->shape()[1];
-      nhwc_ = nhwc_path(cg);
+      nhwc_ = nhwc_path(cg, group_ > 1);
     }
     if (w && w->is_constant()) {
       weights_ = w->constant();
@@ -347,6 +350,10 @@ class QConvKernel final : public Kernel {
         packed8_.assign(packed_w_nhwc_bytes(m, cg, taps), 0);
         corr_.assign(m, 0);
         pack_w_nhwc(weights_->data<int8_t>(), m, cg, taps, packed8_.data(), corr_.data());
+      } else if (nhwc_ == Nhwc::kVnniDw) {
+        packed8_.assign(packed_w_dw_nhwc_bytes(m, taps), 0);
+        corr_.assign(m, 0);
+        pack_w_dw_nhwc(weights_->data<int8_t>(), m, taps, packed8_.data(), corr_.data());
       } else if (amx()) {
         packed8_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
         corr_.assign(m, 0);
@@ -367,7 +374,7 @@ class QConvKernel final : public Kernel {
       // whole channel quads may read the quad planes (qconv_tiled.h): their
       // weights in that k order too. AMX, which loads 16 quads of one tap
       // as a tile, takes them with whole 64-channel blocks.
-      const bool nchw = nhwc_ != Nhwc::kVnni;
+      const bool nchw = nhwc_ != Nhwc::kVnni && nhwc_ != Nhwc::kVnniDw;
       const bool vnni = tier_ == Tier::kAvx512Vnni, u8 = tier_ == Tier::kAvx2 && x_nonneg_;
       if (nchw && amx() && weights_->rank() == 4 && taps > 1 && cg % 64 == 0) {
         packed8q_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
@@ -392,6 +399,9 @@ class QConvKernel final : public Kernel {
       case Nhwc::kVnni:
         return "qconv_s8_avx512vnni" + dims +
                (x_nonneg_ ? " nhwc(vpdpbusd, u8 input)" : " nhwc(vpdpbusd, +128 input)");
+      case Nhwc::kVnniDw:
+        return "qconv_s8_avx512vnni" + dims +
+               (x_nonneg_ ? " nhwc depthwise(vpdpbusd, u8 input)" : " nhwc depthwise(vpdpbusd, +128 input)");
       case Nhwc::kRef: return "qconv_s8_ref" + dims + " nhwc";
       case Nhwc::kViaNchw: return describe_nchw(dims) + " nhwc(via nchw transposes)";
       case Nhwc::kNone: break;
@@ -425,7 +435,7 @@ class QConvKernel final : public Kernel {
     ENGINE_ENFORCE(out_ok, kInternal, desc_, ": output shape ", shape_str(y.shape()), " disagrees with the kernel");
     // Constant weights were packed for nhwc_; run-time ones take the path
     // this geometry allows.
-    const Nhwc path = !channels_last_ || weights_ ? nhwc_ : nhwc_path(g.c);
+    const Nhwc path = !channels_last_ || weights_ ? nhwc_ : nhwc_path(g.c, g.group == g.c && g.group == g.m);
     const int64_t mg = g.mg(), k = g.k();
     const int threads = ctx.pool().num_threads();
     // Run-time weights are packed into scratch on every call: multipliers,
@@ -436,6 +446,10 @@ class QConvKernel final : public Kernel {
       if (!weights_) pack_bytes = align64(packed_w_nhwc_bytes(g.m, g.c, g.kh * g.kw));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
       ws_bytes = qconv_nhwc_avx512vnni_workspace(g, threads);
+    } else if (path == Nhwc::kVnniDw) {
+      if (!weights_) pack_bytes = align64(packed_w_dw_nhwc_bytes(g.m, g.kh * g.kw));
+      if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
+      ws_bytes = qconv_dw_nhwc_avx512vnni_workspace(g, threads);
     } else if (amx()) {
       if (!weights_) pack_bytes = align64(group_ * packed_a_amx_bytes(mg, k));
       if (!weights_) corr_bytes = align64(g.m * sizeof(int32_t));
@@ -469,7 +483,7 @@ class QConvKernel final : public Kernel {
     char* const all = total ? static_cast<char*>(ctx.scratch(total)) : nullptr;
     char* scratch = all ? all + copy_bytes : nullptr;
     const float* mul = mul_.data();
-    const bool bytes = path == Nhwc::kVnni || vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
+    const bool bytes = path == Nhwc::kVnni || path == Nhwc::kVnniDw || vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
     const void* packed = bytes ? static_cast<const void*>(packed8_.data()) : static_cast<const void*>(packed_.data());
     const int32_t* corr = corr_.data();
     if (!weights_) {
@@ -480,6 +494,10 @@ class QConvKernel final : public Kernel {
       if (path == Nhwc::kVnni) {
         auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
         pack_w_nhwc(w.data<int8_t>(), g.m, g.c, g.kh * g.kw, reinterpret_cast<int8_t*>(p), c);
+        corr = c;
+      } else if (path == Nhwc::kVnniDw) {
+        auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
+        pack_w_dw_nhwc(w.data<int8_t>(), g.m, g.kh * g.kw, reinterpret_cast<int8_t*>(p), c);
         corr = c;
       } else if (vnni_family()) {
         auto* c = reinterpret_cast<int32_t*>(p + pack_bytes);
@@ -504,6 +522,10 @@ class QConvKernel final : public Kernel {
       case Nhwc::kVnni:
         qconv_nhwc_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed), corr,
                               e, ws);
+        return;
+      case Nhwc::kVnniDw:
+        qconv_dw_nhwc_avx512vnni(ctx.pool(), g, x.data<int8_t>(), x_nonneg_, static_cast<const int8_t*>(packed),
+                                 corr, e, ws);
         return;
       case Nhwc::kRef:
         qconv_nhwc_ref(g, x.data<int8_t>(), w.data<int8_t>(), e);
@@ -535,12 +557,21 @@ class QConvKernel final : public Kernel {
   bool vnni_family() const { return tier_ == Tier::kAvx512Vnni || amx(); }
 
   // A channels-last conv with c input channels on this tier (c < 0:
-  // unknown until run time). One group (checked in the constructor).
-  Nhwc nhwc_path(int64_t c) const {
+  // unknown until run time). One group or depthwise (checked in the
+  // constructor).
+  Nhwc nhwc_path(int64_t c, bool depthwise) const {
     if (tier_ == Tier::kRef) return Nhwc::kRef;
+    if (tier_ != Tier::kAvx512Vnni || c <= 0) return Nhwc::kViaNchw;
+    if (depthwise) return Nhwc::kVnniDw;
     ConvGeom g;
     g.c = c;
-    return tier_ == Tier::kAvx512Vnni && c > 0 && qconv_nhwc_avx512vnni_applies(g) ? Nhwc::kVnni : Nhwc::kViaNchw;
+    return qconv_nhwc_avx512vnni_applies(g) ? Nhwc::kVnni : Nhwc::kViaNchw;
+  }
+
+  // Constant or shaped [C, 1, kH, kW] weights of a conv with C groups.
+  bool depthwise_weights(const Value* w) const {
+    return w && w->has_shape() && w->shape().size() == 4 && w->shape()[0] == group_ && w->shape()[1] == 1 &&
+           group_ > 1;
   }
 
   std::string describe_nchw(const std::string& dims) const {

@@ -298,7 +298,174 @@ void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t
   pool.run_any(by_ref(body));
 }
 
+// ---------------------------------------------------------------------------
+// Depthwise (qconv_dw_nhwc_avx512vnni): the NHWC input holds 64 channels of
+// a position in one zmm, and vpdpbusd sums 4 taps per 32-bit lane, so the 4
+// taps' input vectors are interleaved per channel first (bytes, then
+// 16-bit pairs):
+//   a = lo8(x0, x1), b = hi8(x0, x1), c = lo8(x2, x3), d = hi8(x2, x3)
+//   q0 = lo16(a, c), q1 = hi16(a, c), q2 = lo16(b, d), q3 = hi16(b, d)
+// within each 128-bit lane L, q_k's dword i holds channel 16 L + 4 k + i's
+// four taps, so q_k times its weight vector (packed in that order) sums
+// those 16 channels; at the end a 4x4 transpose of 128-bit lanes turns the
+// four accumulators back into channel order. 8 shuffles and 4 vpdpbusd per
+// 4 taps of 64 channels at a position: 3x3 kernels are padded to 12 taps
+// (zero weights, the padding row). Tiles of kDwRows positions, tasks and
+// row pointers as run_nhwc's, the same epilogue (epilogue_row), so the
+// outputs are the reference's bits.
+
+constexpr int kDwRows = 4;  // positions per tile: 16 accumulators
+
+struct DwNhwcPlan {
+  int64_t p = 0, taps = 0, groups = 0, blocks = 0, chunk_rows = 0, chunks = 0;
+  size_t zero_bytes = 0, per_thread = 0;
+};
+
+DwNhwcPlan dw_nhwc_plan(const ConvGeom& g, int threads) {
+  DwNhwcPlan t;
+  t.p = g.n * g.oh * g.ow;
+  t.taps = g.kh * g.kw;
+  t.groups = (t.taps + 3) / 4;
+  t.blocks = (g.c + kNhwcNR - 1) / kNhwcNR;
+  const int64_t target = 16 * std::max(threads, 1);
+  const int64_t want = std::max<int64_t>(1, (target + t.blocks - 1) / t.blocks);
+  t.chunk_rows = round_up(std::max<int64_t>(4 * kDwRows, (t.p + want - 1) / want), kDwRows);
+  t.chunks = (t.p + t.chunk_rows - 1) / t.chunk_rows;
+  t.zero_bytes = static_cast<size_t>(round_up(g.c + 64, 64));
+  t.per_thread = static_cast<size_t>(round_up(t.chunk_rows * t.taps * static_cast<int64_t>(sizeof(void*)), 64));
+  return t;
+}
+
+// R positions x the 64 channels from c0 (`bytes`: the valid ones) over every
+// tap group; sums (with `start`) into out[r * 64 + channel].
+template <int R, bool kFlip>
+void dw_tile(const int8_t* const* ptr, int64_t taps, int64_t groups, const int8_t* zero, int64_t c0,
+             __mmask64 bytes, const int8_t* w, const int32_t* start, int32_t* out) {
+  __m512i acc[R][4];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) acc[r][k] = _mm512_setzero_si512();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t q = 0; q < groups; ++q, w += 4 * 64) {
+    __m512i wv[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) wv[k] = _mm512_loadu_si512(w + 64 * k);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512i x[4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const int64_t t = 4 * q + j;
+        const int8_t* p = (t < taps ? ptr[r * taps + t] : zero) + c0;
+        x[j] = _mm512_maskz_loadu_epi8(bytes, p);
+        if (kFlip) x[j] = _mm512_xor_si512(x[j], flip);
+      }
+      const __m512i a = _mm512_unpacklo_epi8(x[0], x[1]), b = _mm512_unpackhi_epi8(x[0], x[1]);
+      const __m512i c = _mm512_unpacklo_epi8(x[2], x[3]), d = _mm512_unpackhi_epi8(x[2], x[3]);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_unpacklo_epi16(a, c), wv[0]);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_unpackhi_epi16(a, c), wv[1]);
+      acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], _mm512_unpacklo_epi16(b, d), wv[2]);
+      acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], _mm512_unpackhi_epi16(b, d), wv[3]);
+    }
+  }
+  // acc[r][k] lane L = channels 16 L + 4 k .. + 3; channel vector v (16 v ..
+  // 16 v + 15) is lane v of acc[r][0..3].
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const __m512i t0 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0x44);
+    const __m512i t1 = _mm512_shuffle_i32x4(acc[r][0], acc[r][1], 0xEE);
+    const __m512i t2 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0x44);
+    const __m512i t3 = _mm512_shuffle_i32x4(acc[r][2], acc[r][3], 0xEE);
+    const __m512i v[4] = {_mm512_shuffle_i32x4(t0, t2, 0x88), _mm512_shuffle_i32x4(t0, t2, 0xDD),
+                          _mm512_shuffle_i32x4(t1, t3, 0x88), _mm512_shuffle_i32x4(t1, t3, 0xDD)};
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)
+      _mm512_store_si512(out + r * 64 + 16 * k, _mm512_add_epi32(v[k], _mm512_loadu_si512(start + 16 * k)));
+  }
+}
+
+template <bool kFlip, bool kRequant, int kZ, bool kBounded>
+void run_dw_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const int32_t* start,
+                 const EpiConst& k0, void* ws) {
+  const DwNhwcPlan t = dw_nhwc_plan(g, pool.num_threads());
+  auto* zero = static_cast<int8_t*>(ws);
+  std::memset(zero, g.x_zp, t.zero_bytes);
+  char* tables = static_cast<char*>(ws) + t.zero_bytes;
+  const int64_t block_w = t.groups * 4 * 64;
+  AffineTasks tasks(t.chunks * t.blocks, pool.num_threads());
+  auto body = [&](int slot, int) {
+    const EpiConst k = k0;
+    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.per_thread * static_cast<size_t>(slot));
+    int64_t filled = -1;
+    alignas(64) int32_t sums[kDwRows * 64];
+    for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
+      const int64_t chunk = task / t.blocks, blk = task % t.blocks;
+      const int64_t r0 = chunk * t.chunk_rows, r1 = std::min(t.p, r0 + t.chunk_rows);
+      if (filled != chunk) {
+        fill_pointers(g, x, zero, r0, r1, t.taps, ptr);
+        filled = chunk;
+      }
+      const int64_t c0 = blk * kNhwcNR;
+      const BlockTerms terms = block_terms(k.e, c0, g.m);
+      const int8_t* w = packed_w + blk * block_w;
+      for (int64_t r = r0; r < r1; r += kDwRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kDwRows, r1 - r));
+        const int8_t* const* p = ptr + (r - r0) * t.taps;
+        switch (rows) {
+          case 4: dw_tile<4, kFlip>(p, t.taps, t.groups, zero, c0, terms.bytes, w, start + c0, sums); break;
+          case 3: dw_tile<3, kFlip>(p, t.taps, t.groups, zero, c0, terms.bytes, w, start + c0, sums); break;
+          case 2: dw_tile<2, kFlip>(p, t.taps, t.groups, zero, c0, terms.bytes, w, start + c0, sums); break;
+          default: dw_tile<1, kFlip>(p, t.taps, t.groups, zero, c0, terms.bytes, w, start + c0, sums); break;
+        }
+        for (int i = 0; i < rows; ++i)
+          epilogue_row<kRequant, kZ, kBounded, 4>(k, terms, sums + i * 64, (r + i) * g.m + c0);
+      }
+    }
+  };
+  pool.run_any(by_ref(body));
+}
+
 }  // namespace
+
+void pack_w_dw_nhwc(const int8_t* w, int64_t c, int64_t taps, int8_t* out, int32_t* corr) {
+  const int64_t groups = (taps + 3) / 4;
+  std::memset(out, 0, static_cast<size_t>(packed_w_dw_nhwc_bytes(c, taps)));
+  for (int64_t ch = 0; ch < c; ++ch) {
+    // Block, then lane L, vector k, dword i of the channel (dw_tile's order).
+    const int64_t cl = ch % kNhwcNR, lane = cl / 16, vec = cl % 16 / 4, i = cl % 4;
+    int8_t* blk = out + ch / kNhwcNR * groups * 4 * 64;
+    for (int64_t t = 0; t < taps; ++t) blk[((t / 4) * 4 + vec) * 64 + lane * 16 + i * 4 + t % 4] = w[ch * taps + t];
+  }
+  weight_sums(w, taps, c, taps, 128, corr);
+}
+
+size_t qconv_dw_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
+  const DwNhwcPlan t = dw_nhwc_plan(g, threads);
+  return t.zero_bytes + t.per_thread * static_cast<size_t>(std::max(threads, 1));
+}
+
+void qconv_dw_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
+                              const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws) {
+  ENGINE_CHECK(qconv_dw_nhwc_avx512vnni_applies(g), "qconv_dw_nhwc_avx512vnni: not a 2-D depthwise conv");
+  // As qconv_nhwc_avx512vnni's: the sums' start per channel, then a block of zeros.
+  std::vector<int32_t> start(static_cast<size_t>(g.m + kNhwcNR), 0);
+  for (int64_t c = 0; c < g.m; ++c)
+    start[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
+                                    static_cast<uint32_t>(x_nonneg ? 0 : corr[c]));
+  const EpiConst k(e);
+  auto go = [&](auto flip) {
+    constexpr bool kF = decltype(flip)::value;
+    with_epilogue_kind(e, [&](auto requant, auto z) {
+      constexpr bool kR = decltype(requant)::value;
+      constexpr int kZ = decltype(z)::value;
+      if (kR && e.v_bounded) run_dw_nhwc<kF, kR, kZ, true>(pool, g, x, packed_w, start.data(), k, ws);
+      else run_dw_nhwc<kF, kR, kZ, false>(pool, g, x, packed_w, start.data(), k, ws);
+    });
+  };
+  if (x_nonneg) go(std::false_type{});
+  else go(std::true_type{});
+}
 
 void pack_w_nhwc(const int8_t* w, int64_t m, int64_t c, int64_t taps, int8_t* out, int32_t* corr) {
   const int64_t cq = round_up(c, 4) / 4, k = c * taps;

@@ -46,16 +46,17 @@ void qconv_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilog
 
 // Channels-last (QConv channels_last = 1): the same sums over x [N, H, W, C]
 // and the same weights [M, C, kH, kW]; output (n, oy, ox, m) at
-// ((n * OH + oy) * OW + ox) * M + m. 2-D, one group (ops.def; QConvKernel
-// checks both).
+// ((n * OH + oy) * OW + ox) * M + m. 2-D, one group or depthwise (ops.def;
+// QConvKernel checks both); written for any group count.
 void qconv_nhwc_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e) {
-  const int64_t taps = g.kh * g.kw;
+  const int64_t taps = g.kh * g.kw, cg = g.cg(), mg = g.mg();
   for (int64_t img = 0; img < g.n; ++img)
     for (int64_t oy = 0; oy < g.oh; ++oy)
       for (int64_t ox = 0; ox < g.ow; ++ox) {
         const int64_t pos = (img * g.oh + oy) * g.ow + ox;
         for (int64_t m = 0; m < g.m; ++m) {
-          const int8_t* wm = w + m * g.c * taps;
+          const int8_t* wm = w + m * cg * taps;
+          const int64_t c0 = m / mg * cg;  // the group's first input channel
           int32_t acc = 0;
           for (int64_t ki = 0; ki < g.kh; ++ki) {
             const int64_t iy = oy * g.sh - g.pt + ki * g.dh;
@@ -64,8 +65,8 @@ void qconv_nhwc_ref(const ConvGeom& g, const int8_t* x, const int8_t* w, const E
               const int64_t ix = ox * g.sw - g.pl + kj * g.dw;
               if (ix < 0 || ix >= g.w) continue;
               const int8_t* px = x + ((img * g.h + iy) * g.w + ix) * g.c;
-              for (int64_t ci = 0; ci < g.c; ++ci)
-                acc += (static_cast<int32_t>(px[ci]) - g.x_zp) * wm[ci * taps + ki * g.kw + kj];
+              for (int64_t ci = 0; ci < cg; ++ci)
+                acc += (static_cast<int32_t>(px[c0 + ci]) - g.x_zp) * wm[ci * taps + ki * g.kw + kj];
             }
           }
           epilogue_one(e, acc, m, pos * g.m + m);

@@ -338,6 +338,23 @@ inline bool qconv_nhwc_avx512vnni_applies(const ConvGeom& g) {
 size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads);
 void qconv_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
                            const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws);
+// Depthwise (group == C == M, one input channel per group), channels-last,
+// VNNI: a vector holds 16 channels of one position, so the NHWC input is
+// read in place, 64 channels at a time; each vpdpbusd sums 4 taps of 16
+// channels (the taps' input bytes interleaved per channel in registers).
+// Weights: ceil(C/64) blocks of [ceil(taps/4)][4][64] int8 (packed_w_dw_nhwc
+// says in which order), corr as pack_w_nhwc's.
+inline int64_t packed_w_dw_nhwc_bytes(int64_t c, int64_t taps) {
+  return round_up(c, kNhwcNR) * round_up(taps, 4);
+}
+// w: [c, 1, kh, kw] int8 (taps = kh * kw).
+void pack_w_dw_nhwc(const int8_t* w, int64_t c, int64_t taps, int8_t* out, int32_t* corr);
+inline bool qconv_dw_nhwc_avx512vnni_applies(const ConvGeom& g) {
+  return g.group == g.c && g.group == g.m && g.group > 1 && g.d == 1 && g.kd == 1;
+}
+size_t qconv_dw_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads);
+void qconv_dw_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
+                              const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
 // AMX-INT8 conv (see qconv_amx.cc; off until tested on an AMX CPU:
