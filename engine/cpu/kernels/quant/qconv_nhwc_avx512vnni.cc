@@ -426,6 +426,32 @@ void run_dw_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int
   pool.run_any(by_ref(body));
 }
 
+// Both kernels' entry: the sums' start per output channel (bias_i32 less the
+// +128 shift's correction, wrapping; then a block's worth of zeros: masked
+// loads read no further) and the compile-time variant, run(flip, requant,
+// z kind, bounded, start, k) with each of the first four a
+// std::integral_constant (bounded only where the output is requantized).
+template <class Run>
+void with_nhwc_variant(const ConvGeom& g, bool x_nonneg, const int32_t* corr, const Epilogue& e, const Run& run) {
+  std::vector<int32_t> start(static_cast<size_t>(g.m + kNhwcNR), 0);
+  for (int64_t c = 0; c < g.m; ++c)
+    start[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
+                                    static_cast<uint32_t>(x_nonneg ? 0 : corr[c]));
+  const EpiConst k(e);
+  auto go = [&](auto flip) {
+    with_epilogue_kind(e, [&](auto requant, auto z) {
+      if constexpr (decltype(requant)::value) {
+        if (e.v_bounded) run(flip, requant, z, std::true_type{}, start.data(), k);
+        else run(flip, requant, z, std::false_type{}, start.data(), k);
+      } else {
+        run(flip, requant, z, std::false_type{}, start.data(), k);
+      }
+    });
+  };
+  if (x_nonneg) go(std::false_type{});
+  else go(std::true_type{});
+}
+
 }  // namespace
 
 void pack_w_dw_nhwc(const int8_t* w, int64_t c, int64_t taps, int8_t* out, int32_t* corr) {
@@ -448,23 +474,10 @@ size_t qconv_dw_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
 void qconv_dw_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
                               const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws) {
   ENGINE_CHECK(qconv_dw_nhwc_avx512vnni_applies(g), "qconv_dw_nhwc_avx512vnni: not a 2-D depthwise conv");
-  // As qconv_nhwc_avx512vnni's: the sums' start per channel, then a block of zeros.
-  std::vector<int32_t> start(static_cast<size_t>(g.m + kNhwcNR), 0);
-  for (int64_t c = 0; c < g.m; ++c)
-    start[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
-                                    static_cast<uint32_t>(x_nonneg ? 0 : corr[c]));
-  const EpiConst k(e);
-  auto go = [&](auto flip) {
-    constexpr bool kF = decltype(flip)::value;
-    with_epilogue_kind(e, [&](auto requant, auto z) {
-      constexpr bool kR = decltype(requant)::value;
-      constexpr int kZ = decltype(z)::value;
-      if (kR && e.v_bounded) run_dw_nhwc<kF, kR, kZ, true>(pool, g, x, packed_w, start.data(), k, ws);
-      else run_dw_nhwc<kF, kR, kZ, false>(pool, g, x, packed_w, start.data(), k, ws);
-    });
-  };
-  if (x_nonneg) go(std::false_type{});
-  else go(std::true_type{});
+  with_nhwc_variant(g, x_nonneg, corr, e, [&](auto f, auto r, auto z, auto b, const int32_t* start, const EpiConst& k) {
+    run_dw_nhwc<decltype(f)::value, decltype(r)::value, decltype(z)::value, decltype(b)::value>(pool, g, x, packed_w,
+                                                                                                start, k, ws);
+  });
 }
 
 void pack_w_nhwc(const int8_t* w, int64_t m, int64_t c, int64_t taps, int8_t* out, int32_t* corr) {
@@ -485,24 +498,10 @@ size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
 
 void qconv_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
                            const int8_t* packed_w, const int32_t* corr, const Epilogue& e, void* ws) {
-  // The sums' start per channel: bias_i32 less the +128 shift's correction
-  // (wrapping), then a block's worth of zeros (masked loads read no further).
-  std::vector<int32_t> start(static_cast<size_t>(g.m + kNhwcNR), 0);
-  for (int64_t c = 0; c < g.m; ++c)
-    start[c] = static_cast<int32_t>(static_cast<uint32_t>(e.bias_i32 ? e.bias_i32[c] : 0) -
-                                    static_cast<uint32_t>(x_nonneg ? 0 : corr[c]));
-  const EpiConst k(e);
-  auto go = [&](auto flip) {
-    constexpr bool kF = decltype(flip)::value;
-    with_epilogue_kind(e, [&](auto requant, auto z) {
-      constexpr bool kR = decltype(requant)::value;
-      constexpr int kZ = decltype(z)::value;
-      if (kR && e.v_bounded) run_nhwc<kF, kR, kZ, true>(pool, g, x, packed_w, start.data(), k, ws);
-      else run_nhwc<kF, kR, kZ, false>(pool, g, x, packed_w, start.data(), k, ws);
-    });
-  };
-  if (x_nonneg) go(std::false_type{});
-  else go(std::true_type{});
+  with_nhwc_variant(g, x_nonneg, corr, e, [&](auto f, auto r, auto z, auto b, const int32_t* start, const EpiConst& k) {
+    run_nhwc<decltype(f)::value, decltype(r)::value, decltype(z)::value, decltype(b)::value>(pool, g, x, packed_w,
+                                                                                             start, k, ws);
+  });
 }
 
 }  // namespace engine::qk
