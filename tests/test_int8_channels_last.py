@@ -816,3 +816,77 @@ def test_onnxruntime_u8_file_runs_channels_last_through_its_adds(tmp_path):
     loaded = pyengine.load(tmp_path / "q.plan")
     assert loaded.graph_text() == built["nchw"].graph_text()
     np.testing.assert_array_equal(loaded(x), built["nchw"](x))
+
+
+def _inverted_residual_model(rng):
+    """A float MobileNetV2-style body at 16x16: stem conv, two inverted
+    residual blocks (1x1 expand + ReLU6, depthwise 3x3 + ReLU6, 1x1
+    project; the first with the residual add, the second strided) and a 1x1
+    head whose float output is the graph's (a pooling after it would run
+    float kernels, whose tiers sum in other orders). Weights scaled to keep
+    activations O(1)."""
+    from onnx import numpy_helper
+
+    inits, nodes = [], []
+
+    def conv(name, x, cin, cout, k=1, stride=1, group=1, relu6=True):
+        w = (rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / (cin // group * k * k))).astype(np.float32)
+        b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"], name=name, group=group,
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
+        if not relu6:
+            return f"{name}_c"
+        nodes.append(helper.make_node("Clip", [f"{name}_c", "zero", "six"], [f"{name}_y"], name=f"{name}_relu6"))
+        return f"{name}_y"
+
+    inits += [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.float32(6), "six")]
+    h = conv("stem", "x", 3, 16, k=3)
+    e = conv("b1_expand", h, 16, 64)
+    d = conv("b1_dw", e, 64, 64, k=3, group=64)
+    p = conv("b1_project", d, 64, 16, relu6=False)
+    nodes.append(helper.make_node("Add", [p, h], ["b1_out"], name="b1_add"))
+    e = conv("b2_expand", "b1_out", 16, 96)
+    d = conv("b2_dw", e, 96, 96, k=3, stride=2, group=96)
+    p = conv("b2_project", d, 96, 24, relu6=False)
+    nodes.append(helper.make_node("Identity", [conv("head", p, 24, 80)], ["y"], name="out"))
+    g = helper.make_graph(nodes, "inverted_residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                     [None, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_inverted_residual_depthwise_channels_last_end_to_end(tmp_path):
+    """A MobileNetV2-style int8 network: with the channels-last layout its
+    depthwise convs run channels-last (the VNNI tier's NHWC depthwise
+    kernel, u8 inputs after ReLU6) inside one run with the 1x1 convs, and
+    the network gives the NCHW layout's bits, on every tier the CPU has and
+    through a plan saved in one layout and loaded in the other."""
+    rng = np.random.default_rng(int(np.random.default_rng().integers(2**32)))
+    model = _inverted_residual_model(rng)
+    calib = [rng.standard_normal((2, 3, 16, 16)).astype(np.float32) for _ in range(2)]
+    x = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    engines = {}
+    for layout in ("nchw", "nhwc"):
+        _core.set_int8_layout(layout)
+        engines[layout] = pyengine.build(model, precision="int8", calibration_data=calib, report=False,
+                                         progress=False, calibration_method="minmax")
+    nodes = engines["nhwc"]._graph.nodes()
+    dw = [n for n in nodes if n["op_type"] == "QConv" and (_attr(n, "group") or 1) > 1]
+    assert len(dw) == 2 and all(_attr(n, "channels_last") for n in dw), [n["name"] for n in dw]
+    assert not any(_attr(n, "channels_last") for n in engines["nchw"]._graph.nodes() if n["op_type"] == "QConv")
+    want = engines["nchw"].run({"x": x})["y"]
+    assert np.abs(want).max() > 0
+    for tier in _available_tiers(KERNEL_TIERS):
+        with _tier(tier):
+            eng = pyengine.Engine(engines["nhwc"]._graph, engines["nhwc"].metadata, num_threads=2)
+        np.testing.assert_array_equal(eng.run({"x": x})["y"], want, err_msg=tier)
+        if tier == "vnni":
+            kernels = [p["kernel"] for p in eng.profile({"x": x}, runs=1) if p["op"] == "QConv"]
+            assert sum("nhwc depthwise(vpdpbusd, u8 input)" in k for k in kernels) == 2, kernels
+    path = tmp_path / "inverted_residual_nhwc.plan"
+    engines["nhwc"].save(path)
+    _core.set_int8_layout("nchw")
+    np.testing.assert_array_equal(pyengine.load(path).run({"x": x})["y"], want, err_msg="loaded as nchw")
