@@ -52,12 +52,32 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
+// Both kernels' row chunks: about 16 tasks per thread when each chunk of
+// output positions makes `per_chunk` tasks (one per block or block group),
+// whole tiles of `tile_rows` positions, at least 4 tiles; then the padding
+// row (x_zp, C + 64 bytes) and a thread's table of row pointers per tap.
+struct Chunking {
+  int64_t rows = 0, count = 0;
+  size_t zero_bytes = 0, per_thread = 0;
+};
+
+Chunking chunking(const ConvGeom& g, int64_t p, int64_t taps, int64_t per_chunk, int tile_rows, int threads) {
+  Chunking c;
+  const int64_t target = 16 * std::max(threads, 1);
+  const int64_t want = std::max<int64_t>(1, (target + per_chunk - 1) / per_chunk);
+  c.rows = round_up(std::max<int64_t>(4 * tile_rows, (p + want - 1) / want), tile_rows);
+  c.count = (p + c.rows - 1) / c.rows;
+  c.zero_bytes = static_cast<size_t>(round_up(g.c + 64, 64));
+  c.per_thread = static_cast<size_t>(round_up(c.rows * taps * static_cast<int64_t>(sizeof(void*)), 64));
+  return c;
+}
+
 struct NhwcPlan {
   int64_t p = 0;             // output positions (rows), n * oh * ow
   int64_t taps = 0, cq = 0;  // kernel taps, channel quads
   int64_t blocks = 0;        // 64-channel blocks
-  int64_t chunk_rows = 0, chunks = 0, block_groups = 0, blocks_per_group = 0;
-  size_t zero_bytes = 0, per_thread = 0;
+  int64_t block_groups = 0, blocks_per_group = 0;
+  Chunking ck;
 };
 
 NhwcPlan nhwc_plan(const ConvGeom& g, int threads) {
@@ -78,12 +98,7 @@ NhwcPlan nhwc_plan(const ConvGeom& g, int threads) {
   // 7x7 1.4x slower than one block).
   t.blocks_per_group = std::clamp<int64_t>(24 * 1024 / (kNhwcNR * std::max<int64_t>(k, 1)), 1, t.blocks);
   t.block_groups = (t.blocks + t.blocks_per_group - 1) / t.blocks_per_group;
-  const int64_t target = 16 * std::max(threads, 1);
-  const int64_t want = std::max<int64_t>(1, (target + t.block_groups - 1) / t.block_groups);
-  t.chunk_rows = round_up(std::max<int64_t>(4 * kRows, (t.p + want - 1) / want), kRows);
-  t.chunks = (t.p + t.chunk_rows - 1) / t.chunk_rows;
-  t.zero_bytes = static_cast<size_t>(round_up(g.c + 64, 64));
-  t.per_thread = static_cast<size_t>(round_up(t.chunk_rows * t.taps * static_cast<int64_t>(sizeof(void*)), 64));
+  t.ck = chunking(g, t.p, t.taps, t.block_groups, kRows, threads);
   return t;
 }
 
@@ -239,18 +254,18 @@ void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t
               const EpiConst& k0, void* ws) {
   const NhwcPlan t = nhwc_plan(g, pool.num_threads());
   auto* zero = static_cast<int8_t*>(ws);
-  std::memset(zero, g.x_zp, t.zero_bytes);
-  char* tables = static_cast<char*>(ws) + t.zero_bytes;
+  std::memset(zero, g.x_zp, t.ck.zero_bytes);
+  char* tables = static_cast<char*>(ws) + t.ck.zero_bytes;
   const int64_t block_w = t.taps * t.cq * kBlockBytes;
-  AffineTasks tasks(t.chunks * t.block_groups, pool.num_threads());
+  AffineTasks tasks(t.ck.count * t.block_groups, pool.num_threads());
   auto body = [&](int slot, int) {
     const EpiConst k = k0;  // a copy no store can alias (see epilogue_tile)
-    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.per_thread * static_cast<size_t>(slot));
+    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.ck.per_thread * static_cast<size_t>(slot));
     int64_t filled = -1;
     alignas(64) int32_t sums[kRows * 64];
     for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
       const int64_t chunk = task / t.block_groups, bg = task % t.block_groups;
-      const int64_t r0 = chunk * t.chunk_rows, r1 = std::min(t.p, r0 + t.chunk_rows);
+      const int64_t r0 = chunk * t.ck.rows, r1 = std::min(t.p, r0 + t.ck.rows);
       if (filled != chunk) {
         fill_pointers(g, x, zero, r0, r1, t.taps, ptr);
         filled = chunk;
@@ -317,8 +332,8 @@ void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t
 constexpr int kDwRows = 4;  // positions per tile: 16 accumulators
 
 struct DwNhwcPlan {
-  int64_t p = 0, taps = 0, groups = 0, blocks = 0, chunk_rows = 0, chunks = 0;
-  size_t zero_bytes = 0, per_thread = 0;
+  int64_t p = 0, taps = 0, groups = 0, blocks = 0;
+  Chunking ck;
 };
 
 DwNhwcPlan dw_nhwc_plan(const ConvGeom& g, int threads) {
@@ -327,12 +342,7 @@ DwNhwcPlan dw_nhwc_plan(const ConvGeom& g, int threads) {
   t.taps = g.kh * g.kw;
   t.groups = (t.taps + 3) / 4;
   t.blocks = (g.c + kNhwcNR - 1) / kNhwcNR;
-  const int64_t target = 16 * std::max(threads, 1);
-  const int64_t want = std::max<int64_t>(1, (target + t.blocks - 1) / t.blocks);
-  t.chunk_rows = round_up(std::max<int64_t>(4 * kDwRows, (t.p + want - 1) / want), kDwRows);
-  t.chunks = (t.p + t.chunk_rows - 1) / t.chunk_rows;
-  t.zero_bytes = static_cast<size_t>(round_up(g.c + 64, 64));
-  t.per_thread = static_cast<size_t>(round_up(t.chunk_rows * t.taps * static_cast<int64_t>(sizeof(void*)), 64));
+  t.ck = chunking(g, t.p, t.taps, t.blocks, kDwRows, threads);
   return t;
 }
 
@@ -390,18 +400,18 @@ void run_dw_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int
                  const EpiConst& k0, void* ws) {
   const DwNhwcPlan t = dw_nhwc_plan(g, pool.num_threads());
   auto* zero = static_cast<int8_t*>(ws);
-  std::memset(zero, g.x_zp, t.zero_bytes);
-  char* tables = static_cast<char*>(ws) + t.zero_bytes;
+  std::memset(zero, g.x_zp, t.ck.zero_bytes);
+  char* tables = static_cast<char*>(ws) + t.ck.zero_bytes;
   const int64_t block_w = t.groups * 4 * 64;
-  AffineTasks tasks(t.chunks * t.blocks, pool.num_threads());
+  AffineTasks tasks(t.ck.count * t.blocks, pool.num_threads());
   auto body = [&](int slot, int) {
     const EpiConst k = k0;
-    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.per_thread * static_cast<size_t>(slot));
+    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.ck.per_thread * static_cast<size_t>(slot));
     int64_t filled = -1;
     alignas(64) int32_t sums[kDwRows * 64];
     for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
       const int64_t chunk = task / t.blocks, blk = task % t.blocks;
-      const int64_t r0 = chunk * t.chunk_rows, r1 = std::min(t.p, r0 + t.chunk_rows);
+      const int64_t r0 = chunk * t.ck.rows, r1 = std::min(t.p, r0 + t.ck.rows);
       if (filled != chunk) {
         fill_pointers(g, x, zero, r0, r1, t.taps, ptr);
         filled = chunk;
@@ -468,7 +478,7 @@ void pack_w_dw_nhwc(const int8_t* w, int64_t c, int64_t taps, int8_t* out, int32
 
 size_t qconv_dw_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
   const DwNhwcPlan t = dw_nhwc_plan(g, threads);
-  return t.zero_bytes + t.per_thread * static_cast<size_t>(std::max(threads, 1));
+  return t.ck.zero_bytes + t.ck.per_thread * static_cast<size_t>(std::max(threads, 1));
 }
 
 void qconv_dw_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
@@ -493,7 +503,7 @@ void pack_w_nhwc(const int8_t* w, int64_t m, int64_t c, int64_t taps, int8_t* ou
 
 size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
   const NhwcPlan t = nhwc_plan(g, threads);
-  return t.zero_bytes + t.per_thread * static_cast<size_t>(std::max(threads, 1));
+  return t.ck.zero_bytes + t.ck.per_thread * static_cast<size_t>(std::max(threads, 1));
 }
 
 void qconv_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
