@@ -545,6 +545,13 @@ def test_qconv_tier_vs_numpy_bit_exact(shape, epilogue, tier):
         np.testing.assert_array_equal(got, want, err_msg=f"{tier} vs numpy, edges={edges}")
         if ep.get("y_scale") is not None and np.any(want != 0):
             assert np.any(np.abs(want.astype(np.int32)) >= 127)  # saturation exercised
+    if tier == "vnni" and group == c == m and group > 1:
+        # Depthwise on the VNNI tier: conv_gemm's AVX-512 kernel on the int8
+        # input (exact float sums) at column strides 1 and 2 on rows of at
+        # most 32 outputs or kernels at least 5 wide, the int16 one else.
+        kernel = _engine(model, tier=tier).profile(feeds, runs=1)[0]["kernel"]
+        blocked = strides[1] in (1, 2) and (want.shape[-1] <= 32 or kw >= 5)
+        assert ("exact fp32 sums" in kernel) == blocked, kernel
 
 
 @pytest.mark.parametrize("tier", KERNEL_TIERS)

@@ -213,11 +213,21 @@ void grouped_pack_weights(const float* w, int64_t group, int64_t mg, int64_t cg,
               w[((grp * mg + m) * cg + c) * ks + t];
 }
 
-void depthwise_pack_weights(const float* w, int64_t channels, int64_t ks, float* dst) {
+namespace {
+template <typename T>
+void pack_depthwise(const T* w, int64_t channels, int64_t ks, float* dst) {
   constexpr int64_t kBlock = 16;
   std::memset(dst, 0, static_cast<size_t>(depthwise_packed_size(channels, ks)) * sizeof(float));
   for (int64_t c = 0; c < channels; ++c)
-    for (int64_t t = 0; t < ks; ++t) dst[((c / kBlock) * ks + t) * kBlock + c % kBlock] = w[c * ks + t];
+    for (int64_t t = 0; t < ks; ++t) dst[((c / kBlock) * ks + t) * kBlock + c % kBlock] = static_cast<float>(w[c * ks + t]);
+}
+}  // namespace
+
+void depthwise_pack_weights(const float* w, int64_t channels, int64_t ks, float* dst) {
+  pack_depthwise(w, channels, ks, dst);
+}
+void depthwise_pack_weights_s8(const int8_t* w, int64_t channels, int64_t ks, float* dst) {
+  pack_depthwise(w, channels, ks, dst);
 }
 
 }  // namespace conv_gemm

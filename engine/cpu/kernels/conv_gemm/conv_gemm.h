@@ -225,6 +225,14 @@ inline bool grouped_oc_applies(const ConvGeom& g) {
 // Portable.
 inline int64_t depthwise_packed_size(int64_t channels, int64_t ks) { return round_up(channels, 16) * ks; }
 void depthwise_pack_weights(const float* w, int64_t channels, int64_t ks, float* dst);
+// The same from int8 weights (depthwise_s8_avx512).
+void depthwise_pack_weights_s8(const int8_t* w, int64_t channels, int64_t ks, float* dst);
+// One tile's exact int32 sums from depthwise_s8_avx512: rows[m * 16 + p]
+// for channel c0 + m (m < channels), output pixel p < n, the tile's pixels
+// contiguous in the plane: channel c0 + m's first at NCHW output element
+// idx + m * out_plane.
+using DepthwiseTileSink = void (*)(const void* ctx, const int32_t* rows, int channels, int n, int64_t c0,
+                                   int64_t idx, int64_t out_plane);
 // The shapes depthwise_avx512 computes: depthwise, 1-D to 3-D, column
 // stride 1 or 2 (any kernel, pads, dilations, row and depth strides).
 inline bool depthwise512_applies(const ConvGeom& g) { return g.is_depthwise() && (g.sw == 1 || g.sw == 2); }
@@ -271,6 +279,13 @@ void depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const float* x, const f
 size_t depthwise512_scratch_bytes(const ConvGeom& g, int threads);
 void depthwise_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* w_packed, const float* b,
                       const float* z, const Activation& act, float* y, void* scratch);
+// The same kernel on int8 input (padding: x_zp) and int8 weights packed by
+// depthwise_pack_weights_s8, for the int8 QConv (quant/): int8 products are
+// whole numbers below 2^15 and up to 127 taps sum below 2^24, so the float
+// sums are exact; each tile's are handed to sink as int32 rows, one per
+// channel (the QConv epilogue's input). Same scratch.
+void depthwise_s8_avx512(ThreadPool& pool, const ConvGeom& g, const int8_t* x, int8_t x_zp, const float* w_packed,
+                         DepthwiseTileSink sink, const void* sink_ctx, void* scratch);
 
 // Grouped convolution (grouped_applies(g)), direct, AVX2, with weights from
 // grouped_pack_weights; parallel over (image, group, block of output rows).
@@ -320,6 +335,10 @@ inline size_t depthwise_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline size_t depthwise512_scratch_bytes(const ConvGeom&, int) { return 0; }
 inline void depthwise_avx512(ThreadPool&, const ConvGeom&, const float*, const float*, const float*, const float*,
                              const Activation&, float*, void*) {
+  ENGINE_CHECK(false, "AVX-512 depthwise called in a reference-only build");
+}
+inline void depthwise_s8_avx512(ThreadPool&, const ConvGeom&, const int8_t*, int8_t, const float*, DepthwiseTileSink,
+                                const void*, void*) {
   ENGINE_CHECK(false, "AVX-512 depthwise called in a reference-only build");
 }
 inline size_t winograd_scratch_bytes(const ConvGeom&, int) { return 0; }

@@ -59,7 +59,7 @@ DwDims dw_dims(const ConvGeom& g, int threads) {
   // tasks per thread.
   const int64_t row_floats = d.slices * d.pitch * kC;
   int64_t rb = 1;
-  while (rb < g.oh && band_rows(g, rb + 1) * row_floats <= 49152) ++rb;
+  while (rb < g.oh && band_rows(g, rb + 1) * row_floats <= 24576) ++rb;
   const int64_t want = 4 * static_cast<int64_t>(threads);
   const int64_t outer = g.batch * ((g.cout + kC - 1) / kC) * g.od;
   if (outer * ((g.oh + rb - 1) / rb) < want) {
@@ -73,14 +73,23 @@ DwDims dw_dims(const ConvGeom& g, int threads) {
 
 size_t buffer_bytes(const DwDims& d) { return round_up(static_cast<size_t>(d.floats()) * sizeof(float), 64); }
 
+// 16 columns (lanes m) of one channel row as floats: float inputs, or int8
+// ones (depthwise_s8_avx512), whose values floats hold exactly.
+inline __m512 load_columns(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_columns(const int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+
 // Transposes the task's input rows of channels [c0, c0 + cvalid) into buf
 // (image x, output depth od, output rows from oh0). Only the image columns
-// of each row are written: the pads' columns are zero from the thread's
-// first task in this call (`first` clears the whole buffer) and no task
-// writes them; rows outside the input are written as zeros.
-void fill(const ConvGeom& g, const DwDims& d, const float* x, int64_t c0, int cvalid, int64_t od, int64_t oh0,
-          float* buf, bool first) {
-  if (first) std::memset(buf, 0, static_cast<size_t>(d.floats()) * sizeof(float));
+// of each row are written: the pads' columns hold `pad` (0, or an int8
+// input's zero point) from the thread's first task in this call (`first`
+// fills the whole buffer) and no task writes them; rows outside the input
+// are written as `pad`.
+template <typename T>
+void fill(const ConvGeom& g, const DwDims& d, const T* x, int64_t c0, int cvalid, int64_t od, int64_t oh0,
+          float* buf, bool first, float pad) {
+  if (first) std::fill(buf, buf + d.floats(), pad);
   const int64_t lead = std::min(g.pw, d.pitch);
   const int64_t copy_w = std::max<int64_t>(0, std::min(g.iw, d.pitch - lead));
   const int64_t in_plane = g.in_plane(), row0 = oh0 * g.sh - g.ph;
@@ -90,16 +99,16 @@ void fill(const ConvGeom& g, const DwDims& d, const float* x, int64_t c0, int cv
       float* dst = buf + ((s * d.buf_rows + r) * d.pitch + lead) * kC;
       const int64_t ih = row0 + r;
       if (id < 0 || id >= g.id || ih < 0 || ih >= g.ih) {
-        std::memset(dst, 0, static_cast<size_t>(copy_w * kC) * sizeof(float));
+        std::fill(dst, dst + copy_w * kC, pad);
         continue;
       }
-      const float* src = x + c0 * in_plane + (id * g.ih + ih) * g.iw;
+      const T* src = x + c0 * in_plane + (id * g.ih + ih) * g.iw;
       for (int64_t col = 0; col < copy_w; col += kC) {
         const int n = static_cast<int>(std::min<int64_t>(kC, copy_w - col));
         const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
         __m512 v[kC];
         for (int c = 0; c < kC; ++c)
-          v[c] = c < cvalid ? _mm512_maskz_loadu_ps(m, src + c * in_plane + col) : _mm512_setzero_ps();
+          v[c] = c < cvalid ? load_columns(src + c * in_plane + col, m) : _mm512_setzero_ps();
         transpose16(v);
         for (int p = 0; p < n; ++p) _mm512_store_ps(dst + (col + p) * kC, v[p]);
       }
@@ -191,11 +200,11 @@ DwTileFn pick_tile(int rows, int np) {
 }
 
 // One task: output rows [oh0, oh1) at output depth od of channels [c0, c0 +
-// cvalid) of one image (y, z: the image's first output).
-template <int S, int K, typename Op>
-void rows_block(const ConvGeom& g, const DwDims& d, const float* buf, int64_t c0, int cvalid, int64_t od,
-                int64_t oh0, int64_t oh1, const float* w, const float* b, const float* z, float* y, const Op& op) {
-  const int64_t out_plane = g.out_plane();
+// cvalid) of image img; each tile's sums go to out(sums, cvalid, n, img, c0,
+// pixel): n pixels from output pixel `pixel` of the plane, contiguous.
+template <int S, int K, typename Out>
+void rows_block(const ConvGeom& g, const DwDims& d, const float* buf, int64_t img, int64_t c0, int cvalid,
+                int64_t od, int64_t oh0, int64_t oh1, const float* w, const float* b, const Out& out) {
   const int64_t np = oc_detail::tile_columns<Zmm>(g.ow);
   const int rows = tile_rows(static_cast<int>(np));
   const DwTileFn multi = pick_tile<S, K>(rows, static_cast<int>(np));
@@ -213,10 +222,48 @@ void rows_block(const ConvGeom& g, const DwDims& d, const float* buf, int64_t c0
       fn(row, taps, w, bias, sums);
       // Several rows only when a tile holds whole rows: its pixels are contiguous in y.
       const int n = static_cast<int>(r > 1 ? r * g.ow : std::min(np, g.ow - ow0));
-      const int64_t o = c0 * out_plane + (od * g.oh + oh) * g.ow + ow0;
-      Zmm::store_tile(sums.t, cvalid, n, out_plane, z ? z + o : nullptr, y + o, op);
+      out(sums, cvalid, n, img, c0, (od * g.oh + oh) * g.ow + ow0);
     }
     oh += r;
+  }
+}
+
+// The whole convolution, task by task (image, block of channels, output
+// depth, band of rows; bands fastest), claimed as AffineTasks (contiguous
+// ranges per thread); out as rows_block's.
+template <typename T, typename Out>
+void run(ThreadPool& pool, const ConvGeom& g, const T* x, float pad, const float* wpk, const float* b, void* scratch,
+         const Out& out) {
+  const int threads = pool.num_threads();
+  const DwDims d = dw_dims(g, threads);
+  const size_t per_thread = buffer_bytes(d);
+  const int64_t blocks = (g.cout + kC - 1) / kC, bands = (g.oh + d.rows_blk - 1) / d.rows_blk;
+  const int64_t tasks = g.batch * blocks * g.od * bands, ks = g.ksize();
+  // The kernel width at compile time where the tile has a form for it (any kh).
+  const int64_t k = g.dw == 1 && (g.kw == 3 || g.kw == 5 || g.kw == 7) ? g.kw : 0;
+  using RowsFn = decltype(&rows_block<1, 0, Out>);
+  static constexpr RowsFn kRows[2][4] = {
+      {rows_block<1, 0, Out>, rows_block<1, 3, Out>, rows_block<1, 5, Out>, rows_block<1, 7, Out>},
+      {rows_block<2, 0, Out>, rows_block<2, 3, Out>, rows_block<2, 5, Out>, rows_block<2, 7, Out>}};
+  const RowsFn rows = kRows[g.sw == 2][k == 0 ? 0 : (k - 1) / 2];
+  AffineTasks claims(tasks, threads);
+  auto worker = [&](int tid, int) {
+    float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
+    bool first = true;
+    for (int64_t t = claims.claim(tid); t >= 0; t = claims.claim(tid)) {
+      const int64_t band = t % bands, od = t / bands % g.od, blk = t / bands / g.od % blocks;
+      const int64_t img = t / bands / g.od / blocks;
+      const int64_t c0 = blk * kC, oh0 = band * d.rows_blk, oh1 = std::min(g.oh, oh0 + d.rows_blk);
+      const int cvalid = static_cast<int>(std::min<int64_t>(kC, g.cout - c0));
+      fill(g, d, x + img * g.cin * g.in_plane(), c0, cvalid, od, oh0, buf, first, pad);
+      first = false;
+      rows(g, d, buf, img, c0, cvalid, od, oh0, oh1, wpk + blk * ks * kC, b, out);
+    }
+  };
+  if (tasks == 1 || threads == 1) {
+    worker(0, 1);
+  } else {
+    pool.run_any(by_ref(worker));
   }
 }
 
@@ -229,43 +276,31 @@ size_t depthwise512_scratch_bytes(const ConvGeom& g, int threads) {
 void depthwise_avx512(ThreadPool& pool, const ConvGeom& g, const float* x, const float* wpk, const float* b,
                       const float* z, const Activation& act, float* y, void* scratch) {
   ENGINE_CHECK(depthwise512_applies(g), "depthwise_avx512: a shape it does not take");
-  const int threads = pool.num_threads();
-  const DwDims d = dw_dims(g, threads);
-  const size_t per_thread = buffer_bytes(d);
-  const int64_t blocks = (g.cout + kC - 1) / kC, bands = (g.oh + d.rows_blk - 1) / d.rows_blk;
-  const int64_t tasks = g.batch * blocks * g.od * bands, ks = g.ksize();
-  // The kernel width at compile time where the tile has a form for it (any kh).
-  const int64_t k = g.dw == 1 && (g.kw == 3 || g.kw == 5 || g.kw == 7) ? g.kw : 0;
-  // Tasks as AffineTasks (contiguous ranges per thread), bands fastest.
-  AffineTasks claims(tasks, threads);
-  auto worker = [&](int tid, int) {
-    float* buf = reinterpret_cast<float*>(static_cast<char*>(scratch) + tid * per_thread);
-    bool first = true;
-    with_act512(act, [&](const auto& op) {
-      using Op = std::decay_t<decltype(op)>;
-      using RowsFn = decltype(&rows_block<1, 0, Op>);
-      static constexpr RowsFn kRows[2][4] = {{rows_block<1, 0, Op>, rows_block<1, 3, Op>, rows_block<1, 5, Op>,
-                                              rows_block<1, 7, Op>},
-                                             {rows_block<2, 0, Op>, rows_block<2, 3, Op>, rows_block<2, 5, Op>,
-                                              rows_block<2, 7, Op>}};
-      const auto rows = kRows[g.sw == 2][k == 0 ? 0 : (k - 1) / 2];
-      for (int64_t t = claims.claim(tid); t >= 0; t = claims.claim(tid)) {
-        const int64_t band = t % bands, od = t / bands % g.od, blk = t / bands / g.od % blocks;
-        const int64_t img = t / bands / g.od / blocks;
-        const int64_t c0 = blk * kC, oh0 = band * d.rows_blk, oh1 = std::min(g.oh, oh0 + d.rows_blk);
-        const int cvalid = static_cast<int>(std::min<int64_t>(kC, g.cout - c0));
-        const int64_t image = img * g.cout * g.out_plane();
-        fill(g, d, x + img * g.cin * g.in_plane(), c0, cvalid, od, oh0, buf, first);
-        first = false;
-        rows(g, d, buf, c0, cvalid, od, oh0, oh1, wpk + blk * ks * kC, b, z ? z + image : nullptr, y + image, op);
-      }
-    });
-  };
-  if (tasks == 1 || threads == 1) {
-    worker(0, 1);
-  } else {
-    pool.run_any(by_ref(worker));
-  }
+  const int64_t out_plane = g.out_plane();
+  with_act512(act, [&](const auto& op) {
+    run(pool, g, x, 0.f, wpk, b, scratch,
+        [&](const TileSums<Zmm>& sums, int cvalid, int n, int64_t img, int64_t c0, int64_t pixel) {
+          const int64_t o = (img * g.cout + c0) * out_plane + pixel;
+          Zmm::store_tile(sums.t, cvalid, n, out_plane, z ? z + o : nullptr, y + o, op);
+        });
+  });
+}
+
+void depthwise_s8_avx512(ThreadPool& pool, const ConvGeom& g, const int8_t* x, int8_t x_zp, const float* wpk,
+                         DepthwiseTileSink sink, const void* sink_ctx, void* scratch) {
+  ENGINE_CHECK(depthwise512_applies(g), "depthwise_s8_avx512: a shape it does not take");
+  const int64_t out_plane = g.out_plane();
+  run(pool, g, x, static_cast<float>(x_zp), wpk, nullptr, scratch,
+      [&](const TileSums<Zmm>& sums, int cvalid, int n, int64_t img, int64_t c0, int64_t pixel) {
+        // The sums are whole numbers below 2^24 (int8 products, at most
+        // kDwMaxTaps of them): exact in float, exact as int32.
+        __m512 v[kC];
+        for (int p = 0; p < kC; ++p) v[p] = _mm512_load_ps(sums.t + p * kC);
+        transpose16(v);
+        alignas(64) int32_t rows[kC * kPixels];
+        for (int m = 0; m < cvalid; ++m) _mm512_store_si512(rows + m * kPixels, _mm512_cvtps_epi32(v[m]));
+        sink(sink_ctx, rows, cvalid, n, c0, (img * g.cout + c0) * out_plane + pixel, out_plane);
+      });
 }
 
 }  // namespace conv_gemm

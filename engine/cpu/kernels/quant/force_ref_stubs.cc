@@ -57,7 +57,9 @@ void qconv_amx(ThreadPool&, const ConvGeom&, const int8_t*, bool, const int8_t*,
 void qconv_depthwise_avx2(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
-void qconv_depthwise_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const Epilogue&, void*) {
+size_t qconv_depthwise_avx512vnni_workspace(const ConvGeom&, int, bool) { ENGINE_QK_UNREACHABLE; }
+void qconv_depthwise_avx512vnni(ThreadPool&, const ConvGeom&, const int8_t*, const int8_t*, const float*,
+                                const Epilogue&, void*) {
   ENGINE_QK_UNREACHABLE;
 }
 size_t maxpool_s8_avx2_workspace(const PoolS8Geom&) { ENGINE_QK_UNREACHABLE; }

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/kernels/conv_gemm/conv_gemm.h"
 #include "cpu/kernels/quant/qconv_avx512vnni.h"
 
 namespace engine::qk {
@@ -149,18 +150,62 @@ void qconv_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool
   run_tiled<VnniTraits, Cols>(pool, g, x, t, ws, tr);
 }
 
+namespace {
+
+// The float kernel's geometry of a depthwise QConv.
+conv_gemm::ConvGeom blocked_geom(const ConvGeom& g) {
+  conv_gemm::ConvGeom f;
+  f.batch = g.n;
+  f.cin = g.c;
+  f.cout = g.m;
+  f.group = g.group;
+  f.id = g.d, f.ih = g.h, f.iw = g.w;
+  f.od = g.od, f.oh = g.oh, f.ow = g.ow;
+  f.kd = g.kd, f.kh = g.kh, f.kw = g.kw;
+  f.sd = g.sd, f.sh = g.sh, f.sw = g.sw;
+  f.dd = g.dd, f.dh = g.dh, f.dw = g.dw;
+  f.pd = g.pf, f.ph = g.pt, f.pw = g.pl;
+  return f;
+}
+
+// One channel's row of int32 sums through the epilogue (n outputs from idx).
+inline void depthwise_row_epilogue(const EpiConst& k, const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
+  const Epilogue& e = k.e;
+  const __m512 mul = _mm512_set1_ps(e.mul[c]);
+  const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
+  const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t lanes = std::min<int64_t>(16, n - j);
+    const __mmask16 m = lanes == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << lanes) - 1u);
+    epilogue16(k, _mm512_loadu_si512(acc + j), mul, bi, bf, idx + j, m);
+  }
+}
+
+}  // namespace
+
+size_t qconv_depthwise_avx512vnni_workspace(const ConvGeom& g, int threads, bool blocked) {
+  // (+ 64: the float kernel's buffers are 64-byte aligned, and ws may not be)
+  if (blocked && qconv_depthwise_blocked_applies(g))
+    return conv_gemm::depthwise512_scratch_bytes(blocked_geom(g), threads) + 64;
+  return qconv_depthwise_workspace(g, threads);
+}
+
 void qconv_depthwise_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w,
-                                const Epilogue& e, void* ws) {
+                                const float* w_f32, const Epilogue& e, void* ws) {
   const EpiConst k(e);
-  run_depthwise(pool, g, x, w, ws, [&k, &e](const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
-    const __m512 mul = _mm512_set1_ps(e.mul[c]);
-    const __m512i bi = _mm512_set1_epi32(e.bias_i32 ? e.bias_i32[c] : 0);
-    const __m512 bf = _mm512_set1_ps(e.bias_f32 ? e.bias_f32[c] : 0.f);
-    for (int64_t j = 0; j < n; j += 16) {
-      const int64_t lanes = std::min<int64_t>(16, n - j);
-      const __mmask16 m = lanes == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << lanes) - 1u);
-      epilogue16(k, _mm512_loadu_si512(acc + j), mul, bi, bf, idx + j, m);
-    }
+  if (w_f32 && qconv_depthwise_blocked_applies(g)) {
+    auto* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(ws) + 63) & ~uintptr_t{63});
+    conv_gemm::depthwise_s8_avx512(
+        pool, blocked_geom(g), x, g.x_zp, w_f32,
+        [](const void* ctx, const int32_t* rows, int channels, int n, int64_t c0, int64_t idx, int64_t out_plane) {
+          const EpiConst& kc = *static_cast<const EpiConst*>(ctx);
+          for (int m = 0; m < channels; ++m) depthwise_row_epilogue(kc, rows + m * 16, n, c0 + m, idx + m * out_plane);
+        },
+        &k, aligned);
+    return;
+  }
+  run_depthwise(pool, g, x, w, ws, [&k](const int32_t* acc, int64_t n, int64_t c, int64_t idx) {
+    depthwise_row_epilogue(k, acc, n, c, idx);
   });
 }
 

@@ -30,6 +30,7 @@
 
 #include "cpu/dispatch.h"
 #include "cpu/kernel_table.h"
+#include "cpu/kernels/conv_gemm/conv_gemm.h"
 #include "cpu/kernels/quant/quant_kernels.h"
 #include "cpu/kernels/shape_ops/shape_ops.h"
 
@@ -358,6 +359,11 @@ class QConvKernel final : public Kernel {
         packed8_.assign(group_ * packed_a_amx_bytes(mg, k), 0);
         corr_.assign(m, 0);
         pack_weights_amx(weights_->data<int8_t>(), mg, k, packed8_.data(), corr_.data());
+      } else if (tier_ == Tier::kAvx512Vnni && depthwise_ && mg == 1 && cg == 1 && m == group_) {
+        // The NCHW depthwise kernel's float weights (qconv_depthwise_avx512vnni);
+        // the GEMM's panels would never be read.
+        dw_f32_ = aligned_storage(static_cast<size_t>(conv_gemm::depthwise_packed_size(m, taps)) * sizeof(float));
+        conv_gemm::depthwise_pack_weights_s8(weights_->data<int8_t>(), m, taps, static_cast<float*>(dw_f32_.get()));
       } else if (tier_ == Tier::kAvx512Vnni) {
         packed8_.assign(group_ * packed_a_vnni_bytes(mg, k), 0);
         corr_.assign(m, 0);
@@ -467,7 +473,9 @@ class QConvKernel final : public Kernel {
     }
     const bool nchw = path == Nhwc::kNone || path == Nhwc::kViaNchw;
     const bool dw = nchw && tier_ != Tier::kRef && qconv_depthwise_applies(g);
-    if (dw) ws_bytes = std::max(ws_bytes, qconv_depthwise_workspace(g, threads));
+    if (dw)
+      ws_bytes = std::max(ws_bytes, vnni_family() ? qconv_depthwise_avx512vnni_workspace(g, threads, dw_f32_ != nullptr)
+                                                  : qconv_depthwise_workspace(g, threads));
     // An input zero point on a SIMD tier: the folded bias (and, for run-time
     // weights, their sums) per call.
     const bool fold = ep_.x_zp != 0 && tier_ != Tier::kRef;
@@ -577,8 +585,10 @@ class QConvKernel final : public Kernel {
   std::string describe_nchw(const std::string& dims) const {
     // 3-D convs run the same GEMMs over a 3-D im2col / frame planes
     // (qconv_tiled.h); the profile says which form a layer took.
-    if (depthwise_)
+    if (depthwise_) {
+      if (dw_blocked_) return "qconv_s8_avx512vnni" + dims + " depthwise(16 channels per zmm, exact fp32 sums)";
       return (vnni_family() ? "qconv_s8_avx512vnni" : "qconv_s8_avx2") + dims + " depthwise(int16 madd)";
+    }
     switch (tier_) {
       case Tier::kAmx:
       case Tier::kAmxEmulated:
@@ -604,7 +614,10 @@ class QConvKernel final : public Kernel {
   void run_nchw(KernelContext& ctx, const ConvGeom& g, const int8_t* x, const Tensor& w, const void* packed,
                 const int32_t* corr, const Epilogue& e, void* ws, bool dw) const {
     if (dw) {
-      if (vnni_family()) qconv_depthwise_avx512vnni(ctx.pool(), g, x, w.data<int8_t>(), e, ws);
+      dw_blocked_ = dw_f32_ && qconv_depthwise_blocked_applies(g);
+      if (vnni_family())
+        qconv_depthwise_avx512vnni(ctx.pool(), g, x, w.data<int8_t>(), static_cast<const float*>(dw_f32_.get()), e,
+                                   ws);
       else qconv_depthwise_avx2(ctx.pool(), g, x, w.data<int8_t>(), e, ws);
       return;
     }
@@ -722,6 +735,7 @@ class QConvKernel final : public Kernel {
   int64_t group_ = 1;
   int64_t spatial_ = 0;     // 2 or 3; 0 until known (no attribute set, weights fed at run time)
   bool depthwise_ = false;  // for describe(); run() decides from the geometry
+  mutable bool dw_blocked_ = false;  // the last run took the blocked depthwise kernel (describe())
   bool channels_last_ = false;  // attribute channels_last: x, z and y are NHWC
   Nhwc nhwc_ = Nhwc::kNone;     // a channels-last conv's path (for run-time weights: describe()'s guess)
   std::vector<int64_t> strides_, dilations_, pads_, kernel_shape_;
@@ -730,6 +744,7 @@ class QConvKernel final : public Kernel {
   std::vector<float> mul_;
   std::vector<int16_t> packed_;   // AVX2
   std::vector<int8_t> packed8_;   // AMX, AVX512-VNNI (NCHW or NHWC: pack_w_nhwc), AVX2 u8 path
+  std::shared_ptr<void> dw_f32_;  // VNNI, NCHW depthwise: the float kernel's weights (int8 values; 64-byte aligned)
   std::vector<int8_t> packed8q_;  // VNNI, AVX2 u8: (quad, tap) k order (pack_a_quads); AMX: (tap, quad)
                                   // (pack_a_amx_quads); empty: none, run-time weights
   std::vector<int32_t> corr_;     // AMX, AVX512-VNNI: 128 * sum_k w[m, k]

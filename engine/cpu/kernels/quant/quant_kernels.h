@@ -412,8 +412,22 @@ inline size_t qconv_depthwise_workspace(const ConvGeom& g, int threads) {
 }
 void qconv_depthwise_avx2(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w, const Epilogue& e,
                           void* ws);
+// The VNNI tier's: with w_f32 (depthwise_pack_weights_s8's floats, or null)
+// and the shapes qconv_depthwise_blocked_applies takes, conv_gemm's
+// AVX-512 depthwise kernel, 16 channels per vector, on the int8 input with
+// exact float sums (conv_gemm.h, depthwise_s8_avx512), then the same row
+// epilogue; else run_depthwise. ws: qconv_depthwise_avx512vnni_workspace.
+// Measured on Zen 4 against run_depthwise: 1.2-2.3x faster on rows of 7 to
+// 28 outputs and with 7x7 kernels, 1.25-1.3x slower on 3x3 kernels over
+// rows of 56 and 112 (where run_depthwise's rows fill its vectors and the
+// blocked kernel's transposes cost as much as the taps), so those keep it.
+inline bool qconv_depthwise_blocked_applies(const ConvGeom& g) {
+  return qconv_depthwise_applies(g) && g.group == g.c && g.group == g.m && (g.sw == 1 || g.sw == 2) &&
+         (g.ow <= 32 || g.kw >= 5);
+}
+size_t qconv_depthwise_avx512vnni_workspace(const ConvGeom& g, int threads, bool blocked);
 void qconv_depthwise_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* w,
-                                const Epilogue& e, void* ws);
+                                const float* w_f32, const Epilogue& e, void* ws);
 
 // ---------------------------------------------------------------------------
 // int8 MaxPool on one NCHW plane (maxpool_s8.cc). pt/pl are the top/left
