@@ -10,7 +10,7 @@
 // channels, output depth, band of output rows):
 //   1. the band's input rows of the 16 channels are transposed into a
 //      per-thread buffer, one 64-byte line per (row, column): [depth tap]
-//      [row][column][16 channels], zero where the pads are;
+//      [row][column][16 channels], the pad value where the pads are;
 //   2. a tile of up to 16 output pixels (columns of one row, or whole rows
 //      of a plane at most 8 wide) accumulates every tap in registers:
 //        acc[p] += w[tap] * buf[row(p) + kh][col(p) * sw + kw]
@@ -21,6 +21,13 @@
 // Each output accumulates from its bias over kd, kh, kw in that order, one
 // FMA per tap. Weights come from depthwise_pack_weights: [block][kd*kh*kw]
 // [16], the channels past C in the last block zero.
+// depthwise_s8_avx512 runs the same tasks and tiles on an int8 input (the
+// rows converted to float as they are transposed, padded with the input's
+// zero point) for the int8 QConv: the float sums of int8 products are exact
+// (see conv_gemm.h), and each tile leaves as int32 rows for its epilogue.
+// (A row-vectorized form for wide planes, 16 columns per zmm and no
+// transposes, measured slower on Zen 4: one unaligned, line-splitting load
+// per FMA; see README, "Depthwise convolution".)
 #include <algorithm>
 #include <array>
 #include <cstring>
