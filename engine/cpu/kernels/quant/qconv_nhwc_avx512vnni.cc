@@ -59,6 +59,8 @@ inline int32_t load_i32(const void* p) {
 struct Chunking {
   int64_t rows = 0, count = 0;
   size_t zero_bytes = 0, per_thread = 0;
+  // The workspace: the padding row, then a table per thread.
+  size_t workspace(int threads) const { return zero_bytes + per_thread * static_cast<size_t>(std::max(threads, 1)); }
 };
 
 Chunking chunking(const ConvGeom& g, int64_t p, int64_t taps, int64_t per_chunk, int tile_rows, int threads) {
@@ -477,8 +479,7 @@ void pack_w_dw_nhwc(const int8_t* w, int64_t c, int64_t taps, int8_t* out, int32
 }
 
 size_t qconv_dw_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
-  const DwNhwcPlan t = dw_nhwc_plan(g, threads);
-  return t.ck.zero_bytes + t.ck.per_thread * static_cast<size_t>(std::max(threads, 1));
+  return dw_nhwc_plan(g, threads).ck.workspace(threads);
 }
 
 void qconv_dw_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
@@ -502,8 +503,7 @@ void pack_w_nhwc(const int8_t* w, int64_t m, int64_t c, int64_t taps, int8_t* ou
 }
 
 size_t qconv_nhwc_avx512vnni_workspace(const ConvGeom& g, int threads) {
-  const NhwcPlan t = nhwc_plan(g, threads);
-  return t.ck.zero_bytes + t.ck.per_thread * static_cast<size_t>(std::max(threads, 1));
+  return nhwc_plan(g, threads).ck.workspace(threads);
 }
 
 void qconv_nhwc_avx512vnni(ThreadPool& pool, const ConvGeom& g, const int8_t* x, bool x_nonneg,
