@@ -19,9 +19,10 @@
 // A QConv is eligible when: it is not channels-last already; X is int8 of
 // rank 4 (the batch may be symbolic, as in the zoo's models); the weights
 // are a constant [M, C, kH, kW] with C % 4 == 0 and group is 1, or the conv
-// is depthwise (group = C = M, weights [C, 1, kH, kW]: MobileNet's and
-// ConvNeXt's, which the VNNI tier runs 64 channels of a position at a
-// time, qconv_dw_nhwc_avx512vnni); y_scale is
+// is depthwise (group = C = M, weights [C, 1, kH, kW]: MobileNet's, which
+// the VNNI tier runs 64 channels of a position at a time,
+// qconv_dw_nhwc_avx512vnni; ConvNeXt's feed a float LayerNorm and fail
+// the next rule); y_scale is
 // set (int8 output); Z is absent or int8. The input's sign does not
 // matter: an input not known to be >= 0 (onnxruntime's u8 activations,
 // stored as int8 with zero point -128) runs the kernel's +128 form, whose
