@@ -219,7 +219,8 @@ void pack_depthwise(const T* w, int64_t channels, int64_t ks, float* dst) {
   constexpr int64_t kBlock = 16;
   std::memset(dst, 0, static_cast<size_t>(depthwise_packed_size(channels, ks)) * sizeof(float));
   for (int64_t c = 0; c < channels; ++c)
-    for (int64_t t = 0; t < ks; ++t) dst[((c / kBlock) * ks + t) * kBlock + c % kBlock] = static_cast<float>(w[c * ks + t]);
+    for (int64_t t = 0; t < ks; ++t)
+      dst[((c / kBlock) * ks + t) * kBlock + c % kBlock] = static_cast<float>(w[c * ks + t]);
 }
 }  // namespace
 

@@ -491,7 +491,8 @@ class QConvKernel final : public Kernel {
     char* const all = total ? static_cast<char*>(ctx.scratch(total)) : nullptr;
     char* scratch = all ? all + copy_bytes : nullptr;
     const float* mul = mul_.data();
-    const bool bytes = path == Nhwc::kVnni || path == Nhwc::kVnniDw || vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
+    const bool bytes =
+        path == Nhwc::kVnni || path == Nhwc::kVnniDw || vnni_family() || (tier_ == Tier::kAvx2 && x_nonneg_);
     const void* packed = bytes ? static_cast<const void*>(packed8_.data()) : static_cast<const void*>(packed_.data());
     const int32_t* corr = corr_.data();
     if (!weights_) {
