@@ -251,27 +251,45 @@ void fill_pointers(const ConvGeom& g, const int8_t* x, const int8_t* zero, int64
   }
 }
 
+// Both kernels' task loop: tasks (chunk of the p output rows, unit), units
+// fastest, claimed as AffineTasks (thread t starts on the t-th part of the
+// rows). ws starts with the padding row (x_zp) and then a table of row
+// pointers per thread, filled once per chunk (fill_pointers). Each task runs
+// body(k, ptr, zero, r0, r1, unit) for rows [r0, r1) with the thread's own
+// copy k of k0 (a copy no store can alias: see epilogue_tile).
+template <class Body>
+void for_each_chunk_task(ThreadPool& pool, const ConvGeom& g, const int8_t* x, int64_t p, int64_t taps,
+                         const Chunking& ck, int64_t units, const EpiConst& k0, void* ws, const Body& body) {
+  auto* zero = static_cast<int8_t*>(ws);
+  std::memset(zero, g.x_zp, ck.zero_bytes);
+  char* tables = static_cast<char*>(ws) + ck.zero_bytes;
+  AffineTasks tasks(ck.count * units, pool.num_threads());
+  auto worker = [&](int slot, int) {
+    const EpiConst k = k0;
+    auto** ptr = reinterpret_cast<const int8_t**>(tables + ck.per_thread * static_cast<size_t>(slot));
+    int64_t filled = -1;
+    for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
+      const int64_t chunk = task / units, unit = task % units;
+      const int64_t r0 = chunk * ck.rows, r1 = std::min(p, r0 + ck.rows);
+      if (filled != chunk) {
+        fill_pointers(g, x, zero, r0, r1, taps, ptr);
+        filled = chunk;
+      }
+      body(k, static_cast<const int8_t* const*>(ptr), static_cast<const int8_t*>(zero), r0, r1, unit);
+    }
+  };
+  pool.run_any(by_ref(worker));
+}
+
 template <bool kFlip, bool kRequant, int kZ, bool kBounded>
 void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const int32_t* start,
               const EpiConst& k0, void* ws) {
   const NhwcPlan t = nhwc_plan(g, pool.num_threads());
-  auto* zero = static_cast<int8_t*>(ws);
-  std::memset(zero, g.x_zp, t.ck.zero_bytes);
-  char* tables = static_cast<char*>(ws) + t.ck.zero_bytes;
   const int64_t block_w = t.taps * t.cq * kBlockBytes;
-  AffineTasks tasks(t.ck.count * t.block_groups, pool.num_threads());
-  auto body = [&](int slot, int) {
-    const EpiConst k = k0;  // a copy no store can alias (see epilogue_tile)
-    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.ck.per_thread * static_cast<size_t>(slot));
-    int64_t filled = -1;
-    alignas(64) int32_t sums[kRows * 64];
-    for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
-      const int64_t chunk = task / t.block_groups, bg = task % t.block_groups;
-      const int64_t r0 = chunk * t.ck.rows, r1 = std::min(t.p, r0 + t.ck.rows);
-      if (filled != chunk) {
-        fill_pointers(g, x, zero, r0, r1, t.taps, ptr);
-        filled = chunk;
-      }
+  for_each_chunk_task(pool, g, x, t.p, t.taps, t.ck, t.block_groups, k0, ws,
+                      [&](const EpiConst& k, const int8_t* const* ptr, const int8_t*, int64_t r0, int64_t r1,
+                          int64_t bg) {
+      alignas(64) int32_t sums[kRows * 64];
       const int64_t b0 = bg * t.blocks_per_group, b1 = std::min(t.blocks, b0 + t.blocks_per_group);
       for (int64_t r = r0; r < r1; r += kRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
@@ -310,9 +328,7 @@ void run_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t
           }
         }
       }
-    }
-  };
-  pool.run_any(by_ref(body));
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -401,23 +417,11 @@ template <bool kFlip, bool kRequant, int kZ, bool kBounded>
 void run_dw_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int8_t* packed_w, const int32_t* start,
                  const EpiConst& k0, void* ws) {
   const DwNhwcPlan t = dw_nhwc_plan(g, pool.num_threads());
-  auto* zero = static_cast<int8_t*>(ws);
-  std::memset(zero, g.x_zp, t.ck.zero_bytes);
-  char* tables = static_cast<char*>(ws) + t.ck.zero_bytes;
   const int64_t block_w = t.groups * 4 * 64;
-  AffineTasks tasks(t.ck.count * t.blocks, pool.num_threads());
-  auto body = [&](int slot, int) {
-    const EpiConst k = k0;
-    auto** ptr = reinterpret_cast<const int8_t**>(tables + t.ck.per_thread * static_cast<size_t>(slot));
-    int64_t filled = -1;
-    alignas(64) int32_t sums[kDwRows * 64];
-    for (int64_t task = tasks.claim(slot); task >= 0; task = tasks.claim(slot)) {
-      const int64_t chunk = task / t.blocks, blk = task % t.blocks;
-      const int64_t r0 = chunk * t.ck.rows, r1 = std::min(t.p, r0 + t.ck.rows);
-      if (filled != chunk) {
-        fill_pointers(g, x, zero, r0, r1, t.taps, ptr);
-        filled = chunk;
-      }
+  for_each_chunk_task(pool, g, x, t.p, t.taps, t.ck, t.blocks, k0, ws,
+                      [&](const EpiConst& k, const int8_t* const* ptr, const int8_t* zero, int64_t r0, int64_t r1,
+                          int64_t blk) {
+      alignas(64) int32_t sums[kDwRows * 64];
       const int64_t c0 = blk * kNhwcNR;
       const BlockTerms terms = block_terms(k.e, c0, g.m);
       const int8_t* w = packed_w + blk * block_w;
@@ -433,9 +437,7 @@ void run_dw_nhwc(ThreadPool& pool, const ConvGeom& g, const int8_t* x, const int
         for (int i = 0; i < rows; ++i)
           epilogue_row<kRequant, kZ, kBounded, 4>(k, terms, sums + i * 64, (r + i) * g.m + c0);
       }
-    }
-  };
-  pool.run_any(by_ref(body));
+  });
 }
 
 // Both kernels' entry: the sums' start per output channel (bias_i32 less the
